@@ -1,0 +1,1 @@
+"""The cluster runtime: the plan, the launcher, the status service and the ``innkeeper`` CLI."""

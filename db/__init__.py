@@ -1,0 +1,1 @@
+"""PostgreSQL through asyncpg: the pool, the query funnel, query modules and the migration runner."""

@@ -1,0 +1,288 @@
+"""Typed settings, loaded once from the environment.
+
+Every process builds one :class:`Settings` at start-up with :meth:`Settings.from_env`. A value that
+is missing or malformed raises :class:`~innkeeper.errors.ConfigError` naming the variable, and the
+process stops there. Standard variables keep their usual names (``DISCORD_TOKEN``,
+``DATABASE_URL``, ``REDIS_URL``, ``DISCORD_API_URL``); everything else is ``INNKEEPER_*``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+from .errors import ConfigError, ErrorCode
+
+__all__ = ("Settings", "PROJECT_ROOT")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
+
+_DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/innkeeper"
+_DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+class _Env:
+    """Reads typed values from a mapping, raising :class:`ConfigError` that names the variable."""
+
+    __slots__ = ("env",)
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def as_str(self, name: str, default: str) -> str:
+        return self.raw(name) or default
+
+    def opt_str(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], what: str) -> T:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be {what}, got {raw!r}", code=ErrorCode.CONFIG_INVALID, variable=name
+            ) from None
+
+    def as_int(self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        value = self._parse(name, default, int, "an integer")
+        self._bounds(name, value, minimum, maximum)
+        return value
+
+    def opt_int(self, name: str, *, minimum: int | None = None) -> int | None:
+        value: int | None = self._parse(name, None, int, "an integer")
+        if value is not None:
+            self._bounds(name, value, minimum, None)
+        return value
+
+    def as_float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+        value = self._parse(name, default, float, "a number")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ConfigError(f"{name} must be a finite number", variable=name)
+        self._bounds(name, value, minimum, None)
+        return value
+
+    def as_bool(self, name: str, default: bool) -> bool:
+        raw = self.raw(name)
+        if raw is None:
+            return default
+        low = raw.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name} must be true or false, got {raw!r}", variable=name)
+
+    def as_id_set(self, name: str) -> frozenset[int]:
+        raw = self.raw(name)
+        if raw is None:
+            return frozenset()
+        out: set[int] = set()
+        for part in raw.replace(" ", "").split(","):
+            if not part:
+                continue
+            if not part.isdigit():
+                raise ConfigError(f"{name} must be a comma-separated list of Discord ids, got {part!r}",
+                                  variable=name)
+            out.add(int(part))
+        return frozenset(out)
+
+    def as_url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
+        raw = self.raw(name) or default
+        if raw is None:
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.netloc:
+            raise ConfigError(
+                f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {raw!r}",
+                variable=name,
+            )
+        return raw
+
+    @staticmethod
+    def _bounds(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}", variable=name)
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum}, got {value}", variable=name)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of every Innkeeper process.
+
+    Attributes are documented next to the variable that sets them in ``docs/operations.md``.
+    """
+
+    # Standard variables
+    discord_token: str | None = None
+    api_url: str | None = None  # DISCORD_API_URL: None means real Discord
+    database_url: str = _DEFAULT_DATABASE_URL
+    redis_url: str = _DEFAULT_REDIS_URL
+    # Redis namespacing
+    redis_prefix: str = "innkeeper"
+    # Logging
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+    # Sharding and clusters
+    shard_count: int | None = None
+    clusters: int | None = None
+    shards_per_cluster: int | None = None
+    hosts: int = 1
+    host_index: int = 0
+    identify_window_s: float = 5.0
+    identify_reserve: int = 10
+    # Heartbeats
+    heartbeat_interval_s: float = 5.0
+    heartbeat_ttl_s: float = 20.0
+    zombie_after_s: float = 120.0
+    # Status service and metrics
+    status_host: str = "127.0.0.1"
+    status_port: int = 8800
+    status_token: str | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port_base: int = 9100
+    # REST limits
+    global_rate: int = 50
+    # Database
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    slow_query_ms: float = 250.0
+    encryption_keys: tuple[str, ...] = ()
+    backup_dir: Path = PROJECT_ROOT / "backups"
+    backup_keep: int = 7
+    # Bot behaviour
+    default_prefix: str = "!"
+    owner_ids: frozenset[int] = field(default_factory=frozenset)
+    command_timeout_s: float = 10.0
+    # Files
+    run_dir: Path = PROJECT_ROOT / "run"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build the settings from ``env`` (``os.environ`` by default).
+
+        Raises
+        ------
+        ConfigError
+            When a variable is malformed; the message names it.
+        """
+        e = _Env(os.environ if env is None else env)
+        prefix = e.as_str("INNKEEPER_REDIS_PREFIX", "innkeeper")
+        if not _PREFIX_RE.match(prefix):
+            raise ConfigError(
+                "INNKEEPER_REDIS_PREFIX must be 1-64 characters of letters, digits and _.:-",
+                variable="INNKEEPER_REDIS_PREFIX",
+            )
+        log_format = e.as_str("INNKEEPER_LOG_FORMAT", "json").lower()
+        if log_format not in ("json", "text"):
+            raise ConfigError("INNKEEPER_LOG_FORMAT must be json or text", variable="INNKEEPER_LOG_FORMAT")
+        log_level = e.as_str("INNKEEPER_LOG_LEVEL", "INFO").upper()
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError("INNKEEPER_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL",
+                              variable="INNKEEPER_LOG_LEVEL")
+        hosts = e.as_int("INNKEEPER_HOSTS", 1, minimum=1)
+        host_index = e.as_int("INNKEEPER_HOST_INDEX", 0, minimum=0)
+        if host_index >= hosts:
+            raise ConfigError(f"INNKEEPER_HOST_INDEX must be below INNKEEPER_HOSTS ({hosts})",
+                              variable="INNKEEPER_HOST_INDEX")
+        keys_raw = e.opt_str("INNKEEPER_ENCRYPTION_KEYS")
+        encryption_keys = tuple(k for k in (keys_raw or "").split(",") if k)
+        pool_min = e.as_int("INNKEEPER_DB_POOL_MIN", 1, minimum=0)
+        pool_max = e.as_int("INNKEEPER_DB_POOL_MAX", 10, minimum=1)
+        if pool_max < pool_min:
+            raise ConfigError("INNKEEPER_DB_POOL_MAX must be at least INNKEEPER_DB_POOL_MIN",
+                              variable="INNKEEPER_DB_POOL_MAX")
+        prefix_cmd = e.as_str("INNKEEPER_DEFAULT_PREFIX", "!")
+        if len(prefix_cmd) > 16:
+            raise ConfigError("INNKEEPER_DEFAULT_PREFIX must be at most 16 characters",
+                              variable="INNKEEPER_DEFAULT_PREFIX")
+        api_url = e.as_url("DISCORD_API_URL", None, ("http", "https"))
+        return cls(
+            discord_token=e.opt_str("DISCORD_TOKEN"),
+            api_url=api_url.rstrip("/") if api_url else None,
+            database_url=e.as_url("DATABASE_URL", _DEFAULT_DATABASE_URL, ("postgresql", "postgres")) or "",
+            redis_url=e.as_url("REDIS_URL", _DEFAULT_REDIS_URL, ("redis", "rediss", "unix")) or "",
+            redis_prefix=prefix,
+            log_format=log_format,  # type: ignore[arg-type]
+            log_level=log_level,
+            shard_count=e.opt_int("INNKEEPER_SHARD_COUNT", minimum=1),
+            clusters=e.opt_int("INNKEEPER_CLUSTERS", minimum=1),
+            shards_per_cluster=e.opt_int("INNKEEPER_SHARDS_PER_CLUSTER", minimum=1),
+            hosts=hosts,
+            host_index=host_index,
+            identify_window_s=e.as_float("INNKEEPER_IDENTIFY_WINDOW", 5.0, minimum=0.01),
+            identify_reserve=e.as_int("INNKEEPER_IDENTIFY_RESERVE", 10, minimum=0),
+            heartbeat_interval_s=e.as_float("INNKEEPER_HEARTBEAT_INTERVAL", 5.0, minimum=0.1),
+            heartbeat_ttl_s=e.as_float("INNKEEPER_HEARTBEAT_TTL", 20.0, minimum=0.5),
+            zombie_after_s=e.as_float("INNKEEPER_ZOMBIE_AFTER", 120.0, minimum=1.0),
+            status_host=e.as_str("INNKEEPER_STATUS_HOST", "127.0.0.1"),
+            status_port=e.as_int("INNKEEPER_STATUS_PORT", 8800, minimum=0, maximum=65535),
+            status_token=e.opt_str("INNKEEPER_STATUS_TOKEN"),
+            metrics_host=e.as_str("INNKEEPER_METRICS_HOST", "127.0.0.1"),
+            metrics_port_base=e.as_int("INNKEEPER_METRICS_PORT_BASE", 9100, minimum=0, maximum=65535),
+            global_rate=e.as_int("INNKEEPER_GLOBAL_RATE", 50, minimum=1),
+            db_pool_min=pool_min,
+            db_pool_max=pool_max,
+            slow_query_ms=e.as_float("INNKEEPER_SLOW_QUERY_MS", 250.0, minimum=0.0),
+            encryption_keys=encryption_keys,
+            backup_dir=Path(e.as_str("INNKEEPER_BACKUP_DIR", str(PROJECT_ROOT / "backups"))),
+            backup_keep=e.as_int("INNKEEPER_BACKUP_KEEP", 7, minimum=1),
+            default_prefix=prefix_cmd,
+            owner_ids=e.as_id_set("INNKEEPER_OWNER_IDS"),
+            command_timeout_s=e.as_float("INNKEEPER_COMMAND_TIMEOUT", 10.0, minimum=0.1),
+            run_dir=Path(e.as_str("INNKEEPER_RUN_DIR", str(PROJECT_ROOT / "run"))),
+        )
+
+    def require_token(self) -> str:
+        """Return ``DISCORD_TOKEN`` or raise a :class:`ConfigError` that names it."""
+        if not self.discord_token:
+            raise ConfigError("DISCORD_TOKEN is not set", code=ErrorCode.CONFIG_MISSING,
+                              variable="DISCORD_TOKEN")
+        return self.discord_token
+
+    def as_env(self) -> dict[str, str]:
+        """Render the settings back into environment variables (for child processes)."""
+        names = {
+            "discord_token": "DISCORD_TOKEN", "api_url": "DISCORD_API_URL", "database_url": "DATABASE_URL",
+            "redis_url": "REDIS_URL",
+        }
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            var = names.get(f.name) or "INNKEEPER_" + _ENV_NAME.get(f.name, f.name).upper()
+            if isinstance(value, frozenset):
+                out[var] = ",".join(str(v) for v in sorted(value))
+            elif isinstance(value, tuple):
+                out[var] = ",".join(value)
+            else:
+                out[var] = str(value)
+        return out
+
+
+_ENV_NAME = {
+    "identify_window_s": "identify_window",
+    "heartbeat_interval_s": "heartbeat_interval",
+    "heartbeat_ttl_s": "heartbeat_ttl",
+    "zombie_after_s": "zombie_after",
+    "command_timeout_s": "command_timeout",
+}

@@ -1,0 +1,1 @@
+"""Coordination between clusters over Redis: the bus, identify queue, shared limits and caches."""

@@ -1,0 +1,1 @@
+"""The bot process: one ``ClusterBot`` (an ``AutoShardedBot``) per cluster, and its commands."""

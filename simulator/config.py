@@ -1,0 +1,53 @@
+"""The simulator's settings: one frozen dataclass shared by the CLI, the server and the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ("SimConfig",)
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """Everything that shapes a simulated Discord.
+
+    Every field has a CLI flag of the same name (``--members-per-guild``) on ``python -m simulator``
+    and ``innkeeper simulator``.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    guilds: int = 100
+    members_per_guild: int = 20
+    channels_per_guild: int = 3
+    #: What ``GET /gateway/bot`` recommends.
+    shards: int = 1
+    max_concurrency: int = 1
+    #: Seconds per identify window (Discord: 5 s). Tests scale it down.
+    identify_window: float = 5.0
+    #: Bot-wide REST requests per second (interaction callbacks are exempt).
+    global_rate: int = 50
+    seed: int = 1
+    #: The only token accepted (``Authorization: Bot <token>`` and IDENTIFY).
+    token: str = "sim-token"
+    heartbeat_interval_ms: int = 41_250
+    #: Messages per channel per ``message_window`` seconds.
+    message_limit: int = 5
+    message_window: float = 5.0
+    #: Gateway payloads a connection may send per ``gateway_send_window`` seconds before close 4008.
+    gateway_send_limit: int = 120
+    gateway_send_window: float = 60.0
+    #: Guilds a shard may carry before close 4011.
+    max_guilds_per_shard: int = 2500
+    #: Daily identify budget reported in ``session_start_limit``.
+    session_start_total: int = 1000
+    #: Dispatches a session keeps for RESUME.
+    resume_buffer: int = 10_000
+    #: Seconds a dropped, resumable session stays resumable.
+    resume_ttl: float = 120.0
+    #: Largest ``member_count`` of the largest guilds (members are not all sent).
+    max_member_count: int = 100_000
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"

@@ -1,0 +1,262 @@
+"""Shared state of one simulator instance, and the contract between its parts.
+
+The gateway side (``simulator/gateway.py``) implements :class:`GatewayHub`; the REST side
+(``simulator/rest.py``) and the control API (``simulator/control.py``) use it through
+``SimState.gateway``. Everything here lives in one event loop; no locks are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .config import SimConfig
+    from .world import World
+
+__all__ = ("SimState", "Stats", "ShardStats", "MessageStore", "InteractionWaiters", "CommandStore",
+           "GatewayHub", "SnowflakeGen")
+
+DISCORD_EPOCH_MS = 1_420_070_400_000
+
+
+class SnowflakeGen:
+    """Monotonic snowflakes for objects the simulator creates at run time (messages, interactions)."""
+
+    __slots__ = ("_counter", "_worker")
+
+    def __init__(self, worker: int = 1) -> None:
+        self._counter = itertools.count()
+        self._worker = worker & 0x1F
+
+    def next(self) -> int:
+        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        return (ms << 22) | (self._worker << 17) | (next(self._counter) & 0x1FFFF)
+
+
+@dataclass(slots=True)
+class ShardStats:
+    sessions: int = 0
+    identifies: int = 0
+    resumes: int = 0
+    dispatched: int = 0
+    guilds: int = 0
+    closes: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sessions": self.sessions, "identifies": self.identifies, "resumes": self.resumes,
+                "dispatched": self.dispatched, "guilds": self.guilds, "closes": dict(self.closes)}
+
+
+@dataclass(slots=True)
+class Stats:
+    """Every counter ``GET /_sim/stats`` reports."""
+
+    identifies: int = 0
+    identify_violations: int = 0
+    auth_failures: int = 0
+    resumes: int = 0
+    failed_resumes: int = 0
+    heartbeats: int = 0
+    send_limit_closes: int = 0
+    sharding_required_closes: int = 0
+    requests: int = 0
+    rate_limited: dict[str, int] = field(default_factory=lambda: {"user": 0, "global": 0, "shared": 0})
+    invalid_requests: int = 0
+    #: Dispatch events written to live sockets.
+    dispatched: int = 0
+    #: Interaction callbacks the bot posted.
+    acknowledged: int = 0
+    #: Events meant for a shard that had no live or resumable session (they are gone, as on Discord).
+    lost: int = 0
+    messages_created: int = 0
+    faults_applied: int = 0
+    shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
+    started_at: float = field(default_factory=time.monotonic)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "identifies": self.identifies,
+            "identify_violations": self.identify_violations,
+            "auth_failures": self.auth_failures,
+            "resumes": self.resumes,
+            "failed_resumes": self.failed_resumes,
+            "heartbeats": self.heartbeats,
+            "send_limit_closes": self.send_limit_closes,
+            "sharding_required_closes": self.sharding_required_closes,
+            "requests": self.requests,
+            "rate_limited": dict(self.rate_limited),
+            "invalid_requests": self.invalid_requests,
+            "dispatched": self.dispatched,
+            "acknowledged": self.acknowledged,
+            "lost": self.lost,
+            "messages_created": self.messages_created,
+            "faults_applied": self.faults_applied,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
+        }
+
+
+class MessageStore:
+    """Messages per channel, oldest first, injected and the bot's alike (bounded per channel)."""
+
+    __slots__ = ("_by_channel", "_limit")
+
+    def __init__(self, per_channel_limit: int = 1000) -> None:
+        self._by_channel: dict[int, deque[dict[str, Any]]] = defaultdict(lambda: deque(maxlen=per_channel_limit))
+        self._limit = per_channel_limit
+
+    def add(self, channel_id: int, message: dict[str, Any]) -> None:
+        self._by_channel[channel_id].append(message)
+
+    def list(self, channel_id: int, limit: int = 50, before: int | None = None,
+             after: int | None = None) -> list[dict[str, Any]]:
+        """Newest first, as Discord's ``GET /channels/{id}/messages``."""
+        out: list[dict[str, Any]] = []
+        for msg in reversed(self._by_channel.get(channel_id, ())):
+            mid = int(msg["id"])
+            if before is not None and mid >= before:
+                continue
+            if after is not None and mid <= after:
+                continue
+            out.append(msg)
+            if len(out) >= limit:
+                break
+        return out
+
+
+@dataclass(slots=True)
+class PendingInteraction:
+    interaction_id: int
+    token: str
+    guild_id: int | None
+    channel_id: int
+    created: float
+    callback: asyncio.Future[dict[str, Any]]
+    followups: list[dict[str, Any]] = field(default_factory=list)
+    original_edits: list[dict[str, Any]] = field(default_factory=list)
+
+
+class InteractionWaiters:
+    """Interactions the control API injected, waiting for the bot's callback.
+
+    ``POST /_sim/interactions`` registers one and awaits its future; the REST callback route
+    resolves it; webhook follow-ups (``/webhooks/{app_id}/{token}``) append to it by token.
+    """
+
+    __slots__ = ("_by_id", "_by_token")
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, PendingInteraction] = {}
+        self._by_token: dict[str, PendingInteraction] = {}
+
+    def register(self, interaction_id: int, token: str, guild_id: int | None, channel_id: int) -> PendingInteraction:
+        pending = PendingInteraction(interaction_id, token, guild_id, channel_id, time.monotonic(),
+                                     asyncio.get_running_loop().create_future())
+        self._by_id[interaction_id] = pending
+        self._by_token[token] = pending
+        return pending
+
+    def get(self, interaction_id: int, token: str) -> PendingInteraction | None:
+        pending = self._by_id.get(interaction_id)
+        if pending is None or pending.token != token:
+            return None
+        return pending
+
+    def by_token(self, token: str) -> PendingInteraction | None:
+        return self._by_token.get(token)
+
+    def forget_older_than(self, seconds: float) -> None:
+        cutoff = time.monotonic() - seconds
+        for iid, p in list(self._by_id.items()):
+            if p.created < cutoff:
+                del self._by_id[iid]
+                self._by_token.pop(p.token, None)
+
+
+class CommandStore:
+    """Application commands registered by bulk overwrite: global and per guild."""
+
+    __slots__ = ("global_commands", "guild_commands", "_ids")
+
+    def __init__(self, ids: SnowflakeGen) -> None:
+        self.global_commands: dict[str, dict[str, Any]] = {}
+        self.guild_commands: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self._ids = ids
+
+    def overwrite(self, application_id: int, payload: list[dict[str, Any]],
+                  guild_id: int | None = None) -> list[dict[str, Any]]:
+        target = self.global_commands if guild_id is None else self.guild_commands[guild_id]
+        old = dict(target)
+        target.clear()
+        for cmd in payload:
+            name = str(cmd["name"])
+            previous = old.get(name)
+            stored = {
+                "id": previous["id"] if previous else str(self._ids.next()),
+                "application_id": str(application_id),
+                "version": str(self._ids.next()),
+                "type": cmd.get("type", 1),
+                "name": name,
+                "description": cmd.get("description", ""),
+                "options": cmd.get("options", []),
+                "default_member_permissions": cmd.get("default_member_permissions"),
+                "dm_permission": cmd.get("dm_permission", True),
+                "nsfw": cmd.get("nsfw", False),
+                "contexts": cmd.get("contexts"),
+                "integration_types": cmd.get("integration_types", [0]),
+            }
+            if guild_id is not None:
+                stored["guild_id"] = str(guild_id)
+            target[name] = stored
+        return list(target.values())
+
+    def find(self, name: str, guild_id: int | None) -> dict[str, Any] | None:
+        if guild_id is not None and name in self.guild_commands.get(guild_id, {}):
+            return self.guild_commands[guild_id][name]
+        return self.global_commands.get(name)
+
+
+class GatewayHub(Protocol):
+    """What the gateway side offers the rest of the simulator."""
+
+    def dispatch_guild(self, guild_id: int, event: str, data: dict[str, Any]) -> bool:
+        """Send a dispatch to the shard that owns ``guild_id``; False when it reached no session."""
+
+    def dispatch_shard(self, shard_id: int, event: str, data: dict[str, Any]) -> int:
+        """Send a dispatch to every live session of ``shard_id``; returns how many got it."""
+
+    def apply_fault(self, kind: str, shard_id: int | None, *, resumable: bool, code: int) -> int:
+        """Apply a gateway fault (disconnect, reconnect, invalid_session); returns sessions hit."""
+
+    def shard_count(self) -> int | None:
+        """The shard count the live sessions identified with, or None when none is live."""
+
+    def live_shards(self) -> dict[int, int]:
+        """Shard id → number of live sessions."""
+
+    async def close_all(self) -> None:
+        """Close every socket (server shutdown)."""
+
+
+@dataclass(slots=True)
+class SimState:
+    """Everything one simulator holds; stored on the aiohttp app under ``STATE_KEY``."""
+
+    config: SimConfig
+    world: World
+    gateway: GatewayHub
+    stats: Stats = field(default_factory=Stats)
+    messages: MessageStore = field(default_factory=MessageStore)
+    interactions: InteractionWaiters = field(default_factory=InteractionWaiters)
+    ids: SnowflakeGen = field(default_factory=SnowflakeGen)
+    commands: CommandStore = field(init=False)
+    #: REST faults injected by ``POST /_sim/faults`` (kind http_error / latency), consumed per request.
+    rest_faults: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.commands = CommandStore(self.ids)
