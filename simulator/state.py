@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .config import SimConfig
     from .world import World
 
-__all__ = ("SimState", "Stats", "ShardStats", "MessageStore", "InteractionWaiters", "CommandStore",
+__all__ = ("STATE_KEY", "SimState", "Stats", "ShardStats", "MessageStore", "InteractionWaiters", "CommandStore",
            "GatewayHub", "SnowflakeGen")
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
@@ -260,3 +260,13 @@ class SimState:
 
     def __post_init__(self) -> None:
         self.commands = CommandStore(self.ids)
+
+
+def _state_key() -> Any:
+    from aiohttp import web
+
+    return web.AppKey("innkeeper_sim_state", SimState)
+
+
+#: Where the aiohttp app keeps its :class:`SimState`.
+STATE_KEY = _state_key()

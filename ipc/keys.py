@@ -1,0 +1,104 @@
+"""Every Redis key and channel name Innkeeper uses, under one prefix.
+
+Nothing else in the code base writes a key name by hand: it asks a :class:`Keys` built from
+``Settings.redis_prefix`` (``INNKEEPER_REDIS_PREFIX``). Tests and several bots can therefore share
+one Redis by using different prefixes.
+"""
+
+from __future__ import annotations
+
+__all__ = ("Keys",)
+
+
+class Keys:
+    """Key and channel names under one prefix.
+
+    Parameters
+    ----------
+    prefix:
+        The namespace, e.g. ``"innkeeper"``; keys look like ``innkeeper:identify:0``.
+    """
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.rstrip(":")
+
+    def _k(self, *parts: object) -> str:
+        return ":".join((self.prefix, *(str(p) for p in parts)))
+
+    # --- identify queue -------------------------------------------------------------------------
+    def identify_bucket(self, bucket: int) -> str:
+        """Lock held for one identify window by the shard identifying in ``bucket``."""
+        return self._k("identify", "bucket", bucket)
+
+    def identify_queue(self, bucket: int) -> str:
+        """Sorted set of shards waiting to identify in ``bucket``."""
+        return self._k("identify", "queue", bucket)
+
+    def identify_budget(self) -> str:
+        """Last known ``session_start_limit`` (hash)."""
+        return self._k("identify", "budget")
+
+    # --- cluster liveness -----------------------------------------------------------------------
+    def heartbeat(self, cluster_id: int) -> str:
+        """The cluster's heartbeat record (msgpack), expiring by TTL."""
+        return self._k("cluster", cluster_id, "heartbeat")
+
+    def heartbeat_pattern(self) -> str:
+        return self._k("cluster", "*", "heartbeat")
+
+    def plan(self) -> str:
+        """The current cluster plan (msgpack), written by the launcher."""
+        return self._k("cluster", "plan")
+
+    # --- gateway sessions -----------------------------------------------------------------------
+    def session(self, shard_id: int) -> str:
+        """session_id, seq and resume_gateway_url of one shard (hash)."""
+        return self._k("session", shard_id)
+
+    # --- IPC bus --------------------------------------------------------------------------------
+    def bus_channel(self) -> str:
+        """Broadcast channel every cluster subscribes to."""
+        return self._k("bus", "all")
+
+    def bus_cluster_channel(self, cluster_id: int | str) -> str:
+        """Channel for messages addressed to one cluster (or to the CLI/status service by name)."""
+        return self._k("bus", "to", cluster_id)
+
+    # --- REST rate limits -----------------------------------------------------------------------
+    def rl_bucket(self, bucket: str) -> str:
+        return self._k("rl", "bucket", bucket)
+
+    def rl_route_map(self) -> str:
+        """Hash: route key → Discord bucket hash, learned from ``X-RateLimit-Bucket``."""
+        return self._k("rl", "routes")
+
+    def rl_global(self) -> str:
+        return self._k("rl", "global")
+
+    def rl_invalid(self) -> str:
+        """Counter of 401/403/429 responses in the current 10-minute window."""
+        return self._k("rl", "invalid")
+
+    # --- caches and throttles -------------------------------------------------------------------
+    def cache(self, namespace: str, key: str) -> str:
+        return self._k("cache", namespace, key)
+
+    def cache_channel(self) -> str:
+        """Pub/sub channel carrying cache invalidations."""
+        return self._k("cache", "invalidate")
+
+    def guild_snapshot(self, guild_id: int) -> str:
+        return self._k("snapshot", "guild", guild_id)
+
+    def shard_snapshot_index(self, shard_id: int) -> str:
+        """Set of guild ids snapshotted for one shard."""
+        return self._k("snapshot", "shard", shard_id)
+
+    def throttle(self, scope: str, subject: str, command: str) -> str:
+        return self._k("throttle", scope, subject, command)
+
+    # --- jobs -----------------------------------------------------------------------------------
+    def lock(self, name: str) -> str:
+        return self._k("lock", name)
