@@ -168,10 +168,17 @@ class Settings:
     encryption_keys: tuple[str, ...] = ()
     backup_dir: Path = PROJECT_ROOT / "backups"
     backup_keep: int = 7
+    log_queries: bool = False  # INNKEEPER_LOG_QUERIES=1 logs every query
+    # Retention in days per table (0 keeps forever)
+    retention_usage_days: int = 90
+    retention_errors_days: int = 30
+    retention_feedback_days: int = 180
+    retention_reminders_days: int = 30
     # Bot behaviour
     default_prefix: str = "!"
     owner_ids: frozenset[int] = field(default_factory=frozenset)
     command_timeout_s: float = 10.0
+    sync_commands: bool = True
     # Files
     run_dir: Path = PROJECT_ROOT / "run"
 
@@ -245,9 +252,15 @@ class Settings:
             encryption_keys=encryption_keys,
             backup_dir=Path(e.as_str("INNKEEPER_BACKUP_DIR", str(PROJECT_ROOT / "backups"))),
             backup_keep=e.as_int("INNKEEPER_BACKUP_KEEP", 7, minimum=1),
+            log_queries=e.as_bool("INNKEEPER_LOG_QUERIES", False),
+            retention_usage_days=e.as_int("INNKEEPER_RETENTION_USAGE_DAYS", 90, minimum=0),
+            retention_errors_days=e.as_int("INNKEEPER_RETENTION_ERRORS_DAYS", 30, minimum=0),
+            retention_feedback_days=e.as_int("INNKEEPER_RETENTION_FEEDBACK_DAYS", 180, minimum=0),
+            retention_reminders_days=e.as_int("INNKEEPER_RETENTION_REMINDERS_DAYS", 30, minimum=0),
             default_prefix=prefix_cmd,
             owner_ids=e.as_id_set("INNKEEPER_OWNER_IDS"),
             command_timeout_s=e.as_float("INNKEEPER_COMMAND_TIMEOUT", 10.0, minimum=0.1),
+            sync_commands=e.as_bool("INNKEEPER_SYNC_COMMANDS", True),
             run_dir=Path(e.as_str("INNKEEPER_RUN_DIR", str(PROJECT_ROOT / "run"))),
         )
 

@@ -1,0 +1,123 @@
+"""``python -m shard``: run one cluster's bot.
+
+Examples
+--------
+``python -m shard --cluster 2 --shard-ids 8-11 --shard-count 16``
+``python -m shard --shard-ids 0,1 --shard-count 2``
+
+Exit codes: 0 after a clean shutdown, 1 on an unexpected failure, 2 on bad usage, and 78
+(``EX_CONFIG``) when retrying cannot help: a bad token, a fatal gateway close (4004, 4010-4014) or
+bad configuration. supervisord treats 78 as final instead of restarting in a loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import discord
+
+from innkeeper.errors import ConfigError, InnkeeperError
+from innkeeper.logs import setup_logging
+from innkeeper.settings import Settings
+
+__all__ = ("main", "parse_shard_ids", "EXIT_FATAL")
+
+_log = logging.getLogger("shard")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 78
+_FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
+
+
+def parse_shard_ids(text: str) -> list[int]:
+    """Parse ``"0,1,5-7"`` into ``[0, 1, 5, 6, 7]``; raise ``ValueError`` on anything else."""
+    ids: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo_s, hi_s = part.split("-", 1)
+            lo, hi = int(lo_s), int(hi_s)
+            if lo < 0 or hi < lo:
+                raise ValueError(f"bad shard range {part!r}")
+            ids.extend(range(lo, hi + 1))
+        else:
+            value = int(part)
+            if value < 0:
+                raise ValueError(f"bad shard id {part!r}")
+            ids.append(value)
+    if not ids:
+        raise ValueError("no shard ids given")
+    if len(set(ids)) != len(ids):
+        raise ValueError("shard ids repeat")
+    return sorted(ids)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shard", description="Run one cluster of the bot.")
+    parser.add_argument("--cluster", type=int, default=0, help="this cluster's id (default 0)")
+    parser.add_argument("--shard-ids", default=None, help="shards to run, e.g. 0,1 or 8-15 (default: all)")
+    parser.add_argument("--shard-count", type=int, default=None,
+                        help="total shard count (default: ask GET /gateway/bot)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        shard_ids = parse_shard_ids(args.shard_ids) if args.shard_ids else None
+    except ValueError as exc:
+        parser.error(f"--shard-ids: {exc}")
+    if args.cluster < 0:
+        parser.error("--cluster must be 0 or more")
+    if args.shard_count is not None:
+        if args.shard_count < 1:
+            parser.error("--shard-count must be at least 1")
+        if shard_ids and max(shard_ids) >= args.shard_count:
+            parser.error(f"--shard-ids must be below --shard-count ({args.shard_count})")
+    elif shard_ids is not None:
+        parser.error("--shard-ids needs --shard-count")
+
+    try:
+        settings = Settings.from_env()
+        setup_logging(settings.log_format, settings.log_level, role=f"cluster-{args.cluster}")
+        token = settings.require_token()
+    except ConfigError as exc:
+        print(f"shard: error: [{exc.code.value}] {exc.message}", file=sys.stderr)
+        return EXIT_FATAL
+
+    from .bot import ClusterBot, run_cluster
+
+    bot = ClusterBot(settings, cluster_id=args.cluster, shard_ids=shard_ids, shard_count=args.shard_count)
+    try:
+        asyncio.run(run_cluster(bot, token))
+    except discord.LoginFailure as exc:
+        _log.critical("login failed: the token was rejected (%s); not retrying", exc)
+        return EXIT_FATAL
+    except discord.ConnectionClosed as exc:
+        if exc.code in _FATAL_CLOSE_CODES:
+            _log.critical("gateway closed with fatal code %s (%s); not retrying", exc.code, exc.reason)
+            return EXIT_FATAL
+        _log.exception("gateway connection closed")
+        return EXIT_FAILURE
+    except discord.PrivilegedIntentsRequired as exc:
+        _log.critical("privileged intents are not enabled for this bot: %s", exc)
+        return EXIT_FATAL
+    except InnkeeperError as exc:
+        _log.critical("cluster stopped: %s", exc, extra={"error_code": exc.code.value, **exc.context})
+        return EXIT_FATAL if isinstance(exc, ConfigError) else EXIT_FAILURE
+    except Exception:
+        _log.exception("cluster crashed")
+        return EXIT_FAILURE
+    if bot.fatal_error is not None:
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""``ClusterBot``: the ``AutoShardedBot`` each cluster process runs over its shard range.
+
+The bot itself stays a plain discord.py bot. Cluster concerns plug in as *services*: objects
+with ``async start()`` and ``async stop()`` that :meth:`ClusterBot.setup_hook` starts in order and
+:meth:`ClusterBot.close` stops in reverse order (heartbeats, metrics, the watchdog, the IPC bus…).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import discord
+import redis.asyncio as aioredis
+from discord.ext import commands
+
+from innkeeper.settings import Settings
+from ipc.keys import Keys
+
+from .cogs import EXTENSIONS
+from .urls import point_discord_at
+
+__all__ = ("ClusterBot", "BotService", "build_intents")
+
+_log = logging.getLogger(__name__)
+
+
+class BotService(Protocol):
+    """A background part of a cluster process, started after login and stopped before logout."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+def build_intents() -> discord.Intents:
+    """The intents a large bot needs: guilds and messages, no presences, no member list."""
+    intents = discord.Intents.default()
+    intents.message_content = True  # prefix commands
+    intents.members = False
+    intents.presences = False
+    intents.typing = False
+    return intents
+
+
+class ClusterBot(commands.AutoShardedBot):
+    """One cluster's bot.
+
+    Parameters
+    ----------
+    settings:
+        The process's settings.
+    cluster_id:
+        This cluster's index in the plan; names its heartbeat, metrics port and logs.
+    shard_ids:
+        The shards this cluster runs, or ``None`` to run every shard.
+    shard_count:
+        The bot's total shard count, or ``None`` to ask ``GET /gateway/bot``.
+    extensions:
+        Extensions to load; defaults to :data:`shard.cogs.EXTENSIONS`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cluster_id: int = 0,
+        shard_ids: Sequence[int] | None = None,
+        shard_count: int | None = None,
+        extensions: Sequence[str] = EXTENSIONS,
+        **options: Any,
+    ) -> None:
+        point_discord_at(settings.api_url)
+        if shard_ids is not None:
+            options["shard_ids"] = list(shard_ids)
+        super().__init__(
+            command_prefix=commands.when_mentioned_or(settings.default_prefix),
+            intents=build_intents(),
+            shard_count=shard_count,
+            chunk_guilds_at_startup=False,
+            member_cache_flags=discord.MemberCacheFlags.none(),
+            max_messages=1000,
+            help_command=None,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True, replied_user=True),
+            **options,
+        )
+        self.settings = settings
+        self.cluster_id = cluster_id
+        self.keys = Keys(settings.redis_prefix)
+        self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url, health_check_interval=30)
+        self.services: list[BotService] = []
+        self._extensions = tuple(extensions)
+        self._started_services: list[BotService] = []
+        self.fatal_error: BaseException | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def setup_hook(self) -> None:
+        for name in self._extensions:
+            await self.load_extension(name)
+        self.services.extend(self.build_services())
+        for service in self.services:
+            await service.start()
+            self._started_services.append(service)
+        if self.cluster_id == 0 and self.settings.sync_commands:
+            synced = await self.tree.sync()
+            _log.info("synced %d application commands", len(synced))
+
+    def build_services(self) -> list[BotService]:
+        """The services this cluster runs; override or extend to add more."""
+        return []
+
+    async def close(self) -> None:
+        for service in reversed(self._started_services):
+            try:
+                await service.stop()
+            except Exception:
+                _log.exception("service %r failed to stop", service)
+        self._started_services.clear()
+        await super().close()
+        await self.redis.aclose()
+
+    # --- events ---------------------------------------------------------------------------------
+    async def on_ready(self) -> None:
+        _log.info("cluster %d ready: %d shards, %d guilds", self.cluster_id, len(self.shards), len(self.guilds))
+
+    async def on_shard_ready(self, shard_id: int) -> None:
+        _log.info("shard %d ready", shard_id, extra={"shard_id": shard_id})
+
+    async def on_command_error(self, ctx: commands.Context[Any], error: commands.CommandError) -> None:
+        if isinstance(error, commands.CommandNotFound):
+            return
+        _log.warning("command %s failed: %s", ctx.command, error, exc_info=error)
+
+
+async def run_cluster(bot: ClusterBot, token: str) -> None:
+    """Run ``bot`` until it closes or SIGTERM/SIGINT arrives, closing it gracefully either way."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(bot.start(token), name="bot")
+    waiter = asyncio.create_task(stop.wait(), name="signal")
+    try:
+        done, _ = await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            runner.result()  # re-raise login or gateway failures
+        else:
+            _log.info("signal received: closing the cluster")
+    finally:
+        waiter.cancel()
+        if not bot.is_closed():
+            await bot.close()
+        if not runner.done():
+            try:
+                await asyncio.wait_for(runner, timeout=10)
+            except (TimeoutError, asyncio.CancelledError):
+                runner.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

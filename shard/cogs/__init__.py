@@ -1,0 +1,10 @@
+"""The bot's command groups (cogs). Each module is an extension loaded by :class:`shard.bot.ClusterBot`."""
+
+from __future__ import annotations
+
+__all__ = ("EXTENSIONS",)
+
+#: Extensions every cluster loads, in order.
+EXTENSIONS: tuple[str, ...] = (
+    "shard.cogs.core",
+)
