@@ -1,0 +1,53 @@
+"""Fixtures for end-to-end tests: a real simulator process and in-process or subprocess bots."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from innkeeper.settings import Settings
+from shard.bot import ClusterBot
+from tests.procs import SimulatorProc, cluster_env, start_simulator
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+BotFactory = Callable[..., Awaitable[ClusterBot]]
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimulatorProc]:
+    """A simulator with 50 guilds on 2 shards and a scaled identify window."""
+    with start_simulator(tmp_path / "logs", guilds=50, shards=2, identify_window=0.2) as proc:
+        yield proc
+
+
+@pytest.fixture
+async def start_bot(redis_prefix: str) -> AsyncIterator[BotFactory]:
+    """Start in-process ``ClusterBot``s against a simulator and wait until every shard is READY."""
+    bots: list[tuple[ClusterBot, asyncio.Task[None]]] = []
+
+    async def factory(sim: SimulatorProc, *, shard_ids: list[int] | None = None, shard_count: int | None = None,
+                      cluster_id: int = 0, env: dict[str, str] | None = None, timeout: float = 60.0) -> ClusterBot:
+        settings = Settings.from_env(cluster_env(sim, redis_prefix, extra=env))
+        bot = ClusterBot(settings, cluster_id=cluster_id, shard_ids=shard_ids, shard_count=shard_count)
+        task = asyncio.create_task(bot.start(settings.require_token()))
+        bots.append((bot, task))
+
+        def ready() -> bool:
+            if task.done():
+                task.result()  # surface a login or gateway failure
+            return bot.is_ready()
+        await wait_for(ready, timeout=timeout, message="every shard READY")
+        return bot
+
+    yield factory
+    for bot, task in bots:
+        if not bot.is_closed():
+            await bot.close()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(task, timeout=10)

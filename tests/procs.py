@@ -1,0 +1,160 @@
+"""Real processes for end-to-end tests: the simulator and bot clusters as subprocesses.
+
+Every process is started with its own ports, logs to a file under the test's tmp dir, and is
+killed (process group) at teardown, so nothing is left running after a test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from innkeeper.settings import PROJECT_ROOT
+from tests.support import free_port, wait_for_sync
+
+__all__ = ("Proc", "SimulatorProc", "start_simulator", "start_cluster", "http_json")
+
+SIM_TOKEN = "e2e-token"
+
+
+def http_json(method: str, url: str, body: Any = None, *, timeout: float = 30.0,
+              headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+    """A small blocking JSON HTTP call (returns status and decoded body, also for 4xx/5xx)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw = resp.read()
+            return resp.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
+@dataclass
+class Proc:
+    """A subprocess in its own process group, with its output in ``log``."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.alive():
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        return self.popen.returncode
+
+
+def spawn(name: str, args: list[str], log_dir: Path, env: Mapping[str, str] | None = None) -> Proc:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    full_env = {**os.environ, **(env or {})}
+    full_env.setdefault("PYTHONUNBUFFERED", "1")
+    with log.open("ab") as fh:
+        popen = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            [sys.executable, *args], cwd=PROJECT_ROOT, stdout=fh, stderr=subprocess.STDOUT, env=full_env,
+            start_new_session=True,
+        )
+    return Proc(name, popen, log)
+
+
+@dataclass
+class SimulatorProc(Proc):
+    port: int = 0
+    token: str = SIM_TOKEN
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, Any]:
+        status, body = http_json("GET", self.url + "/_sim/stats")
+        assert status == 200, body
+        return body  # type: ignore[no-any-return]
+
+    def world(self, limit: int = 100) -> dict[str, Any]:
+        status, body = http_json("GET", f"{self.url}/_sim/world?limit={limit}")
+        assert status == 200, body
+        return body  # type: ignore[no-any-return]
+
+
+@contextmanager
+def start_simulator(log_dir: Path, *, guilds: int = 50, shards: int = 1, max_concurrency: int = 1,
+                    identify_window: float = 0.2, extra_args: tuple[str, ...] = ()) -> Iterator[SimulatorProc]:
+    """Run ``python -m simulator`` on a free port until the block exits."""
+    port = free_port()
+    args = ["-m", "simulator", "--port", str(port), "--guilds", str(guilds), "--shards", str(shards),
+            "--max-concurrency", str(max_concurrency), "--identify-window", str(identify_window),
+            "--token", SIM_TOKEN, *extra_args]
+    base = spawn(f"simulator-{port}", args, log_dir)
+    sim = SimulatorProc(base.name, base.popen, base.log, port=port)
+    try:
+        def up() -> bool:
+            assert sim.alive(), f"simulator exited:\n{sim.output()}"
+            try:
+                return http_json("GET", sim.url + "/_sim/stats", timeout=1)[0] == 200
+            except OSError:
+                return False
+        wait_for_sync(up, timeout=30, message="the simulator to listen")
+        yield sim
+    finally:
+        sim.stop()
+
+
+def cluster_env(sim: SimulatorProc, redis_prefix: str, *, token: str | None = None,
+                extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a bot process pointed at ``sim``."""
+    return {
+        "DISCORD_TOKEN": token if token is not None else sim.token,
+        "DISCORD_API_URL": sim.url,
+        "INNKEEPER_REDIS_PREFIX": redis_prefix,
+        "INNKEEPER_LOG_FORMAT": "json",
+        "INNKEEPER_METRICS_PORT_BASE": str(free_port()),
+        **(extra or {}),
+    }
+
+
+def start_cluster(log_dir: Path, env: Mapping[str, str], *, cluster: int = 0, shard_ids: str | None = None,
+                  shard_count: int | None = None) -> Proc:
+    """Start ``python -m shard`` (not waiting for anything)."""
+    args = ["-m", "shard", "--cluster", str(cluster)]
+    if shard_ids is not None:
+        args += ["--shard-ids", shard_ids]
+    if shard_count is not None:
+        args += ["--shard-count", str(shard_count)]
+    return spawn(f"cluster-{cluster}-{time.monotonic_ns()}", args, log_dir, env)
