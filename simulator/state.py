@@ -113,6 +113,21 @@ class MessageStore:
     def add(self, channel_id: int, message: dict[str, Any]) -> None:
         self._by_channel[channel_id].append(message)
 
+    def get(self, channel_id: int, message_id: int) -> dict[str, Any] | None:
+        """The stored message ``message_id`` of ``channel_id`` (newest are searched first)."""
+        key = str(message_id)
+        for msg in reversed(self._by_channel.get(channel_id, ())):
+            if msg["id"] == key:
+                return msg
+        return None
+
+    def remove(self, channel_id: int, message_id: int) -> dict[str, Any] | None:
+        """Delete and return a stored message, or None when it is not there."""
+        msg = self.get(channel_id, message_id)
+        if msg is not None:
+            self._by_channel[channel_id].remove(msg)
+        return msg
+
     def list(self, channel_id: int, limit: int = 50, before: int | None = None,
              after: int | None = None) -> list[dict[str, Any]]:
         """Newest first, as Discord's ``GET /channels/{id}/messages``."""
@@ -139,6 +154,15 @@ class PendingInteraction:
     callback: asyncio.Future[dict[str, Any]]
     followups: list[dict[str, Any]] = field(default_factory=list)
     original_edits: list[dict[str, Any]] = field(default_factory=list)
+    #: The full INTERACTION_CREATE ``d`` that was dispatched (type, data, member/user, message...).
+    payload: dict[str, Any] = field(default_factory=dict)
+    #: The original response message (``@original``) once the callback created one, or, for a
+    #: component interaction, the message the component belongs to.
+    original: dict[str, Any] | None = None
+    #: Follow-up messages by id (``/webhooks/{app}/{token}/messages/{id}``).
+    followup_messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``time.monotonic()`` when the callback arrived.
+    acknowledged_at: float | None = None
 
 
 class InteractionWaiters:
@@ -160,6 +184,12 @@ class InteractionWaiters:
         self._by_id[interaction_id] = pending
         self._by_token[token] = pending
         return pending
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def by_id(self, interaction_id: int) -> PendingInteraction | None:
+        return self._by_id.get(interaction_id)
 
     def get(self, interaction_id: int, token: str) -> PendingInteraction | None:
         pending = self._by_id.get(interaction_id)
@@ -257,6 +287,8 @@ class SimState:
     commands: CommandStore = field(init=False)
     #: REST faults injected by ``POST /_sim/faults`` (kind http_error / latency), consumed per request.
     rest_faults: list[dict[str, Any]] = field(default_factory=list)
+    #: DM channels the bot opened (``POST /users/@me/channels``): user id → DM channel object.
+    dm_channels: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.commands = CommandStore(self.ids)
