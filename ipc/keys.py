@@ -36,6 +36,10 @@ class Keys:
         """Sorted set of shards waiting to identify in ``bucket``."""
         return self._k("identify", "queue", bucket)
 
+    def identify_leases(self, bucket: int) -> str:
+        """Hash: waiting shard id → lease deadline (ms); a waiter that stops renewing is dropped."""
+        return self._k("identify", "leases", bucket)
+
     def identify_budget(self) -> str:
         """Last known ``session_start_limit`` (hash)."""
         return self._k("identify", "budget")
@@ -75,7 +79,20 @@ class Keys:
         return self._k("rl", "routes")
 
     def rl_global(self) -> str:
+        """Sorted set: send times of the requests counted in the global sliding window."""
         return self._k("rl", "global")
+
+    def rl_global_block(self) -> str:
+        """Until when (Redis ms) a global 429 blocks every request; expires by itself."""
+        return self._k("rl", "global", "block")
+
+    def rl_bucket_prefix(self) -> str:
+        """What :meth:`rl_bucket` puts before a bucket id; the Lua scripts append ids to it."""
+        return self._k("rl", "bucket", "")
+
+    def rl_bucket_inflight(self, bucket: str) -> str:
+        """Sorted set of requests taken from ``bucket`` and not yet answered (score = deadline ms)."""
+        return self.rl_bucket(bucket) + ":inflight"
 
     def rl_invalid(self) -> str:
         """Counter of 401/403/429 responses in the current 10-minute window."""
