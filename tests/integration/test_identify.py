@@ -1,0 +1,160 @@
+"""The identify queue against a real Redis: rate per bucket, order, floor, crashed waiters, budget."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import defaultdict
+
+import pytest
+import redis.asyncio as aioredis
+
+from ipc.identify import IdentifyBudgetExhausted, IdentifyQueue, read_budget
+from ipc.keys import Keys
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def _queued(client: aioredis.Redis, keys: Keys) -> bool:
+    return bool(await client.zrange(keys.identify_queue(0), 0, -1) == [b"0"])
+
+
+async def _no_budget(queue: IdentifyQueue) -> bool:
+    return await queue.budget() is None
+
+
+async def _cluster(redis_url: str, keys: Keys, shard_ids: list[int], mc: int, window: float,
+                   grants: list[tuple[float, int]]) -> None:
+    """One fake cluster: like discord.py, it identifies its shards one after the other."""
+    client = aioredis.from_url(redis_url)
+    try:
+        queue = IdentifyQueue(client, keys, max_concurrency=mc, window_s=window)
+        for shard in shard_ids:
+            await queue.acquire(shard)
+            grants.append((time.monotonic(), shard))
+    finally:
+        await client.aclose()
+
+
+async def test_sixteen_shards_four_clusters_at_the_floor(redis_url: str, redis_prefix: str) -> None:
+    mc, window, shards, clusters = 4, 0.2, 16, 4
+    keys = Keys(redis_prefix)
+    grants: list[tuple[float, int]] = []
+    per = shards // clusters
+    # Every bucket is busy for a moment (a previous round), and the clusters start in reverse
+    # order: the queue, not start order, decides who goes first once the buckets free up.
+    async with aioredis.from_url(redis_url) as client:
+        for bucket in range(mc):
+            await client.set(keys.identify_bucket(bucket), "previous", px=300)
+    await asyncio.gather(*(
+        _cluster(redis_url, keys, list(range(c * per, (c + 1) * per)), mc, window, grants)
+        for c in reversed(range(clusters))
+    ))
+    assert sorted(s for _, s in grants) == list(range(shards))
+    by_bucket: dict[int, list[tuple[float, int]]] = defaultdict(list)
+    for t, s in sorted(grants):
+        by_bucket[s % mc].append((t, s))
+    for bucket, seq in by_bucket.items():
+        # At most one identify per bucket per window …
+        gaps = [b[0] - a[0] for a, b in zip(seq, seq[1:], strict=False)]
+        assert all(g >= window - 0.002 for g in gaps), (bucket, gaps)
+        # … served lowest shard id first.
+        assert [s for _, s in seq] == sorted(s for _, s in seq), (bucket, seq)
+    floor = (math.ceil(shards / mc) - 1) * window
+    elapsed = max(t for t, _ in grants) - min(t for t, _ in grants)
+    assert floor <= elapsed + 0.002
+    assert elapsed <= floor * 1.10 + 0.03, f"elapsed {elapsed:.3f}s vs floor {floor:.3f}s"
+
+
+async def test_waiters_in_separate_processes_keep_the_rate(redis_url: str, redis_prefix: str) -> None:
+    """Four real processes, as in production; grant times come from one Redis clock."""
+    import sys
+
+    code = (
+        "import asyncio, sys, redis.asyncio as r\n"
+        "from ipc.identify import IdentifyQueue\nfrom ipc.keys import Keys\n"
+        "async def main():\n"
+        "    c = r.from_url(sys.argv[1]); q = IdentifyQueue(c, Keys(sys.argv[2]), max_concurrency=2, window_s=0.2)\n"
+        "    for s in map(int, sys.argv[3].split(',')):\n"
+        "        await q.acquire(s); sec, us = await c.time(); print(s, sec * 1_000_000 + us, flush=True)\n"
+        "    await c.aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    groups = ["0,1", "2,3", "4,5", "6,7"]
+    procs = [await asyncio.create_subprocess_exec(sys.executable, "-c", code, redis_url, redis_prefix, g,
+                                                  stdout=asyncio.subprocess.PIPE) for g in groups]
+    outs = await asyncio.gather(*(p.communicate() for p in procs))
+    assert all(p.returncode == 0 for p in procs)
+    lines = [line.split() for out, _ in outs for line in out.decode().splitlines()]
+    grants = sorted((int(t), int(s)) for s, t in lines)
+    assert sorted(s for _, s in grants) == list(range(8))
+    for bucket in (0, 1):
+        times = [t for t, s in grants if s % 2 == bucket]
+        assert all(b - a >= 200_000 - 2_000 for a, b in zip(times, times[1:], strict=False)), times
+
+
+async def test_a_crashed_waiter_is_dropped_after_its_lease(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    keys = Keys(redis_prefix)
+    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.1)
+    crashed = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.1, lease_s=0.3)
+    await queue.acquire(5)  # holds the bucket for one window
+    granted, _, _ = await crashed.try_acquire(0)  # shard 0 queues up, then its process "dies"
+    assert not granted
+    started = time.monotonic()
+    ticket = await queue.acquire(1)  # waits behind shard 0 until its lease runs out
+    waited = time.monotonic() - started
+    assert ticket.shard_id == 1
+    assert 0.25 <= waited < 1.5, waited
+
+
+async def test_cancelled_waiter_leaves_the_queue(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    keys = Keys(redis_prefix)
+    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.3)
+    await queue.acquire(9)
+    task = asyncio.create_task(queue.acquire(0))
+    await wait_for(lambda: _queued(redis_client, keys), message="shard 0 queued")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await redis_client.zcard(keys.identify_queue(0)) == 0
+
+
+async def test_budget_guard_refuses_at_the_reserve(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    keys = Keys(redis_prefix)
+    queue = IdentifyQueue(redis_client, keys, max_concurrency=4, window_s=0.05, reserve=3)
+    assert await queue.budget() is None
+    await queue.store_budget({"total": 1000, "remaining": 4, "reset_after": 60_000, "max_concurrency": 4})
+    ticket = await queue.acquire(0)
+    assert ticket.remaining == 3
+    with pytest.raises(IdentifyBudgetExhausted) as info:
+        await queue.acquire(1)
+    assert info.value.code.value == "E2003"
+    assert info.value.remaining == 3
+    assert 55 < info.value.reset_in_s <= 60
+    assert "identify budget exhausted" in str(info.value)
+    assert await redis_client.zcard(keys.identify_queue(1)) == 0
+    budget = await read_budget(redis_client, keys)
+    assert budget is not None
+    assert (budget.total, budget.remaining, budget.max_concurrency) == (1000, 3, 4)
+    # Discord's fresh numbers replace ours, and identifying works again.
+    await queue.store_budget({"total": 1000, "remaining": 999, "reset_after": 60_000})
+    assert (await queue.acquire(1)).remaining == 998
+
+
+async def test_budget_resets_when_discord_resets_it(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    keys = Keys(redis_prefix)
+    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.05, reserve=0)
+    await queue.store_budget({"total": 1000, "remaining": 0, "reset_after": 150})
+    with pytest.raises(IdentifyBudgetExhausted):
+        await queue.acquire(0)
+    # Once reset_after has passed the stored budget is gone, and identifying is allowed again.
+    await wait_for(lambda: _no_budget(queue), timeout=5, message="the budget to reset")
+    assert (await queue.acquire(0)).remaining is None
+
+
+async def test_malformed_budget_is_rejected(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    queue = IdentifyQueue(redis_client, Keys(redis_prefix), max_concurrency=1, window_s=1)
+    with pytest.raises(ValueError, match="session_start_limit"):
+        await queue.store_budget({"total": "many"})
