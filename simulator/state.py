@@ -75,6 +75,8 @@ class Stats:
     lost: int = 0
     messages_created: int = 0
     faults_applied: int = 0
+    #: IDENTIFYs refused (close 4004) because the daily ``session_start_limit`` was used up.
+    identify_budget_exhausted: int = 0
     shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
     started_at: float = field(default_factory=time.monotonic)
 
@@ -96,6 +98,7 @@ class Stats:
             "lost": self.lost,
             "messages_created": self.messages_created,
             "faults_applied": self.faults_applied,
+            "identify_budget_exhausted": self.identify_budget_exhausted,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
         }
@@ -271,6 +274,12 @@ class GatewayHub(Protocol):
 
     async def close_all(self) -> None:
         """Close every socket (server shutdown)."""
+
+    def identify_remaining(self) -> int:
+        """IDENTIFYs left in the daily budget (``session_start_limit.remaining`` of ``GET /gateway/bot``)."""
+
+    def identify_reset_after_ms(self) -> int:
+        """Milliseconds until the daily budget is full again (``session_start_limit.reset_after``)."""
 
 
 @dataclass(slots=True)
