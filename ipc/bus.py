@@ -1,0 +1,394 @@
+"""The IPC bus: request/response and broadcast-gather between clusters over Redis pub/sub.
+
+Every cluster runs one :class:`Bus` with its cluster id as identity. It listens on the broadcast
+channel (``keys.bus_channel()``) and on its own channel (``keys.bus_cluster_channel(id)``), answers
+requests whose action is in its :class:`~ipc.registry.HandlerRegistry`, and collects the
+responses to its own requests. A non-cluster client (the CLI, the status service) uses an
+identity such as ``"cli-<uuid>"``, listens on its own channel only and answers nothing.
+
+Guarantees
+----------
+- A message that does not decode, or that makes no sense here (a response nobody waits for, a
+  request with a foreign ``reply_to``), is dropped and counted in ``Bus.dropped`` and in the
+  Prometheus counter ``innkeeper_ipc_dropped_total{reason}``. Nothing a peer publishes can stop
+  the loop.
+- Handlers run with a time limit (the smaller of theirs and the request's); an exception, a
+  timeout or an unknown action becomes an error response with an :class:`~innkeeper.errors.ErrorCode`.
+- :meth:`Bus.broadcast_gather` returns what arrived before the timeout and names who did not
+  answer (:attr:`GatherResult.missing`).
+- A dropped Redis connection is re-established with backoff (:class:`~ipc.pubsub.Subscriber`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+
+from innkeeper.errors import ErrorCode, InnkeeperError, IPCError, UsageError
+
+from .messages import ErrorInfo, Event, Identity, Request, Response, decode, encode, new_message_id
+from .pubsub import Subscriber
+from .registry import HandlerRegistry
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from .keys import Keys
+
+__all__ = ("Bus", "GatherResult", "live_clusters", "DROPPED")
+
+_log = logging.getLogger(__name__)
+
+DROPPED = Counter("innkeeper_ipc_dropped_total", "IPC messages dropped by the bus, by reason", ["reason"])
+_SERVED = Counter("innkeeper_ipc_requests_served_total", "Bus requests this process answered, by outcome",
+                  ["outcome"])
+
+EventCallback = Callable[[Event], Awaitable[None] | None]
+_CODES = {c.value: c for c in ErrorCode}
+
+
+@dataclass(slots=True)
+class GatherResult:
+    """What a broadcast-gather collected before its timeout.
+
+    Attributes
+    ----------
+    results:
+        Responder → result, for those that answered ``ok``.
+    errors:
+        Responder → :class:`~ipc.messages.ErrorInfo`, for those that answered with an error.
+    missing:
+        Expected responders that did not answer in time.
+    """
+
+    results: dict[Identity, Any] = field(default_factory=dict)
+    errors: dict[Identity, ErrorInfo] = field(default_factory=dict)
+    missing: set[Identity] = field(default_factory=set)
+
+    @property
+    def ok(self) -> bool:
+        """True when every expected responder answered without an error."""
+        return not self.errors and not self.missing
+
+
+class _Pending:
+    __slots__ = ("expected", "results", "errors", "done")
+
+    def __init__(self, expected: set[Identity]) -> None:
+        self.expected = expected
+        self.results: dict[Identity, Any] = {}
+        self.errors: dict[Identity, ErrorInfo] = {}
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def answered(self) -> set[Identity]:
+        return set(self.results) | set(self.errors)
+
+
+def _redis_error(what: str, exc: BaseException) -> IPCError:
+    return IPCError(f"{what}: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE)
+
+
+async def live_clusters(redis: Redis, keys: Keys) -> set[int]:
+    """Cluster ids with a live heartbeat key (the key names are enough; records are not read).
+
+    Raises
+    ------
+    IPCError
+        ``REDIS_UNAVAILABLE`` when Redis cannot be reached.
+    """
+    pattern = keys.heartbeat_pattern()
+    head, _, tail = pattern.partition("*")
+    found: set[int] = set()
+    try:
+        async for raw in redis.scan_iter(match=pattern, count=500):
+            key = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            middle = key[len(head):len(key) - len(tail)] if tail else key[len(head):]
+            if key.startswith(head) and key.endswith(tail) and middle.isdigit():
+                found.add(int(middle))
+    except (RedisError, OSError) as exc:
+        raise _redis_error("cannot list live clusters", exc) from exc
+    return found
+
+
+class Bus:
+    """One process's endpoint on the IPC bus.
+
+    Parameters
+    ----------
+    redis:
+        A ``redis.asyncio.Redis`` client with ``decode_responses=False``.
+    keys:
+        The :class:`~ipc.keys.Keys` naming the channels.
+    identity:
+        The cluster id (an ``int``), or a client name such as ``"cli-3f2a"`` for processes that
+        only ask.
+    registry:
+        The actions this process answers. Clusters pass one; clients leave it ``None``.
+    max_concurrent:
+        Handlers allowed to run at once; further requests wait their turn.
+
+    Use it as ``async with Bus(...) as bus:`` or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, identity: Identity, *, registry: HandlerRegistry | None = None,
+                 max_concurrent: int = 64) -> None:
+        if isinstance(identity, bool) or not isinstance(identity, int | str) or identity == "":
+            raise UsageError("a bus identity is a cluster id or a non-empty client name")
+        self.redis = redis
+        self.keys = keys
+        self.identity: Identity = identity
+        self.registry = registry
+        self.channel = keys.bus_cluster_channel(identity)
+        channels = [self.channel]
+        if isinstance(identity, int):
+            channels.insert(0, keys.bus_channel())
+        self._reply_prefix = keys.bus_cluster_channel("")
+        self._subscriber = Subscriber(redis, channels, self._on_message, name=f"bus {identity}")
+        self._pending: dict[str, _Pending] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sem = asyncio.Semaphore(max_concurrent)
+        self._event_callbacks: dict[str, list[EventCallback]] = collections.defaultdict(list)
+        #: Messages dropped by this bus, by reason.
+        self.dropped: collections.Counter[str] = collections.Counter()
+        #: Requests this bus answered.
+        self.served = 0
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Subscribe; raises :class:`IPCError` (``REDIS_UNAVAILABLE``) when Redis is unreachable."""
+        await self._subscriber.start()
+
+    async def stop(self) -> None:
+        """Stop listening, cancel running handlers and fail pending requests."""
+        await self._subscriber.stop()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for pending in self._pending.values():
+            if not pending.done.done():
+                pending.done.cancel()
+        self._pending.clear()
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._subscriber.connected
+
+    # --- asking -----------------------------------------------------------------------------------
+    async def request(self, target: Identity, action: str, args: dict[str, Any] | None = None, *,
+                      timeout: float = 5.0) -> Any:
+        """Ask one cluster to run ``action`` and return its result.
+
+        Raises
+        ------
+        IPCError
+            ``IPC_TIMEOUT`` when it did not answer in ``timeout`` seconds (or nobody listens on its
+            channel); the responder's own code when it answered with an error; ``REDIS_UNAVAILABLE``
+            when the request could not be published.
+        """
+        req = Request(id=new_message_id(), action=action, args=dict(args or {}), sender=self.identity,
+                      reply_to=self.channel, expected=(target,) if isinstance(target, int) else "all",
+                      timeout=timeout)
+        pending = await self._send(req, self.keys.bus_cluster_channel(target), {target})
+        if pending is None:
+            raise IPCError(f"cluster {target} is not listening on the bus", code=ErrorCode.IPC_TIMEOUT,
+                           target=target, action=action)
+        try:
+            async with asyncio.timeout(timeout):
+                await pending.done
+        except TimeoutError:
+            raise IPCError(f"cluster {target} did not answer {action!r} within {timeout:g}s",
+                           code=ErrorCode.IPC_TIMEOUT, target=target, action=action) from None
+        finally:
+            self._pending.pop(req.id, None)
+        if target in pending.results:
+            return pending.results[target]
+        error = pending.errors[target]
+        raise IPCError(f"cluster {target} answered {action!r} with an error: [{error.code}] {error.message}",
+                       code=_CODES.get(error.code, ErrorCode.INTERNAL), target=target, remote_code=error.code)
+
+    async def broadcast_gather(self, action: str, args: dict[str, Any] | None = None, *,
+                               expected: Iterable[int] | None = None, timeout: float = 5.0) -> GatherResult:
+        """Ask every expected cluster to run ``action`` and collect the answers.
+
+        Parameters
+        ----------
+        expected:
+            The cluster ids that should answer; ``None`` reads the live ones from the heartbeats
+            (:func:`live_clusters`).
+        timeout:
+            Seconds to wait. Whoever has not answered by then is in :attr:`GatherResult.missing`.
+
+        Raises
+        ------
+        IPCError
+            ``REDIS_UNAVAILABLE`` when the request could not be published.
+        """
+        wanted: set[Identity] = set(await live_clusters(self.redis, self.keys) if expected is None else expected)
+        if not wanted:
+            return GatherResult()
+        req = Request(id=new_message_id(), action=action, args=dict(args or {}), sender=self.identity,
+                      reply_to=self.channel, expected=tuple(sorted(int(c) for c in wanted)), timeout=timeout)
+        pending = await self._send(req, self.keys.bus_channel(), wanted)
+        if pending is None:
+            return GatherResult(missing=set(wanted))
+        try:
+            async with asyncio.timeout(timeout):
+                await pending.done
+        except TimeoutError:
+            pass
+        finally:
+            self._pending.pop(req.id, None)
+        return GatherResult(results=dict(pending.results), errors=dict(pending.errors),
+                            missing=set(wanted) - pending.answered())
+
+    async def _send(self, req: Request, channel: str, expected: set[Identity]) -> _Pending | None:
+        data = encode(req)
+        pending = _Pending(expected)
+        self._pending[req.id] = pending
+        try:
+            receivers = await self.redis.publish(channel, data)
+        except (RedisError, OSError) as exc:
+            self._pending.pop(req.id, None)
+            raise _redis_error(f"cannot send {req.action!r}", exc) from exc
+        if not receivers:
+            self._pending.pop(req.id, None)
+            return None
+        return pending
+
+    # --- events -----------------------------------------------------------------------------------
+    def on_event(self, name: str, callback: EventCallback) -> None:
+        """Call ``callback(event)`` for every :class:`~ipc.messages.Event` named ``name``."""
+        self._event_callbacks[name].append(callback)
+
+    async def publish_event(self, name: str, data: dict[str, Any] | None = None) -> int:
+        """Broadcast an event to every cluster; returns how many subscribers got it."""
+        payload = encode(Event(name=name, data=dict(data or {}), sender=self.identity))
+        try:
+            return int(await self.redis.publish(self.keys.bus_channel(), payload))
+        except (RedisError, OSError) as exc:
+            raise _redis_error(f"cannot publish event {name!r}", exc) from exc
+
+    # --- receiving --------------------------------------------------------------------------------
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+        DROPPED.labels(reason).inc()
+
+    async def _on_message(self, channel: str, data: bytes) -> None:
+        try:
+            msg = decode(data)
+        except IPCError as exc:
+            reason = str(exc.context.get("reason", "invalid"))
+            self._drop(reason)
+            _log.debug("bus %s dropped a message on %s: %s", self.identity, channel, exc.message)
+            return
+        if isinstance(msg, Response):
+            self._on_response(msg)
+        elif isinstance(msg, Request):
+            self._on_request(msg)
+        else:
+            await self._on_event(msg)
+
+    def _on_response(self, msg: Response) -> None:
+        pending = self._pending.get(msg.id)
+        if pending is None:
+            self._drop("late")
+            return
+        if msg.cluster_id not in pending.expected:
+            self._drop("unexpected_responder")
+            return
+        if msg.cluster_id in pending.results or msg.cluster_id in pending.errors:
+            self._drop("duplicate")
+            return
+        if msg.ok:
+            pending.results[msg.cluster_id] = msg.result
+        else:
+            assert msg.error is not None  # decode guarantees it
+            pending.errors[msg.cluster_id] = msg.error
+        if pending.answered() >= pending.expected and not pending.done.done():
+            pending.done.set_result(None)
+
+    def _on_request(self, msg: Request) -> None:
+        if self.registry is None:
+            self._drop("not_served")
+            return
+        if not msg.expects(self.identity):
+            return  # a broadcast meant for other clusters: not ours, not an error
+        if not msg.reply_to.startswith(self._reply_prefix):
+            self._drop("bad_reply_to")
+            return
+        task = asyncio.create_task(self._serve(msg), name=f"bus-serve:{msg.action}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_event(self, msg: Event) -> None:
+        callbacks = self._event_callbacks.get(msg.name)
+        if not callbacks:
+            self._drop("no_listener")
+            return
+        for callback in callbacks:
+            try:
+                result = callback(msg)
+                if result is not None:
+                    await result
+            except Exception:
+                _log.exception("bus %s: event callback for %r failed", self.identity, msg.name)
+
+    async def _serve(self, req: Request) -> None:
+        async with self._sem:
+            response = await self._run_handler(req)
+        try:
+            data = encode(response)
+        except IPCError as exc:
+            _SERVED.labels("unsendable").inc()
+            data = encode(self._error(req, ErrorCode.INTERNAL, f"the result could not be sent: {exc.message}"))
+        try:
+            await self.redis.publish(req.reply_to, data)
+        except (RedisError, OSError) as exc:
+            _log.warning("bus %s: could not answer %r (%s): %s", self.identity, req.action, req.id, exc)
+            return
+        self.served += 1
+
+    async def _run_handler(self, req: Request) -> Response:
+        assert self.registry is not None
+        handler = self.registry.get(req.action)
+        if handler is None:
+            _SERVED.labels("unknown_action").inc()
+            return self._error(req, ErrorCode.IPC_UNKNOWN_ACTION, f"unknown action {req.action!r}")
+        limit = min(handler.timeout, req.timeout)
+        try:
+            async with asyncio.timeout(limit):
+                result = await handler.func(dict(req.args))
+        except TimeoutError:
+            _SERVED.labels("timeout").inc()
+            return self._error(req, ErrorCode.IPC_TIMEOUT, f"{req.action!r} did not finish within {limit:g}s")
+        except InnkeeperError as exc:
+            _SERVED.labels("error").inc()
+            return self._error(req, exc.code, exc.message)
+        except Exception as exc:
+            _SERVED.labels("error").inc()
+            _log.exception("bus %s: handler %r failed", self.identity, req.action)
+            return self._error(req, ErrorCode.INTERNAL, f"{req.action!r} failed: {type(exc).__name__}: {exc}"[:1000])
+        _SERVED.labels("ok").inc()
+        return Response(id=req.id, cluster_id=self.identity, ok=True, result=result)
+
+    def _error(self, req: Request, code: ErrorCode, message: str) -> Response:
+        return Response(id=req.id, cluster_id=self.identity, ok=False,
+                        error=ErrorInfo(code=code.value, message=message or code.name))
