@@ -1,0 +1,373 @@
+"""The command pipeline: the stages every command passes through, slash and prefix alike.
+
+Mechanism (discord.py-native, one code path)
+--------------------------------------------
+Each command is defined once with :func:`shard.pipeline.spec.command` (a ``HybridCommand``) and
+carries a :class:`~shard.pipeline.spec.CommandSpec`. discord.py parses the arguments for either path
+(converters for a message, transformers for an interaction) and then calls the command's callback,
+which is the spec's runner; the runner calls :meth:`Pipeline.execute`. Everything that goes wrong,
+in parsing or in any stage, reaches discord.py's one error path for hybrid commands
+(``on_command_error``), which ``ClusterBot`` hands to :meth:`Pipeline.on_command_error`; the app
+command tree's ``on_error`` (errors before a hybrid context exists) goes to
+:meth:`Pipeline.on_app_command_error`. So the stages run in this order:
+
+1. **validate**: discord.py's converters, then :func:`~shard.pipeline.validation.validate_arguments`
+   on the bound arguments (the same checks for both paths);
+2. **feature toggle**: the guild turned the command's feature or the command itself off;
+3. **permission**: the caller's :class:`~shard.pipeline.levels.Level` against the command's
+   required level (default, or the guild's override above the floor);
+4. **throttle**: the command's :class:`~shard.pipeline.throttling.ThrottleRule` (owners are exempt);
+5. **run** under ``spec.timeout`` or ``Settings.command_timeout_s``;
+6. **map errors** (:func:`~shard.pipeline.errors.map_error`) to a code and a short ephemeral reply
+   (a plain reply for prefix commands);
+7. **audit** admin actions (``spec.audit``): the action, and refused attempts;
+8. **usage and metrics**: one usage row (batched by the recorder) and the Prometheus counter and
+   latency histogram, exactly once per invocation, whatever the outcome.
+
+Nothing here may crash the bot: the error handlers catch and log their own failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from innkeeper.errors import CommandError, ErrorCode
+
+from .config import GuildConfig, GuildConfigSource
+from .context import respond, state_of
+from .errors import Failure, map_error
+from .levels import Level, member_level, required_level
+from .metrics import COMMAND_SECONDS, COMMANDS_TOTAL, PIPELINE_FAILURES
+from .spec import TOGGLEABLE, CommandSpec, spec_of
+from .throttling import Throttle
+from .validation import clip, validate_arguments
+
+if TYPE_CHECKING:
+    from innkeeper.settings import Settings
+
+__all__ = ("Pipeline", "UsageSink", "AuditSink", "ErrorSink", "UsageEvent", "AuditEvent", "ErrorEvent")
+
+_log = logging.getLogger(__name__)
+
+
+class UsageEvent:
+    """One command use, as the usage recorder stores it."""
+
+    __slots__ = ("used_at", "guild_id", "channel_id", "user_id", "command", "cluster_id", "shard_id", "success",
+                 "latency_ms")
+
+    def __init__(self, *, used_at: datetime, guild_id: int | None, channel_id: int | None, user_id: int,
+                 command: str, cluster_id: int, shard_id: int | None, success: bool, latency_ms: float) -> None:
+        self.used_at = used_at
+        self.guild_id = guild_id
+        self.channel_id = channel_id
+        self.user_id = user_id
+        self.command = command
+        self.cluster_id = cluster_id
+        self.shard_id = shard_id
+        self.success = success
+        self.latency_ms = latency_ms
+
+
+class AuditEvent:
+    """One audited admin action (or refused attempt)."""
+
+    __slots__ = ("guild_id", "actor_id", "action", "target_id", "target", "details")
+
+    def __init__(self, *, guild_id: int | None, actor_id: int, action: str, target_id: int | None,
+                 target: str | None, details: dict[str, Any]) -> None:
+        self.guild_id = guild_id
+        self.actor_id = actor_id
+        self.action = action
+        self.target_id = target_id
+        self.target = target
+        self.details = details
+
+
+class ErrorEvent:
+    """An unexpected failure, stored for operators."""
+
+    __slots__ = ("code", "message", "command", "guild_id", "channel_id", "user_id", "cluster_id", "shard_id")
+
+    def __init__(self, *, code: str, message: str, command: str | None, guild_id: int | None,
+                 channel_id: int | None, user_id: int | None, cluster_id: int, shard_id: int | None) -> None:
+        self.code = code
+        self.message = message
+        self.command = command
+        self.guild_id = guild_id
+        self.channel_id = channel_id
+        self.user_id = user_id
+        self.cluster_id = cluster_id
+        self.shard_id = shard_id
+
+
+class UsageSink(Protocol):
+    def record(self, event: UsageEvent) -> None: ...
+
+
+class AuditSink(Protocol):
+    async def append(self, event: AuditEvent) -> None: ...
+
+
+class ErrorSink(Protocol):
+    async def record(self, event: ErrorEvent) -> None: ...
+
+
+def _describe_argument(value: Any) -> Any:
+    if isinstance(value, discord.abc.Snowflake) and not isinstance(value, int):
+        return {"id": value.id, "type": type(value).__name__.lower()}
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return clip(str(value), 200)
+
+
+class Pipeline:
+    """Runs commands through the stages (see the module docstring).
+
+    Parameters
+    ----------
+    settings:
+        The process settings (owners, default timeout).
+    cluster_id:
+        This cluster, for usage rows and error events.
+    config:
+        Where guild configuration comes from (a cache in front of the database).
+    throttle:
+        The throttle implementation.
+    usage, audit, errors:
+        Where usage rows, audit entries and error events go.
+    """
+
+    def __init__(self, settings: Settings, *, cluster_id: int, config: GuildConfigSource, throttle: Throttle,
+                 usage: UsageSink, audit: AuditSink, errors: ErrorSink) -> None:
+        self.settings = settings
+        self.cluster_id = cluster_id
+        self.config = config
+        self.throttle = throttle
+        self.usage = usage
+        self.audit = audit
+        self.errors = errors
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- stages ----------------------------------------------------------------------------------
+    async def execute(self, ctx: commands.Context[Any], spec: CommandSpec, arguments: dict[str, Any],
+                      call: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one command's stages 1-5, then record its success (stages 7-8).
+
+        ``arguments`` are the callback's bound arguments by name; ``call`` runs the command body.
+        Failures propagate to discord.py, which hands them to :meth:`on_command_error`.
+        """
+        state = state_of(ctx)
+        cmd = ctx.command
+        name = cmd.qualified_name if cmd is not None else "unknown"
+        state.arguments = {k: v for k, v in arguments.items() if k not in ("self", "ctx")}
+        # 1. validate
+        if cmd is not None:
+            validate_arguments(cmd.clean_params, arguments)
+        if spec.guild_only and ctx.guild is None:
+            raise CommandError("This command only works in a server.", code=ErrorCode.COMMAND_FORBIDDEN)
+        cfg = await self.config.get(ctx.guild.id) if ctx.guild is not None else None
+        # 2. feature toggle
+        override = cfg.override(name) if cfg is not None else None
+        if cfg is not None and spec.feature in TOGGLEABLE and not cfg.feature_enabled(spec.feature):
+            raise CommandError(f"The {spec.feature} feature is turned off in this server.",
+                               code=ErrorCode.COMMAND_DISABLED)
+        if override is not None and not override.enabled:
+            raise CommandError(f"/{name} is turned off in this server.", code=ErrorCode.COMMAND_DISABLED)
+        # 3. permission
+        level = self.level_of(ctx, cfg)
+        state.level = level
+        needed = required_level(spec.level, override.level if override else None, spec.floor)
+        if level < needed:
+            raise CommandError(f"/{name} needs the {needed.label} level; yours is {level.label}.",
+                               code=ErrorCode.COMMAND_FORBIDDEN)
+        # 4. throttle
+        if level < Level.OWNER:
+            verdict = await self.throttle.hit(name, ctx.author.id, ctx.guild.id if ctx.guild else None, spec.rule)
+            if not verdict.allowed:
+                wait = max(1, int(verdict.retry_after + 0.999))
+                raise CommandError(f"You're going too fast: try again in {wait} s.", code=ErrorCode.COMMAND_THROTTLED,
+                                   retry_after=verdict.retry_after)
+        # 5. run under a timeout
+        if spec.defer and ctx.interaction is not None and not ctx.interaction.response.is_done():
+            await ctx.defer(ephemeral=spec.ephemeral)
+        limit = spec.timeout or self.settings.command_timeout_s
+        try:
+            async with asyncio.timeout(limit) as window:
+                result = await call()
+        except TimeoutError:
+            if window.expired():
+                raise CommandError(f"/{name} took longer than {limit:g} s and was stopped; try again later.",
+                                   code=ErrorCode.COMMAND_TIMEOUT) from None
+            raise
+        # 7. audit, 8. usage and metrics
+        if spec.audit:
+            await self._audit(ctx, name, "ok")
+        self.finish(ctx, "ok")
+        return result
+
+    def level_of(self, ctx: commands.Context[Any], cfg: GuildConfig | None) -> Level:
+        """The caller's level in the context's guild (``EVERYONE`` in DMs unless an owner)."""
+        author = ctx.author
+        perms: discord.Permissions | None = getattr(author, "guild_permissions", None)
+        if ctx.guild is None or perms is None:  # a DM, or a user the guild no longer knows as a member
+            return member_level(author.id, owner_ids=self.settings.owner_ids)
+        return member_level(
+            author.id, owner_ids=self.settings.owner_ids, is_guild_owner=ctx.guild.owner_id == author.id,
+            administrator=perms.administrator, manage_guild=perms.manage_guild,
+            role_ids=[r.id for r in getattr(author, "roles", ())], role_levels=cfg.role_levels if cfg else None,
+        )
+
+    async def may_run(self, ctx: commands.Context[Any], cmd: commands.Command[Any, ..., Any]) -> bool:
+        """Whether the caller could run ``cmd`` here now (feature, override and level; not throttling)."""
+        spec = spec_of(cmd)
+        if spec is None:
+            return False
+        if spec.guild_only and ctx.guild is None:
+            return False
+        cfg = await self.config.get(ctx.guild.id) if ctx.guild is not None else None
+        override = cfg.override(cmd.qualified_name) if cfg is not None else None
+        if cfg is not None and spec.feature in TOGGLEABLE and not cfg.feature_enabled(spec.feature):
+            return False
+        if override is not None and not override.enabled:
+            return False
+        needed = required_level(spec.level, override.level if override else None, spec.floor)
+        return self.level_of(ctx, cfg) >= needed
+
+    # --- outcome ---------------------------------------------------------------------------------
+    def finish(self, ctx: commands.Context[Any], outcome: str) -> None:
+        """Record the invocation's outcome once: metrics and a usage row."""
+        state = state_of(ctx)
+        if state.finished:
+            return
+        state.finished = True
+        state.outcome = outcome
+        name = ctx.command.qualified_name if ctx.command is not None else "unknown"
+        elapsed = time.perf_counter() - state.started
+        COMMANDS_TOTAL.labels(name, outcome).inc()
+        COMMAND_SECONDS.labels(name).observe(elapsed)
+        try:
+            self.usage.record(UsageEvent(
+                used_at=datetime.now(UTC), guild_id=ctx.guild.id if ctx.guild else None,
+                channel_id=ctx.channel.id if ctx.channel is not None else None, user_id=ctx.author.id,
+                command=name, cluster_id=self.cluster_id, shard_id=ctx.guild.shard_id if ctx.guild else None,
+                success=outcome == "ok", latency_ms=elapsed * 1000,
+            ))
+        except Exception:
+            PIPELINE_FAILURES.labels("usage").inc()
+            _log.exception("recording usage of %s failed", name)
+
+    async def _audit(self, ctx: commands.Context[Any], name: str, outcome: str) -> None:
+        state = state_of(ctx)
+        target_id: int | None = None
+        details: dict[str, Any] = {"outcome": outcome}
+        args: dict[str, Any] = {}
+        for key, value in state.arguments.items():
+            args[key] = _describe_argument(value)
+            if target_id is None and isinstance(value, discord.abc.Snowflake) and not isinstance(value, int):
+                target_id = value.id
+        details["args"] = args
+        if ctx.channel is not None:
+            details["channel_id"] = ctx.channel.id
+        if state.level is not None:
+            details["level"] = state.level.label
+        try:
+            await self.audit.append(AuditEvent(guild_id=ctx.guild.id if ctx.guild else None, actor_id=ctx.author.id,
+                                               action=clip(f"command.{name}".replace(" ", "."), 64),
+                                               target_id=target_id, target=None, details=details))
+        except Exception:
+            PIPELINE_FAILURES.labels("audit").inc()
+            _log.exception("writing the audit entry for %s failed", name)
+
+    # --- errors ----------------------------------------------------------------------------------
+    async def on_command_error(self, ctx: commands.Context[Any], error: BaseException) -> None:
+        """discord.py's error path for both kinds of invocation: map, reply, audit, record."""
+        try:
+            failure = map_error(error, ctx.command)
+            if failure.silent:
+                return
+            self._log_failure(ctx, failure, error)
+            await self._reply(ctx, failure)
+            spec = spec_of(ctx.command)
+            if spec is not None and spec.audit and failure.outcome == "forbidden" and ctx.command is not None:
+                await self._audit(ctx, ctx.command.qualified_name, "denied")
+            self.finish(ctx, failure.outcome)
+        except Exception:
+            PIPELINE_FAILURES.labels("error_handler").inc()
+            _log.exception("the command error handler failed")
+
+    async def on_app_command_error(self, interaction: discord.Interaction[Any],
+                                   error: app_commands.AppCommandError) -> None:
+        """The app command tree's error path (errors before a hybrid context exists)."""
+        try:
+            ctx = getattr(interaction, "_baton", None)
+            if isinstance(ctx, commands.Context):
+                await self.on_command_error(ctx, error)
+                return
+            if isinstance(error, app_commands.CommandNotFound):
+                failure = Failure(ErrorCode.NOT_FOUND, "not_found",
+                                  "I don't know that command (any more); it may have been removed.")
+            else:
+                failure = map_error(error)
+            name = interaction.command.qualified_name if interaction.command else "unknown"
+            COMMANDS_TOTAL.labels(name, failure.outcome).inc()
+            if failure.unexpected:
+                _log.error("app command %s failed: %s", name, error, exc_info=error)
+            if not interaction.response.is_done():
+                await interaction.response.send_message(failure.render(), ephemeral=True,
+                                                        allowed_mentions=discord.AllowedMentions.none())
+            else:
+                await interaction.followup.send(failure.render(), ephemeral=True,
+                                                allowed_mentions=discord.AllowedMentions.none())
+        except Exception:
+            PIPELINE_FAILURES.labels("error_handler").inc()
+            _log.exception("the app command error handler failed")
+
+    def _log_failure(self, ctx: commands.Context[Any], failure: Failure, error: BaseException) -> None:
+        name = ctx.command.qualified_name if ctx.command is not None else "unknown"
+        extra = {"error_code": failure.code.value, "command": name, "outcome": failure.outcome,
+                 "guild_id": ctx.guild.id if ctx.guild else None, "user_id": ctx.author.id}
+        if not failure.unexpected:
+            _log.debug("command %s refused: %s", name, failure.message, extra=extra)
+            return
+        _log.error("command %s failed: %s", name, error, exc_info=error, extra=extra)
+        event = ErrorEvent(code=failure.code.value, message=f"{type(error).__name__}: {error}"[:4000], command=name,
+                           guild_id=ctx.guild.id if ctx.guild else None,
+                           channel_id=ctx.channel.id if ctx.channel is not None else None, user_id=ctx.author.id,
+                           cluster_id=self.cluster_id, shard_id=ctx.guild.shard_id if ctx.guild else None)
+        self._spawn(self._store_error(event))
+
+    async def _store_error(self, event: ErrorEvent) -> None:
+        try:
+            await self.errors.record(event)
+        except Exception:
+            PIPELINE_FAILURES.labels("error_event").inc()
+            _log.exception("storing an error event failed")
+
+    async def _reply(self, ctx: commands.Context[Any], failure: Failure) -> None:
+        try:
+            await respond(ctx, failure.render(), ephemeral=True)
+        except discord.HTTPException as exc:
+            PIPELINE_FAILURES.labels("reply").inc()
+            _log.warning("could not tell the user about a failed command: %s", exc)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait for background writes (error events) to finish; used at shutdown."""
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), timeout)
