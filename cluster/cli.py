@@ -28,6 +28,7 @@ _log = logging.getLogger(__name__)
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
 PROVIDERS: tuple[str, ...] = (
     "simulator.cli",
+    "db.cli",
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

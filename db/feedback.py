@@ -1,0 +1,170 @@
+"""Feedback users send, with its status workflow.
+
+``open`` → ``acknowledged`` → ``resolved`` | ``rejected`` (``open`` may also close directly). Who
+moved it and when are kept (``acknowledged_by/at``, ``closed_by/at``). Each transition is one
+conditional ``UPDATE``, so two moderators acting at once cannot both win.
+
+The text (``body``) and the moderator's ``resolution`` are encrypted at rest with a
+:class:`~db.crypto.KeyRing`; functions here take the key ring and return plaintext.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from pypika import Order, PostgreSQLQuery, Table
+
+from innkeeper.errors import DatabaseError, ErrorCode
+
+from . import validate as v
+from .sql import Params
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from .crypto import KeyRing
+    from .pool import Conn, Database
+
+__all__ = ("Feedback", "Status", "STATUSES", "submit_feedback", "get_feedback", "list_feedback", "acknowledge",
+           "close", "BODY_CONTEXT", "RESOLUTION_CONTEXT")
+
+Status = Literal["open", "acknowledged", "resolved", "rejected"]
+STATUSES: tuple[Status, ...] = ("open", "acknowledged", "resolved", "rejected")
+BODY_CONTEXT = "feedback.body"
+RESOLUTION_CONTEXT = "feedback.resolution"
+MAX_RESOLUTION = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    id: int
+    guild_id: int | None
+    channel_id: int | None
+    author_id: int | None
+    body: str
+    status: Status
+    created_at: dt.datetime
+    acknowledged_by: int | None
+    acknowledged_at: dt.datetime | None
+    closed_by: int | None
+    closed_at: dt.datetime | None
+    resolution: str | None
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record, keys: KeyRing) -> Feedback:
+        resolution = r["resolution"]
+        return cls(r["id"], r["guild_id"], r["channel_id"], r["author_id"],
+                   keys.decrypt(r["body"], context=BODY_CONTEXT), r["status"], r["created_at"],
+                   r["acknowledged_by"], r["acknowledged_at"], r["closed_by"], r["closed_at"],
+                   None if resolution is None else keys.decrypt(resolution, context=RESOLUTION_CONTEXT))
+
+
+_COLUMNS = ("id, guild_id, channel_id, author_id, body, status, created_at, acknowledged_by, acknowledged_at, "
+            "closed_by, closed_at, resolution")
+_SUBMIT = """INSERT INTO feedback (guild_id, channel_id, author_id, body) VALUES ($1, $2, $3, $4)
+RETURNING id, guild_id, channel_id, author_id, body, status, created_at, acknowledged_by, acknowledged_at,
+    closed_by, closed_at, resolution"""
+_GET = """SELECT id, guild_id, channel_id, author_id, body, status, created_at, acknowledged_by, acknowledged_at,
+    closed_by, closed_at, resolution FROM feedback WHERE id = $1"""
+_ACK = """UPDATE feedback SET status = 'acknowledged', acknowledged_by = $2, acknowledged_at = now()
+WHERE id = $1 AND status = 'open' RETURNING id, guild_id, channel_id, author_id, body, status, created_at,
+    acknowledged_by, acknowledged_at, closed_by, closed_at, resolution"""
+_CLOSE = """UPDATE feedback SET status = $2, closed_by = $3, closed_at = now(), resolution = $4
+WHERE id = $1 AND status IN ('open', 'acknowledged') RETURNING id, guild_id, channel_id, author_id, body, status,
+    created_at, acknowledged_by, acknowledged_at, closed_by, closed_at, resolution"""
+_STATUS = "SELECT status FROM feedback WHERE id = $1"
+_feedback = Table("feedback")
+
+
+async def submit_feedback(db: Database, keys: KeyRing, *, author_id: int, body: str, guild_id: int | None = None,
+                          channel_id: int | None = None, conn: Conn | None = None) -> Feedback:
+    """Store new feedback (1-4000 characters) in status ``open``."""
+    body = v.text("feedback", body, v.MAX_FEEDBACK)
+    row = await db.fetchrow(
+        "feedback.submit", _SUBMIT, v.opt_snowflake("guild id", guild_id), v.opt_snowflake("channel id", channel_id),
+        v.snowflake("author id", author_id), keys.encrypt(body, context=BODY_CONTEXT), conn=conn, idempotent=False,
+    )
+    assert row is not None
+    return Feedback.from_record(row, keys)
+
+
+async def get_feedback(db: Database, keys: KeyRing, feedback_id: int, *, conn: Conn | None = None) -> Feedback | None:
+    row = await db.fetchrow("feedback.get", _GET, v.snowflake("feedback id", feedback_id), conn=conn)
+    return Feedback.from_record(row, keys) if row else None
+
+
+def build_list_query(*, guild_id: int | None = None, statuses: tuple[Status, ...] | None = None,
+                     author_id: int | None = None, before_id: int | None = None, limit: int = 25) -> tuple[str, list]:
+    """The SQL and arguments for :func:`list_feedback` (pypika, every value a ``$n`` parameter)."""
+    p = Params()
+    q = PostgreSQLQuery.from_(_feedback).select(*(_feedback.field(c.strip()) for c in _COLUMNS.split(",")))
+    if guild_id is not None:
+        q = q.where(_feedback.guild_id == p.add(v.snowflake("guild id", guild_id)))
+    if statuses:
+        bad = [s for s in statuses if s not in STATUSES]
+        if bad:
+            raise v.bad("feedback status", f"must be one of {', '.join(STATUSES)}")
+        q = q.where(_feedback.status.isin([p.add(s) for s in statuses]))
+    if author_id is not None:
+        q = q.where(_feedback.author_id == p.add(v.snowflake("author id", author_id)))
+    if before_id is not None:
+        q = q.where(_feedback.id < p.add(v.snowflake("feedback id", before_id)))
+    if not 1 <= limit <= 100:
+        raise v.bad("limit", "must be between 1 and 100")
+    q = q.orderby(_feedback.id, order=Order.desc).limit(p.add(limit))  # type: ignore[arg-type]  # pypika types limit as int; $n works
+    return q.get_sql(), p.values
+
+
+async def list_feedback(db: Database, keys: KeyRing, *, guild_id: int | None = None,
+                        statuses: tuple[Status, ...] | None = None, author_id: int | None = None,
+                        before_id: int | None = None, limit: int = 25, conn: Conn | None = None) -> list[Feedback]:
+    """Feedback newest first, filtered; page with ``before_id``."""
+    sql, args = build_list_query(guild_id=guild_id, statuses=statuses, author_id=author_id, before_id=before_id,
+                                 limit=limit)
+    rows = await db.fetch("feedback.list", sql, *args, conn=conn)
+    return [Feedback.from_record(r, keys) for r in rows]
+
+
+async def _refused(db: Database, feedback_id: int, wanted: str, conn: Conn | None) -> DatabaseError:
+    status = await db.fetchval("feedback.status", _STATUS, feedback_id, conn=conn)
+    if status is None:
+        return DatabaseError(f"feedback #{feedback_id} does not exist", code=ErrorCode.NOT_FOUND,
+                             user_message=f"There is no feedback #{feedback_id}.")
+    return DatabaseError(f"feedback #{feedback_id} is {status} and cannot become {wanted}",
+                         code=ErrorCode.DB_CONSTRAINT,
+                         user_message=f"Feedback #{feedback_id} is already {status}.")
+
+
+async def acknowledge(db: Database, keys: KeyRing, feedback_id: int, *, by: int,
+                      conn: Conn | None = None) -> Feedback:
+    """Move ``open`` feedback to ``acknowledged``.
+
+    Raises
+    ------
+    DatabaseError
+        ``NOT_FOUND`` for an unknown id, ``DB_CONSTRAINT`` when it is not ``open`` any more.
+    """
+    feedback_id = v.snowflake("feedback id", feedback_id)
+    row = await db.fetchrow("feedback.acknowledge", _ACK, feedback_id, v.snowflake("moderator id", by), conn=conn,
+                            idempotent=False)
+    if row is None:
+        raise await _refused(db, feedback_id, "acknowledged", conn)
+    return Feedback.from_record(row, keys)
+
+
+async def close(db: Database, keys: KeyRing, feedback_id: int, status: Literal["resolved", "rejected"], *, by: int,
+                resolution: str | None = None, conn: Conn | None = None) -> Feedback:
+    """Resolve or reject ``open`` or ``acknowledged`` feedback, with an optional note (≤ 1000 characters)."""
+    if status not in ("resolved", "rejected"):
+        raise v.bad("feedback status", "must be resolved or rejected")
+    feedback_id = v.snowflake("feedback id", feedback_id)
+    note = None
+    if resolution is not None:
+        note = keys.encrypt(v.text("resolution", resolution, MAX_RESOLUTION), context=RESOLUTION_CONTEXT)
+    row = await db.fetchrow("feedback.close", _CLOSE, feedback_id, status, v.snowflake("moderator id", by), note,
+                            conn=conn, idempotent=False)
+    if row is None:
+        raise await _refused(db, feedback_id, status, conn)
+    return Feedback.from_record(row, keys)

@@ -1,0 +1,159 @@
+"""Guilds and their settings: prefix, feature toggles, log channel, automod level, locale.
+
+A guild's settings row is created on the first write (an upsert that also records the guild), so
+readers get :meth:`GuildSettings.default` for a guild that never changed anything.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import validate as v
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from .pool import Conn, Database
+
+__all__ = (
+    "GuildSettings", "get_settings", "set_prefix", "set_feature", "clear_feature", "set_log_channel",
+    "set_automod_level", "set_locale", "ensure_guild", "mark_left", "delete_guild", "AUTOMOD_LEVELS",
+)
+
+#: off, low, medium, high
+AUTOMOD_LEVELS = range(4)
+_LOCALE_RE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,2}")
+_FEATURE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class GuildSettings:
+    """One guild's settings. ``prefix=None`` means the bot's default prefix."""
+
+    guild_id: int
+    prefix: str | None = None
+    features: dict[str, bool] = field(default_factory=dict)
+    log_channel_id: int | None = None
+    automod_level: int = 0
+    locale: str = "en-US"
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> GuildSettings:
+        return cls(r["guild_id"], r["prefix"], dict(r["features"]), r["log_channel_id"], r["automod_level"],
+                   r["locale"])
+
+    def feature(self, name: str, default: bool = True) -> bool:
+        """Whether ``name`` is enabled; ``default`` when the guild never toggled it."""
+        return self.features.get(name, default)
+
+
+_COLUMNS = "guild_id, prefix, features, log_channel_id, automod_level, locale"
+_ENSURE_GUILD = "INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET left_at = NULL"
+_GET = """SELECT guild_id, prefix, features, log_channel_id, automod_level, locale FROM guild_settings WHERE
+    guild_id = $1"""
+_SET_PREFIX = """WITH g AS (INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO NOTHING) INSERT INTO
+    guild_settings (guild_id, prefix) VALUES ($1, $2)
+ON CONFLICT (guild_id) DO UPDATE SET prefix = EXCLUDED.prefix, updated_at = now() RETURNING guild_id, prefix,
+    features, log_channel_id, automod_level, locale"""
+_SET_FEATURE = """WITH g AS (INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO NOTHING) INSERT INTO
+    guild_settings (guild_id, features)
+VALUES ($1, jsonb_build_object($2::text, $3::boolean))
+ON CONFLICT (guild_id) DO UPDATE SET features = guild_settings.features || EXCLUDED.features, updated_at = now()
+RETURNING guild_id, prefix, features, log_channel_id, automod_level, locale"""
+_CLEAR_FEATURE = """UPDATE guild_settings SET features = features - $2::text, updated_at = now()
+WHERE guild_id = $1 RETURNING guild_id, prefix, features, log_channel_id, automod_level, locale"""
+_SET_LOG_CHANNEL = """WITH g AS (INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO NOTHING) INSERT INTO
+    guild_settings (guild_id, log_channel_id) VALUES ($1, $2)
+ON CONFLICT (guild_id) DO UPDATE SET log_channel_id = EXCLUDED.log_channel_id, updated_at = now()
+RETURNING guild_id, prefix, features, log_channel_id, automod_level, locale"""
+_SET_AUTOMOD = """WITH g AS (INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO NOTHING) INSERT INTO
+    guild_settings (guild_id, automod_level) VALUES ($1, $2)
+ON CONFLICT (guild_id) DO UPDATE SET automod_level = EXCLUDED.automod_level, updated_at = now()
+RETURNING guild_id, prefix, features, log_channel_id, automod_level, locale"""
+_SET_LOCALE = """WITH g AS (INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO NOTHING) INSERT INTO
+    guild_settings (guild_id, locale) VALUES ($1, $2)
+ON CONFLICT (guild_id) DO UPDATE SET locale = EXCLUDED.locale, updated_at = now() RETURNING guild_id, prefix,
+    features, log_channel_id, automod_level, locale"""
+_MARK_LEFT = "UPDATE guilds SET left_at = now() WHERE id = $1"
+_DELETE_GUILD = "DELETE FROM guilds WHERE id = $1"
+
+
+async def ensure_guild(db: Database, guild_id: int, *, conn: Conn | None = None) -> None:
+    """Record that the bot is in ``guild_id`` (clearing ``left_at`` when it rejoined)."""
+    await db.execute("guilds.ensure", _ENSURE_GUILD, v.snowflake("guild id", guild_id), conn=conn,
+                     idempotent=True)
+
+
+async def get_settings(db: Database, guild_id: int, *, conn: Conn | None = None) -> GuildSettings:
+    """The guild's settings, or the defaults when it never changed any."""
+    row = await db.fetchrow("guild_settings.get", _GET, v.snowflake("guild id", guild_id), conn=conn)
+    return GuildSettings.from_record(row) if row else GuildSettings(guild_id)
+
+
+async def _upsert(db: Database, name: str, sql: str, *args: Any, conn: Conn | None) -> GuildSettings:
+    row = await db.fetchrow(name, sql, *args, conn=conn, idempotent=True)
+    assert row is not None
+    return GuildSettings.from_record(row)
+
+
+async def set_prefix(db: Database, guild_id: int, prefix: str | None, *, conn: Conn | None = None) -> GuildSettings:
+    """Set the command prefix (1-16 characters, no whitespace); ``None`` restores the default."""
+    if prefix is not None:
+        v.text("prefix", prefix, v.MAX_PREFIX)
+        if any(ch.isspace() for ch in prefix):
+            raise v.bad("prefix", "cannot contain spaces")
+    return await _upsert(db, "guild_settings.set_prefix", _SET_PREFIX, v.snowflake("guild id", guild_id), prefix,
+                         conn=conn)
+
+
+async def set_feature(db: Database, guild_id: int, feature: str, enabled: bool, *,
+                      conn: Conn | None = None) -> GuildSettings:
+    """Turn a feature on or off for the guild (feature names: lowercase letters, digits, ``_.-``)."""
+    v.text("feature name", feature, v.MAX_FEATURE_NAME, pattern=_FEATURE_RE,
+           pattern_help="lowercase letters, digits, '_', '.' or '-'")
+    return await _upsert(db, "guild_settings.set_feature", _SET_FEATURE, v.snowflake("guild id", guild_id), feature,
+                         bool(enabled), conn=conn)
+
+
+async def clear_feature(db: Database, guild_id: int, feature: str, *, conn: Conn | None = None) -> GuildSettings:
+    """Forget the guild's toggle for ``feature`` so the feature's default applies again."""
+    v.text("feature name", feature, v.MAX_FEATURE_NAME)
+    row = await db.fetchrow("guild_settings.clear_feature", _CLEAR_FEATURE, v.snowflake("guild id", guild_id),
+                            feature, conn=conn, idempotent=True)
+    return GuildSettings.from_record(row) if row else GuildSettings(guild_id)
+
+
+async def set_log_channel(db: Database, guild_id: int, channel_id: int | None, *,
+                          conn: Conn | None = None) -> GuildSettings:
+    """Set (or with ``None`` clear) the channel where moderation events are logged."""
+    return await _upsert(db, "guild_settings.set_log_channel", _SET_LOG_CHANNEL, v.snowflake("guild id", guild_id),
+                         v.opt_snowflake("log channel id", channel_id), conn=conn)
+
+
+async def set_automod_level(db: Database, guild_id: int, level: int, *, conn: Conn | None = None) -> GuildSettings:
+    """Set the automod level: 0 off, 1 low, 2 medium, 3 high."""
+    if isinstance(level, bool) or not isinstance(level, int) or level not in AUTOMOD_LEVELS:
+        raise v.bad("automod level", "must be 0 (off) to 3 (high)")
+    return await _upsert(db, "guild_settings.set_automod", _SET_AUTOMOD, v.snowflake("guild id", guild_id), level,
+                         conn=conn)
+
+
+async def set_locale(db: Database, guild_id: int, locale: str, *, conn: Conn | None = None) -> GuildSettings:
+    """Set the guild's locale, e.g. ``en-US`` or ``pt-BR``."""
+    v.text("locale", locale, v.MAX_LOCALE, min_len=2, pattern=_LOCALE_RE, pattern_help="a locale such as en-US")
+    return await _upsert(db, "guild_settings.set_locale", _SET_LOCALE, v.snowflake("guild id", guild_id), locale,
+                         conn=conn)
+
+
+async def mark_left(db: Database, guild_id: int, *, conn: Conn | None = None) -> None:
+    """Record that the bot left the guild (its settings are kept in case it comes back)."""
+    await db.execute("guilds.mark_left", _MARK_LEFT, v.snowflake("guild id", guild_id), conn=conn, idempotent=True)
+
+
+async def delete_guild(db: Database, guild_id: int, *, conn: Conn | None = None) -> bool:
+    """Delete the guild with its settings, permission levels and overrides; True when it existed."""
+    status = await db.execute("guilds.delete", _DELETE_GUILD, v.snowflake("guild id", guild_id), conn=conn,
+                              idempotent=True)
+    return status.endswith(" 1")

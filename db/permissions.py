@@ -1,0 +1,143 @@
+"""Permission levels per role, and per-command overrides, for each guild.
+
+Levels: ``EVERYONE=0``, ``MOD=1``, ``ADMIN=2``, ``OWNER=3``. A member's level is the highest level
+of their roles (:func:`level_for_roles`); bot owners and the guild owner are handled by the
+command pipeline. A command override sets the level a command needs in one guild, or disables it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import validate as v
+from .guilds import ensure_guild
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from .pool import Conn, Database
+
+__all__ = (
+    "PermissionLevel", "CommandOverride", "set_role_level", "remove_role_level", "get_role_levels",
+    "level_for_roles", "set_command_override", "get_command_override", "list_command_overrides",
+    "clear_command_override",
+)
+
+
+class PermissionLevel(enum.IntEnum):
+    EVERYONE = 0
+    MOD = 1
+    ADMIN = 2
+    OWNER = 3
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOverride:
+    """``min_level=None`` keeps the command's own default level."""
+
+    guild_id: int
+    command: str
+    min_level: int | None
+    enabled: bool
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> CommandOverride:
+        return cls(r["guild_id"], r["command"], r["min_level"], r["enabled"])
+
+
+_SET_ROLE = """INSERT INTO role_permissions (guild_id, role_id, level) VALUES ($1, $2, $3)
+ON CONFLICT (guild_id, role_id) DO UPDATE SET level = EXCLUDED.level"""
+_REMOVE_ROLE = "DELETE FROM role_permissions WHERE guild_id = $1 AND role_id = $2"
+_GET_ROLES = "SELECT role_id, level FROM role_permissions WHERE guild_id = $1"
+_LEVEL_FOR_ROLES = """SELECT coalesce(max(level), 0) FROM role_permissions
+WHERE guild_id = $1 AND role_id = ANY($2::bigint[])"""
+_SET_OVERRIDE = """INSERT INTO command_overrides (guild_id, command, min_level, enabled) VALUES ($1, $2, $3, $4)
+ON CONFLICT (guild_id, command) DO UPDATE SET min_level = EXCLUDED.min_level, enabled = EXCLUDED.enabled
+RETURNING guild_id, command, min_level, enabled"""
+_GET_OVERRIDE = """SELECT guild_id, command, min_level, enabled FROM command_overrides
+WHERE guild_id = $1 AND command = $2"""
+_LIST_OVERRIDES = """SELECT guild_id, command, min_level, enabled FROM command_overrides
+WHERE guild_id = $1 ORDER BY command"""
+_CLEAR_OVERRIDE = "DELETE FROM command_overrides WHERE guild_id = $1 AND command = $2"
+
+
+async def set_role_level(db: Database, guild_id: int, role_id: int, level: int, *, conn: Conn | None = None) -> None:
+    """Give members with ``role_id`` the permission ``level`` in the guild (0 removes the grant)."""
+    guild_id = v.snowflake("guild id", guild_id)
+    role_id = v.snowflake("role id", role_id)
+    level = v.level("level", level)
+    if level == PermissionLevel.EVERYONE:
+        await remove_role_level(db, guild_id, role_id, conn=conn)
+        return
+    if conn is None:
+        async with db.transaction() as tx:
+            await ensure_guild(db, guild_id, conn=tx)
+            await db.execute("role_permissions.set", _SET_ROLE, guild_id, role_id, level, conn=tx)
+    else:
+        await ensure_guild(db, guild_id, conn=conn)
+        await db.execute("role_permissions.set", _SET_ROLE, guild_id, role_id, level, conn=conn)
+
+
+async def remove_role_level(db: Database, guild_id: int, role_id: int, *, conn: Conn | None = None) -> bool:
+    """Remove the role's grant; True when there was one."""
+    status = await db.execute("role_permissions.remove", _REMOVE_ROLE, v.snowflake("guild id", guild_id),
+                              v.snowflake("role id", role_id), conn=conn, idempotent=True)
+    return status.endswith(" 1")
+
+
+async def get_role_levels(db: Database, guild_id: int, *, conn: Conn | None = None) -> dict[int, int]:
+    """``{role_id: level}`` for every role with a grant in the guild."""
+    rows = await db.fetch("role_permissions.list", _GET_ROLES, v.snowflake("guild id", guild_id), conn=conn)
+    return {r["role_id"]: r["level"] for r in rows}
+
+
+async def level_for_roles(db: Database, guild_id: int, role_ids: list[int], *, conn: Conn | None = None) -> int:
+    """The highest level any of ``role_ids`` grants in the guild (0 when none does)."""
+    ids = [v.snowflake("role id", r) for r in role_ids]
+    if not ids:
+        return 0
+    return int(await db.fetchval("role_permissions.level_for_roles", _LEVEL_FOR_ROLES,
+                                 v.snowflake("guild id", guild_id), ids, conn=conn))
+
+
+def _command(command: str) -> str:
+    return v.text("command name", command, v.MAX_COMMAND_NAME)
+
+
+async def set_command_override(db: Database, guild_id: int, command: str, *, min_level: int | None = None,
+                               enabled: bool = True, conn: Conn | None = None) -> CommandOverride:
+    """Set the level ``command`` needs in the guild, and/or enable or disable it there."""
+    guild_id = v.snowflake("guild id", guild_id)
+    args = (guild_id, _command(command), None if min_level is None else v.level("level", min_level), bool(enabled))
+    if conn is None:
+        async with db.transaction() as tx:
+            await ensure_guild(db, guild_id, conn=tx)
+            row = await db.fetchrow("command_overrides.set", _SET_OVERRIDE, *args, conn=tx)
+    else:
+        await ensure_guild(db, guild_id, conn=conn)
+        row = await db.fetchrow("command_overrides.set", _SET_OVERRIDE, *args, conn=conn)
+    assert row is not None
+    return CommandOverride.from_record(row)
+
+
+async def get_command_override(db: Database, guild_id: int, command: str, *,
+                               conn: Conn | None = None) -> CommandOverride | None:
+    """The guild's override for ``command``, if any."""
+    row = await db.fetchrow("command_overrides.get", _GET_OVERRIDE, v.snowflake("guild id", guild_id),
+                            _command(command), conn=conn)
+    return CommandOverride.from_record(row) if row else None
+
+
+async def list_command_overrides(db: Database, guild_id: int, *, conn: Conn | None = None) -> list[CommandOverride]:
+    """Every override in the guild, by command name."""
+    rows = await db.fetch("command_overrides.list", _LIST_OVERRIDES, v.snowflake("guild id", guild_id), conn=conn)
+    return [CommandOverride.from_record(r) for r in rows]
+
+
+async def clear_command_override(db: Database, guild_id: int, command: str, *, conn: Conn | None = None) -> bool:
+    """Remove the guild's override for ``command``; True when there was one."""
+    status = await db.execute("command_overrides.clear", _CLEAR_OVERRIDE, v.snowflake("guild id", guild_id),
+                              _command(command), conn=conn, idempotent=True)
+    return status.endswith(" 1")

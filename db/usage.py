@@ -1,0 +1,182 @@
+"""Command usage: buffered in memory and written in batches (RoboDanny's ``jsonb_to_recordset``).
+
+:class:`UsageRecorder` keeps rows in memory and every ``interval`` seconds (and on :meth:`close`)
+writes all of them in **one** ``INSERT ... SELECT ... FROM jsonb_to_recordset($1::jsonb)``. A
+failed flush keeps its rows for the next attempt; the buffer is bounded (``max_buffer``) and drops
+the oldest rows beyond it, counting them in ``innkeeper_db_usage_dropped_total``. A clean
+shutdown (:meth:`close`) flushes whatever is left, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge
+
+from innkeeper.errors import DatabaseError
+
+from . import validate as v
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from .pool import Conn, Database
+
+__all__ = ("UsageRecorder", "UsageRow", "top_commands", "INSERT_BATCH", "INSERT_ONE", "USAGE_DROPPED",
+           "USAGE_WRITTEN")
+
+_log = logging.getLogger(__name__)
+
+USAGE_DROPPED = Counter("innkeeper_db_usage_dropped_total", "Command-usage rows dropped because the buffer was full")
+USAGE_WRITTEN = Counter("innkeeper_db_usage_written_total", "Command-usage rows written to the database")
+USAGE_BUFFERED = Gauge("innkeeper_db_usage_buffered", "Command-usage rows waiting to be written")
+
+INSERT_BATCH = """INSERT INTO command_usage (used_at, guild_id, channel_id, user_id, command, cluster_id, shard_id,
+                           success, latency_ms)
+SELECT x.used_at, x.guild_id, x.channel_id, x.user_id, x.command, x.cluster_id, x.shard_id, x.success, x.latency_ms
+FROM jsonb_to_recordset($1::jsonb) AS x(used_at timestamptz, guild_id bigint, channel_id bigint, user_id bigint,
+                                        command text, cluster_id integer, shard_id integer, success boolean,
+                                        latency_ms real)"""
+#: One row per statement; kept for the benchmark that compares against batching.
+INSERT_ONE = """INSERT INTO command_usage (used_at, guild_id, channel_id, user_id, command, cluster_id, shard_id,
+                           success, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
+_TOP = """SELECT command, count(*) AS uses FROM command_usage
+WHERE guild_id = $1 AND used_at >= $2 GROUP BY command ORDER BY uses DESC, command LIMIT $3"""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    command: str
+    uses: int
+
+    @classmethod
+    def from_record(cls, r: asyncpg.Record) -> UsageRow:
+        return cls(r["command"], r["uses"])
+
+
+class UsageRecorder:
+    """Buffers command-usage rows and writes them in batches.
+
+    Parameters
+    ----------
+    db:
+        The database.
+    interval:
+        Seconds between flushes.
+    max_buffer:
+        The most rows kept while the database is unreachable; older rows are dropped beyond it.
+    max_batch:
+        The most rows written by one statement.
+    """
+
+    __slots__ = ("db", "interval", "max_buffer", "max_batch", "dropped", "_buffer", "_task", "_lock", "_closed")
+
+    def __init__(self, db: Database, *, interval: float = 5.0, max_buffer: int = 100_000,
+                 max_batch: int = 10_000) -> None:
+        self.db = db
+        self.interval = interval
+        self.max_buffer = max_buffer
+        self.max_batch = max_batch
+        self.dropped = 0
+        self._buffer: deque[dict[str, Any]] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def record(self, *, user_id: int, command: str, guild_id: int | None = None, channel_id: int | None = None,
+               success: bool = True, latency_ms: float | None = None, cluster_id: int | None = None,
+               shard_id: int | None = None, used_at: dt.datetime | None = None) -> None:
+        """Buffer one use of ``command``; never blocks. Invalid values raise at once, not at flush time."""
+        if self._closed:
+            raise DatabaseError("the usage recorder is closed")
+        row = {
+            "used_at": (used_at or dt.datetime.now(dt.UTC)).isoformat(),
+            "guild_id": v.opt_snowflake("guild id", guild_id),
+            "channel_id": v.opt_snowflake("channel id", channel_id),
+            "user_id": v.snowflake("user id", user_id),
+            "command": v.text("command name", command, v.MAX_COMMAND_NAME),
+            "cluster_id": cluster_id, "shard_id": shard_id, "success": bool(success),
+            "latency_ms": None if latency_ms is None else float(latency_ms),
+        }
+        self._buffer.append(row)
+        self._trim()
+
+    def _trim(self) -> None:
+        excess = len(self._buffer) - self.max_buffer
+        for _ in range(max(excess, 0)):
+            self._buffer.popleft()
+        if excess > 0:
+            self.dropped += excess
+            USAGE_DROPPED.inc(excess)
+        USAGE_BUFFERED.set(len(self._buffer))
+
+    def start(self) -> None:
+        """Start the periodic flush task."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-recorder")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.flush()
+            except DatabaseError as exc:
+                _log.warning("command usage flush failed, %d rows kept for the next try: %s", len(self), exc)
+
+    async def flush(self, *, conn: Conn | None = None) -> int:
+        """Write every buffered row, ``max_batch`` rows per statement; returns how many were written.
+
+        Raises
+        ------
+        DatabaseError
+            When a batch fails; its rows (and all later ones) stay buffered.
+        """
+        written = 0
+        async with self._lock:
+            while self._buffer:
+                batch = [self._buffer.popleft() for _ in range(min(self.max_batch, len(self._buffer)))]
+                try:
+                    await self.db.execute("command_usage.insert_batch", INSERT_BATCH, batch, conn=conn)
+                except BaseException:
+                    self._buffer.extendleft(reversed(batch))  # keep them, in order, for the next try
+                    self._trim()
+                    raise
+                written += len(batch)
+                USAGE_WRITTEN.inc(len(batch))
+                USAGE_BUFFERED.set(len(self._buffer))
+        return written
+
+    async def close(self) -> None:
+        """Stop the flush task and write what is left (raises when that final write fails)."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        await self.flush()
+
+    async def __aenter__(self) -> UsageRecorder:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def top_commands(db: Database, guild_id: int, *, since: dt.datetime, limit: int = 10,
+                       conn: Conn | None = None) -> list[UsageRow]:
+    """The guild's most used commands since ``since``."""
+    rows = await db.fetch("command_usage.top", _TOP, v.snowflake("guild id", guild_id), since,
+                          min(max(limit, 1), 100), conn=conn)
+    return [UsageRow.from_record(r) for r in rows]
