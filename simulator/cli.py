@@ -1,0 +1,151 @@
+"""``python -m simulator`` and ``innkeeper simulator``: one set of flags, one :class:`SimConfig`.
+
+Every :class:`~simulator.config.SimConfig` field has a flag of the same name (``--members-per-guild``).
+Bad values stop with one clear line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from innkeeper.errors import UsageError
+
+from .config import SimConfig
+
+if TYPE_CHECKING:
+    from innkeeper.settings import Settings
+
+__all__ = ("add_commands", "add_arguments", "config_from_args", "validate_config", "main")
+
+_DEFAULTS = SimConfig()
+
+#: (field, type, help) for every flag; the flag is ``--`` + the field name with dashes.
+_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("host", str, "interface to listen on"),
+    ("port", int, "TCP port (0 picks a free one)"),
+    ("guilds", int, "number of guilds in the world"),
+    ("members_per_guild", int, "human members listed per guild (the bot comes on top)"),
+    ("channels_per_guild", int, "channels per guild; the first is always a text channel"),
+    ("shards", int, "shard count GET /gateway/bot recommends"),
+    ("max_concurrency", int, "session_start_limit.max_concurrency (identify buckets)"),
+    ("identify_window", float, "seconds per identify window and bucket (Discord: 5)"),
+    ("global_rate", int, "bot-wide REST requests per second (interaction callbacks are exempt)"),
+    ("seed", int, "world seed: the same seed gives the same ids"),
+    ("token", str, "the only bot token accepted (REST and IDENTIFY)"),
+    ("heartbeat_interval_ms", int, "HELLO's heartbeat_interval"),
+    ("message_limit", int, "messages per channel per --message-window"),
+    ("message_window", float, "seconds of the per-channel message limit"),
+    ("gateway_send_limit", int, "payloads a connection may send per --gateway-send-window (else close 4008)"),
+    ("gateway_send_window", float, "seconds of the gateway send limit"),
+    ("max_guilds_per_shard", int, "guilds one shard may carry (else close 4011)"),
+    ("session_start_total", int, "daily IDENTIFY budget (session_start_limit.total)"),
+    ("resume_buffer", int, "dispatches a session keeps for RESUME"),
+    ("resume_ttl", float, "seconds a dropped session stays resumable"),
+    ("max_member_count", int, "member_count of the largest guilds (their members are not all sent)"),
+)
+
+#: (field, lowest allowed, highest allowed or None).
+_BOUNDS: dict[str, tuple[float, float | None]] = {
+    "port": (0, 65535), "guilds": (1, 1_000_000), "members_per_guild": (1, 100_000),
+    "channels_per_guild": (1, 500), "shards": (1, 100_000), "max_concurrency": (1, 1024),
+    "identify_window": (0, None), "global_rate": (1, None), "heartbeat_interval_ms": (100, None),
+    "message_limit": (1, None), "message_window": (0.001, None), "gateway_send_limit": (1, None),
+    "gateway_send_window": (0.001, None), "max_guilds_per_shard": (1, None), "session_start_total": (1, None),
+    "resume_buffer": (1, None), "resume_ttl": (0, None), "max_member_count": (1, None),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per :class:`SimConfig` field (defaults from :class:`SimConfig`)."""
+    for name, kind, text in _FLAGS:
+        default = getattr(_DEFAULTS, name)
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=default,
+                            metavar={int: "N", float: "SECONDS"}.get(kind, name.upper()),
+                            help=f"{text} (default: {default})")
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def validate_config(config: SimConfig) -> None:
+    """Raise :class:`UsageError` naming the flag when a value is out of range."""
+    for name, (low, high) in _BOUNDS.items():
+        value = getattr(config, name)
+        flag = "--" + name.replace("_", "-")
+        if value < low or (high is not None and value > high):
+            span = f"between {_num(low)} and {_num(high)}" if high is not None else f"at least {_num(low)}"
+            raise UsageError(f"{flag} must be {span}, got {_num(value)}")
+    if not config.token.strip():
+        raise UsageError("--token must not be empty")
+    if not config.host.strip():
+        raise UsageError("--host must not be empty")
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """Build and validate a :class:`SimConfig` from parsed flags."""
+    values: dict[str, Any] = {f.name: getattr(args, f.name) for f in dataclasses.fields(SimConfig)
+                              if hasattr(args, f.name)}
+    config = SimConfig(**values)
+    validate_config(config)
+    return config
+
+
+async def _serve(config: SimConfig) -> int:
+    from .server import run_simulator
+
+    try:
+        await run_simulator(config)
+    except OSError as exc:
+        print(f"simulator: error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _handler(args: argparse.Namespace, settings: Settings) -> int:
+    return await _serve(config_from_args(args))
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``innkeeper simulator`` (the provider hook of ``cluster/cli.py``)."""
+    parser = subparsers.add_parser(
+        "simulator", help="run the Discord simulator on its own (for load tests and development)",
+        description="A Discord-compatible gateway and REST server that unmodified discord.py connects to.")
+    add_arguments(parser)
+    parser.set_defaults(handler=_handler)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m simulator",
+        description="A Discord-compatible gateway and REST server that unmodified discord.py connects to.")
+    add_arguments(parser)
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="log level (default: INFO)")
+    parser.add_argument("--log-format", default=None, choices=("json", "text"),
+                        help="log format (default: text on a terminal, JSON otherwise)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m simulator``; returns the exit code."""
+    from innkeeper.logs import setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except UsageError as exc:
+        print(f"simulator: error: {exc.message}", file=sys.stderr)
+        return 2
+    setup_logging(args.log_format, args.log_level, role="simulator")
+    try:
+        return asyncio.run(_serve(config))
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130

@@ -1,0 +1,168 @@
+"""One gateway websocket: an ordered send queue drained by a writer task, and a server-side close.
+
+Producers never await: :meth:`Connection.send` appends to a deque and wakes the writer, so the
+synchronous hub methods (``dispatch_guild`` …) can feed sockets. The writer encodes (zlib-stream
+or text), writes with aiohttp and yields to the loop every few frames; aiohttp applies
+backpressure when the peer reads slowly. A close goes through the same queue, so everything sent
+before it (an op 9, the last dispatches) reaches the client first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from .compression import Encoder
+from .sessions import Frame, LazyGuildCreate
+
+if TYPE_CHECKING:
+    from .sessions import Session
+
+__all__ = ("Connection", "CloseRequest")
+
+_log = logging.getLogger(__name__)
+
+#: Frames written before the writer yields to the event loop.
+_YIELD_EVERY = 64
+
+
+class CloseRequest:
+    """A queued server-side close."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class Connection:
+    """A client's websocket and its session (once identified or resumed).
+
+    Parameters
+    ----------
+    ws:
+        The prepared aiohttp websocket.
+    encoder:
+        Transport compression for this connection.
+    peer:
+        For logs.
+    """
+
+    __slots__ = ("ws", "encoder", "peer", "session", "_queue", "_wake", "_writer", "close_code", "keep_session",
+                 "received", "last_heartbeat", "opened", "_timers", "closed", "__weakref__")
+
+    def __init__(self, ws: web.WebSocketResponse, encoder: Encoder, peer: str) -> None:
+        self.ws = ws
+        self.encoder = encoder
+        self.peer = peer
+        self.session: Session | None = None
+        self._queue: deque[Frame | CloseRequest] = deque()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        #: The code of a server-side close, once one was requested.
+        self.close_code: int | None = None
+        #: Whether the session stays resumable after the server-side close.
+        self.keep_session = True
+        #: Arrival times of the client's payloads inside the send-limit window.
+        self.received: deque[float] = deque()
+        self.opened = self.last_heartbeat = time.monotonic()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.closed = False
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.peer} session={self.session!r}>"
+
+    def start(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name=f"gateway-writer-{self.peer}")
+
+    @property
+    def closing(self) -> bool:
+        return self.close_code is not None or self.closed
+
+    def send(self, frame: Frame) -> None:
+        """Queue a message (JSON text or a lazy GUILD_CREATE); never blocks."""
+        if self.close_code is not None or self.closed:
+            return
+        self._queue.append(frame)
+        self._wake.set()
+
+    def close(self, code: int, reason: str = "", *, keep_session: bool = True) -> None:
+        """Close after everything queued so far; ``keep_session`` says whether the session stays resumable."""
+        if self.close_code is not None or self.closed:
+            return
+        self.close_code = code
+        self.keep_session = keep_session
+        self._queue.append(CloseRequest(code, reason))
+        self._wake.set()
+
+    def set_timer(self, name: str, delay: float, callback: Callable[[], object]) -> None:
+        """(Re)arm the named timer; every timer is cancelled when the connection ends."""
+        if self.closed:
+            return
+        old = self._timers.get(name)
+        if old is not None:
+            old.cancel()
+        self._timers[name] = asyncio.get_running_loop().call_later(delay, callback)
+
+    async def _write_loop(self) -> None:
+        ws = self.ws
+        queue = self._queue
+        encode = self.encoder.encode
+        send = ws.send_bytes if self.encoder.binary else None
+        written = 0
+        try:
+            while True:
+                if not queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                item = queue.popleft()
+                if type(item) is str:
+                    text = item
+                elif isinstance(item, LazyGuildCreate):
+                    text = item.render()
+                else:
+                    assert isinstance(item, CloseRequest)
+                    await ws.close(code=item.code, message=item.reason.encode()[:120])
+                    return
+                if send is not None:
+                    await send(encode(text))
+                else:
+                    await ws.send_str(text)
+                written += 1
+                if written % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        except (ConnectionError, RuntimeError) as exc:
+            # The peer went away; the reader side notices and cleans up.
+            _log.debug("gateway writer for %s stopped: %s", self.peer, exc)
+        finally:
+            queue.clear()
+
+    async def finish(self, timeout: float = 12.0) -> None:
+        """Stop the writer once the reader is done: let a requested close finish, drop unsent frames."""
+        self.closed = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        writer = self._writer
+        if writer is None or writer.done():
+            return
+        if self.close_code is not None:
+            # The writer sends what was queued before the close, then the close frame itself.
+            try:
+                await asyncio.wait_for(asyncio.shield(writer), timeout)
+                return
+            except TimeoutError:
+                _log.warning("gateway close to %s did not finish in %.0fs", self.peer, timeout)
+        writer.cancel()
+        try:
+            await writer
+        except asyncio.CancelledError:
+            pass

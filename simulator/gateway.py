@@ -1,0 +1,279 @@
+"""The simulated gateway: the ``/gateway`` websocket and the :class:`~simulator.state.GatewayHub`.
+
+:class:`Gateway` owns every connection and session. It routes guild events the way Discord does
+(``(guild_id >> 22) % shard_count``), to the newest live session of the shard, else into the
+buffer of its newest resumable session, else counts them lost. The opcodes a client sends are
+handled in :mod:`simulator.opcodes`; this module holds the socket lifecycle, routing and faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from .compression import SUPPORTED_COMPRESS, make_encoder
+from .connection import Connection
+from .identify import IdentifyLimiter, SessionStartBudget
+from .opcodes import OpcodeHandler
+from .sessions import Session, SessionTable, dumps
+
+if TYPE_CHECKING:
+    from .config import SimConfig
+    from .state import Stats
+    from .world import World
+
+__all__ = ("Gateway", "FATAL_CLOSE_CODES", "FAULT_KINDS", "GATEWAY_PATH")
+
+_log = logging.getLogger(__name__)
+
+GATEWAY_PATH = "/gateway"
+#: Close codes after which a client must not reconnect (and whose session is gone).
+FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
+FAULT_KINDS = ("disconnect", "reconnect", "invalid_session")
+#: Seconds a client gets to act on op 7 RECONNECT before the server closes the socket itself.
+RECONNECT_GRACE = 5.0
+
+
+class Gateway:
+    """Every gateway connection and session of one simulator; implements ``GatewayHub``.
+
+    Parameters
+    ----------
+    config:
+        Limits, token, heartbeat interval, resume buffer and TTL.
+    world:
+        What READY and GUILD_CREATE describe.
+    stats:
+        The simulator's counters (shared with the REST side).
+    clock:
+        Monotonic seconds, for the identify limits and resume TTL; injectable for tests.
+    """
+
+    def __init__(self, config: SimConfig, world: World, stats: Stats,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.world = world
+        self.stats = stats
+        self.clock = clock
+        self.limiter = IdentifyLimiter(config.max_concurrency, config.identify_window, clock)
+        self.budget = SessionStartBudget(config.session_start_total, clock=clock)
+        self.sessions = SessionTable(config.resume_ttl, clock)
+        self.connections: set[Connection] = set()
+        self._counts: list[int] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._ops = OpcodeHandler(self)
+
+    # -- the websocket ---------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The ``GET /gateway`` websocket handler."""
+        ws = web.WebSocketResponse(max_msg_size=1 << 20, autoping=True)
+        if not ws.can_prepare(request).ok:
+            return web.json_response({"message": "400: Bad Request (expected a websocket upgrade)", "code": 0},
+                                     status=400)
+        await ws.prepare(request)
+        problem = _check_query(request.query)
+        compress = request.query.get("compress") if problem is None else None
+        peer = request.remote or "?"
+        conn = Connection(ws, make_encoder(compress), peer)
+        conn.start()
+        self.connections.add(conn)
+        self._idle.clear()
+        try:
+            if problem is not None:
+                _log.info("gateway connection from %s refused: %s", peer, problem[1])
+                conn.close(*problem, keep_session=False)
+            else:
+                conn.send(dumps({"t": None, "s": None, "op": 10, "d": {
+                    "heartbeat_interval": self.config.heartbeat_interval_ms, "_trace": ["[\"innkeeper-sim\"]"]}}))
+                self._ops.arm_heartbeat(conn)
+            await self._read_loop(conn, f"ws://{request.host}{GATEWAY_PATH}")
+        except Exception:  # noqa: BLE001 - a broken client must never take the server down
+            _log.exception("gateway connection from %s failed", peer)
+        finally:
+            self.connections.discard(conn)
+            self._detach(conn)
+            await conn.finish()
+            if not self.connections:
+                self._idle.set()
+        return ws
+
+    async def _read_loop(self, conn: Connection, resume_url: str) -> None:
+        ws = conn.ws
+        while True:
+            msg = await ws.receive()
+            if msg.type is WSMsgType.TEXT:
+                raw = msg.data
+            elif msg.type is WSMsgType.BINARY:
+                try:
+                    raw = msg.data.decode()
+                except UnicodeDecodeError:
+                    conn.close(4002, "Error while decoding payload.")
+                    continue
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
+            else:
+                continue
+            if conn.closing:
+                continue
+            self._ops.on_message(conn, raw, resume_url)
+
+    def _detach(self, conn: Connection) -> None:
+        """The socket is gone: end or keep its session, count the close."""
+        session = conn.session
+        conn.session = None
+        if conn.close_code is not None:
+            code, keep = conn.close_code, conn.keep_session
+        else:
+            code = conn.ws.close_code if conn.ws.close_code is not None else 1006
+            keep = code not in (1000, 1001)
+        if session is None or session.conn is not conn:
+            return
+        session.conn = None
+        session.stats.closes[code] += 1
+        if keep and not session.invalidated and code not in FATAL_CLOSE_CODES:
+            session.detached_at = self.clock()
+            _log.info("shard %s/%s session %s detached (close %s); resumable for %.0fs", session.shard_id,
+                      session.shard_count, session.session_id[:8], code, self.config.resume_ttl)
+        else:
+            self.end_session(session)
+        self.routes_changed()
+
+    # -- sessions --------------------------------------------------------------------------------
+
+    def end_session(self, session: Session) -> None:
+        """Invalidate a session for good (it can no longer be resumed)."""
+        session.invalidated = True
+        self.sessions.remove(session)
+        self.routes_changed()
+
+    def routes_changed(self) -> None:
+        self._counts = None
+
+    def _route_counts(self) -> list[int]:
+        counts = self._counts
+        if counts is None:
+            counts = self._counts = self.sessions.counts_newest_first()
+        return counts
+
+    # -- GatewayHub ------------------------------------------------------------------------------
+
+    def dispatch_guild(self, guild_id: int, event: str, data: dict[str, Any]) -> bool:
+        """Send a dispatch to the session that owns ``guild_id``'s shard (newest live, else resumable).
+
+        With sessions of several shard counts (resharding overlap) the newest session's count
+        routes first; the others take what it has no session for. False when nothing took it.
+        """
+        table = self.sessions
+        ts = guild_id >> 22
+        for count in self._route_counts():
+            target = table.target(count, ts % count)
+            if target is not None:
+                target.push(event, dumps(data))
+                return True
+        self.stats.lost += 1
+        return False
+
+    def dispatch_shard(self, shard_id: int, event: str, data: dict[str, Any]) -> int:
+        """Send a dispatch to every live session of ``shard_id`` (any shard count).
+
+        When none is live, the newest resumable session of that shard buffers it (and counts as one).
+        """
+        d_json = dumps(data)
+        live = self.sessions.live_for_shard(shard_id)
+        for session in live:
+            session.push(event, d_json)
+        if live:
+            return len(live)
+        for count in self._route_counts():
+            if shard_id < count:
+                target = self.sessions.target(count, shard_id)
+                if target is not None:
+                    target.push(event, d_json)
+                    return 1
+        self.stats.lost += 1
+        return 0
+
+    def apply_fault(self, kind: str, shard_id: int | None, *, resumable: bool = True, code: int = 4000) -> int:
+        """Apply a gateway fault to every live session of ``shard_id`` (every live session when None).
+
+        ``disconnect`` closes with ``code``; the session stays resumable unless ``resumable`` is
+        False, the code is fatal, or it is 1000/1001. ``reconnect`` sends op 7 (the client resumes).
+        ``invalid_session`` sends op 9 with ``d=resumable``; when False the session is ended.
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown gateway fault {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+        if kind == "disconnect" and not (1000 <= code <= 4999):
+            raise ValueError(f"close code {code} is outside 1000..4999")
+        targets = self.sessions.live_for_shard(shard_id)
+        for session in targets:
+            conn = session.conn
+            assert conn is not None
+            if kind == "disconnect":
+                keep = resumable and code not in FATAL_CLOSE_CODES and code not in (1000, 1001)
+                conn.close(code, "simulated fault", keep_session=keep)
+            elif kind == "reconnect":
+                conn.send('{"t":null,"s":null,"op":7,"d":null}')
+                conn.set_timer("reconnect", RECONNECT_GRACE,
+                               functools.partial(conn.close, 4000, "reconnect requested", keep_session=True))
+            else:
+                conn.send('{"t":null,"s":null,"op":9,"d":%s}' % ("true" if resumable else "false"))
+                if not resumable:
+                    conn.session = None
+                    session.conn = None
+                    self.end_session(session)
+        self.stats.faults_applied += 1
+        _log.info("gateway fault %s (shard=%s, resumable=%s, code=%s) hit %d session(s)", kind, shard_id,
+                  resumable, code, len(targets))
+        return len(targets)
+
+    def shard_count(self) -> int | None:
+        """The shard count of the newest live session, or None when none is live."""
+        live = self.sessions.live()
+        if not live:
+            return None
+        return max(live, key=lambda s: s.order).shard_count
+
+    def live_shards(self) -> dict[int, int]:
+        """Shard id → number of live sessions."""
+        return dict(sorted(Counter(s.shard_id for s in self.sessions.live()).items()))
+
+    def identify_remaining(self) -> int:
+        return self.budget.remaining()
+
+    def identify_reset_after_ms(self) -> int:
+        return self.budget.reset_after_ms()
+
+    async def close_all(self, timeout: float = 5.0) -> None:
+        """Close every socket with 1001 (server shutdown) and wait for them to finish."""
+        for conn in list(self.connections):
+            conn.close(1001, "server shutting down", keep_session=False)
+        if self.connections:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except TimeoutError:
+                _log.warning("%d gateway connection(s) did not close in %.0fs", len(self.connections), timeout)
+
+
+def _check_query(query: Any) -> tuple[int, str] | None:
+    """A close code and reason for an unusable ``?v=&encoding=&compress=``, or None."""
+    version = query.get("v")
+    if version not in ("9", "10"):
+        return 4012, "Invalid API version (the simulator speaks v10 and v9)."
+    encoding = query.get("encoding", "json")
+    if encoding == "etf":
+        return 4002, "ETF encoding is not supported by the simulator; use encoding=json."
+    if encoding != "json":
+        return 4002, f"Unknown encoding {encoding[:20]!r}."
+    compress = query.get("compress")
+    if compress not in SUPPORTED_COMPRESS:
+        return 4002, f"Unknown compress {compress[:20]!r}; use zlib-stream."
+    return None

@@ -1,0 +1,150 @@
+"""Assemble and run the simulator: one aiohttp app serving the gateway, REST and the control API.
+
+- :func:`create_app` builds the world, the gateway hub and the shared :class:`~simulator.state.SimState`
+  and registers every route.
+- :func:`run_simulator` serves until cancelled or SIGINT/SIGTERM, then closes every socket cleanly.
+- :class:`SimulatorServer` is the same server as an async context manager for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+import socket
+from types import TracebackType
+
+from aiohttp import web
+
+from .config import SimConfig
+from .gateway import GATEWAY_PATH, Gateway
+from .state import STATE_KEY, SimState, Stats
+from .world import World
+
+__all__ = ("create_app", "run_simulator", "SimulatorServer", "listening_line")
+
+_log = logging.getLogger(__name__)
+
+
+def create_app(config: SimConfig) -> web.Application:
+    """The simulator's aiohttp application for ``config`` (state under :data:`~simulator.state.STATE_KEY`)."""
+    world = World(config)
+    stats = Stats()
+    gateway = Gateway(config, world, stats)
+    app = web.Application(client_max_size=32 * 1024 * 1024)
+    app[STATE_KEY] = SimState(config=config, world=world, gateway=gateway, stats=stats)
+    app.router.add_get(GATEWAY_PATH, gateway.handle)
+    # The websocket also answers on the trailing-slash form discord.py's default URL has.
+    app.router.add_get(GATEWAY_PATH + "/", gateway.handle)
+    try:  # TEMPORARY: until simulator/rest.py and simulator/control.py land (written by the REST side)
+        from . import control, rest
+    except ImportError as exc:
+        _log.warning("simulator REST/control routes missing (%s); serving the gateway only", exc)
+    else:
+        rest.setup(app)
+        control.setup(app)
+
+    async def close_sockets(_app: web.Application) -> None:
+        await gateway.close_all()
+
+    app.on_shutdown.append(close_sockets)
+    return app
+
+
+def listening_line(config: SimConfig) -> str:
+    """The one line printed once the simulator listens."""
+    return (f"simulator listening on {config.base_url} (guilds={config.guilds}, shards={config.shards}, "
+            f"max_concurrency={config.max_concurrency}, identify_window={config.identify_window}s)")
+
+
+class SimulatorServer:
+    """A simulator on a real port inside the running event loop.
+
+    Parameters
+    ----------
+    config:
+        The settings; ``port=0`` picks a free port (``.url`` and ``.config`` then carry the real one).
+
+    Examples
+    --------
+    >>> async with SimulatorServer(SimConfig(port=0, guilds=10)) as sim:  # doctest: +SKIP
+    ...     print(sim.url, sim.state.stats.identifies)
+    """
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port``: REST is under ``/api/v10``, the gateway at ``ws://host:port/gateway``."""
+        return self.config.base_url
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://{self.config.host}:{self.config.port}{GATEWAY_PATH}"
+
+    @property
+    def state(self) -> SimState:
+        if self.app is None:
+            raise RuntimeError("the simulator is not running")
+        return self.app[STATE_KEY]
+
+    async def start(self) -> None:
+        if self.config.port == 0:
+            self.config = dataclasses.replace(self.config, port=_free_port(self.config.host))
+        self.app = create_app(self.config)
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
+        try:
+            await site.start()
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> SimulatorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def run_simulator(config: SimConfig, *, announce: bool = True) -> None:
+    """Serve ``config`` until cancelled or until SIGINT/SIGTERM; then close every socket and return."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    server = SimulatorServer(config)
+    try:
+        await server.start()
+        if announce:
+            print(listening_line(server.config), flush=True)
+        _log.info("simulator listening on %s", server.url)
+        await stop.wait()
+        _log.info("simulator stopping")
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await server.stop()
