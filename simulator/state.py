@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import time
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -191,6 +192,10 @@ class InteractionWaiters:
     def __len__(self) -> int:
         return len(self._by_id)
 
+    def __iter__(self) -> Iterator[PendingInteraction]:
+        """The pending interactions, oldest first."""
+        return iter(list(self._by_id.values()))
+
     def by_id(self, interaction_id: int) -> PendingInteraction | None:
         return self._by_id.get(interaction_id)
 
@@ -202,6 +207,12 @@ class InteractionWaiters:
 
     def by_token(self, token: str) -> PendingInteraction | None:
         return self._by_token.get(token)
+
+    def discard(self, interaction_id: int) -> None:
+        """Forget one interaction (e.g. one that no session received)."""
+        pending = self._by_id.pop(interaction_id, None)
+        if pending is not None:
+            self._by_token.pop(pending.token, None)
 
     def forget_older_than(self, seconds: float) -> None:
         cutoff = time.monotonic() - seconds
@@ -296,7 +307,7 @@ class SimState:
     commands: CommandStore = field(init=False)
     #: REST faults injected by ``POST /_sim/faults`` (kind http_error / latency), consumed per request.
     rest_faults: list[dict[str, Any]] = field(default_factory=list)
-    #: DM channels the bot opened (``POST /users/@me/channels``): user id → DM channel object.
+    #: DM channels the bot opened (``POST /users/@me/channels``): DM channel id → DM channel object.
     dm_channels: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
