@@ -1,0 +1,221 @@
+"""Pure parts of the data layer: validation, backoff, encryption, error translation, builders, discovery."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import asyncpg
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from db import errors as dberrors
+from db import feedback, validate
+from db import errors_log as elog
+from db.backoff import Backoff
+from db.crypto import KeyRing, generate_key
+from db.migrate import REQUIRED_SCHEMA_VERSION, discover, quote_ident
+from db.sql import Params
+from db.testing import make_keys
+from innkeeper.errors import ConfigError, DatabaseError, ErrorCode
+
+
+def test_backoff_grows_to_cap_with_jitter() -> None:
+    b = Backoff(0.1, 2.0, rng=random.Random(1))
+    ceilings = []
+    for _ in range(8):
+        ceilings.append(b.ceiling())
+        d = b.next_delay()
+        assert 0 < d <= ceilings[-1]
+    assert ceilings[:5] == [0.1, 0.2, 0.4, 0.8, 1.6]
+    assert ceilings[-1] == 2.0
+    b.reset()
+    assert b.ceiling() == 0.1
+    with pytest.raises(ValueError):
+        Backoff(0, 1)
+
+
+@pytest.mark.parametrize("value, why", [
+    ("a\x00b", "NUL"), ("\ud800", "not valid Unicode"), ("", "empty"), ("x" * 17, "at most 16"), (5, "must be text"),
+])
+def test_text_refusals_are_clear(value: object, why: str) -> None:
+    with pytest.raises(DatabaseError) as info:
+        validate.text("prefix", value, 16)
+    assert info.value.code is ErrorCode.DB_BAD_VALUE
+    assert why in info.value.message
+    assert info.value.user_message.startswith("The prefix")
+
+
+@given(st.text(max_size=300))
+def test_text_accepts_or_refuses_but_never_alters(value: str) -> None:
+    try:
+        assert validate.text("feedback", value, 200) == value
+    except DatabaseError as exc:
+        assert exc.code is ErrorCode.DB_BAD_VALUE
+        assert "\x00" in value or len(value) > 200 or value == "" or any("\ud800" <= c <= "\udfff" for c in value)
+
+
+@given(st.text(max_size=50))
+def test_sanitize_is_identity_on_clean_text(value: str) -> None:
+    cleaned = validate.sanitize(value, 40)
+    cleaned.encode("utf-8")
+    assert "\x00" not in cleaned and len(cleaned) <= 40
+    if "\x00" not in value and len(value) <= 40 and not any("\ud800" <= c <= "\udfff" for c in value):
+        assert cleaned == value
+
+
+def test_snowflake_and_level_bounds() -> None:
+    assert validate.snowflake("id", 2**63 - 1) == 2**63 - 1
+    for bad in (2**63, True, "5", 1.0):
+        with pytest.raises(DatabaseError):
+            validate.snowflake("id", bad)
+    assert validate.level("level", 3) == 3
+    for bad in (-1, 4, True):
+        with pytest.raises(DatabaseError):
+            validate.level("level", bad)
+
+
+def test_json_value_refuses_what_jsonb_cannot_hold() -> None:
+    assert validate.json_value("d", {"a": [1, 2.5, None, True, "x"]}) == {"a": [1, 2.5, None, True, "x"]}
+    for bad in ({"a": "\x00"}, {"a": float("nan")}, {"a": 2**64}, {"a": object()}, {1: 2}):
+        with pytest.raises(DatabaseError):
+            validate.json_value("d", bad)
+
+
+# --- encryption -------------------------------------------------------------------------------------
+def test_keyring_round_trip_and_format() -> None:
+    keys = make_keys("a", "b")
+    token = keys.encrypt("héllo 'x' \x00", context="feedback.body")
+    assert re.fullmatch(r"v1:a:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+", token)
+    assert keys.decrypt(token, context="feedback.body") == "héllo 'x' \x00"
+    assert keys.encrypt("same", context="c") != keys.encrypt("same", context="c")  # fresh nonce
+
+
+def test_keyring_old_keys_decrypt_and_missing_key_is_named() -> None:
+    old = make_keys("old")
+    token = old.encrypt("secret", context="reminders.body")
+    rotated = make_keys("new", "old")
+    assert rotated.decrypt(token, context="reminders.body") == "secret"
+    assert not rotated.is_current(token)
+    assert rotated.is_current(rotated.encrypt("x", context="c"))
+    with pytest.raises(ConfigError) as info:
+        make_keys("new").decrypt(token, context="reminders.body")
+    assert "'old'" in info.value.message and info.value.context["variable"] == "INNKEEPER_ENCRYPTION_KEYS"
+
+
+def test_keyring_detects_tampering_and_wrong_column() -> None:
+    keys = make_keys()
+    token = keys.encrypt("secret", context="feedback.body")
+    with pytest.raises(DatabaseError) as info:
+        keys.decrypt(token, context="reminders.body")
+    assert info.value.code is ErrorCode.DB_BAD_VALUE
+    head, _, ct = token.rpartition(":")
+    flipped = ct[:-3] + ("A" if ct[-3] != "A" else "B") + ct[-2:]
+    with pytest.raises(DatabaseError):
+        keys.decrypt(f"{head}:{flipped}", context="feedback.body")
+    with pytest.raises(DatabaseError):
+        keys.decrypt("plaintext", context="feedback.body")
+
+
+def test_keyring_parse_errors_name_the_variable() -> None:
+    for entries, fragment in ([(), "is not set"], [("nokey",), "keyid=base64key"], [("k=!!!",), "not valid base64"],
+                              [("k=AAAA",), "32 bytes"], [(generate_key("k"), generate_key("k")), "twice"]):
+        with pytest.raises(ConfigError) as info:
+            KeyRing.parse(entries)
+        assert fragment in info.value.message
+        assert info.value.context["variable"] == "INNKEEPER_ENCRYPTION_KEYS"
+    entry = generate_key("k2")
+    assert KeyRing.parse([entry, "dev"]).key_ids == ("k2", "dev")
+
+
+# --- error translation --------------------------------------------------------------------------------
+@pytest.mark.parametrize("exc, code", [
+    (asyncpg.UniqueViolationError("dup"), ErrorCode.DB_CONSTRAINT),
+    (asyncpg.ForeignKeyViolationError("fk"), ErrorCode.DB_CONSTRAINT),
+    (asyncpg.CheckViolationError("check"), ErrorCode.DB_BAD_VALUE),
+    (asyncpg.CharacterNotInRepertoireError("invalid byte sequence for encoding \"UTF8\": 0x00"), ErrorCode.DB_BAD_VALUE),
+    (asyncpg.NumericValueOutOfRangeError("out of range"), ErrorCode.DB_BAD_VALUE),
+    (asyncpg.PostgresSyntaxError("syntax"), ErrorCode.DB_QUERY),
+    (asyncpg.ConnectionDoesNotExistError("gone"), ErrorCode.DB_UNAVAILABLE),
+    (asyncpg.CannotConnectNowError("starting"), ErrorCode.DB_UNAVAILABLE),
+    (ConnectionRefusedError(111, "refused"), ErrorCode.DB_UNAVAILABLE),
+    (asyncpg.InterfaceError("connection is closed"), ErrorCode.DB_UNAVAILABLE),
+])
+def test_translate_maps_to_codes(exc: Exception, code: ErrorCode) -> None:
+    err = dberrors.translate(exc, query="q.name")
+    assert err.code is code
+    assert "q.name" in err.message
+    assert err.__cause__ is exc
+
+
+def test_nul_error_message_is_clear() -> None:
+    err = dberrors.translate(asyncpg.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8": 0x00'),
+                             query="x")
+    assert "NUL" in err.message
+
+
+def test_retry_safety() -> None:
+    assert dberrors.is_safe_to_retry(asyncpg.ConnectionDoesNotExistError("x"), idempotent=True)
+    assert not dberrors.is_safe_to_retry(asyncpg.ConnectionDoesNotExistError("x"), idempotent=False)
+    assert dberrors.is_safe_to_retry(asyncpg.InterfaceError("connection is closed"), idempotent=False)
+    assert not dberrors.is_safe_to_retry(asyncpg.UniqueViolationError("dup"), idempotent=True)
+
+
+# --- builders: values never enter the SQL text ---------------------------------------------------------
+def test_params_number_in_order() -> None:
+    p = Params()
+    assert str(p.add("a")) == "$1" and str(p.add(5)) == "$2"
+    assert p.values == ["a", 5] and len(p) == 2
+
+
+@settings(max_examples=50)
+@given(code=st.text(min_size=1, max_size=16), guild=st.integers(0, 2**63 - 1), before=st.integers(1, 2**63 - 1))
+def test_error_list_builder_binds_every_value(code: str, guild: int, before: int) -> None:
+    try:
+        sql, args = elog.build_list_query(code=code, guild_id=guild, before_id=before, limit=7)
+    except DatabaseError as exc:
+        assert "\x00" in code or any("\ud800" <= c <= "\udfff" for c in code)
+        assert exc.code is ErrorCode.DB_BAD_VALUE
+        return
+    assert args == [code, guild, before, 7]
+    assert re.findall(r"\$\d+", sql) == ["$1", "$2", "$3", "$4"]
+    assert "'" not in sql  # no literal was pasted in
+
+
+def test_feedback_list_builder() -> None:
+    sql, args = feedback.build_list_query(guild_id=9, statuses=("open", "acknowledged"), limit=10)
+    assert args == [9, "open", "acknowledged", 10]
+    assert '"status" IN ($2,$3)' in sql and sql.endswith("LIMIT $4")
+    with pytest.raises(DatabaseError):
+        feedback.build_list_query(statuses=("open'; DROP TABLE feedback; --",))  # type: ignore[arg-type]
+    with pytest.raises(DatabaseError):
+        feedback.build_list_query(limit=1000)
+
+
+# --- migrations on disk ---------------------------------------------------------------------------------
+def test_discover_project_migrations() -> None:
+    migrations = discover()
+    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    assert migrations[-1].version == REQUIRED_SCHEMA_VERSION
+    assert all(len(m.checksum) == 64 for m in migrations)
+
+
+def test_discover_refuses_bad_names_and_duplicates(tmp_path: Path) -> None:
+    (tmp_path / "V1__a.sql").write_text("SELECT 1;")
+    (tmp_path / "V1__b.sql").write_text("SELECT 1;")
+    with pytest.raises(DatabaseError) as info:
+        discover(tmp_path)
+    assert info.value.code is ErrorCode.DB_MIGRATION and "V1__a.sql" in info.value.message
+    (tmp_path / "V1__b.sql").unlink()
+    (tmp_path / "v2-bad.sql").write_text("SELECT 1;")
+    with pytest.raises(DatabaseError) as info:
+        discover(tmp_path)
+    assert "v2-bad.sql" in info.value.message
+
+
+def test_quote_ident() -> None:
+    assert quote_ident('we"ird') == '"we""ird"'
+    with pytest.raises(DatabaseError):
+        quote_ident("a\x00")
