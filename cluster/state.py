@@ -1,0 +1,183 @@
+"""The cluster's state as ops see it: the plan and the heartbeats, turned into one status document.
+
+:func:`build_status` is pure (plan + heartbeat records + now → the ``/status.json`` document of
+``DESIGN.md``) and :func:`health` decides ``/healthz`` from it, so both are unit-tested from
+fixtures. The status service, the launcher's progress line and ``innkeeper status`` all read
+through :func:`read_status`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import msgpack
+
+from ipc.heartbeat import ClusterBeat, read_heartbeats
+
+from .plan import Plan, format_shard_ids
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from ipc.keys import Keys
+
+__all__ = ("store_plan", "load_plan", "build_status", "read_status", "health", "Health", "StatusDoc",
+           "ClusterStatus", "ShardStatus", "progress_line", "DOWN")
+
+_log = logging.getLogger(__name__)
+
+#: State of a shard or cluster that the plan expects but no heartbeat reports.
+DOWN = "DOWN"
+
+
+class ShardStatus(TypedDict):
+    id: int
+    state: str
+    latency_ms: float | None
+    guilds: int
+    last_event_age_s: float | None
+
+
+class ClusterStatus(TypedDict):
+    id: int
+    host: str | None
+    pid: int | None
+    state: str
+    uptime_s: float | None
+    rss_bytes: int | None
+    events_per_s: float | None
+    metrics_port: int | None
+    identify_blocked_reason: str | None
+    shards: list[ShardStatus]
+
+
+class StatusDoc(TypedDict):
+    clusters: list[ClusterStatus]
+    shard_count: int | None
+    max_concurrency: int | None
+
+
+# --- the plan in Redis -----------------------------------------------------------------------------
+async def store_plan(redis: aioredis.Redis, keys: Keys, plan: Plan) -> None:
+    """Store the plan the launcher applied (no TTL: it stays the expectation until replaced)."""
+    await redis.set(keys.plan(), msgpack.packb(plan.as_dict(), use_bin_type=True))
+
+
+async def load_plan(redis: aioredis.Redis, keys: Keys) -> Plan | None:
+    """The stored plan, or None when there is none (or it is malformed, which is logged)."""
+    raw = await redis.get(keys.plan())
+    if raw is None:
+        return None
+    try:
+        return Plan.from_dict(msgpack.unpackb(raw, raw=False))
+    except Exception as exc:  # noqa: BLE001 - msgpack and the plan raise several types
+        _log.warning("ignoring a malformed plan in Redis: %s", exc)
+        return None
+
+
+# --- the status document ---------------------------------------------------------------------------
+def _shard(beat_shard: Mapping[str, Any]) -> ShardStatus:
+    return {"id": int(beat_shard["id"]), "state": str(beat_shard["state"]), "latency_ms": beat_shard["latency_ms"],
+            "guilds": int(beat_shard["guilds"]), "last_event_age_s": beat_shard["last_event_age_s"]}
+
+
+def _down_shard(shard_id: int) -> ShardStatus:
+    return {"id": shard_id, "state": DOWN, "latency_ms": None, "guilds": 0, "last_event_age_s": None}
+
+
+def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...] | None, now: float) -> ClusterStatus:
+    if beat is None:
+        return {"id": cluster_id, "host": None, "pid": None, "state": DOWN, "uptime_s": None, "rss_bytes": None,
+                "events_per_s": None, "metrics_port": None, "identify_blocked_reason": None,
+                "shards": [_down_shard(s) for s in expected or ()]}
+    reported = {s["id"]: _shard(s) for s in beat["shards"]}
+    ids = list(expected) if expected is not None else sorted(reported)
+    shards = [reported.get(sid) or _down_shard(sid) for sid in ids]
+    return {"id": cluster_id, "host": beat["host"], "pid": beat["pid"], "state": beat["state"],
+            "uptime_s": round(max(0.0, now - beat["started_at"]), 1), "rss_bytes": beat["rss_bytes"],
+            "events_per_s": beat["events_per_s"], "metrics_port": beat["metrics_port"],
+            "identify_blocked_reason": beat["identify_blocked_reason"], "shards": shards}
+
+
+def build_status(plan: Plan | None, beats: Mapping[int, ClusterBeat], now: float | None = None) -> StatusDoc:
+    """The ``/status.json`` document.
+
+    Clusters the plan expects but that have no heartbeat are ``DOWN`` with every shard ``DOWN``;
+    heartbeats of clusters outside the plan (a straggler after a reshard) are listed after them.
+    """
+    now = time.time() if now is None else now
+    clusters: list[ClusterStatus] = []
+    seen: set[int] = set()
+    if plan is not None:
+        for spec in plan.clusters:
+            clusters.append(_cluster(spec.id, beats.get(spec.id), spec.shard_ids, now))
+            seen.add(spec.id)
+    for cid in sorted(beats):
+        if cid not in seen:
+            clusters.append(_cluster(cid, beats[cid], None, now))
+    return {"clusters": clusters, "shard_count": plan.shard_count if plan else None,
+            "max_concurrency": plan.max_concurrency if plan else None}
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    ready: int
+    expected: int
+    #: One line per problem, e.g. ``cluster-2 DOWN (shards 8-11)`` or ``shard 9 IDENTIFYING (cluster-2)``.
+    problems: tuple[str, ...]
+
+
+def health(doc: StatusDoc, plan: Plan | None) -> Health:
+    """Healthy when every shard the plan expects is READY in its cluster's heartbeat."""
+    if plan is None:
+        return Health(False, 0, 0, ("no plan in Redis: has `innkeeper launch` run with this prefix?",))
+    problems: list[str] = []
+    ready = 0
+    expected_ids = {spec.id for spec in plan.clusters}
+    for cluster in doc["clusters"]:
+        if cluster["id"] not in expected_ids:
+            continue
+        if cluster["state"] == DOWN:
+            ids = tuple(s["id"] for s in cluster["shards"])
+            problems.append(f"cluster-{cluster['id']} DOWN (shards {format_shard_ids(ids)})")
+            continue
+        if cluster["identify_blocked_reason"]:
+            problems.append(f"cluster-{cluster['id']}: {cluster['identify_blocked_reason']}")
+        for shard in cluster["shards"]:
+            if shard["state"] == "READY":
+                ready += 1
+            else:
+                problems.append(f"shard {shard['id']} {shard['state']} (cluster-{cluster['id']})")
+    return Health(ready == plan.shard_count and not problems, ready, plan.shard_count, tuple(problems))
+
+
+async def read_status(redis: aioredis.Redis, keys: Keys) -> tuple[Plan | None, StatusDoc]:
+    """Read the plan and every heartbeat from Redis and build the status document."""
+    plan = await load_plan(redis, keys)
+    beats = await read_heartbeats(redis, keys)
+    return plan, build_status(plan, beats)
+
+
+def progress_line(doc: StatusDoc, h: Health) -> str:
+    """``12/16 shards READY (cluster-2 identifying shard 9)``: what the launcher prints while waiting."""
+    line = f"{h.ready}/{h.expected} shards READY"
+    doing: list[str] = []
+    for cluster in doc["clusters"]:
+        if cluster["identify_blocked_reason"]:
+            doing.append(f"cluster-{cluster['id']} {cluster['identify_blocked_reason']}")
+            continue
+        if cluster["state"] == DOWN:
+            doing.append(f"cluster-{cluster['id']} starting")
+            continue
+        identifying = [s["id"] for s in cluster["shards"] if s["state"] == "IDENTIFYING"]
+        if identifying:
+            doing.append(f"cluster-{cluster['id']} identifying shard {format_shard_ids(identifying)}")
+    if doing:
+        shown = ", ".join(doing[:3]) + (f", +{len(doing) - 3} more" if len(doing) > 3 else "")
+        line += f" ({shown})"
+    return line

@@ -1,0 +1,175 @@
+"""The cluster's heartbeat writer: its record in Redis every few seconds, and soon after any change.
+
+The record (see :mod:`ipc.heartbeat`) carries the cluster's state, RSS, events/s and every
+shard's state, latency, guilds and time since its last frame. It is written every
+``INNKEEPER_HEARTBEAT_INTERVAL`` seconds with a TTL of ``INNKEEPER_HEARTBEAT_TTL``, and within
+:data:`DEBOUNCE_S` of a shard changing state, so the launcher's progress and rolling restarts see
+changes at once. On a clean stop the record is deleted: the cluster shows as down at once instead of
+after the TTL. Each write also saves the shards' gateway sessions (:mod:`ipc.sessions`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ipc.heartbeat import HEARTBEAT_VERSION, ClusterBeat, delete_heartbeat, write_heartbeat
+from ipc.sessions import SessionInfo, SessionStore
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+    from ipc.keys import Keys
+
+    from .tracker import ShardTracker
+
+__all__ = ("Heartbeat", "rss_bytes", "DEBOUNCE_S")
+
+_log = logging.getLogger(__name__)
+
+#: Quiet time after a state change before the record is rewritten.
+DEBOUNCE_S = 0.1
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (Linux ``/proc``; peak RSS elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+class Heartbeat:
+    """Writes one cluster's heartbeat until stopped.
+
+    Parameters
+    ----------
+    redis, keys:
+        Where to write.
+    tracker:
+        The cluster's shard states.
+    cluster_id:
+        Names the record.
+    interval_s, ttl_s:
+        ``INNKEEPER_HEARTBEAT_INTERVAL`` and ``INNKEEPER_HEARTBEAT_TTL``.
+    metrics_port:
+        Returns the port ``/metrics`` listens on, or None.
+    sessions:
+        Where to save gateway sessions, with the bot's shard count; None to skip.
+    """
+
+    __slots__ = ("redis", "keys", "tracker", "cluster_id", "interval_s", "ttl_s", "metrics_port", "sessions",
+                 "shard_count", "host", "pid", "started_at", "_task", "_samples", "writes", "last_error")
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        tracker: ShardTracker,
+        *,
+        cluster_id: int,
+        interval_s: float,
+        ttl_s: float,
+        metrics_port: Callable[[], int | None] = lambda: None,
+        sessions: SessionStore | None = None,
+        shard_count: int | None = None,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.tracker = tracker
+        self.cluster_id = cluster_id
+        self.interval_s = interval_s
+        self.ttl_s = max(ttl_s, interval_s * 2)
+        self.metrics_port = metrics_port
+        self.sessions = sessions
+        self.shard_count = shard_count
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.started_at = time.time()
+        self._task: asyncio.Task[None] | None = None
+        self._samples: deque[tuple[float, int]] = deque(maxlen=64)
+        self.writes = 0
+        self.last_error: str | None = None
+
+    def events_per_s(self) -> float:
+        """Gateway events per second over the last ~10 s."""
+        now = time.monotonic()
+        total = self.tracker.total_events
+        self._samples.append((now, total))
+        while len(self._samples) > 2 and now - self._samples[0][0] > 10.0:
+            self._samples.popleft()
+        t0, n0 = self._samples[0]
+        return round((total - n0) / (now - t0), 2) if now - t0 > 0.5 else 0.0
+
+    def record(self) -> ClusterBeat:
+        return {
+            "v": HEARTBEAT_VERSION, "cluster_id": self.cluster_id, "host": self.host, "pid": self.pid,
+            "started_at": self.started_at, "written_at": time.time(), "state": self.tracker.cluster_state(),
+            "rss_bytes": rss_bytes(), "events_per_s": self.events_per_s(), "metrics_port": self.metrics_port(),
+            "identify_blocked_reason": self.tracker.blocked_reason, "shards": self.tracker.shard_beats(),
+        }
+
+    async def beat(self) -> None:
+        """Write the record now (and save sessions)."""
+        await write_heartbeat(self.redis, self.keys, self.record(), self.ttl_s)
+        self.writes += 1
+        if self.sessions is not None and self.shard_count:
+            await self.sessions.save_many(self._sessions())
+
+    def _sessions(self) -> list[SessionInfo]:
+        out: list[SessionInfo] = []
+        for sid, rec in self.tracker.shards.items():
+            ws: Any = self.tracker._ws(sid)
+            session_id = getattr(ws, "session_id", None)
+            gateway = getattr(ws, "gateway", None)
+            if rec.state != "READY" or not session_id or gateway is None or self.shard_count is None:
+                continue
+            out.append(SessionInfo(sid, self.shard_count, str(session_id), getattr(ws, "sequence", None),
+                                   str(gateway)))
+        return out
+
+    async def _run(self) -> None:
+        changed = self.tracker.changed
+        while True:
+            changed.clear()
+            try:
+                await self.beat()
+                if self.last_error is not None:
+                    _log.info("heartbeat writes work again")
+                self.last_error = None
+            except Exception as exc:  # Redis down: keep trying, say so once
+                if self.last_error is None:
+                    _log.error("cannot write the heartbeat: %s", exc)
+                self.last_error = str(exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=self.interval_s)
+                await asyncio.sleep(DEBOUNCE_S)
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"heartbeat-{self.cluster_id}")
+
+    async def stop(self) -> None:
+        """Stop writing, save sessions one last time and delete the record."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        try:
+            if self.sessions is not None and self.shard_count:
+                await self.sessions.save_many(self._sessions())
+            await delete_heartbeat(self.redis, self.keys, self.cluster_id)
+        except Exception as exc:  # the TTL removes it anyway
+            _log.warning("could not delete the heartbeat on stop: %s", exc)

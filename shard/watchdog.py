@@ -1,0 +1,161 @@
+"""The per-shard watchdog: revive zombie shards in-process; give up on a cluster that cannot recover.
+
+discord.py already reconnects a socket that stays silent past its heartbeat timeout (60 s) and
+retries failed connections. The watchdog is the second line, for what falls through:
+
+* A shard whose socket has received nothing for ``INNKEEPER_ZOMBIE_AFTER`` seconds is a zombie.
+  First it is closed with code 4000, which makes discord.py RESUME (no identify spent). If it is
+  still silent after another ``zombie_after``, it is reconnected from scratch
+  (``ShardInfo.reconnect()``, which identifies through the shared queue).
+* When no shard of the cluster has been READY, identifying or held by the budget guard for
+  ``3 × zombie_after`` seconds, the process cannot recover by itself: the watchdog records a fatal
+  error and closes the bot, and ``python -m shard`` exits 1 so that supervisord restarts it (a
+  fresh process, fresh sockets). Fatal gateway closes (4004, 4010-4014) and a rejected token exit
+  78 instead, which supervisord does not restart (see ``docs/operations.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from innkeeper.errors import ErrorCode, InnkeeperError
+
+if TYPE_CHECKING:
+    from discord.ext import commands
+
+    from .tracker import ShardTracker
+
+__all__ = ("Watchdog", "ClusterUnrecoverable")
+
+_log = logging.getLogger(__name__)
+
+_ALIVE = frozenset({"READY", "IDENTIFYING"})
+
+
+class ClusterUnrecoverable(InnkeeperError):
+    """No shard of the cluster could get back to READY for too long."""
+
+    default_code = ErrorCode.CLUSTER_UNHEALTHY
+
+
+class Watchdog:
+    """Checks the cluster's shards every few seconds.
+
+    Parameters
+    ----------
+    bot:
+        The cluster's bot (``get_shard``, ``close``; ``fatal_error`` is set before closing).
+    tracker:
+        The cluster's shard states.
+    zombie_after_s:
+        ``INNKEEPER_ZOMBIE_AFTER``.
+    unrecoverable_after_s:
+        How long the whole cluster may be down before the process gives up; default ``3 × zombie_after_s``.
+    check_every_s:
+        Check period; default ``min(zombie_after_s / 4, 15)``.
+    """
+
+    __slots__ = ("bot", "tracker", "zombie_after_s", "unrecoverable_after_s", "check_every_s", "kicked",
+                 "down_since", "_task", "_closing", "zombies_closed", "zombies_reconnected")
+
+    def __init__(
+        self,
+        bot: commands.AutoShardedBot,
+        tracker: ShardTracker,
+        *,
+        zombie_after_s: float,
+        unrecoverable_after_s: float | None = None,
+        check_every_s: float | None = None,
+    ) -> None:
+        self.bot = bot
+        self.tracker = tracker
+        self.zombie_after_s = zombie_after_s
+        self.unrecoverable_after_s = unrecoverable_after_s or 3 * zombie_after_s
+        self.check_every_s = check_every_s or min(zombie_after_s / 4, 15.0)
+        #: shard id → monotonic time of the gentle close (step one).
+        self.kicked: dict[int, float] = {}
+        self.down_since: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self.zombies_closed = 0
+        self.zombies_reconnected = 0
+
+    async def check(self) -> None:
+        """One pass over every shard (also called directly by tests)."""
+        now = time.monotonic()
+        for sid, rec in self.tracker.shards.items():
+            if rec.state == "IDENTIFYING" or not self.tracker.is_open(sid):
+                self.kicked.pop(sid, None)
+                continue
+            age = self.tracker.last_receive_age_s(sid)
+            if age is None or age < self.zombie_after_s:
+                self.kicked.pop(sid, None)
+                continue
+            kicked_at = self.kicked.get(sid)
+            if kicked_at is None:
+                _log.warning("shard %d received nothing for %.0f s: closing it so that it resumes", sid, age,
+                             extra={"shard_id": sid})
+                self.kicked[sid] = now
+                self.zombies_closed += 1
+                await self._close_for_resume(sid)
+            elif now - kicked_at >= self.zombie_after_s:
+                _log.error("shard %d is still silent after a resume attempt: reconnecting it", sid,
+                           extra={"shard_id": sid})
+                self.kicked[sid] = now
+                self.zombies_reconnected += 1
+                shard = self.bot.get_shard(sid)
+                if shard is not None:
+                    await shard.reconnect()
+        self._check_cluster(now)
+
+    async def _close_for_resume(self, shard_id: int) -> None:
+        ws: Any = self.tracker._ws(shard_id)
+        if ws is None:
+            return
+        try:
+            await ws.close(code=4000)
+        except Exception:
+            _log.exception("closing zombie shard %d failed", shard_id)
+
+    def _check_cluster(self, now: float) -> None:
+        t = self.tracker
+        alive = t.blocked_reason is not None or any(r.state in _ALIVE for r in t.shards.values())
+        if alive or t.stopping:
+            self.down_since = None
+            return
+        if self.down_since is None:
+            self.down_since = now
+            return
+        if now - self.down_since >= self.unrecoverable_after_s and self._closing is None:
+            err = ClusterUnrecoverable(
+                f"no shard READY for {now - self.down_since:.0f} s; exiting so that supervisord restarts "
+                "the cluster")
+            _log.critical("%s", err, extra={"error_code": err.code.value})
+            setattr(self.bot, "fatal_error", err)  # noqa: B010 - ClusterBot declares it
+            # close() stops this watchdog: run it outside our own task.
+            self._closing = asyncio.create_task(self.bot.close(), name="watchdog-close")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.check_every_s)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _log.exception("watchdog check failed")
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="watchdog")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

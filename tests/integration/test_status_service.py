@@ -1,0 +1,97 @@
+"""The status service's routes, against a real Redis, through aiohttp's test client."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient, TestServer
+
+from cluster.plan import plan
+from cluster.state import store_plan
+from cluster.status import create_app
+from innkeeper.settings import Settings
+from ipc.heartbeat import write_heartbeat
+from ipc.keys import Keys
+from tests.unit.test_cluster_status_doc import beat, shard
+
+pytestmark = pytest.mark.integration
+
+
+async def _client(redis_client: aioredis.Redis, prefix: str, **env: str) -> TestClient:  # type: ignore[type-arg]
+    settings = Settings.from_env({"INNKEEPER_REDIS_PREFIX": prefix, **env})
+    client = TestClient(TestServer(create_app(settings, redis_client)))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+async def seeded(redis_client: aioredis.Redis, redis_prefix: str) -> AsyncIterator[Keys]:
+    keys = Keys(redis_prefix)
+    await store_plan(redis_client, keys, plan(8, 2, clusters=2))
+    await write_heartbeat(redis_client, keys, beat(0, [shard(i) for i in range(4)]), ttl_s=30)
+    await write_heartbeat(redis_client, keys, beat(1, [shard(4), shard(5, "IDENTIFYING"), shard(6), shard(7)],
+                                                    state="STARTING"), ttl_s=30)
+    yield keys
+
+
+async def test_routes(redis_client: aioredis.Redis, redis_prefix: str, seeded: Keys) -> None:
+    client = await _client(redis_client, redis_prefix)
+    try:
+        r = await client.get("/status.json")
+        assert r.status == 200
+        doc = await r.json()
+        assert doc["shard_count"] == 8 and doc["max_concurrency"] == 2
+        assert [c["state"] for c in doc["clusters"]] == ["READY", "STARTING"]
+        assert doc["clusters"][1]["shards"][1]["state"] == "IDENTIFYING"
+
+        r = await client.get("/healthz")
+        assert r.status == 503
+        text = await r.text()
+        assert "7/8 shards READY" in text and "shard 5 IDENTIFYING (cluster-1)" in text
+
+        await write_heartbeat(redis_client, seeded, beat(1, [shard(i) for i in range(4, 8)]), ttl_s=30)
+        r = await client.get("/healthz")
+        assert r.status == 200 and "8/8" in await r.text()
+
+        r = await client.get("/")
+        assert r.status == 200 and r.content_type == "text/html"
+        page = await r.text()
+        assert "status.json" in page and "<script>" in page and "http" not in page.split("<script>")[1]
+
+        r = await client.get("/metrics")
+        assert r.status == 200
+        body = await r.text()
+        assert 'innkeeper_status_shards{state="READY"} 8.0' in body
+        assert 'innkeeper_status_cluster_metrics_port{cluster="1"} 9101.0' in body
+        assert 'innkeeper_status_requests_total{route="/healthz",status="503"} 1.0' in body
+    finally:
+        await client.close()
+
+
+async def test_token_guards_every_route_but_healthz(redis_client: aioredis.Redis, redis_prefix: str,
+                                                    seeded: Keys) -> None:
+    client = await _client(redis_client, redis_prefix, INNKEEPER_STATUS_TOKEN="s3cret")
+    try:
+        for path in ("/", "/status.json", "/metrics"):
+            r = await client.get(path)
+            assert r.status == 401, path
+            assert (await client.get(path, headers={"Authorization": "Bearer nope"})).status == 401
+            assert (await client.get(path, headers={"Authorization": "Bearer s3cret"})).status == 200
+            assert (await client.get(path, params={"token": "s3cret"})).status == 200
+        assert (await client.get("/healthz")).status == 503  # open, and honest
+        assert (await client.get("/nope", params={"token": "s3cret"})).status == 404
+    finally:
+        await client.close()
+
+
+async def test_no_plan_is_unhealthy(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    client = await _client(redis_client, redis_prefix)
+    try:
+        r = await client.get("/healthz")
+        assert r.status == 503 and "no plan" in await r.text()
+        doc = await (await client.get("/status.json")).json()
+        assert doc == {"clusters": [], "shard_count": None, "max_concurrency": None}
+    finally:
+        await client.close()
