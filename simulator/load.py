@@ -1,0 +1,222 @@
+"""Background event streams for benchmarks (``POST /_sim/load``).
+
+A :class:`LoadGenerator` dispatches ``rate`` events per second for ``seconds`` seconds (or, with
+``rate`` 0, as fast as the event loop allows, in batches that leave the socket writers time to
+drain), spread round-robin over the world's guilds, or aimed at the guilds of one shard. Payloads
+come from templates built once per guild; each event only gets a fresh id (or timestamp). When
+the gateway hub offers ``dispatch_guild_json(guild_id, event, d_json)`` the events are serialised
+here from pre-serialised fragments and handed over as JSON text, skipping the per-event encode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .rest_objects import now_iso
+
+if TYPE_CHECKING:
+    from .state import SimState
+    from .world import Guild
+
+__all__ = ("LoadGenerator", "LOAD_KINDS", "LoadPlan")
+
+_log = logging.getLogger(__name__)
+
+LOAD_KINDS = ("message_create", "typing_start", "presence_update")
+_EVENT_NAMES = {"message_create": "MESSAGE_CREATE", "typing_start": "TYPING_START",
+                "presence_update": "PRESENCE_UPDATE"}
+#: Distinct guild templates kept (events cycle through them).
+_MAX_TEMPLATES = 2000
+#: Events sent per loop turn when ``rate`` is 0; the gateway's writers yield every 64 frames.
+_BATCH = 64
+_TICK = 0.005
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class LoadPlan:
+    """What one load run was asked to do."""
+
+    __slots__ = ("kind", "rate", "seconds", "count", "shard_id", "content")
+
+    def __init__(self, kind: str, rate: float, seconds: float | None, count: int | None, shard_id: int | None,
+                 content: str) -> None:
+        self.kind = kind
+        self.rate = rate
+        self.seconds = seconds
+        self.count = count
+        self.shard_id = shard_id
+        self.content = content
+
+    @property
+    def events(self) -> int | None:
+        """How many events the run will send (None: as many as fit in ``seconds``)."""
+        if self.count is not None:
+            return self.count
+        if self.rate > 0 and self.seconds is not None:
+            return int(self.rate * self.seconds)
+        return None
+
+
+class _Template:
+    """One guild's pre-built event: a dict to copy, and JSON fragments around the varying field."""
+
+    __slots__ = ("guild_id", "base", "varying", "head", "tail")
+
+    def __init__(self, guild_id: int, base: dict[str, Any], varying: str | None) -> None:
+        self.guild_id = guild_id
+        self.base = base
+        self.varying = varying
+        if varying is None:
+            self.head, self.tail = _dumps(base), ""
+            return
+        rest = _dumps({k: v for k, v in base.items() if k != varying})
+        self.head = "{" + _dumps(varying) + ":"
+        self.tail = "," + rest[1:] if len(rest) > 2 else "}"
+
+
+class LoadGenerator:
+    """At most one running event stream per simulator; a new :meth:`start` cancels the old one."""
+
+    def __init__(self, state: SimState) -> None:
+        self.state = state
+        self.plan: LoadPlan | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.delivered = 0
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self.error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    async def start(self, plan: LoadPlan, guilds: list[Guild]) -> None:
+        """Cancel any running stream, then start ``plan`` over ``guilds`` (not empty)."""
+        await self.stop()
+        if not guilds:
+            raise ValueError("no guilds to send events to")
+        templates = [self._template(plan, g) for g in guilds[:_MAX_TEMPLATES]]
+        self.plan = plan
+        self.sent = self.delivered = 0
+        self.error = None
+        self.started_at = time.monotonic()
+        self.finished_at = None
+        self.task = asyncio.get_running_loop().create_task(self._run(plan, templates), name="sim-load")
+
+    async def stop(self) -> None:
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self.task = None
+        if self.started_at is not None and self.finished_at is None:
+            self.finished_at = time.monotonic()
+
+    def status(self) -> dict[str, Any]:
+        plan = self.plan
+        end = self.finished_at if self.finished_at is not None else time.monotonic()
+        elapsed = end - self.started_at if self.started_at is not None else 0.0
+        return {
+            "running": self.running, "kind": plan.kind if plan else None, "rate": plan.rate if plan else None,
+            "seconds": plan.seconds if plan else None, "shard_id": plan.shard_id if plan else None,
+            "events": plan.events if plan else None, "sent": self.sent, "delivered": self.delivered,
+            "undelivered": self.sent - self.delivered, "elapsed_s": round(elapsed, 3),
+            "achieved_rate": round(self.sent / elapsed, 1) if elapsed > 0 else 0.0, "error": self.error,
+        }
+
+    # -- payloads --------------------------------------------------------------------------------
+
+    def _template(self, plan: LoadPlan, guild: Guild) -> _Template:
+        world = self.state.world
+        channel = guild.channels[0]
+        member_ids = guild.member_ids
+        author_id = member_ids[guild.index % len(member_ids)]
+        member = world.member(guild.id, author_id)
+        assert member is not None
+        if plan.kind == "message_create":
+            partial = {k: v for k, v in member.items() if k != "user"}
+            base = {"id": "0", "channel_id": str(channel.id), "guild_id": str(guild.id), "author": member["user"],
+                    "member": partial, "content": plan.content, "timestamp": now_iso(), "edited_timestamp": None,
+                    "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [],
+                    "attachments": [], "embeds": [], "pinned": False, "type": 0, "flags": 0, "components": []}
+            return _Template(guild.id, base, "id")
+        if plan.kind == "typing_start":
+            base = {"timestamp": 0, "channel_id": str(channel.id), "guild_id": str(guild.id),
+                    "user_id": str(author_id), "member": member}
+            return _Template(guild.id, base, "timestamp")
+        base = {"user": {"id": str(author_id)}, "guild_id": str(guild.id), "status": "online",
+                "activities": [], "client_status": {"desktop": "online"}}
+        return _Template(guild.id, base, None)
+
+    def _emitter(self, plan: LoadPlan, templates: list[_Template]) -> Callable[[int], bool]:
+        """A function ``(n) -> delivered`` sending the ``n``-th event of the run."""
+        hub: Any = self.state.gateway
+        event = _EVENT_NAMES[plan.kind]
+        ids = self.state.ids
+        count = len(templates)
+        fast = getattr(hub, "dispatch_guild_json", None)
+
+        def value_of(t: _Template) -> Any:
+            if t.varying == "id":
+                return str(ids.next())
+            return int(time.time())
+
+        if callable(fast):
+            def emit_fast(n: int) -> bool:
+                t = templates[n % count]
+                if t.varying is None:
+                    return bool(fast(t.guild_id, event, t.head))
+                return bool(fast(t.guild_id, event, t.head + _dumps(value_of(t)) + t.tail))
+            return emit_fast
+
+        dispatch = hub.dispatch_guild
+
+        def emit(n: int) -> bool:
+            t = templates[n % count]
+            data = dict(t.base)
+            if t.varying is not None:
+                data[t.varying] = value_of(t)
+            return bool(dispatch(t.guild_id, event, data))
+        return emit
+
+    async def _run(self, plan: LoadPlan, templates: list[_Template]) -> None:
+        emit = self._emitter(plan, templates)
+        total = plan.events
+        start = time.monotonic()
+        deadline = start + plan.seconds if plan.seconds is not None else None
+        try:
+            while total is None or self.sent < total:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline and plan.rate == 0:
+                    break
+                if plan.rate > 0:
+                    due = min(int((now - start) * plan.rate) + 1, total if total is not None else 1 << 62)
+                    batch = due - self.sent
+                else:
+                    batch = _BATCH if total is None else min(_BATCH, total - self.sent)
+                for _ in range(max(0, batch)):
+                    if emit(self.sent):
+                        self.delivered += 1
+                    self.sent += 1
+                await asyncio.sleep(_TICK if plan.rate > 0 else 0)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a broken run must not take the simulator down; it is reported
+            _log.exception("load run failed after %d events", self.sent)
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.finished_at = time.monotonic()
+            _log.info("load run %s: %d events sent (%d delivered) in %.2fs", plan.kind, self.sent, self.delivered,
+                      self.finished_at - start)

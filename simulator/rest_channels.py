@@ -1,0 +1,175 @@
+"""Channel and message routes: send, list, fetch, edit, delete, typing, and opening DMs.
+
+A message the bot sends is stored in ``state.messages`` and echoed to the owning shard as
+MESSAGE_CREATE (Discord echoes a bot's own messages); DM messages go to shard 0.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .rest_common import RestError, RestRoute, empty_response, int_param, json_response, read_body, route
+from .rest_objects import (
+    apply_edit,
+    attachments_from_files,
+    build_message,
+    check_snowflake,
+    dm_channel,
+    validate_message_body,
+)
+
+if TYPE_CHECKING:
+    from .state import SimState
+    from .world import Guild
+
+__all__ = ("CHANNEL_ROUTES", "resolve_channel", "deliver", "bot_partial_member")
+
+#: Channel types a message can be sent in: GUILD_TEXT, DM, GUILD_VOICE (text in voice).
+_MESSAGEABLE = (0, 1, 2)
+
+
+def resolve_channel(state: SimState, channel_id: int) -> tuple[Guild | None, dict[str, Any]]:
+    """``(guild or None for a DM, channel object)``; 404 Unknown Channel otherwise."""
+    found = state.world.channel(channel_id)
+    if found is not None:
+        guild, channel = found
+        return guild, state.world.channel_payload(channel)
+    dm = state.dm_channels.get(channel_id)
+    if dm is not None:
+        return None, dm
+    raise RestError(404, 10003, "Unknown Channel")
+
+
+def _channel_id(request: web.Request) -> int:
+    return int_param(request.match_info["channel_id"], "channel_id") or 0
+
+
+def bot_partial_member(state: SimState, guild: Guild) -> dict[str, Any] | None:
+    member = state.world.member(guild.id, state.world.application_id)
+    if member is None:
+        return None
+    return {k: v for k, v in member.items() if k != "user"}
+
+
+def deliver(state: SimState, guild: Guild | None, event: str, data: dict[str, Any]) -> bool:
+    """Dispatch to the shard owning ``guild`` (shard 0 for DMs); True when a session got it."""
+    if guild is None:
+        return state.gateway.dispatch_shard(0, event, data) > 0
+    return state.gateway.dispatch_guild(guild.id, event, data)
+
+
+def _gateway_copy(state: SimState, guild: Guild | None, msg: dict[str, Any]) -> dict[str, Any]:
+    """The gateway form of a bot message: plus the author's partial ``member`` in guilds."""
+    if guild is None:
+        return dict(msg)
+    member = bot_partial_member(state, guild)
+    return {**msg, "member": member} if member is not None else dict(msg)
+
+
+async def get_channel(request: web.Request, state: SimState) -> web.Response:
+    _, channel = resolve_channel(state, _channel_id(request))
+    return json_response(channel)
+
+
+async def create_message(request: web.Request, state: SimState) -> web.Response:
+    channel_id = _channel_id(request)
+    guild, channel = resolve_channel(state, channel_id)
+    if channel["type"] not in _MESSAGEABLE:
+        raise RestError(400, 50008, "Cannot send messages in a non-text channel")
+    body = await read_body(request)
+    fields = validate_message_body(body.payload, files=len(body.files))
+    message_id = state.ids.next()
+    attachments = attachments_from_files(state, channel_id, body.files)
+    msg = build_message(state, message_id=message_id, channel_id=channel_id, guild=guild,
+                        author=state.world.bot_user(), body=fields, attachments=attachments)
+    state.messages.add(channel_id, msg)
+    state.stats.messages_created += 1
+    channel["last_message_id"] = msg["id"]
+    deliver(state, guild, "MESSAGE_CREATE", _gateway_copy(state, guild, msg))
+    return json_response(msg)
+
+
+async def list_messages(request: web.Request, state: SimState) -> web.Response:
+    """Newest first; ``before``/``after``/``around`` as on Discord; ``limit`` 1–100 (default 50)."""
+    channel_id = _channel_id(request)
+    resolve_channel(state, channel_id)
+    q = request.query
+    limit = int_param(q.get("limit"), "limit", default=50, lo=1, hi=100) or 50
+    before = int_param(q.get("before"), "before", lo=0)
+    after = int_param(q.get("after"), "after", lo=0)
+    around = int_param(q.get("around"), "around", lo=0)
+    if around is not None:
+        newer = state.messages.list(channel_id, limit=limit // 2, after=around)
+        older = state.messages.list(channel_id, limit=limit - len(newer), before=around + 1)
+        return json_response(newer + older)
+    return json_response(state.messages.list(channel_id, limit=limit, before=before, after=after))
+
+
+def _stored(state: SimState, request: web.Request) -> tuple[int, Guild | None, dict[str, Any]]:
+    channel_id = _channel_id(request)
+    guild, _ = resolve_channel(state, channel_id)
+    message_id = int_param(request.match_info["message_id"], "message_id") or 0
+    msg = state.messages.get(channel_id, message_id)
+    if msg is None:
+        raise RestError(404, 10008, "Unknown Message")
+    return channel_id, guild, msg
+
+
+async def get_message(request: web.Request, state: SimState) -> web.Response:
+    _, _, msg = _stored(state, request)
+    return json_response(msg)
+
+
+async def edit_message(request: web.Request, state: SimState) -> web.Response:
+    channel_id, guild, msg = _stored(state, request)
+    body = await read_body(request)
+    fields = validate_message_body(body.payload, files=len(body.files), edit=True)
+    # Only the author may change the content; others may at most suppress embeds.
+    if msg["author"]["id"] != str(state.world.application_id) and set(fields) - {"flags"}:
+        raise RestError(403, 50005, "Cannot edit a message authored by another user")
+    apply_edit(state, msg, fields, guild, attachments_from_files(state, channel_id, body.files))
+    deliver(state, guild, "MESSAGE_UPDATE", _gateway_copy(state, guild, msg))
+    return json_response(msg)
+
+
+async def delete_message(request: web.Request, state: SimState) -> web.Response:
+    channel_id, guild, msg = _stored(state, request)
+    state.messages.remove(channel_id, int(msg["id"]))
+    event: dict[str, Any] = {"id": msg["id"], "channel_id": str(channel_id)}
+    if guild is not None:
+        event["guild_id"] = str(guild.id)
+    deliver(state, guild, "MESSAGE_DELETE", event)
+    return empty_response()
+
+
+async def typing(request: web.Request, state: SimState) -> web.Response:
+    resolve_channel(state, _channel_id(request))
+    return empty_response()
+
+
+async def create_dm(request: web.Request, state: SimState) -> web.Response:
+    body = await read_body(request)
+    payload = body.payload
+    if not isinstance(payload, dict) or "recipient_id" not in payload:
+        raise RestError(400, 50035, "Invalid Form Body",
+                        {"recipient_id": {"_errors": [{"code": "BASE_TYPE_REQUIRED",
+                                                       "message": "This field is required"}]}})
+    user_id = check_snowflake(payload["recipient_id"], "recipient_id")
+    user = state.world.user(user_id)
+    if user is None or user_id == state.world.application_id:
+        raise RestError(400, 50007, "Cannot send messages to this user")
+    return json_response(dm_channel(state, user))
+
+
+CHANNEL_ROUTES: list[RestRoute] = [
+    route("GET", "/channels/{channel_id}", get_channel, "channel-get"),
+    route("POST", "/channels/{channel_id}/messages", create_message, "channel-messages-create"),
+    route("GET", "/channels/{channel_id}/messages", list_messages, "channel-messages-list"),
+    route("GET", "/channels/{channel_id}/messages/{message_id}", get_message, "channel-message-get"),
+    route("PATCH", "/channels/{channel_id}/messages/{message_id}", edit_message, "channel-message-edit"),
+    route("DELETE", "/channels/{channel_id}/messages/{message_id}", delete_message, "channel-message-delete"),
+    route("POST", "/channels/{channel_id}/typing", typing, "channel-typing"),
+    route("POST", "/users/@me/channels", create_dm, "dm-create"),
+]
