@@ -73,6 +73,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                                   format="text")
 
 
+def _is_lost(conn: Conn) -> bool:
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:  # the pool already detached the proxy of a dropped connection
+        return True
+
+
 class Health:
     """The answer of :meth:`Database.health`."""
 
@@ -268,13 +275,21 @@ class Database:
         backoff = Backoff(0.05, 1.0)
         attempt = 0
         while True:
+            # A connection that is closed after the failure lost the server, whatever asyncpg raised
+            # (it sometimes reports a dropped socket as an internal state error).
+            lost = False
             try:
                 async with self.pool.acquire() as pooled:
-                    return await self._timed(kind, name, sql, args, pooled, timeout)
+                    try:
+                        return await self._timed(kind, name, sql, args, pooled, timeout)
+                    except Exception:
+                        lost = _is_lost(pooled)
+                        raise
             except DatabaseError:
                 raise
             except Exception as exc:
-                if attempt < self.retries and errors.is_safe_to_retry(exc, idempotent=idempotent):
+                if attempt < self.retries and (errors.is_safe_to_retry(exc, idempotent=idempotent)
+                                               or (lost and idempotent)):
                     attempt += 1
                     QUERY_RETRIES.labels(name).inc()
                     delay = backoff.next_delay()
@@ -282,7 +297,7 @@ class Database:
                                  extra={"query": name})
                     await asyncio.sleep(delay)
                     continue
-                raise self._failed(name, exc) from exc
+                raise self._failed(name, exc, lost=lost) from exc
 
     async def _timed(self, kind: str, name: str, sql: str, args: tuple[Any, ...], conn: Conn,
                      timeout: float | None) -> Any:
@@ -299,12 +314,14 @@ class Database:
                              extra={"query": name, "duration_ms": round(elapsed * 1000, 2)})
             elif self.log_queries:
                 _log.info("query %s took %.2f ms", name, elapsed * 1000,
-                          extra={"query": name, "sql": sql, "args": len(args),
+                          extra={"query": name, "sql": sql, "arg_count": len(args),
                                  "duration_ms": round(elapsed * 1000, 3)})
 
     @staticmethod
-    def _failed(name: str, exc: BaseException) -> DatabaseError:
+    def _failed(name: str, exc: BaseException, *, lost: bool = False) -> DatabaseError:
         err = errors.translate(exc, query=name)
+        if lost and err.code is ErrorCode.DB_QUERY:
+            err.code = ErrorCode.DB_UNAVAILABLE
         QUERY_ERRORS.labels(name, err.code.value).inc()
         if err.code is ErrorCode.DB_QUERY:
             _log.error("query %s failed: %s", name, exc, extra={"query": name})
