@@ -20,6 +20,11 @@ from innkeeper.settings import Settings
 from ipc.keys import Keys
 
 from .cogs import EXTENSIONS
+from .pipeline.context import PipelineContext
+from .pipeline.prefixes import context_for, guild_prefix
+from .pipeline.runtime import CommandRuntime
+from .reminder_service import ReminderService
+from .runtime import ClusterRuntime
 from .urls import point_discord_at
 
 __all__ = ("ClusterBot", "BotService", "build_intents")
@@ -76,7 +81,7 @@ class ClusterBot(commands.AutoShardedBot):
         if shard_ids is not None:
             options["shard_ids"] = list(shard_ids)
         super().__init__(
-            command_prefix=commands.when_mentioned_or(settings.default_prefix),
+            command_prefix=guild_prefix,
             intents=build_intents(),
             shard_count=shard_count,
             chunk_guilds_at_startup=False,
@@ -94,6 +99,11 @@ class ClusterBot(commands.AutoShardedBot):
         self._extensions = tuple(extensions)
         self._started_services: list[BotService] = []
         self.fatal_error: BaseException | None = None
+        # The command layer: database, guild config, usage, throttle and the one command pipeline.
+        self.command_runtime = CommandRuntime(self)
+        self.pipeline = self.command_runtime.pipeline
+        self.services.extend((self.command_runtime, ReminderService(self)))
+        self.runtime: ClusterRuntime | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def setup_hook(self) -> None:
@@ -109,7 +119,15 @@ class ClusterBot(commands.AutoShardedBot):
 
     def build_services(self) -> list[BotService]:
         """The services this cluster runs; override or extend to add more."""
-        return []
+        self.runtime = ClusterRuntime(self)  # identify queue, heartbeat, /metrics, watchdog
+        return [self.runtime]
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # The shared identify queue (ipc/identify) replaces discord.py's 5 s sleep per shard.
+        if self.runtime is not None:
+            await self.runtime.before_identify(shard_id, initial=initial)
+        else:
+            await super().before_identify_hook(shard_id, initial=initial)
 
     async def close(self) -> None:
         for service in reversed(self._started_services):
@@ -128,10 +146,13 @@ class ClusterBot(commands.AutoShardedBot):
     async def on_shard_ready(self, shard_id: int) -> None:
         _log.info("shard %d ready", shard_id, extra={"shard_id": shard_id})
 
+    async def get_context(self, origin: discord.Message | discord.Interaction[Any], /, *,
+                          cls: type[commands.Context[Any]] = PipelineContext) -> Any:
+        ctx = await super().get_context(origin, cls=cls)
+        return await context_for(self, ctx) if isinstance(origin, discord.Message) else ctx
+
     async def on_command_error(self, ctx: commands.Context[Any], error: commands.CommandError) -> None:
-        if isinstance(error, commands.CommandNotFound):
-            return
-        _log.warning("command %s failed: %s", ctx.command, error, exc_info=error)
+        await self.pipeline.on_command_error(ctx, error)
 
 
 async def run_cluster(bot: ClusterBot, token: str) -> None:

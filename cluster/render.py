@@ -1,0 +1,139 @@
+"""Render the supervisord program files the launcher includes: ``run/clusters.conf`` and ``run/simulator.conf``.
+
+The templates live in ``deploy/`` (``string.Template`` syntax). Every cluster gets the same
+environment, :meth:`Settings.as_env`, so all clusters share one configuration. The files hold the
+bot token, so they are written with mode 0600 in a 0700 directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from innkeeper.errors import ConfigError
+from innkeeper.settings import PROJECT_ROOT, Settings
+
+from .plan import ClusterSpec, format_shard_ids
+
+__all__ = ("Policy", "render_clusters", "render_simulator", "supervisor_environment", "write_private",
+           "SimulatorSpec", "CLUSTERS_GROUP", "TEMPLATE_DIR", "status_settings_json")
+
+TEMPLATE_DIR = PROJECT_ROOT / "deploy"
+#: The supervisord group holding every cluster program.
+CLUSTERS_GROUP = "clusters"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Restart, stop and log policy of the cluster programs."""
+
+    startsecs: int = 5
+    startretries: int = 3
+    stopwaitsecs: int = 30
+    log_maxbytes: str = "50MB"
+    log_backups: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorSpec:
+    """The simulator ``innkeeper demo`` runs."""
+
+    port: int
+    guilds: int
+    shards: int
+    max_concurrency: int
+    identify_window: float
+    token: str
+
+
+def supervisor_environment(env: Mapping[str, str]) -> str:
+    """``KEY="value",…`` as supervisord's ``environment=`` parses it back (``%`` doubled, quoted).
+
+    Raises
+    ------
+    ConfigError
+        For a value supervisord cannot carry (a newline, or both kinds of quote).
+    """
+    parts: list[str] = []
+    for key, value in sorted(env.items()):
+        if not key.replace("_", "").isalnum():
+            raise ConfigError(f"environment variable name {key!r} cannot be passed through supervisord", variable=key)
+        if "\n" in value or "\r" in value:
+            raise ConfigError(f"{key} contains a newline, which supervisord cannot pass on", variable=key)
+        if ('"' in value and "'" in value) or (value and (value[0] in "'\"" or value[-1] in "'\"")):
+            raise ConfigError(f"{key} starts or ends with a quote or holds both kinds: supervisord cannot pass it",
+                              variable=key)
+        quote = "'" if '"' in value else '"'
+        parts.append(f"{key}={quote}{value.replace('%', '%%')}{quote}")
+    return ",".join(parts)
+
+
+def _template(name: str) -> Template:
+    return Template((TEMPLATE_DIR / name).read_text())
+
+
+def _common(settings: Settings, policy: Policy, extra_env: Mapping[str, str] | None) -> dict[str, object]:
+    env = {**settings.as_env(), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    return {
+        "python": sys.executable, "project_root": str(PROJECT_ROOT), "environment": supervisor_environment(env),
+        "log_dir": str(settings.run_dir.resolve() / "logs"), "log_maxbytes": policy.log_maxbytes,
+        "log_backups": policy.log_backups,
+    }
+
+
+def render_clusters(clusters: Iterable[ClusterSpec], shard_count: int, settings: Settings, *,
+                    policy: Policy = Policy(), extra_env: Mapping[str, str] | None = None) -> str:
+    """``run/clusters.conf``: one ``[program:cluster-N]`` per cluster and ``[group:clusters]``."""
+    template = _template("cluster.conf.tmpl")
+    common = _common(settings, policy, extra_env)
+    specs = list(clusters)
+    blocks = [
+        template.substitute(common, cluster_id=c.id, shard_range=format_shard_ids(c.shard_ids),
+                            shard_total=shard_count, startsecs=policy.startsecs, startretries=policy.startretries,
+                            stopwaitsecs=policy.stopwaitsecs)
+        for c in specs
+    ]
+    group = f"[group:{CLUSTERS_GROUP}]\nprograms={','.join(c.name for c in specs)}\n"
+    return "\n".join([*blocks, group])
+
+
+def render_simulator(sim: SimulatorSpec, settings: Settings, *, policy: Policy = Policy()) -> str:
+    """``run/simulator.conf`` (demo mode only)."""
+    for name, value in (("token", sim.token),):
+        if not value.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ConfigError(f"the simulator {name} may hold only letters, digits, '-', '_' and '.'")
+    common = _common(settings, policy, None)
+    return _template("simulator.conf.tmpl").substitute(
+        common, port=sim.port, guilds=sim.guilds, shards=sim.shards, max_concurrency=sim.max_concurrency,
+        identify_window=f"{sim.identify_window:g}", token=sim.token)
+
+
+def write_private(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` atomically with mode 0600; False when the content was already the same."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def status_settings_json(settings: Settings) -> str:
+    """The status service's settings file (``run/status-settings.json``)."""
+    return json.dumps(settings.as_env(), indent=1, sort_keys=True) + "\n"

@@ -1,0 +1,90 @@
+"""Rendering the supervisord program files, checked with supervisord's own parsers."""
+
+from __future__ import annotations
+
+import configparser
+import stat
+from pathlib import Path
+
+import pytest
+from supervisor.datatypes import dict_of_key_value_pairs
+from supervisor.options import expand
+
+from cluster.plan import plan
+from cluster.render import (
+    CLUSTERS_GROUP,
+    Policy,
+    SimulatorSpec,
+    render_clusters,
+    render_simulator,
+    supervisor_environment,
+    write_private,
+)
+from innkeeper.errors import ConfigError
+from innkeeper.settings import Settings
+from shard.__main__ import parse_shard_ids
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings.from_env({"DISCORD_TOKEN": "tok.en-1", "INNKEEPER_RUN_DIR": str(tmp_path / "run"),
+                              "DATABASE_URL": "postgresql://u:p%40ss@h/db", "INNKEEPER_REDIS_PREFIX": "x"})
+
+
+def _parse(text: str) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser()
+    parser.read_string(text)
+    return parser
+
+
+def test_clusters_conf(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    p = plan(16, 4, clusters=4)
+    conf = _parse(render_clusters(p.clusters, p.shard_count, settings, policy=Policy(startretries=2)))
+    programs = [s for s in conf.sections() if s.startswith("program:")]
+    assert programs == [f"program:cluster-{i}" for i in range(4)]
+    assert conf.get(f"group:{CLUSTERS_GROUP}", "programs") == "cluster-0,cluster-1,cluster-2,cluster-3"
+    for spec in p.clusters:
+        section = f"program:cluster-{spec.id}"
+        argv = conf.get(section, "command").split()
+        assert argv[1:4] == ["-m", "shard", "--cluster"] and argv[4] == str(spec.id)
+        assert parse_shard_ids(argv[argv.index("--shard-ids") + 1]) == list(spec.shard_ids)
+        assert argv[argv.index("--shard-count") + 1] == "16"
+        assert conf.get(section, "autorestart") == "unexpected"
+        assert conf.get(section, "exitcodes") == "0,78"
+        assert conf.get(section, "startretries") == "2"
+        assert conf.get(section, "stopsignal") == "TERM"
+        assert conf.get(section, "stdout_logfile").endswith(f"run/logs/cluster-{spec.id}.log")
+        # supervisord expands %(...)s and then parses KEY="value" pairs: we get the settings back.
+        env = dict_of_key_value_pairs(expand(conf.get(section, "environment"), {}, "environment"))
+        assert Settings.from_env(env) == settings
+        assert env["DATABASE_URL"] == "postgresql://u:p%40ss@h/db"
+
+
+def test_simulator_conf(tmp_path: Path) -> None:
+    sim = SimulatorSpec(port=8765, guilds=2000, shards=8, max_concurrency=4, identify_window=0.5, token="sim-token")
+    conf = _parse(render_simulator(sim, _settings(tmp_path)))
+    cmd = conf.get("program:simulator", "command")
+    assert "-m simulator" in cmd and "--port 8765" in cmd and "--identify-window 0.5" in cmd
+    assert "--max-concurrency 4" in cmd and "--token sim-token" in cmd
+    with pytest.raises(ConfigError):
+        render_simulator(SimulatorSpec(1, 1, 1, 1, 1.0, "bad token"), _settings(tmp_path))
+
+
+@pytest.mark.parametrize("value", ["a'b", 'a"b', "100%", "x,y=z", "", "spaces in it", "a#b"])
+def test_environment_round_trips(value: str) -> None:
+    env = {"A_VAR": value, "B": "plain"}
+    assert dict_of_key_value_pairs(expand(supervisor_environment(env), {}, "env")) == env
+
+
+@pytest.mark.parametrize("value", ["line\nbreak", "'quoted'", "both ' and \"", '"x'])
+def test_environment_rejects_what_supervisord_cannot_carry(value: str) -> None:
+    with pytest.raises(ConfigError, match="A_VAR"):
+        supervisor_environment({"A_VAR": value})
+
+
+def test_write_private(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "clusters.conf"
+    assert write_private(path, "secret") is True
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert write_private(path, "secret") is False
+    assert write_private(path, "other") is True and path.read_text() == "other"
