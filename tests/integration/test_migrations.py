@@ -49,7 +49,8 @@ async def test_apply_from_empty_then_nothing_to_do(database_url: str) -> None:
     assert first.version_before == 0 and first.version_after == REQUIRED_SCHEMA_VERSION
     assert await _applied(database_url) == expected
     assert {"guilds", "guild_settings", "role_permissions", "command_overrides", "aliases", "feedback", "audit_log",
-            "audit_heads", "command_usage", "reminders", "error_events", "schema_migrations"} <= await _tables(database_url)
+            "audit_heads", "command_usage", "reminders", "error_events",
+            "schema_migrations"} <= await _tables(database_url)
 
     again = await migrate(database_url)
     assert again.applied == [] and again.pending == []
@@ -66,7 +67,7 @@ async def test_four_concurrent_cli_runs_apply_each_migration_once(database_url: 
         for _ in range(4)
     ]
     outputs = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), 90)
-    for proc, (out, err) in zip(procs, outputs, strict=True):
+    for proc, (_out, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err.decode()
     stdout = [out.decode() for out, _ in outputs]
     applied_lines = [line for text in stdout for line in text.splitlines() if line.startswith("applied ")]

@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from db import errors as dberrors
-from db import feedback, validate
 from db import errors_log as elog
+from db import feedback, validate
 from db.backoff import Backoff
 from db.crypto import KeyRing, generate_key
 from db.migrate import REQUIRED_SCHEMA_VERSION, discover, quote_ident
@@ -135,7 +135,7 @@ def test_keyring_parse_errors_name_the_variable() -> None:
     (asyncpg.UniqueViolationError("dup"), ErrorCode.DB_CONSTRAINT),
     (asyncpg.ForeignKeyViolationError("fk"), ErrorCode.DB_CONSTRAINT),
     (asyncpg.CheckViolationError("check"), ErrorCode.DB_BAD_VALUE),
-    (asyncpg.CharacterNotInRepertoireError("invalid byte sequence for encoding \"UTF8\": 0x00"), ErrorCode.DB_BAD_VALUE),
+    (asyncpg.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8": 0x00'), ErrorCode.DB_BAD_VALUE),
     (asyncpg.NumericValueOutOfRangeError("out of range"), ErrorCode.DB_BAD_VALUE),
     (asyncpg.PostgresSyntaxError("syntax"), ErrorCode.DB_QUERY),
     (asyncpg.ConnectionDoesNotExistError("gone"), ErrorCode.DB_UNAVAILABLE),
