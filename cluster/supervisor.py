@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -95,7 +94,7 @@ class Supervisor:
         except xmlrpc.client.Fault as exc:
             raise SupervisorError(f"supervisord {method}{args!r}: {_fault_name(exc.faultCode)} {exc.faultString}",
                                   fault=exc.faultCode) from None
-        except (OSError, socket.error, xmlrpc.client.ProtocolError) as exc:
+        except (OSError, xmlrpc.client.ProtocolError) as exc:
             raise SupervisorUnavailable(f"supervisord does not answer on {self.socket_path}: {exc}") from None
         finally:
             transport.close()
@@ -208,7 +207,8 @@ class Supervisor:
             except SupervisorUnavailable:
                 pass
             time.sleep(0.1)
-        raise SupervisorError(f"supervisord started but its socket {self.socket_path} did not answer in {timeout:.0f} s")
+        raise SupervisorError(
+            f"supervisord started but its socket {self.socket_path} did not answer in {timeout:.0f} s")
 
     def wait_gone(self, pid: int, timeout: float = 60.0) -> bool:
         """Wait until process ``pid`` has exited; True when it has."""

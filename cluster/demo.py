@@ -1,0 +1,154 @@
+"""``innkeeper demo``: the simulator, migrations and the clusters, all under supervisord, on one machine.
+
+The simulator runs under supervisord too (``run/simulator.conf``), with a scaled identify window so
+a demo starts in seconds, and the clusters are launched against it exactly as ``innkeeper launch``
+would launch them against Discord. Ctrl-C or SIGTERM stops everything, supervisord included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from innkeeper.errors import ErrorCode, InnkeeperError
+from innkeeper.settings import Settings
+
+from .launcher import Launcher
+from .render import SimulatorSpec, render_simulator, write_private
+from .state import health, read_status
+
+__all__ = ("DemoOptions", "run_demo", "demo_settings")
+
+_SIM_TOKEN = "demo-token"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """The demo's shape; the defaults suit a 2-core machine."""
+
+    guilds: int = 2000
+    shards: int = 8
+    clusters: int = 2
+    max_concurrency: int = 4
+    identify_window: float = 0.5
+    port: int | None = None
+    detach: bool = False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def demo_settings(settings: Settings, options: DemoOptions, port: int) -> Settings:
+    """The settings the demo's clusters run with: pointed at the simulator, with its token and window."""
+    return dataclasses.replace(settings, api_url=f"http://127.0.0.1:{port}", discord_token=_SIM_TOKEN,
+                               identify_window_s=options.identify_window)
+
+
+async def _wait_simulator(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            try:
+                async with session.get(f"{url}/_sim/stats") as resp:
+                    if resp.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise InnkeeperError(f"the simulator did not answer on {url} within {timeout:.0f} s "
+                                     "(see run/logs/simulator.log)", code=ErrorCode.CLUSTER_UNHEALTHY)
+            await asyncio.sleep(0.2)
+
+
+async def _migrate(settings: Settings, out: Callable[[str], None]) -> None:
+    try:
+        from db.migrate import migrate
+    except ImportError:
+        out("migrations: the db package has no migrate module yet; skipped")
+        return
+    report = await migrate(settings.database_url)
+    out(f"migrations: schema at version {report.version_after}"
+        + (f" ({len(report.applied)} applied)" if report.applied else " (up to date)"))
+
+
+async def _watch(launcher: Launcher, stop: asyncio.Event) -> None:
+    """While the demo runs, print a line whenever the cluster's health changes."""
+    last = ""
+    async with launcher.redis() as client:
+        while not stop.is_set():
+            plan, doc = await read_status(client, launcher.keys)
+            h = health(doc, plan)
+            line = f"{h.ready}/{h.expected} shards READY" + ("" if h.ok else f"; {'; '.join(h.problems[:3])}")
+            if line != last:
+                launcher.out(line)
+                last = line
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=2.0)
+
+
+async def run_demo(settings: Settings, options: DemoOptions, *, out: Callable[[str], None] = print) -> int:
+    """Run the demo until Ctrl-C or SIGTERM (or return at once with ``detach``)."""
+    port = options.port or (8765 if _port_free(8765) else _free_port())
+    demo = demo_settings(settings, options, port)
+    launcher = Launcher(demo, out=out)
+    sim = SimulatorSpec(port=port, guilds=options.guilds, shards=options.shards,
+                        max_concurrency=options.max_concurrency, identify_window=options.identify_window,
+                        token=_SIM_TOKEN)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        write_private(launcher.run_dir / "simulator.conf", render_simulator(sim, demo))
+        await launcher.ensure_supervisord()
+        await launcher.supervisor.apply()
+        out(f"simulator: {options.guilds} guilds on http://127.0.0.1:{port} (identify window "
+            f"{options.identify_window:g} s, max_concurrency {options.max_concurrency})")
+        await _wait_simulator(demo.api_url or "")
+        await _migrate(demo, out)
+        launch = asyncio.create_task(launcher.launch(shards=options.shards, clusters=options.clusters))
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({launch, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not launch.done():
+            launch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await launch
+        else:
+            launch.result()
+            if options.detach:
+                out("detached: `innkeeper stop` stops everything")
+                return 0
+            out("press Ctrl-C to stop")
+            await _watch(launcher, stop)
+    except BaseException:
+        out("stopping everything after an error")
+        await launcher.stop()
+        raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    out("stopping the clusters, the simulator and supervisord")
+    await launcher.stop()
+    out("stopped")
+    return 0

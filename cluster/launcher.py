@@ -1,0 +1,342 @@
+"""The launcher: ``GET /gateway/bot`` → plan → ``run/clusters.conf`` → supervisord → wait for READY.
+
+:class:`Launcher` also carries the operations that act on a running cluster: stop, restart
+(all at once, one cluster, or rolling) and reshard. Progress goes to ``out`` one line per change,
+e.g. ``12/16 shards READY (cluster-2 identifying shard 9)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import redis.asyncio as aioredis
+
+from innkeeper.errors import ErrorCode, InnkeeperError
+from innkeeper.settings import Settings
+from ipc.identify import IdentifyQueue
+from ipc.keys import Keys
+
+from .plan import Plan, plan
+from .render import CLUSTERS_GROUP, Policy, render_clusters, status_settings_json, write_private
+from .state import Health, health, load_plan, progress_line, read_status, store_plan
+from .supervisor import Supervisor, SupervisorError, SupervisorUnavailable
+
+__all__ = ("Launcher", "GatewayInfo", "fetch_gateway", "LaunchFailed", "DEFAULT_API_URL")
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_API_URL = "https://discord.com"
+_POLL_S = 0.25
+
+
+class LaunchFailed(InnkeeperError):
+    """The clusters did not all become READY."""
+
+    default_code = ErrorCode.CLUSTER_UNHEALTHY
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayInfo:
+    """The answer of ``GET /gateway/bot``."""
+
+    shards: int
+    url: str
+    session_start_limit: dict[str, int]
+
+    @property
+    def max_concurrency(self) -> int:
+        return int(self.session_start_limit.get("max_concurrency", 1))
+
+
+async def fetch_gateway(settings: Settings, *, timeout: float = 15.0) -> GatewayInfo:
+    """``GET /gateway/bot`` with the bot token.
+
+    Raises
+    ------
+    InnkeeperError
+        ``DISCORD_AUTH`` when the token is rejected, ``DISCORD_HTTP`` for anything else.
+    """
+    token = settings.require_token()
+    url = f"{settings.api_url or DEFAULT_API_URL}/api/v10/gateway/bot"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session, \
+                session.get(url, headers={"Authorization": f"Bot {token}"}) as resp:
+            if resp.status == 401:
+                raise InnkeeperError("GET /gateway/bot: the token was rejected (401); check DISCORD_TOKEN",
+                                     code=ErrorCode.DISCORD_AUTH)
+            if resp.status != 200:
+                raise InnkeeperError(f"GET /gateway/bot answered {resp.status}: {(await resp.text())[:200]}",
+                                     code=ErrorCode.DISCORD_HTTP)
+            data: Any = await resp.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise InnkeeperError(f"cannot reach {url}: {exc or type(exc).__name__}", code=ErrorCode.DISCORD_HTTP) from None
+    try:
+        limit = {k: int(v) for k, v in data["session_start_limit"].items()}
+        return GatewayInfo(int(data["shards"]), str(data["url"]), limit)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise InnkeeperError(f"GET /gateway/bot answered something unexpected: {str(data)[:200]}",
+                             code=ErrorCode.DISCORD_HTTP) from None
+
+
+class Launcher:
+    """Applies plans to the local supervisord and watches the result.
+
+    Parameters
+    ----------
+    settings:
+        The settings every cluster will run with.
+    out:
+        Where progress lines go (``print`` by default).
+    policy:
+        Restart, stop and log policy of the cluster programs.
+    """
+
+    def __init__(self, settings: Settings, *, out: Callable[[str], None] = print, policy: Policy | None = None) -> None:
+        self.settings = settings
+        self.out = out
+        self.policy = policy or Policy()
+        self.keys = Keys(settings.redis_prefix)
+        self.run_dir = settings.run_dir.resolve()
+        self.supervisor = Supervisor(self.run_dir)
+
+    @asynccontextmanager
+    async def redis(self) -> AsyncIterator[aioredis.Redis]:
+        client = aioredis.from_url(self.settings.redis_url)
+        try:
+            await client.ping()
+        except Exception as exc:
+            await client.aclose()
+            raise InnkeeperError(f"Redis at {self.settings.redis_url} does not answer: {exc}",
+                                 code=ErrorCode.REDIS_UNAVAILABLE) from None
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+    @property
+    def status_url(self) -> str:
+        s = self.settings
+        host = "127.0.0.1" if s.status_host in ("0.0.0.0", "") else s.status_host  # noqa: S104
+        return f"http://{host}:{s.status_port}/"
+
+    # --- supervisord ----------------------------------------------------------------------------
+    async def ensure_supervisord(self) -> None:
+        """Write the status service's settings; start supervisord when its socket does not answer."""
+        changed = write_private(self.run_dir / "status-settings.json", status_settings_json(self.settings))
+        if await self.supervisor.is_running():
+            if changed:
+                await self.supervisor.stop_process("status")
+                await self.supervisor.start_process("status", wait=False)
+            return
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.supervisor.start_daemon(self.settings.as_env()))
+        self.out(f"supervisord started (socket {self.supervisor.socket_path})")
+
+    # --- the plan -------------------------------------------------------------------------------
+    def make_plan(self, gateway: GatewayInfo, *, shards: int | None = None, clusters: int | None = None,
+                  shards_per_cluster: int | None = None) -> Plan:
+        s = self.settings
+        count = shards or s.shard_count or gateway.shards
+        if clusters is None and shards_per_cluster is None:
+            clusters, shards_per_cluster = s.clusters, s.shards_per_cluster
+        if clusters is not None and shards_per_cluster is not None:
+            shards_per_cluster = None  # a cluster count wins over a size from the environment
+        return plan(count, gateway.max_concurrency, clusters=clusters, shards_per_cluster=shards_per_cluster,
+                    hosts=s.hosts, host_index=s.host_index)
+
+    async def apply_plan(self, p: Plan, client: aioredis.Redis) -> bool:
+        """Render this host's clusters, make supervisord run them, store the plan; True when anything changed."""
+        mine = p.for_host(self.settings.host_index)
+        text = render_clusters(mine, p.shard_count, self.settings, policy=self.policy)
+        changed_file = write_private(self.run_dir / "clusters.conf", text)
+        await store_plan(client, self.keys, p)
+        await self.ensure_supervisord()
+        added, changed, removed = await self.supervisor.apply()
+        for group in added:
+            self.out(f"supervisord: added {group}")
+        for group in changed:
+            self.out(f"supervisord: replaced {group} (its programs changed: every cluster restarts)")
+        for group in removed:
+            self.out(f"supervisord: removed {group}")
+        return changed_file or bool(added or changed or removed)
+
+    async def _store_budget(self, gateway: GatewayInfo, p: Plan, client: aioredis.Redis) -> None:
+        limit = gateway.session_start_limit
+        queue = IdentifyQueue(client, self.keys, max_concurrency=p.max_concurrency,
+                              window_s=self.settings.identify_window_s)
+        try:
+            budget = await queue.store_budget(limit)
+        except ValueError as exc:
+            self.out(f"warning: {exc}")
+            return
+        need = len([s for c in p.for_host(self.settings.host_index) for s in c.shard_ids])
+        if budget.remaining - need < self.settings.identify_reserve:
+            self.out(f"warning: the identify budget has {budget.remaining} of {budget.total} left; "
+                     f"this launch needs {need} and keeps {self.settings.identify_reserve} in reserve")
+
+    # --- waiting --------------------------------------------------------------------------------
+    async def _program_pids(self) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        for info in (await self.supervisor.processes()).values():
+            if info["group"] == CLUSTERS_GROUP and info["name"].startswith("cluster-"):
+                out[int(info["name"].split("-", 1)[1])] = info
+        return out
+
+    async def wait_ready(self, p: Plan, client: aioredis.Redis, *, timeout: float | None = None,
+                         clusters: set[int] | None = None, not_pids: dict[int, int] | None = None) -> Health:
+        """Wait until every shard of ``clusters`` (default: this host's) is READY in a heartbeat of its current process.
+
+        ``not_pids`` names old processes whose heartbeats must not count (after a restart).
+
+        Raises
+        ------
+        LaunchFailed
+            When a cluster is FATAL or EXITED in supervisord, or on timeout (with the last progress).
+        """
+        wanted = clusters if clusters is not None else {c.id for c in p.for_host(self.settings.host_index)}
+        if timeout is None:
+            timeout = self.default_timeout(p)
+        deadline = time.monotonic() + timeout
+        last_line = ""
+        while True:
+            _, doc = await read_status(client, self.keys)
+            procs = await self._program_pids()
+            for c in doc["clusters"]:
+                info = procs.get(c["id"])
+                stale = info is None or c["pid"] != info.get("pid") or (not_pids or {}).get(c["id"]) == c["pid"]
+                if c["id"] in wanted and c["pid"] is not None and stale:
+                    c["state"] = "DOWN"  # a heartbeat of a process that is gone or replaced
+                    for s in c["shards"]:
+                        s["state"] = "DOWN"
+            doc["clusters"] = [c for c in doc["clusters"] if c["id"] in wanted]
+            sub = Plan(p.shard_count, p.max_concurrency, tuple(c for c in p.clusters if c.id in wanted))
+            h = health(doc, sub)
+            h = Health(h.ok, h.ready, sum(len(c.shard_ids) for c in sub.clusters), h.problems)
+            line = progress_line(doc, h)
+            if line != last_line:
+                self.out(line)
+                last_line = line
+            if h.ready == h.expected:
+                return h
+            for cid in sorted(wanted):
+                info = procs.get(cid)
+                if info is not None and info["statename"] in ("FATAL", "EXITED"):
+                    tail = (await self.supervisor.tail(f"{CLUSTERS_GROUP}:cluster-{cid}", 3000)).strip()
+                    last = "\n".join(tail.splitlines()[-8:])
+                    why = info.get("spawnerr") or "see its log"
+                    raise LaunchFailed(f"cluster-{cid} is {info['statename']} ({why}); last log lines:\n{last}")
+            if time.monotonic() > deadline:
+                raise LaunchFailed(f"not every shard was READY after {timeout:.0f} s: {line}")
+            await asyncio.sleep(_POLL_S)
+
+    def default_timeout(self, p: Plan) -> float:
+        """Three times the identify floor plus a minute: a generous bound for a cold start."""
+        return 3 * math.ceil(p.shard_count / p.max_concurrency) * self.settings.identify_window_s + 60.0
+
+    # --- commands -------------------------------------------------------------------------------
+    async def launch(self, *, shards: int | None = None, clusters: int | None = None,
+                     shards_per_cluster: int | None = None, wait: bool = True,
+                     timeout: float | None = None) -> Plan:
+        """Fetch the gateway info, plan, apply, and (by default) wait until every shard is READY."""
+        gateway = await fetch_gateway(self.settings)
+        p = self.make_plan(gateway, shards=shards, clusters=clusters, shards_per_cluster=shards_per_cluster)
+        mine = p.for_host(self.settings.host_index)
+        self.out(f"plan: {p.shard_count} shards (Discord recommends {gateway.shards}), max_concurrency "
+                 f"{p.max_concurrency}, {len(p.clusters)} clusters; this host runs "
+                 + ", ".join(f"{c.name} [{c.shard_ids[0]}-{c.shard_ids[-1]}]" for c in mine))
+        async with self.redis() as client:
+            await self._store_budget(gateway, p, client)
+            started = time.monotonic()
+            await self.apply_plan(p, client)
+            if wait:
+                h = await self.wait_ready(p, client, timeout=timeout)
+                elapsed = time.monotonic() - started
+                floor = p.identify_floor_windows * self.settings.identify_window_s
+                token = " (token required)" if self.settings.status_token else ""
+                self.out(f"all {h.ready} shards READY in {elapsed:.1f} s (identify floor {floor:.1f} s); "
+                         f"status page: {self.status_url}{token}")
+        return p
+
+    async def current_plan(self, client: aioredis.Redis) -> Plan:
+        p = await load_plan(client, self.keys)
+        if p is None:
+            raise InnkeeperError("no plan in Redis under this prefix: run `innkeeper launch` first",
+                                 code=ErrorCode.CLUSTER_UNHEALTHY)
+        return p
+
+    async def restart(self, *, cluster: int | None = None, rolling: bool = False) -> None:
+        """Restart one cluster, every cluster at once, or every cluster one at a time (``rolling``)."""
+        async with self.redis() as client:
+            p = await self.current_plan(client)
+            mine = [c.id for c in p.for_host(self.settings.host_index)]
+            if cluster is not None:
+                p.cluster(cluster)  # raises a clear error for an unknown id
+                if cluster not in mine:
+                    raise InnkeeperError(f"cluster-{cluster} runs on host {p.cluster(cluster).host_index}, not here",
+                                         code=ErrorCode.USAGE)
+            targets = [cluster] if cluster is not None else mine
+            if rolling or cluster is not None:
+                for cid in targets:
+                    await self._restart_one(p, client, cid)
+                return
+            old = {cid: info["pid"] for cid, info in (await self._program_pids()).items()}
+            self.out(f"restarting every cluster at once ({len(targets)})")
+            await self.supervisor.stop_group(CLUSTERS_GROUP)
+            await self.supervisor.call("startProcessGroup", CLUSTERS_GROUP, False)
+            await self.wait_ready(p, client, not_pids=old)
+
+    async def _restart_one(self, p: Plan, client: aioredis.Redis, cid: int) -> None:
+        name = f"{CLUSTERS_GROUP}:cluster-{cid}"
+        old_pid = int((await self.supervisor.process(name)).get("pid") or 0)
+        self.out(f"restarting cluster-{cid}")
+        started = time.monotonic()
+        await self.supervisor.stop_process(name)
+        await self.supervisor.start_process(name, wait=False)
+        timeout = 2 * len(p.cluster(cid).shard_ids) * self.settings.identify_window_s + 60
+        await self.wait_ready(p, client, clusters={cid}, not_pids={cid: old_pid}, timeout=timeout)
+        self.out(f"cluster-{cid} READY again after {time.monotonic() - started:.1f} s")
+
+    async def reshard(self, *, shards: int | None = None, clusters: int | None = None) -> Plan:
+        """Re-plan (Discord's recommendation, or ``shards``) and apply: every cluster restarts."""
+        gateway = await fetch_gateway(self.settings)
+        async with self.redis() as client:
+            old = await load_plan(client, self.keys)
+            p = self.make_plan(gateway, shards=shards, clusters=clusters)
+            if old == p:
+                self.out(f"the plan is unchanged ({p.shard_count} shards in {len(p.clusters)} clusters)")
+                return p
+            self.out(f"resharding: {old.shard_count if old else '?'} → {p.shard_count} shards, "
+                     f"{len(old.clusters) if old else '?'} → {len(p.clusters)} clusters. Every shard reconnects and "
+                     "identifies again: the bot is offline until the new clusters are READY.")
+            await self._store_budget(gateway, p, client)
+            await self.apply_plan(p, client)
+            await self.wait_ready(p, client)
+        return p
+
+    async def stop(self) -> bool:
+        """Stop every program and shut supervisord down; False when it was not running."""
+        try:
+            pid = await self.supervisor.pid()
+        except SupervisorUnavailable:
+            return False
+        try:
+            await self.supervisor.call("stopAllProcesses", True)
+        except SupervisorError as exc:
+            _log.warning("stopping the programs: %s", exc)
+        try:
+            await self.supervisor.call("shutdown")
+        except SupervisorUnavailable:
+            pass
+        gone = await asyncio.get_running_loop().run_in_executor(None, self.supervisor.wait_gone, pid, 60.0)
+        if not gone:
+            raise InnkeeperError(f"supervisord (pid {pid}) did not exit within 60 s", code=ErrorCode.SUPERVISOR)
+        return True
