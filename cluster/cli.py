@@ -27,6 +27,7 @@ _log = logging.getLogger(__name__)
 
 #: Modules that contribute subcommands, in the order they appear in ``--help``.
 PROVIDERS: tuple[str, ...] = (
+    "cluster.ops",
     "simulator.cli",
     "db.cli",
 )
