@@ -41,12 +41,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from innkeeper.errors import CommandError, ErrorCode
+from innkeeper.errors import CommandError, DatabaseError, ErrorCode
 
 from .config import GuildConfig, GuildConfigSource
 from .context import respond, state_of
 from .errors import Failure, map_error
-from .levels import Level, member_level, required_level
+from .levels import Level, is_moderator, member_level, required_level
 from .metrics import COMMAND_SECONDS, COMMANDS_TOTAL, PIPELINE_FAILURES
 from .spec import TOGGLEABLE, CommandSpec, spec_of
 from .throttling import Throttle
@@ -176,7 +176,7 @@ class Pipeline:
             validate_arguments(cmd.clean_params, arguments)
         if spec.guild_only and ctx.guild is None:
             raise CommandError("This command only works in a server.", code=ErrorCode.COMMAND_FORBIDDEN)
-        cfg = await self.config.get(ctx.guild.id) if ctx.guild is not None else None
+        cfg = await self._config_for(ctx, spec)
         # 2. feature toggle
         override = cfg.override(name) if cfg is not None else None
         if cfg is not None and spec.feature in TOGGLEABLE and not cfg.feature_enabled(spec.feature):
@@ -216,6 +216,17 @@ class Pipeline:
         self.finish(ctx, "ok")
         return result
 
+    async def _config_for(self, ctx: commands.Context[Any], spec: CommandSpec) -> GuildConfig | None:
+        """The guild's configuration; the defaults for core commands while the database is down."""
+        if ctx.guild is None:
+            return None
+        try:
+            return await self.config.get(ctx.guild.id)
+        except DatabaseError:
+            if spec.feature != "core":
+                raise
+            return GuildConfig(ctx.guild.id)
+
     def level_of(self, ctx: commands.Context[Any], cfg: GuildConfig | None) -> Level:
         """The caller's level in the context's guild (``EVERYONE`` in DMs unless an owner)."""
         author = ctx.author
@@ -224,7 +235,7 @@ class Pipeline:
             return member_level(author.id, owner_ids=self.settings.owner_ids)
         return member_level(
             author.id, owner_ids=self.settings.owner_ids, is_guild_owner=ctx.guild.owner_id == author.id,
-            administrator=perms.administrator, manage_guild=perms.manage_guild,
+            administrator=perms.administrator, moderator=is_moderator(perms),
             role_ids=[r.id for r in getattr(author, "roles", ())], role_levels=cfg.role_levels if cfg else None,
         )
 
@@ -235,7 +246,10 @@ class Pipeline:
             return False
         if spec.guild_only and ctx.guild is None:
             return False
-        cfg = await self.config.get(ctx.guild.id) if ctx.guild is not None else None
+        try:
+            cfg = await self._config_for(ctx, spec)
+        except DatabaseError:
+            return False
         override = cfg.override(cmd.qualified_name) if cfg is not None else None
         if cfg is not None and spec.feature in TOGGLEABLE and not cfg.feature_enabled(spec.feature):
             return False
@@ -293,6 +307,9 @@ class Pipeline:
     async def on_command_error(self, ctx: commands.Context[Any], error: BaseException) -> None:
         """discord.py's error path for both kinds of invocation: map, reply, audit, record."""
         try:
+            alias_error = getattr(ctx, "alias_error", None)
+            if isinstance(error, commands.CommandNotFound) and isinstance(alias_error, CommandError):
+                error = alias_error  # the word was an alias that cannot expand: say why
             failure = map_error(error, ctx.command)
             if failure.silent:
                 return

@@ -5,7 +5,8 @@ Every command requires a :class:`Level`. A member's level is the highest of
 * ``OWNER`` when their id is in ``Settings.owner_ids`` (``INNKEEPER_OWNER_IDS``): the only way to
   be an owner; no role and no command can grant it;
 * ``ADMIN`` for the guild's owner and members with Discord's *Administrator* permission;
-* ``MOD`` for members with *Manage Server*;
+* ``MOD`` for members with a moderator's Discord permissions (*Manage Server*, *Manage Messages*,
+  *Kick*, *Ban* or *Timeout Members*);
 * the level the guild gave one of their roles (``/permissions role``), capped at ``ADMIN``.
 
 A guild may change the level a command requires (``/permissions command``) within the command's
@@ -19,10 +20,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 
+import discord
+
 from innkeeper.errors import CommandError, ErrorCode
 
 __all__ = (
     "Level",
+    "is_moderator",
     "member_level",
     "required_level",
     "check_role_grant",
@@ -59,13 +63,19 @@ class Level(enum.IntEnum):
         raise ValueError(f"unknown level; use one of: {', '.join(lv.label for lv in cls)}")
 
 
+def is_moderator(perms: discord.Permissions) -> bool:
+    """Whether Discord permissions make a member a moderator."""
+    return bool(perms.manage_guild or perms.manage_messages or perms.kick_members or perms.ban_members
+                or perms.moderate_members)
+
+
 def member_level(
     user_id: int,
     *,
     owner_ids: Iterable[int],
     is_guild_owner: bool = False,
     administrator: bool = False,
-    manage_guild: bool = False,
+    moderator: bool = False,
     role_ids: Iterable[int] = (),
     role_levels: Mapping[int, Level] | None = None,
 ) -> Level:
@@ -77,8 +87,8 @@ def member_level(
         The member.
     owner_ids:
         ``Settings.owner_ids``.
-    is_guild_owner, administrator, manage_guild:
-        What Discord says about the member in this guild.
+    is_guild_owner, administrator, moderator:
+        What Discord says about the member in this guild (see :func:`is_moderator`).
     role_ids:
         The member's roles.
     role_levels:
@@ -90,7 +100,7 @@ def member_level(
     level = Level.EVERYONE
     if is_guild_owner or administrator:
         level = Level.ADMIN
-    elif manage_guild:
+    elif moderator:
         level = Level.MOD
     if role_levels:
         for rid in role_ids:

@@ -3,9 +3,10 @@
 :class:`GuildConfigStore` answers :meth:`get` from a per-process TTL cache first (every prefix
 message asks for the guild's prefix, so the hot path does no I/O), then from the shared Redis
 cache (``ipc.cache.SharedCache``, when the process has one), then from PostgreSQL (guild settings,
-role levels and command overrides). Every write goes through the ``db`` module and is followed by
-:meth:`invalidate`, which drops the local entry and publishes the invalidation to every cluster
-through the shared cache.
+role levels and command overrides). While PostgreSQL is unreachable, misses fail fast for a few
+seconds (a small circuit breaker) so that messages do not each wait on connection retries. Every
+write goes through the ``db`` module and is followed by :meth:`invalidate`, which drops the local
+entry and publishes the invalidation to every cluster through the shared cache.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from db import guilds as db_guilds
 from db import permissions as db_permissions
+from innkeeper.errors import DatabaseError, ErrorCode
 
 from .config import GuildConfig, Override
 from .levels import Level
@@ -70,11 +72,14 @@ class GuildConfigStore:
         Local entries kept before the oldest half is dropped.
     """
 
-    __slots__ = ("db", "shared", "ttl", "max_entries", "_local", "_clock")
+    __slots__ = ("db", "shared", "ttl", "max_entries", "down_cooldown", "_local", "_clock", "_down_until")
 
     def __init__(self, db: Database, *, shared: SharedCacheLike | None = None, ttl: float = 300.0,
-                 max_entries: int = 50_000, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_entries: int = 50_000, down_cooldown: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
+        self.down_cooldown = down_cooldown
+        self._down_until = 0.0
         self.shared = shared
         self.ttl = ttl
         self.max_entries = max_entries
@@ -100,7 +105,15 @@ class GuildConfigStore:
             except Exception as exc:  # a bad or unreachable cache entry must not stop a command
                 _log.warning("shared cache read for guild %s failed: %s", guild_id, exc)
         if cfg is None:
-            cfg = await load_guild_config(self.db, guild_id)
+            if self._clock() < self._down_until:
+                raise DatabaseError("the database was unavailable moments ago", code=ErrorCode.DB_UNAVAILABLE)
+            try:
+                cfg = await load_guild_config(self.db, guild_id)
+            except DatabaseError as exc:
+                if exc.code is ErrorCode.DB_UNAVAILABLE:
+                    # fail fast for a few seconds instead of every message waiting on retries
+                    self._down_until = self._clock() + self.down_cooldown
+                raise
             if self.shared is not None:
                 try:
                     await self.shared.set(CACHE_NAMESPACE, str(guild_id), cfg.to_wire(), ttl=self.ttl)

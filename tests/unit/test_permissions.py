@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import itertools
 
+import discord
 import pytest
 
 from innkeeper.errors import CommandError, ErrorCode
-from shard.pipeline.levels import Level, check_command_override, check_role_grant, member_level, required_level
+from shard.pipeline.levels import (
+    Level,
+    check_command_override,
+    check_role_grant,
+    is_moderator,
+    member_level,
+    required_level,
+)
 
 OWNERS = {1}
 
@@ -21,9 +29,15 @@ def test_owner_comes_from_configuration_only() -> None:
 
 def test_discord_permissions_map_to_levels() -> None:
     assert member_level(5, owner_ids=OWNERS) is Level.EVERYONE
-    assert member_level(5, owner_ids=OWNERS, manage_guild=True) is Level.MOD
+    assert member_level(5, owner_ids=OWNERS, moderator=True) is Level.MOD
     assert member_level(5, owner_ids=OWNERS, administrator=True) is Level.ADMIN
     assert member_level(5, owner_ids=OWNERS, is_guild_owner=True) is Level.ADMIN
+
+
+def test_moderator_permissions() -> None:
+    assert is_moderator(discord.Permissions(kick_members=True))
+    assert is_moderator(discord.Permissions(manage_guild=True))
+    assert not is_moderator(discord.Permissions(send_messages=True, read_messages=True))
 
 
 def test_the_highest_role_wins() -> None:
