@@ -79,7 +79,7 @@ def default_buckets(config: SimConfig) -> dict[str, BucketSpec]:
         BucketSpec("application-get", 50, 1.0),
         BucketSpec("gateway", 50, 1.0),
         BucketSpec("application-commands", 10, 10.0),
-        BucketSpec("interaction-callback", 5, 1.0),
+        BucketSpec("interaction-callback", 20, 1.0),
         BucketSpec("webhook-execute", 5, 2.0),
         BucketSpec("webhook-message", 5, 1.0),
         DEFAULT_BUCKET,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .ratelimit import DEFAULT_BUCKET, BucketSpec, RateLimiter, default_buckets
 from .state import STATE_KEY, SimState
@@ -176,7 +177,7 @@ async def _read_multipart(request: web.Request) -> ParsedBody:
                     raise RestError(413, 40005, "Request entity too large")
             files.append({"name": part.name, "filename": part.filename, "size": size,
                           "content_type": part.headers.get("Content-Type")})
-    except (ValueError, AssertionError, RuntimeError) as exc:  # malformed multipart framing
+    except (ValueError, AssertionError, RuntimeError, HttpProcessingError) as exc:  # malformed multipart framing
         raise RestError(400, 50035, "Invalid Form Body",
                         {"_body": {"_errors": [{"code": "MULTIPART_INVALID", "message": str(exc)[:200]}]}}) from None
     if payload is None and not files:
