@@ -96,7 +96,7 @@ async def _watch(launcher: Launcher, stop: asyncio.Event) -> None:
     last = ""
     async with launcher.redis() as client:
         while not stop.is_set():
-            plan, doc = await read_status(client, launcher.keys)
+            plan, doc = await read_status(client, launcher.keys, stale_after_s=launcher.stale_after_s)
             h = health(doc, plan)
             line = f"{h.ready}/{h.expected} shards READY" + ("" if h.ok else f"; {'; '.join(h.problems[:3])}")
             if line != last:

@@ -26,7 +26,7 @@ from ipc.keys import Keys
 
 from .plan import Plan, plan
 from .render import CLUSTERS_GROUP, Policy, render_clusters, status_settings_json, write_private
-from .state import Health, health, load_plan, progress_line, read_status, store_plan
+from .state import Health, health, load_plan, progress_line, read_status, stale_after, store_plan
 from .supervisor import Supervisor, SupervisorError, SupervisorUnavailable
 
 __all__ = ("Launcher", "GatewayInfo", "fetch_gateway", "LaunchFailed", "DEFAULT_API_URL")
@@ -122,6 +122,10 @@ class Launcher:
             await client.aclose()
 
     @property
+    def stale_after_s(self) -> float:
+        return stale_after(self.settings.heartbeat_interval_s)
+
+    @property
     def status_url(self) -> str:
         s = self.settings
         host = "127.0.0.1" if s.status_host in ("0.0.0.0", "") else s.status_host  # noqa: S104
@@ -208,7 +212,7 @@ class Launcher:
         deadline = time.monotonic() + timeout
         last_line = ""
         while True:
-            _, doc = await read_status(client, self.keys)
+            _, doc = await read_status(client, self.keys, stale_after_s=self.stale_after_s)
             procs = await self._program_pids()
             for c in doc["clusters"]:
                 info = procs.get(c["id"])
@@ -329,6 +333,7 @@ class Launcher:
         except SupervisorUnavailable:
             return False
         try:
+            await self.supervisor.stop_group(CLUSTERS_GROUP)  # the bots first, while their peers still answer
             await self.supervisor.call("stopAllProcesses", True)
         except SupervisorError as exc:
             _log.warning("stopping the programs: %s", exc)

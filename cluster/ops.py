@@ -170,7 +170,7 @@ def format_status(doc: StatusDoc, procs: dict[int, str] | None) -> str:
 async def _status(args: argparse.Namespace, settings: Settings) -> int:
     launcher = Launcher(settings)
     async with launcher.redis() as client:
-        plan, doc = await read_status(client, launcher.keys)
+        plan, doc = await read_status(client, launcher.keys, stale_after_s=launcher.stale_after_s)
     procs: dict[int, str] | None
     try:
         procs = {cid: info["statename"] for cid, info in (await launcher._program_pids()).items()}

@@ -26,12 +26,19 @@ if TYPE_CHECKING:
     from ipc.keys import Keys
 
 __all__ = ("store_plan", "load_plan", "build_status", "read_status", "health", "Health", "StatusDoc",
-           "ClusterStatus", "ShardStatus", "progress_line", "DOWN")
+           "ClusterStatus", "ShardStatus", "progress_line", "DOWN", "STALE", "stale_after")
 
 _log = logging.getLogger(__name__)
 
 #: State of a shard or cluster that the plan expects but no heartbeat reports.
 DOWN = "DOWN"
+#: State of a cluster whose heartbeat has not been rewritten for too long.
+STALE = "STALE"
+
+
+def stale_after(heartbeat_interval_s: float) -> float:
+    """How old a heartbeat may get before its cluster counts as STALE: two missed writes, plus a second."""
+    return 2 * heartbeat_interval_s + 1.0
 
 
 class ShardStatus(TypedDict):
@@ -89,13 +96,20 @@ def _down_shard(shard_id: int) -> ShardStatus:
     return {"id": shard_id, "state": DOWN, "latency_ms": None, "guilds": 0, "last_event_age_s": None}
 
 
-def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...] | None, now: float) -> ClusterStatus:
+def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...] | None, now: float,
+             stale_after_s: float | None) -> ClusterStatus:
+    if beat is not None and stale_after_s is not None and now - beat["written_at"] > stale_after_s:
+        # The process stopped writing (killed, hung): its last record says nothing about now.
+        ids = expected if expected is not None else tuple(s["id"] for s in beat["shards"])
+        return {"id": cluster_id, "host": beat["host"], "pid": beat["pid"], "state": STALE, "uptime_s": None,
+                "rss_bytes": None, "events_per_s": None, "metrics_port": None,
+                "identify_blocked_reason": None, "shards": [_down_shard(s) for s in ids]}
     if beat is None:
         return {"id": cluster_id, "host": None, "pid": None, "state": DOWN, "uptime_s": None, "rss_bytes": None,
                 "events_per_s": None, "metrics_port": None, "identify_blocked_reason": None,
                 "shards": [_down_shard(s) for s in expected or ()]}
     reported = {s["id"]: _shard(s) for s in beat["shards"]}
-    ids = list(expected) if expected is not None else sorted(reported)
+    ids = tuple(expected) if expected is not None else tuple(sorted(reported))
     shards = [reported.get(sid) or _down_shard(sid) for sid in ids]
     return {"id": cluster_id, "host": beat["host"], "pid": beat["pid"], "state": beat["state"],
             "uptime_s": round(max(0.0, now - beat["started_at"]), 1), "rss_bytes": beat["rss_bytes"],
@@ -103,22 +117,25 @@ def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...
             "identify_blocked_reason": beat["identify_blocked_reason"], "shards": shards}
 
 
-def build_status(plan: Plan | None, beats: Mapping[int, ClusterBeat], now: float | None = None) -> StatusDoc:
+def build_status(plan: Plan | None, beats: Mapping[int, ClusterBeat], now: float | None = None, *,
+                 stale_after_s: float | None = None) -> StatusDoc:
     """The ``/status.json`` document.
 
     Clusters the plan expects but that have no heartbeat are ``DOWN`` with every shard ``DOWN``;
-    heartbeats of clusters outside the plan (a straggler after a reshard) are listed after them.
+    a heartbeat older than ``stale_after_s`` makes its cluster ``STALE`` (shards ``DOWN``): the
+    process stopped writing before its record expired. Heartbeats of clusters outside the plan (a
+    straggler after a reshard) are listed after them.
     """
     now = time.time() if now is None else now
     clusters: list[ClusterStatus] = []
     seen: set[int] = set()
     if plan is not None:
         for spec in plan.clusters:
-            clusters.append(_cluster(spec.id, beats.get(spec.id), spec.shard_ids, now))
+            clusters.append(_cluster(spec.id, beats.get(spec.id), spec.shard_ids, now, stale_after_s))
             seen.add(spec.id)
     for cid in sorted(beats):
         if cid not in seen:
-            clusters.append(_cluster(cid, beats[cid], None, now))
+            clusters.append(_cluster(cid, beats[cid], None, now, stale_after_s))
     return {"clusters": clusters, "shard_count": plan.shard_count if plan else None,
             "max_concurrency": plan.max_concurrency if plan else None}
 
@@ -142,9 +159,10 @@ def health(doc: StatusDoc, plan: Plan | None) -> Health:
     for cluster in doc["clusters"]:
         if cluster["id"] not in expected_ids:
             continue
-        if cluster["state"] == DOWN:
+        if cluster["state"] in (DOWN, STALE):
             ids = tuple(s["id"] for s in cluster["shards"])
-            problems.append(f"cluster-{cluster['id']} DOWN (shards {format_shard_ids(ids)})")
+            what = "DOWN" if cluster["state"] == DOWN else f"STALE (pid {cluster['pid']} stopped writing heartbeats)"
+            problems.append(f"cluster-{cluster['id']} {what} (shards {format_shard_ids(ids)})")
             continue
         if cluster["identify_blocked_reason"]:
             problems.append(f"cluster-{cluster['id']}: {cluster['identify_blocked_reason']}")
@@ -156,11 +174,12 @@ def health(doc: StatusDoc, plan: Plan | None) -> Health:
     return Health(ready == plan.shard_count and not problems, ready, plan.shard_count, tuple(problems))
 
 
-async def read_status(redis: aioredis.Redis, keys: Keys) -> tuple[Plan | None, StatusDoc]:
+async def read_status(redis: aioredis.Redis, keys: Keys, *, stale_after_s: float | None = None
+                      ) -> tuple[Plan | None, StatusDoc]:
     """Read the plan and every heartbeat from Redis and build the status document."""
     plan = await load_plan(redis, keys)
     beats = await read_heartbeats(redis, keys)
-    return plan, build_status(plan, beats)
+    return plan, build_status(plan, beats, stale_after_s=stale_after_s)
 
 
 def progress_line(doc: StatusDoc, h: Health) -> str:
@@ -171,7 +190,7 @@ def progress_line(doc: StatusDoc, h: Health) -> str:
         if cluster["identify_blocked_reason"]:
             doing.append(f"cluster-{cluster['id']} {cluster['identify_blocked_reason']}")
             continue
-        if cluster["state"] == DOWN:
+        if cluster["state"] in (DOWN, STALE):
             doing.append(f"cluster-{cluster['id']} starting")
             continue
         identifying = [s["id"] for s in cluster["shards"] if s["state"] == "IDENTIFYING"]

@@ -31,7 +31,8 @@ from innkeeper.logs import setup_logging
 from innkeeper.settings import Settings
 from ipc.keys import Keys
 
-from .state import StatusDoc, health, read_status
+from .plan import Plan
+from .state import StatusDoc, health, read_status, stale_after
 from .status_page import render_page
 
 if TYPE_CHECKING:
@@ -127,13 +128,19 @@ async def _auth_and_count(request: web.Request, handler: Handler) -> web.StreamR
     return response
 
 
+async def _read(request: web.Request) -> tuple[Plan | None, StatusDoc]:
+    app = request.app
+    return await read_status(app[REDIS_KEY], app[KEYS_KEY],
+                             stale_after_s=stale_after(app[SETTINGS_KEY].heartbeat_interval_s))
+
+
 async def _status_json(request: web.Request) -> web.Response:
-    _, doc = await read_status(request.app[REDIS_KEY], request.app[KEYS_KEY])
+    _, doc = await _read(request)
     return web.json_response(doc, headers={"Cache-Control": "no-store"})
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    plan, doc = await read_status(request.app[REDIS_KEY], request.app[KEYS_KEY])
+    plan, doc = await _read(request)
     h = health(doc, plan)
     if h.ok:
         return web.Response(text=f"ok: {h.ready}/{h.expected} shards READY\n")
@@ -149,7 +156,7 @@ async def _page(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     metrics = request.app[_METRICS_KEY]
-    _, metrics.summary.doc = await read_status(request.app[REDIS_KEY], request.app[KEYS_KEY])
+    _, metrics.summary.doc = await _read(request)
     return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -24,6 +24,7 @@ vertical-align:top} th{color:#999;font-weight:normal}
 .state{font-weight:600}.state.READY,.state.STARTING,.state.DEGRADED,.state.BLOCKED,.state.STOPPING,.state.DOWN{
 padding:1px 6px;border-radius:3px;color:#111}.state.STARTING{background:#d29922}.state.DEGRADED{background:#db6d28}
 .state.BLOCKED{background:#f85149}.state.STOPPING{background:#8b949e}
+.state.STALE{background:#f85149;color:#111;padding:1px 6px;border-radius:3px}
 .reason{color:#f85149} .muted{color:#888} #err{color:#f85149}
 .legend span{margin-right:.6em}
 </style></head>

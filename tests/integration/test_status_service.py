@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -12,11 +14,19 @@ from cluster.plan import plan
 from cluster.state import store_plan
 from cluster.status import create_app
 from innkeeper.settings import Settings
-from ipc.heartbeat import write_heartbeat
+from ipc.heartbeat import ClusterBeat, write_heartbeat
 from ipc.keys import Keys
-from tests.unit.test_cluster_status_doc import beat, shard
+from tests.unit.test_cluster_status_doc import beat as old_beat
+from tests.unit.test_cluster_status_doc import shard
 
 pytestmark = pytest.mark.integration
+
+
+def beat(*args: Any, **kwargs: Any) -> ClusterBeat:
+    """A heartbeat written just now (the status service ignores stale ones)."""
+    b = old_beat(*args, **kwargs)
+    b["written_at"], b["started_at"] = time.time(), time.time() - 60
+    return b
 
 
 async def _client(redis_client: aioredis.Redis, prefix: str, **env: str) -> TestClient:  # type: ignore[type-arg]
@@ -44,6 +54,7 @@ async def test_routes(redis_client: aioredis.Redis, redis_prefix: str, seeded: K
         doc = await r.json()
         assert doc["shard_count"] == 8 and doc["max_concurrency"] == 2
         assert [c["state"] for c in doc["clusters"]] == ["READY", "STARTING"]
+        assert doc["clusters"][0]["uptime_s"] == pytest.approx(60, abs=5)
         assert doc["clusters"][1]["shards"][1]["state"] == "IDENTIFYING"
 
         r = await client.get("/healthz")
@@ -93,5 +104,20 @@ async def test_no_plan_is_unhealthy(redis_client: aioredis.Redis, redis_prefix: 
         assert r.status == 503 and "no plan" in await r.text()
         doc = await (await client.get("/status.json")).json()
         assert doc == {"clusters": [], "shard_count": None, "max_concurrency": None}
+    finally:
+        await client.close()
+
+
+async def test_stale_heartbeat_is_unhealthy(redis_client: aioredis.Redis, redis_prefix: str, seeded: Keys) -> None:
+    stale = beat(0, [shard(i) for i in range(4)])
+    stale["written_at"] = time.time() - 30  # INNKEEPER_HEARTBEAT_INTERVAL 5 s: two writes missed
+    await write_heartbeat(redis_client, seeded, stale, ttl_s=30)
+    await write_heartbeat(redis_client, seeded, beat(1, [shard(i) for i in range(4, 8)]), ttl_s=30)
+    client = await _client(redis_client, redis_prefix)
+    try:
+        r = await client.get("/healthz")
+        assert r.status == 503 and "cluster-0 STALE" in await r.text()
+        doc = await (await client.get("/status.json")).json()
+        assert doc["clusters"][0]["state"] == "STALE"
     finally:
         await client.close()

@@ -87,3 +87,16 @@ def test_no_plan() -> None:
     assert doc["shard_count"] is None and len(doc["clusters"]) == 1
     h = health(doc, None)
     assert not h.ok and "no plan" in h.problems[0]
+
+
+def test_stale_heartbeat_means_the_process_is_gone() -> None:
+    p = plan(4, 2, clusters=2)
+    old = beat(1, [shard(2), shard(3)])
+    old["written_at"] = NOW - 12
+    doc = build_status(p, {0: beat(0, [shard(0), shard(1)]), 1: old}, NOW, stale_after_s=11)
+    assert doc["clusters"][1]["state"] == "STALE"
+    assert [s["state"] for s in doc["clusters"][1]["shards"]] == ["DOWN", "DOWN"]
+    h = health(doc, p)
+    assert not h.ok and h.problems == ("cluster-1 STALE (pid 4001 stopped writing heartbeats) (shards 2-3)",)
+    fresh = build_status(p, {0: beat(0, [shard(0), shard(1)]), 1: old}, NOW, stale_after_s=13)
+    assert health(fresh, p).ok
