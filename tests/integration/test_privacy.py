@@ -1,0 +1,243 @@
+"""Privacy primitives: export, erasure with a verifiable audit chain, tamper detection, retention, key rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+from db import aliases, audit, feedback, guilds, privacy, reminders
+from db.crypto import generate_key
+from db.errors_log import record_error
+from db.pool import Database
+from db.testing import make_keys, migrated
+from db.usage import UsageRecorder
+from innkeeper.errors import DatabaseError
+from innkeeper.settings import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+KEYS = make_keys()
+USER = 331234567890123456  # a realistic snowflake
+OTHER = 441234567890123456
+MOD = 551234567890123456
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    async with migrated(database_url) as database:
+        yield database
+
+
+async def _fill(db: Database) -> None:
+    await guilds.set_prefix(db, 1, "?")
+    await aliases.create_alias(db, "user", USER, "b", "balance", created_by=USER)
+    await aliases.create_alias(db, "guild", 1, "g", "greet", created_by=USER)
+    await aliases.create_alias(db, "user", OTHER, "o", "other", created_by=OTHER)
+    mine = await feedback.submit_feedback(db, KEYS, author_id=USER, body="my secret idea", guild_id=1)
+    theirs = await feedback.submit_feedback(db, KEYS, author_id=OTHER, body="their idea", guild_id=1)
+    await feedback.acknowledge(db, KEYS, theirs.id, by=USER)  # the user is also a moderator
+    await feedback.close(db, KEYS, mine.id, "resolved", by=MOD, resolution="thanks")
+    await audit.append(db, "member.ban", guild_id=1, actor_id=MOD, target_id=USER, target=f"user {USER}",
+                       details={"reason": "spam"})
+    await audit.append(db, "member.warn", guild_id=1, actor_id=MOD, target_id=OTHER, details={"reason": "x"})
+    await audit.append(db, "role.grant", guild_id=2, actor_id=USER, target_id=OTHER)
+    await audit.append(db, "note", guild_id=2, actor_id=MOD, details={"mentions": [str(USER)], "n": 1})
+    await audit.append(db, "member.kick", guild_id=1, actor_id=MOD, target_id=OTHER)
+    await reminders.create_reminder(db, KEYS, user_id=USER, body="buy milk", due_at=dt.datetime.now(dt.UTC))
+    await reminders.create_reminder(db, KEYS, user_id=OTHER, body="call mom", due_at=dt.datetime.now(dt.UTC))
+    await record_error(db, code="E5006", message="failed for user", user_id=USER)
+    await record_error(db, code="E5006", message="failed for other", user_id=OTHER)
+    rec = UsageRecorder(db)
+    for uid in (USER, USER, OTHER):
+        rec.record(user_id=uid, command="ping", guild_id=1)
+    await rec.close()
+
+
+async def _rows_mentioning(db: Database, needle: int) -> dict[str, int]:
+    tables = [r["tablename"] for r in await db.fetch(
+        "t", "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")]
+    found = {}
+    for t in tables:
+        n = await db.fetchval("t", f'SELECT count(*) FROM "{t}" AS x WHERE strpos(x::text, $1) > 0', str(needle))
+        if n:
+            found[t] = n
+    return found
+
+
+async def test_export_has_every_row_about_the_user(db: Database) -> None:
+    await _fill(db)
+    data = await privacy.export_user(db, KEYS, USER)
+    json.dumps(data)  # JSON-ready
+    assert data["user_id"] == str(USER)
+    assert sorted(a["name"] for a in data["aliases"]) == ["b", "g"]
+    assert sorted(f["body"] for f in data["feedback"]) == ["my secret idea", "their idea"]  # authored + moderated
+    assert [r["body"] for r in data["reminders"]] == ["buy milk"]
+    assert [e["message"] for e in data["error_events"]] == ["failed for user"]
+    assert len(data["command_usage"]) == 2
+    assert sorted(e["action"] for e in data["audit_log"]) == ["member.ban", "role.grant"]
+    assert all(isinstance(a["scope_id"], str) for a in data["aliases"])  # ids as strings
+    assert "their idea" not in json.dumps(await privacy.export_user(db, KEYS, MOD + 1))
+
+
+async def test_erasure_leaves_no_trace_and_the_chain_verifies(db: Database) -> None:
+    await _fill(db)
+    assert await _rows_mentioning(db, USER)  # sanity: the needle is findable
+    other_before = await privacy.export_user(db, KEYS, OTHER)
+    counts = await privacy.erase_user(db, USER)
+    assert counts["audit_log"] == 3 and counts["feedback"] == 1 and counts["command_usage"] == 2
+    assert await _rows_mentioning(db, USER) == {}
+    result = await audit.verify(db)
+    assert result.ok, [str(p) for p in result.problems]
+    redacted = await db.fetch("t", "SELECT id, action, actor_id, details FROM audit_log WHERE redacted_at IS NOT NULL")
+    assert {r["action"] for r in redacted} == {"member.ban", "role.grant", "note"}  # markers, not gaps
+    assert all(r["actor_id"] is None and r["details"] is None for r in redacted)
+    markers = await db.fetch("t", "SELECT guild_id, details FROM audit_log WHERE action = $1 ORDER BY guild_id",
+                             audit.REDACT_ACTION)
+    assert [m["guild_id"] for m in markers] == [1, 2]
+    # Everyone else's data is untouched (ids are compared; the moderator reference was anonymised).
+    after = await privacy.export_user(db, KEYS, OTHER)
+    for section in ("aliases", "reminders", "error_events", "command_usage"):
+        assert after[section] == other_before[section]
+    assert [f["acknowledged_by"] for f in after["feedback"]] == [None]
+    empty = await privacy.export_user(db, KEYS, USER)
+    assert all(empty[k] == [] for k in ("aliases", "feedback", "reminders", "error_events", "command_usage",
+                                        "audit_log"))
+
+
+async def test_erasure_is_all_or_nothing(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    await _fill(db)
+    before = await _rows_mentioning(db, USER)
+
+    async def broken(*args: object, **kwargs: object) -> int:
+        raise DatabaseError("simulated failure")
+
+    monkeypatch.setattr(audit, "redact_user", broken)
+    with pytest.raises(DatabaseError):
+        await privacy.erase_user(db, USER)
+    assert await _rows_mentioning(db, USER) == before
+
+
+@pytest.mark.parametrize("tamper, reason", [
+    ("UPDATE audit_log SET details = '{\"reason\": \"nothing\"}' WHERE id = 2", "content does not match"),
+    ("UPDATE audit_log SET action = 'member.unban' WHERE id = 2", "hash does not match"),
+    ("UPDATE audit_log SET actor_id = NULL, target_id = NULL, details = NULL, redacted_at = now() WHERE id = 2",
+     "no privacy.redact entry lists it"),
+    ("DELETE FROM audit_log WHERE id = 2", "prev_hash does not match"),
+    ("UPDATE audit_log SET created_at = created_at - interval '1 day' WHERE id = 2", "hash does not match"),
+])
+async def test_tampering_is_detected_and_names_the_row(db: Database, tamper: str, reason: str) -> None:
+    await _fill(db)
+    await privacy.erase_user(db, USER)  # tampering must show even in a chain with redactions
+    assert (await audit.verify(db)).ok
+    await db.execute("tamper", tamper)
+    result = await audit.verify(db)
+    assert not result.ok
+    problem = result.problems[0]
+    assert reason in problem.reason
+    expected_row = 5 if tamper.startswith("DELETE") else 2  # a deletion shows at the next row of the chain
+    assert problem.row_id == expected_row and problem.chain_id == 1
+    assert f"row {expected_row}" in str(problem)
+
+
+async def test_a_truncated_tail_is_detected(db: Database) -> None:
+    await _fill(db)
+    await db.execute("tamper", "DELETE FROM audit_log WHERE id = (SELECT max(id) FROM audit_log WHERE chain_id = 1)")
+    result = await audit.verify(db)
+    assert [p.row_id for p in result.problems] == [None] and "head points at row" in result.problems[0].reason
+
+
+async def test_retention_deletes_only_what_is_past_its_age(db: Database) -> None:
+    now = dt.datetime.now(dt.UTC)
+    old, recent = now - dt.timedelta(days=100), now - dt.timedelta(days=1)
+    await db.execute("t", """INSERT INTO command_usage (used_at, user_id, command, success)
+                             SELECT CASE WHEN g <= 7 THEN $1::timestamptz ELSE $2::timestamptz END, g, 'x', true
+                             FROM generate_series(1, 10) g""", old, recent)
+    await db.execute("t", "INSERT INTO error_events (code, message, occurred_at) VALUES ('E1', 'a', $1), "
+                          "('E1', 'b', $2)", old, recent)
+    body = KEYS.encrypt("x", context=feedback.BODY_CONTEXT)
+    await db.execute("t", """INSERT INTO feedback (author_id, body, status, closed_at, created_at) VALUES
+                             (1, $1, 'resolved', $2, $2), (1, $1, 'open', NULL, $2), (1, $1, 'rejected', $3, $2)""",
+                     body, old, recent)
+    await db.execute("t", """INSERT INTO reminders (user_id, body, due_at, delivered_at) VALUES
+                             (1, $1, $2, $2), (1, $1, $2, NULL), (1, $1, $3, $3)""", body, old, recent)
+    policy = privacy.RetentionPolicy(usage_days=30, errors_days=30, feedback_days=30, reminders_days=0)
+    deleted = await privacy.run_retention(db, policy, batch=3)
+    assert deleted == {"command_usage": 7, "error_events": 1, "feedback": 1, "reminders": 0}
+    assert await db.fetchval("t", "SELECT count(*) FROM command_usage") == 3
+    assert await db.fetchval("t", "SELECT array_agg(message) FROM error_events") == ["b"]
+    assert await db.fetchval("t", "SELECT array_agg(status ORDER BY status) FROM feedback") == ["open", "rejected"]
+    assert await db.fetchval("t", "SELECT count(*) FROM reminders") == 3  # 0 days keeps forever
+    assert (await privacy.run_retention(db, policy))["command_usage"] == 0
+
+
+async def test_key_rotation_re_encrypts_everything(db: Database) -> None:
+    old = make_keys("old")
+    f = await feedback.submit_feedback(db, old, author_id=1, body="feedback text")
+    await feedback.close(db, old, f.id, "resolved", by=2, resolution="note")
+    r = await reminders.create_reminder(db, old, user_id=1, body="reminder text", due_at=dt.datetime.now(dt.UTC))
+    both = make_keys("new", "old")
+    await feedback.submit_feedback(db, both, author_id=1, body="already new")
+    done = await privacy.rotate_keys(db, both, batch=1)
+    assert done == {"feedback.body": 1, "feedback.resolution": 1, "reminders.body": 1}
+    values = await db.fetch("t", "SELECT body AS v FROM feedback UNION ALL SELECT resolution FROM feedback "
+                                 "WHERE resolution IS NOT NULL UNION ALL SELECT body FROM reminders")
+    assert all(v["v"].startswith("v1:new:") for v in values)
+    new_only = make_keys("new")
+    got = await feedback.get_feedback(db, new_only, f.id)
+    assert got is not None and (got.body, got.resolution) == ("feedback text", "note")
+    got_r = await reminders.get_reminder(db, new_only, r.id)
+    assert got_r is not None and got_r.body == "reminder text"
+    assert await privacy.rotate_keys(db, both) == {"feedback.body": 0, "feedback.resolution": 0, "reminders.body": 0}
+
+
+async def _cli(database_url: str, *argv: str, **env: str) -> tuple[int, str, str]:
+    full = {**os.environ, "DATABASE_URL": database_url, "INNKEEPER_LOG_FORMAT": "json", **env}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "cluster.cli", *argv, cwd=PROJECT_ROOT, env=full,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_privacy_cli(db: Database, database_url: str) -> None:
+    await _fill(db)
+    wrong = generate_key("t1")  # same id, different key: decryption must fail clearly, not return garbage
+    rc, out, err = await _cli(database_url, "export-user", str(USER), INNKEEPER_ENCRYPTION_KEYS=wrong)
+    assert rc == 1 and "failed authentication" in err
+    rc, out, err = await _cli(database_url, "export-user", str(USER), INNKEEPER_ENCRYPTION_KEYS=generate_key("zz"))
+    assert rc == 2 and "encrypted with key 't1'" in err
+    rc, out, err = await _cli(database_url, "export-user", str(USER))
+    assert rc == 2 and "INNKEEPER_ENCRYPTION_KEYS is not set" in err
+    rc, out, err = await _cli(database_url, "export-user", str(USER), INNKEEPER_ENCRYPTION_KEYS=_test_key_entry())
+    assert rc == 0, err
+    assert json.loads(out)["reminders"][0]["body"] == "buy milk"
+    rc, out, err = await _cli(database_url, "erase-user", str(USER))
+    assert rc == 2 and "--yes" in err
+    rc, out, err = await _cli(database_url, "erase-user", str(USER), "--yes")
+    assert rc == 0, err
+    assert await _rows_mentioning(db, USER) == {}
+    rc, out, err = await _cli(database_url, "audit-verify")
+    assert rc == 0 and "OK" in out
+    await db.execute("tamper", "UPDATE audit_log SET action = 'x' WHERE id = 2")
+    rc, out, err = await _cli(database_url, "audit-verify")
+    assert rc == 1 and "row 2" in err
+    rc, out, err = await _cli(database_url, "keygen", "k9")
+    assert rc == 0 and out.startswith("k9=")
+    rc, out, err = await _cli(database_url, "retention")
+    assert rc == 0 and "command_usage: deleted 0 rows" in out
+    rotated = f"{generate_key('k2')},{_test_key_entry()}"
+    rc, out, err = await _cli(database_url, "rotate-keys", INNKEEPER_ENCRYPTION_KEYS=rotated)
+    assert rc == 0 and "feedback.body: re-encrypted 1 values under key k2" in out, err
+
+
+def _test_key_entry() -> str:
+    """The INNKEEPER_ENCRYPTION_KEYS entry of make_keys("t1")."""
+    import base64
+    import hashlib
+
+    return "t1=" + base64.b64encode(hashlib.sha256(b"t1").digest()).decode()
