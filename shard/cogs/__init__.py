@@ -7,4 +7,6 @@ __all__ = ("EXTENSIONS",)
 #: Extensions every cluster loads, in order.
 EXTENSIONS: tuple[str, ...] = (
     "shard.cogs.core",
+    "shard.cogs.settings",
+    "shard.cogs.permissions",
 )

@@ -122,7 +122,7 @@ class Core(commands.Cog):
         Parameters
         ----------
         command:
-            A command to explain, e.g. ``remind`` or ``settings set``.
+            A command to explain, e.g. remind or settings set.
         """
         prefix = ctx.prefix if ctx.prefix and ctx.interaction is None else self.bot.settings.default_prefix
         infos = describe_commands(self.bot)

@@ -14,10 +14,10 @@ from .config import GuildConfig, Override
 from .context import PipelineContext, respond
 from .core import Pipeline
 from .levels import Level
-from .spec import CommandSpec, command, group, spec, spec_of
+from .spec import CommandSpec, command, group, spec, spec_of, subcommand
 from .throttling import LocalThrottle, ThrottleRule
 
 __all__ = (
-    "Pipeline", "PipelineContext", "respond", "CommandSpec", "command", "group", "spec", "spec_of", "Level",
-    "ThrottleRule", "LocalThrottle", "GuildConfig", "Override",
+    "Pipeline", "PipelineContext", "respond", "CommandSpec", "command", "group", "spec", "spec_of", "subcommand",
+    "Level", "ThrottleRule", "LocalThrottle", "GuildConfig", "Override",
 )

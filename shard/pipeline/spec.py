@@ -32,7 +32,8 @@ from .throttling import ThrottleRule
 if TYPE_CHECKING:
     from .core import Pipeline
 
-__all__ = ("CommandSpec", "spec", "command", "group", "spec_of", "DEFAULT_THROTTLE", "FEATURES", "TOGGLEABLE")
+__all__ = ("CommandSpec", "spec", "command", "group", "subcommand", "spec_of", "DEFAULT_THROTTLE", "FEATURES",
+           "TOGGLEABLE")
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 
@@ -173,4 +174,17 @@ def group(name: str, *, description: str, **meta: Any) -> Callable[[F], commands
         hybrid = commands.hybrid_group(name=name, description=description, invoke_without_command=True,
                                        fallback=None)
         return hybrid(wrapped)
+    return decorate
+
+
+def subcommand(parent: commands.HybridGroup[Any, ..., Any], name: str, *, description: str, **meta: Any
+               ) -> Callable[[F], commands.HybridCommand[Any, ..., Any]]:
+    """A subcommand of a hybrid group, routed through the pipeline:
+    ``@subcommand(settings, "show", description=..., level=...)``."""
+    def decorate(func: F) -> commands.HybridCommand[Any, ..., Any]:
+        wrapped = spec(**meta)(func)
+        # one cast here instead of an ignore per command (mypy cannot solve discord.py's ParamSpec union)
+        add = cast(Callable[[Any], "commands.HybridCommand[Any, ..., Any]"],
+                   parent.command(name=name, description=description))
+        return add(wrapped)
     return decorate

@@ -29,6 +29,7 @@ class World:
     owner: str  # the guild's owner: Admin role, level admin
     moderator: str | None  # a member with the Moderator role (moderator permissions)
     members: list[str]  # plain members without moderator permissions
+    with_member_role: list[str]  # plain members that have the "Member" role
     mod_role: str
     admin_role: str
     member_role: str
@@ -46,11 +47,16 @@ async def load_world(sim: SimulatorProc, index: int = 0) -> World:
     guild = sim.world(limit=index + 1)["guilds"][index]
     gid = guild["id"]
     roles = {r["name"]: r["id"] for r in await _get(sim, f"/api/v10/guilds/{gid}/roles")}
-    mods, plain = [], []
+    mods, plain, with_role = [], [], []
     for uid in guild["members"][1:]:
         member = await _get(sim, f"/api/v10/guilds/{gid}/members/{uid}")
-        (mods if roles["Moderator"] in member["roles"] else plain).append(uid)
-    return World(gid, guild["channels"][0], guild["members"][0], mods[0] if mods else None, plain,
+        if roles["Moderator"] in member["roles"]:
+            mods.append(uid)
+            continue
+        plain.append(uid)
+        if roles["Member"] in member["roles"]:
+            with_role.append(uid)
+    return World(gid, guild["channels"][0], guild["members"][0], mods[0] if mods else None, plain, with_role,
                  roles["Moderator"], roles["Admin"], roles["Member"], guild["shard_id"])
 
 
