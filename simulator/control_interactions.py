@@ -33,8 +33,10 @@ __all__ = ("inject_interaction", "get_interaction", "member_permissions")
 ALL_PERMISSIONS = (1 << 51) - 1
 _KINDS = ("command", "component", "modal_submit")
 _KIND_TYPES = {"command": 2, "component": 3, "modal_submit": 5}
-#: Pending interactions are dropped after Discord's 15-minute token lifetime.
+#: Pending interactions are dropped after Discord's 15-minute token lifetime...
 _TOKEN_TTL = 900.0
+#: ...or, oldest first, when more than this many are kept (interaction benchmarks inject thousands).
+MAX_PENDING = 20_000
 _last_sweep = 0.0
 
 
@@ -266,6 +268,7 @@ def build_interaction(state: SimState, body: dict[str, Any]) -> tuple[dict[str, 
 
 def _sweep(state: SimState) -> None:
     global _last_sweep
+    state.interactions.trim(MAX_PENDING - 1)
     now = time.monotonic()
     if now - _last_sweep > 10.0:
         _last_sweep = now

@@ -214,6 +214,15 @@ class InteractionWaiters:
         if pending is not None:
             self._by_token.pop(pending.token, None)
 
+    def trim(self, max_count: int) -> int:
+        """Forget the oldest interactions beyond ``max_count``; returns how many were dropped."""
+        dropped = 0
+        while len(self._by_id) > max_count:
+            oldest = next(iter(self._by_id))
+            self.discard(oldest)
+            dropped += 1
+        return dropped
+
     def forget_older_than(self, seconds: float) -> None:
         cutoff = time.monotonic() - seconds
         for iid, p in list(self._by_id.items()):

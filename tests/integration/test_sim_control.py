@@ -294,3 +294,15 @@ async def test_load_input_errors(sharded: SimApp, body: dict[str, Any], needle: 
     status, reply = await sharded.control("POST", "load", body)
     assert status == 400 and needle in reply["error"], reply
     assert (await sharded.control("GET", "load"))[1]["running"] is False
+
+
+async def test_pending_interactions_are_bounded(sim: SimApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    from simulator import control_interactions
+
+    monkeypatch.setattr(control_interactions, "MAX_PENDING", 3)
+    guild = sim.guild()
+    body = {"guild_id": str(guild.id), "channel_id": str(guild.channels[0].id), "user_id": str(guild.member_ids[0]),
+            "name": "ping", "wait": False}
+    ids = [(await sim.control("POST", "interactions", body))[1]["interaction_id"] for _ in range(5)]
+    assert len(sim.state.interactions) == 3
+    assert [(await sim.control("GET", f"interactions/{i}"))[0] for i in ids] == [404, 404, 200, 200, 200]
