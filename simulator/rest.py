@@ -15,14 +15,26 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .rest_channels import CHANNEL_ROUTES
-from .rest_common import RestError, RestRoute, form_error, int_param, json_response, read_body, register, route
+from .rest_common import (
+    API_PREFIXES,
+    RestError,
+    RestRoute,
+    error_response,
+    form_error,
+    int_param,
+    json_response,
+    read_body,
+    register,
+    route,
+)
 from .rest_interactions import INTERACTION_ROUTES
+from .state import STATE_KEY
 
 if TYPE_CHECKING:
     from .state import SimState
     from .world import Guild
 
-__all__ = ("setup", "ROUTES")
+__all__ = ("setup", "ROUTES", "unknown_route")
 
 _COMMAND_NAME = re.compile(r"^[-_'\w]{1,32}$", re.UNICODE)
 _MAX_COMMANDS = 110  # 100 chat-input + 5 user + 5 message commands
@@ -242,6 +254,14 @@ ROUTES: list[RestRoute] = [
 ]
 
 
+async def unknown_route(request: web.Request) -> web.Response:
+    """Anything else under the API prefix: Discord's JSON 404 (aiohttp's would be text/plain)."""
+    request.app[STATE_KEY].stats.requests += 1
+    return error_response(404, 0, "404: Not Found")
+
+
 def setup(app: web.Application) -> None:
     """Add the REST API to ``app`` (whose ``STATE_KEY`` is already set)."""
     register(app, ROUTES)
+    for prefix in API_PREFIXES:
+        app.router.add_route("*", prefix + "/{tail:.*}", unknown_route)

@@ -543,6 +543,11 @@ async def test_latency_fault_delays_matching_requests(sim: SimApp) -> None:
     assert time.monotonic() - start < 0.29
 
 
-async def test_unknown_routes_are_plain_404s(sim: SimApp) -> None:
+async def test_unknown_routes_are_discord_json_404s(sim: SimApp) -> None:
     resp = await sim.api("GET", "/nothing/here")
     assert resp.status == 404
+    assert_exact_json(resp)
+    assert await resp.json() == {"message": "404: Not Found", "code": 0}
+    resp = await sim.api("PUT", "/users/@me")  # a known path with another method
+    assert resp.status == 404
+    assert (await sim.api("GET", "/users/@me")).status == 200  # the catch-all shadows nothing
