@@ -1,0 +1,217 @@
+"""Plug a :class:`~ipc.ratelimit.SharedRateLimiter` into discord.py's HTTP path.
+
+Where it plugs in, and why there
+--------------------------------
+discord.py 2.7 sends every REST call from ``HTTPClient.request`` and every webhook and
+interaction call from ``AsyncWebhookAdapter.request``; both loop over up to five attempts (429
+and 5xx retries) and send each attempt through the client's one ``aiohttp.ClientSession``
+(interactions reuse it as ``state.http._HTTPClient__session``). Two small hooks cover all of it:
+
+1. **Which route** — ``HTTPClient.request`` on this client, and ``request`` on the default
+   webhook adapter, are wrapped (instance attributes, not class patches) to put the ``Route``'s
+   key and major parameters in a context variable for the duration of the call.
+2. **Each attempt** — an ``aiohttp.TraceConfig`` (discord.py's public ``http_trace`` option)
+   awaits :meth:`~ipc.ratelimit.SharedRateLimiter.acquire` in ``on_request_start`` and reports the
+   response in ``on_request_end`` (before discord.py reads it) or releases the slot in
+   ``on_request_exception``.
+
+This keeps discord.py's own code untouched: its local ``Ratelimit`` buckets, its 429 retry loop and
+its global event still run, so when Redis is down (the limiter steps aside) the bot behaves
+exactly like stock discord.py. Wrapping ``request`` alone would miss the retries inside it and the
+webhook path; replacing the session would break on re-login; subclassing ``HTTPClient`` would
+force a custom client on the bot. Requests without a route in context (the gateway websocket,
+CDN downloads) pass through untouched.
+
+Interaction callbacks (``POST /interactions/{id}/{token}/callback``) are exempt from the global
+limit, as on Discord, and are not bucket-limited (each can happen once); they still count for the
+invalid-request guard. Follow-ups and other webhook calls use their per-webhook buckets
+(major parameters ``webhook_id+token``) and, conservatively, count toward the global limit.
+
+Install before login: the trace config must be in place when discord.py creates its session in
+``static_login``. In a bot, call :func:`install` in ``__init__``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from contextvars import ContextVar
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import discord
+from discord.http import HTTPClient, Route
+from discord.webhook.async_ import async_context
+
+from innkeeper.errors import UsageError
+
+from .ratelimit import RequestRefused, ResponseInfo, SharedRateLimiter, Ticket
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+__all__ = ("install", "RestHook", "INTERACTION_CALLBACK_PATH")
+
+_log = logging.getLogger(__name__)
+
+INTERACTION_CALLBACK_PATH = "/interactions/{webhook_id}/{webhook_token}/callback"
+
+
+class _RouteInfo:
+    __slots__ = ("key", "major", "global_exempt", "bucket_exempt", "max_wait")
+
+    def __init__(self, route: Route, max_wait: float | None) -> None:
+        callback = route.path == INTERACTION_CALLBACK_PATH
+        self.key = route.key
+        self.major = route.major_parameters
+        self.global_exempt = callback
+        self.bucket_exempt = callback
+        self.max_wait = max_wait
+
+
+_ROUTE: ContextVar[_RouteInfo | None] = ContextVar("innkeeper_rest_route", default=None)
+_WEBHOOK_PATCHED = "_innkeeper_route_wrapped"
+
+
+class RestHook:
+    """What :func:`install` attached to one ``HTTPClient``.
+
+    Attributes
+    ----------
+    limiter:
+        The :class:`~ipc.ratelimit.SharedRateLimiter` consulted for every attempt.
+    enabled:
+        Set to False to let requests through without consulting the limiter.
+    """
+
+    __slots__ = ("http", "limiter", "enabled", "_tasks", "_warned")
+
+    def __init__(self, http: HTTPClient, limiter: SharedRateLimiter) -> None:
+        self.http = http
+        self.limiter = limiter
+        self.enabled = True
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._warned = False
+
+    def _unexpected(self, where: str) -> None:
+        if not self._warned:
+            self._warned = True
+            _log.exception("shared rate limiter failed in %s; letting the request through (logged once)", where)
+
+    async def on_request_start(self, session: aiohttp.ClientSession, ctx: SimpleNamespace,
+                               params: aiohttp.TraceRequestStartParams) -> None:
+        info = _ROUTE.get()
+        if info is None or not self.enabled:
+            return
+        try:
+            ctx.innkeeper_ticket = await self.limiter.acquire(
+                info.key, info.major, global_exempt=info.global_exempt, bucket_exempt=info.bucket_exempt,
+                max_wait=info.max_wait)
+        except (RequestRefused, discord.RateLimited):
+            raise
+        except Exception:
+            self._unexpected("acquire")
+
+    async def on_request_end(self, session: aiohttp.ClientSession, ctx: SimpleNamespace,
+                             params: aiohttp.TraceRequestEndParams) -> None:
+        ticket: Ticket | None = getattr(ctx, "innkeeper_ticket", None)
+        if ticket is None:
+            return
+        ctx.innkeeper_ticket = None
+        try:
+            response = params.response
+            retry_after: float | None = None
+            is_global: bool | None = None
+            if response.status == 429:
+                retry_after, is_global = await _body_retry_after(response)
+            info = ResponseInfo(response.status, response.headers, body_retry_after=retry_after,
+                                body_global=is_global)
+            await self.limiter.update(ticket, info)
+        except Exception:
+            self._unexpected("update")
+
+    async def on_request_exception(self, session: aiohttp.ClientSession, ctx: SimpleNamespace,
+                                   params: aiohttp.TraceRequestExceptionParams) -> None:
+        ticket: Ticket | None = getattr(ctx, "innkeeper_ticket", None)
+        if ticket is None:
+            return
+        ctx.innkeeper_ticket = None
+        # the request may be being cancelled: give the slot back from a task of its own
+        task = asyncio.get_running_loop().create_task(self._release(ticket))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _release(self, ticket: Ticket) -> None:
+        try:
+            await self.limiter.release(ticket)
+        except Exception:
+            self._unexpected("release")
+
+
+async def _body_retry_after(response: aiohttp.ClientResponse) -> tuple[float | None, bool | None]:
+    """``retry_after`` and ``global`` from a 429's JSON body (aiohttp caches it for discord.py)."""
+    with contextlib.suppress(Exception):
+        data = json.loads(await response.read())
+        if isinstance(data, dict):
+            retry = data.get("retry_after")
+            retry_f = float(retry) if isinstance(retry, int | float) and not isinstance(retry, bool) else None
+            return retry_f, bool(data.get("global", False))
+    return None, None
+
+
+def _wrap_route(func: Callable[..., Coroutine[Any, Any, Any]], max_wait: Callable[[], float | None]
+                ) -> Callable[..., Coroutine[Any, Any, Any]]:
+    async def request(route: Route, *args: Any, **kwargs: Any) -> Any:
+        token = _ROUTE.set(_RouteInfo(route, max_wait()))
+        try:
+            return await func(route, *args, **kwargs)
+        finally:
+            _ROUTE.reset(token)
+
+    setattr(request, _WEBHOOK_PATCHED, True)
+    return request
+
+
+def _patch_webhook_adapter() -> None:
+    adapter = async_context.get()
+    if getattr(adapter.request, _WEBHOOK_PATCHED, False):
+        return
+    adapter.request = _wrap_route(adapter.request, lambda: None)  # type: ignore[method-assign]
+
+
+def install(target: discord.Client | HTTPClient, limiter: SharedRateLimiter) -> RestHook:
+    """Send every REST, webhook and interaction request of ``target`` through ``limiter``.
+
+    Parameters
+    ----------
+    target:
+        A ``discord.Client`` (``AutoShardedBot``…) or its ``HTTPClient``, not yet logged in.
+    limiter:
+        The shared limiter.
+
+    Raises
+    ------
+    UsageError
+        ``target`` already logged in (its session's trace configs are frozen), or already has a
+        limiter installed.
+    """
+    http: HTTPClient = target.http if isinstance(target, discord.Client) else target
+    if not isinstance(http, HTTPClient):
+        raise UsageError(f"install() needs a discord.Client or discord.http.HTTPClient, not {type(target).__name__}")
+    if getattr(http, "_innkeeper_rest_hook", None) is not None:
+        raise UsageError("a shared rate limiter is already installed on this client")
+    if getattr(http, "_HTTPClient__session", None):
+        raise UsageError("install the shared rate limiter before login: discord.py's HTTP session already exists")
+    hook = RestHook(http, limiter)
+    trace = http.http_trace or aiohttp.TraceConfig()
+    trace.on_request_start.append(hook.on_request_start)
+    trace.on_request_end.append(hook.on_request_end)
+    trace.on_request_exception.append(hook.on_request_exception)
+    http.http_trace = trace
+    http.request = _wrap_route(http.request, lambda: http.max_ratelimit_timeout)  # type: ignore[method-assign]
+    _patch_webhook_adapter()
+    http._innkeeper_rest_hook = hook  # type: ignore[attr-defined]
+    return hook
