@@ -9,4 +9,5 @@ EXTENSIONS: tuple[str, ...] = (
     "shard.cogs.core",
     "shard.cogs.settings",
     "shard.cogs.permissions",
+    "shard.cogs.aliases",
 )

@@ -51,16 +51,29 @@ class CommandInfo:
         return " ".join(parts)
 
     def prefix_example(self, example: str, prefix: str) -> str:
-        """The prefix form of a slash example: ``/remind when:10m text:tea`` → ``!remind 10m tea``."""
-        words = example.lstrip("/").split(" ")
-        out: list[str] = []
-        for word in words:
-            name, sep, value = word.partition(":")
-            if sep and any(a.name == name for a in self.arguments):
-                out.append(value)
-            else:
-                out.append(word)
-        return prefix + " ".join(out)
+        """The prefix form of a slash example, arguments in parameter order:
+        ``/alias add name:r command:remind 10m scope:server`` → ``!alias add r server remind 10m``."""
+        rest = example.lstrip("/")
+        if not rest.startswith(self.name):
+            return prefix + rest
+        names = {a.name for a in self.arguments}
+        values: dict[str, list[str]] = {}
+        current: str | None = None
+        for word in rest[len(self.name):].split():
+            key, sep, value = word.partition(":")
+            if sep and key in names:
+                current = key
+                values[current] = [value] if value else []
+            elif current is not None:
+                values[current].append(word)
+        out = [prefix + self.name]
+        last = self.arguments[-1].name if self.arguments else None
+        for arg in self.arguments:
+            if arg.name not in values:
+                continue
+            text = " ".join(values[arg.name])
+            out.append(text if arg.name == last or " " not in text else f'"{text}"')
+        return " ".join(out)
 
 
 def describe_type(converter: Any) -> str:

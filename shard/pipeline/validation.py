@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -115,7 +116,7 @@ def _check_one(name: str, value: Any, converter: Any) -> None:
             raise _bad(f"`{name}` must be one of: {', '.join(str(v) for v in literal)}.")
         return
     origin = typing.get_origin(converter)
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:
         for arg in typing.get_args(converter):
             if isinstance(arg, _RANGE) or _literal_values(arg) is not None:
                 _check_one(name, value, arg)
