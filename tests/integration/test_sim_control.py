@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -306,3 +307,33 @@ async def test_pending_interactions_are_bounded(sim: SimApp, monkeypatch: pytest
     ids = [(await sim.control("POST", "interactions", body))[1]["interaction_id"] for _ in range(5)]
     assert len(sim.state.interactions) == 3
     assert [(await sim.control("GET", f"interactions/{i}"))[0] for i in ids] == [404, 404, 200, 200, 200]
+
+
+@pytest.mark.parametrize("kind", ["message_create", "typing_start", "presence_update"])
+async def test_load_uses_a_pre_serialised_fast_path_when_the_hub_has_one(kind: str) -> None:
+    """A hub with ``dispatch_guild_json`` gets JSON text that decodes to the same events as the dict path."""
+    async with running_sim(SimConfig(guilds=6, members_per_guild=4, token="sim-token")) as app:
+        raw: list[tuple[int, str, dict[str, Any]]] = []
+
+        def dispatch_guild_json(guild_id: int, event: str, d_json: str) -> bool:
+            raw.append((guild_id, event, json.loads(d_json)))
+            return True
+
+        app.hub.dispatch_guild_json = dispatch_guild_json  # type: ignore[attr-defined]
+        status, _ = await app.control("POST", "load", {"rate": 0, "count": 12, "kind": kind})
+        assert status == 202
+        await wait_for(lambda: len(raw) == 12, message="12 fast-path events")
+        del app.hub.dispatch_guild_json  # type: ignore[attr-defined]
+        await app.control("POST", "load", {"rate": 0, "count": 12, "kind": kind})
+        await wait_for(lambda: len(app.hub.events) == 12, message="12 dict-path events")
+        slow = [(target, event, data) for _, event, target, data in app.hub.events]
+        varying = {"message_create": "id", "typing_start": "timestamp", "presence_update": None}[kind]
+        for (g1, e1, d1), (g2, e2, d2) in zip(raw, slow, strict=True):
+            assert (g1, e1) == (g2, e2) and e1 == kind.upper()
+            if varying is not None:
+                assert d1.pop(varying) and d2.pop(varying)
+            if kind == "message_create":  # stamped when each run's templates were built
+                assert d1.pop("timestamp") and d2.pop("timestamp")
+            assert d1 == d2
+        if kind == "message_create":
+            assert len({d["channel_id"] for _, _, d in raw}) == 6
