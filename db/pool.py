@@ -191,7 +191,7 @@ class Database:
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Conn]:
         """A pooled connection; connection failures become ``DB_UNAVAILABLE`` after retries."""
-        backoff = Backoff(0.05, 1.0)
+        backoff: Backoff | None = None  # made on the first retry: the happy path stays cheap
         attempt = 0
         while True:
             try:
@@ -201,6 +201,7 @@ class Database:
             except Exception as exc:
                 if attempt < self.retries and errors.is_safe_to_retry(exc, idempotent=True):
                     attempt += 1
+                    backoff = backoff or Backoff(0.05, 1.0)
                     await asyncio.sleep(backoff.next_delay())
                     continue
                 raise errors.translate(exc, query="acquire") from exc
@@ -272,7 +273,7 @@ class Database:
                 return await self._timed(kind, name, sql, args, conn, timeout)
             except Exception as exc:
                 raise self._failed(name, exc) from exc
-        backoff = Backoff(0.05, 1.0)
+        backoff: Backoff | None = None  # made on the first retry: the happy path stays cheap
         attempt = 0
         while True:
             # A connection that is closed after the failure lost the server, whatever asyncpg raised
@@ -292,6 +293,7 @@ class Database:
                                                or (lost and idempotent)):
                     attempt += 1
                     QUERY_RETRIES.labels(name).inc()
+                    backoff = backoff or Backoff(0.05, 1.0)
                     delay = backoff.next_delay()
                     _log.warning("query %s lost its connection (%s); retry %d in %.2fs", name, exc, attempt, delay,
                                  extra={"query": name})
