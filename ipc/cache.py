@@ -1,0 +1,346 @@
+"""A cache shared by every cluster: Redis behind a small per-process LRU, invalidated over pub/sub.
+
+Reads look in the local layer first, then in Redis (one round trip: ``GET`` + ``PTTL``); values are
+msgpack. Writes go to Redis and publish an invalidation on ``keys.cache_channel()``, and every other
+process drops its local copy. A local copy never outlives the Redis key, nor ``local_ttl``, so a
+lost invalidation (a pub/sub link that dropped) costs at most ``local_ttl`` of staleness; after a
+reconnect the local layer is cleared anyway. A read that raced with an invalidation does not
+repopulate the local layer.
+
+:meth:`SharedCache.get_or_load` runs the loader once per key per process however many callers
+ask at once (single flight), and stores the result with ``SET NX`` so that concurrent loaders on
+several clusters agree on one value. When Redis is unreachable it calls the loader directly.
+
+Metrics: ``innkeeper_cache_requests_total{namespace, result}`` with result ``local_hit``, ``hit``
+(from Redis), ``miss`` or ``error``.
+
+:class:`~ipc.snapshots.GuildSnapshotStore` (guild snapshots for resume) is re-exported here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgpack
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+
+from innkeeper.errors import ErrorCode, IPCError, UsageError
+
+from .bus import DROPPED
+from .messages import Event, decode, encode, is_plain
+from .pubsub import Subscriber, check_binary_client
+from .snapshots import GuildSnapshotStore, snapshot_from_guild
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from .keys import Keys
+
+__all__ = ("SharedCache", "GuildSnapshotStore", "snapshot_from_guild", "INVALIDATE_EVENT")
+
+_log = logging.getLogger(__name__)
+
+REQUESTS = Counter("innkeeper_cache_requests_total", "Shared cache lookups, by namespace and result",
+                   ["namespace", "result"])
+
+INVALIDATE_EVENT = "cache.invalidate"
+_NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_MISSING: Any = object()
+T = TypeVar("T")
+
+
+def _pack(value: Any) -> bytes:
+    if not is_plain(value):
+        raise UsageError("cache values must be plain data (None, bool, int, float, str, bytes, lists, maps)")
+    data: bytes = msgpack.packb(value, use_bin_type=True)
+    return data
+
+
+def _unpack(data: bytes | str) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class SharedCache:
+    """Namespaced key → value cache in Redis with a local LRU in front.
+
+    Parameters
+    ----------
+    redis:
+        A ``redis.asyncio.Redis`` client with ``decode_responses=False``.
+    keys:
+        Key names (:class:`~ipc.keys.Keys`).
+    default_ttl:
+        Seconds a value lives in Redis unless ``set`` says otherwise.
+    local_ttl:
+        Longest a value is served from the local layer without asking Redis.
+    local_max:
+        Entries kept in the local layer (least recently used are dropped first).
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, *, default_ttl: float = 300.0, local_ttl: float = 30.0,
+                 local_max: int = 10_000) -> None:
+        check_binary_client(redis)
+        if default_ttl <= 0 or local_ttl < 0 or local_max < 0:
+            raise UsageError("cache TTLs and sizes must be positive")
+        self.redis = redis
+        self.keys = keys
+        self.default_ttl = default_ttl
+        self.local_ttl = local_ttl
+        self.local_max = local_max
+        self.instance = uuid.uuid4().hex[:16]
+        self._local: collections.OrderedDict[tuple[str, str], tuple[float, Any]] = collections.OrderedDict()
+        self._generation: collections.Counter[str] = collections.Counter()
+        self._flights: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._subscriber = Subscriber(redis, [keys.cache_channel()], self._on_invalidation, name="cache",
+                                      on_reconnect=self.clear_local)
+        #: Invalidations received from other processes.
+        self.invalidations = 0
+
+    async def start(self) -> None:
+        """Listen for invalidations; raises :class:`IPCError` when Redis is unreachable."""
+        await self._subscriber.start()
+
+    async def stop(self) -> None:
+        await self._subscriber.stop()
+
+    async def __aenter__(self) -> SharedCache:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- reads ------------------------------------------------------------------------------------
+    async def get(self, namespace: str, key: str | int, default: Any = None) -> Any:
+        """The cached value, or ``default`` when there is none.
+
+        Raises
+        ------
+        IPCError
+            ``REDIS_UNAVAILABLE`` when the value is not held locally and Redis is unreachable.
+        """
+        ns, k = self._check(namespace, key)
+        local = self._local_get(ns, k)
+        if local is not _MISSING:
+            REQUESTS.labels(ns, "local_hit").inc()
+            return local
+        generation = self._generation[ns]
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.get(self.keys.cache(ns, k))
+            pipe.pttl(self.keys.cache(ns, k))
+            raw, pttl = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            REQUESTS.labels(ns, "error").inc()
+            raise IPCError(f"cache {ns}: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE) from exc
+        if raw is None:
+            REQUESTS.labels(ns, "miss").inc()
+            return default
+        try:
+            value = _unpack(raw)
+        except Exception:  # noqa: BLE001 - a corrupt entry is a miss, never a crash
+            REQUESTS.labels(ns, "error").inc()
+            _log.warning("cache %s: undecodable value under %r; treating it as a miss", ns, k)
+            return default
+        REQUESTS.labels(ns, "hit").inc()
+        if self._generation[ns] == generation:
+            self._local_put(ns, k, value, pttl / 1000.0 if pttl and pttl > 0 else self.local_ttl)
+        return value
+
+    async def get_or_load(self, namespace: str, key: str | int, loader: Callable[[], Awaitable[T]], *,
+                          ttl: float | None = None) -> T:
+        """The cached value, or ``await loader()`` stored for ``ttl`` seconds.
+
+        Concurrent callers for one key share one ``loader`` call. When Redis is unreachable the
+        loader is called and its result returned without caching. Loader exceptions propagate.
+        """
+        ns, k = self._check(namespace, key)
+        local = self._local_get(ns, k)
+        if local is not _MISSING:
+            REQUESTS.labels(ns, "local_hit").inc()
+            return local
+        flight = self._flights.get((ns, k))
+        if flight is not None:
+            try:
+                return await asyncio.shield(flight)
+            except asyncio.CancelledError:
+                if not flight.cancelled():
+                    raise  # this caller was cancelled
+                return await self.get_or_load(ns, k, loader, ttl=ttl)  # the loading caller was: try again
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._flights[(ns, k)] = future
+        try:
+            value = await self._load(ns, k, loader, ttl)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it, nobody else needs to
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            self._flights.pop((ns, k), None)
+
+    async def _load(self, ns: str, k: str, loader: Callable[[], Awaitable[Any]], ttl: float | None) -> Any:
+        try:
+            found = await self.get(ns, k, _MISSING)
+        except IPCError:
+            _log.warning("cache %s: Redis unreachable; loading %r without caching", ns, k)
+            return await loader()
+        if found is not _MISSING:
+            return found
+        generation = self._generation[ns]
+        value = await loader()
+        data = _pack(value)
+        seconds = ttl or self.default_ttl
+        redis_key = self.keys.cache(ns, k)
+        try:
+            stored = await self.redis.set(redis_key, data, px=max(1, int(seconds * 1000)), nx=True)
+            if not stored:  # another cluster loaded it first: use theirs, so every cluster agrees
+                raw = await self.redis.get(redis_key)
+                if raw is not None:
+                    value = _unpack(raw)
+        except (RedisError, OSError) as exc:
+            _log.warning("cache %s: could not store %r (%s)", ns, k, exc)
+            return value
+        if self._generation[ns] == generation:
+            self._local_put(ns, k, value, seconds)
+        return value
+
+    # --- writes -----------------------------------------------------------------------------------
+    async def set(self, namespace: str, key: str | int, value: Any, *, ttl: float | None = None) -> None:
+        """Store ``value`` for ``ttl`` seconds and drop every other process's local copy.
+
+        Raises
+        ------
+        UsageError
+            ``value`` is not plain data.
+        IPCError
+            ``REDIS_UNAVAILABLE``.
+        """
+        ns, k = self._check(namespace, key)
+        data = _pack(value)
+        seconds = ttl or self.default_ttl
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(self.keys.cache(ns, k), data, px=max(1, int(seconds * 1000)))
+        pipe.publish(self.keys.cache_channel(), self._invalidation(ns, [k]))
+        await self._execute(pipe, ns)
+        self._generation[ns] += 1
+        self._local_put(ns, k, value, seconds)
+
+    async def delete(self, namespace: str, *keys: str | int) -> None:
+        """Remove keys everywhere: Redis, this process and (through pub/sub) every other one."""
+        if not keys:
+            return
+        checked = [self._check(namespace, key)[1] for key in keys]
+        ns = namespace
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(*(self.keys.cache(ns, k) for k in checked))
+        pipe.publish(self.keys.cache_channel(), self._invalidation(ns, checked))
+        await self._execute(pipe, ns)
+        self.drop_local(ns, checked)
+
+    async def invalidate_local_everywhere(self, namespace: str, keys: Iterable[str | int] | None = None) -> int:
+        """Ask every process to drop its local copies (of ``keys``, or of the whole namespace).
+
+        Returns how many processes heard it. Redis values stay; use this after changing the data a
+        loader reads, when the Redis entries will be replaced anyway.
+        """
+        ns = self._check(namespace, "_")[0]
+        listed = None if keys is None else [self._check(ns, k)[1] for k in keys]
+        self.drop_local(ns, listed)
+        try:
+            return int(await self.redis.publish(self.keys.cache_channel(), self._invalidation(ns, listed)))
+        except (RedisError, OSError) as exc:
+            raise IPCError(f"cache {ns}: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE) from exc
+
+    async def _execute(self, pipe: Any, ns: str) -> None:
+        try:
+            await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise IPCError(f"cache {ns}: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE) from exc
+
+    def _invalidation(self, ns: str, keys: list[str] | None) -> bytes:
+        return encode(Event(name=INVALIDATE_EVENT, data={"ns": ns, "keys": keys, "origin": self.instance}))
+
+    # --- the local layer --------------------------------------------------------------------------
+    def drop_local(self, namespace: str, keys: Iterable[str | int] | None = None) -> int:
+        """Forget local copies of ``keys`` (all of the namespace when None); returns how many."""
+        self._generation[namespace] += 1
+        if keys is None:
+            doomed = [entry for entry in self._local if entry[0] == namespace]
+        else:
+            doomed = [(namespace, str(k)) for k in keys]
+        dropped = 0
+        for entry in doomed:
+            if self._local.pop(entry, None) is not None:
+                dropped += 1
+        return dropped
+
+    def clear_local(self) -> None:
+        """Forget every local copy (after a pub/sub reconnect, invalidations may have been missed)."""
+        for ns in {ns for ns, _ in self._local}:
+            self._generation[ns] += 1
+        self._local.clear()
+
+    def local_size(self) -> int:
+        return len(self._local)
+
+    def _local_get(self, ns: str, k: str) -> Any:
+        entry = self._local.get((ns, k))
+        if entry is None:
+            return _MISSING
+        expires, value = entry
+        if expires <= time.monotonic():
+            del self._local[(ns, k)]
+            return _MISSING
+        self._local.move_to_end((ns, k))
+        return value
+
+    def _local_put(self, ns: str, k: str, value: Any, ttl: float) -> None:
+        if self.local_max == 0 or self.local_ttl == 0:
+            return
+        self._local[(ns, k)] = (time.monotonic() + min(ttl, self.local_ttl), value)
+        self._local.move_to_end((ns, k))
+        while len(self._local) > self.local_max:
+            self._local.popitem(last=False)
+
+    def _on_invalidation(self, channel: str, data: bytes) -> None:
+        try:
+            event = decode(data)
+        except IPCError:
+            DROPPED.labels("cache_undecodable").inc()
+            return
+        if not isinstance(event, Event) or event.name != INVALIDATE_EVENT:
+            DROPPED.labels("cache_unexpected").inc()
+            return
+        ns, keys, origin = event.data.get("ns"), event.data.get("keys"), event.data.get("origin")
+        if not isinstance(ns, str) or not (keys is None or isinstance(keys, list)):
+            DROPPED.labels("cache_invalid").inc()
+            return
+        if origin == self.instance:
+            return
+        self.invalidations += 1
+        self.drop_local(ns, None if keys is None else [str(k) for k in keys])
+
+    @staticmethod
+    def _check(namespace: str, key: str | int) -> tuple[str, str]:
+        if not isinstance(namespace, str) or not _NAMESPACE_RE.match(namespace):
+            raise UsageError(f"bad cache namespace {namespace!r}: lowercase letters, digits and '_', up to 32")
+        if isinstance(key, bool) or not isinstance(key, str | int):
+            raise UsageError(f"cache keys are strings or integers, not {type(key).__name__}")
+        k = str(key)
+        if not k or len(k) > 200:
+            raise UsageError("cache keys are 1 to 200 characters")
+        return namespace, k

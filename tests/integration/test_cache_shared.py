@@ -1,0 +1,185 @@
+"""SharedCache against a real Redis: local layer, invalidation across instances, TTLs, single flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+
+from innkeeper.errors import ErrorCode, IPCError, UsageError
+from ipc.cache import SharedCache
+from ipc.keys import Keys
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+MakeCache = Callable[..., Awaitable[SharedCache]]
+
+
+@pytest.fixture
+async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url, client_name=redis_prefix)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def make_cache(redis: aioredis.Redis, redis_prefix: str) -> AsyncIterator[MakeCache]:
+    caches: list[SharedCache] = []
+
+    async def factory(**options: object) -> SharedCache:
+        cache = SharedCache(redis, Keys(redis_prefix), **options)  # type: ignore[arg-type]
+        await cache.start()
+        caches.append(cache)
+        return cache
+
+    yield factory
+    for cache in caches:
+        await cache.stop()
+
+
+def requests(ns: str, result: str) -> float:
+    return REGISTRY.get_sample_value("innkeeper_cache_requests_total", {"namespace": ns, "result": result}) or 0.0
+
+
+async def test_set_on_one_instance_invalidates_the_others_local_copy(make_cache: MakeCache) -> None:
+    a, b = await make_cache(), await make_cache()
+    await a.set("settings", 42, {"prefix": "!"})
+    assert await b.get("settings", 42) == {"prefix": "!"}  # from Redis, now held locally by b
+    before = requests("settings", "local_hit")
+    assert await b.get("settings", 42) == {"prefix": "!"}
+    assert requests("settings", "local_hit") == before + 1
+    await a.set("settings", 42, {"prefix": "?"})
+    await wait_for(lambda: b.invalidations >= 1, message="invalidation reached b")
+    assert await b.get("settings", 42) == {"prefix": "?"}
+    await a.delete("settings", 42)
+    await wait_for(lambda: b.invalidations >= 2, message="delete reached b")
+    assert await b.get("settings", 42, "gone") == "gone"
+    assert await a.get("settings", 42) is None
+
+
+async def test_hit_miss_metrics_and_none_values(make_cache: MakeCache) -> None:
+    cache = await make_cache()
+    misses, hits = requests("stats", "miss"), requests("stats", "hit")
+    assert await cache.get("stats", "x") is None
+    assert requests("stats", "miss") == misses + 1
+    await cache.set("stats", "empty", None)  # a cached None is a hit, not a miss
+    cache.clear_local()
+    assert await cache.get("stats", "empty", "default") is None
+    assert requests("stats", "hit") == hits + 1
+
+
+async def test_ttl_expiry_in_redis_and_in_the_local_layer(make_cache: MakeCache) -> None:
+    cache = await make_cache(local_ttl=0.2)
+    other = await make_cache()
+    await cache.set("q", "short", [1, 2, 3], ttl=0.3)
+    assert await other.get("q", "short") == [1, 2, 3]
+    await asyncio.sleep(0.45)
+    assert await cache.get("q", "short") is None  # expired in Redis and locally
+    assert await other.get("q", "short") is None  # other's local copy lived no longer than the key
+    await cache.set("q", "long", "v", ttl=60)
+    assert cache.local_size() >= 1
+    await asyncio.sleep(0.25)
+    before = requests("q", "hit")
+    assert await cache.get("q", "long") == "v"  # local copy expired after local_ttl; Redis still has it
+    assert requests("q", "hit") == before + 1
+
+
+async def test_get_or_load_runs_the_loader_once(make_cache: MakeCache) -> None:
+    a, b = await make_cache(), await make_cache()
+    calls = 0
+
+    async def loader() -> dict[str, int]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.1)
+        return {"n": calls}
+
+    results = await asyncio.gather(*(a.get_or_load("rows", "k", loader) for _ in range(20)))
+    assert calls == 1 and all(r == {"n": 1} for r in results)
+    assert await b.get_or_load("rows", "k", loader) == {"n": 1}  # from Redis: no second load
+    assert calls == 1
+
+
+async def test_concurrent_loaders_on_two_clusters_agree(make_cache: MakeCache) -> None:
+    a, b = await make_cache(), await make_cache()
+
+    def loader_for(value: str) -> Callable[[], Awaitable[str]]:
+        async def loader() -> str:
+            await asyncio.sleep(0.05)
+            return value
+        return loader
+
+    ra, rb = await asyncio.gather(a.get_or_load("agree", 1, loader_for("A")), b.get_or_load("agree", 1,
+                                                                                             loader_for("B")))
+    assert ra == rb
+
+
+async def test_loader_errors_reach_every_waiter_and_are_not_cached(make_cache: MakeCache) -> None:
+    cache = await make_cache()
+
+    async def failing() -> int:
+        await asyncio.sleep(0.05)
+        raise RuntimeError("database down")
+
+    results = await asyncio.gather(*(cache.get_or_load("e", 1, failing) for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+    async def working() -> int:
+        return 7
+
+    assert await cache.get_or_load("e", 1, working) == 7
+
+
+async def test_namespace_wide_local_invalidation(make_cache: MakeCache) -> None:
+    a, b = await make_cache(), await make_cache()
+    for i in range(5):
+        await a.set("guild", i, i)
+        assert await b.get("guild", i) == i
+    await a.set("other", 1, "keep")
+    assert await b.get("other", 1) == "keep"
+    assert await a.invalidate_local_everywhere("guild") >= 2
+    await wait_for(lambda: b.local_size() == 1, message="b dropped the guild namespace only")
+
+
+async def test_bad_input_is_refused(make_cache: MakeCache) -> None:
+    cache = await make_cache()
+    with pytest.raises(UsageError):
+        await cache.set("Bad Namespace", 1, 1)
+    with pytest.raises(UsageError):
+        await cache.set("ok", 1, object())
+    with pytest.raises(UsageError):
+        await cache.get("ok", "x" * 500)
+
+
+async def test_redis_down_reads_fall_back_to_the_loader(make_cache: MakeCache) -> None:
+    cache = await make_cache()
+    dead = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, retry=None)
+    broken = SharedCache(dead, Keys("dead"))
+    try:
+        async def loader() -> str:
+            return "from the database"
+
+        assert await broken.get_or_load("s", 1, loader) == "from the database"
+        with pytest.raises(IPCError) as info:
+            await broken.get("s", 1)
+        assert info.value.code is ErrorCode.REDIS_UNAVAILABLE
+        with pytest.raises(IPCError):
+            await broken.set("s", 1, "x")
+    finally:
+        await dead.aclose()
+    assert await cache.get("s", 1) is None
+
+
+async def test_reconnect_clears_the_local_layer(make_cache: MakeCache, redis: aioredis.Redis,
+                                                redis_prefix: str) -> None:
+    cache = await make_cache()
+    await cache.set("r", 1, "v")
+    assert cache.local_size() == 1
+    for c in await redis.client_list(_type="pubsub"):
+        if c.get("name") == redis_prefix:
+            await redis.client_kill_filter(_id=c["id"])
+    await wait_for(lambda: cache.local_size() == 0, timeout=15, message="local layer cleared after reconnect")
