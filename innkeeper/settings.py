@@ -149,6 +149,7 @@ class Settings:
     host_index: int = 0
     identify_window_s: float = 5.0
     identify_reserve: int = 10
+    identify_margin_s: float = 0.1
     # Heartbeats
     heartbeat_interval_s: float = 5.0
     heartbeat_ttl_s: float = 20.0
@@ -237,6 +238,7 @@ class Settings:
             host_index=host_index,
             identify_window_s=e.as_float("INNKEEPER_IDENTIFY_WINDOW", 5.0, minimum=0.01),
             identify_reserve=e.as_int("INNKEEPER_IDENTIFY_RESERVE", 10, minimum=0),
+            identify_margin_s=e.as_float("INNKEEPER_IDENTIFY_MARGIN", 0.1, minimum=0.0),
             heartbeat_interval_s=e.as_float("INNKEEPER_HEARTBEAT_INTERVAL", 5.0, minimum=0.1),
             heartbeat_ttl_s=e.as_float("INNKEEPER_HEARTBEAT_TTL", 20.0, minimum=0.5),
             zombie_after_s=e.as_float("INNKEEPER_ZOMBIE_AFTER", 120.0, minimum=1.0),
@@ -294,6 +296,7 @@ class Settings:
 
 _ENV_NAME = {
     "identify_window_s": "identify_window",
+    "identify_margin_s": "identify_margin",
     "heartbeat_interval_s": "heartbeat_interval",
     "heartbeat_ttl_s": "heartbeat_ttl",
     "zombie_after_s": "zombie_after",
