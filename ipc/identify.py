@@ -15,9 +15,12 @@ Waiters poll, sleeping for the lock's remaining PTTL (plus a millisecond), so th
 the lock within a few milliseconds of its expiry and no one busy-loops. Time comes from Redis
 (``TIME``), so hosts with skewed clocks still agree.
 
-The lock is held a little longer than the window (``margin``): it is taken just before the
-IDENTIFY is sent, and a sender that is a few milliseconds late must not land inside the next
-window.
+The lock is taken just before the IDENTIFY is sent, but a busy or CPU-starved process may send
+it tens of milliseconds later, and the next shard's IDENTIFY must not land inside that window. So
+the lock is first taken for two windows, and once the IDENTIFY is on the wire
+(:meth:`IdentifyQueue.confirm`, run right after discord.py's send) it is re-armed for one window
+plus a ``margin`` from that moment. A process that dies in between only holds the bucket
+for the longer first hold.
 """
 
 from __future__ import annotations
@@ -104,6 +107,14 @@ redis.call('PEXPIRE', KEYS[1], math.max(reset_after, 1))
 return now
 """
 
+# KEYS: lock. ARGV: shard id, hold ms. Restart the window now, if the lock is still this shard's.
+_CONFIRM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 _WITHDRAW = """
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
@@ -170,13 +181,14 @@ class IdentifyQueue:
     reserve:
         Identifies kept back from the daily budget (``INNKEEPER_IDENTIFY_RESERVE``).
     margin_s:
-        Extra hold time past the window; default 2 % of the window plus 5 ms.
+        Extra hold time past the window (``INNKEEPER_IDENTIFY_MARGIN``, default 0.1 s): it absorbs
+        the jitter between our send and the clock Discord measures the window with.
     lease_s:
         How long a waiter stays queued without polling; default ``max(3, 3 × window)``.
     """
 
     __slots__ = ("redis", "keys", "max_concurrency", "window_s", "reserve", "margin_s", "lease_s",
-                 "_acquire", "_withdraw", "_store")
+                 "_acquire", "_withdraw", "_store", "_confirm")
 
     def __init__(
         self,
@@ -198,11 +210,17 @@ class IdentifyQueue:
         self.max_concurrency = max_concurrency
         self.window_s = window_s
         self.reserve = reserve
-        self.margin_s = 0.02 * window_s + 0.005 if margin_s is None else margin_s
+        self.margin_s = 0.1 if margin_s is None else margin_s
         self.lease_s = max(3.0, 3 * window_s) if lease_s is None else lease_s
         self._acquire = redis.register_script(_ACQUIRE)
         self._withdraw = redis.register_script(_WITHDRAW)
         self._store = redis.register_script(_STORE_BUDGET)
+        self._confirm = redis.register_script(_CONFIRM)
+
+    @property
+    def hold_ms(self) -> int:
+        """One window plus the margin, in milliseconds."""
+        return max(1, round((self.window_s + self.margin_s) * 1000))
 
     def bucket(self, shard_id: int) -> int:
         return bucket_of(shard_id, self.max_concurrency)
@@ -219,16 +237,16 @@ class IdentifyQueue:
         IdentifyBudgetExhausted
             When the budget is at or below the reserve (the shard is taken off the queue).
         """
-        hold_ms = max(1, round((self.window_s + self.margin_s) * 1000))
+        first_hold_ms = self.hold_ms + max(1, round(self.window_s * 1000))
         lease_ms = max(1, round(self.lease_s * 1000))
         status, a, b = (int(x) for x in await self._acquire(
-            keys=self._keys_for(self.bucket(shard_id)), args=[shard_id, hold_ms, lease_ms, self.reserve]))
+            keys=self._keys_for(self.bucket(shard_id)), args=[shard_id, first_hold_ms, lease_ms, self.reserve]))
         if status == -1:
             raise IdentifyBudgetExhausted(shard_id, a, self.reserve, b / 1000)
         if status == 1:
             return True, 0.0, (a if a >= 0 else None)
-        if a > 0:  # the lock is held: sleep until it expires (capped so the lease stays fresh)
-            wait = a / 1000 + 0.001
+        if a > 0:  # the lock is held: sleep until it expires (at most a window: a confirm shortens it)
+            wait = min(a, self.hold_ms) / 1000 + 0.001
         else:  # the lock is free but a lower shard is at the head: it takes it any moment
             wait = max(0.002, self.window_s / 100)
         return False, min(wait, self.lease_s / 3), None
@@ -254,6 +272,16 @@ class IdentifyQueue:
         except asyncio.CancelledError:
             await self._withdraw_quietly(shard_id)
             raise
+
+    async def confirm(self, ticket: IdentifyTicket) -> None:
+        """Restart the bucket's window now: call it right after the IDENTIFY was sent.
+
+        Errors are logged, not raised: the first, longer hold still protects the bucket.
+        """
+        try:
+            await self._confirm(keys=[self.keys.identify_bucket(ticket.bucket)], args=[ticket.shard_id, self.hold_ms])
+        except Exception as exc:  # noqa: BLE001 - Redis errors of every kind
+            _log.warning("could not confirm shard %d's identify window: %s", ticket.shard_id, exc)
 
     async def _withdraw_quietly(self, shard_id: int) -> None:
         b = self.bucket(shard_id)

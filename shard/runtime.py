@@ -60,6 +60,7 @@ class ClusterRuntime:
         self.watchdog = Watchdog(bot, self.tracker, zombie_after_s=s.zombie_after_s)
         self.queue: IdentifyQueue | None = None
         self._budget_checked = 0.0
+        self._pending: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -69,9 +70,9 @@ class ClusterRuntime:
             mc = await self._max_concurrency_from_plan()
         s = self.bot.settings
         self.queue = IdentifyQueue(self.bot.redis, self.bot.keys, max_concurrency=mc, window_s=s.identify_window_s,
-                                   reserve=s.identify_reserve)
-        _log.info("identify queue: max_concurrency %d, window %.3f s, reserve %d", mc, s.identify_window_s,
-                  s.identify_reserve)
+                                   reserve=s.identify_reserve, margin_s=s.identify_margin_s)
+        _log.info("identify queue: max_concurrency %d, window %.3f s + margin %.3f s, reserve %d", mc,
+                  s.identify_window_s, s.identify_margin_s, s.identify_reserve)
         await self.metrics.start()
         await self.heartbeat.start()
         await self.watchdog.start()
@@ -150,6 +151,11 @@ class ClusterRuntime:
         if self.tracker.blocked_reason is not None:
             _log.info("identify budget available again")
             self.tracker.set_blocked(None)
+        # The IDENTIFY goes out as soon as this hook returns, before this task yields: the confirm
+        # task runs after it and restarts the bucket's window from the moment of sending.
+        confirm = asyncio.create_task(queue.confirm(ticket), name=f"identify-confirm-{sid}")
+        self._pending.add(confirm)
+        confirm.add_done_callback(self._pending.discard)
         self.tracker.note_identified(sid, ticket.waited_s)
         self.metrics.identify_wait.observe(ticket.waited_s)
         _log.debug("shard %d identifies after %.3f s in bucket %d", sid, ticket.waited_s, ticket.bucket,

@@ -30,10 +30,11 @@ async def _cluster(redis_url: str, keys: Keys, shard_ids: list[int], mc: int, wi
     """One fake cluster: like discord.py, it identifies its shards one after the other."""
     client = aioredis.from_url(redis_url)
     try:
-        queue = IdentifyQueue(client, keys, max_concurrency=mc, window_s=window)
+        queue = IdentifyQueue(client, keys, max_concurrency=mc, window_s=window, margin_s=0.005)
         for shard in shard_ids:
-            await queue.acquire(shard)
-            grants.append((time.monotonic(), shard))
+            ticket = await queue.acquire(shard)
+            grants.append((time.monotonic(), shard))  # "IDENTIFY sent"
+            await queue.confirm(ticket)
     finally:
         await client.aclose()
 
@@ -76,9 +77,10 @@ async def test_waiters_in_separate_processes_keep_the_rate(redis_url: str, redis
         "import asyncio, sys, redis.asyncio as r\n"
         "from ipc.identify import IdentifyQueue\nfrom ipc.keys import Keys\n"
         "async def main():\n"
-        "    c = r.from_url(sys.argv[1]); q = IdentifyQueue(c, Keys(sys.argv[2]), max_concurrency=2, window_s=0.2)\n"
+        "    c = r.from_url(sys.argv[1]); q = IdentifyQueue(c, Keys(sys.argv[2]), max_concurrency=2, window_s=0.2, margin_s=0.005)\n"
         "    for s in map(int, sys.argv[3].split(',')):\n"
-        "        await q.acquire(s); sec, us = await c.time(); print(s, sec * 1_000_000 + us, flush=True)\n"
+        "        t = await q.acquire(s); sec, us = await c.time(); await q.confirm(t)\n"
+        "        print(s, sec * 1_000_000 + us, flush=True)\n"
         "    await c.aclose()\n"
         "asyncio.run(main())\n"
     )
@@ -158,3 +160,15 @@ async def test_malformed_budget_is_rejected(redis_client: aioredis.Redis, redis_
     queue = IdentifyQueue(redis_client, Keys(redis_prefix), max_concurrency=1, window_s=1)
     with pytest.raises(ValueError, match="session_start_limit"):
         await queue.store_budget({"total": "many"})
+
+
+async def test_unconfirmed_identify_holds_the_bucket_longer(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    """A process that dies between taking the lock and sending keeps the bucket for two windows."""
+    keys = Keys(redis_prefix)
+    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.2, margin_s=0.0)
+    await queue.acquire(0)  # never confirmed
+    assert 350 < await redis_client.pttl(keys.identify_bucket(0)) <= 400
+    ticket = await queue.acquire(1)  # waits out the longer hold
+    assert ticket.waited_s >= 0.35
+    await queue.confirm(ticket)
+    assert 150 < await redis_client.pttl(keys.identify_bucket(0)) <= 200
