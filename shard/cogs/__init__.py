@@ -10,4 +10,5 @@ EXTENSIONS: tuple[str, ...] = (
     "shard.cogs.settings",
     "shard.cogs.permissions",
     "shard.cogs.aliases",
+    "shard.cogs.feedback",
 )

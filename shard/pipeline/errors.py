@@ -96,7 +96,10 @@ def map_error(error: BaseException, command: commands.Command[Any, ..., Any] | N
     if isinstance(inner, DatabaseError) and inner.code is ErrorCode.DB_BAD_VALUE:
         return Failure(ErrorCode.COMMAND_BAD_ARGUMENT, "bad_argument", neutralise(inner.user_message, limit=300))
     if isinstance(inner, DatabaseError) and inner.code is ErrorCode.DB_CONSTRAINT:
-        return Failure(inner.code, "failed", "That conflicts with something that already exists; check and retry.")
+        text = inner.user_message if inner.user_message != inner.message else "That conflicts with existing data."
+        return Failure(inner.code, "failed", neutralise(text, limit=300))
+    if isinstance(inner, DatabaseError) and inner.code is ErrorCode.NOT_FOUND:
+        return Failure(ErrorCode.NOT_FOUND, "not_found", neutralise(inner.user_message, limit=300))
     if isinstance(inner, DatabaseError):
         return Failure(inner.code, "error", "The database is having trouble right now; try again in a minute.",
                        unexpected=True)

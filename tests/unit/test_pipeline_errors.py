@@ -45,6 +45,11 @@ def test_database_and_ipc_errors() -> None:
     assert bad.code is ErrorCode.COMMAND_BAD_ARGUMENT and bad.message == "The prefix must be short."
     down = map_error(DatabaseError("conn refused 10.0.0.1", code=ErrorCode.DB_UNAVAILABLE))
     assert down.unexpected and "10.0.0.1" not in down.message and down.code is ErrorCode.DB_UNAVAILABLE
+    taken = map_error(DatabaseError("alias exists", code=ErrorCode.DB_CONSTRAINT,
+                                    user_message="An alias named 'p' already exists."))
+    assert taken.outcome == "failed" and taken.message == "An alias named 'p' already exists."
+    gone = map_error(DatabaseError("nope", code=ErrorCode.NOT_FOUND, user_message="There is no feedback #4."))
+    assert gone.outcome == "not_found" and gone.message == "There is no feedback #4."
     ipc = map_error(IPCError("timeout", code=ErrorCode.IPC_TIMEOUT))
     assert ipc.code is ErrorCode.IPC_TIMEOUT and "try again" in ipc.message
 
