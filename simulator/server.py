@@ -18,6 +18,7 @@ from types import TracebackType
 
 from aiohttp import web
 
+from . import control, rest
 from .config import SimConfig
 from .gateway import GATEWAY_PATH, Gateway
 from .state import STATE_KEY, SimState, Stats
@@ -38,13 +39,8 @@ def create_app(config: SimConfig) -> web.Application:
     app.router.add_get(GATEWAY_PATH, gateway.handle)
     # The websocket also answers on the trailing-slash form discord.py's default URL has.
     app.router.add_get(GATEWAY_PATH + "/", gateway.handle)
-    try:  # TEMPORARY: until simulator/rest.py and simulator/control.py land (written by the REST side)
-        from . import control, rest
-    except ImportError as exc:
-        _log.warning("simulator REST/control routes missing (%s); serving the gateway only", exc)
-    else:
-        rest.setup(app)
-        control.setup(app)
+    rest.setup(app)
+    control.setup(app)
 
     async def close_sockets(_app: web.Application) -> None:
         await gateway.close_all()

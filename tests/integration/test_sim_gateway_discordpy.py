@@ -1,0 +1,85 @@
+"""Unmodified discord.py against the simulator: an AutoShardedBot connects two shards and sees every guild."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import discord
+import pytest
+import yarl
+from discord.ext import commands
+
+from simulator.config import SimConfig
+from simulator.server import SimulatorServer
+from tests.support import wait_for
+
+TOKEN = "dpy-token"
+
+
+async def test_autosharded_bot_connects_two_shards_sees_every_guild_and_resumes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    config = SimConfig(port=0, guilds=30, members_per_guild=6, shards=2, max_concurrency=2, identify_window=0.2,
+                       token=TOKEN)
+    async with SimulatorServer(config) as sim:
+        monkeypatch.setattr(discord.http.Route, "BASE", f"{sim.url}/api/v10")
+        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(sim.gateway_url))
+        intents = discord.Intents.default()
+        intents.message_content = True
+        bot = commands.AutoShardedBot(command_prefix="!", intents=intents)
+        seen: list[discord.Message] = []
+        resumed: list[int] = []
+
+        async def on_message(message: discord.Message) -> None:
+            seen.append(message)
+
+        async def on_shard_resumed(shard_id: int) -> None:
+            resumed.append(shard_id)
+
+        bot.add_listener(on_message)
+        bot.add_listener(on_shard_resumed)
+        task = asyncio.create_task(bot.start(TOKEN))
+        try:
+            def ready() -> bool:
+                if task.done():
+                    task.result()
+                return bot.is_ready()
+
+            await wait_for(ready, timeout=60, message="the bot to be READY")
+            world, stats = sim.state.world, sim.state.stats
+            assert bot.shard_count == 2
+            assert sorted(g.id for g in bot.guilds) == [g.id for g in world.guilds]
+            for g in world.guilds:
+                guild = bot.get_guild(g.id)
+                assert guild is not None and guild.shard_id == (g.id >> 22) % 2
+                assert guild.me is not None and guild.text_channels[0].id == g.channels[0].id
+            assert stats.identifies == 2 and stats.identify_violations == 0
+            assert bot.user is not None and bot.user.id == world.application_id
+
+            # A resumable drop: discord.py RESUMEs and gets what was dispatched meanwhile.
+            target = next(g for g in world.guilds if (g.id >> 22) % 2 == 0)
+            author = target.member_ids[0]
+            assert sim.state.gateway.apply_fault("disconnect", 0, resumable=True, code=4000) == 1
+            msg = {"id": str(sim.state.ids.next()), "channel_id": str(target.channels[0].id),
+                   "guild_id": str(target.id), "author": world.user(author),
+                   "member": _member(world, target.id, author),
+                   "content": "while you were away", "timestamp": "2024-01-01T00:00:00+00:00",
+                   "edited_timestamp": None, "tts": False, "mention_everyone": False, "mentions": [],
+                   "mention_roles": [], "attachments": [], "embeds": [], "pinned": False, "type": 0, "flags": 0,
+                   "components": []}
+            assert sim.state.gateway.dispatch_guild(target.id, "MESSAGE_CREATE", msg)
+            await wait_for(lambda: 0 in resumed, timeout=30, message="shard 0 to resume")
+            await wait_for(lambda: [m.content for m in seen] == ["while you were away"], timeout=10,
+                           message="the missed message")
+            assert seen[0].guild is not None and seen[0].guild.id == target.id
+            assert stats.resumes == 1 and stats.identifies == 2
+        finally:
+            await bot.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
+        await wait_for(lambda: not sim.state.gateway.live_shards(), message="the bot's sockets to close")
+
+
+def _member(world: object, guild_id: int, user_id: int) -> dict[str, object]:
+    member = world.member(guild_id, user_id)  # type: ignore[attr-defined]
+    return {k: v for k, v in member.items() if k != "user"}
