@@ -172,15 +172,30 @@ class Gateway:
         With sessions of several shard counts (resharding overlap) the newest session's count
         routes first; the others take what it has no session for. False when nothing took it.
         """
+        target = self._guild_target(guild_id)
+        if target is None:
+            self.stats.lost += 1
+            return False
+        target.push(event, dumps(data))
+        return True
+
+    def dispatch_guild_json(self, guild_id: int, event: str, d_json: str) -> bool:
+        """:meth:`dispatch_guild` for a ``d`` that is already JSON text (load generators serialise once)."""
+        target = self._guild_target(guild_id)
+        if target is None:
+            self.stats.lost += 1
+            return False
+        target.push(event, d_json)
+        return True
+
+    def _guild_target(self, guild_id: int) -> Session | None:
         table = self.sessions
         ts = guild_id >> 22
         for count in self._route_counts():
             target = table.target(count, ts % count)
             if target is not None:
-                target.push(event, dumps(data))
-                return True
-        self.stats.lost += 1
-        return False
+                return target
+        return None
 
     def dispatch_shard(self, shard_id: int, event: str, data: dict[str, Any]) -> int:
         """Send a dispatch to every live session of ``shard_id`` (any shard count).

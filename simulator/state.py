@@ -278,7 +278,14 @@ class GatewayHub(Protocol):
     """What the gateway side offers the rest of the simulator."""
 
     def dispatch_guild(self, guild_id: int, event: str, data: dict[str, Any]) -> bool:
-        """Send a dispatch to the shard that owns ``guild_id``; False when it reached no session."""
+        """Send a dispatch to the shard that owns ``guild_id``; False when it reached no session.
+
+        The newest live session of the shard gets it; when none is live, the newest resumable one
+        buffers it for its RESUME. Otherwise it is counted in ``stats.lost``.
+        """
+
+    def dispatch_guild_json(self, guild_id: int, event: str, d_json: str) -> bool:
+        """:meth:`dispatch_guild` for a ``d`` that is already compact JSON text."""
 
     def dispatch_shard(self, shard_id: int, event: str, data: dict[str, Any]) -> int:
         """Send a dispatch to every live session of ``shard_id``; returns how many got it."""

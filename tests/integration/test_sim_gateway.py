@@ -246,6 +246,8 @@ async def test_the_newest_session_of_a_shard_gets_its_events(sim: SimulatorServe
     await new.ready((0, 2))
     assert gateway.dispatch_guild(int(creates[0]["d"]["id"]), "TYPING_START", {"n": 1})
     assert (await new.recv())["d"] == {"n": 1}
+    assert gateway.dispatch_guild_json(int(creates[0]["d"]["id"]), "TYPING_START", '{"n":1.5}')
+    assert (await new.recv())["d"] == {"n": 1.5}
     assert gateway.dispatch_shard(0, "USER_UPDATE", {"n": 2}) == 2
     assert (await old.recv())["d"] == {"n": 2} and (await new.recv())["d"] == {"n": 2}
 
