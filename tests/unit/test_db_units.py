@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 import re
 from pathlib import Path
@@ -112,9 +113,11 @@ def test_keyring_detects_tampering_and_wrong_column() -> None:
         keys.decrypt(token, context="reminders.body")
     assert info.value.code is ErrorCode.DB_BAD_VALUE
     head, _, ct = token.rpartition(":")
-    flipped = ct[:-3] + ("A" if ct[-3] != "A" else "B") + ct[-2:]
-    with pytest.raises(DatabaseError):
-        keys.decrypt(f"{head}:{flipped}", context="feedback.body")
+    for i in range(len(base64.b64decode(ct))):  # any flipped bit anywhere is caught
+        raw = bytearray(base64.b64decode(ct))
+        raw[i] ^= 0x01
+        with pytest.raises(DatabaseError):
+            keys.decrypt(f"{head}:{base64.b64encode(bytes(raw)).decode()}", context="feedback.body")
     with pytest.raises(DatabaseError):
         keys.decrypt("plaintext", context="feedback.body")
 
