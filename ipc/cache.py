@@ -83,10 +83,13 @@ class SharedCache:
         Longest a value is served from the local layer without asking Redis.
     local_max:
         Entries kept in the local layer (least recently used are dropped first).
+    max_inflight:
+        Redis calls this cache makes at once; more wait their turn, so a burst cannot exhaust the
+        client's connection pool.
     """
 
     def __init__(self, redis: Redis, keys: Keys, *, default_ttl: float = 300.0, local_ttl: float = 30.0,
-                 local_max: int = 10_000) -> None:
+                 local_max: int = 10_000, max_inflight: int = 16) -> None:
         check_binary_client(redis)
         if default_ttl <= 0 or local_ttl < 0 or local_max < 0:
             raise UsageError("cache TTLs and sizes must be positive")
@@ -101,6 +104,7 @@ class SharedCache:
         self._flights: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._subscriber = Subscriber(redis, [keys.cache_channel()], self._on_invalidation, name="cache",
                                       on_reconnect=self.clear_local)
+        self._inflight = asyncio.Semaphore(max_inflight)
         #: Invalidations received from other processes.
         self.invalidations = 0
 
@@ -137,7 +141,8 @@ class SharedCache:
             pipe = self.redis.pipeline(transaction=False)
             pipe.get(self.keys.cache(ns, k))
             pipe.pttl(self.keys.cache(ns, k))
-            raw, pttl = await pipe.execute()
+            async with self._inflight:
+                raw, pttl = await pipe.execute()
         except (RedisError, OSError) as exc:
             REQUESTS.labels(ns, "error").inc()
             raise IPCError(f"cache {ns}: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE) from exc
@@ -206,11 +211,12 @@ class SharedCache:
         seconds = ttl or self.default_ttl
         redis_key = self.keys.cache(ns, k)
         try:
-            stored = await self.redis.set(redis_key, data, px=max(1, int(seconds * 1000)), nx=True)
-            if not stored:  # another cluster loaded it first: use theirs, so every cluster agrees
-                raw = await self.redis.get(redis_key)
-                if raw is not None:
-                    value = _unpack(raw)
+            async with self._inflight:
+                stored = await self.redis.set(redis_key, data, px=max(1, int(seconds * 1000)), nx=True)
+                # another cluster loaded it first: use theirs, so every cluster agrees
+                raw = None if stored else await self.redis.get(redis_key)
+            if raw is not None:
+                value = _unpack(raw)
         except (RedisError, OSError) as exc:
             _log.warning("cache %s: could not store %r (%s)", ns, k, exc)
             return value
@@ -261,13 +267,15 @@ class SharedCache:
         listed = None if keys is None else [self._check(ns, k)[1] for k in keys]
         self.drop_local(ns, listed)
         try:
-            return int(await self.redis.publish(self.keys.cache_channel(), self._invalidation(ns, listed)))
+            async with self._inflight:
+                return int(await self.redis.publish(self.keys.cache_channel(), self._invalidation(ns, listed)))
         except (RedisError, OSError) as exc:
             raise IPCError(f"cache {ns}: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE) from exc
 
     async def _execute(self, pipe: Any, ns: str) -> None:
         try:
-            await pipe.execute()
+            async with self._inflight:
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             raise IPCError(f"cache {ns}: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE) from exc
 

@@ -192,12 +192,16 @@ class SharedRateLimiter:
         seconds at ``guard_hard``, where requests are refused. Counted over ``guard_window`` seconds.
     op_timeout:
         Seconds a Redis call may take before the limiter falls back to local limiting.
+    max_inflight:
+        Redis calls this limiter makes at once; more wait their turn, so a burst of requests
+        cannot exhaust the client's connection pool.
     """
 
     def __init__(self, redis: Redis, keys: Keys, *, global_rate: int = 50, global_window: float = 1.0,
                  global_margin: float = 0.05, inflight_ttl: float = 10.0, guard_soft: int = 5000,
                  guard_hard: int = 9000, guard_window: float = 600.0, guard_max_delay: float = 2.0,
-                 probe_poll: float = 0.025, op_timeout: float = 1.0, probe_backoff: Backoff | None = None) -> None:
+                 probe_poll: float = 0.025, op_timeout: float = 1.0, probe_backoff: Backoff | None = None,
+                 max_inflight: int = 16) -> None:
         if global_rate < 1 or global_window <= 0 or not 0 < guard_soft < guard_hard:
             raise ValueError("need global_rate >= 1, global_window > 0 and 0 < guard_soft < guard_hard")
         self.redis = redis
@@ -223,6 +227,7 @@ class SharedRateLimiter:
         self._bucket_locks = _KeyedLocks()
         self._global_turn: asyncio.Lock | None = None
         self._orphans: collections.deque[Ticket] = collections.deque(maxlen=10_000)
+        self._inflight = asyncio.Semaphore(max_inflight)
         self._closed = False
         #: The last invalid-request estimate Redis reported.
         self.invalid_estimate = 0
@@ -364,7 +369,7 @@ class SharedRateLimiter:
         if not self._shared or self._closed:
             return None
         try:
-            async with asyncio.timeout(self.op_timeout):
+            async with self._inflight, asyncio.timeout(self.op_timeout):
                 return await func(*args, **kwargs)
         except (RedisError, OSError, TimeoutError) as exc:
             self._fall_back(exc)

@@ -1,0 +1,280 @@
+"""Command throttling shared by every cluster: per user, per guild, per channel or bot-wide, per command.
+
+A :class:`ThrottleRule` says "at most ``rate`` uses per ``per_seconds`` seconds, counted per
+``scope``": ``user`` (each user), ``guild`` (each guild; DMs count per user), ``channel`` (each
+channel) or ``global`` (the whole bot). A command may have several rules; a use is allowed only
+when every rule allows it, and a refused use counts against none of them.
+
+Each rule is a sliding log: exactly ``rate`` uses fit in any window of ``per_seconds``, which is
+what a user told "5 per 10 s" expects. :class:`RedisThrottle` checks and records all of a
+command's rules in one atomic Lua script (the Redis clock decides), so many clusters hitting one
+key at once allow exactly ``rate``. :class:`MemoryThrottle` does the same in one process; the
+Redis throttle falls back to it while Redis is unreachable (logged once) and returns to Redis
+after ``retry_interval``.
+
+:func:`throttle_message` turns a refusal into what the user reads:
+"You're doing that too often — try again in N s."
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from redis.exceptions import RedisError
+
+from innkeeper.errors import UsageError
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+    from .keys import Keys
+
+__all__ = ("ThrottleRule", "ThrottleResult", "Throttle", "RuleLike", "MemoryThrottle", "RedisThrottle",
+           "throttle_message", "SCOPES")
+
+_log = logging.getLogger(__name__)
+
+Scope = Literal["user", "guild", "channel", "global"]
+SCOPES: tuple[str, ...] = ("user", "guild", "channel", "global")
+
+
+class RuleLike(Protocol):
+    """Anything with a rule's three attributes (the command pipeline's own rule type fits)."""
+
+    @property
+    def rate(self) -> int: ...
+    @property
+    def per_seconds(self) -> float: ...
+    @property
+    def scope(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleRule:
+    """At most ``rate`` uses per ``per_seconds`` seconds, counted per ``scope``."""
+
+    rate: int
+    per_seconds: float
+    scope: Scope = "user"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rate, bool) or not isinstance(self.rate, int) or self.rate < 1:
+            raise UsageError(f"a throttle rate must be a positive integer, got {self.rate!r}")
+        if not (0 < self.per_seconds <= 86_400 * 7):
+            raise UsageError(f"a throttle period must be in (0, 7 days], got {self.per_seconds!r}")
+        if self.scope not in SCOPES:
+            raise UsageError(f"a throttle scope is one of {', '.join(SCOPES)}; got {self.scope!r}")
+
+
+def throttle_message(retry_after: float) -> str:
+    """The user-facing refusal, with the wait rounded up to whole seconds (at least 1)."""
+    return f"You're doing that too often — try again in {max(1, math.ceil(retry_after - 1e-9))} s."
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleResult:
+    """Whether a use is allowed, and if not, in how many seconds it will be."""
+
+    allowed: bool
+    retry_after: float = 0.0
+
+    @property
+    def message(self) -> str:
+        return "" if self.allowed else throttle_message(self.retry_after)
+
+
+class Throttle(Protocol):
+    """Counts a use of ``command`` and says whether it is allowed.
+
+    ``rule`` overrides the configured rules for this hit (the pipeline passes each command's own).
+    """
+
+    async def hit(self, command: str, user_id: int, guild_id: int | None, rule: RuleLike | None = None, *,
+                  channel_id: int | None = None) -> ThrottleResult: ...
+
+
+def _subject(scope: str, user_id: int, guild_id: int | None, channel_id: int | None) -> str:
+    if scope == "guild" and guild_id is not None:
+        return f"g{guild_id}"
+    if scope == "channel" and channel_id is not None:
+        return f"c{channel_id}"
+    if scope == "global":
+        return "all"
+    return f"u{user_id}"
+
+
+class _Rules:
+    __slots__ = ("rules", "default")
+
+    def __init__(self, rules: Mapping[str, Sequence[RuleLike]] | None, default: Sequence[RuleLike]) -> None:
+        self.rules = {name: tuple(r) for name, r in (rules or {}).items()}
+        self.default = tuple(default)
+
+    def for_hit(self, command: str, rule: RuleLike | None) -> tuple[RuleLike, ...]:
+        if rule is not None:
+            return (rule,)
+        return self.rules.get(command, self.default)
+
+
+def _check_command(command: str) -> None:
+    if not isinstance(command, str) or not command or len(command) > 100:
+        raise UsageError("a throttled command name is 1 to 100 characters")
+
+
+class MemoryThrottle:
+    """The sliding-log throttle for one process (tests, single cluster, fallback while Redis is down).
+
+    Parameters
+    ----------
+    rules:
+        Command name → its rules.
+    default:
+        Rules for commands not in ``rules``; none means "not throttled".
+    clock:
+        Monotonic seconds (injected by tests).
+    max_keys:
+        Keys kept before idle ones are evicted.
+    """
+
+    __slots__ = ("_rules", "_logs", "_clock", "_max_keys")
+
+    def __init__(self, rules: Mapping[str, Sequence[RuleLike]] | None = None, default: Sequence[RuleLike] = (),
+                 *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+        self._rules = _Rules(rules, default)
+        self._logs: dict[tuple[str, str, str, float], collections.deque[float]] = {}
+        self._clock = clock
+        self._max_keys = max_keys
+
+    async def hit(self, command: str, user_id: int, guild_id: int | None, rule: RuleLike | None = None, *,
+                  channel_id: int | None = None) -> ThrottleResult:
+        _check_command(command)
+        rules = self._rules.for_hit(command, rule)
+        if not rules:
+            return ThrottleResult(True)
+        now = self._clock()
+        logs = []
+        retry = 0.0
+        for r in rules:
+            key = (r.scope, _subject(r.scope, user_id, guild_id, channel_id), command, r.per_seconds)
+            log = self._logs.get(key)
+            if log is None:
+                if len(self._logs) >= self._max_keys:
+                    self._evict(now)
+                log = self._logs[key] = collections.deque()
+            while log and log[0] <= now - r.per_seconds:
+                log.popleft()
+            if len(log) >= r.rate:
+                retry = max(retry, log[len(log) - r.rate] + r.per_seconds - now)
+            logs.append(log)
+        if retry > 0:
+            return ThrottleResult(False, retry)
+        for log in logs:
+            log.append(now)
+        return ThrottleResult(True)
+
+    def _evict(self, now: float) -> None:
+        for key in [k for k, log in self._logs.items() if not log or log[-1] <= now - k[3]]:
+            del self._logs[key]
+        if len(self._logs) >= self._max_keys:
+            self._logs.clear()
+
+
+#: KEYS: one sorted set per rule. ARGV: token, then per rule: rate, period ms.
+#: Reply: {1, 0} allowed, or {0, retry-after ms}.
+_HIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local retry = 0
+for i, key in ipairs(KEYS) do
+  local rate, per = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - per)
+  local count = redis.call('ZCARD', key)
+  if count >= rate then
+    local oldest = redis.call('ZRANGE', key, count - rate, count - rate, 'WITHSCORES')
+    retry = math.max(retry, tonumber(oldest[2]) + per - now)
+  end
+end
+if retry > 0 then
+  return {0, math.ceil(retry)}
+end
+for i, key in ipairs(KEYS) do
+  local per = tonumber(ARGV[2 * i + 1])
+  redis.call('ZADD', key, now, ARGV[1] .. ':' .. i)
+  redis.call('PEXPIRE', key, math.ceil(per))
+end
+return {1, 0}
+"""
+
+
+class RedisThrottle:
+    """The sliding-log throttle shared by every cluster through Redis.
+
+    Parameters
+    ----------
+    redis, keys:
+        The client and the key names.
+    rules, default:
+        As for :class:`MemoryThrottle`.
+    fallback:
+        Used while Redis is unreachable; a :class:`MemoryThrottle` with the same rules by default.
+    op_timeout:
+        Seconds a Redis call may take before the fallback answers.
+    retry_interval:
+        Seconds to stay on the fallback before trying Redis again.
+    max_inflight:
+        Redis calls this throttle makes at once; more wait their turn, so a burst of commands
+        cannot exhaust the client's connection pool.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, rules: Mapping[str, Sequence[RuleLike]] | None = None,
+                 default: Sequence[RuleLike] = (), *, fallback: Throttle | None = None, op_timeout: float = 0.5,
+                 retry_interval: float = 5.0, max_inflight: int = 16) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._rules = _Rules(rules, default)
+        self._script: AsyncScript = redis.register_script(_HIT)
+        self.fallback: Throttle = fallback or MemoryThrottle(rules, default)
+        self.op_timeout = op_timeout
+        self.retry_interval = retry_interval
+        self._down_until = 0.0
+        self._inflight = asyncio.Semaphore(max_inflight)
+
+    @property
+    def shared(self) -> bool:
+        """False while answering from the in-process fallback."""
+        return time.monotonic() >= self._down_until
+
+    async def hit(self, command: str, user_id: int, guild_id: int | None, rule: RuleLike | None = None, *,
+                  channel_id: int | None = None) -> ThrottleResult:
+        _check_command(command)
+        rules = self._rules.for_hit(command, rule)
+        if not rules:
+            return ThrottleResult(True)
+        if not self.shared:
+            return await self.fallback.hit(command, user_id, guild_id, rule, channel_id=channel_id)
+        keys = [self.keys.throttle(r.scope, _subject(r.scope, user_id, guild_id, channel_id),
+                                   f"{command}:{r.per_seconds:g}") for r in rules]
+        args: list[str] = [uuid.uuid4().hex]
+        for r in rules:
+            args += [str(int(r.rate)), f"{r.per_seconds * 1000:.3f}"]
+        try:
+            async with self._inflight, asyncio.timeout(self.op_timeout):
+                allowed, retry_ms = await self._script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if self._down_until == 0.0:
+                _log.warning("Redis is unreachable (%s); throttling per process until it is back", exc)
+            self._down_until = time.monotonic() + self.retry_interval
+            return await self.fallback.hit(command, user_id, guild_id, rule, channel_id=channel_id)
+        if self._down_until:
+            _log.warning("Redis is reachable again; throttling is shared across clusters again")
+            self._down_until = 0.0
+        return ThrottleResult(bool(allowed), int(retry_ms) / 1000.0)
