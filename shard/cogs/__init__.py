@@ -11,4 +11,5 @@ EXTENSIONS: tuple[str, ...] = (
     "shard.cogs.permissions",
     "shard.cogs.aliases",
     "shard.cogs.feedback",
+    "shard.cogs.reminders",
 )

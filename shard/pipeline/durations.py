@@ -111,15 +111,15 @@ def parse_when(text: str, now: datetime, *, minimum: timedelta = timedelta(secon
 
 
 def format_duration(delta: timedelta) -> str:
-    """``timedelta(hours=2, minutes=30)`` → ``"2h 30m"`` (largest units first, seconds dropped past a day)."""
-    seconds = int(delta.total_seconds())
+    """``timedelta(hours=2, minutes=30)`` → ``"2h 30m"``: the two largest units, rounded to the second."""
+    seconds = round(delta.total_seconds())
     if seconds <= 0:
         return "0s"
+    units = (("d", 86400), ("h", 3600)) if seconds >= 86400 else (("h", 3600), ("m", 60)) if seconds >= 3600 \
+        else (("m", 60), ("s", 1))
     parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+    for unit, size in units:
         if seconds >= size:
             count, seconds = divmod(seconds, size)
             parts.append(f"{count}{unit}")
-        if unit == "h" and parts and parts[0].endswith("d"):
-            break
     return " ".join(parts)

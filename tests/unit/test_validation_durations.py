@@ -52,6 +52,9 @@ def test_format_duration() -> None:
     assert format_duration(timedelta(hours=2, minutes=30)) == "2h 30m"
     assert format_duration(timedelta(days=2, hours=1, minutes=5, seconds=3)) == "2d 1h"
     assert format_duration(timedelta(seconds=59)) == "59s"
+    assert format_duration(timedelta(hours=2, minutes=29, seconds=59.6)) == "2h 30m"
+    assert format_duration(timedelta(hours=1, seconds=5)) == "1h"
+    assert format_duration(timedelta(minutes=3, seconds=7)) == "3m 7s"
     assert format_duration(timedelta(0)) == "0s"
 
 
