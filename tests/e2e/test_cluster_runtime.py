@@ -1,0 +1,242 @@
+"""The cluster runtime end to end: real supervisord, Redis, simulator and ``python -m shard`` processes.
+
+Each test gets its own run directory (so its own supervisord and socket), Redis prefix and ports,
+and tears supervisord and every process down even when it fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from cluster.launcher import Launcher, LaunchFailed
+from cluster.plan import Plan, plan
+from innkeeper.errors import InnkeeperError
+from innkeeper.settings import Settings
+from tests.procs import SimulatorProc, start_simulator
+from tests.support import free_port, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+SHARDS, CLUSTERS, GUILDS, MC, WINDOW = 16, 4, 2000, 4, 0.2
+#: The simulator stamps IDENTIFYs when its event loop gets to them; on a loaded 2-core machine that
+#: lags by up to ~0.1 s, so the margin past each window is wider here than Discord needs.
+MARGIN = 0.15
+
+
+@pytest.fixture
+def sim(tmp_path: Path) -> Iterator[SimulatorProc]:
+    with start_simulator(tmp_path / "sim", guilds=GUILDS, shards=SHARDS, max_concurrency=MC,
+                         identify_window=WINDOW) as proc:
+        yield proc
+
+
+@dataclass
+class Env:
+    sim: SimulatorProc
+    settings: Settings
+    launcher: Launcher
+    lines: list[str]
+
+    @property
+    def status_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.status_port}"
+
+
+def _env(sim: SimulatorProc, run_dir: Path, prefix: str, database_url: str, **extra: str) -> Settings:
+    return Settings.from_env({
+        "DISCORD_TOKEN": sim.token, "DISCORD_API_URL": sim.url, "INNKEEPER_REDIS_PREFIX": prefix,
+        "DATABASE_URL": database_url, "INNKEEPER_RUN_DIR": str(run_dir), "INNKEEPER_STATUS_PORT": str(free_port()),
+        "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_IDENTIFY_WINDOW": str(WINDOW),
+        "INNKEEPER_IDENTIFY_MARGIN": str(MARGIN),
+        "INNKEEPER_HEARTBEAT_INTERVAL": "0.5", "INNKEEPER_HEARTBEAT_TTL": "5", "INNKEEPER_LOG_FORMAT": "json",
+        "INNKEEPER_SYNC_COMMANDS": "false", **extra,
+    })
+
+
+def _hard_kill(run_dir: Path) -> None:
+    """Last resort when ``innkeeper stop`` failed: kill supervisord and its process groups."""
+    pidfile = run_dir / "supervisord.pid"
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text().strip() or 0)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+async def env(sim: SimulatorProc, tmp_path: Path, redis_prefix: str, database_url: str) -> AsyncIterator[Env]:
+    run_dir = tmp_path / "run"
+    settings = _env(sim, run_dir, redis_prefix, database_url)
+    try:
+        from db.migrate import migrate
+    except ImportError:  # pragma: no cover - the db package is part of the project
+        pass
+    else:
+        await migrate(database_url)
+    lines: list[str] = []
+    launcher = Launcher(settings, out=lines.append)
+    try:
+        yield Env(sim, settings, launcher, lines)
+    finally:
+        try:
+            await launcher.stop()
+        except Exception:
+            _hard_kill(run_dir)
+            raise
+        # Nothing of this test may outlive it.
+        assert not (run_dir / "supervisor.sock").exists() or not await launcher.supervisor.is_running()
+
+
+def _violations(sim: SimulatorProc) -> str:
+    """The simulator's log lines about refused IDENTIFYs, for failure messages."""
+    return "\n".join(line for line in sim.output().splitlines() if "op 9" in line or "identified" in line)
+
+
+async def _get(url: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session, session.get(url) as r:
+        body = await (r.json() if r.content_type == "application/json" else r.text())
+        return r.status, body
+
+
+async def _launch(e: Env) -> Plan:
+    p = await e.launcher.launch(clusters=CLUSTERS, timeout=120)
+    assert p == plan(SHARDS, MC, clusters=CLUSTERS)
+    return p
+
+
+async def _healthz_ok(e: Env) -> bool:
+    try:
+        return (await _get(e.status_url + "/healthz"))[0] == 200
+    except aiohttp.ClientError:
+        return False
+
+
+async def test_cold_start_every_shard_ready_without_violations(env: Env) -> None:
+    started = time.monotonic()
+    await _launch(env)
+    elapsed = time.monotonic() - started
+    assert any("16/16 shards READY" in line for line in env.lines), env.lines
+    assert any(line.startswith("all 16 shards READY") and "status page" in line for line in env.lines)
+    stats = env.sim.stats()
+    assert stats["identify_violations"] == 0, _violations(env.sim)
+    assert stats["identifies"] == SHARDS
+    await wait_for(lambda: _healthz_ok(env), timeout=20, message="/healthz 200")
+    status, doc = await _get(env.status_url + "/status.json")
+    assert status == 200 and doc["shard_count"] == SHARDS and doc["max_concurrency"] == MC
+    assert [c["state"] for c in doc["clusters"]] == ["READY"] * CLUSTERS
+    shards = [s for c in doc["clusters"] for s in c["shards"]]
+    assert [s["id"] for s in shards] == list(range(SHARDS))
+    assert sum(s["guilds"] for s in shards) == GUILDS
+    ports = {c["metrics_port"] for c in doc["clusters"]}
+    assert None not in ports and len(ports) == CLUSTERS
+    status, metrics = await _get(f"http://127.0.0.1:{doc['clusters'][2]['metrics_port']}/metrics")
+    assert status == 200 and 'innkeeper_shard_up{cluster="2",shard="9"} 1.0' in metrics
+    assert 'innkeeper_gateway_events_total{cluster="2",type="GUILD_CREATE"}' in metrics
+    # A relaunch with the same plan changes nothing and is READY at once.
+    env.lines.clear()
+    await _launch(env)
+    assert not any("supervisord:" in line for line in env.lines), env.lines
+    assert env.sim.stats()["identifies"] == SHARDS
+    print(f"cold start of {SHARDS} shards in {CLUSTERS} clusters: {elapsed:.1f} s")
+
+
+async def test_kill_9_one_cluster_is_restarted_and_the_others_stay(env: Env) -> None:
+    await _launch(env)
+    await wait_for(lambda: _healthz_ok(env), timeout=20, message="/healthz 200")
+    _, before = await _get(env.status_url + "/status.json")
+    pids = {c["id"]: c["pid"] for c in before["clusters"]}
+    shard_stats = env.sim.stats()["shards"]
+    os.kill(pids[1], signal.SIGKILL)
+
+    async def restarted() -> bool:
+        _, doc = await _get(env.status_url + "/status.json")
+        c1 = doc["clusters"][1]
+        return c1["pid"] not in (None, pids[1]) and c1["state"] == "READY"
+    await wait_for(restarted, timeout=60, message="cluster-1 restarted by supervisord and READY")
+    await wait_for(lambda: _healthz_ok(env), timeout=20, message="/healthz 200 again")
+    _, after = await _get(env.status_url + "/status.json")
+    assert {c["id"]: c["pid"] for c in after["clusters"] if c["id"] != 1} == {k: v for k, v in pids.items() if k != 1}
+    stats = env.sim.stats()
+    assert stats["identify_violations"] == 0, _violations(env.sim)
+    for sid in range(SHARDS):
+        if not 4 <= sid < 8:  # the other clusters' shards: same sessions, no new identify, no close
+            assert stats["shards"][str(sid)]["identifies"] == shard_stats[str(sid)]["identifies"] == 1, sid
+            assert stats["shards"][str(sid)]["sessions"] == shard_stats[str(sid)]["sessions"], sid
+
+
+async def test_rolling_restart_keeps_three_of_four_clusters_ready(env: Env) -> None:
+    await _launch(env)
+    _, before = await _get(env.status_url + "/status.json")
+    old = {c["id"]: c["pid"] for c in before["clusters"]}
+    samples: list[int] = []
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        while not done.is_set():
+            _, doc = await _get(env.status_url + "/status.json")
+            samples.append(sum(1 for c in doc["clusters"] if all(s["state"] == "READY" for s in c["shards"])))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await env.launcher.restart(rolling=True)
+    finally:
+        done.set()
+        await sampler
+    assert len(samples) > 20, samples
+    assert min(samples) >= CLUSTERS - 1, samples
+    assert min(samples) == CLUSTERS - 1, "a cluster should have been seen restarting"
+    _, after = await _get(env.status_url + "/status.json")
+    assert all(c["pid"] != old[c["id"]] for c in after["clusters"])
+    assert all(c["state"] == "READY" for c in after["clusters"])
+    assert [line for line in env.lines if "READY again" in line][:1], env.lines
+    assert env.sim.stats()["identify_violations"] == 0, _violations(env.sim)
+
+
+async def test_bad_token_fails_clearly_and_does_not_loop(sim: SimulatorProc, tmp_path: Path, redis_prefix: str,
+                                                         database_url: str) -> None:
+    run_dir = tmp_path / "run"
+    bad = _env(sim, run_dir, redis_prefix, database_url, DISCORD_TOKEN="not-the-token")
+    launcher = Launcher(bad, out=lambda _line: None)
+    # `innkeeper launch` itself refuses at once: GET /gateway/bot answers 401.
+    with pytest.raises(InnkeeperError, match="token was rejected"):
+        await launcher.launch()
+    # A cluster started with the bad token anyway: supervisord gives up after startretries.
+    p = plan(4, MC, clusters=1)
+    try:
+        async with launcher.redis() as client:
+            await launcher.apply_plan(p, client)
+            with pytest.raises(LaunchFailed, match="cluster-0 is FATAL") as info:
+                await launcher.wait_ready(p, client, timeout=90)
+        assert "login failed" in str(info.value) or "token" in str(info.value)
+        state = (await launcher.supervisor.process("clusters:cluster-0"))["statename"]
+        assert state == "FATAL"
+        assert sim.stats()["identifies"] == 0
+        log = (run_dir / "logs" / "cluster-0.log").read_text()
+        assert log.count("login failed") == launcher.policy.startretries + 1
+    finally:
+        try:
+            await launcher.stop()
+        except Exception:
+            _hard_kill(run_dir)
+            raise
