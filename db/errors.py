@@ -36,10 +36,11 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 def is_connection_error(exc: BaseException) -> bool:
     """True when ``exc`` means the server or the connection is gone, not that the query was wrong."""
-    if isinstance(exc, asyncpg.InterfaceError | OSError | asyncio.TimeoutError | TimeoutError):
-        # asyncpg's InterfaceError covers "connection is closed" and pool misuse; both are
-        # connection-level problems for the caller.
-        return not isinstance(exc, asyncpg.exceptions.InterfaceWarning)
+    if isinstance(exc, asyncpg.InterfaceError):
+        # "connection is closed" is; misuse (an operation already in progress) is a bug, not an outage.
+        return "closed" in str(exc)
+    if isinstance(exc, OSError | asyncio.TimeoutError | TimeoutError):
+        return True
     if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.exceptions.ConnectionDoesNotExistError):
         return True
     state = _sqlstate(exc)

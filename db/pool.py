@@ -162,8 +162,7 @@ class Database:
                 retry = errors.is_safe_to_retry(exc, idempotent=True) or isinstance(exc, OSError | TimeoutError)
                 if not retry or time.monotonic() + delay > deadline:
                     err = errors.translate(exc, query="connect")
-                    if err.code is not ErrorCode.DB_UNAVAILABLE and errors.is_connection_error(exc):
-                        err.code = ErrorCode.DB_UNAVAILABLE
+                    err.code = ErrorCode.DB_UNAVAILABLE  # whatever the reason, there is no database to use
                     raise err from exc
                 _log.warning("database unreachable (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)

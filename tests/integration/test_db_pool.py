@@ -70,9 +70,9 @@ async def test_errors_are_translated_and_counted(db: Database, sql: str, args: t
 
 async def test_slow_queries_and_log_queries(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="db.pool")
-    async with Database(database_url, slow_query_ms=50) as db:
+    async with Database(database_url, slow_query_ms=300) as db:
         await db.fetchval("pool_test.fast", "SELECT 1")
-        await db.fetchval("pool_test.slow", "SELECT pg_sleep(0.1)")
+        await db.fetchval("pool_test.slow", "SELECT pg_sleep(0.5)")
     slow = [r for r in caplog.records if r.levelno == logging.WARNING and getattr(r, "query", "") == "pool_test.slow"]
     assert len(slow) == 1 and "slow query pool_test.slow" in slow[0].getMessage()
     assert not any(getattr(r, "query", "") == "pool_test.fast" for r in caplog.records)

@@ -29,16 +29,20 @@ async def test_concurrent_claimers_never_share_a_row(db: Database, database_url:
                              SELECT g, $1, $2 FROM generate_series(1, 300) AS g""",
                      KEYS.encrypt("due", context=reminders.BODY_CONTEXT), past)
     claimed: dict[str, list[int]] = {}
+    pools = [await Database(database_url, min_size=2, max_size=2).connect() for _ in range(4)]  # one per "process"
 
-    async def cluster(name: str) -> None:
-        async with Database(database_url, min_size=2, max_size=2) as own:  # its own pool, like another process
-            mine = claimed.setdefault(name, [])
-            while batch := await reminders.claim_due(own, KEYS, name, limit=7):
-                mine.extend(r.id for r in batch)
-                for r in batch:
-                    assert await reminders.mark_delivered(own, r.id, name)
+    async def cluster(name: str, own: Database) -> None:
+        mine = claimed.setdefault(name, [])
+        while batch := await reminders.claim_due(own, KEYS, name, limit=7):
+            mine.extend(r.id for r in batch)
+            for r in batch:
+                assert await reminders.mark_delivered(own, r.id, name)
 
-    await asyncio.gather(*(cluster(f"cluster-{i}") for i in range(4)))
+    try:
+        await asyncio.gather(*(cluster(f"cluster-{i}", own) for i, own in enumerate(pools)))
+    finally:
+        for own in pools:
+            await own.close()
     ids = [i for batch in claimed.values() for i in batch]
     assert len(ids) == len(set(ids)) == 300  # every reminder exactly once
     assert sum(1 for batch in claimed.values() if batch) >= 2  # the work really was shared
