@@ -1,0 +1,68 @@
+"""``innkeeper demo`` as an operator runs it: everything up under supervisord, Ctrl-C takes it all down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from innkeeper.settings import PROJECT_ROOT
+from tests.support import free_port, wait_for_sync
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_demo_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path, redis_prefix: str,
+                                                          database_url: str) -> None:
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "INNKEEPER_RUN_DIR": str(run_dir), "INNKEEPER_REDIS_PREFIX": redis_prefix,
+           "DATABASE_URL": database_url, "INNKEEPER_STATUS_PORT": str(free_port()),
+           "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_HEARTBEAT_INTERVAL": "0.5",
+           "INNKEEPER_IDENTIFY_MARGIN": "0.15", "INNKEEPER_SYNC_COMMANDS": "false", "PYTHONUNBUFFERED": "1"}
+    cli = [sys.executable, "-m", "cluster.cli"]
+    log = tmp_path / "demo.out"
+    with log.open("wb") as out:
+        demo = subprocess.Popen([*cli, "demo", "--guilds", "300", "--shards", "4", "--clusters", "2",  # noqa: S603
+                                 "--port", str(free_port())], cwd=PROJECT_ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_for_sync(lambda: "press Ctrl-C" in log.read_text() or demo.poll() is not None, timeout=120,
+                      message="the demo to be up")
+        text = log.read_text()
+        assert demo.poll() is None, text
+        assert "all 4 shards READY" in text and "status page: http://127.0.0.1:" in text
+        status = subprocess.run([*cli, "status", "--json"], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert status.returncode == 0, status.stdout + status.stderr
+        doc = json.loads(status.stdout)
+        assert doc["healthy"]
+        assert set(doc["supervisor"]) == {"0", "1"}  # cluster ids, each STARTING (< startsecs) or RUNNING
+        assert set(doc["supervisor"].values()) <= {"STARTING", "RUNNING"}
+        pids = [c["pid"] for c in doc["clusters"]]
+        supervisord_pid = int((run_dir / "supervisord.pid").read_text())
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(60) == 0, log.read_text()
+        assert "stopped" in log.read_text()
+        wait_for_sync(lambda: not any(_alive(p) for p in [*pids, supervisord_pid]), timeout=30,
+                      message="every process gone")
+        again = subprocess.run([*cli, "stop"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                               timeout=60, check=False)
+        assert again.returncode == 0 and "not running" in again.stdout
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait(10)
+        subprocess.run([*cli, "stop"], cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=90, check=False)
