@@ -109,11 +109,12 @@ _WALK = """SELECT id, action, details, prev_hash, hash, content_hash, redacted_a
        audit_content_hash(actor_id, target_id, target, details) AS computed_content,
        audit_row_hash(prev_hash, id, chain_id, guild_id, action, created_at, content_hash) AS computed_hash
 FROM audit_log WHERE chain_id = $1 AND id > $2 ORDER BY id LIMIT $3"""
-# Rows that mention the user anywhere: as actor, as target, in the target text or in details.
+# Rows that mention the user anywhere: as actor, as target, or anywhere in the target text or details
+# (as a number, a string, or inside text such as a <@id> mention).
 _REDACT = """UPDATE audit_log SET actor_id = NULL, target_id = NULL, target = NULL, details = NULL, redacted_at = now()
 WHERE redacted_at IS NULL AND (
     actor_id = $1 OR target_id = $1 OR strpos(target, $1::text) > 0
-    OR jsonb_path_exists(details, '$.** ? (@ == $id || @ == $ids)', jsonb_build_object('id', $1, 'ids', $1::text)))
+    OR strpos(details::text, $1::text) > 0)
 RETURNING id, chain_id"""
 
 

@@ -46,7 +46,7 @@ async def _fill(db: Database) -> None:
                        details={"reason": "spam"})
     await audit.append(db, "member.warn", guild_id=1, actor_id=MOD, target_id=OTHER, details={"reason": "x"})
     await audit.append(db, "role.grant", guild_id=2, actor_id=USER, target_id=OTHER)
-    await audit.append(db, "note", guild_id=2, actor_id=MOD, details={"mentions": [str(USER)], "n": 1})
+    await audit.append(db, "note", guild_id=2, actor_id=MOD, details={"text": f"warned <@{USER}> twice", "n": 1})
     await audit.append(db, "member.kick", guild_id=1, actor_id=MOD, target_id=OTHER)
     await reminders.create_reminder(db, KEYS, user_id=USER, body="buy milk", due_at=dt.datetime.now(dt.UTC))
     await reminders.create_reminder(db, KEYS, user_id=OTHER, body="call mom", due_at=dt.datetime.now(dt.UTC))

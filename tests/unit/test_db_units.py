@@ -222,3 +222,19 @@ def test_quote_ident() -> None:
     assert quote_ident('we"ird') == '"we""ird"'
     with pytest.raises(DatabaseError):
         quote_ident("a\x00")
+
+
+def test_settings_drive_the_database_and_retention() -> None:
+    from db.pool import Database
+    from db.privacy import RetentionPolicy
+    from innkeeper.settings import Settings
+
+    s = Settings.from_env({"INNKEEPER_LOG_QUERIES": "1", "INNKEEPER_SLOW_QUERY_MS": "40", "INNKEEPER_DB_POOL_MAX": "3",
+                           "INNKEEPER_RETENTION_USAGE_DAYS": "7", "INNKEEPER_RETENTION_REMINDERS_DAYS": "0"})
+    db = Database.from_settings(s)
+    assert (db.log_queries, db.slow_query_s, db.max_size) == (True, 0.04, 3)
+    assert RetentionPolicy.from_settings(s) == RetentionPolicy(usage_days=7, errors_days=30, feedback_days=180,
+                                                               reminders_days=0)
+    assert Settings.from_env(s.as_env()).retention_usage_days == 7
+    with pytest.raises(ConfigError):
+        Settings.from_env({"INNKEEPER_RETENTION_ERRORS_DAYS": "-1"})
