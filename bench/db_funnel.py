@@ -21,6 +21,8 @@ from bench._db_common import scratch_database
 from db import guilds, permissions
 from db.pool import Database
 
+__all__ = ("bench", "main")
+
 QUERIES: list[tuple[str, str]] = [
     ("guild_settings.get", guilds._GET),
     ("role_permissions.level_for_roles", permissions._LEVEL_FOR_ROLES),

@@ -18,6 +18,8 @@ from bench._db_common import scratch_database
 from db.pool import Database
 from db.usage import INSERT_ONE, UsageRecorder
 
+__all__ = ("bench", "main")
+
 
 async def _batched(db: Database, n: int) -> float:
     rec = UsageRecorder(db, interval=3600)
