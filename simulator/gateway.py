@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from aiohttp import WSMsgType, web
 from .compression import SUPPORTED_COMPRESS, make_encoder
 from .connection import Connection
 from .identify import IdentifyLimiter, SessionStartBudget
+from .intents import MESSAGE_EVENTS, Intent, allows, strip_content
 from .opcodes import OpcodeHandler
 from .sessions import Session, SessionTable, dumps
 
@@ -170,12 +172,20 @@ class Gateway:
         """Send a dispatch to the session that owns ``guild_id``'s shard (newest live, else resumable).
 
         With sessions of several shard counts (resharding overlap) the newest session's count
-        routes first; the others take what it has no session for. False when nothing took it.
+        routes first; the others take what it has no session for. False when nothing took it
+        (counted in ``lost``) or the session's intents exclude the event (``intent_filtered``).
+        Without MESSAGE_CONTENT a message's content fields go out empty, as on Discord.
         """
         target = self._guild_target(guild_id)
         if target is None:
             self.stats.lost += 1
             return False
+        intents = target.intents
+        if not allows(intents, event, in_guild=True):
+            self.stats.intent_filtered += 1
+            return False
+        if event in MESSAGE_EVENTS and not intents & Intent.MESSAGE_CONTENT:
+            data = strip_content(data, self.world.application_id)
         target.push(event, dumps(data))
         return True
 
@@ -185,6 +195,15 @@ class Gateway:
         if target is None:
             self.stats.lost += 1
             return False
+        intents = target.intents
+        if not allows(intents, event, in_guild=True):
+            self.stats.intent_filtered += 1
+            return False
+        if event in MESSAGE_EVENTS and not intents & Intent.MESSAGE_CONTENT:
+            data = json.loads(d_json)
+            stripped = strip_content(data, self.world.application_id)
+            if stripped is not data:
+                d_json = dumps(stripped)
         target.push(event, d_json)
         return True
 
@@ -201,21 +220,28 @@ class Gateway:
         """Send a dispatch to every live session of ``shard_id`` (any shard count).
 
         When none is live, the newest resumable session of that shard buffers it (and counts as one).
+        Without a ``guild_id`` in ``data`` the event counts as a DM event for the intents check.
         """
-        d_json = dumps(data)
-        live = self.sessions.live_for_shard(shard_id)
-        for session in live:
-            session.push(event, d_json)
-        if live:
-            return len(live)
-        for count in self._route_counts():
-            if shard_id < count:
-                target = self.sessions.target(count, shard_id)
+        targets = self.sessions.live_for_shard(shard_id)
+        if not targets:
+            for count in self._route_counts():
+                target = self.sessions.target(count, shard_id) if shard_id < count else None
                 if target is not None:
-                    target.push(event, d_json)
-                    return 1
-        self.stats.lost += 1
-        return 0
+                    targets = [target]
+                    break
+            else:
+                self.stats.lost += 1
+                return 0
+        in_guild = "guild_id" in data
+        d_json = dumps(data)
+        sent = 0
+        for session in targets:
+            if not allows(session.intents, event, in_guild=in_guild):
+                self.stats.intent_filtered += 1
+                continue
+            session.push(event, d_json)
+            sent += 1
+        return sent
 
     def apply_fault(self, kind: str, shard_id: int | None, *, resumable: bool = True, code: int = 4000) -> int:
         """Apply a gateway fault to every live session of ``shard_id`` (every live session when None).

@@ -78,6 +78,8 @@ class Stats:
     faults_applied: int = 0
     #: IDENTIFYs refused (close 4004) because the daily ``session_start_limit`` was used up.
     identify_budget_exhausted: int = 0
+    #: Dispatches not sent because the target session's intents exclude them (as Discord does).
+    intent_filtered: int = 0
     shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
     started_at: float = field(default_factory=time.monotonic)
 
@@ -100,6 +102,7 @@ class Stats:
             "messages_created": self.messages_created,
             "faults_applied": self.faults_applied,
             "identify_budget_exhausted": self.identify_budget_exhausted,
+            "intent_filtered": self.intent_filtered,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
         }

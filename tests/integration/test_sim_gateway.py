@@ -15,7 +15,7 @@ from simulator.server import SimulatorServer
 from tests.support import wait_for
 
 TOKEN = "test-token"
-INTENTS = 513
+INTENTS = 513 | (1 << 15)  # GUILDS, GUILD_MESSAGES, MESSAGE_CONTENT
 
 
 class GatewayClient:
@@ -244,9 +244,9 @@ async def test_the_newest_session_of_a_shard_gets_its_events(sim: SimulatorServe
     _, creates = await old.ready((0, 2))
     await wait_for(lambda: gateway.limiter.retry_after(0) == 0, timeout=5, message="bucket 0's window")
     await new.ready((0, 2))
-    assert gateway.dispatch_guild(int(creates[0]["d"]["id"]), "TYPING_START", {"n": 1})
+    assert gateway.dispatch_guild(int(creates[0]["d"]["id"]), "MESSAGE_DELETE", {"n": 1})
     assert (await new.recv())["d"] == {"n": 1}
-    assert gateway.dispatch_guild_json(int(creates[0]["d"]["id"]), "TYPING_START", '{"n":1.5}')
+    assert gateway.dispatch_guild_json(int(creates[0]["d"]["id"]), "MESSAGE_DELETE", '{"n":1.5}')
     assert (await new.recv())["d"] == {"n": 1.5}
     assert gateway.dispatch_shard(0, "USER_UPDATE", {"n": 2}) == 2
     assert (await old.recv())["d"] == {"n": 2} and (await new.recv())["d"] == {"n": 2}
@@ -375,3 +375,28 @@ async def test_shutdown_closes_every_socket_with_1001(http: aiohttp.ClientSessio
     finally:
         await server.stop()
     assert await client.close_code() == 1001
+
+
+async def test_intents_filter_events_and_message_content(sim: SimulatorServer, connect: Connect) -> None:
+    gateway, stats, world = sim.state.gateway, sim.state.stats, sim.state.world
+    client = await connect()
+    await client.identify((0, 2), intents=513)  # GUILDS | GUILD_MESSAGES: no typing, no MESSAGE_CONTENT
+    ready = await client.recv()
+    creates = [await client.recv() for _ in ready["d"]["guilds"]]
+    guild_id = int(creates[0]["d"]["id"])
+    assert not gateway.dispatch_guild(guild_id, "TYPING_START", {"user_id": "1"})
+    assert stats.intent_filtered == 1 and stats.lost == 0
+    message = {"id": "5", "content": "secret", "embeds": [{"title": "t"}], "attachments": [], "components": [],
+               "author": {"id": "77"}, "mentions": []}
+    assert gateway.dispatch_guild(guild_id, "MESSAGE_CREATE", message)
+    seen = await client.recv()
+    assert seen["d"]["content"] == "" and seen["d"]["embeds"] == [] and seen["d"]["id"] == "5"
+    assert message["content"] == "secret"  # the caller's dict is left alone
+    bot = {"id": str(world.application_id)}
+    assert gateway.dispatch_guild_json(guild_id, "MESSAGE_CREATE", json.dumps({**message, "mentions": [bot]}))
+    assert (await client.recv())["d"]["content"] == "secret"  # mentions of the bot keep their content
+    assert gateway.dispatch_guild(guild_id, "MESSAGE_CREATE", {**message, "author": bot})
+    assert (await client.recv())["d"]["content"] == "secret"  # so do the bot's own messages
+    assert gateway.dispatch_shard(0, "TYPING_START", {"user_id": "1"}) == 0  # a DM typing: no intent either
+    assert gateway.dispatch_shard(0, "USER_UPDATE", {"id": "1"}) == 1  # no intent needed
+    assert (await client.recv())["t"] == "USER_UPDATE"
