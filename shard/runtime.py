@@ -61,6 +61,7 @@ class ClusterRuntime:
         self.queue: IdentifyQueue | None = None
         self._budget_checked = 0.0
         self._pending: set[asyncio.Task[None]] = set()
+        self._sleep = asyncio.sleep  # replaceable in tests
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -138,13 +139,13 @@ class ClusterRuntime:
                     _log.error("%s", exc, extra={"error_code": exc.code.value, "shard_id": sid})
                 self.tracker.set_blocked(f"identify budget exhausted: {exc.remaining} left "
                                          f"(reserve {exc.reserve}), resets in {exc.reset_in_s:.0f} s")
-                await asyncio.sleep(min(max(exc.reset_in_s, 1.0), _BUDGET_REFRESH_S))
+                await self._sleep(min(max(exc.reset_in_s, 1.0), _BUDGET_REFRESH_S))
                 if time.monotonic() - self._budget_checked >= _BUDGET_REFRESH_S:
                     await self._refresh_budget()
                 continue
             except (RedisError, OSError, TimeoutError) as exc:
                 _log.error("identify queue unreachable (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
+                await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             break

@@ -1,0 +1,209 @@
+"""Shard-side runtime pieces with a fake bot: tracker, watchdog, identify hook (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from innkeeper.settings import Settings
+from ipc.identify import IdentifyBudgetExhausted, IdentifyTicket
+from ipc.keys import Keys
+from shard.runtime import ClusterRuntime
+from shard.tracker import ShardTracker
+from shard.watchdog import ClusterUnrecoverable, Watchdog
+
+
+class FakeWS:
+    def __init__(self) -> None:
+        self._keep_alive = SimpleNamespace(_last_recv=time.perf_counter())
+        self.session_id: str | None = "sess"
+        self.sequence = 5
+        self.gateway = "ws://x/gateway"
+        self.closed_with: list[int] = []
+        self.open = True
+
+    async def close(self, code: int = 1000) -> None:
+        self.closed_with.append(code)
+
+
+class FakeShard:
+    def __init__(self, ws: FakeWS) -> None:
+        self._parent = SimpleNamespace(ws=ws)
+        self.latency = 0.012
+        self.reconnects = 0
+
+    def is_closed(self) -> bool:
+        return not self._parent.ws.open
+
+    async def reconnect(self) -> None:
+        self.reconnects += 1
+
+
+class FakeBot:
+    def __init__(self, shard_ids: list[int]) -> None:
+        self.ws = {sid: FakeWS() for sid in shard_ids}
+        self.shard_infos = {sid: FakeShard(ws) for sid, ws in self.ws.items()}
+        self.guilds = [SimpleNamespace(shard_id=sid) for sid in shard_ids for _ in range(sid + 1)]
+        self.listeners: dict[str, Any] = {}
+        self._connection = SimpleNamespace(parsers={"MESSAGE_CREATE": lambda d: None, "READY": lambda d: None})
+        self.closed = False
+        self.fatal_error: BaseException | None = None
+        self.settings = Settings.from_env({"INNKEEPER_METRICS_PORT_BASE": "0"})
+        self.cluster_id = 0
+        self.redis = SimpleNamespace(register_script=lambda _s: None)
+        self.keys = Keys("test")
+        self.shard_ids = shard_ids
+        self.shard_count = 8
+
+    def get_shard(self, sid: int) -> FakeShard | None:
+        return self.shard_infos.get(sid)
+
+    def add_listener(self, func: Any, name: str) -> None:
+        self.listeners[name] = func
+
+    def remove_listener(self, func: Any, name: str) -> None:
+        self.listeners.pop(name, None)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def _tracker(bot: FakeBot) -> ShardTracker:
+    tracker = ShardTracker(bot, list(bot.ws))  # type: ignore[arg-type]
+    tracker.attach()
+    return tracker
+
+
+async def test_tracker_states_counts_and_beats() -> None:
+    bot = FakeBot([2, 3])
+    t = _tracker(bot)
+    assert t.cluster_state() == "STARTING"
+    bot._connection.parsers["MESSAGE_CREATE"]({})
+    bot._connection.parsers["MESSAGE_CREATE"]({})
+    bot._connection.parsers["READY"]({})
+    assert t.events_by_type == {"MESSAGE_CREATE": 2, "READY": 1} and t.total_events == 3
+    t.note_identifying(2)
+    t.note_identified(2, 0.5)
+    await bot.listeners["on_shard_connect"](2)
+    assert t.cluster_state() == "STARTING"
+    await bot.listeners["on_shard_connect"](3)
+    assert t.cluster_state() == "READY" and t.changed.is_set()
+    await bot.listeners["on_shard_disconnect"](3)  # it has a session: discord.py will RESUME
+    assert t.shards[3].state == "RESUMING" and t.cluster_state() == "DEGRADED"
+    bot.ws[3].session_id = None
+    await bot.listeners["on_shard_disconnect"](3)
+    assert t.shards[3].state == "DISCONNECTED" and t.shards[3].reconnects == 2
+    await bot.listeners["on_shard_resumed"](3)
+    assert t.shards[3].state == "READY" and t.shards[3].resumes == 1
+    t.set_blocked("identify budget exhausted")
+    assert t.cluster_state() == "BLOCKED"
+    beats = {b["id"]: b for b in t.shard_beats()}
+    assert beats[2]["guilds"] == 3 and beats[3]["guilds"] == 4
+    assert beats[2]["identifies"] == 1 and beats[2]["latency_ms"] == 12.0
+    assert beats[2]["last_event_age_s"] is not None and beats[2]["last_event_age_s"] < 5
+    t.detach()
+    assert bot.listeners == {}
+
+
+async def test_watchdog_closes_a_zombie_then_reconnects_it() -> None:
+    bot = FakeBot([0, 1])
+    t = _tracker(bot)
+    for sid in (0, 1):
+        t.set_state(sid, "READY")
+    dog = Watchdog(bot, t, zombie_after_s=10)  # type: ignore[arg-type]
+    await dog.check()
+    assert bot.ws[0].closed_with == [] and dog.zombies_closed == 0
+    bot.ws[0]._keep_alive._last_recv -= 11  # shard 0 went silent
+    await dog.check()
+    assert bot.ws[0].closed_with == [4000] and bot.ws[1].closed_with == []
+    await dog.check()  # still silent, but not yet for another zombie_after
+    assert bot.shard_infos[0].reconnects == 0
+    dog.kicked[0] -= 10
+    await dog.check()
+    assert bot.shard_infos[0].reconnects == 1 and dog.zombies_reconnected == 1
+    bot.ws[0]._keep_alive._last_recv = time.perf_counter()  # alive again
+    await dog.check()
+    assert 0 not in dog.kicked
+
+
+async def test_watchdog_leaves_waiting_shards_alone() -> None:
+    bot = FakeBot([0])
+    t = _tracker(bot)
+    t.note_identifying(0)  # waiting in the identify queue for a long time is normal
+    bot.ws[0]._keep_alive._last_recv -= 1000
+    dog = Watchdog(bot, t, zombie_after_s=10, unrecoverable_after_s=1)  # type: ignore[arg-type]
+    await dog.check()
+    dog.down_since = (dog.down_since or time.monotonic()) - 5
+    await dog.check()
+    assert bot.ws[0].closed_with == [] and not bot.closed
+
+
+async def test_watchdog_gives_up_on_a_dead_cluster_but_not_a_blocked_one() -> None:
+    bot = FakeBot([0, 1])
+    t = _tracker(bot)
+    for sid in (0, 1):
+        t.set_state(sid, "DISCONNECTED")
+        bot.ws[sid].open = False
+    dog = Watchdog(bot, t, zombie_after_s=10, unrecoverable_after_s=30)  # type: ignore[arg-type]
+    await dog.check()
+    assert dog.down_since is not None
+    t.set_blocked("identify budget exhausted")
+    await dog.check()
+    assert dog.down_since is None  # held back on purpose: not a failure
+    t.set_blocked(None)
+    await dog.check()
+    dog.down_since -= 31  # type: ignore[operator]
+    await dog.check()
+    assert dog._closing is not None
+    await dog._closing
+    assert bot.closed and isinstance(bot.fatal_error, ClusterUnrecoverable)
+    assert bot.fatal_error.code.value == "E6002"
+
+
+class FakeQueue:
+    def __init__(self, outcomes: list[BaseException | None]) -> None:
+        self.outcomes = outcomes
+        self.calls = 0
+        self.confirmed: list[int] = []
+
+    async def acquire(self, shard_id: int) -> IdentifyTicket:
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+        return IdentifyTicket(shard_id, shard_id % 2, 0.25, 900)
+
+    async def confirm(self, ticket: IdentifyTicket) -> None:
+        self.confirmed.append(ticket.shard_id)
+
+
+async def test_identify_hook_waits_out_an_exhausted_budget_and_redis_outages() -> None:
+    bot = FakeBot([4, 5])
+    runtime = ClusterRuntime(bot)  # type: ignore[arg-type]
+    runtime.tracker.attach()
+    slept: list[float] = []
+    states: list[str | None] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        states.append(runtime.tracker.blocked_reason)
+
+    runtime._sleep = fake_sleep  # type: ignore[assignment]
+    runtime._budget_checked = time.monotonic()  # no refresh from Discord in this test
+    queue = FakeQueue([IdentifyBudgetExhausted(5, 3, 10, 42.0), RedisConnectionError("down"), None])
+    runtime.queue = queue  # type: ignore[assignment]
+    await runtime.before_identify(5)
+    assert queue.calls == 3
+    assert slept[0] == 42.0 and states[0] is not None and "identify budget exhausted" in states[0]
+    assert slept[1] == pytest.approx(0.1)
+    assert runtime.tracker.blocked_reason is None  # cleared once identifying works again
+    rec = runtime.tracker.shards[5]
+    assert rec.state == "IDENTIFYING" and rec.identifies == 1
+    await asyncio.gather(*runtime._pending)
+    assert queue.confirmed == [5]
+    assert runtime.metrics.identify_wait._sum.get() == 0.25  # type: ignore[attr-defined]
