@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .pool import Conn, Database
 
 __all__ = ("UsageRecorder", "UsageRow", "top_commands", "INSERT_BATCH", "INSERT_ONE", "USAGE_DROPPED",
-           "USAGE_WRITTEN")
+           "USAGE_WRITTEN", "DailyUsage", "usage_by_day")
 
 _log = logging.getLogger(__name__)
 
@@ -180,3 +180,27 @@ async def top_commands(db: Database, guild_id: int, *, since: dt.datetime, limit
     rows = await db.fetch("command_usage.top", _TOP, v.snowflake("guild id", guild_id), since,
                           min(max(limit, 1), 100), conn=conn)
     return [UsageRow.from_record(r) for r in rows]
+
+
+# Added for the /stats command (commands helper): uses per UTC day and command, optionally one command.
+_BY_DAY = """SELECT (used_at AT TIME ZONE 'UTC')::date AS day, command, count(*) AS uses,
+       count(*) FILTER (WHERE NOT success) AS failures
+FROM command_usage WHERE guild_id = $1 AND used_at >= $2 AND ($3::text IS NULL OR command = $3)
+GROUP BY day, command ORDER BY day DESC, uses DESC, command LIMIT $4"""
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    day: dt.date
+    command: str
+    uses: int
+    failures: int
+
+
+async def usage_by_day(db: Database, guild_id: int, *, since: dt.datetime, command: str | None = None,
+                       limit: int = 5000, conn: Conn | None = None) -> list[DailyUsage]:
+    """The guild's uses per UTC day and command since ``since`` (newest day first), optionally of one command."""
+    rows = await db.fetch("command_usage.by_day", _BY_DAY, v.snowflake("guild id", guild_id), since,
+                          None if command is None else v.text("command name", command, v.MAX_COMMAND_NAME),
+                          min(max(limit, 1), 10_000), conn=conn)
+    return [DailyUsage(r["day"], r["command"], r["uses"], r["failures"]) for r in rows]

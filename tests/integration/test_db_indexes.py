@@ -89,6 +89,7 @@ LOOKUPS: list[tuple[str, str, tuple[Any, ...], set[str]]] = [
     ("recent audit of a guild", audit._RECENT, (42, 2**63 - 1, 50), {"audit_log_chain_idx"}),
     ("audit rows about a user", audit._FOR_USER, (4242,), {"audit_log_actor_idx", "audit_log_target_idx"}),
     ("top commands of a guild", usage._TOP, (42, HOUR_AGO, 10), {"command_usage_guild_idx"}),
+    ("usage per day (/stats)", usage._BY_DAY, (42, HOUR_AGO, None, 5000), {"command_usage_guild_idx"}),
     ("due reminders", reminders._CLAIM, ("c", 60.0, 50), {"reminders_due_idx"}),
     ("reminders of a user", reminders._LIST_PENDING, (4242, 25), {"reminders_user_idx"}),
     ("errors by code", *errors_log.build_list_query(code="E1042"), {"error_events_code_id_idx"}),

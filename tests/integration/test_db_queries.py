@@ -438,3 +438,21 @@ async def test_usage_command_strings(db: Database, command: str) -> None:
         return
     await rec.close()
     assert await db.fetchval("t", "SELECT command FROM command_usage WHERE user_id = $1", uid) == command
+
+
+async def test_usage_by_day(db: Database) -> None:
+    rec = usage.UsageRecorder(db)
+    today = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    yesterday = today - dt.timedelta(days=1)
+    for when, command, ok in [(today, "roll", True), (today, "roll", False), (today, "ping", True),
+                              (yesterday, "roll", True), (today - dt.timedelta(days=40), "roll", True)]:
+        rec.record(user_id=1, command=command, guild_id=7, success=ok, used_at=when)
+    rec.record(user_id=1, command="roll", guild_id=8, used_at=today)  # another guild
+    await rec.close()
+    rows = await usage.usage_by_day(db, 7, since=today - dt.timedelta(days=30))
+    assert [(r.day, r.command, r.uses, r.failures) for r in rows] == [
+        (today.date(), "roll", 2, 1), (today.date(), "ping", 1, 0), (yesterday.date(), "roll", 1, 0)]
+    only = await usage.usage_by_day(db, 7, since=today - dt.timedelta(days=30), command="ping")
+    assert [(r.command, r.uses) for r in only] == [("ping", 1)]
+    with pytest.raises(DatabaseError):
+        await usage.usage_by_day(db, 7, since=today, command="a\x00b")
