@@ -10,10 +10,11 @@ current one and encrypts every new value; the others only decrypt. Rotation: put
 keep the old ones, run ``innkeeper rotate-keys`` (:func:`db.privacy.rotate_keys` re-encrypts every
 value not under the current key), then drop the old key. ``innkeeper keygen`` prints a new key.
 
-Without a key the bot refuses to start (:class:`~innkeeper.errors.ConfigError` naming the
-variable): silently storing plaintext, or inventing a key that is lost on the next restart, would
-both be worse. For local development and the demo, ``INNKEEPER_ENCRYPTION_KEYS=dev`` selects a
-fixed, publicly known development key, and a warning says so at start-up.
+Without a key, :meth:`KeyRing.parse` raises :class:`~innkeeper.errors.ConfigError` naming the
+variable: silently storing plaintext, or inventing a key that is lost on the next restart, would
+both be worse. (The clusters then run with the features that store user text turned off; the CLI
+commands that need keys stop.) For local development and the demo, ``INNKEEPER_ENCRYPTION_KEYS=dev``
+selects a fixed, publicly known development key, and a warning says so.
 
 Why the ``cryptography`` dependency: AES-GCM must not be home-made, the standard library has no
 AEAD cipher, and ``cryptography`` (the PyCA project, OpenSSL underneath, wheels for every
