@@ -12,4 +12,7 @@ EXTENSIONS: tuple[str, ...] = (
     "shard.cogs.aliases",
     "shard.cogs.feedback",
     "shard.cogs.reminders",
+    "shard.cogs.privacy",
+    "shard.cogs.audit",
+    "shard.cogs.stats",
 )
