@@ -97,6 +97,8 @@ class Connection:
         """Close after everything queued so far; ``keep_session`` says whether the session stays resumable."""
         if self.close_code is not None or self.closed:
             return
+        if code != 1001:
+            _log.info("closing gateway connection from %s: %d %s", self.peer, code, reason)
         self.close_code = code
         self.keep_session = keep_session
         self._queue.append(CloseRequest(code, reason))
@@ -142,6 +144,13 @@ class Connection:
         except (ConnectionError, RuntimeError) as exc:
             # The peer went away; the reader side notices and cleans up.
             _log.debug("gateway writer for %s stopped: %s", self.peer, exc)
+        except Exception:  # noqa: BLE001 - a frame that cannot be built must not leave a dead socket open
+            _log.exception("gateway writer for %s failed; closing 4000", self.peer)
+            self.close_code = 4000
+            try:
+                await ws.close(code=4000, message=b"Internal error.")
+            except Exception:  # noqa: BLE001
+                pass
         finally:
             queue.clear()
 

@@ -320,7 +320,7 @@ async def test_request_guild_members_answers_chunks(sim: SimulatorServer, connec
 
 
 async def test_missing_heartbeats_close_4009_and_keep_the_session(http: aiohttp.ClientSession) -> None:
-    async with SimulatorServer(_config(heartbeat_interval_ms=200)) as server:
+    async with SimulatorServer(_config(heartbeat_interval_ms=1000)) as server:
         connect = connector(http, server)
         client = await connect()
         await client.ready((0, 2))
