@@ -83,3 +83,37 @@ async def test_autosharded_bot_connects_two_shards_sees_every_guild_and_resumes(
 def _member(world: object, guild_id: int, user_id: int) -> dict[str, object]:
     member = world.member(guild_id, user_id)  # type: ignore[attr-defined]
     return {k: v for k, v in member.items() if k != "user"}
+
+
+async def test_plain_client_with_members_intent_chunks_the_large_guilds(monkeypatch: pytest.MonkeyPatch,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    config = SimConfig(port=0, guilds=12, members_per_guild=4, token=TOKEN, max_member_count=50_000)
+    async with SimulatorServer(config) as sim:
+        monkeypatch.setattr(discord.http.Route, "BASE", f"{sim.url}/api/v10")
+        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(sim.gateway_url))
+        intents = discord.Intents.default()
+        intents.members = True
+        client = discord.Client(intents=intents)  # not sharded: IDENTIFY without "shard"
+        task = asyncio.create_task(client.start(TOKEN))
+        try:
+            def ready() -> bool:
+                if task.done():
+                    task.result()
+                return client.is_ready()
+
+            await wait_for(ready, timeout=60, message="the client to be READY")
+            world = sim.state.world
+            large = [g for g in world.guilds if g.large]
+            assert large, "the world has at least one large guild"
+            assert len(client.guilds) == 12
+            # READY + one GUILD_CREATE per guild + one GUILD_MEMBERS_CHUNK per large guild (discord.py
+            # chunks the guilds whose member_count exceeds the members it got).
+            assert sim.state.stats.shards[0].dispatched == 1 + 12 + len(large)
+            for g in large:
+                guild = client.get_guild(g.id)
+                assert guild is not None and guild.large and len(guild.members) == 5
+            assert "timed out waiting for chunks" not in caplog.text
+        finally:
+            await client.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
