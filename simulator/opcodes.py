@@ -31,6 +31,8 @@ __all__ = ("OpcodeHandler", "VALID_INTENTS", "MAX_PAYLOAD_BYTES")
 _log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 4096
+#: The largest shard count IDENTIFY accepts (close 4010 above).
+MAX_SHARDS = 65_536
 #: Every intent bit Discord defines (0–16, 20, 21, 24, 25).
 VALID_INTENTS = sum(1 << b for b in (*range(17), 20, 21, 24, 25))
 GUILD_MEMBERS_INTENT = 1 << 1
@@ -165,7 +167,7 @@ class OpcodeHandler:
             return
         shard = d.get("shard", [0, 1])
         if (not isinstance(shard, list) or len(shard) != 2 or not all(_is_int(x) for x in shard)
-                or shard[1] < 1 or not 0 <= shard[0] < shard[1]):
+                or not 1 <= shard[1] <= MAX_SHARDS or not 0 <= shard[0] < shard[1]):
             conn.close(4010, "Invalid shard.", keep_session=False)
             return
         shard_id, shard_count = shard

@@ -43,6 +43,8 @@ _JOIN_LIMIT_MS = 10 * _YEAR_MS
 _W_GUILD, _W_CHANNEL, _W_ROLE, _W_USER, _W_BOT = 0, 1, 2, 3, 4
 
 LARGE_THRESHOLD = 250
+#: Shard counts above this are not cached as a per-shard table.
+_MAX_SPLIT = 4096
 
 _ADJ = ("amber", "brave", "calm", "dusty", "eager", "fierce", "gentle", "hidden", "icy", "jolly", "keen", "lucky",
         "merry", "noble", "odd", "proud", "quiet", "rusty", "silver", "tidy", "umber", "vivid", "wild", "young",
@@ -273,6 +275,8 @@ class World:
         """The guilds whose events go to ``shard_id`` of ``num_shards`` (sorted by id)."""
         if num_shards < 1 or not 0 <= shard_id < num_shards:
             raise ValueError(f"invalid shard {shard_id} of {num_shards}")
+        if num_shards > _MAX_SPLIT:  # no table for absurd counts: filter instead
+            return [g for g in self.guilds if (g.id >> 22) % num_shards == shard_id]
         split = self._by_shard.get(num_shards)
         if split is None:
             split = [[] for _ in range(num_shards)]

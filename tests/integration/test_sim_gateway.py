@@ -281,6 +281,11 @@ async def test_too_many_guilds_for_one_shard_closes_4011(http: aiohttp.ClientSes
     ("?v=10&encoding=json", '{"op": 2, "d": {"token": "test-token", "properties": {}, "shard": [0, 1]}}', 4013),
     ("?v=10&encoding=json", '{"op": 2, "d": {"token": "test-token", "properties": {}, "intents": 1, '
                             '"shard": [2, 2]}}', 4010),
+    ("?v=10&encoding=json", '{"op": 2, "d": {"token": "test-token", "properties": {}, "intents": 1, '
+                            '"shard": [0, 1000000000]}}', 4010),
+    ("?v=10&encoding=json", '{"op": 2, "d": {"token": "test-token", "properties": {}, "intents": 1073741824}}',
+     4013),
+    ("?v=10&encoding=json", '[1, 2]', 4002),
 ])
 async def test_bad_input_gets_discords_close_codes(sim: SimulatorServer, connect: Connect, query: str,
                                                    payload: str | None, code: int) -> None:

@@ -53,6 +53,10 @@ def test_routing_spreads_guilds_evenly_over_shards() -> None:
         assert all((g.id >> 22) % 8 == shard for g in on_shard)
     with pytest.raises(ValueError):
         world.guilds_for_shard(8, 8)
+    # Huge counts are filtered, not tabled.
+    big = 1_000_003
+    owner = world.guilds[0]
+    assert world.guilds_for_shard((owner.id >> 22) % big, big)[0] is owner
 
 
 def test_channels_roles_and_members_of_a_guild() -> None:
