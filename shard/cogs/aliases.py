@@ -53,8 +53,8 @@ class Aliases(PipelineCog):
             return found.command if found is not None else None
         return resolve
 
-    def _prefixes(self, ctx: commands.Context[Any]) -> tuple[str, ...]:
-        cfg = self.runtime.guild_config.peek(ctx.guild.id) if ctx.guild is not None else None
+    async def _prefixes(self, ctx: commands.Context[Any]) -> tuple[str, ...]:
+        cfg = await self.runtime.guild_config.get(ctx.guild.id) if ctx.guild is not None else None
         return tuple(p for p in (self.bot.settings.default_prefix, cfg.prefix if cfg else None, ctx.prefix) if p)
 
     @group("alias", description="Short names for commands you type often (prefix commands).", feature="aliases")
@@ -82,15 +82,15 @@ class Aliases(PipelineCog):
         key = name.lower()
         line = await check_alias(key, command, resolve=self._resolver(ctx, kind),
                                  is_command=lambda w: self.bot.get_command(w) is not None,
-                                 prefixes=self._prefixes(ctx))
+                                 prefixes=await self._prefixes(ctx))
         await db_aliases.create_alias(self.db, kind, scope_id, key, line, created_by=ctx.author.id)
         shown = neutralise(line, limit=200)
         where = "for everyone here" if kind == "guild" else "for you"
-        await respond(ctx, f"Alias `{key}` → `{shown}` created {where}. Use it as `{self._prefix(ctx)}{key}`.",
+        await respond(ctx, f"Alias `{key}` → `{shown}` created {where}. Use it as `{await self._prefix(ctx)}{key}`.",
                       ephemeral=kind == "user")
 
-    def _prefix(self, ctx: commands.Context[Any]) -> str:
-        cfg = self.runtime.guild_config.peek(ctx.guild.id) if ctx.guild is not None else None
+    async def _prefix(self, ctx: commands.Context[Any]) -> str:
+        cfg = await self.runtime.guild_config.get(ctx.guild.id) if ctx.guild is not None else None
         return (cfg.prefix if cfg and cfg.prefix else None) or self.bot.settings.default_prefix
 
     @subcommand(alias, "remove", description="Delete an alias.", feature="aliases", audit=True,

@@ -15,9 +15,9 @@ from .context import PipelineContext, respond
 from .core import Pipeline
 from .levels import Level
 from .spec import CommandSpec, command, group, spec, spec_of, subcommand
-from .throttling import LocalThrottle, ThrottleRule
+from .throttling import ThrottleRule
 
 __all__ = (
     "Pipeline", "PipelineContext", "respond", "CommandSpec", "command", "group", "spec", "spec_of", "subcommand",
-    "Level", "ThrottleRule", "LocalThrottle", "GuildConfig", "Override",
+    "Level", "ThrottleRule", "GuildConfig", "Override",
 )

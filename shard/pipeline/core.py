@@ -49,7 +49,7 @@ from .errors import Failure, map_error
 from .levels import Level, is_moderator, member_level, required_level
 from .metrics import COMMAND_SECONDS, COMMANDS_TOTAL, PIPELINE_FAILURES
 from .spec import TOGGLEABLE, CommandSpec, spec_of
-from .throttling import Throttle
+from .throttling import Throttle, throttle_message
 from .validation import clip, validate_arguments
 
 if TYPE_CHECKING:
@@ -195,8 +195,7 @@ class Pipeline:
         if level < Level.OWNER:
             verdict = await self.throttle.hit(name, ctx.author.id, ctx.guild.id if ctx.guild else None, spec.rule)
             if not verdict.allowed:
-                wait = max(1, int(verdict.retry_after + 0.999))
-                raise CommandError(f"You're going too fast: try again in {wait} s.", code=ErrorCode.COMMAND_THROTTLED,
+                raise CommandError(throttle_message(verdict.retry_after), code=ErrorCode.COMMAND_THROTTLED,
                                    retry_after=verdict.retry_after)
         # 5. run under a timeout
         if spec.defer and ctx.interaction is not None and not ctx.interaction.response.is_done():

@@ -33,15 +33,12 @@ async def guild_prefix(bot: ClusterBot, message: discord.Message) -> list[str]:
     """The prefixes that invoke commands for ``message``."""
     prefix = bot.settings.default_prefix
     if message.guild is not None:
-        store = bot.command_runtime.guild_config
-        cfg = store.peek(message.guild.id)
-        if cfg is None:
-            try:
-                cfg = await store.get(message.guild.id)
-            except DatabaseError as exc:
-                _log.debug("guild %s prefix unavailable (%s); using the default", message.guild.id, exc)
-        if cfg is not None and cfg.prefix:
-            prefix = cfg.prefix
+        try:
+            cfg = await bot.command_runtime.guild_config.get(message.guild.id)
+        except DatabaseError as exc:
+            _log.debug("guild %s prefix unavailable (%s); using the default", message.guild.id, exc)
+        else:
+            prefix = cfg.prefix or prefix
     return commands.when_mentioned_or(prefix)(bot, message)
 
 
@@ -57,11 +54,11 @@ async def context_for(bot: ClusterBot, ctx: commands.Context[Any]) -> commands.C
     """Expand an alias in a prefix context (no-op for commands, interactions, plain chat)."""
     if ctx.interaction is not None or ctx.command is not None or ctx.prefix is None or not ctx.invoked_with:
         return ctx
-    cfg = bot.command_runtime.guild_config.peek(ctx.guild.id) if ctx.guild is not None else None
-    if cfg is not None and not cfg.feature_enabled("aliases"):
-        return ctx
     resolver = alias_resolver(bot.command_runtime, ctx.guild.id if ctx.guild else None, ctx.author.id)
     try:
+        if ctx.guild is not None and not (await bot.command_runtime.guild_config.get(ctx.guild.id)
+                                          ).feature_enabled("aliases"):
+            return ctx
         return await expand_context(ctx, resolver)
     except DatabaseError as exc:
         _log.debug("alias lookup failed: %s", exc)

@@ -1,8 +1,9 @@
 """Everything the command layer needs at run time, built once per cluster: :class:`CommandRuntime`.
 
-It owns the database pool, the encryption key ring, the guild configuration store, the usage
-recorder, the throttle and the :class:`~shard.pipeline.core.Pipeline`, and it is a ``BotService``:
-``ClusterBot`` starts it before the gateway connects and stops it on shutdown.
+It owns the database pool, the encryption key ring, the shared cache and the guild configuration
+store in front of it, the usage recorder, the shared throttle and the
+:class:`~shard.pipeline.core.Pipeline`, and it is a ``BotService``: ``ClusterBot`` starts it before
+the gateway connects and stops it on shutdown.
 
 Start-up policy
 ---------------
@@ -28,11 +29,12 @@ from db.crypto import KeyRing
 from db.migrate import require_schema
 from db.pool import Database
 from db.usage import UsageRecorder
-from innkeeper.errors import CommandError, DatabaseError, ErrorCode
+from innkeeper.errors import CommandError, DatabaseError, ErrorCode, IPCError
+from ipc.cache import SharedCache
 
 from .core import AuditEvent, ErrorEvent, Pipeline, UsageEvent
 from .store import GuildConfigStore
-from .throttling import LocalThrottle, Throttle
+from .throttling import RedisThrottle, Throttle
 
 if TYPE_CHECKING:
     from shard.bot import ClusterBot
@@ -85,7 +87,7 @@ class CommandRuntime:
     bot:
         The cluster's bot.
     throttle:
-        The throttle implementation; the in-process one when ``None``.
+        The throttle implementation; the shared Redis one when ``None``.
     """
 
     def __init__(self, bot: ClusterBot, *, throttle: Throttle | None = None) -> None:
@@ -93,9 +95,10 @@ class CommandRuntime:
         self.bot = bot
         self.db = Database.from_settings(settings, connect_timeout=5.0)
         self.keys: KeyRing | None = None
-        self.guild_config = GuildConfigStore(self.db)
+        self.cache = SharedCache(bot.redis, bot.keys)
+        self.guild_config = GuildConfigStore(self.db, shared=self.cache)
         self.usage = UsageRecorder(self.db)
-        self.throttle: Throttle = throttle or LocalThrottle()
+        self.throttle: Throttle = throttle or RedisThrottle(bot.redis, bot.keys)
         self.pipeline = Pipeline(settings, cluster_id=bot.cluster_id, config=self.guild_config,
                                  throttle=self.throttle, usage=_Usage(self.usage), audit=_Audit(self.db),
                                  errors=_Errors(self.db))
@@ -118,9 +121,16 @@ class CommandRuntime:
             self._connector = asyncio.create_task(self._keep_connecting(), name="db-connect")
         else:
             self.schema_version = await require_schema(self.db)
+        try:
+            await self.cache.start()
+        except IPCError as exc:
+            _log.warning("shared cache unavailable (%s); caching guild configuration in this process only", exc)
+            self.guild_config.shared = None
         self.usage.start()
 
     async def stop(self) -> None:
+        if self.guild_config.shared is not None:
+            await self.cache.stop()
         if self._connector is not None:
             self._connector.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -1,24 +1,27 @@
-"""Guild configuration for the pipeline: the database behind a small local cache and the shared cache.
+"""Guild configuration for the pipeline: PostgreSQL behind the shared cache.
 
-:class:`GuildConfigStore` answers :meth:`get` from a per-process TTL cache first (every prefix
-message asks for the guild's prefix, so the hot path does no I/O), then from the shared Redis
-cache (``ipc.cache.SharedCache``, when the process has one), then from PostgreSQL (guild settings,
-role levels and command overrides). While PostgreSQL is unreachable, misses fail fast for a few
-seconds (a small circuit breaker) so that messages do not each wait on connection retries. Every
-write goes through the ``db`` module and is followed by :meth:`invalidate`, which drops the local
-entry and publishes the invalidation to every cluster through the shared cache.
+:class:`GuildConfigStore` answers :meth:`get` from ``ipc.cache.SharedCache`` when the process has
+one: its per-process layer makes the hot path (every prefix message asks for the guild's prefix)
+a dictionary lookup, Redis serves the other clusters, and PostgreSQL (guild settings, role levels
+and command overrides) is read once per guild per TTL, by one caller (single flight). Without a
+shared cache (tests, a process whose Redis was down at start-up) a local TTL dictionary stands in.
+
+Every write goes through the ``db`` module and is followed by :meth:`invalidate`, which deletes the
+entry in Redis and, over pub/sub, in every cluster's local layer. While PostgreSQL is unreachable,
+misses fail fast for a few seconds (a small circuit breaker) so that messages do not each wait on
+connection retries.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from db import guilds as db_guilds
 from db import permissions as db_permissions
-from innkeeper.errors import DatabaseError, ErrorCode
+from innkeeper.errors import DatabaseError, ErrorCode, InnkeeperError
 
 from .config import GuildConfig, Override
 from .levels import Level
@@ -36,11 +39,10 @@ CACHE_NAMESPACE = "guildcfg"
 class SharedCacheLike(Protocol):
     """The part of ``ipc.cache.SharedCache`` the store uses."""
 
-    async def get(self, namespace: str, key: str) -> Any: ...
+    async def get_or_load(self, namespace: str, key: str | int, loader: Callable[[], Awaitable[Any]], *,
+                          ttl: float | None = None) -> Any: ...
 
-    async def set(self, namespace: str, key: str, value: Any, *, ttl: float | None = None) -> None: ...
-
-    async def invalidate(self, namespace: str, key: str) -> None: ...
+    async def delete(self, namespace: str, *keys: str | int) -> None: ...
 
 
 async def load_guild_config(db: Database, guild_id: int) -> GuildConfig:
@@ -65,62 +67,77 @@ class GuildConfigStore:
     db:
         The database.
     shared:
-        The shared cache, or ``None`` for a process without one.
+        The shared cache, or ``None`` to cache in this process only.
     ttl:
-        Seconds an entry stays in the local and the shared cache.
-    max_entries:
-        Local entries kept before the oldest half is dropped.
+        Seconds an entry lives (in Redis, or locally without a shared cache).
     """
 
-    __slots__ = ("db", "shared", "ttl", "max_entries", "down_cooldown", "_local", "_clock", "_down_until")
+    __slots__ = ("db", "shared", "ttl", "max_entries", "down_cooldown", "_local", "_parsed", "_clock",
+                 "_down_until")
 
     def __init__(self, db: Database, *, shared: SharedCacheLike | None = None, ttl: float = 300.0,
                  max_entries: int = 50_000, down_cooldown: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.db = db
-        self.down_cooldown = down_cooldown
-        self._down_until = 0.0
         self.shared = shared
         self.ttl = ttl
         self.max_entries = max_entries
+        self.down_cooldown = down_cooldown
         self._local: dict[int, tuple[float, GuildConfig]] = {}
+        #: guild → (the wire dict the shared cache returned, its parsed form): parse each value once
+        self._parsed: dict[int, tuple[Any, GuildConfig]] = {}
         self._clock = clock
-
-    def peek(self, guild_id: int) -> GuildConfig | None:
-        entry = self._local.get(guild_id)
-        if entry is None or entry[0] < self._clock():
-            return None
-        return entry[1]
+        self._down_until = 0.0
 
     async def get(self, guild_id: int) -> GuildConfig:
-        cached = self.peek(guild_id)
-        if cached is not None:
-            return cached
-        cfg: GuildConfig | None = None
-        if self.shared is not None:
-            try:
-                raw = await self.shared.get(CACHE_NAMESPACE, str(guild_id))
-                if raw is not None:
-                    cfg = GuildConfig.from_wire(raw)
-            except Exception as exc:  # a bad or unreachable cache entry must not stop a command
-                _log.warning("shared cache read for guild %s failed: %s", guild_id, exc)
-        if cfg is None:
-            if self._clock() < self._down_until:
-                raise DatabaseError("the database was unavailable moments ago", code=ErrorCode.DB_UNAVAILABLE)
-            try:
-                cfg = await load_guild_config(self.db, guild_id)
-            except DatabaseError as exc:
-                if exc.code is ErrorCode.DB_UNAVAILABLE:
-                    # fail fast for a few seconds instead of every message waiting on retries
-                    self._down_until = self._clock() + self.down_cooldown
-                raise
-            if self.shared is not None:
-                try:
-                    await self.shared.set(CACHE_NAMESPACE, str(guild_id), cfg.to_wire(), ttl=self.ttl)
-                except Exception as exc:
-                    _log.warning("shared cache write for guild %s failed: %s", guild_id, exc)
-        self._remember(cfg)
+        """The guild's configuration.
+
+        Raises
+        ------
+        DatabaseError
+            ``DB_UNAVAILABLE`` when it is not cached and PostgreSQL cannot be reached.
+        """
+        if self.shared is None:
+            entry = self._local.get(guild_id)
+            if entry is not None and entry[0] >= self._clock():
+                return entry[1]
+            cfg = await self._load(guild_id)
+            self._remember(cfg)
+            return cfg
+        try:
+            raw = await self.shared.get_or_load(CACHE_NAMESPACE, guild_id, lambda: self._load_wire(guild_id),
+                                                ttl=self.ttl)
+        except DatabaseError:
+            raise
+        except InnkeeperError as exc:  # the cache itself failed: read the database directly
+            _log.warning("shared cache failed for guild %s (%s); reading the database", guild_id, exc)
+            return await self._load(guild_id)
+        memo = self._parsed.get(guild_id)
+        if memo is not None and memo[0] is raw:
+            return memo[1]
+        try:
+            cfg = GuildConfig.from_wire(raw)
+        except (KeyError, TypeError, ValueError) as exc:  # a foreign or corrupt entry: rebuild it
+            _log.warning("bad cached configuration for guild %s (%s); reloading", guild_id, exc)
+            await self.invalidate(guild_id)
+            return await self._load(guild_id)
+        if len(self._parsed) >= self.max_entries:
+            self._parsed.clear()
+        self._parsed[guild_id] = (raw, cfg)
         return cfg
+
+    async def _load_wire(self, guild_id: int) -> dict[str, Any]:
+        return (await self._load(guild_id)).to_wire()
+
+    async def _load(self, guild_id: int) -> GuildConfig:
+        if self._clock() < self._down_until:
+            raise DatabaseError("the database was unavailable moments ago", code=ErrorCode.DB_UNAVAILABLE)
+        try:
+            return await load_guild_config(self.db, guild_id)
+        except DatabaseError as exc:
+            if exc.code is ErrorCode.DB_UNAVAILABLE:
+                self._down_until = self._clock() + self.down_cooldown
+            raise
 
     def _remember(self, cfg: GuildConfig) -> None:
         if len(self._local) >= self.max_entries:
@@ -128,15 +145,12 @@ class GuildConfigStore:
                 del self._local[key]
         self._local[cfg.guild_id] = (self._clock() + self.ttl, cfg)
 
-    def drop_local(self, guild_id: int) -> None:
-        """Forget the local entry (called when another cluster invalidated it)."""
-        self._local.pop(guild_id, None)
-
     async def invalidate(self, guild_id: int) -> None:
         """Forget the guild everywhere after a write."""
-        self.drop_local(guild_id)
+        self._local.pop(guild_id, None)
+        self._parsed.pop(guild_id, None)
         if self.shared is not None:
             try:
-                await self.shared.invalidate(CACHE_NAMESPACE, str(guild_id))
-            except Exception as exc:
+                await self.shared.delete(CACHE_NAMESPACE, guild_id)
+            except InnkeeperError as exc:
                 _log.warning("shared cache invalidation for guild %s failed: %s", guild_id, exc)

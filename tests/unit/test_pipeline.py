@@ -13,11 +13,11 @@ from discord.ext.commands.view import StringView
 
 from innkeeper.errors import CommandError, ErrorCode
 from innkeeper.settings import Settings
+from ipc.throttle import ThrottleResult
 from shard.pipeline import GuildConfig, Level, Override, Pipeline, ThrottleRule, command
 from shard.pipeline.context import state_of
 from shard.pipeline.core import AuditEvent, ErrorEvent, UsageEvent
 from shard.pipeline.metrics import COMMANDS_TOTAL
-from shard.pipeline.throttling import ThrottleResult
 
 GUILD_ID, OWNER_ID, GUILD_OWNER_ID, USER_ID, MOD_ROLE = 1000, 1, 2, 3, 77
 
@@ -36,9 +36,6 @@ class FakeConfig:
 
     async def get(self, guild_id: int) -> GuildConfig:
         self.rec.events.append("config")
-        return self.cfg
-
-    def peek(self, guild_id: int) -> GuildConfig | None:
         return self.cfg
 
     async def invalidate(self, guild_id: int) -> None:
@@ -237,7 +234,7 @@ async def test_throttled_commands_do_not_run() -> None:
     ctx = await run(bot, "hello", member(USER_ID))
     assert rec.events == ["config", "throttle", "usage"]
     assert state_of(ctx).outcome == "throttled"
-    assert "try again in 3 s" in ctx.sent[0]["content"] and "E5003" in ctx.sent[0]["content"]
+    assert "too often — try again in 3 s" in ctx.sent[0]["content"] and "E5003" in ctx.sent[0]["content"]
 
 
 async def test_owners_are_not_throttled() -> None:
