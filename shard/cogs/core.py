@@ -103,6 +103,11 @@ class Core(commands.Cog):
     async def cog_load(self) -> None:
         register_status_handler(self.bot)
 
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        # the cluster runtime (and its IPC bus, when it has one) exists once the bot is up
+        register_status_handler(self.bot)
+
     @command("ping", description="Check that the bot answers, and how fast.", examples=("/ping",))
     async def ping(self, ctx: commands.Context[Any]) -> None:
         """Answer with the gateway latency of this guild's shard."""
