@@ -231,6 +231,8 @@ class SharedRateLimiter:
         self._closed = False
         #: The last invalid-request estimate Redis reported.
         self.invalid_estimate = 0
+        #: Redis calls made (acquire attempts, updates, releases), for benchmarks and debugging.
+        self.redis_calls = 0
         SHARED.set(1)
 
     @classmethod
@@ -368,6 +370,7 @@ class SharedRateLimiter:
     async def _run_plain(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         if not self._shared or self._closed:
             return None
+        self.redis_calls += 1
         try:
             async with self._inflight, asyncio.timeout(self.op_timeout):
                 return await func(*args, **kwargs)

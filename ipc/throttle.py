@@ -74,6 +74,10 @@ class ThrottleRule:
         if self.scope not in SCOPES:
             raise UsageError(f"a throttle scope is one of {', '.join(SCOPES)}; got {self.scope!r}")
 
+    def describe(self) -> str:
+        """``"5 per 10 s per user"``, for help texts."""
+        return f"{self.rate} per {self.per_seconds:g} s per {self.scope}"
+
 
 def throttle_message(retry_after: float) -> str:
     """The user-facing refusal, with the wait rounded up to whole seconds (at least 1)."""

@@ -65,6 +65,11 @@ async def test_a_rule_passed_with_the_hit_overrides_the_configuration() -> None:
     assert (await throttle.hit("x", 1, 1)).allowed  # the default rule, a different key
 
 
+def test_rules_describe_themselves() -> None:
+    assert ThrottleRule(5, 10.0, "guild").describe() == "5 per 10 s per guild"
+    assert ThrottleRule(1, 0.5).describe() == "1 per 0.5 s per user"
+
+
 def test_messages_round_up() -> None:
     assert throttle_message(0.2) == "You're doing that too often — try again in 1 s."
     assert throttle_message(4.01) == "You're doing that too often — try again in 5 s."
