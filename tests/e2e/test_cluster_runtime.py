@@ -240,3 +240,21 @@ async def test_bad_token_fails_clearly_and_does_not_loop(sim: SimulatorProc, tmp
         except Exception:
             _hard_kill(run_dir)
             raise
+
+
+async def test_reshard_restarts_every_cluster_on_the_new_plan(env: Env) -> None:
+    await _launch(env)
+    _, before = await _get(env.status_url + "/status.json")
+    old_pids = {c["pid"] for c in before["clusters"]}
+    env.lines.clear()
+    p = await env.launcher.reshard(shards=8, clusters=2)
+    assert p == plan(8, MC, clusters=2)
+    assert any("resharding: 16 → 8 shards" in line for line in env.lines), env.lines
+    await wait_for(lambda: _healthz_ok(env), timeout=30, message="/healthz 200 on the new plan")
+    _, doc = await _get(env.status_url + "/status.json")
+    assert doc["shard_count"] == 8 and [c["id"] for c in doc["clusters"]] == [0, 1]
+    assert not old_pids & {c["pid"] for c in doc["clusters"]}
+    assert sum(s["guilds"] for c in doc["clusters"] for s in c["shards"]) == GUILDS
+    assert (await env.launcher.supervisor.processes()).keys() >= {"clusters:cluster-0", "clusters:cluster-1"}
+    assert "clusters:cluster-3" not in await env.launcher.supervisor.processes()
+    assert env.sim.stats()["identify_violations"] == 0, _violations(env.sim)
