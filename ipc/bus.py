@@ -275,7 +275,11 @@ class Bus:
 
     # --- events -----------------------------------------------------------------------------------
     def on_event(self, name: str, callback: EventCallback) -> None:
-        """Call ``callback(event)`` for every :class:`~ipc.messages.Event` named ``name``."""
+        """Call ``callback(event)`` for every :class:`~ipc.messages.Event` named ``name``.
+
+        Callbacks run in the bus loop, in order of arrival: keep them short (start a task for
+        slow work). An exception is logged and does not stop the bus.
+        """
         self._event_callbacks[name].append(callback)
 
     async def publish_event(self, name: str, data: dict[str, Any] | None = None) -> int:

@@ -27,6 +27,10 @@ The global limit is a sliding log (``rl:global``): at most ``global_limit`` send
 ``global_window`` ms, the strictest reading of "50 per second", which also satisfies fixed-window
 and token-bucket servers. A global 429 sets ``rl:global:block``.
 
+The scripts build bucket key names from a prefix passed in ``ARGV`` (the bucket id is only known
+inside the script, from the shared route map), so they suit a single Redis or Sentinel, not Redis
+Cluster.
+
 The invalid-request guard counts 401/403/429 (not ``shared`` 429s) per fixed window in a hash
 (``rl:invalid``, field = window number) and estimates the sliding count as
 ``current + previous * (1 - elapsed/window)``.
