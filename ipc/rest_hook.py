@@ -25,7 +25,8 @@ CDN downloads) pass through untouched.
 Interaction callbacks (``POST /interactions/{id}/{token}/callback``) are exempt from the global
 limit, as on Discord, and are not bucket-limited (each can happen once); they still count for the
 invalid-request guard. Follow-ups and other webhook calls use their per-webhook buckets
-(major parameters ``webhook_id+token``) and, conservatively, count toward the global limit.
+(major parameters ``webhook_id+token``, the token stored only as a digest) and, conservatively,
+count toward the global limit.
 
 Install before login: the trace config must be in place when discord.py creates its session in
 ``static_login``. In a bot, call :func:`install` in ``__init__``.
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 from contextvars import ContextVar
@@ -53,7 +55,7 @@ from .ratelimit import RequestRefused, ResponseInfo, SharedRateLimiter, Ticket
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ("install", "RestHook", "INTERACTION_CALLBACK_PATH")
+__all__ = ("install", "RestHook", "INTERACTION_CALLBACK_PATH", "major_parameters")
 
 _log = logging.getLogger(__name__)
 
@@ -66,10 +68,23 @@ class _RouteInfo:
     def __init__(self, route: Route, max_wait: float | None) -> None:
         callback = route.path == INTERACTION_CALLBACK_PATH
         self.key = route.key
-        self.major = route.major_parameters
+        self.major = major_parameters(route)
         self.global_exempt = callback
         self.bucket_exempt = callback
         self.max_wait = max_wait
+
+
+def major_parameters(route: Route) -> str:
+    """discord.py's ``Route.major_parameters``, with a webhook token replaced by a digest of it.
+
+    The major parameters end up in Redis key names; interaction and webhook tokens are credentials
+    and must not.
+    """
+    if route.webhook_token is None:
+        return route.major_parameters
+    digest = hashlib.sha256(str(route.webhook_token).encode()).hexdigest()[:20]
+    parts = (route.channel_id, route.guild_id, route.webhook_id)
+    return "+".join([*(str(p) for p in parts if p is not None), "t" + digest])
 
 
 _ROUTE: ContextVar[_RouteInfo | None] = ContextVar("innkeeper_rest_route", default=None)

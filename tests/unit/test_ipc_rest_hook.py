@@ -1,0 +1,27 @@
+"""How the discord.py plug-in names buckets: discord.py's major parameters, minus the secrets."""
+
+from __future__ import annotations
+
+from discord.http import Route
+
+from ipc.rest_hook import INTERACTION_CALLBACK_PATH, _RouteInfo, major_parameters
+
+
+def test_major_parameters_match_discord_py_without_tokens() -> None:
+    send = Route("POST", "/channels/{channel_id}/messages", channel_id=123)
+    assert major_parameters(send) == send.major_parameters == "123"
+    guild = Route("GET", "/guilds/{guild_id}/members", guild_id=9)
+    assert major_parameters(guild) == "9"
+    follow_up = Route("POST", "/webhooks/{webhook_id}/{webhook_token}", webhook_id=77, webhook_token="s3cr3t-token")
+    major = major_parameters(follow_up)
+    assert major.startswith("77+t") and "s3cr3t" not in major
+    other = Route("POST", "/webhooks/{webhook_id}/{webhook_token}", webhook_id=77, webhook_token="another")
+    assert major_parameters(other) != major  # still one bucket per webhook token, as on Discord
+
+
+def test_interaction_callbacks_are_exempt_and_others_are_not() -> None:
+    callback = _RouteInfo(Route("POST", INTERACTION_CALLBACK_PATH, webhook_id=1, webhook_token="t"), None)
+    assert callback.global_exempt and callback.bucket_exempt
+    follow_up = _RouteInfo(Route("POST", "/webhooks/{webhook_id}/{webhook_token}", webhook_id=1, webhook_token="t"),
+                           30.0)
+    assert not follow_up.global_exempt and not follow_up.bucket_exempt and follow_up.max_wait == 30.0
