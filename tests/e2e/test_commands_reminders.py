@@ -105,3 +105,24 @@ async def test_a_reminder_fires_once_when_its_cluster_is_killed(tmp_path: Path, 
         if second is not None:
             second.stop()
             await asyncio.sleep(0)
+
+
+async def test_a_reminder_set_in_dms_comes_by_dm(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
+    from tests.e2e.test_commands_feedback import dm_channel
+
+    world = await load_world(sim)
+    await start_command_bot(start_bot, sim, migrated_db)
+    user = world.members[2]
+    made = await slash(sim, world, user, "remind", options(when="1s", text="from a DM"), guild=False)
+    assert "Reminder #1" in content_of(made)
+    assert "no pending reminder" not in content_of(await slash(sim, world, user, "help", guild=False))
+    dm = await dm_channel(sim, user)
+
+    async def delivered() -> list[dict[str, Any]]:
+        return [m for m in await channel_messages(sim, dm) if m["content"].endswith("reminder #1")]
+
+    (message,) = await wait_for(delivered, timeout=20, message="the reminder in the user's DMs")
+    assert message["content"].startswith(f"<@{user}> ⏰ from a DM")
+    # guild-only commands explain themselves in DMs
+    refused = await slash(sim, world, user, "settings", sub("show"), guild=False)
+    assert "only works in a server" in content_of(refused)
