@@ -24,6 +24,7 @@ from tests.e2e.test_commands_harness import (
     sub,
 )
 from tests.procs import SimulatorProc, http_json
+from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
 __all__ = ("migrated_db",)
@@ -40,6 +41,11 @@ async def audit_rows(dsn: str) -> list[dict[str, Any]]:
     finally:
         await conn.close()
     return [{"action": r["action"], "actor_id": r["actor_id"], "details": json.loads(r["details"])} for r in rows]
+
+
+async def _rows_when(dsn: str, count: int) -> list[dict[str, Any]] | None:
+    rows = await audit_rows(dsn)
+    return rows if len(rows) >= count else None
 
 
 async def post(sim: SimulatorProc, world: World, user: str, content: str) -> str:
@@ -82,7 +88,8 @@ async def test_settings_are_refused_below_admin_and_audited(sim: SimulatorProc, 
     assert is_ephemeral(refused) and "needs the admin level; yours is everyone" in content_of(refused)
     ok = await slash(sim, world, world.owner, "settings", sub("set", options(key="automod", value="high")))
     assert content_of(ok) == "Automod is now high."
-    rows = await audit_rows(migrated_db)
+    # the audit entry is written right after the command answered
+    rows = await wait_for(lambda: _rows_when(migrated_db, 2), timeout=10, message="two audit entries")
     assert [(r["action"], r["details"]["outcome"]) for r in rows] == [
         ("command.settings.set", "denied"), ("command.settings.set", "ok")]
     assert rows[1]["actor_id"] == int(world.owner) and rows[1]["details"]["args"] == {"key": "automod",
