@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import signal
 import socket
 import time
@@ -60,8 +61,11 @@ def _free_port() -> int:
 
 def demo_settings(settings: Settings, options: DemoOptions, port: int) -> Settings:
     """The settings the demo's clusters run with: pointed at the simulator, with its token and window."""
+    # Without a key, feedback, reminders and privacy export stay off; the demo uses the public
+    # development key (``dev``) unless the operator set real ones.
+    keys = settings.encryption_keys or ("dev",)
     return dataclasses.replace(settings, api_url=f"http://127.0.0.1:{port}", discord_token=_SIM_TOKEN,
-                               identify_window_s=options.identify_window)
+                               identify_window_s=options.identify_window, encryption_keys=keys)
 
 
 async def _wait_simulator(url: str, timeout: float = 30.0) -> None:
@@ -81,14 +85,25 @@ async def _wait_simulator(url: str, timeout: float = 30.0) -> None:
 
 
 async def _migrate(settings: Settings, out: Callable[[str], None]) -> None:
-    try:
-        from db.migrate import migrate
-    except ImportError:
-        out("migrations: the db package has no migrate module yet; skipped")
-        return
+    from db.migrate import migrate
+
     report = await migrate(settings.database_url)
     out(f"migrations: schema at version {report.version_after}"
         + (f" ({len(report.applied)} applied)" if report.applied else " (up to date)"))
+
+
+async def _try_it(url: str, out: Callable[[str], None]) -> None:
+    """Print a command that sends ``/ping`` to the bot through the simulator."""
+    async with (aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+                session.get(f"{url}/_sim/world?limit=1") as resp):
+        guild = (await resp.json())["guilds"][0]
+    body = json.dumps({"guild_id": guild["id"], "channel_id": guild["channels"][0],
+                       "user_id": guild["members"][0], "name": "ping"})
+    out(f"try a command: curl -s -X POST {url}/_sim/interactions -H 'Content-Type: application/json' -d '{body}'")
+    prefix_body = json.dumps({"guild_id": guild["id"], "channel_id": guild["channels"][0],
+                              "author_id": guild["members"][0], "content": "!help"})
+    out(f"or a prefix command: curl -s -X POST {url}/_sim/messages -H 'Content-Type: application/json' "
+        f"-d '{prefix_body}'")
 
 
 async def _watch(launcher: Launcher, stop: asyncio.Event) -> None:
@@ -139,6 +154,8 @@ async def run_demo(settings: Settings, options: DemoOptions, *, out: Callable[[s
             if options.detach:
                 out("detached: `innkeeper stop` stops everything")
                 return 0
+            with contextlib.suppress(aiohttp.ClientError, KeyError, IndexError, TimeoutError):
+                await _try_it(demo.api_url or "", out)
             out("press Ctrl-C to stop")
             await _watch(launcher, stop)
     except BaseException:
