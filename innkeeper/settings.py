@@ -162,6 +162,9 @@ class Settings:
     metrics_port_base: int = 9100
     # REST limits
     global_rate: int = 50
+    shared_ratelimit: bool = True  # INNKEEPER_SHARED_RATELIMIT=false: discord.py's per-process limits only
+    # Shared state
+    snapshot_interval_s: float = 300.0  # INNKEEPER_SNAPSHOT_INTERVAL: guild snapshots to Redis; 0 turns off
     # Database
     db_pool_min: int = 1
     db_pool_max: int = 10
@@ -248,6 +251,8 @@ class Settings:
             metrics_host=e.as_str("INNKEEPER_METRICS_HOST", "127.0.0.1"),
             metrics_port_base=e.as_int("INNKEEPER_METRICS_PORT_BASE", 9100, minimum=0, maximum=65535),
             global_rate=e.as_int("INNKEEPER_GLOBAL_RATE", 50, minimum=1),
+            shared_ratelimit=e.as_bool("INNKEEPER_SHARED_RATELIMIT", True),
+            snapshot_interval_s=e.as_float("INNKEEPER_SNAPSHOT_INTERVAL", 300.0, minimum=0.0),
             db_pool_min=pool_min,
             db_pool_max=pool_max,
             slow_query_ms=e.as_float("INNKEEPER_SLOW_QUERY_MS", 250.0, minimum=0.0),
@@ -301,4 +306,5 @@ _ENV_NAME = {
     "heartbeat_ttl_s": "heartbeat_ttl",
     "zombie_after_s": "zombie_after",
     "command_timeout_s": "command_timeout",
+    "snapshot_interval_s": "snapshot_interval",
 }

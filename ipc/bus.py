@@ -162,9 +162,25 @@ class Bus:
         self.served = 0
 
     # --- lifecycle --------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Subscribe; raises :class:`IPCError` (``REDIS_UNAVAILABLE``) when Redis is unreachable."""
-        await self._subscriber.start()
+    async def start(self, *, retry: bool = False) -> None:
+        """Subscribe.
+
+        Parameters
+        ----------
+        retry:
+            When Redis is unreachable, keep subscribing in the background with backoff instead of
+            raising (what a cluster process wants: the bot runs on, the bus joins when it can).
+
+        Raises
+        ------
+        IPCError
+            ``REDIS_UNAVAILABLE`` when Redis is unreachable and ``retry`` is False.
+        """
+        await self._subscriber.start(retry=retry)
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        """Wait until the bus is subscribed; False when ``timeout`` passed first."""
+        return await self._subscriber.wait_connected(timeout)
 
     async def stop(self) -> None:
         """Stop listening, cancel running handlers and fail pending requests."""

@@ -108,9 +108,22 @@ class SharedCache:
         #: Invalidations received from other processes.
         self.invalidations = 0
 
-    async def start(self) -> None:
-        """Listen for invalidations; raises :class:`IPCError` when Redis is unreachable."""
-        await self._subscriber.start()
+    async def start(self, *, retry: bool = False) -> None:
+        """Listen for invalidations.
+
+        Raises :class:`IPCError` when Redis is unreachable, unless ``retry``: then it keeps
+        subscribing in the background (see :meth:`wait_connected`).
+        """
+        await self._subscriber.start(retry=retry)
+
+    @property
+    def connected(self) -> bool:
+        """True while invalidations are being received."""
+        return self._subscriber.connected
+
+    async def wait_connected(self, timeout: float | None = None) -> bool:
+        """Wait until invalidations are being received; False when ``timeout`` passed first."""
+        return await self._subscriber.wait_connected(timeout)
 
     async def stop(self) -> None:
         await self._subscriber.stop()

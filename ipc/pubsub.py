@@ -91,20 +91,31 @@ class Subscriber:
             return False
         return True
 
-    async def start(self) -> None:
+    async def start(self, *, retry: bool = False) -> None:
         """Subscribe and start listening.
+
+        Parameters
+        ----------
+        retry:
+            When the first subscription fails, log it and keep trying in the background (with
+            backoff, as after a lost connection) instead of raising. ``on_reconnect`` is called
+            once the subscription is up.
 
         Raises
         ------
         IPCError
-            ``REDIS_UNAVAILABLE`` when the first subscription fails.
+            ``REDIS_UNAVAILABLE`` when the first subscription fails and ``retry`` is False.
         """
         if self._task is not None:
             return
         try:
             await self._subscribe()
         except (RedisError, OSError) as exc:
-            raise IPCError(f"{self.name}: cannot subscribe to Redis: {exc}", code=ErrorCode.REDIS_UNAVAILABLE) from exc
+            if not retry:
+                raise IPCError(f"{self.name}: cannot subscribe to Redis: {exc}",
+                               code=ErrorCode.REDIS_UNAVAILABLE) from exc
+            _log.warning("%s: Redis is unreachable (%s); subscribing in the background with backoff",
+                         self.name, exc)
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=f"subscriber:{self.name}")
 

@@ -3,6 +3,12 @@
 The bot itself stays a plain discord.py bot. Cluster concerns plug in as *services*: objects
 with ``async start()`` and ``async stop()`` that :meth:`ClusterBot.setup_hook` starts in order and
 :meth:`ClusterBot.close` stops in reverse order (heartbeats, metrics, the watchdog, the IPC bus…).
+
+Shared state (``ipc``): one ``redis.asyncio`` client (``bot.redis``) serves every component. The
+shared REST rate limiter (``bot.rate_limiter``) is installed on the HTTP client before login, so
+every REST, webhook and interaction request goes through it (``INNKEEPER_SHARED_RATELIMIT=false``
+leaves discord.py's per-process limits alone). The IPC bus (``bot.bus``), the shared cache's
+subscription and the guild snapshots run as :class:`~shard.ipc_service.IPCService` (``bot.ipc``).
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from discord.ext import commands
 
 from innkeeper.settings import Settings
 from ipc.keys import Keys
+from ipc.ratelimit import SharedRateLimiter, install
 
 from .cogs import EXTENSIONS
+from .ipc_service import IPCService
 from .pipeline.context import PipelineContext
 from .pipeline.prefixes import context_for, guild_prefix
 from .pipeline.runtime import CommandRuntime
@@ -27,9 +35,13 @@ from .reminder_service import ReminderService
 from .runtime import ClusterRuntime
 from .urls import point_discord_at
 
-__all__ = ("ClusterBot", "BotService", "build_intents")
+__all__ = ("ClusterBot", "BotService", "build_intents", "REDIS_MAX_CONNECTIONS")
 
 _log = logging.getLogger(__name__)
+
+#: Connections in the one Redis pool of a cluster: rate limiter, bus, cache, throttle, heartbeat,
+#: identify queue and sessions all draw from it (each bounds its own concurrency well below this).
+REDIS_MAX_CONNECTIONS = 200
 
 
 class BotService(Protocol):
@@ -94,7 +106,15 @@ class ClusterBot(commands.AutoShardedBot):
         self.settings = settings
         self.cluster_id = cluster_id
         self.keys = Keys(settings.redis_prefix)
-        self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url, health_check_interval=30)
+        self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS,
+                                                       decode_responses=False, health_check_interval=30)
+        # Every REST call goes through the shared limiter; it must be installed before login.
+        self.rate_limiter: SharedRateLimiter | None = None
+        if settings.shared_ratelimit:
+            self.rate_limiter = SharedRateLimiter.from_settings(self.redis, self.keys, settings)
+            install(self, self.rate_limiter)
+        else:
+            _log.warning("INNKEEPER_SHARED_RATELIMIT is off: REST limits are per process (discord.py's own)")
         self.services: list[BotService] = []
         self._extensions = tuple(extensions)
         self._started_services: list[BotService] = []
@@ -102,7 +122,12 @@ class ClusterBot(commands.AutoShardedBot):
         # The command layer: database, guild config, usage, throttle and the one command pipeline.
         self.command_runtime = CommandRuntime(self)
         self.pipeline = self.command_runtime.pipeline
-        self.services.extend((self.command_runtime, ReminderService(self)))
+        # The IPC bus, the shared cache's subscription (one cache per process: the command layer's)
+        # and guild snapshots. Built here so that cogs can register bus actions when they load.
+        self.ipc = IPCService(self, cache=self.command_runtime.cache,
+                              snapshot_interval_s=settings.snapshot_interval_s)
+        self.bus = self.ipc.bus
+        self.services.extend((self.command_runtime, self.ipc, ReminderService(self)))
         self.runtime: ClusterRuntime | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -120,6 +145,7 @@ class ClusterBot(commands.AutoShardedBot):
     def build_services(self) -> list[BotService]:
         """The services this cluster runs; override or extend to add more."""
         self.runtime = ClusterRuntime(self)  # identify queue, heartbeat, /metrics, watchdog
+        self.ipc.expose_metrics(self.runtime.metrics.registry)
         return [self.runtime]
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
@@ -137,6 +163,8 @@ class ClusterBot(commands.AutoShardedBot):
                 _log.exception("service %r failed to stop", service)
         self._started_services.clear()
         await super().close()
+        if self.rate_limiter is not None:
+            await self.rate_limiter.close()
         await self.redis.aclose()
 
     # --- events ---------------------------------------------------------------------------------
