@@ -21,12 +21,15 @@ from typing import Any, Protocol
 import discord
 import redis.asyncio as aioredis
 from discord.ext import commands
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 
 from innkeeper.settings import Settings
 from ipc.keys import Keys
 from ipc.ratelimit import SharedRateLimiter, install
 
 from .cogs import EXTENSIONS
+from .identify_fallback import LocalIdentifyPacer, identify_with_fallback
 from .ipc_service import IPCService
 from .pipeline.context import PipelineContext
 from .pipeline.prefixes import context_for, guild_prefix
@@ -35,13 +38,26 @@ from .reminder_service import ReminderService
 from .runtime import ClusterRuntime
 from .urls import point_discord_at
 
-__all__ = ("ClusterBot", "BotService", "build_intents", "REDIS_MAX_CONNECTIONS")
+__all__ = ("ClusterBot", "BotService", "build_intents", "redis_client", "REDIS_MAX_CONNECTIONS")
 
 _log = logging.getLogger(__name__)
 
 #: Connections in the one Redis pool of a cluster: rate limiter, bus, cache, throttle, heartbeat,
 #: identify queue and sessions all draw from it (each bounds its own concurrency well below this).
 REDIS_MAX_CONNECTIONS = 200
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """The cluster's Redis client: bytes replies, one big pool, and calls that fail fast.
+
+    redis-py retries a failed call 10 times by default (seconds of backoff): while Redis is down
+    that would hold every command that touches the cache or the throttle. Two quick retries cover
+    a pooled connection that went stale (a restarted Redis); past that each component falls back
+    on its own (local limits, local throttle, the database) and recovers by itself.
+    """
+    return aioredis.from_url(url, max_connections=REDIS_MAX_CONNECTIONS, decode_responses=False,
+                             health_check_interval=30, socket_connect_timeout=2.0, socket_timeout=5.0,
+                             retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), 2))
 
 
 class BotService(Protocol):
@@ -106,8 +122,7 @@ class ClusterBot(commands.AutoShardedBot):
         self.settings = settings
         self.cluster_id = cluster_id
         self.keys = Keys(settings.redis_prefix)
-        self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url, max_connections=REDIS_MAX_CONNECTIONS,
-                                                       decode_responses=False, health_check_interval=30)
+        self.redis: aioredis.Redis = redis_client(settings.redis_url)
         # Every REST call goes through the shared limiter; it must be installed before login.
         self.rate_limiter: SharedRateLimiter | None = None
         if settings.shared_ratelimit:
@@ -129,6 +144,7 @@ class ClusterBot(commands.AutoShardedBot):
         self.bus = self.ipc.bus
         self.services.extend((self.command_runtime, self.ipc, ReminderService(self)))
         self.runtime: ClusterRuntime | None = None
+        self._identify_pacer = LocalIdentifyPacer(settings.identify_window_s, settings.identify_margin_s)
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def setup_hook(self) -> None:
@@ -149,9 +165,10 @@ class ClusterBot(commands.AutoShardedBot):
         return [self.runtime]
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
-        # The shared identify queue (ipc/identify) replaces discord.py's 5 s sleep per shard.
+        # The shared identify queue (ipc/identify) replaces discord.py's 5 s sleep per shard; while
+        # Redis is unreachable the shard identifies on local pacing instead of waiting for it.
         if self.runtime is not None:
-            await self.runtime.before_identify(shard_id, initial=initial)
+            await identify_with_fallback(self.runtime, self.redis, self._identify_pacer, shard_id, initial=initial)
         else:
             await super().before_identify_hook(shard_id, initial=initial)
 
