@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import os
 import re
@@ -43,6 +44,7 @@ from ipc.bus import Bus, live_clusters
 from ipc.heartbeat import read_heartbeats
 from ipc.keys import Keys
 from ipc.messages import MESSAGE_VERSION
+from ipc.snapshots import GuildSnapshotStore
 from shard.bot import ClusterBot
 from tests.e2e.conftest import BotFactory
 from tests.e2e.test_commands_harness import channel_messages, migrated_db
@@ -231,8 +233,17 @@ async def _innkeeper(prefix: str, *args: str) -> tuple[int, str]:
     return proc.returncode, out.decode()
 
 
+_USERS = itertools.count()
+
+
+def _next_member(guild: dict[str, Any]) -> str:
+    """A different member for each command, so per-user command throttles stay out of the way."""
+    members: list[str] = guild["members"]
+    return members[next(_USERS) % len(members)]
+
+
 async def _slash(sim: SimulatorProc, guild: dict[str, Any], name: str, *, timeout: float = 10) -> dict[str, Any]:
-    body = {"guild_id": guild["id"], "channel_id": guild["channels"][0], "user_id": guild["members"][0],
+    body = {"guild_id": guild["id"], "channel_id": guild["channels"][0], "user_id": _next_member(guild),
             "name": name, "options": [], "timeout": timeout}
     status, reply = await asyncio.to_thread(http_json, "POST", sim.url + "/_sim/interactions", body)
     assert status == 200, reply
@@ -289,6 +300,20 @@ async def _bus_checks(sim: SimulatorProc, procs: list[Proc], bus: Bus, keys: Key
     world = sim.world(limit=30)["guilds"]
     by_shard = {s: [g for g in world if g["shard_id"] == s] for s in range(3)}
 
+    # every cluster saved a snapshot of each of its guilds once READY
+    async def snapshots_saved() -> bool:
+        for shard, guilds in by_shard.items():
+            indexed = {int(g) for g in await bus.redis.smembers(keys.shard_snapshot_index(shard))}
+            if indexed != {int(g["id"]) for g in guilds}:
+                return False
+        return True
+
+    await wait_for(snapshots_saved, timeout=20, message="a guild snapshot of every guild, indexed by shard")
+    first = by_shard[0][0]
+    snapshot = await GuildSnapshotStore(bus.redis, keys).load(int(first["id"]))
+    assert snapshot is not None and snapshot["shard_id"] == 0, snapshot
+    assert [c["id"] for c in snapshot["channels"]][:1] == first["channels"][:1] and snapshot["roles"], snapshot
+
     # /status on cluster 1 gathers every cluster over the bus
     status = await _answer(sim, await _slash(sim, by_shard[1][0], "status"))
     assert "3 cluster(s), 3 shard(s), 30 guilds" in status and "live answers from every cluster" in status, status
@@ -343,6 +368,10 @@ async def _bus_checks(sim: SimulatorProc, procs: list[Proc], bus: Bus, keys: Key
     status = await _answer(sim, await _slash(sim, by_shard[0][1], "status"))
     assert "2 cluster(s), 2 shard(s)" in status and "live answers from every cluster" in status, status
 
+    # a clean shutdown saves the cluster's snapshots one last time
+    assert procs[0].stop() == 0, procs[0].output()[-3000:]
+    assert f"saved {len(by_shard[0])} guild snapshots at shutdown" in procs[0].output()
+
 
 # --- 3. a Redis outage mid-run ----------------------------------------------------------------------
 
@@ -389,8 +418,10 @@ class PrivateRedis:
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A private Redis, not started yet: the test starts and kills it."""
+    if shutil.which("redis-server") is None:
+        service_missing("redis-server", "the binary is not on PATH")
     server = PrivateRedis(tmp_path / "logs")
-    server.start()
     try:
         yield server
     finally:
@@ -401,7 +432,7 @@ async def _prefix_ping(sim: SimulatorProc, guild: dict[str, Any], bot_id: str) -
     """Post ``!ping`` and wait for the bot's reply to it."""
     channel = guild["channels"][0]
     status, posted = await asyncio.to_thread(http_json, "POST", sim.url + "/_sim/messages", {
-        "guild_id": guild["id"], "channel_id": channel, "author_id": guild["members"][0], "content": "!ping"})
+        "guild_id": guild["id"], "channel_id": channel, "author_id": _next_member(guild), "content": "!ping"})
     assert status == 200, posted
 
     async def reply() -> dict[str, Any] | None:
@@ -414,7 +445,7 @@ async def _prefix_ping(sim: SimulatorProc, guild: dict[str, Any], bot_id: str) -
     return await wait_for(reply, timeout=20, message=f"the reply to !ping {posted['id']}")
 
 
-async def test_redis_outage_mid_run(tmp_path: Path, migrated_db: str, private_redis: PrivateRedis) -> None:
+async def test_redis_down_at_start_and_mid_run(tmp_path: Path, migrated_db: str, private_redis: PrivateRedis) -> None:
     prefix = f"ikt-{uuid.uuid4().hex[:12]}"
     keys = Keys(prefix)
     metrics_port = free_port()
@@ -436,25 +467,53 @@ async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: a
                   metrics_port: int) -> None:
     world = sim.world(limit=20)["guilds"]
     guilds = [next(g for g in world if g["shard_id"] == s) for s in (0, 1)]
-
-    async def ready() -> bool:
-        assert proc.alive(), proc.output()[-3000:]
-        got = await bus.broadcast_gather("ping", expected={0}, timeout=1.0)
-        return got.ok and bool(got.results[0]["ready"])
+    bot_id = await _bot_id(sim)
 
     async def shared_gauge() -> float | None:
         return _metric(await asyncio.to_thread(_metrics, metrics_port), "innkeeper_ratelimit_shared")
 
-    async with Bus(redis, keys, f"cli-e2e-{uuid.uuid4().hex[:8]}") as bus:
-        await wait_for(ready, timeout=90, interval=0.3, message="the cluster READY and answering on the bus")
-    bot_id = await _bot_id(sim)
+    async def gauge_is(value: float) -> bool:
+        return await shared_gauge() == value
+
+    async def answers_ping() -> bool:
+        assert proc.alive(), proc.output()[-3000:]
+        body = {"guild_id": guilds[1]["id"], "channel_id": guilds[1]["channels"][0],
+                "user_id": guilds[1]["members"][0], "name": "ping", "options": [], "timeout": 2}
+        status, _ = await asyncio.to_thread(http_json, "POST", sim.url + "/_sim/interactions", body)
+        return status == 200
+
+    async def ready_on_bus() -> bool:
+        assert proc.alive(), proc.output()[-3000:]
+        async with Bus(redis, keys, f"cli-e2e-{uuid.uuid4().hex[:8]}") as bus:
+            got = await bus.broadcast_gather("ping", expected={0}, timeout=1.0)
+        return got.ok and bool(got.results[0]["ready"])
+
+    # 1. Redis is down at start: the cluster identifies without the shared queue and answers
+    await wait_for(answers_ping, timeout=60, interval=0.5, message="/ping answered while Redis is down")
+    lost_before = sim.stats()["lost"]  # the probes sent before the shards connected had no session to go to
     for guild in guilds:
         assert (await _answer(sim, await _slash(sim, guild, "ping"))).startswith("Pong!")
         assert str((await _prefix_ping(sim, guild, bot_id))["content"]).startswith("Pong!")
-    assert await shared_gauge() == 1.0
+    assert await shared_gauge() == 0.0
+    text = await asyncio.to_thread(_metrics, metrics_port)
+    assert (_metric(text, "innkeeper_identify_local_total") or 0) == 2, "both shards paced locally"
+
+    # Redis comes up: the bus joins, shared limiting starts, the shared cache takes over guild configuration
+    server.start()
+    await wait_for(ready_on_bus, timeout=30, interval=0.3, message="the cluster answering on the bus")
+    await wait_for(lambda: gauge_is(1.0), timeout=30, message="innkeeper_ratelimit_shared 1 once Redis is up")
+
+    async def cache_subscribed() -> bool:
+        [(_, count)] = await redis.pubsub_numsub(keys.cache_channel())
+        return int(count) == 1
+
+    await wait_for(cache_subscribed, timeout=30, message="the shared cache subscribed to invalidations")
+    for guild in guilds:
+        assert str((await _prefix_ping(sim, guild, bot_id))["content"]).startswith("Pong!")
+        assert await redis.exists(keys.cache("guildcfg", guild["id"])), "guild config cached in Redis"
     assert await redis.hlen(keys.rl_route_map()) >= 1  # the limiter learned routes in Redis
 
-    # Redis dies: slash and prefix commands keep being answered, every reply arrives
+    # 2. Redis dies mid-run: slash and prefix commands keep being answered, every reply arrives
     server.kill()
     started = time.monotonic()
     for guild in (*guilds, *guilds):
@@ -464,13 +523,9 @@ async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: a
         assert str(reply["content"]).startswith("Pong!"), reply
     down_for = time.monotonic() - started
     assert proc.alive(), proc.output()[-3000:]
-
-    async def gauge_is(value: float) -> bool:
-        return await shared_gauge() == value
-
     await wait_for(lambda: gauge_is(0.0), timeout=10, message="innkeeper_ratelimit_shared 0 while Redis is down")
     fallbacks = _metric(await asyncio.to_thread(_metrics, metrics_port), "innkeeper_ratelimit_fallbacks_total")
-    assert fallbacks is not None and fallbacks >= 1
+    assert fallbacks is not None and fallbacks >= 2  # at start, and now
 
     # Redis is back on the same port (empty): shared limiting, the heartbeat and the bus recover
     server.start()
@@ -481,17 +536,17 @@ async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: a
         return await live_clusters(redis, keys) == {0}
 
     await wait_for(heartbeat_back, timeout=15, message="the cluster's heartbeat in the new Redis")
-    async with Bus(redis, keys, f"cli-e2e-{uuid.uuid4().hex[:8]}") as bus:
-        await wait_for(ready, timeout=30, interval=0.3, message="the cluster's bus answering again")
+    await wait_for(ready_on_bus, timeout=30, interval=0.3, message="the cluster's bus answering again")
     reply = await _prefix_ping(sim, guilds[1], bot_id)
     assert str(reply["content"]).startswith("Pong!")
     assert await redis.hlen(keys.rl_route_map()) >= 1  # sends go through the shared limiter again
     stats = sim.stats()
-    assert stats["lost"] == 0 and stats["rate_limited"] == {"user": 0, "global": 0, "shared": 0}, stats
-    # the bot's own messages: 7 prefix replies and 6 slash answers, none lost, none doubled
-    assert stats["messages_created"] == 13, stats
-    print(f"Redis outage: 8 commands answered in {down_for:.1f}s while down; "
-          f"{fallbacks:g} fallback(s); shared again after restart")
+    assert stats["lost"] == lost_before and stats["rate_limited"] == {"user": 0, "global": 0, "shared": 0}, stats
+    # the bot's own messages: one per prefix command (9) and one per slash answer (6, plus the start-up
+    # probes it answered), none lost, none doubled
+    assert stats["acknowledged"] >= 7 and stats["messages_created"] == 9 + stats["acknowledged"], stats
+    print(f"Redis outage: 8 commands answered in {down_for:.1f}s while down; {fallbacks:g} fallbacks; "
+          f"shared again after each start")
 
 
 async def _bot_id(sim: SimulatorProc) -> str:
