@@ -29,7 +29,11 @@ pool big enough for every component, e.g. ``max_connections=200``)::
     cache = SharedCache(redis, keys)             # start() / stop() as a bot service
     registry = HandlerRegistry()
     register_bot_handlers(registry, bot, cache=cache)
-    bus = Bus(redis, keys, cluster_id, registry=registry)   # start() / stop() as a bot service
+    bus = Bus(redis, keys, cluster_id, registry=registry)   # start(retry=True) / stop() as a bot service
     throttle = RedisThrottle(redis, keys)        # the command pipeline passes each command's rule
     snapshots = GuildSnapshotStore(redis, keys)  # save_many() periodically, load_shard() on resume
+
+``shard.bot.ClusterBot`` does exactly this (the bus, the cache's subscription and the snapshots run
+as ``shard.ipc_service.IPCService``); ``start(retry=True)`` lets a cluster whose Redis is down at
+start-up run on and join the bus when Redis answers.
 """
