@@ -6,21 +6,28 @@ going faster earns INVALID_SESSION. Every cluster calls :meth:`IdentifyQueue.acq
 
 * drops waiters whose lease ran out (a crashed process must not block the bucket for long);
 * registers the caller in the bucket's sorted set of waiters (score = shard id) and renews its lease;
-* grants the bucket's lock (``SET NX PX window``) only to the **lowest** waiting shard id, so a
-  bucket serves shards in ascending order across every cluster, as Discord recommends;
+* grants the bucket's lock (``SET NX PX``) only to the **lowest** waiting shard id, so a bucket
+  serves shards in ascending order across every cluster, as Discord recommends;
 * applies the identify budget guard: when the stored ``session_start_limit.remaining`` is at or
   below the reserve, it refuses rather than spend the day's last identifies in a crash loop.
 
-Waiters poll, sleeping for the lock's remaining PTTL (plus a millisecond), so the next shard takes
-the lock within a few milliseconds of its expiry and no one busy-loops. Time comes from Redis
-(``TIME``), so hosts with skewed clocks still agree.
+When the window starts. Discord measures the window from the moment *it* receives the IDENTIFY,
+and that moment is not the moment we sent it: a loaded receiver stamps one IDENTIFY late and the
+next one on time, and no fixed margin is safe against that. What is certain is causality: Discord
+stamped the IDENTIFY before it sent READY. So the lock is granted *pending*, for a long hold
+(:attr:`IdentifyQueue.pending_ms`: one window plus the margin plus ``max(window, 1 s)``), and
+when the shard's READY arrives the process calls :meth:`IdentifyQueue.confirm`, which re-arms
+the lock for exactly one window (plus ``margin``, 0 by default) from that moment. The next
+IDENTIFY of the bucket therefore reaches Discord at least one window after the previous one was
+stamped, whatever the load on either side; what it costs per window is one READY round trip, not
+a guessed margin. A shard whose IDENTIFY got no READY (refused, connection lost, process died)
+leaves the bucket to the pending hold, which then expires on its own.
 
-The lock is taken just before the IDENTIFY is sent, but a busy or CPU-starved process may send
-it tens of milliseconds later, and the next shard's IDENTIFY must not land inside that window. So
-the lock is first taken for two windows, and once the IDENTIFY is on the wire
-(:meth:`IdentifyQueue.confirm`, run right after discord.py's send) it is re-armed for one window
-plus a ``margin`` from that moment. A process that dies in between only holds the bucket
-for the longer first hold.
+Waiters poll, sleeping for the lock's remaining PTTL, so the next shard takes the lock within a
+few milliseconds of its expiry and no one busy-loops. While the lock is pending the head of the
+queue sleeps until the earliest moment the window can end and then polls every couple of
+milliseconds until READY re-arms it. Time comes from Redis (``TIME``, ``PX``), so hosts with
+skewed clocks still agree.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ __all__ = ("IdentifyQueue", "IdentifyTicket", "IdentifyBudget", "IdentifyBudgetE
 _log = logging.getLogger(__name__)
 
 _DAY_MS = 86_400_000
+
+#: How often the head of a bucket's queue polls while the lock waits for its READY.
+_POLL_MS = 2
 
 # KEYS: lock, queue (zset), leases (hash), budget (hash)
 # ARGV: shard id, lock ms, lease ms, reserve
@@ -107,10 +117,17 @@ redis.call('PEXPIRE', KEYS[1], math.max(reset_after, 1))
 return now
 """
 
-# KEYS: lock. ARGV: shard id, hold ms. Restart the window now, if the lock is still this shard's.
+# KEYS: lock. ARGV: shard id, hold ms. The shard's IDENTIFY was acknowledged (READY): its window
+# ends one hold from now. Re-arm the lock if it is still the shard's; take it again if the pending
+# hold ran out meanwhile (the IDENTIFY was stamped no earlier than that); leave another's alone.
 _CONFIRM = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local owner = redis.call('GET', KEYS[1])
+if owner == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if not owner then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 """
@@ -181,8 +198,10 @@ class IdentifyQueue:
     reserve:
         Identifies kept back from the daily budget (``INNKEEPER_IDENTIFY_RESERVE``).
     margin_s:
-        Extra hold time past the window (``INNKEEPER_IDENTIFY_MARGIN``, default 0.1 s): it absorbs
-        the jitter between our send and the clock Discord measures the window with.
+        Extra hold time past the window, counted from the READY that acknowledged the IDENTIFY
+        (``INNKEEPER_IDENTIFY_MARGIN``, default 0). The acknowledgement already bounds the moment
+        Discord stamped the IDENTIFY, so no margin is needed for safety; it is kept for operators who
+        want slack against a gateway that measures windows differently.
     lease_s:
         How long a waiter stays queued without polling; default ``max(3, 3 × window)``.
     """
@@ -210,7 +229,7 @@ class IdentifyQueue:
         self.max_concurrency = max_concurrency
         self.window_s = window_s
         self.reserve = reserve
-        self.margin_s = 0.1 if margin_s is None else margin_s
+        self.margin_s = 0.0 if margin_s is None else margin_s
         self.lease_s = max(3.0, 3 * window_s) if lease_s is None else lease_s
         self._acquire = redis.register_script(_ACQUIRE)
         self._withdraw = redis.register_script(_WITHDRAW)
@@ -219,8 +238,17 @@ class IdentifyQueue:
 
     @property
     def hold_ms(self) -> int:
-        """One window plus the margin, in milliseconds."""
+        """One window plus the margin, in milliseconds: the hold from the READY on."""
         return max(1, round((self.window_s + self.margin_s) * 1000))
+
+    @property
+    def pending_ms(self) -> int:
+        """The hold from the grant until the READY: :attr:`hold_ms` plus ``max(window, 1 s)``.
+
+        It only runs out when no READY comes (a refused IDENTIFY, a lost connection, a dead
+        process), or comes later than ``max(window, 1 s)`` after the grant.
+        """
+        return self.hold_ms + max(1000, round(self.window_s * 1000))
 
     def bucket(self, shard_id: int) -> int:
         return bucket_of(shard_id, self.max_concurrency)
@@ -237,25 +265,30 @@ class IdentifyQueue:
         IdentifyBudgetExhausted
             When the budget is at or below the reserve (the shard is taken off the queue).
         """
-        first_hold_ms = self.hold_ms + max(1, round(self.window_s * 1000))
+        pending_ms, hold_ms = self.pending_ms, self.hold_ms
         lease_ms = max(1, round(self.lease_s * 1000))
         status, a, b = (int(x) for x in await self._acquire(
-            keys=self._keys_for(self.bucket(shard_id)), args=[shard_id, first_hold_ms, lease_ms, self.reserve]))
+            keys=self._keys_for(self.bucket(shard_id)), args=[shard_id, pending_ms, lease_ms, self.reserve]))
         if status == -1:
             raise IdentifyBudgetExhausted(shard_id, a, self.reserve, b / 1000)
         if status == 1:
             return True, 0.0, (a if a >= 0 else None)
-        if a > 0:  # the lock is held: sleep until it expires (at most a window: a confirm shortens it)
-            wait = min(a, self.hold_ms) / 1000 + 0.001
+        head = b == shard_id
+        if a > hold_ms:
+            # Pending: the window ends one hold after the READY, which comes a few ms after the
+            # grant. Sleep until the earliest such moment, then (the head) poll closely for it.
+            wait_ms = max(a - (pending_ms - hold_ms), _POLL_MS if head else max(_POLL_MS, hold_ms / 10))
+        elif a > 0:  # acknowledged: the lock expires in exactly ``a`` ms
+            wait_ms = a + 1
         else:  # the lock is free but a lower shard is at the head: it takes it any moment
-            wait = max(0.002, self.window_s / 100)
-        return False, min(wait, self.lease_s / 3), None
+            wait_ms = max(_POLL_MS, self.window_s * 10)
+        return False, min(wait_ms / 1000, self.lease_s / 3), None
 
     async def acquire(self, shard_id: int) -> IdentifyTicket:
         """Wait until ``shard_id`` may IDENTIFY, then return its ticket.
 
-        The caller must send IDENTIFY right away: the bucket's window starts now. Cancelling the
-        wait takes the shard off the queue.
+        The caller must send IDENTIFY right away, and call :meth:`confirm` with the ticket when
+        the shard's READY arrives. Cancelling the wait takes the shard off the queue.
 
         Raises
         ------
@@ -274,9 +307,11 @@ class IdentifyQueue:
             raise
 
     async def confirm(self, ticket: IdentifyTicket) -> None:
-        """Restart the bucket's window now: call it right after the IDENTIFY was sent.
+        """Start the bucket's window now: call it as soon as the shard's READY arrives.
 
-        Errors are logged, not raised: the first, longer hold still protects the bucket.
+        Discord stamped the IDENTIFY before it sent READY, so one window from now is past the end
+        of Discord's window. Errors are logged, not raised: the pending hold still protects the
+        bucket.
         """
         try:
             await self._confirm(keys=[self.keys.identify_bucket(ticket.bucket)], args=[ticket.shard_id, self.hold_ms])

@@ -31,6 +31,7 @@ from ipc.ratelimit import SharedRateLimiter, install
 from .cogs import EXTENSIONS
 from .identify_fallback import LocalIdentifyPacer, identify_with_fallback
 from .ipc_service import IPCService
+from .launch import launch_shards
 from .pipeline.context import PipelineContext
 from .pipeline.prefixes import context_for, guild_prefix
 from .pipeline.runtime import CommandRuntime
@@ -163,6 +164,15 @@ class ClusterBot(commands.AutoShardedBot):
         self.runtime = ClusterRuntime(self)  # identify queue, heartbeat, /metrics, watchdog
         self.ipc.expose_metrics(self.runtime.metrics.registry)
         return [self.runtime]
+
+    async def launch_shards(self) -> None:
+        # One lane per identify bucket, the lanes concurrently (shard/launch.py); discord.py's own
+        # launch connects the shards one after the other, which serialises the buckets.
+        queue = self.runtime.queue if self.runtime is not None else None
+        if queue is None:
+            await super().launch_shards()
+        else:
+            await launch_shards(self, queue.max_concurrency)
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         # The shared identify queue (ipc/identify) replaces discord.py's 5 s sleep per shard; while

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from ipc.identify import IdentifyBudgetExhausted, IdentifyQueue
+from ipc.identify import IdentifyBudgetExhausted, IdentifyQueue, IdentifyTicket
 from ipc.sessions import SessionStore
 
 from .heartbeat import Heartbeat
@@ -59,6 +59,11 @@ class ClusterRuntime:
             shard_count=bot.shard_count)
         self.watchdog = Watchdog(bot, self.tracker, zombie_after_s=s.zombie_after_s)
         self.queue: IdentifyQueue | None = None
+        #: The connect timeouts of shards being launched (``shard.launch``), paused while they queue.
+        self.connect_deadlines: dict[int, asyncio.Timeout] = {}
+        #: Granted identifies whose READY has not come yet: READY starts the bucket's window.
+        self._unacknowledged: dict[int, IdentifyTicket] = {}
+        self.tracker.on_ready_payload(self._acknowledged)
         self._budget_checked = 0.0
         self._pending: set[asyncio.Task[None]] = set()
         self._sleep = asyncio.sleep  # replaceable in tests
@@ -116,6 +121,15 @@ class ClusterRuntime:
         return plan.max_concurrency
 
     # --- identify ---------------------------------------------------------------------------------
+    def _acknowledged(self, shard_id: int) -> None:
+        """READY arrived for ``shard_id``: start its bucket's window now (see :mod:`ipc.identify`)."""
+        ticket = self._unacknowledged.pop(shard_id, None)
+        if ticket is None or self.queue is None:
+            return
+        confirm = asyncio.create_task(self.queue.confirm(ticket), name=f"identify-confirm-{shard_id}")
+        self._pending.add(confirm)
+        confirm.add_done_callback(self._pending.discard)
+
     async def before_identify(self, shard_id: int | None, *, initial: bool = False) -> None:
         """Wait for this shard's identify slot; the caller sends IDENTIFY as soon as this returns.
 
@@ -130,6 +144,28 @@ class ClusterRuntime:
                 await asyncio.sleep(self.bot.settings.identify_window_s)
             return
         self.tracker.note_identifying(sid)
+        # Time in the queue is not connect time: discord.py's shard_connect_timeout (180 s) would
+        # otherwise cut short a shard that waits its turn behind dozens of windows.
+        deadline = self.connect_deadlines.get(sid)
+        _reschedule(deadline, None)
+        try:
+            ticket = await self._ticket(queue, sid)
+        finally:
+            if deadline is not None and self.connect_deadlines.get(sid) is deadline:
+                timeout = self.bot.shard_connect_timeout
+                _reschedule(deadline, None if timeout is None else asyncio.get_running_loop().time() + timeout)
+        if self.tracker.blocked_reason is not None:
+            _log.info("identify budget available again")
+            self.tracker.set_blocked(None)
+        # The IDENTIFY goes out as soon as this hook returns; the bucket's lock stays pending until
+        # the shard's READY proves Discord stamped it (``_acknowledged``).
+        self._unacknowledged[sid] = ticket
+        self.tracker.note_identified(sid, ticket.waited_s)
+        self.metrics.identify_wait.observe(ticket.waited_s)
+        _log.debug("shard %d identifies after %.3f s in bucket %d", sid, ticket.waited_s, ticket.bucket,
+                   extra={"shard_id": sid})
+
+    async def _ticket(self, queue: IdentifyQueue, sid: int) -> IdentifyTicket:
         backoff = 0.1
         while True:
             try:
@@ -148,16 +184,14 @@ class ClusterRuntime:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            break
-        if self.tracker.blocked_reason is not None:
-            _log.info("identify budget available again")
-            self.tracker.set_blocked(None)
-        # The IDENTIFY goes out as soon as this hook returns, before this task yields: the confirm
-        # task runs after it and restarts the bucket's window from the moment of sending.
-        confirm = asyncio.create_task(queue.confirm(ticket), name=f"identify-confirm-{sid}")
-        self._pending.add(confirm)
-        confirm.add_done_callback(self._pending.discard)
-        self.tracker.note_identified(sid, ticket.waited_s)
-        self.metrics.identify_wait.observe(ticket.waited_s)
-        _log.debug("shard %d identifies after %.3f s in bucket %d", sid, ticket.waited_s, ticket.bucket,
-                   extra={"shard_id": sid})
+            return ticket
+
+
+def _reschedule(deadline: asyncio.Timeout | None, when: float | None) -> None:
+    """Move a connect deadline (``None``: pause it); one that already fired or ended is left alone."""
+    if deadline is None:
+        return
+    try:
+        deadline.reschedule(when)
+    except RuntimeError:
+        pass

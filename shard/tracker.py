@@ -62,7 +62,7 @@ class ShardTracker:
     """
 
     __slots__ = ("bot", "shards", "events_by_type", "blocked_reason", "stopping", "was_all_ready", "changed",
-                 "_listeners", "_parsers_wrapped", "_on_change")
+                 "_listeners", "_parsers_wrapped", "_on_change", "_on_ready_payload")
 
     def __init__(self, bot: commands.AutoShardedBot, shard_ids: list[int]) -> None:
         self.bot = bot
@@ -76,6 +76,7 @@ class ShardTracker:
         self._listeners: list[tuple[Callable[..., Any], str]] = []
         self._parsers_wrapped = False
         self._on_change: list[Callable[[int, str], None]] = []
+        self._on_ready_payload: list[Callable[[int], None]] = []
 
     # --- wiring ---------------------------------------------------------------------------------
     def attach(self) -> None:
@@ -95,6 +96,25 @@ class ShardTracker:
         """Call ``callback(shard_id, new_state)`` on every state change."""
         self._on_change.append(callback)
 
+    def on_ready_payload(self, callback: Callable[[int], None]) -> None:
+        """Call ``callback(shard_id)`` the moment a shard's READY payload arrives, before discord.py parses it.
+
+        This is the earliest proof that Discord accepted the shard's IDENTIFY (the identify queue
+        starts the bucket's window from it); listeners on ``on_shard_connect`` run a loop turn later.
+        """
+        self._on_ready_payload.append(callback)
+
+    def _ready_payload(self, data: Any) -> None:
+        try:
+            shard_id = int(data["shard"][0])
+        except (KeyError, IndexError, TypeError, ValueError):
+            shard_id = 0  # an unsharded READY
+        for callback in self._on_ready_payload:
+            try:
+                callback(shard_id)
+            except Exception:  # never break the gateway
+                _log.exception("READY callback failed")
+
     def _wrap_parsers(self) -> None:
         parsers: dict[str, Callable[[Any], None]] | None = getattr(
             getattr(self.bot, "_connection", None), "parsers", None)
@@ -111,8 +131,16 @@ class ShardTracker:
                 func(data)
             return wrapper
 
+        def ready(func: Callable[[Any], None]) -> Callable[[Any], None]:
+            @functools.wraps(func)
+            def wrapper(data: Any) -> None:
+                counts["READY"] = counts.get("READY", 0) + 1
+                self._ready_payload(data)
+                func(data)
+            return wrapper
+
         for name, func in list(parsers.items()):
-            parsers[name] = counted(name, func)
+            parsers[name] = ready(func) if name == "READY" else counted(name, func)
         self._parsers_wrapped = True
 
     # --- state changes --------------------------------------------------------------------------

@@ -102,7 +102,7 @@ async def test_a_crashed_waiter_is_dropped_after_its_lease(redis_client: aioredi
     keys = Keys(redis_prefix)
     queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.1)
     crashed = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.1, lease_s=0.3)
-    await queue.acquire(5)  # holds the bucket for one window
+    await queue.confirm(await queue.acquire(5))  # holds the bucket for one window
     granted, _, _ = await crashed.try_acquire(0)  # shard 0 queues up, then its process "dies"
     assert not granted
     started = time.monotonic()
@@ -164,12 +164,96 @@ async def test_malformed_budget_is_rejected(redis_client: aioredis.Redis, redis_
 
 
 async def test_unconfirmed_identify_holds_the_bucket_longer(redis_client: aioredis.Redis, redis_prefix: str) -> None:
-    """A process that dies between taking the lock and sending keeps the bucket for two windows."""
+    """Without a READY (refused, connection lost, process died) the bucket stays held for the pending hold."""
     keys = Keys(redis_prefix)
     queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.2, margin_s=0.0)
+    assert queue.pending_ms == 1200  # a window, plus max(window, 1 s) for the READY to come
     await queue.acquire(0)  # never confirmed
-    assert 350 < await redis_client.pttl(keys.identify_bucket(0)) <= 400
-    ticket = await queue.acquire(1)  # waits out the longer hold
-    assert ticket.waited_s >= 0.35
+    assert 1150 < await redis_client.pttl(keys.identify_bucket(0)) <= 1200
+    ticket = await queue.acquire(1)  # waits out the pending hold
+    assert ticket.waited_s >= 1.15
     await queue.confirm(ticket)
     assert 150 < await redis_client.pttl(keys.identify_bucket(0)) <= 200
+
+
+async def test_confirm_rearms_its_own_lock_retakes_a_free_one_and_leaves_others(
+        redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    keys = Keys(redis_prefix)
+    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.3)
+    lock = keys.identify_bucket(0)
+    ticket = await queue.acquire(4)
+    await queue.confirm(ticket)
+    assert 250 < await redis_client.pttl(lock) <= 300 and await redis_client.get(lock) == b"4"
+    # READY came after the pending hold ran out: the IDENTIFY was stamped no earlier than that,
+    # so the bucket is taken again for a window from now.
+    await redis_client.delete(lock)
+    await queue.confirm(ticket)
+    assert 250 < await redis_client.pttl(lock) <= 300 and await redis_client.get(lock) == b"4"
+    # … but a lock another shard holds by now is left alone.
+    await redis_client.set(lock, "7", px=5000)
+    await queue.confirm(ticket)
+    assert await redis_client.get(lock) == b"7" and await redis_client.pttl(lock) > 4000
+
+
+async def test_the_window_runs_from_the_acknowledgement(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+    """The next shard is granted one window after the READY, however late it came, and promptly."""
+    keys = Keys(redis_prefix)
+    window = 0.2
+    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=window)
+    first = await queue.acquire(0)
+    waiter = asyncio.create_task(queue.acquire(1))
+    await wait_for(lambda: _queued_shard(redis_client, keys, b"1"), message="shard 1 queued")
+    await asyncio.sleep(0.15)  # a slow READY: the receiver stamped the IDENTIFY late
+    acknowledged = time.monotonic()
+    await queue.confirm(first)
+    await waiter
+    granted = time.monotonic()
+    assert window - 0.002 <= granted - acknowledged <= window + 0.05, granted - acknowledged
+
+
+async def _queued_shard(client: aioredis.Redis, keys: Keys, shard: bytes) -> bool:
+    return shard in await client.zrange(keys.identify_queue(0), 0, -1)
+
+
+async def _stamped_run(redis_url: str, keys: Keys, *, on_ack: bool) -> list[int]:
+    """Eight shards, two buckets, against a receiver that stamps every other round 80 ms late.
+
+    The receiver is the simulator's own referee (``IdentifyLimiter``) on the real clock; it sends
+    READY once it has stamped. Returns the shards it refused (identify violations).
+    """
+    from simulator.identify import IdentifyLimiter
+
+    mc, window = 2, 0.15
+    referee = IdentifyLimiter(mc, window)
+    refused: list[int] = []
+    client = aioredis.from_url(redis_url)
+    queue = IdentifyQueue(client, keys, max_concurrency=mc, window_s=window, margin_s=0.005)
+
+    async def receive(shard: int) -> None:
+        await asyncio.sleep(0.08 if (shard // mc) % 2 == 0 else 0.0)  # a loaded receiver, in bursts
+        if not referee.try_acquire(shard):
+            refused.append(shard)
+
+    async def shard_lane(shards: list[int]) -> None:
+        for shard in shards:
+            ticket = await queue.acquire(shard)
+            delivery = asyncio.create_task(receive(shard))  # "IDENTIFY sent"
+            if on_ack:
+                await delivery  # READY: the receiver has stamped it
+            await queue.confirm(ticket)
+            await delivery
+
+    try:
+        await asyncio.gather(*(shard_lane(list(range(b, 8, mc))) for b in range(mc)))
+    finally:
+        await client.aclose()
+    return refused
+
+
+async def test_confirming_on_ready_keeps_a_lagging_receiver_free_of_violations(
+        redis_url: str, redis_prefix: str) -> None:
+    # Confirming when the IDENTIFY is sent trusts the receiver to stamp it on time: a 5 ms margin
+    # cannot absorb an 80 ms lag, and the receiver refuses IDENTIFYs (what the e2e runs saw) …
+    assert await _stamped_run(redis_url, Keys(redis_prefix + ":send"), on_ack=False)
+    # … confirming on READY starts the next window after the stamp, whatever the lag: none refused.
+    assert await _stamped_run(redis_url, Keys(redis_prefix + ":ack"), on_ack=True) == []

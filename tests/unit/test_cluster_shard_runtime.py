@@ -204,6 +204,54 @@ async def test_identify_hook_waits_out_an_exhausted_budget_and_redis_outages() -
     assert runtime.tracker.blocked_reason is None  # cleared once identifying works again
     rec = runtime.tracker.shards[5]
     assert rec.state == "IDENTIFYING" and rec.identifies == 1
+    # The window starts from the READY that acknowledges the IDENTIFY, not from the grant.
+    assert not runtime._pending and queue.confirmed == []
+    bot._connection.parsers["READY"]({"shard": [4, 8]})  # another shard's READY: not this ticket
+    bot._connection.parsers["READY"]({"shard": [5, 8]})
+    await asyncio.gather(*runtime._pending)
+    assert queue.confirmed == [5]
+    bot._connection.parsers["READY"]({"shard": [5, 8]})  # a READY after a RESUME-less reconnect: no ticket
     await asyncio.gather(*runtime._pending)
     assert queue.confirmed == [5]
     assert runtime.metrics.identify_wait._sum.get() == 0.25  # type: ignore[attr-defined]
+
+
+class SlowQueue(FakeQueue):
+    """Grants after ``delay`` seconds: a shard far back in the identify queue."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__([None])
+        self.delay = delay
+
+    async def acquire(self, shard_id: int) -> IdentifyTicket:
+        await asyncio.sleep(self.delay)
+        return await super().acquire(shard_id)
+
+
+async def test_time_in_the_identify_queue_does_not_count_against_the_connect_timeout() -> None:
+    bot = FakeBot([3])
+    bot.shard_connect_timeout = 0.05  # type: ignore[attr-defined]
+    runtime = ClusterRuntime(bot)  # type: ignore[arg-type]
+    runtime.queue = SlowQueue(0.3)  # type: ignore[assignment]
+
+    async def connect() -> float:
+        async with asyncio.timeout(bot.shard_connect_timeout) as deadline:  # type: ignore[attr-defined]
+            runtime.connect_deadlines[3] = deadline
+            await runtime.before_identify(3)  # waits 0.3 s in the queue, 6 x the connect timeout
+            resumed = deadline.when()
+            assert resumed is not None
+            await asyncio.sleep(0.2)  # … but the connect timeout runs again once the queue grants
+        raise AssertionError("the connect timeout did not resume")
+
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError):
+        await connect()
+    assert asyncio.get_running_loop().time() - started >= 0.3
+
+
+def test_lanes_group_shards_by_identify_bucket() -> None:
+    from shard.launch import lanes
+
+    assert lanes([16, 17, 18, 19, 20, 21], 4) == [[16, 20], [17, 21], [18], [19]]
+    assert lanes([5, 3, 4], 1) == [[3, 4, 5]]
+    assert lanes(list(range(32, 48)), 16) == [[sid] for sid in range(32, 48)]

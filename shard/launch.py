@@ -1,0 +1,99 @@
+"""Launch a cluster's shards one lane per identify bucket, so no shard waits on another bucket's turn.
+
+discord.py's ``AutoShardedClient.launch_shards`` connects a process's shards strictly one after
+the other: each ``launch_shard`` awaits connect, HELLO, ``before_identify_hook`` and the IDENTIFY
+before the next shard even opens its socket. With the shared identify queue that serialises
+buckets that Discord lets run in parallel: at ``max_concurrency`` 16 the 16th shard of a round
+identifies only after 15 connects and HELLOs, and every round of the cold start pays that again.
+
+:func:`launch_shards` groups the shards by bucket (``shard_id % max_concurrency``) into lanes
+and runs the lanes concurrently. Inside a lane the shards still go one after the other, lowest id
+first, as the queue serves them: while one shard's IDENTIFY holds the bucket for a window, the
+next one connects and waits for HELLO, so its IDENTIFY goes out the moment the queue grants it,
+and no socket sits idle for long before its turn. The identify queue stays the only gate.
+
+:func:`launch_shard` is discord.py's ``launch_shard`` with one change: the connect timeout
+(``shard_connect_timeout``, 180 s) is paused while the shard waits in the identify queue
+(:attr:`shard.runtime.ClusterRuntime.connect_deadlines`), since a shard of a big bot can wait
+longer than that for its turn. Like discord.py it retries a failed connect after 5 s, and it
+stores the shard in the client's own table, so reconnects and re-identifies (``Shard.reidentify``
+→ ``before_identify_hook``) run through discord.py unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import yarl
+from discord.gateway import DiscordWebSocket
+from discord.shard import Shard
+
+if TYPE_CHECKING:
+    from .bot import ClusterBot
+
+__all__ = ("launch_shards", "launch_shard", "lanes")
+
+_log = logging.getLogger(__name__)
+
+#: discord.py's pause before it retries a shard that failed to connect.
+RETRY_DELAY_S = 5.0
+
+
+def lanes(shard_ids: list[int], max_concurrency: int) -> list[list[int]]:
+    """The shards grouped by identify bucket, each lane in ascending shard id, lanes by their first shard."""
+    by_bucket: dict[int, list[int]] = {}
+    for sid in sorted(shard_ids):
+        by_bucket.setdefault(sid % max(1, max_concurrency), []).append(sid)
+    return sorted(by_bucket.values(), key=lambda lane: lane[0])
+
+
+async def launch_shards(bot: ClusterBot, max_concurrency: int) -> None:
+    """Connect every shard of ``bot``: one lane per identify bucket, the lanes concurrently.
+
+    The same set-up as discord.py's ``launch_shards`` (shard count and gateway, the connection
+    state's shard ids), then the lanes.
+    """
+    if bot.is_closed():
+        return
+    if bot.shard_count is None:
+        bot.shard_count, gateway_url, _limits = await bot.http.get_bot_gateway()
+        gateway = yarl.URL(gateway_url)
+    else:
+        gateway = DiscordWebSocket.DEFAULT_GATEWAY
+    bot._connection.shard_count = bot.shard_count
+    shard_ids = list(bot.shard_ids or range(bot.shard_count))
+    bot._connection.shard_ids = shard_ids
+    first = shard_ids[0]
+
+    async def lane(ids: list[int]) -> None:
+        for sid in ids:
+            await launch_shard(bot, gateway, sid, initial=sid == first)
+
+    await asyncio.gather(*(lane(ids) for ids in lanes(shard_ids, max_concurrency)))
+
+
+async def launch_shard(bot: ClusterBot, gateway: yarl.URL, shard_id: int, *, initial: bool = False) -> None:
+    """Connect, HELLO, identify (through the queue) and start one shard; retry every 5 s on failure."""
+    deadlines = bot.runtime.connect_deadlines if bot.runtime is not None else {}
+    while True:
+        try:
+            async with asyncio.timeout(bot.shard_connect_timeout) as deadline:
+                deadlines[shard_id] = deadline
+                ws = await DiscordWebSocket.from_client(bot, initial=initial, gateway=gateway, shard_id=shard_id)
+            break
+        except Exception:
+            if bot.is_closed():
+                return
+            _log.exception("Failed to connect for shard_id: %s. Retrying...", shard_id)
+            await asyncio.sleep(RETRY_DELAY_S)
+            initial = False
+        finally:
+            deadlines.pop(shard_id, None)
+    # discord.py keeps its shards in a private table (AutoShardedClient.__shards); reconnects,
+    # close() and latencies all read it, so the shard must go there, as discord.py's own launch does.
+    shards: dict[int, Shard] = bot._AutoShardedClient__shards  # type: ignore[attr-defined]
+    put = bot._AutoShardedClient__queue.put_nowait  # type: ignore[attr-defined]
+    shards[shard_id] = shard = Shard(ws, bot, put)
+    shard.launch()
