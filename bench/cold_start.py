@@ -1,7 +1,7 @@
 """Cold start to all-READY, against the identify floor; and the naive way on the same simulator.
 
 ``python -m bench cold_start [--shards 64] [--clusters 4] [--guilds 2000] [--mc 1,16] [--window 1.0]
-[--margin 0.1] [--naive-timeout 90] [--no-naive] [--json FILE]``
+[--margin 0] [--naive-timeout 90] [--no-naive] [--json FILE]``
 
 For each ``max_concurrency`` it starts a simulator (scaled identify window), launches the clusters
 with :class:`cluster.launcher.Launcher` under a private supervisord, and reads every shard's
@@ -201,7 +201,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--guilds", type=int, default=2000)
     parser.add_argument("--mc", default="1,16", help="max_concurrency values, comma-separated")
     parser.add_argument("--window", type=float, default=1.0, help="scaled identify window in seconds")
-    parser.add_argument("--margin", type=float, default=0.05, help="INNKEEPER_IDENTIFY_MARGIN for our run")
+    parser.add_argument("--margin", type=float, default=0.0,
+                        help="INNKEEPER_IDENTIFY_MARGIN for our run (counted from each READY; 0 is safe)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait for our clusters")
     parser.add_argument("--naive-timeout", type=float, default=90.0)
     parser.add_argument("--no-naive", action="store_true")
