@@ -28,6 +28,7 @@ from .control_input import (
     json_body,
     number,
     query_int,
+    resolve_place,
     snowflake,
     string,
 )
@@ -40,7 +41,6 @@ from .state import STATE_KEY, ShardStats, Stats
 
 if TYPE_CHECKING:
     from .state import SimState
-    from .world import Guild
 
 __all__ = ("setup", "LOAD_KEY", "reset_stats")
 
@@ -76,33 +76,15 @@ async def post_message(request: web.Request, state: SimState) -> web.Response:
     world = state.world
     author_id = snowflake(body, "author_id")
     content = string(body, "content", max_len=4000)
-    guild_id = snowflake(body, "guild_id", required=False)
     assert author_id is not None
     user = world.user(author_id)
     if user is None or author_id == world.application_id:
         raise ControlError(400, f"unknown user {author_id} (the author must be a human user of the world)")
-    guild: Guild | None = None
-    member_partial = None
-    if guild_id is not None:
-        guild = world.guild(guild_id)
-        if guild is None:
-            raise ControlError(400, f"unknown guild {guild_id}")
-        channel_id = snowflake(body, "channel_id")
-        assert channel_id is not None
-        found = world.channel(channel_id)
-        if found is None or found[0].id != guild.id:
-            raise ControlError(400, f"channel {channel_id} is not a channel of guild {guild_id}")
-        if found[1].type not in (0, 2):
-            raise ControlError(400, f"channel {channel_id} is not a text channel")
-        member = world.member(guild.id, author_id)
-        if member is None:
-            raise ControlError(400, f"user {author_id} is not a member of guild {guild_id}")
-        member_partial = {k: v for k, v in member.items() if k != "user"}
-    else:
-        channel_id = int(dm_channel(state, user)["id"])
-        given = snowflake(body, "channel_id", required=False)
-        if given is not None and given != channel_id:
-            raise ControlError(400, f"channel {given} is not the DM channel of user {author_id} ({channel_id})")
+    place = resolve_place(state, body, user, author_id)
+    guild, channel_id = place.guild, place.channel_id
+    if place.channel is not None and place.channel.type not in (0, 2):
+        raise ControlError(400, f"channel {channel_id} is not a text channel")
+    member_partial = None if place.member is None else {k: v for k, v in place.member.items() if k != "user"}
     fields: dict[str, Any] = {"content": content}
     reply_to = snowflake(body, "reply_to", required=False)
     if reply_to is not None:

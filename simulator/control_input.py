@@ -11,15 +11,20 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from .rest_common import json_response
+from .rest_objects import dm_channel
 from .state import STATE_KEY, SimState
 
+if TYPE_CHECKING:
+    from .world import Guild
+
 __all__ = ("ControlError", "ControlHandler", "control_handler", "json_body", "snowflake", "integer", "number",
-           "boolean", "string", "choice", "query_int")
+           "boolean", "string", "choice", "query_int", "Place", "resolve_place")
 
 _log = logging.getLogger(__name__)
 
@@ -161,3 +166,48 @@ def query_int(request: web.Request, key: str, default: int, *, lo: int, hi: int 
     if value < lo or (hi is not None and value > hi):
         raise ControlError(400, f"{key} must be between {lo} and {hi}, got {value}")
     return value
+
+
+@dataclass(slots=True)
+class Place:
+    """Where an injected event happens: a guild channel (with the user's member) or the user's DM."""
+
+    guild: Guild | None
+    channel_id: int
+    #: The world's channel record in a guild; ``None`` in a DM.
+    channel: Any
+    #: The DM channel payload in a DM; ``None`` in a guild.
+    dm: dict[str, Any] | None
+    member: dict[str, Any] | None
+
+
+def resolve_place(state: SimState, body: Mapping[str, Any], user: dict[str, Any], user_id: int) -> Place:
+    """Check ``guild_id`` / ``channel_id`` of a control request against the world, for ``user``.
+
+    Raises
+    ------
+    ControlError
+        400 naming what does not fit: an unknown guild, a channel of another guild, a user who is not
+        a member, or a channel that is not the user's DM channel.
+    """
+    world = state.world
+    guild_id = snowflake(body, "guild_id", required=False)
+    if guild_id is None:
+        dm = dm_channel(state, user)
+        dm_id = int(dm["id"])
+        given = snowflake(body, "channel_id", required=False)
+        if given is not None and given != dm_id:
+            raise ControlError(400, f"channel {given} is not the DM channel of user {user_id} ({dm_id})")
+        return Place(None, dm_id, None, dm, None)
+    guild = world.guild(guild_id)
+    if guild is None:
+        raise ControlError(400, f"unknown guild {guild_id}")
+    channel_id = snowflake(body, "channel_id")
+    assert channel_id is not None
+    found = world.channel(channel_id)
+    if found is None or found[0].id != guild.id:
+        raise ControlError(400, f"channel {channel_id} is not a channel of guild {guild_id}")
+    member = world.member(guild.id, user_id)
+    if member is None:
+        raise ControlError(400, f"user {user_id} is not a member of guild {guild_id}")
+    return Place(guild, channel_id, found[1], None, member)

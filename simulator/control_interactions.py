@@ -18,9 +18,19 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from .control_input import ControlError, boolean, choice, integer, json_body, number, snowflake, string
+from .control_input import (
+    ControlError,
+    boolean,
+    choice,
+    integer,
+    json_body,
+    number,
+    resolve_place,
+    snowflake,
+    string,
+)
 from .rest_common import MAX_UPLOAD_BYTES, json_response
-from .rest_objects import build_message, dm_channel
+from .rest_objects import build_message
 from .world import Perm
 
 if TYPE_CHECKING:
@@ -201,32 +211,13 @@ def build_interaction(state: SimState, body: dict[str, Any]) -> tuple[dict[str, 
     else:
         itype = _KIND_TYPES[kind]
     user_id = snowflake(body, "user_id")
-    guild_id = snowflake(body, "guild_id", required=False)
     assert user_id is not None
     user = world.user(user_id)
     if user is None or user_id == world.application_id:
         raise ControlError(400, f"unknown user {user_id}")
-    guild: Guild | None = None
-    member: dict[str, Any] | None = None
-    if guild_id is not None:
-        guild = world.guild(guild_id)
-        if guild is None:
-            raise ControlError(400, f"unknown guild {guild_id}")
-        channel_id = snowflake(body, "channel_id")
-        assert channel_id is not None
-        found = world.channel(channel_id)
-        if found is None or found[0].id != guild.id:
-            raise ControlError(400, f"channel {channel_id} is not a channel of guild {guild_id}")
-        member = world.member(guild.id, user_id)
-        if member is None:
-            raise ControlError(400, f"user {user_id} is not a member of guild {guild_id}")
-        channel = world.channel_payload(found[1])
-    else:
-        channel = dm_channel(state, user)
-        channel_id = int(channel["id"])
-        given = snowflake(body, "channel_id", required=False)
-        if given is not None and given != channel_id:
-            raise ControlError(400, f"channel {given} is not the DM channel of user {user_id} ({channel_id})")
+    place = resolve_place(state, body, user, user_id)
+    guild, channel_id, member = place.guild, place.channel_id, place.member
+    channel = place.dm if place.dm is not None else world.channel_payload(place.channel)
     message = None
     message_id = snowflake(body, "message_id", required=False)
     if message_id is not None:
