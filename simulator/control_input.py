@@ -21,7 +21,7 @@ from .rest_objects import dm_channel
 from .state import STATE_KEY, SimState
 
 if TYPE_CHECKING:
-    from .world import Guild
+    from .world_model import Guild
 
 __all__ = ("ControlError", "ControlHandler", "control_handler", "json_body", "snowflake", "integer", "number",
            "boolean", "string", "choice", "query_int", "Place", "resolve_place")

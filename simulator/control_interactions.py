@@ -31,11 +31,11 @@ from .control_input import (
 )
 from .rest_common import MAX_UPLOAD_BYTES, json_response
 from .rest_objects import build_message
-from .world import Perm
+from .world_model import Perm
 
 if TYPE_CHECKING:
     from .state import PendingInteraction, SimState
-    from .world import Guild
+    from .world_model import Guild
 
 __all__ = ("inject_interaction", "get_interaction", "member_permissions")
 

@@ -21,7 +21,7 @@ from .rest_objects import now_iso
 
 if TYPE_CHECKING:
     from .state import SimState
-    from .world import Guild
+    from .world_model import Guild
 
 __all__ = ("LoadGenerator", "LOAD_KINDS", "LoadPlan")
 

@@ -32,7 +32,7 @@ from .state import STATE_KEY
 
 if TYPE_CHECKING:
     from .state import SimState
-    from .world import Guild
+    from .world_model import Guild
 
 __all__ = ("setup", "ROUTES", "unknown_route")
 

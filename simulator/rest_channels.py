@@ -22,7 +22,7 @@ from .rest_objects import (
 
 if TYPE_CHECKING:
     from .state import SimState
-    from .world import Guild
+    from .world_model import Guild
 
 __all__ = ("CHANNEL_ROUTES", "resolve_channel", "deliver", "bot_partial_member")
 

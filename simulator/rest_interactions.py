@@ -23,7 +23,7 @@ from .rest_objects import EPHEMERAL, LOADING, apply_edit, attachments_from_files
 
 if TYPE_CHECKING:
     from .state import PendingInteraction, SimState
-    from .world import Guild
+    from .world_model import Guild
 
 __all__ = ("INTERACTION_ROUTES", "interaction_message")
 

@@ -16,7 +16,8 @@ from .state import DISCORD_EPOCH_MS
 
 if TYPE_CHECKING:
     from .state import SimState
-    from .world import Guild, World
+    from .world import World
+    from .world_model import Guild
 
 __all__ = ("snowflake_iso", "now_iso", "build_message", "validate_message_body", "attachments_from_files",
            "mentions_for", "dm_channel", "dm_channel_id", "check_snowflake", "MessageFields", "apply_edit",

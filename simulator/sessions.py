@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .connection import Connection
     from .state import ShardStats, Stats
-    from .world import Guild, World
+    from .world import World
+    from .world_model import Guild
 
 __all__ = ("Session", "SessionTable", "LazyGuildCreate", "Frame", "dispatch_frame", "dumps")
 

@@ -23,15 +23,14 @@ import random
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from .world_parts import CHANNEL_CATEGORY, CHANNEL_TEXT, CHANNEL_VOICE, Channel, Perm, Role, shard_for, snowflake
-from .world_parts import iso as _iso
-from .world_parts import mix as _mix
+from .snowflakes import iso as _iso
+from .snowflakes import shard_for, snowflake
+from .world_model import CHANNEL_CATEGORY, CHANNEL_TEXT, CHANNEL_VOICE, Channel, Guild, Perm, Role
 
 if TYPE_CHECKING:
     from .config import SimConfig
 
-__all__ = ("World", "Guild", "Channel", "Role", "shard_for", "snowflake", "Perm", "CHANNEL_TEXT", "CHANNEL_VOICE",
-           "CHANNEL_CATEGORY", "LARGE_THRESHOLD")
+__all__ = ("World",)
 
 _YEAR_MS = 31_536_000_000
 #: Guild creation times: 2016-01-01 .. 2024-01-01 (ms after the Discord epoch).
@@ -42,7 +41,6 @@ _USER_T0, _USER_SPAN = 3_000_000_000, 8 * _YEAR_MS
 _JOIN_LIMIT_MS = 10 * _YEAR_MS
 _W_GUILD, _W_CHANNEL, _W_ROLE, _W_USER, _W_BOT = 0, 1, 2, 3, 4
 
-LARGE_THRESHOLD = 250
 #: Shard counts above this are not cached as a per-shard table.
 _MAX_SPLIT = 4096
 
@@ -53,67 +51,15 @@ _NOUN = ("otter", "badger", "falcon", "lantern", "tankard", "hearth", "barrel", 
          "harbor", "meadow", "comet", "thistle", "kettle", "fox", "heron", "lynx", "marten", "quill", "saddle",
          "tavern", "wagon", "bramble", "cinder", "dragon", "ember", "ferret", "goblet", "hound", "iris")
 _TOPICS = (None, "Say hello!", "House rules are pinned.", "Off-topic chatter", None, "Bot commands welcome")
+_M64 = (1 << 64) - 1
 
 
-class Guild:
-    """The compact record of one guild; channels, roles and members are derived on demand."""
-
-    __slots__ = ("world", "index", "id", "name", "member_count", "_h", "_channels", "_roles")
-
-    def __init__(self, world: World, index: int, guild_id: int, name: str, member_count: int, h: int) -> None:
-        self.world = world
-        self.index = index
-        self.id = guild_id
-        self.name = name
-        #: What Discord reports: large for a few guilds; the listed members + the bot otherwise.
-        self.member_count = member_count
-        self._h = h
-        self._channels: tuple[Channel, ...] | None = None
-        self._roles: tuple[Role, ...] | None = None
-
-    def __repr__(self) -> str:
-        return f"<Guild id={self.id} name={self.name!r} member_count={self.member_count}>"
-
-    @property
-    def created_ms(self) -> int:
-        return self.id >> 22
-
-    @property
-    def large(self) -> bool:
-        return self.member_count > LARGE_THRESHOLD
-
-    @property
-    def channels(self) -> tuple[Channel, ...]:
-        """Text channels first (``channels[0]`` is always GUILD_TEXT), then a voice channel, then a category."""
-        channels = self._channels
-        if channels is None:
-            channels = self._channels = self.world._make_channels(self)
-        return channels
-
-    @property
-    def roles(self) -> tuple[Role, ...]:
-        """``@everyone`` (id == guild id), Member, Moderator, Admin and the bot's managed role."""
-        roles = self._roles
-        if roles is None:
-            roles = self._roles = self.world._make_roles(self)
-        return roles
-
-    @property
-    def member_ids(self) -> list[int]:
-        """The human members (never the bot), the owner first."""
-        w = self.world
-        start, stride = w._progression(self)
-        pool = w.pool_size
-        return [w.user_id((start + k * stride) % pool) for k in range(w.members_per_guild)]
-
-    @property
-    def owner_id(self) -> int:
-        start, _ = self.world._progression(self)
-        return self.world.user_id(start)
-
-    @property
-    def text_channel(self) -> Channel:
-        return self.channels[0]
+def _mix(x: int) -> int:
+    """splitmix64: a fast, well-spread 64-bit hash of ``x``."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
 
 
 class World:

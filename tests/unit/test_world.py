@@ -10,7 +10,9 @@ import discord
 import pytest
 
 from simulator.config import SimConfig
-from simulator.world import CHANNEL_TEXT, LARGE_THRESHOLD, World, shard_for
+from simulator.snowflakes import shard_for
+from simulator.world import World
+from simulator.world_model import CHANNEL_TEXT, LARGE_THRESHOLD
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
 

@@ -1,19 +1,22 @@
-"""The building blocks of the simulated world: snowflakes, permission bits, channel and role records.
+"""The simulated world's records: permission bits, channels, roles and guilds.
 
-:mod:`simulator.world` composes them into guilds; they are split out to keep both modules small.
+Records are small slotted classes; a :class:`Guild` derives its channels, roles and members from the
+seeded :class:`~simulator.world.World` on first use. ``Channel.payload()`` and ``Role.payload()`` render
+a record as Discord does; the payloads that need the whole world are built by the world.
 """
 
 from __future__ import annotations
 
-import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ("Perm", "Channel", "Role", "snowflake", "shard_for", "mix", "iso", "DISCORD_EPOCH_MS",
-           "CHANNEL_TEXT", "CHANNEL_VOICE", "CHANNEL_CATEGORY")
+if TYPE_CHECKING:
+    from .world import World
 
-DISCORD_EPOCH_MS = 1_420_070_400_000
-_M64 = (1 << 64) - 1
+__all__ = ("Perm", "Channel", "Role", "Guild", "CHANNEL_TEXT", "CHANNEL_VOICE", "CHANNEL_CATEGORY", "LARGE_THRESHOLD")
+
 CHANNEL_TEXT, CHANNEL_VOICE, CHANNEL_CATEGORY = 0, 2, 4
+#: A guild reporting more members than this is ``large``.
+LARGE_THRESHOLD = 250
 
 
 class Perm:
@@ -50,30 +53,6 @@ class Perm:
                 | USE_APPLICATION_COMMANDS | CREATE_PUBLIC_THREADS | SEND_MESSAGES_IN_THREADS)
     MODERATOR = KICK_MEMBERS | BAN_MEMBERS | MANAGE_MESSAGES | MANAGE_NICKNAMES | MODERATE_MEMBERS
     BOT = EVERYONE | MANAGE_MESSAGES | MANAGE_CHANNELS | MANAGE_ROLES | KICK_MEMBERS | BAN_MEMBERS | MODERATE_MEMBERS
-
-
-def mix(x: int) -> int:
-    """splitmix64: a fast, well-spread 64-bit hash of ``x``."""
-    x = (x + 0x9E3779B97F4A7C15) & _M64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
-    return x ^ (x >> 31)
-
-
-def snowflake(ms: int, worker: int = 0, increment: int = 0) -> int:
-    """A snowflake from milliseconds after the Discord epoch, worker bits and an increment."""
-    return (ms << 22) | ((worker & 0x1F) << 17) | (increment & 0xFFF)
-
-
-def shard_for(guild_id: int, num_shards: int) -> int:
-    """The shard that receives a guild's events: ``(guild_id >> 22) % num_shards``."""
-    return (guild_id >> 22) % num_shards
-
-
-def iso(ms: int) -> str:
-    """ISO 8601 timestamp (as Discord formats them) of ``ms`` after the Discord epoch."""
-    when = datetime.datetime.fromtimestamp((ms + DISCORD_EPOCH_MS) / 1000, tz=datetime.UTC)
-    return when.isoformat()
 
 
 class Channel:
@@ -141,3 +120,64 @@ class Role:
         if self.bot_id is not None:
             data["tags"] = {"bot_id": str(self.bot_id)}
         return data
+
+
+class Guild:
+    """The compact record of one guild; channels, roles and members are derived on demand."""
+
+    __slots__ = ("world", "index", "id", "name", "member_count", "_h", "_channels", "_roles")
+
+    def __init__(self, world: World, index: int, guild_id: int, name: str, member_count: int, h: int) -> None:
+        self.world = world
+        self.index = index
+        self.id = guild_id
+        self.name = name
+        #: What Discord reports: large for a few guilds; the listed members + the bot otherwise.
+        self.member_count = member_count
+        self._h = h
+        self._channels: tuple[Channel, ...] | None = None
+        self._roles: tuple[Role, ...] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Guild id={self.id} name={self.name!r} member_count={self.member_count}>"
+
+    @property
+    def created_ms(self) -> int:
+        return self.id >> 22
+
+    @property
+    def large(self) -> bool:
+        return self.member_count > LARGE_THRESHOLD
+
+    @property
+    def channels(self) -> tuple[Channel, ...]:
+        """Text channels first (``channels[0]`` is always GUILD_TEXT), then a voice channel, then a category."""
+        channels = self._channels
+        if channels is None:
+            channels = self._channels = self.world._make_channels(self)
+        return channels
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        """``@everyone`` (id == guild id), Member, Moderator, Admin and the bot's managed role."""
+        roles = self._roles
+        if roles is None:
+            roles = self._roles = self.world._make_roles(self)
+        return roles
+
+    @property
+    def member_ids(self) -> list[int]:
+        """The human members (never the bot), the owner first."""
+        w = self.world
+        start, stride = w._progression(self)
+        pool = w.pool_size
+        return [w.user_id((start + k * stride) % pool) for k in range(w.members_per_guild)]
+
+    @property
+    def owner_id(self) -> int:
+        start, _ = self.world._progression(self)
+        return self.world.user_id(start)
+
+    @property
+    def text_channel(self) -> Channel:
+        return self.channels[0]
