@@ -1,8 +1,9 @@
 """The simulated world's records: permission bits, channels, roles and guilds.
 
 Records are small slotted classes; a :class:`Guild` derives its channels, roles and members from the
-seeded :class:`~simulator.world.World` on first use. ``Channel.payload()`` and ``Role.payload()`` render
-a record as Discord does; the payloads that need the whole world are built by the world.
+seeded world (:class:`~simulator.world_gen.SeededWorld`) on first use. ``Channel.payload()`` and
+``Role.payload()`` render a record as Discord does; the payloads that need the whole world are in
+:mod:`simulator.world_payloads`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .world import World
+    from .world_gen import SeededWorld
 
 __all__ = ("Perm", "Channel", "Role", "Guild", "CHANNEL_TEXT", "CHANNEL_VOICE", "CHANNEL_CATEGORY", "LARGE_THRESHOLD")
 
@@ -127,7 +128,7 @@ class Guild:
 
     __slots__ = ("world", "index", "id", "name", "member_count", "_h", "_channels", "_roles")
 
-    def __init__(self, world: World, index: int, guild_id: int, name: str, member_count: int, h: int) -> None:
+    def __init__(self, world: SeededWorld, index: int, guild_id: int, name: str, member_count: int, h: int) -> None:
         self.world = world
         self.index = index
         self.id = guild_id
