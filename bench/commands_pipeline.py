@@ -179,10 +179,11 @@ async def _cpu_cost(n: int) -> float:
 async def overhead(n: int) -> dict[str, Any]:
     from bench._db_common import scratch_database
     from innkeeper.settings import Settings
-    from shard.bot import ClusterBot
+    from shard.assembly import build_cluster
+    from shard.context import ClusterContext
 
     class Bare(commands.Cog):
-        @commands.hybrid_command(name="bareping", description="A bare discord.py command.")
+        @commands.hybrid_command(name="bareping", description="A bare discord.py command.")  # type: ignore[arg-type]
         async def bareping(self, ctx: commands.Context[Any]) -> None:
             shard = ctx.bot.get_shard(ctx.guild.shard_id if ctx.guild else 0)
             await ctx.send(f"Pong! shard {shard.id if shard else 0}, cluster 0, gateway n/a")
@@ -191,11 +192,12 @@ async def overhead(n: int) -> dict[str, Any]:
     log = Path(tempfile.mkdtemp(prefix="ik-bench-")) / "simulator.log"
     async with scratch_database() as dsn, _simulator(200, 1, log) as sim:
         settings = Settings.from_env(_env(sim, dsn, prefix))
-        bot = ClusterBot(settings, cluster_id=0, shard_ids=[0], shard_count=1)
+        ctx = ClusterContext.create(settings, cluster_id=0, shard_ids=[0], shard_count=1, max_concurrency=1)
+        bot = build_cluster(ctx)
         await bot.add_cog(Bare())
         task = asyncio.create_task(bot.start(TOKEN))
         try:
-            while not bot.is_ready() or bot.command_runtime.schema_version is None:
+            while not bot.is_ready() or bot.deps.database.schema_version is None:
                 if task.done():
                     task.result()
                 await asyncio.sleep(0.1)
@@ -224,6 +226,7 @@ async def overhead(n: int) -> dict[str, Any]:
             await bot.close()
             with suppress(Exception):
                 await asyncio.wait_for(task, 10)
+            await ctx.aclose()
             await _cleanup_redis(prefix)
     cpu = await _cpu_cost(20_000)
     out: dict[str, Any] = {"n": n, "cpu_us_per_command": round(cpu, 1)}

@@ -98,7 +98,8 @@ async def bench(n: int, runs: int) -> dict[str, Any]:
         await db.execute("analyze", "ANALYZE")
         await _run(db, 600, False)  # warm statement caches on both paths
         await _run(db, 600, True)
-        bare, funnel = [], []
+        bare: list[float] = []
+        funnel: list[float] = []
         for i in range(runs):  # alternate which path goes first, so neither profits from the order
             for use_funnel in ((False, True) if i % 2 == 0 else (True, False)):
                 (funnel if use_funnel else bare).append(await _run(db, n, use_funnel))

@@ -54,7 +54,7 @@ async def _worker(args: argparse.Namespace) -> dict[str, Any]:
 
     from ipc.keys import Keys
     from ipc.ratelimit import SharedRateLimiter
-    from ipc.rest_hook import install
+    from shard.rest_hook import install
 
     Route.BASE = args.api + "/api/v10"
     http = HTTPClient(asyncio.get_running_loop())
@@ -180,9 +180,9 @@ def main(argv: list[str]) -> int:
     sim = None
     api = args.api
     if api is None:
-        from tests.support import free_port
+        from bench.cold_start import _free_port
 
-        port = free_port()
+        port = _free_port()
         sim = _start_simulator(port)
         api = f"http://127.0.0.1:{port}"
     try:

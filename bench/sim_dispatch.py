@@ -26,7 +26,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -65,14 +65,14 @@ class _Client:
 
     def _decode(self, msg: aiohttp.WSMessage) -> dict[str, Any] | None:
         if msg.type is aiohttp.WSMsgType.TEXT:
-            return json.loads(msg.data)  # type: ignore[no-any-return]
+            return cast(dict[str, Any], json.loads(msg.data))
         if msg.type is aiohttp.WSMsgType.BINARY:
             self._buffer.extend(msg.data)
             if len(msg.data) < 4 or msg.data[-4:] != _ZLIB_SUFFIX:
                 return None
             text = self._inflator.decompress(self._buffer)
             self._buffer.clear()
-            return json.loads(text)  # type: ignore[no-any-return]
+            return cast(dict[str, Any], json.loads(text))
         raise ConnectionError(f"gateway closed: {msg.type} {msg.data!r}")
 
     async def run(self) -> None:

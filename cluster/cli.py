@@ -30,7 +30,7 @@ PROVIDERS: tuple[str, ...] = (
     "cluster.ops",
     "simulator.cli",
     "db.cli",
-    "ipc.cli",
+    "cluster.reload",
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2

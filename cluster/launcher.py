@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from innkeeper.errors import ErrorCode, InnkeeperError
 from innkeeper.settings import Settings
-from ipc.identify import IdentifyQueue
+from ipc.identify import store_budget
 from ipc.keys import Keys
 
 from .plan import Plan, plan
@@ -160,7 +160,7 @@ class Launcher:
     async def apply_plan(self, p: Plan, client: aioredis.Redis) -> bool:
         """Render this host's clusters, make supervisord run them, store the plan; True when anything changed."""
         mine = p.for_host(self.settings.host_index)
-        text = render_clusters(mine, p.shard_count, self.settings, policy=self.policy)
+        text = render_clusters(mine, p.shard_count, p.max_concurrency, self.settings, policy=self.policy)
         changed_file = write_private(self.run_dir / "clusters.conf", text)
         await store_plan(client, self.keys, p)
         await self.ensure_supervisord()
@@ -174,11 +174,9 @@ class Launcher:
         return changed_file or bool(added or changed or removed)
 
     async def _store_budget(self, gateway: GatewayInfo, p: Plan, client: aioredis.Redis) -> None:
-        limit = gateway.session_start_limit
-        queue = IdentifyQueue(client, self.keys, max_concurrency=p.max_concurrency,
-                              window_s=self.settings.identify_window_s)
+        """Store Discord's ``session_start_limit`` for the clusters' identify queue; warn when it is short."""
         try:
-            budget = await queue.store_budget(limit)
+            budget = await store_budget(client, self.keys, gateway.session_start_limit)
         except ValueError as exc:
             self.out(f"warning: {exc}")
             return

@@ -2,7 +2,9 @@
 
 The command finds the live clusters from their heartbeats, broadcasts ``reload_extension`` over the
 bus as ``cli-<uuid>`` and prints one line per cluster (ok, error, or no answer). It exits 0 when
-every cluster reloaded, 1 otherwise, 2 on a bad name.
+every cluster reloaded, 1 otherwise, 2 on a bad name. The name is checked here first, so a typo
+gets a usage error at once; each receiving cluster checks it again (``shard/bus_handlers.py``)
+before it touches anything.
 """
 
 from __future__ import annotations
@@ -16,25 +18,16 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 
 from innkeeper.errors import UsageError
-
-from .bus import Bus, live_clusters
-from .handlers import EXTENSION_PREFIX, check_extension_name
-from .keys import Keys
+from innkeeper.extensions import normalise_extension
+from ipc.bus import Bus, live_clusters
+from ipc.keys import Keys
 
 if TYPE_CHECKING:
     from innkeeper.settings import Settings
 
-__all__ = ("add_commands", "reload_extension_everywhere", "normalise_extension")
+__all__ = ("add_commands", "reload_extension_everywhere")
 
 _log = logging.getLogger(__name__)
-
-
-def normalise_extension(raw: str) -> str:
-    """``settings`` → ``shard.cogs.settings``; a full name is checked as it is."""
-    name = raw.strip()
-    if "." not in name:
-        name = EXTENSION_PREFIX + name
-    return check_extension_name(name)
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

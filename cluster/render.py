@@ -87,16 +87,20 @@ def _common(settings: Settings, policy: Policy, extra_env: Mapping[str, str] | N
     }
 
 
-def render_clusters(clusters: Iterable[ClusterSpec], shard_count: int, settings: Settings, *,
+def render_clusters(clusters: Iterable[ClusterSpec], shard_count: int, max_concurrency: int, settings: Settings, *,
                     policy: Policy = Policy(), extra_env: Mapping[str, str] | None = None) -> str:
-    """``run/clusters.conf``: one ``[program:cluster-N]`` per cluster and ``[group:clusters]``."""
+    """``run/clusters.conf``: one ``[program:cluster-N]`` per cluster and ``[group:clusters]``.
+
+    Each program gets its shard range, the total shard count and Discord's ``max_concurrency`` on
+    its command line, so a cluster never asks ``GET /gateway/bot`` itself.
+    """
     template = _template("cluster.conf.tmpl")
     common = _common(settings, policy, extra_env)
     specs = list(clusters)
     blocks = [
         template.substitute(common, cluster_id=c.id, shard_range=format_shard_ids(c.shard_ids),
-                            shard_total=shard_count, startsecs=policy.startsecs, startretries=policy.startretries,
-                            stopwaitsecs=policy.stopwaitsecs)
+                            shard_total=shard_count, max_concurrency=max_concurrency, startsecs=policy.startsecs,
+                            startretries=policy.startretries, stopwaitsecs=policy.stopwaitsecs)
         for c in specs
     ]
     group = f"[group:{CLUSTERS_GROUP}]\nprograms={','.join(c.name for c in specs)}\n"

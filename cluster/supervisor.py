@@ -52,7 +52,7 @@ class SupervisorUnavailable(SupervisorError):
 def _fault_name(code: int) -> str:
     for name, value in vars(Faults).items():
         if value == code and name.isupper():
-            return name
+            return str(name)
     return str(code)
 
 

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import asyncpg
 from prometheus_client import Counter, Histogram
 
+from innkeeper.backoff import Backoff
 from innkeeper.errors import DatabaseError, ErrorCode
 
 from . import errors
-from .backoff import Backoff
 
 if TYPE_CHECKING:
     from innkeeper.settings import Settings
@@ -158,7 +158,7 @@ class Database:
                 )
                 return self
             except Exception as exc:
-                delay = backoff.next_delay()
+                delay = backoff.next()
                 retry = errors.is_safe_to_retry(exc, idempotent=True) or isinstance(exc, OSError | TimeoutError)
                 if not retry or time.monotonic() + delay > deadline:
                     err = errors.translate(exc, query="connect")
@@ -201,7 +201,7 @@ class Database:
                 if attempt < self.retries and errors.is_safe_to_retry(exc, idempotent=True):
                     attempt += 1
                     backoff = backoff or Backoff(0.05, 1.0)
-                    await asyncio.sleep(backoff.next_delay())
+                    await asyncio.sleep(backoff.next())
                     continue
                 raise errors.translate(exc, query="acquire") from exc
         try:
@@ -293,7 +293,7 @@ class Database:
                     attempt += 1
                     QUERY_RETRIES.labels(name).inc()
                     backoff = backoff or Backoff(0.05, 1.0)
-                    delay = backoff.next_delay()
+                    delay = backoff.next()
                     _log.warning("query %s lost its connection (%s); retry %d in %.2fs", name, exc, attempt, delay,
                                  extra={"query": name})
                     await asyncio.sleep(delay)

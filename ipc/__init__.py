@@ -1,5 +1,8 @@
 """Coordination between clusters over Redis: the bus, identify queue, shared limits and caches.
 
+This package knows Redis and msgpack, and nothing of discord.py, the bot or the database
+(``tests/test_layers.py`` holds it to that). The discord.py glue lives in ``shard/``.
+
 Modules
 -------
 ``keys``
@@ -7,33 +10,17 @@ Modules
 ``messages``, ``registry``, ``bus``, ``pubsub``
     Typed msgpack messages; the registry of allowed actions; request/response and
     broadcast-gather over pub/sub; a subscriber that reconnects with backoff.
-``handlers``, ``cli``
-    The standard actions a cluster answers (``ping``, ``guild_count``, ``shard_status``,
-    ``reload_extension``, ``cache_invalidate``) and ``innkeeper reload``.
-``ratelimit``, ``ratelimit_scripts``, ``rest_hook``
-    Shared REST buckets, the pre-emptive global limit and the invalid-request guard (Lua), and
-    their plug-in into discord.py's HTTP path.
+``ratelimit``, ``ratelimit_headers``, ``ratelimit_scripts``
+    Shared REST buckets, the pre-emptive global limit and the invalid-request guard (Lua); the
+    parsing of Discord's rate-limit headers.
 ``cache``, ``snapshots``
     The shared cache with its local layer, and guild snapshots for resume.
 ``throttle``
-    Command throttles per user, guild, channel or bot-wide.
+    Sliding-log throttles per user, guild, channel or bot-wide.
 ``identify``, ``heartbeat``, ``sessions``
-    The identify queue, cluster heartbeats and gateway sessions (cluster runtime).
+    The identify queue and budget, cluster heartbeats and gateway sessions.
 
-Wiring a cluster process (one ``redis.asyncio.Redis`` with ``decode_responses=False``; give it a
-pool big enough for every component, e.g. ``max_connections=200``)::
-
-    keys = Keys(settings.redis_prefix)
-    limiter = SharedRateLimiter.from_settings(redis, keys, settings)
-    install(bot, limiter)                        # in ClusterBot.__init__: before login
-    cache = SharedCache(redis, keys)             # start() / stop() as a bot service
-    registry = HandlerRegistry()
-    register_bot_handlers(registry, bot, cache=cache)
-    bus = Bus(redis, keys, cluster_id, registry=registry)   # start(retry=True) / stop() as a bot service
-    throttle = RedisThrottle(redis, keys)        # the command pipeline passes each command's rule
-    snapshots = GuildSnapshotStore(redis, keys)  # save_many() periodically, load_shard() on resume
-
-``shard.bot.ClusterBot`` does exactly this (the bus, the cache's subscription and the snapshots run
-as ``shard.ipc_service.IPCService``); ``start(retry=True)`` lets a cluster whose Redis is down at
-start-up run on and join the bus when Redis answers.
+A cluster process (``shard/assembly.py``) builds one ``redis.asyncio.Redis`` with
+``decode_responses=False`` and a pool big enough for every component, and hands it with one
+:class:`~ipc.keys.Keys` to each of these.
 """

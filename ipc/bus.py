@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +32,9 @@ from prometheus_client import Counter
 from redis.exceptions import RedisError
 
 from innkeeper.errors import ErrorCode, InnkeeperError, IPCError, UsageError
+from innkeeper.services import BackgroundTasks
 
-from .messages import ErrorInfo, Event, Identity, Request, Response, decode, encode, new_message_id
+from .messages import ErrorInfo, Identity, Request, Response, decode, encode, new_message_id
 from .pubsub import Subscriber
 from .registry import HandlerRegistry
 
@@ -51,7 +51,6 @@ DROPPED = Counter("innkeeper_ipc_dropped_total", "IPC messages dropped by the bu
 _SERVED = Counter("innkeeper_ipc_requests_served_total", "Bus requests this process answered, by outcome",
                   ["outcome"])
 
-EventCallback = Callable[[Event], Awaitable[None] | None]
 _CODES = {c.value: c for c in ErrorCode}
 
 
@@ -153,9 +152,8 @@ class Bus:
         self._reply_prefix = keys.bus_cluster_channel("")
         self._subscriber = Subscriber(redis, channels, self._on_message, name=f"bus {identity}")
         self._pending: dict[str, _Pending] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks(f"bus {identity}")
         self._sem = asyncio.Semaphore(max_concurrent)
-        self._event_callbacks: dict[str, list[EventCallback]] = collections.defaultdict(list)
         #: Messages dropped by this bus, by reason.
         self.dropped: collections.Counter[str] = collections.Counter()
         #: Requests this bus answered.
@@ -185,12 +183,7 @@ class Bus:
     async def stop(self) -> None:
         """Stop listening, cancel running handlers and fail pending requests."""
         await self._subscriber.stop()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.cancel()
         for pending in self._pending.values():
             if not pending.done.done():
                 pending.done.cancel()
@@ -289,23 +282,6 @@ class Bus:
             return None
         return pending
 
-    # --- events -----------------------------------------------------------------------------------
-    def on_event(self, name: str, callback: EventCallback) -> None:
-        """Call ``callback(event)`` for every :class:`~ipc.messages.Event` named ``name``.
-
-        Callbacks run in the bus loop, in order of arrival: keep them short (start a task for
-        slow work). An exception is logged and does not stop the bus.
-        """
-        self._event_callbacks[name].append(callback)
-
-    async def publish_event(self, name: str, data: dict[str, Any] | None = None) -> int:
-        """Broadcast an event to every cluster; returns how many subscribers got it."""
-        payload = encode(Event(name=name, data=dict(data or {}), sender=self.identity))
-        try:
-            return int(await self.redis.publish(self.keys.bus_channel(), payload))
-        except (RedisError, OSError) as exc:
-            raise _redis_error(f"cannot publish event {name!r}", exc) from exc
-
     # --- receiving --------------------------------------------------------------------------------
     def _drop(self, reason: str) -> None:
         self.dropped[reason] += 1
@@ -323,8 +299,8 @@ class Bus:
             self._on_response(msg)
         elif isinstance(msg, Request):
             self._on_request(msg)
-        else:
-            await self._on_event(msg)
+        else:  # events belong to other channels (cache invalidations); nobody listens for them here
+            self._drop("no_listener")
 
     def _on_response(self, msg: Response) -> None:
         pending = self._pending.get(msg.id)
@@ -354,22 +330,7 @@ class Bus:
         if not msg.reply_to.startswith(self._reply_prefix):
             self._drop("bad_reply_to")
             return
-        task = asyncio.create_task(self._serve(msg), name=f"bus-serve:{msg.action}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _on_event(self, msg: Event) -> None:
-        callbacks = self._event_callbacks.get(msg.name)
-        if not callbacks:
-            self._drop("no_listener")
-            return
-        for callback in callbacks:
-            try:
-                result = callback(msg)
-                if result is not None:
-                    await result
-            except Exception:
-                _log.exception("bus %s: event callback for %r failed", self.identity, msg.name)
+        self._tasks.spawn(self._serve(msg), name="serve")
 
     async def _serve(self, req: Request) -> None:
         async with self._sem:

@@ -13,8 +13,6 @@ several clusters agree on one value. When Redis is unreachable it calls the load
 
 Metrics: ``innkeeper_cache_requests_total{namespace, result}`` with result ``local_hit``, ``hit``
 (from Redis), ``miss`` or ``error``.
-
-:class:`~ipc.snapshots.GuildSnapshotStore` (guild snapshots for resume) is re-exported here.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import msgpack
 from prometheus_client import Counter
@@ -37,14 +35,13 @@ from innkeeper.errors import ErrorCode, IPCError, UsageError
 from .bus import DROPPED
 from .messages import Event, decode, encode, is_plain
 from .pubsub import Subscriber, check_binary_client
-from .snapshots import GuildSnapshotStore, snapshot_from_guild
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from .keys import Keys
 
-__all__ = ("SharedCache", "GuildSnapshotStore", "snapshot_from_guild", "INVALIDATE_EVENT")
+__all__ = ("SharedCache", "INVALIDATE_EVENT")
 
 _log = logging.getLogger(__name__)
 
@@ -184,7 +181,7 @@ class SharedCache:
         local = self._local_get(ns, k)
         if local is not _MISSING:
             REQUESTS.labels(ns, "local_hit").inc()
-            return local
+            return cast(T, local)
         flight = self._flights.get((ns, k))
         if flight is not None:
             try:
@@ -206,7 +203,7 @@ class SharedCache:
             raise
         else:
             future.set_result(value)
-            return value
+            return cast(T, value)
         finally:
             self._flights.pop((ns, k), None)
 
@@ -269,21 +266,6 @@ class SharedCache:
         pipe.publish(self.keys.cache_channel(), self._invalidation(ns, checked))
         await self._execute(pipe, ns)
         self.drop_local(ns, checked)
-
-    async def invalidate_local_everywhere(self, namespace: str, keys: Iterable[str | int] | None = None) -> int:
-        """Ask every process to drop its local copies (of ``keys``, or of the whole namespace).
-
-        Returns how many processes heard it. Redis values stay; use this after changing the data a
-        loader reads, when the Redis entries will be replaced anyway.
-        """
-        ns = self._check(namespace, "_")[0]
-        listed = None if keys is None else [self._check(ns, k)[1] for k in keys]
-        self.drop_local(ns, listed)
-        try:
-            async with self._inflight:
-                return int(await self.redis.publish(self.keys.cache_channel(), self._invalidation(ns, listed)))
-        except (RedisError, OSError) as exc:
-            raise IPCError(f"cache {ns}: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE) from exc
 
     async def _execute(self, pipe: Any, ns: str) -> None:
         try:

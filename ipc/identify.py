@@ -46,11 +46,10 @@ if TYPE_CHECKING:
 
     from ipc.keys import Keys
 
-__all__ = ("IdentifyQueue", "IdentifyTicket", "IdentifyBudget", "IdentifyBudgetExhausted", "bucket_of", "read_budget")
+__all__ = ("IdentifyQueue", "IdentifyTicket", "IdentifyBudget", "IdentifyBudgetExhausted", "bucket_of", "store_budget",
+           "read_budget")
 
 _log = logging.getLogger(__name__)
-
-_DAY_MS = 86_400_000
 
 #: How often the head of a bucket's queue polls while the lock waits for its READY.
 _POLL_MS = 2
@@ -207,7 +206,7 @@ class IdentifyQueue:
     """
 
     __slots__ = ("redis", "keys", "max_concurrency", "window_s", "reserve", "margin_s", "lease_s",
-                 "_acquire", "_withdraw", "_store", "_confirm")
+                 "_acquire", "_withdraw", "_confirm")
 
     def __init__(
         self,
@@ -233,7 +232,6 @@ class IdentifyQueue:
         self.lease_s = max(3.0, 3 * window_s) if lease_s is None else lease_s
         self._acquire = redis.register_script(_ACQUIRE)
         self._withdraw = redis.register_script(_WITHDRAW)
-        self._store = redis.register_script(_STORE_BUDGET)
         self._confirm = redis.register_script(_CONFIRM)
 
     @property
@@ -326,28 +324,31 @@ class IdentifyQueue:
         except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the lease expires anyway
             _log.debug("could not withdraw shard %d from the identify queue", shard_id)
 
-    # --- the budget ----------------------------------------------------------------------------
-    async def store_budget(self, session_start_limit: Mapping[str, Any]) -> IdentifyBudget:
-        """Store ``session_start_limit`` from ``GET /gateway/bot`` (Discord's numbers replace ours).
 
-        Raises
-        ------
-        ValueError
-            When a field is missing or not a number.
-        """
-        try:
-            total = int(session_start_limit["total"])
-            remaining = int(session_start_limit["remaining"])
-            reset_after = int(session_start_limit["reset_after"])
-            mc = int(session_start_limit.get("max_concurrency", self.max_concurrency))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"malformed session_start_limit: {exc!r}") from None
-        await self._store(keys=[self.keys.identify_budget()], args=[total, remaining, max(reset_after, 1), mc])
-        return IdentifyBudget(total, remaining, mc, reset_after / 1000)
+async def store_budget(redis: aioredis.Redis, keys: Keys, session_start_limit: Mapping[str, Any]) -> IdentifyBudget:
+    """Store ``session_start_limit`` from ``GET /gateway/bot`` (Discord's numbers replace ours).
 
-    async def budget(self) -> IdentifyBudget | None:
-        """The stored budget, with ``remaining`` counted down by every identify since; None when unknown."""
-        return await read_budget(self.redis, self.keys)
+    The launcher stores it before it starts the clusters; a cluster stores it when it had to ask
+    Discord itself (it runs without a plan, or the budget guard is waiting for a reset). The record
+    expires when Discord's budget resets.
+
+    Raises
+    ------
+    ValueError
+        When a field is missing or not a number.
+    """
+    try:
+        total = int(session_start_limit["total"])
+        remaining = int(session_start_limit["remaining"])
+        reset_after = int(session_start_limit["reset_after"])
+        mc = int(session_start_limit.get("max_concurrency", 1))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed session_start_limit: {exc!r}") from None
+    if mc < 1:
+        raise ValueError(f"malformed session_start_limit: max_concurrency {mc}")
+    script = redis.register_script(_STORE_BUDGET)
+    await script(keys=[keys.identify_budget()], args=[total, remaining, max(reset_after, 1), mc])
+    return IdentifyBudget(total, remaining, mc, reset_after / 1000)
 
 
 async def read_budget(redis: aioredis.Redis, keys: Keys) -> IdentifyBudget | None:

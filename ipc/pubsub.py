@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from innkeeper.backoff import Backoff
 from innkeeper.errors import ErrorCode, IPCError, UsageError
-
-from .backoff import Backoff
+from innkeeper.services import BackgroundTasks
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -58,7 +58,7 @@ class Subscriber:
         Called after the subscription was re-established, since messages may have been missed.
     """
 
-    __slots__ = ("redis", "channels", "on_message", "name", "on_reconnect", "_pubsub", "_task",
+    __slots__ = ("redis", "channels", "on_message", "name", "on_reconnect", "_pubsub", "_tasks",
                  "_connected", "_backoff", "_stopping", "reconnects", "__weakref__")
 
     def __init__(self, redis: Redis, channels: Sequence[str], on_message: OnMessage, *, name: str,
@@ -72,7 +72,7 @@ class Subscriber:
         self.name = name
         self.on_reconnect = on_reconnect
         self._pubsub: PubSub | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks(f"subscriber {name}")
         self._connected = asyncio.Event()
         self._backoff = backoff or Backoff(0.1, 5.0)
         self._stopping = False
@@ -86,7 +86,8 @@ class Subscriber:
     async def wait_connected(self, timeout: float | None = None) -> bool:
         """Wait until subscribed; False when ``timeout`` passed first."""
         try:
-            await asyncio.wait_for(self._connected.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
         except TimeoutError:
             return False
         return True
@@ -106,7 +107,7 @@ class Subscriber:
         IPCError
             ``REDIS_UNAVAILABLE`` when the first subscription fails and ``retry`` is False.
         """
-        if self._task is not None:
+        if len(self._tasks):
             return
         try:
             await self._subscribe()
@@ -117,16 +118,12 @@ class Subscriber:
             _log.warning("%s: Redis is unreachable (%s); subscribing in the background with backoff",
                          self.name, exc)
         self._stopping = False
-        self._task = asyncio.create_task(self._run(), name=f"subscriber:{self.name}")
+        self._tasks.spawn(self._run(), name="listen")
 
     async def stop(self) -> None:
         """Stop listening and close the subscription; safe to call twice."""
         self._stopping = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel()
         await self._close_pubsub()
 
     async def _subscribe(self) -> None:
@@ -135,7 +132,7 @@ class Subscriber:
             await pubsub.subscribe(*self.channels)
         except BaseException:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             raise
         if pubsub.connection is not None:
             # redis-py reconnects on its own within its retry budget and resubscribes in its
@@ -163,7 +160,7 @@ class Subscriber:
         self._connected.clear()
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
     async def _run(self) -> None:
         while not self._stopping:

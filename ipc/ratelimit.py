@@ -18,7 +18,8 @@ own per-process limiting carries on. That is logged once, the gauge
 ``innkeeper_ratelimit_shared`` drops to 0, a probe pings Redis with backoff, and shared limiting
 resumes (gauge 1, logged once) when Redis answers. No Redis error ever reaches the caller.
 
-:func:`install` (from :mod:`ipc.rest_hook`) plugs a limiter into a discord.py client.
+``shard/rest_hook.py`` plugs a limiter into a discord.py client; this module knows nothing of
+discord.py. Header parsing lives in :mod:`ipc.ratelimit_headers`.
 """
 
 from __future__ import annotations
@@ -27,20 +28,18 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
-import time
 import uuid
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import discord
 from prometheus_client import Counter, Gauge
 from redis.exceptions import RedisError
 
+from innkeeper.backoff import Backoff
 from innkeeper.errors import ErrorCode, InnkeeperError
+from innkeeper.services import BackgroundTasks
 
 from . import ratelimit_scripts as lua
-from .backoff import Backoff
+from .ratelimit_headers import ResponseInfo
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -50,7 +49,7 @@ if TYPE_CHECKING:
 
     from .keys import Keys
 
-__all__ = ("SharedRateLimiter", "Ticket", "RequestRefused", "ResponseInfo", "install")
+__all__ = ("SharedRateLimiter", "Ticket", "RequestRefused", "WaitTooLong", "ResponseInfo")
 
 _log = logging.getLogger(__name__)
 
@@ -83,6 +82,21 @@ class RequestRefused(InnkeeperError):
         self.estimate = estimate
 
 
+class WaitTooLong(InnkeeperError):
+    """A token would come later than the caller's ``max_wait``; ``retry_after`` says when (seconds).
+
+    The discord.py plug-in (``shard/rest_hook.py``) turns it into ``discord.RateLimited``, as
+    discord.py does itself with ``max_ratelimit_timeout``.
+    """
+
+    default_code = ErrorCode.DISCORD_HTTP
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"a rate-limit token would take {retry_after:.2f}s, longer than the caller waits",
+                         retry_after=retry_after)
+        self.retry_after = retry_after
+
+
 class Ticket:
     """Proof that :meth:`SharedRateLimiter.acquire` took a token; hand it back to ``update``/``release``."""
 
@@ -97,56 +111,6 @@ class Ticket:
 
     def __repr__(self) -> str:
         return f"<Ticket bucket={self.bucket!r} window={self.window}>"
-
-
-class ResponseInfo:
-    """What :meth:`SharedRateLimiter.update` needs from a response, parsed from its headers."""
-
-    __slots__ = ("status", "limit", "remaining", "reset_after", "bucket", "scope", "retry_after", "is_global")
-
-    def __init__(self, status: int, headers: Mapping[str, str], *, body_retry_after: float | None = None,
-                 body_global: bool | None = None) -> None:
-        self.status = status
-        get = headers.get
-        self.bucket: str = get("X-RateLimit-Bucket") or ""
-        self.scope: str = (get("X-RateLimit-Scope") or "").lower()
-        self.limit: int | None = _as_int(get("X-RateLimit-Limit"))
-        self.remaining: int | None = _as_int(get("X-RateLimit-Remaining"))
-        reset_after = _as_float(get("X-RateLimit-Reset-After"))
-        if reset_after is None:
-            reset = _as_float(get("X-RateLimit-Reset"))
-            reset_after = None if reset is None else max(0.0, reset - time.time())
-        self.reset_after: float | None = reset_after
-        retry = body_retry_after if body_retry_after is not None else _as_float(get("Retry-After"))
-        if retry is None:
-            retry = reset_after if reset_after is not None else 1.0
-        self.retry_after: float = max(0.0, retry)
-        header_global = (get("X-RateLimit-Global") or "").lower() == "true"
-        self.is_global: bool = bool(body_global) or header_global or self.scope == "global"
-
-    @property
-    def has_limits(self) -> bool:
-        return self.limit is not None and self.remaining is not None and self.reset_after is not None
-
-    @property
-    def counts_as_invalid(self) -> bool:
-        """401, 403 and 429 count toward Discord's ban, except 429s with scope ``shared``."""
-        return self.status in (401, 403) or (self.status == 429 and self.scope != "shared")
-
-
-def _as_int(value: str | None) -> int | None:
-    try:
-        return None if value is None else int(value)
-    except ValueError:
-        return None
-
-
-def _as_float(value: str | None) -> float | None:
-    try:
-        out = None if value is None else float(value)
-    except ValueError:
-        return None
-    return out if out is not None and math.isfinite(out) else None
 
 
 class _KeyedLocks:
@@ -223,7 +187,8 @@ class SharedRateLimiter:
         self.op_timeout = op_timeout
         self._probe_backoff = probe_backoff or Backoff(0.2, 5.0)
         self._shared = True
-        self._probe_task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks("ratelimit")
+        self._probing = False
         self._bucket_locks = _KeyedLocks()
         self._global_turn: asyncio.Lock | None = None
         self._orphans: collections.deque[Ticket] = collections.deque(maxlen=10_000)
@@ -261,8 +226,7 @@ class SharedRateLimiter:
         bucket_exempt:
             True for requests that can only happen once per bucket (interaction callbacks).
         max_wait:
-            When a wait would exceed this many seconds, raise ``discord.RateLimited`` instead, as
-            discord.py does with ``max_ratelimit_timeout``.
+            When a wait would exceed this many seconds, raise :class:`WaitTooLong` instead.
 
         Returns
         -------
@@ -273,6 +237,8 @@ class SharedRateLimiter:
         ------
         RequestRefused
             The invalid-request guard is refusing requests.
+        WaitTooLong
+            The wait would exceed ``max_wait``.
         """
         guard_served = False
         token = uuid.uuid4().hex
@@ -306,7 +272,7 @@ class SharedRateLimiter:
         status, wait_ms = reply[0], reply[1]
         wait = wait_ms / 1000.0
         if max_wait is not None and wait > max_wait and status != lua.GUARD_DELAY:
-            raise discord.RateLimited(wait)
+            raise WaitTooLong(wait)
         reason = _REASONS[status]
         WAITS.labels(reason).inc()
         WAIT_SECONDS.labels(reason).inc(wait)
@@ -386,10 +352,17 @@ class SharedRateLimiter:
         FALLBACKS.inc()
         _log.warning("Redis is unreachable (%s: %s): REST rate limits fall back to discord.py's per-process "
                      "limiting until it is back", type(exc).__name__, exc)
-        if self._probe_task is None or self._probe_task.done():
-            self._probe_task = asyncio.create_task(self._probe(), name="ratelimit-redis-probe")
+        if not self._probing:
+            self._probing = True
+            self._tasks.spawn(self._probe(), name="redis-probe")
 
     async def _probe(self) -> None:
+        try:
+            await self._probe_until_back()
+        finally:
+            self._probing = False
+
+    async def _probe_until_back(self) -> None:
         self._probe_backoff.reset()
         while not self._closed:
             await asyncio.sleep(self._probe_backoff.next())
@@ -418,22 +391,16 @@ class SharedRateLimiter:
             async with asyncio.timeout(self.op_timeout):
                 await pipe.execute()
 
-    async def close(self) -> None:
+    async def start(self) -> None:
+        """Nothing to start: the limiter works from its first request (it is installed before login)."""
+
+    async def stop(self) -> None:
         """Stop the Redis probe. The limiter passes every request through afterwards."""
         self._closed = True
-        task, self._probe_task = self._probe_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel()
+
+    close = stop
 
 
 def _fmt(value: float) -> str:
     return f"{value:.3f}"
-
-
-def install(target: Any, limiter: SharedRateLimiter) -> Any:
-    """Plug ``limiter`` into a discord.py client or ``HTTPClient``; see :func:`ipc.rest_hook.install`."""
-    from .rest_hook import install as _install
-
-    return _install(target, limiter)

@@ -1,8 +1,8 @@
 """Compact guild snapshots in Redis, indexed per shard, for rehydrating a restarted cluster.
 
 A snapshot is a map shaped like Discord's guild JSON (ids as strings, channel and role objects
-as in ``GUILD_CREATE``) plus ``shard_id``, so the resume work can hand it to discord.py's parsers.
-:func:`snapshot_from_guild` builds one from a ``discord.Guild``. The store keeps each under
+as in ``GUILD_CREATE``) plus ``shard_id``, so the resume work can hand it to discord.py's parsers
+(``shard/snapshots.py`` builds them from discord.py's cache). The store keeps each under
 ``keys.guild_snapshot(id)`` with a TTL and lists the guild ids of each shard in
 ``keys.shard_snapshot_index(shard)``; saves are pipelined, loads fetch a whole shard in a few
 ``MGET`` round trips and prune index entries whose snapshot expired or moved to another shard.
@@ -22,59 +22,15 @@ from innkeeper.errors import ErrorCode, IPCError, UsageError
 from .messages import is_plain
 
 if TYPE_CHECKING:
-    import discord
     from redis.asyncio import Redis
 
     from .keys import Keys
 
-__all__ = ("GuildSnapshotStore", "snapshot_from_guild")
+__all__ = ("GuildSnapshotStore",)
 
 _log = logging.getLogger(__name__)
 
 _CHUNK = 500
-
-
-def snapshot_from_guild(guild: discord.Guild) -> dict[str, Any]:
-    """A compact, Discord-JSON-shaped snapshot of ``guild`` from discord.py's cache.
-
-    Holds the guild's id, name, icon, owner, member count and shard id, its channels (id, type,
-    name, position, parent, topic, nsfw, permission overwrites) and roles (id, name, position,
-    permissions, colours, flags). Members are not included.
-    """
-    import discord
-
-    channels: list[dict[str, Any]] = []
-    for channel in guild.channels:
-        overwrites = []
-        for target, overwrite in channel.overwrites.items():
-            allow, deny = overwrite.pair()
-            is_role = isinstance(target, discord.Role) or getattr(target, "type", None) is discord.Role
-            overwrites.append({"id": str(target.id), "type": 0 if is_role else 1, "allow": str(allow.value),
-                               "deny": str(deny.value)})
-        item: dict[str, Any] = {"id": str(channel.id), "type": channel.type.value, "name": channel.name,
-                                "position": channel.position, "permission_overwrites": overwrites}
-        if channel.category_id is not None:
-            item["parent_id"] = str(channel.category_id)
-        topic = getattr(channel, "topic", None)
-        if topic is not None:
-            item["topic"] = topic
-        if isinstance(channel, discord.TextChannel):
-            item["nsfw"] = channel.nsfw
-        channels.append(item)
-    roles = [{"id": str(r.id), "name": r.name, "position": r.position, "permissions": str(r.permissions.value),
-              "color": r.colour.value, "colors": _role_colors(r), "hoist": r.hoist, "mentionable": r.mentionable,
-              "managed": r.managed}
-             for r in guild.roles]
-    return {"id": str(guild.id), "name": guild.name, "icon": guild.icon.key if guild.icon else None,
-            "owner_id": str(guild.owner_id) if guild.owner_id else None, "member_count": guild.member_count,
-            "shard_id": guild.shard_id, "channels": channels, "roles": roles}
-
-
-def _role_colors(role: discord.Role) -> dict[str, int | None]:
-    """Discord's ``colors`` object, which discord.py 2.7 reads role colours from."""
-    secondary, tertiary = role.secondary_colour, role.tertiary_colour
-    return {"primary_color": role.colour.value, "secondary_color": secondary.value if secondary else None,
-            "tertiary_color": tertiary.value if tertiary else None}
 
 
 def _guild_id(snapshot: Mapping[str, Any]) -> int:
@@ -188,20 +144,6 @@ class GuildSnapshotStore:
         pipe.delete(self.keys.guild_snapshot(guild_id))
         pipe.srem(self.keys.shard_snapshot_index(shard_id), guild_id)
         await self._execute(pipe)
-
-    async def clear_shard(self, shard_id: int) -> int:
-        """Forget every snapshot of a shard; returns how many were indexed."""
-        index = self.keys.shard_snapshot_index(shard_id)
-        try:
-            members = [int(m) for m in await self.redis.smembers(index)]
-        except (RedisError, OSError) as exc:
-            raise IPCError(f"snapshots: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE) from exc
-        pipe = self.redis.pipeline(transaction=False)
-        for start in range(0, len(members), _CHUNK):
-            pipe.delete(*(self.keys.guild_snapshot(g) for g in members[start:start + _CHUNK]))
-        pipe.delete(index)
-        await self._execute(pipe)
-        return len(members)
 
     async def _execute(self, pipe: Any) -> None:
         try:

@@ -1,19 +1,18 @@
-"""Command throttling shared by every cluster: per user, per guild, per channel or bot-wide, per command.
+"""Sliding-log throttles shared by every cluster: per user, per guild, per channel or bot-wide, per command.
 
-A :class:`ThrottleRule` says "at most ``rate`` uses per ``per_seconds`` seconds, counted per
-``scope``": ``user`` (each user), ``guild`` (each guild; DMs count per user), ``channel`` (each
-channel) or ``global`` (the whole bot). A command may have several rules; a use is allowed only
-when every rule allows it, and a refused use counts against none of them.
+The caller passes the rules of each use (:class:`RuleLike`: "at most ``rate`` uses per
+``per_seconds`` seconds, counted per ``scope``", where the scope is ``user`` (each user),
+``guild`` (each guild; DMs count per user), ``channel`` (each channel) or ``global`` (the whole
+bot)). A use is allowed only when every rule allows it, and a refused use counts against none of
+them. Which command has which rules, and what a refused user reads, is the command pipeline's
+business (``shard/pipeline/throttling.py``).
 
 Each rule is a sliding log: exactly ``rate`` uses fit in any window of ``per_seconds``, which is
-what a user told "5 per 10 s" expects. :class:`RedisThrottle` checks and records all of a
-command's rules in one atomic Lua script (the Redis clock decides), so many clusters hitting one
-key at once allow exactly ``rate``. :class:`MemoryThrottle` does the same in one process; the
-Redis throttle falls back to it while Redis is unreachable (logged once) and returns to Redis
-after ``retry_interval``.
-
-:func:`throttle_message` turns a refusal into what the user reads:
-"You're doing that too often — try again in N s."
+what a user told "5 per 10 s" expects. :class:`RedisThrottle` checks and records all of a use's
+rules in one atomic Lua script (the Redis clock decides), so many clusters hitting one key at once
+allow exactly ``rate``. :class:`MemoryThrottle` does the same in one process; the Redis throttle
+falls back to it while Redis is unreachable (logged once) and returns to Redis after
+``retry_interval``.
 """
 
 from __future__ import annotations
@@ -21,12 +20,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from redis.exceptions import RedisError
 
@@ -38,12 +36,11 @@ if TYPE_CHECKING:
 
     from .keys import Keys
 
-__all__ = ("ThrottleRule", "ThrottleResult", "Throttle", "RuleLike", "MemoryThrottle", "RedisThrottle",
-           "throttle_message", "SCOPES")
+__all__ = ("ThrottleResult", "Throttle", "RuleLike", "MemoryThrottle", "RedisThrottle", "SCOPES")
 
 _log = logging.getLogger(__name__)
 
-Scope = Literal["user", "guild", "channel", "global"]
+#: What a rule can count per: each user, each guild (DMs per user), each channel, or the whole bot.
 SCOPES: tuple[str, ...] = ("user", "guild", "channel", "global")
 
 
@@ -59,50 +56,17 @@ class RuleLike(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class ThrottleRule:
-    """At most ``rate`` uses per ``per_seconds`` seconds, counted per ``scope``."""
-
-    rate: int
-    per_seconds: float
-    scope: Scope = "user"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.rate, bool) or not isinstance(self.rate, int) or self.rate < 1:
-            raise UsageError(f"a throttle rate must be a positive integer, got {self.rate!r}")
-        if not (0 < self.per_seconds <= 86_400 * 7):
-            raise UsageError(f"a throttle period must be in (0, 7 days], got {self.per_seconds!r}")
-        if self.scope not in SCOPES:
-            raise UsageError(f"a throttle scope is one of {', '.join(SCOPES)}; got {self.scope!r}")
-
-    def describe(self) -> str:
-        """``"5 per 10 s per user"``, for help texts."""
-        return f"{self.rate} per {self.per_seconds:g} s per {self.scope}"
-
-
-def throttle_message(retry_after: float) -> str:
-    """The user-facing refusal, with the wait rounded up to whole seconds (at least 1)."""
-    return f"You're doing that too often — try again in {max(1, math.ceil(retry_after - 1e-9))} s."
-
-
-@dataclass(frozen=True, slots=True)
 class ThrottleResult:
     """Whether a use is allowed, and if not, in how many seconds it will be."""
 
     allowed: bool
     retry_after: float = 0.0
 
-    @property
-    def message(self) -> str:
-        return "" if self.allowed else throttle_message(self.retry_after)
-
 
 class Throttle(Protocol):
-    """Counts a use of ``command`` and says whether it is allowed.
+    """Counts a use of ``command`` under ``rules`` and says whether it is allowed."""
 
-    ``rule`` overrides the configured rules for this hit (the pipeline passes each command's own).
-    """
-
-    async def hit(self, command: str, user_id: int, guild_id: int | None, rule: RuleLike | None = None, *,
+    async def hit(self, command: str, user_id: int, guild_id: int | None, rules: Sequence[RuleLike], *,
                   channel_id: int | None = None) -> ThrottleResult: ...
 
 
@@ -116,22 +80,12 @@ def _subject(scope: str, user_id: int, guild_id: int | None, channel_id: int | N
     return f"u{user_id}"
 
 
-class _Rules:
-    __slots__ = ("rules", "default")
-
-    def __init__(self, rules: Mapping[str, Sequence[RuleLike]] | None, default: Sequence[RuleLike]) -> None:
-        self.rules = {name: tuple(r) for name, r in (rules or {}).items()}
-        self.default = tuple(default)
-
-    def for_hit(self, command: str, rule: RuleLike | None) -> tuple[RuleLike, ...]:
-        if rule is not None:
-            return (rule,)
-        return self.rules.get(command, self.default)
-
-
-def _check_command(command: str) -> None:
+def _check(command: str, rules: Sequence[RuleLike]) -> None:
     if not isinstance(command, str) or not command or len(command) > 100:
         raise UsageError("a throttled command name is 1 to 100 characters")
+    for r in rules:
+        if r.scope not in SCOPES or r.rate < 1 or r.per_seconds <= 0:
+            raise UsageError(f"not a throttle rule: {r!r}")
 
 
 class MemoryThrottle:
@@ -139,29 +93,22 @@ class MemoryThrottle:
 
     Parameters
     ----------
-    rules:
-        Command name → its rules.
-    default:
-        Rules for commands not in ``rules``; none means "not throttled".
     clock:
         Monotonic seconds (injected by tests).
     max_keys:
         Keys kept before idle ones are evicted.
     """
 
-    __slots__ = ("_rules", "_logs", "_clock", "_max_keys")
+    __slots__ = ("_logs", "_clock", "_max_keys")
 
-    def __init__(self, rules: Mapping[str, Sequence[RuleLike]] | None = None, default: Sequence[RuleLike] = (),
-                 *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
-        self._rules = _Rules(rules, default)
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
         self._logs: dict[tuple[str, str, str, float], collections.deque[float]] = {}
         self._clock = clock
         self._max_keys = max_keys
 
-    async def hit(self, command: str, user_id: int, guild_id: int | None, rule: RuleLike | None = None, *,
+    async def hit(self, command: str, user_id: int, guild_id: int | None, rules: Sequence[RuleLike], *,
                   channel_id: int | None = None) -> ThrottleResult:
-        _check_command(command)
-        rules = self._rules.for_hit(command, rule)
+        _check(command, rules)
         if not rules:
             return ThrottleResult(True)
         now = self._clock()
@@ -226,10 +173,8 @@ class RedisThrottle:
     ----------
     redis, keys:
         The client and the key names.
-    rules, default:
-        As for :class:`MemoryThrottle`.
     fallback:
-        Used while Redis is unreachable; a :class:`MemoryThrottle` with the same rules by default.
+        Used while Redis is unreachable; a :class:`MemoryThrottle` by default.
     op_timeout:
         Seconds a Redis call may take before the fallback answers.
     retry_interval:
@@ -239,14 +184,12 @@ class RedisThrottle:
         cannot exhaust the client's connection pool.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, rules: Mapping[str, Sequence[RuleLike]] | None = None,
-                 default: Sequence[RuleLike] = (), *, fallback: Throttle | None = None, op_timeout: float = 0.5,
+    def __init__(self, redis: Redis, keys: Keys, *, fallback: Throttle | None = None, op_timeout: float = 0.5,
                  retry_interval: float = 5.0, max_inflight: int = 16) -> None:
         self.redis = redis
         self.keys = keys
-        self._rules = _Rules(rules, default)
         self._script: AsyncScript = redis.register_script(_HIT)
-        self.fallback: Throttle = fallback or MemoryThrottle(rules, default)
+        self.fallback: Throttle = fallback or MemoryThrottle()
         self.op_timeout = op_timeout
         self.retry_interval = retry_interval
         self._down_until = 0.0
@@ -257,14 +200,13 @@ class RedisThrottle:
         """False while answering from the in-process fallback."""
         return time.monotonic() >= self._down_until
 
-    async def hit(self, command: str, user_id: int, guild_id: int | None, rule: RuleLike | None = None, *,
+    async def hit(self, command: str, user_id: int, guild_id: int | None, rules: Sequence[RuleLike], *,
                   channel_id: int | None = None) -> ThrottleResult:
-        _check_command(command)
-        rules = self._rules.for_hit(command, rule)
+        _check(command, rules)
         if not rules:
             return ThrottleResult(True)
         if not self.shared:
-            return await self.fallback.hit(command, user_id, guild_id, rule, channel_id=channel_id)
+            return await self.fallback.hit(command, user_id, guild_id, rules, channel_id=channel_id)
         keys = [self.keys.throttle(r.scope, _subject(r.scope, user_id, guild_id, channel_id),
                                    f"{command}:{r.per_seconds:g}") for r in rules]
         args: list[str] = [uuid.uuid4().hex]
@@ -277,7 +219,7 @@ class RedisThrottle:
             if self._down_until == 0.0:
                 _log.warning("Redis is unreachable (%s); throttling per process until it is back", exc)
             self._down_until = time.monotonic() + self.retry_interval
-            return await self.fallback.hit(command, user_id, guild_id, rule, channel_id=channel_id)
+            return await self.fallback.hit(command, user_id, guild_id, rules, channel_id=channel_id)
         if self._down_until:
             _log.warning("Redis is reachable again; throttling is shared across clusters again")
             self._down_until = 0.0

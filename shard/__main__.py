@@ -2,8 +2,13 @@
 
 Examples
 --------
-``python -m shard --cluster 2 --shard-ids 8-11 --shard-count 16``
+``python -m shard --cluster 2 --shard-ids 8-11 --shard-count 16 --max-concurrency 4``
 ``python -m shard --shard-ids 0,1 --shard-count 2``
+
+The launcher passes all four (``deploy/cluster.conf.tmpl``). Run by hand without
+``--shard-count``, the process asks ``GET /gateway/bot`` once for the shard count and Discord's
+``max_concurrency``; without ``--max-concurrency`` it reads the identify budget the launcher stored
+in Redis (or assumes 1, the slowest safe rate).
 
 Exit codes: 0 after a clean shutdown, 1 on an unexpected failure, 2 on bad usage, and 78
 (``EX_CONFIG``) when retrying cannot help: a bad token, a fatal gateway close (4004, 4010-4014) or
@@ -63,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard-ids", default=None, help="shards to run, e.g. 0,1 or 8-15 (default: all)")
     parser.add_argument("--shard-count", type=int, default=None,
                         help="total shard count (default: ask GET /gateway/bot)")
+    parser.add_argument("--max-concurrency", type=int, default=None,
+                        help="Discord's max_concurrency (default: the stored identify budget's, or /gateway/bot's)")
     return parser
 
 
@@ -82,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--shard-ids must be below --shard-count ({args.shard_count})")
     elif shard_ids is not None:
         parser.error("--shard-ids needs --shard-count")
+    if args.max_concurrency is not None and args.max_concurrency < 1:
+        parser.error("--max-concurrency must be at least 1")
 
     try:
         settings = Settings.from_env()
@@ -91,11 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"shard: error: [{exc.code.value}] {exc.message}", file=sys.stderr)
         return EXIT_FATAL
 
-    from .bot import ClusterBot, run_cluster
+    from .assembly import run_cluster
+    from .context import ClusterContext
 
-    bot = ClusterBot(settings, cluster_id=args.cluster, shard_ids=shard_ids, shard_count=args.shard_count)
+    async def run() -> BaseException | None:
+        ctx = ClusterContext.create(settings, cluster_id=args.cluster, shard_ids=shard_ids,
+                                    shard_count=args.shard_count, max_concurrency=args.max_concurrency)
+        bot = await run_cluster(ctx, token)
+        return bot.fatal_error
+
     try:
-        asyncio.run(run_cluster(bot, token))
+        fatal = asyncio.run(run())
     except discord.LoginFailure as exc:
         _log.critical("login failed: the token was rejected (%s); not retrying", exc)
         return EXIT_FATAL
@@ -114,9 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:
         _log.exception("cluster crashed")
         return EXIT_FAILURE
-    if bot.fatal_error is not None:
-        return EXIT_FAILURE
-    return EXIT_OK
+    return EXIT_FAILURE if fatal is not None else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ after the TTL. Each write also saves the shards' gateway sessions (:mod:`ipc.ses
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -20,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from innkeeper.services import BackgroundTasks
 from ipc.heartbeat import HEARTBEAT_VERSION, ClusterBeat, delete_heartbeat, write_heartbeat
 from ipc.sessions import SessionInfo, SessionStore
 
@@ -66,11 +65,13 @@ class Heartbeat:
     metrics_port:
         Returns the port ``/metrics`` listens on, or None.
     sessions:
-        Where to save gateway sessions, with the bot's shard count; None to skip.
+        Where to save gateway sessions; None to skip.
+    shard_count:
+        Returns the bot's total shard count (known once the shards launch), for the sessions.
     """
 
     __slots__ = ("redis", "keys", "tracker", "cluster_id", "interval_s", "ttl_s", "metrics_port", "sessions",
-                 "shard_count", "host", "pid", "started_at", "_task", "_samples", "writes", "last_error")
+                 "shard_count", "host", "pid", "started_at", "_tasks", "_samples", "writes", "last_error")
 
     def __init__(
         self,
@@ -83,7 +84,7 @@ class Heartbeat:
         ttl_s: float,
         metrics_port: Callable[[], int | None] = lambda: None,
         sessions: SessionStore | None = None,
-        shard_count: int | None = None,
+        shard_count: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -97,7 +98,7 @@ class Heartbeat:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.started_at = time.time()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks("heartbeat")
         self._samples: deque[tuple[float, int]] = deque(maxlen=64)
         self.writes = 0
         self.last_error: str | None = None
@@ -124,52 +125,49 @@ class Heartbeat:
         """Write the record now (and save sessions)."""
         await write_heartbeat(self.redis, self.keys, self.record(), self.ttl_s)
         self.writes += 1
-        if self.sessions is not None and self.shard_count:
-            await self.sessions.save_many(self._sessions())
+        await self._save_sessions()
+
+    async def _save_sessions(self) -> None:
+        if self.sessions is not None:
+            sessions = self._sessions()
+            if sessions:
+                await self.sessions.save_many(sessions)
 
     def _sessions(self) -> list[SessionInfo]:
+        shard_count = self.shard_count()
+        if not shard_count:
+            return []
         out: list[SessionInfo] = []
         for sid, rec in self.tracker.shards.items():
-            ws: Any = self.tracker._ws(sid)
+            ws: Any = self.tracker.websocket(sid)
             session_id = getattr(ws, "session_id", None)
             gateway = getattr(ws, "gateway", None)
-            if rec.state != "READY" or not session_id or gateway is None or self.shard_count is None:
+            if rec.state != "READY" or not session_id or gateway is None:
                 continue
-            out.append(SessionInfo(sid, self.shard_count, str(session_id), getattr(ws, "sequence", None),
-                                   str(gateway)))
+            out.append(SessionInfo(sid, shard_count, str(session_id), getattr(ws, "sequence", None), str(gateway)))
         return out
 
-    async def _run(self) -> None:
-        changed = self.tracker.changed
-        while True:
-            changed.clear()
-            try:
-                await self.beat()
-                if self.last_error is not None:
-                    _log.info("heartbeat writes work again")
-                self.last_error = None
-            except Exception as exc:  # Redis down: keep trying, say so once
-                if self.last_error is None:
-                    _log.error("cannot write the heartbeat: %s", exc)
-                self.last_error = str(exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=self.interval_s)
-                await asyncio.sleep(DEBOUNCE_S)
+    async def _write(self) -> None:
+        await self.beat()
+        if self.last_error is not None:
+            _log.info("heartbeat writes work again")
+        self.last_error = None
+
+    def _write_failed(self, exc: Exception) -> None:  # Redis down: keep trying, say so once
+        if self.last_error is None:
+            _log.error("cannot write the heartbeat: %s", exc)
+        self.last_error = str(exc)
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"heartbeat-{self.cluster_id}")
+        if not len(self._tasks):
+            self._tasks.every(self.interval_s, self._write, name="write", wake=self.tracker.changed,
+                              debounce_s=DEBOUNCE_S, on_error=self._write_failed)
 
     async def stop(self) -> None:
         """Stop writing, save sessions one last time and delete the record."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel()
         try:
-            if self.sessions is not None and self.shard_count:
-                await self.sessions.save_many(self._sessions())
+            await self._save_sessions()
             await delete_heartbeat(self.redis, self.keys, self.cluster_id)
         except Exception as exc:  # the TTL removes it anyway
             _log.warning("could not delete the heartbeat on stop: %s", exc)

@@ -14,10 +14,14 @@ and no socket sits idle for long before its turn. The identify queue stays the o
 
 :func:`launch_shard` is discord.py's ``launch_shard`` with one change: the connect timeout
 (``shard_connect_timeout``, 180 s) is paused while the shard waits in the identify queue
-(:attr:`shard.runtime.ClusterRuntime.connect_deadlines`), since a shard of a big bot can wait
+(:meth:`shard.identify.IdentifyGate.connect_deadline`), since a shard of a big bot can wait
 longer than that for its turn. Like discord.py it retries a failed connect after 5 s, and it
 stores the shard in the client's own table, so reconnects and re-identifies (``Shard.reidentify``
 → ``before_identify_hook``) run through discord.py unchanged.
+
+Before the first shard connects, :func:`launch_shards` has the gate build its queue
+(:meth:`~shard.identify.IdentifyGate.prepare`), with Discord's ``session_start_limit`` when it had
+to ask ``GET /gateway/bot`` for the shard count itself.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from discord.gateway import DiscordWebSocket
 from discord.shard import Shard
 
 if TYPE_CHECKING:
-    from .bot import ClusterBot
+    from discord.ext import commands
+
+    from .identify import IdentifyGate
 
 __all__ = ("launch_shards", "launch_shard", "lanes")
 
@@ -49,38 +55,40 @@ def lanes(shard_ids: list[int], max_concurrency: int) -> list[list[int]]:
     return sorted(by_bucket.values(), key=lambda lane: lane[0])
 
 
-async def launch_shards(bot: ClusterBot, max_concurrency: int) -> None:
+async def launch_shards(bot: commands.AutoShardedBot, gate: IdentifyGate) -> None:
     """Connect every shard of ``bot``: one lane per identify bucket, the lanes concurrently.
 
     The same set-up as discord.py's ``launch_shards`` (shard count and gateway, the connection
-    state's shard ids), then the lanes.
+    state's shard ids), then the gate's queue, then the lanes.
     """
     if bot.is_closed():
         return
+    limits = None
     if bot.shard_count is None:
-        bot.shard_count, gateway_url, _limits = await bot.http.get_bot_gateway()
+        bot.shard_count, gateway_url, limits = await bot.http.get_bot_gateway()
         gateway = yarl.URL(gateway_url)
     else:
         gateway = DiscordWebSocket.DEFAULT_GATEWAY
     bot._connection.shard_count = bot.shard_count
     shard_ids = list(bot.shard_ids or range(bot.shard_count))
     bot._connection.shard_ids = shard_ids
+    gate.tracker.expect(shard_ids)
+    queue = await gate.prepare(limits)
     first = shard_ids[0]
 
     async def lane(ids: list[int]) -> None:
         for sid in ids:
-            await launch_shard(bot, gateway, sid, initial=sid == first)
+            await launch_shard(bot, gate, gateway, sid, initial=sid == first)
 
-    await asyncio.gather(*(lane(ids) for ids in lanes(shard_ids, max_concurrency)))
+    await asyncio.gather(*(lane(ids) for ids in lanes(shard_ids, queue.max_concurrency)))
 
 
-async def launch_shard(bot: ClusterBot, gateway: yarl.URL, shard_id: int, *, initial: bool = False) -> None:
+async def launch_shard(bot: commands.AutoShardedBot, gate: IdentifyGate, gateway: yarl.URL, shard_id: int, *,
+                       initial: bool = False) -> None:
     """Connect, HELLO, identify (through the queue) and start one shard; retry every 5 s on failure."""
-    deadlines = bot.runtime.connect_deadlines if bot.runtime is not None else {}
     while True:
         try:
-            async with asyncio.timeout(bot.shard_connect_timeout) as deadline:
-                deadlines[shard_id] = deadline
+            async with gate.connect_deadline(shard_id, bot.shard_connect_timeout):
                 ws = await DiscordWebSocket.from_client(bot, initial=initial, gateway=gateway, shard_id=shard_id)
             break
         except Exception:
@@ -89,8 +97,6 @@ async def launch_shard(bot: ClusterBot, gateway: yarl.URL, shard_id: int, *, ini
             _log.exception("Failed to connect for shard_id: %s. Retrying...", shard_id)
             await asyncio.sleep(RETRY_DELAY_S)
             initial = False
-        finally:
-            deadlines.pop(shard_id, None)
     # discord.py keeps its shards in a private table (AutoShardedClient.__shards); reconnects,
     # close() and latencies all read it, so the shard must go there, as discord.py's own launch does.
     shards: dict[int, Shard] = bot._AutoShardedClient__shards  # type: ignore[attr-defined]

@@ -1,7 +1,10 @@
 """Prometheus ``/metrics`` of one cluster process, on ``INNKEEPER_METRICS_PORT_BASE + cluster_id``.
 
 Per-shard figures are read from the :class:`~shard.tracker.ShardTracker` at scrape time by a
-custom collector, so the gateway's hot path pays nothing for them. With
+custom collector, so the gateway's hot path pays nothing for them. The process-wide
+``innkeeper_*`` metrics that modules declare on prometheus_client's default registry (rate limits,
+bus, cache, commands, database, identify waits) are relayed onto the same page
+(:class:`DefaultRegistryRelay`). With
 ``INNKEEPER_METRICS_PORT_BASE=0`` each cluster takes a free port; the heartbeat reports the port
 in use either way, and the status service lists them. A port that is taken is logged and the
 cluster runs on without ``/metrics``: metrics must never stop the bot.
@@ -14,7 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
@@ -25,9 +28,27 @@ if TYPE_CHECKING:
 
     from .tracker import ShardTracker
 
-__all__ = ("ClusterMetrics", "ShardCollector")
+__all__ = ("ClusterMetrics", "ShardCollector", "DefaultRegistryRelay")
 
 _log = logging.getLogger(__name__)
+
+
+class DefaultRegistryRelay(Collector):
+    """Yields the metrics of prometheus_client's default registry whose names start with ``prefix``.
+
+    The ``ipc``, ``db`` and command modules declare their metrics on the default registry; a
+    cluster serves its own :class:`~prometheus_client.CollectorRegistry`, to which this relay adds
+    them at scrape time.
+    """
+
+    def __init__(self, prefix: str = "innkeeper_", source: CollectorRegistry = REGISTRY) -> None:
+        self.prefix = prefix
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.source.collect():
+            if metric.name.startswith(self.prefix):
+                yield metric
 
 
 class ShardCollector(Collector):
@@ -86,7 +107,7 @@ class ClusterMetrics:
         ``INNKEEPER_METRICS_PORT_BASE``; 0 picks a free port.
     """
 
-    __slots__ = ("tracker", "cluster_id", "host", "port_base", "registry", "identify_wait", "port", "_runner")
+    __slots__ = ("tracker", "cluster_id", "host", "port_base", "registry", "port", "_runner")
 
     def __init__(self, tracker: ShardTracker, cluster_id: int, *, host: str, port_base: int) -> None:
         self.tracker = tracker
@@ -95,10 +116,8 @@ class ClusterMetrics:
         self.port_base = port_base
         self.registry = CollectorRegistry()
         self.registry.register(ShardCollector(tracker, cluster_id))
+        self.registry.register(DefaultRegistryRelay())
         ProcessCollector(registry=self.registry)
-        self.identify_wait = Histogram(
-            "innkeeper_identify_wait_seconds", "Time a shard waited in the identify queue",
-            buckets=(0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, float("inf")), registry=self.registry)
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
 

@@ -19,25 +19,24 @@ whose channel is gone, to the owner's DMs. After :data:`MAX_ATTEMPTS` failed tri
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
 from prometheus_client import Counter
 
 from db import reminders as db_reminders
 from innkeeper.errors import DatabaseError
+from innkeeper.services import BackgroundTasks
 
 from .pipeline.validation import neutralise
 
 if TYPE_CHECKING:
+    from db.crypto import KeyRing
+    from db.pool import Database
     from db.reminders import Reminder
-
-    from .bot import ClusterBot
 
 __all__ = ("ReminderService", "render_reminder", "MARKER", "MAX_ATTEMPTS")
 
@@ -55,13 +54,28 @@ def render_reminder(reminder: Reminder) -> str:
     return f"<@{reminder.user_id}> ⏰ {body}\n-# {MARKER.format(id=reminder.id)}"
 
 
+class SchemaState(Protocol):
+    """Whether the database is connected with the schema this code needs (``shard.database.DatabaseService``)."""
+
+    @property
+    def available(self) -> bool: ...
+
+
 class ReminderService:
     """Claims and delivers due reminders (see the module docstring).
 
     Parameters
     ----------
-    bot:
-        The cluster's bot (its command runtime has the database and the key ring).
+    client:
+        The cluster's bot: it sends the reminders (``get_partial_messageable``, ``create_dm``, ``user``).
+    db:
+        The database.
+    database:
+        Whether the database is usable now; ticks are skipped while it is not.
+    key_ring:
+        Decrypts reminder texts; without one (no ``INNKEEPER_ENCRYPTION_KEYS``) nothing is delivered.
+    cluster_id:
+        Names this cluster's claims.
     interval:
         Seconds between ticks.
     lease:
@@ -70,41 +84,37 @@ class ReminderService:
         Reminders claimed per tick.
     """
 
-    def __init__(self, bot: ClusterBot, *, interval: float = 1.0, lease: float = 60.0, batch: int = 50) -> None:
-        self.bot = bot
+    def __init__(self, client: discord.Client, db: Database, database: SchemaState, key_ring: KeyRing | None, *,
+                 cluster_id: int, interval: float = 1.0, lease: float = 60.0, batch: int = 50) -> None:
+        self.client = client
+        self.db = db
+        self.database = database
+        self.key_ring = key_ring
         self.interval = interval
         self.lease = lease
         self.batch = batch
-        self.claimer = f"cluster-{bot.cluster_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._task: asyncio.Task[None] | None = None
+        self.claimer = f"cluster-{cluster_id}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._tasks = BackgroundTasks("reminders")
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="reminders")
+        if not len(self._tasks):
+            self._tasks.every(self.interval, self.tick, name="tick", on_error=self._tick_failed)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except DatabaseError as exc:
-                _log.debug("reminder tick skipped: %s", exc)
-            except Exception:
-                _log.exception("reminder tick failed")
-            await asyncio.sleep(self.interval)
+    @staticmethod
+    def _tick_failed(exc: Exception) -> None:
+        if isinstance(exc, DatabaseError):
+            _log.debug("reminder tick skipped: %s", exc)
+        else:
+            _log.error("reminder tick failed", exc_info=exc)
 
     async def tick(self) -> int:
         """Claim and deliver what is due now; returns how many were delivered."""
-        runtime = self.bot.command_runtime
-        if runtime.keys is None or runtime.schema_version is None:
+        if self.key_ring is None or not self.database.available:
             return 0
-        due = await db_reminders.claim_due(runtime.db, runtime.keys, self.claimer, lease=self.lease,
-                                           limit=self.batch)
+        due = await db_reminders.claim_due(self.db, self.key_ring, self.claimer, lease=self.lease, limit=self.batch)
         delivered = 0
         for reminder in due:
             if await self.deliver(reminder):
@@ -113,7 +123,7 @@ class ReminderService:
 
     async def deliver(self, reminder: Reminder) -> bool:
         """Send one claimed reminder and mark it; True when it counts as delivered by us."""
-        db = self.bot.command_runtime.db
+        db = self.db
         try:
             if reminder.attempts > 1 and await self.already_sent(reminder):
                 DELIVERED.labels("found").inc()
@@ -136,8 +146,8 @@ class ReminderService:
 
     async def _target(self, reminder: Reminder) -> discord.abc.Messageable:
         if reminder.channel_id is not None and reminder.guild_id is not None:
-            return self.bot.get_partial_messageable(reminder.channel_id, guild_id=reminder.guild_id)
-        return await self.bot.create_dm(discord.Object(reminder.user_id))
+            return self.client.get_partial_messageable(reminder.channel_id, guild_id=reminder.guild_id)
+        return await self.client.create_dm(discord.Object(reminder.user_id))
 
     async def send(self, reminder: Reminder) -> None:
         """Post the reminder (falling back to the owner's DMs when the channel refuses)."""
@@ -150,16 +160,16 @@ class ReminderService:
         except (discord.Forbidden, discord.NotFound):
             if reminder.guild_id is None:
                 raise
-            dm = await self.bot.create_dm(discord.Object(reminder.user_id))
+            dm = await self.client.create_dm(discord.Object(reminder.user_id))
             await dm.send(content, allowed_mentions=mentions, nonce=nonce)
 
     async def already_sent(self, reminder: Reminder) -> bool:
         """Whether a previous attempt already posted this reminder (looks at recent messages)."""
         marker = MARKER.format(id=reminder.id)
-        me = self.bot.user
+        me = self.client.user
         targets: list[Any] = [await self._target(reminder)]
         if reminder.guild_id is not None:
-            targets.append(await self.bot.create_dm(discord.Object(reminder.user_id)))
+            targets.append(await self.client.create_dm(discord.Object(reminder.user_id)))
         for target in targets:
             try:
                 async for message in target.history(limit=50):

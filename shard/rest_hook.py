@@ -1,4 +1,4 @@
-"""Plug a :class:`~ipc.ratelimit.SharedRateLimiter` into discord.py's HTTP path.
+"""Plug the shared REST limiter (:class:`~ipc.ratelimit.SharedRateLimiter`) into discord.py's HTTP path.
 
 Where it plugs in, and why there
 --------------------------------
@@ -49,13 +49,12 @@ from discord.http import HTTPClient, Route
 from discord.webhook.async_ import async_context
 
 from innkeeper.errors import UsageError
-
-from .ratelimit import RequestRefused, ResponseInfo, SharedRateLimiter, Ticket
+from ipc.ratelimit import RequestRefused, ResponseInfo, SharedRateLimiter, Ticket, WaitTooLong
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ("install", "RestHook", "INTERACTION_CALLBACK_PATH", "major_parameters")
+__all__ = ("install", "limiter_of", "RestHook", "INTERACTION_CALLBACK_PATH", "major_parameters")
 
 _log = logging.getLogger(__name__)
 
@@ -125,7 +124,9 @@ class RestHook:
             ctx.innkeeper_ticket = await self.limiter.acquire(
                 info.key, info.major, global_exempt=info.global_exempt, bucket_exempt=info.bucket_exempt,
                 max_wait=info.max_wait)
-        except (RequestRefused, discord.RateLimited):
+        except WaitTooLong as exc:
+            raise discord.RateLimited(exc.retry_after) from None
+        except RequestRefused:
             raise
         except Exception:
             self._unexpected("acquire")
@@ -230,3 +231,10 @@ def install(target: discord.Client | HTTPClient, limiter: SharedRateLimiter) -> 
     _patch_webhook_adapter()
     http._innkeeper_rest_hook = hook  # type: ignore[attr-defined]
     return hook
+
+
+def limiter_of(target: discord.Client | HTTPClient) -> SharedRateLimiter | None:
+    """The shared limiter :func:`install` put on ``target``, or None (stock discord.py limits)."""
+    http = target.http if isinstance(target, discord.Client) else target
+    hook: RestHook | None = getattr(http, "_innkeeper_rest_hook", None)
+    return hook.limiter if hook is not None else None

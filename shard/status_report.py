@@ -1,6 +1,6 @@
 """What ``/status`` shows: every cluster and its shards, gathered over IPC with graceful fallbacks.
 
-:func:`gather_status` asks, in order:
+:meth:`StatusReporter.gather` asks, in order:
 
 1. the IPC bus (``broadcast_gather`` of :data:`STATUS_ACTION` to every live cluster): each cluster
    answers with :func:`local_view`; clusters that do not answer in time are listed as *missing*;
@@ -15,16 +15,22 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ipc.heartbeat import read_heartbeats
 
 if TYPE_CHECKING:
-    from .bot import ClusterBot
+    import redis.asyncio as aioredis
+    from discord.ext import commands
 
-__all__ = ("ClusterView", "StatusReport", "gather_status", "local_view", "find_bus", "STATUS_ACTION",
-           "register_status_handler")
+    from ipc.bus import Bus
+    from ipc.keys import Keys
+
+    from .tracker import ShardTracker
+
+__all__ = ("ClusterView", "StatusReport", "StatusReporter", "local_view", "render_status", "STATUS_ACTION")
 
 _log = logging.getLogger(__name__)
 
@@ -68,10 +74,18 @@ def _latency_ms(value: float) -> float | None:
     return round(value * 1000, 1)
 
 
-def local_view(bot: ClusterBot) -> dict[str, Any]:
-    """This cluster's status as plain data (the answer to :data:`STATUS_ACTION`)."""
-    runtime = getattr(bot, "runtime", None)
-    tracker = getattr(runtime, "tracker", None)
+def local_view(bot: commands.AutoShardedBot, tracker: ShardTracker | None, cluster_id: int) -> dict[str, Any]:
+    """This cluster's status as plain data (the answer to :data:`STATUS_ACTION`).
+
+    Parameters
+    ----------
+    bot:
+        The cluster's bot (its guilds and shards).
+    tracker:
+        The cluster's shard states, or None (then states are read off discord.py's shards).
+    cluster_id:
+        This cluster's id.
+    """
     if tracker is not None:
         shards = [{"id": b["id"], "state": b["state"], "latency_ms": b["latency_ms"], "guilds": b["guilds"]}
                   for b in tracker.shard_beats()]
@@ -84,7 +98,7 @@ def local_view(bot: ClusterBot) -> dict[str, Any]:
                    "latency_ms": _latency_ms(info.latency), "guilds": counts.get(sid, 0)}
                   for sid, info in sorted(bot.shards.items())]
         state = "READY" if bot.is_ready() else "STARTING"
-    return {"id": bot.cluster_id, "state": state, "guilds": len(bot.guilds), "shards": shards,
+    return {"id": cluster_id, "state": state, "guilds": len(bot.guilds), "shards": shards,
             "pid": os.getpid(), "uptime_s": round(time.time() - _STARTED, 1)}
 
 
@@ -93,59 +107,58 @@ def _view(data: Any) -> ClusterView:
                        shards=[dict(s) for s in data["shards"]], pid=data.get("pid"), uptime_s=data.get("uptime_s"))
 
 
-def find_bus(bot: ClusterBot) -> Any:
-    """The process's IPC bus, wherever the cluster runtime keeps it (``None`` when there is none)."""
-    for owner in (bot, getattr(bot, "runtime", None)):
-        bus = getattr(owner, "bus", None)
-        if bus is not None and getattr(bus, "connected", False):
-            return bus
-    return None
+class StatusReporter:
+    """Gathers ``/status`` (see the module docstring).
 
+    Parameters
+    ----------
+    bus:
+        The cluster's IPC bus; asked first while it is connected.
+    redis, keys:
+        Where the clusters' heartbeats are.
+    local:
+        This cluster's own view (:func:`local_view`), the last resort.
+    """
 
-def register_status_handler(bot: ClusterBot) -> bool:
-    """Register :data:`STATUS_ACTION` on the bus's handler registry, when there is one."""
-    for owner in (bot, getattr(bot, "runtime", None)):
-        bus = getattr(owner, "bus", None)
-        registry = getattr(bus, "registry", None)
-        if registry is not None and hasattr(registry, "add"):
-            async def handler(args: dict[str, Any]) -> dict[str, Any]:
-                return local_view(bot)
-            if STATUS_ACTION not in registry:
-                registry.add(STATUS_ACTION, handler, timeout=2.0)
-            return True
-    return False
+    __slots__ = ("bus", "redis", "keys", "local")
 
+    def __init__(self, *, bus: Bus | None, redis: aioredis.Redis, keys: Keys, local: Callable[[], dict[str, Any]]
+                 ) -> None:
+        self.bus = bus
+        self.redis = redis
+        self.keys = keys
+        self.local = local
 
-async def gather_status(bot: ClusterBot, *, timeout: float = 3.0) -> StatusReport:
-    """Collect the status of every cluster (see the module docstring)."""
-    bus = find_bus(bot)
-    if bus is not None:
+    async def gather(self, *, timeout: float = 3.0) -> StatusReport:
+        """Collect the status of every cluster."""
+        bus = self.bus
+        if bus is not None and bus.connected:
+            try:
+                gathered = await bus.broadcast_gather(STATUS_ACTION, {}, timeout=timeout)
+                report = StatusReport("ipc", missing=sorted(int(m) for m in gathered.missing),
+                                      errors={int(k): f"{v.code}: {v.message}" for k, v in gathered.errors.items()})
+                for data in gathered.results.values():
+                    try:
+                        report.clusters.append(_view(data))
+                    except (KeyError, TypeError, ValueError) as exc:
+                        _log.warning("malformed status answer: %s", exc)
+                if report.clusters or report.missing:
+                    report.clusters.sort(key=lambda c: c.id)
+                    return report
+            except Exception as exc:  # the bus failing must not fail /status
+                _log.warning("status over IPC failed (%s); using heartbeats", exc)
         try:
-            gathered = await bus.broadcast_gather(STATUS_ACTION, {}, timeout=timeout)
-            report = StatusReport("ipc", missing=sorted(int(m) for m in gathered.missing),
-                                  errors={int(k): f"{v.code}: {v.message}" for k, v in gathered.errors.items()})
-            for data in gathered.results.values():
-                try:
-                    report.clusters.append(_view(data))
-                except (KeyError, TypeError, ValueError) as exc:
-                    _log.warning("malformed status answer: %s", exc)
-            if report.clusters or report.missing:
-                report.clusters.sort(key=lambda c: c.id)
-                return report
-        except Exception as exc:  # the bus failing must not fail /status
-            _log.warning("status over IPC failed (%s); using heartbeats", exc)
-    try:
-        beats = await read_heartbeats(bot.redis, bot.keys)
-        if beats:
-            clusters = [ClusterView(id=cid, state=b["state"], guilds=sum(s["guilds"] for s in b["shards"]),
-                                    shards=[{"id": s["id"], "state": s["state"], "latency_ms": s["latency_ms"],
-                                             "guilds": s["guilds"]} for s in b["shards"]],
-                                    pid=b["pid"], uptime_s=round(time.time() - b["started_at"], 1))
-                        for cid, b in sorted(beats.items())]
-            return StatusReport("heartbeats", clusters)
-    except Exception as exc:
-        _log.warning("reading heartbeats for /status failed (%s); showing this cluster only", exc)
-    return StatusReport("local", [_view(local_view(bot))])
+            beats = await read_heartbeats(self.redis, self.keys)
+            if beats:
+                clusters = [ClusterView(id=cid, state=b["state"], guilds=sum(s["guilds"] for s in b["shards"]),
+                                        shards=[{"id": s["id"], "state": s["state"], "latency_ms": s["latency_ms"],
+                                                 "guilds": s["guilds"]} for s in b["shards"]],
+                                        pid=b["pid"], uptime_s=round(time.time() - b["started_at"], 1))
+                            for cid, b in sorted(beats.items())]
+                return StatusReport("heartbeats", clusters)
+        except Exception as exc:
+            _log.warning("reading heartbeats for /status failed (%s); showing this cluster only", exc)
+        return StatusReport("local", [_view(self.local())])
 
 
 def render_status(report: StatusReport, *, this_cluster: int) -> str:

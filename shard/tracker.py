@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ipc.heartbeat import ShardBeat
@@ -55,17 +55,18 @@ class ShardTracker:
 
     Parameters
     ----------
-    bot:
-        The ``AutoShardedBot``; :meth:`attach` registers the listeners.
     shard_ids:
-        The shards this process runs.
+        The shards this process runs (:meth:`expect` corrects them once the shards launch).
+
+    The tracker reads nothing until :meth:`attach` hands it the bot (right after the bot is built,
+    before it logs in), whose events it then follows.
     """
 
     __slots__ = ("bot", "shards", "events_by_type", "blocked_reason", "stopping", "was_all_ready", "changed",
-                 "_listeners", "_parsers_wrapped", "_on_change", "_on_ready_payload")
+                 "_listeners", "_parsers_wrapped", "_on_ready_payload")
 
-    def __init__(self, bot: commands.AutoShardedBot, shard_ids: list[int]) -> None:
-        self.bot = bot
+    def __init__(self, shard_ids: Iterable[int]) -> None:
+        self.bot: commands.AutoShardedBot | None = None
         self.shards: dict[int, ShardRecord] = {sid: ShardRecord(sid) for sid in shard_ids}
         self.events_by_type: dict[str, int] = {}
         #: Why identifies are held back (the identify budget guard), for the heartbeat.
@@ -75,26 +76,40 @@ class ShardTracker:
         self.changed = asyncio.Event()
         self._listeners: list[tuple[Callable[..., Any], str]] = []
         self._parsers_wrapped = False
-        self._on_change: list[Callable[[int, str], None]] = []
         self._on_ready_payload: list[Callable[[int], None]] = []
 
     # --- wiring ---------------------------------------------------------------------------------
-    def attach(self) -> None:
-        """Register the event listeners and start counting events."""
+    async def start(self) -> None:
+        """Nothing to start: :meth:`attach` already follows the bot's events."""
+
+    async def stop(self) -> None:
+        """The cluster is shutting down: report STOPPING, stop counting disconnects, detach."""
+        self.stopping = True
+        self.changed.set()
+        self.detach()
+
+    def expect(self, shard_ids: Iterable[int]) -> None:
+        """Track exactly ``shard_ids`` (once launch knows them, e.g. after ``GET /gateway/bot``)."""
+        ids = list(shard_ids)
+        self.shards = {sid: self.shards.get(sid) or ShardRecord(sid) for sid in ids}
+        self.changed.set()
+
+    def attach(self, bot: commands.AutoShardedBot) -> None:
+        """Follow ``bot``: register the event listeners and start counting events."""
+        if self.bot is not None:
+            raise RuntimeError("this tracker already follows a bot")
+        self.bot = bot
         for name, func in (("on_shard_connect", self._on_ready), ("on_shard_resumed", self._on_resumed),
                            ("on_shard_disconnect", self._on_disconnect)):
-            self.bot.add_listener(func, name)
+            bot.add_listener(func, name)
             self._listeners.append((func, name))
-        self._wrap_parsers()
+        self._wrap_parsers(bot)
 
     def detach(self) -> None:
-        for func, name in self._listeners:
-            self.bot.remove_listener(func, name)
+        if self.bot is not None:
+            for func, name in self._listeners:
+                self.bot.remove_listener(func, name)
         self._listeners.clear()
-
-    def on_change(self, callback: Callable[[int, str], None]) -> None:
-        """Call ``callback(shard_id, new_state)`` on every state change."""
-        self._on_change.append(callback)
 
     def on_ready_payload(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(shard_id)`` the moment a shard's READY payload arrives, before discord.py parses it.
@@ -115,9 +130,9 @@ class ShardTracker:
             except Exception:  # never break the gateway
                 _log.exception("READY callback failed")
 
-    def _wrap_parsers(self) -> None:
+    def _wrap_parsers(self, bot: commands.AutoShardedBot) -> None:
         parsers: dict[str, Callable[[Any], None]] | None = getattr(
-            getattr(self.bot, "_connection", None), "parsers", None)
+            getattr(bot, "_connection", None), "parsers", None)
         if parsers is None or self._parsers_wrapped:
             if parsers is None:
                 _log.warning("discord.py has no parser table here: events by type are not counted")
@@ -160,11 +175,6 @@ class ShardTracker:
             if all(r.state == "READY" for r in self.shards.values()):
                 self.was_all_ready = True
         self.changed.set()
-        for callback in self._on_change:
-            try:
-                callback(rec.id, state)
-            except Exception:  # a metrics hook must never break the gateway
-                _log.exception("shard state callback failed")
 
     def note_identifying(self, shard_id: int | None) -> None:
         """The shard entered ``before_identify_hook``."""
@@ -198,18 +208,19 @@ class ShardTracker:
         if rec is None or self.stopping:
             return
         rec.reconnects += 1
-        ws = self._ws(shard_id)
+        ws = self.websocket(shard_id)
         resumable = ws is not None and getattr(ws, "session_id", None) is not None
         self.set_state(shard_id, "RESUMING" if resumable else "DISCONNECTED")
 
     # --- readings -------------------------------------------------------------------------------
-    def _ws(self, shard_id: int) -> Any:
-        info = self.bot.get_shard(shard_id)
+    def websocket(self, shard_id: int) -> Any:
+        """The shard's live ``DiscordWebSocket`` (discord.py keeps it on the shard's private parent), or None."""
+        info = self.bot.get_shard(shard_id) if self.bot is not None else None
         parent = getattr(info, "_parent", None)
         return getattr(parent, "ws", None)
 
     def latency_s(self, shard_id: int) -> float | None:
-        info = self.bot.get_shard(shard_id)
+        info = self.bot.get_shard(shard_id) if self.bot is not None else None
         if info is None:
             return None
         latency = info.latency
@@ -217,15 +228,15 @@ class ShardTracker:
 
     def last_receive_age_s(self, shard_id: int) -> float | None:
         """Seconds since the shard's socket last received any frame; None when it has no live socket."""
-        ws = self._ws(shard_id)
+        ws = self.websocket(shard_id)
         keep_alive = getattr(ws, "_keep_alive", None)
         last = getattr(keep_alive, "_last_recv", None)
-        if last is None:
+        if not isinstance(last, float):
             return None
         return max(0.0, time.perf_counter() - last)
 
     def is_open(self, shard_id: int) -> bool:
-        info = self.bot.get_shard(shard_id)
+        info = self.bot.get_shard(shard_id) if self.bot is not None else None
         return info is not None and not info.is_closed()
 
     @property
@@ -243,7 +254,7 @@ class ShardTracker:
 
     def guilds_by_shard(self) -> dict[int, int]:
         counts = dict.fromkeys(self.shards, 0)
-        for guild in self.bot.guilds:
+        for guild in self.bot.guilds if self.bot is not None else ():
             if guild.shard_id in counts:
                 counts[guild.shard_id] += 1
         return counts

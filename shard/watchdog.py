@@ -17,15 +17,16 @@ retries failed connections. The watchdog is the second line, for what falls thro
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from innkeeper.errors import ErrorCode, InnkeeperError
+from innkeeper.services import BackgroundTasks
 
 if TYPE_CHECKING:
-    from discord.ext import commands
+    import discord
 
     from .tracker import ShardTracker
 
@@ -47,10 +48,13 @@ class Watchdog:
 
     Parameters
     ----------
-    bot:
-        The cluster's bot (``get_shard``, ``close``; ``fatal_error`` is set before closing).
+    client:
+        The cluster's bot, to reconnect a shard (``get_shard``).
     tracker:
         The cluster's shard states.
+    give_up:
+        Called with a :class:`ClusterUnrecoverable` when the cluster cannot recover: it records the
+        error and closes the bot (which stops this watchdog).
     zombie_after_s:
         ``INNKEEPER_ZOMBIE_AFTER``.
     unrecoverable_after_s:
@@ -59,27 +63,29 @@ class Watchdog:
         Check period; default ``min(zombie_after_s / 4, 15)``.
     """
 
-    __slots__ = ("bot", "tracker", "zombie_after_s", "unrecoverable_after_s", "check_every_s", "kicked",
-                 "down_since", "_task", "_closing", "zombies_closed", "zombies_reconnected")
+    __slots__ = ("client", "tracker", "give_up", "zombie_after_s", "unrecoverable_after_s", "check_every_s", "kicked",
+                 "down_since", "_tasks", "_closing", "zombies_closed", "zombies_reconnected")
 
     def __init__(
         self,
-        bot: commands.AutoShardedBot,
+        client: discord.AutoShardedClient,
         tracker: ShardTracker,
         *,
+        give_up: Callable[[BaseException], Coroutine[Any, Any, None]],
         zombie_after_s: float,
         unrecoverable_after_s: float | None = None,
         check_every_s: float | None = None,
     ) -> None:
-        self.bot = bot
+        self.client = client
         self.tracker = tracker
+        self.give_up = give_up
         self.zombie_after_s = zombie_after_s
         self.unrecoverable_after_s = unrecoverable_after_s or 3 * zombie_after_s
         self.check_every_s = check_every_s or min(zombie_after_s / 4, 15.0)
         #: shard id → monotonic time of the gentle close (step one).
         self.kicked: dict[int, float] = {}
         self.down_since: float | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks("watchdog")
         self._closing: asyncio.Task[None] | None = None
         self.zombies_closed = 0
         self.zombies_reconnected = 0
@@ -107,13 +113,13 @@ class Watchdog:
                            extra={"shard_id": sid})
                 self.kicked[sid] = now
                 self.zombies_reconnected += 1
-                shard = self.bot.get_shard(sid)
+                shard = self.client.get_shard(sid)
                 if shard is not None:
                     await shard.reconnect()
         self._check_cluster(now)
 
     async def _close_for_resume(self, shard_id: int) -> None:
-        ws: Any = self.tracker._ws(shard_id)
+        ws: Any = self.tracker.websocket(shard_id)
         if ws is None:
             return
         try:
@@ -135,27 +141,12 @@ class Watchdog:
                 f"no shard READY for {now - self.down_since:.0f} s; exiting so that supervisord restarts "
                 "the cluster")
             _log.critical("%s", err, extra={"error_code": err.code.value})
-            setattr(self.bot, "fatal_error", err)  # noqa: B010 - ClusterBot declares it
-            # close() stops this watchdog: run it outside our own task.
-            self._closing = asyncio.create_task(self.bot.close(), name="watchdog-close")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.check_every_s)
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                _log.exception("watchdog check failed")
+            # giving up closes the bot, which stops this watchdog: run it outside our own task.
+            self._closing = asyncio.create_task(self.give_up(err), name="watchdog-give-up")
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="watchdog")
+        if not len(self._tasks):
+            self._tasks.every(self.check_every_s, self.check, name="check", run_first=False)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._tasks.cancel()

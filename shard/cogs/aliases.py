@@ -14,9 +14,9 @@ from discord.ext import commands
 
 from db import aliases as db_aliases
 from innkeeper.errors import CommandError, ErrorCode
+from shard.cogs.base import PipelineCog
 from shard.pipeline import Level, ThrottleRule, group, respond, subcommand
 from shard.pipeline.aliasing import Resolver, check_alias
-from shard.pipeline.cogbase import PipelineCog
 from shard.pipeline.prefixes import alias_resolver
 from shard.pipeline.validation import neutralise
 
@@ -45,7 +45,7 @@ class Aliases(PipelineCog):
 
     def _resolver(self, ctx: commands.Context[Any], scope: db_aliases.Scope) -> Resolver:
         if scope == "user":
-            return alias_resolver(self.runtime, ctx.guild.id if ctx.guild else None, ctx.author.id)
+            return alias_resolver(self.db, ctx.guild.id if ctx.guild else None, ctx.author.id)
         guild_id = self.guild_id(ctx)
 
         async def resolve(name: str) -> str | None:
@@ -54,8 +54,8 @@ class Aliases(PipelineCog):
         return resolve
 
     async def _prefixes(self, ctx: commands.Context[Any]) -> tuple[str, ...]:
-        cfg = await self.runtime.guild_config.get(ctx.guild.id) if ctx.guild is not None else None
-        return tuple(p for p in (self.bot.settings.default_prefix, cfg.prefix if cfg else None, ctx.prefix) if p)
+        cfg = await self.deps.guild_config.get(ctx.guild.id) if ctx.guild is not None else None
+        return tuple(p for p in (self.deps.settings.default_prefix, cfg.prefix if cfg else None, ctx.prefix) if p)
 
     @group("alias", description="Short names for commands you type often (prefix commands).", feature="aliases")
     async def alias(self, ctx: commands.Context[Any]) -> None:
@@ -90,8 +90,8 @@ class Aliases(PipelineCog):
                       ephemeral=kind == "user")
 
     async def _prefix(self, ctx: commands.Context[Any]) -> str:
-        cfg = await self.runtime.guild_config.get(ctx.guild.id) if ctx.guild is not None else None
-        return (cfg.prefix if cfg and cfg.prefix else None) or self.bot.settings.default_prefix
+        cfg = await self.deps.guild_config.get(ctx.guild.id) if ctx.guild is not None else None
+        return (cfg.prefix if cfg and cfg.prefix else None) or self.deps.settings.default_prefix
 
     @subcommand(alias, "remove", description="Delete an alias.", feature="aliases", audit=True,
                 examples=("/alias remove name:r",))

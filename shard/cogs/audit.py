@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from discord.ext import commands
 
 from db import audit as db_audit
+from shard.cogs.base import PipelineCog
 from shard.pipeline import Level, ThrottleRule, group, respond, subcommand
-from shard.pipeline.cogbase import PipelineCog
 from shard.pipeline.validation import neutralise
 from shard.pipeline.views import send_pages
 

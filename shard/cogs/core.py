@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
+from shard.cogs.base import PipelineCog
 from shard.pipeline import Level, ThrottleRule, command, respond
 from shard.pipeline.metrics import COMMAND_SECONDS, COMMANDS_TOTAL
 from shard.pipeline.registry import CommandInfo, describe_commands
 from shard.pipeline.validation import clip
-from shard.status_report import gather_status, register_status_handler, render_status
+from shard.status_report import render_status
 
 if TYPE_CHECKING:
     from shard.bot import ClusterBot
@@ -94,19 +95,8 @@ def _percentile(command: str | None, q: float) -> float | None:
     return ordered[-1][0]
 
 
-class Core(commands.Cog):
+class Core(PipelineCog):
     """Liveness, help and introspection."""
-
-    def __init__(self, bot: ClusterBot) -> None:
-        self.bot = bot
-
-    async def cog_load(self) -> None:
-        register_status_handler(self.bot)
-
-    @commands.Cog.listener()
-    async def on_ready(self) -> None:
-        # the cluster runtime (and its IPC bus, when it has one) exists once the bot is up
-        register_status_handler(self.bot)
 
     @command("ping", description="Check that the bot answers, and how fast.", examples=("/ping",))
     async def ping(self, ctx: commands.Context[Any]) -> None:
@@ -116,7 +106,7 @@ class Core(commands.Cog):
         shard = self.bot.get_shard(shard_id)
         latency = shard.latency if shard is not None else self.bot.latency
         latency_ms = "n/a" if latency != latency or latency == float("inf") else f"{latency * 1000:.0f} ms"
-        await ctx.send(f"Pong! shard {shard_id}, cluster {self.bot.cluster_id}, gateway {latency_ms}")
+        await ctx.send(f"Pong! shard {shard_id}, cluster {self.deps.cluster_id}, gateway {latency_ms}")
         _log.debug("ping answered in %.1f ms", (time.perf_counter() - started) * 1000)
 
     @command("help", description="List the commands you can use here, or explain one.",
@@ -129,18 +119,18 @@ class Core(commands.Cog):
         command:
             A command to explain, e.g. remind or settings set.
         """
-        prefix = ctx.prefix if ctx.prefix and ctx.interaction is None else self.bot.settings.default_prefix
+        prefix = ctx.prefix if ctx.prefix and ctx.interaction is None else self.deps.settings.default_prefix
         infos = describe_commands(self.bot)
         if command is not None:
             wanted = command.strip().lstrip("/").lstrip(prefix).lower()
             found = next((i for i in infos if i.name == wanted or wanted in i.aliases), None)
-            if found is None or not await self.bot.pipeline.may_run(ctx, found.command):
+            if found is None or not await self.deps.pipeline.may_run(ctx, found.command):
                 await respond(ctx, f"There is no command `{clip(wanted, 60)}` that you can use here. "
                                    "Try `/help` for the list.")
                 return
             await respond(ctx, "\n".join(_help_detail(found, prefix)))
             return
-        allowed = [i for i in infos if await self.bot.pipeline.may_run(ctx, i.command)]
+        allowed = [i for i in infos if await self.deps.pipeline.may_run(ctx, i.command)]
         by_feature: dict[str, list[CommandInfo]] = {}
         for info in allowed:
             by_feature.setdefault(info.spec.feature, []).append(info)
@@ -156,18 +146,18 @@ class Core(commands.Cog):
              examples=("/status",), defer=True, throttle=ThrottleRule(3, 30.0, "user"))
     async def status(self, ctx: commands.Context[Any]) -> None:
         """Gather the status of every cluster over IPC."""
-        report = await gather_status(self.bot)
-        for part in chunks(render_status(report, this_cluster=self.bot.cluster_id).split("\n")):
+        report = await self.deps.status.gather()
+        for part in chunks(render_status(report, this_cluster=self.deps.cluster_id).split("\n")):
             await ctx.send(part, allowed_mentions=discord.AllowedMentions.none())
 
     @command("health", description="Whether this cluster, its database and Redis are healthy.",
              examples=("/health",), defer=True, throttle=ThrottleRule(3, 30.0, "user"))
     async def health(self, ctx: commands.Context[Any]) -> None:
         """Check the gateway, PostgreSQL and Redis from this cluster."""
-        db_health = await self.bot.command_runtime.db.health()
+        db_health = await self.deps.db.health()
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self.bot.redis.ping(), 2.0)
+            await asyncio.wait_for(self.deps.ping_redis(), 2.0)
             redis_line = f"ok ({(time.perf_counter() - started) * 1000:.1f} ms)"
             redis_ok = True
         except Exception as exc:
@@ -176,7 +166,7 @@ class Core(commands.Cog):
         ready = sum(1 for s in shards.values() if not s.is_closed())
         ok = db_health.ok and redis_ok and ready == len(shards)
         db_line = f"ok ({db_health.latency_ms} ms)" if db_health.ok else "unavailable"
-        lines = [f"**{'Healthy' if ok else 'Degraded'}** - cluster {self.bot.cluster_id}",
+        lines = [f"**{'Healthy' if ok else 'Degraded'}** - cluster {self.deps.cluster_id}",
                  f"gateway: {ready}/{len(shards)} shards connected, {len(self.bot.guilds)} guilds",
                  f"database: {db_line}", f"redis: {redis_line}"]
         await ctx.send("\n".join(lines), allowed_mentions=discord.AllowedMentions.none())
@@ -196,13 +186,13 @@ class Core(commands.Cog):
         total = int(sum(by_outcome.values()))
         p50, p99 = _percentile(None, 0.5), _percentile(None, 0.99)
         uptime = time.monotonic() - _STARTED
-        lines = [f"**Cluster {self.bot.cluster_id}**: {total} commands in {uptime / 60:.0f} min",
+        lines = [f"**Cluster {self.deps.cluster_id}**: {total} commands in {uptime / 60:.0f} min",
                  "by outcome: " + (", ".join(f"{k} {int(v)}" for k, v in sorted(by_outcome.items())) or "none yet"),
                  "busiest: " + (", ".join(f"{k} {int(v)}" for k, v in
                                           sorted(by_command.items(), key=lambda kv: -kv[1])[:5]) or "none yet"),
                  "latency (bucket bounds): " + (f"p50 ≤ {p50 * 1000:g} ms, p99 ≤ {p99 * 1000:g} ms"
                                                 if p50 is not None and p99 is not None else "n/a"),
-                 f"usage rows waiting to be written: {len(self.bot.command_runtime.usage)}"]
+                 f"usage rows waiting to be written: {len(self.deps.usage)}"]
         await respond(ctx, "\n".join(lines), ephemeral=True)
 
     @command("debug", description="Internals of this shard and cluster (bot owners only).", examples=("/debug",),
@@ -211,9 +201,9 @@ class Core(commands.Cog):
         """Process, gateway and command-layer internals; read-only, no evaluation of any kind."""
         shard_id = ctx.guild.shard_id if ctx.guild is not None else 0
         rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        runtime = self.bot.command_runtime.describe()
+        runtime = self.deps.describe()
         lines = [
-            f"cluster {self.bot.cluster_id}, pid {os.getpid()}, up {time.monotonic() - _STARTED:.0f} s, "
+            f"cluster {self.deps.cluster_id}, pid {os.getpid()}, up {time.monotonic() - _STARTED:.0f} s, "
             f"peak RSS {rss_kib / 1024:.0f} MiB",
             f"this guild's shard: {shard_id}; shards here: {sorted(self.bot.shards)} of {self.bot.shard_count}",
             f"guilds cached: {len(self.bot.guilds)}, users cached: {len(self.bot.users)}",

@@ -15,8 +15,8 @@ from discord.ext import commands
 
 from db import feedback as db_feedback
 from innkeeper.errors import CommandError, ErrorCode
+from shard.cogs.base import PipelineCog
 from shard.pipeline import Level, ThrottleRule, group, respond, subcommand
-from shard.pipeline.cogbase import PipelineCog
 from shard.pipeline.validation import NO_MENTIONS, check_text, clip, neutralise
 from shard.pipeline.views import component_error, send_pages
 
@@ -64,7 +64,7 @@ class FeedbackCog(PipelineCog):
         super().__init__(bot)
 
     async def store(self, author_id: int, guild_id: int | None, channel_id: int | None, body: str) -> Feedback:
-        item = await db_feedback.submit_feedback(self.db, self.runtime.require_keys(), author_id=author_id,
+        item = await db_feedback.submit_feedback(self.db, self.deps.require_keys(), author_id=author_id,
                                                  body=body, guild_id=guild_id, channel_id=channel_id)
         await self._tell_log_channel(item)
         return item
@@ -73,7 +73,7 @@ class FeedbackCog(PipelineCog):
         if item.guild_id is None:
             return
         try:
-            cfg = await self.runtime.guild_config.get(item.guild_id)
+            cfg = await self.deps.guild_config.get(item.guild_id)
             if cfg.log_channel_id:
                 channel = self.bot.get_partial_messageable(cfg.log_channel_id, guild_id=item.guild_id)
                 await channel.send(f"New feedback {_line(item)}\nSee `/feedback list`.", allowed_mentions=NO_MENTIONS)
@@ -96,7 +96,7 @@ class FeedbackCog(PipelineCog):
         text:
             What you want to tell the moderators (leave it out to get a form).
         """
-        self.runtime.require_keys()
+        self.deps.require_keys()
         if text is None:
             if ctx.interaction is None:
                 raise CommandError("Write your feedback after the command, e.g. `!feedback submit I like it`.",
@@ -125,7 +125,7 @@ class FeedbackCog(PipelineCog):
             statuses = ("open", "acknowledged")
         else:
             statuses = (status,)
-        items = await db_feedback.list_feedback(self.db, self.runtime.require_keys(), guild_id=self.guild_id(ctx),
+        items = await db_feedback.list_feedback(self.db, self.deps.require_keys(), guild_id=self.guild_id(ctx),
                                                 statuses=statuses, limit=100)
         if not items:
             await respond(ctx, "No feedback here with that status.")
@@ -145,7 +145,7 @@ class FeedbackCog(PipelineCog):
             The feedback number.
         """
         await self._own(ctx, id)
-        await db_feedback.acknowledge(self.db, self.runtime.require_keys(), id, by=ctx.author.id)
+        await db_feedback.acknowledge(self.db, self.deps.require_keys(), id, by=ctx.author.id)
         await respond(ctx, f"Feedback #{id} is acknowledged.", ephemeral=False)
 
     @subcommand(feedback, "resolve", description="Resolve or reject feedback; the sender gets a DM (moderators).",
@@ -167,14 +167,14 @@ class FeedbackCog(PipelineCog):
             A note for the sender.
         """
         await self._own(ctx, id)
-        item = await db_feedback.close(self.db, self.runtime.require_keys(), id, outcome, by=ctx.author.id,
+        item = await db_feedback.close(self.db, self.deps.require_keys(), id, outcome, by=ctx.author.id,
                                        resolution=note)
         told = await self._notify(item, ctx.guild)
         extra = "" if told else " (I couldn't DM the sender.)"
         await respond(ctx, f"Feedback #{id} is {outcome}.{extra}", ephemeral=False)
 
     async def _own(self, ctx: commands.Context[Any], feedback_id: int) -> None:
-        item = await db_feedback.get_feedback(self.db, self.runtime.require_keys(), feedback_id)
+        item = await db_feedback.get_feedback(self.db, self.deps.require_keys(), feedback_id)
         if item is None or item.guild_id != self.guild_id(ctx):
             raise CommandError(f"There is no feedback #{feedback_id} in this server.", code=ErrorCode.NOT_FOUND)
 

@@ -15,8 +15,8 @@ from discord.ext import commands
 
 from db import permissions as db_permissions
 from innkeeper.errors import CommandError, ErrorCode
+from shard.cogs.base import PipelineCog
 from shard.pipeline import Level, ThrottleRule, group, respond, spec_of, subcommand
-from shard.pipeline.cogbase import PipelineCog
 from shard.pipeline.levels import check_command_override, check_role_grant, required_level
 from shard.pipeline.validation import neutralise
 
@@ -67,7 +67,7 @@ class Permissions(PipelineCog):
         if role.guild.id != guild_id:
             raise CommandError("That role is not from this server.", code=ErrorCode.COMMAND_BAD_ARGUMENT)
         new = _level_arg(level)
-        cfg = await self.runtime.guild_config.get(guild_id)
+        cfg = await self.deps.guild_config.get(guild_id)
         check_role_grant(self.level(ctx), cfg.role_levels.get(role.id), new)
         await db_permissions.set_role_level(self.db, guild_id, role.id, int(new))
         await self.invalidate(ctx)
@@ -100,7 +100,7 @@ class Permissions(PipelineCog):
             raise CommandError(f"There is no command `{neutralise(name, limit=60)}`; see `/help`.",
                                code=ErrorCode.NOT_FOUND)
         name = target.qualified_name
-        cfg = await self.runtime.guild_config.get(guild_id)
+        cfg = await self.deps.guild_config.get(guild_id)
         current = cfg.override(name)
         needed = required_level(target_spec.level, current.level if current else None, target_spec.floor)
         actor = self.level(ctx)
@@ -134,7 +134,7 @@ class Permissions(PipelineCog):
     async def list_(self, ctx: commands.Context[Any]) -> None:
         """Role levels, command overrides, and your own level."""
         guild = ctx.guild
-        cfg = await self.runtime.guild_config.get(self.guild_id(ctx))
+        cfg = await self.deps.guild_config.get(self.guild_id(ctx))
         lines = [f"Your level here: **{self.level(ctx).label}** (owners come from the bot's configuration; "
                  "server admins and members with Administrator are admin; moderators are mod)."]
         if cfg.role_levels:

@@ -18,8 +18,8 @@ from discord.ext import commands
 
 from db import privacy as db_privacy
 from innkeeper.errors import CommandError, DatabaseError, ErrorCode
+from shard.cogs.base import PipelineCog
 from shard.pipeline import ThrottleRule, group, respond, subcommand
-from shard.pipeline.cogbase import PipelineCog
 from shard.pipeline.views import Confirm, component_error
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Privacy(PipelineCog):
     async def export(self, ctx: commands.Context[Any]) -> None:
         """DM the caller a JSON file of their data."""
         await self._flush_usage()
-        data = await db_privacy.export_user(self.db, self.runtime.require_keys(), ctx.author.id)
+        data = await db_privacy.export_user(self.db, self.deps.require_keys(), ctx.author.id)
         raw = json.dumps(data, ensure_ascii=False, indent=2).encode()
         name = f"innkeeper-data-{ctx.author.id}.json"
         try:
@@ -90,7 +90,7 @@ class Privacy(PipelineCog):
                 ephemeral=True, examples=("/privacy retention",))
     async def retention(self, ctx: commands.Context[Any]) -> None:
         """Retention per table, from the bot's configuration."""
-        ages = db_privacy.RetentionPolicy.from_settings(self.bot.settings).ages()
+        ages = db_privacy.RetentionPolicy.from_settings(self.deps.settings).ages()
         names = {"command_usage": "command usage", "error_events": "error reports",
                  "feedback": "closed feedback", "reminders": "delivered reminders"}
         lines = ["**How long your data is kept**"]
@@ -103,7 +103,7 @@ class Privacy(PipelineCog):
 
     async def _flush_usage(self) -> None:
         try:
-            await self.runtime.usage.flush()
+            await self.deps.usage.flush()
         except DatabaseError as exc:
             _log.warning("could not flush usage before a privacy request: %s", exc)
 

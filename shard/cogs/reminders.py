@@ -14,8 +14,8 @@ from discord.ext import commands
 
 from db import reminders as db_reminders
 from innkeeper.errors import CommandError, ErrorCode
+from shard.cogs.base import PipelineCog
 from shard.pipeline import ThrottleRule, command, group, respond, subcommand
-from shard.pipeline.cogbase import PipelineCog
 from shard.pipeline.durations import format_duration, parse_when
 from shard.pipeline.validation import check_text, neutralise
 from shard.pipeline.views import send_pages
@@ -61,7 +61,7 @@ class Reminders(PipelineCog):
         """
         due: datetime = when  # type: ignore[assignment]  # the converter's result
         item = await db_reminders.create_reminder(
-            self.db, self.runtime.require_keys(), user_id=ctx.author.id, body=text, due_at=due,
+            self.db, self.deps.require_keys(), user_id=ctx.author.id, body=text, due_at=due,
             guild_id=ctx.guild.id if ctx.guild else None, channel_id=ctx.channel.id if ctx.guild else None)
         left = format_duration(due - datetime.now(UTC))
         await respond(ctx, f"Okay, I'll remind you <t:{int(due.timestamp())}:R> (in {left}). "
@@ -75,7 +75,7 @@ class Reminders(PipelineCog):
                 ephemeral=True, examples=("/reminders list",))
     async def list_(self, ctx: commands.Context[Any]) -> None:
         """Your pending reminders, soonest first."""
-        items = await db_reminders.list_for_user(self.db, self.runtime.require_keys(), ctx.author.id, limit=100)
+        items = await db_reminders.list_for_user(self.db, self.deps.require_keys(), ctx.author.id, limit=100)
         if not items:
             await respond(ctx, "You have no pending reminders.")
             return

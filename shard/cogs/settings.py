@@ -1,7 +1,7 @@
 """``/settings show`` and ``/settings set``: prefix, log channel, automod level and feature toggles.
 
 The prefix set here drives prefix commands at once on every cluster: the write invalidates the
-guild's cached configuration, which :func:`shard.pipeline.prefixes.guild_prefix` reads.
+guild's cached configuration, which :class:`shard.pipeline.prefixes.PrefixResolver` reads.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from discord.ext import commands
 
 from db import guilds as db_guilds
 from innkeeper.errors import CommandError, ErrorCode
+from shard.cogs.base import PipelineCog
 from shard.pipeline import Level, ThrottleRule, group, respond, subcommand
-from shard.pipeline.cogbase import PipelineCog
 from shard.pipeline.config import AUTOMOD_NAMES
 from shard.pipeline.spec import TOGGLEABLE
 from shard.pipeline.validation import neutralise
@@ -84,8 +84,8 @@ class Settings(PipelineCog):
                 level=Level.MOD, guild_only=True, ephemeral=True, examples=("/settings show",))
     async def show(self, ctx: commands.Context[Any]) -> None:
         """Prefix, log channel, automod level and which features are on."""
-        cfg = await self.runtime.guild_config.get(self.guild_id(ctx))
-        default = self.bot.settings.default_prefix
+        cfg = await self.deps.guild_config.get(self.guild_id(ctx))
+        default = self.deps.settings.default_prefix
         prefix = f"`{cfg.prefix}`" if cfg.prefix else f"`{default}` (default)"
         log = f"<#{cfg.log_channel_id}>" if cfg.log_channel_id else "not set"
         features = ", ".join(f"{name} {'on' if cfg.feature_enabled(name) else 'off'}" for name in TOGGLEABLE)
@@ -116,7 +116,7 @@ class Settings(PipelineCog):
         if key == "prefix":
             prefix = parse_prefix(value)
             await db_guilds.set_prefix(self.db, guild_id, prefix)
-            done = f"The prefix is now `{prefix or self.bot.settings.default_prefix}`."
+            done = f"The prefix is now `{prefix or self.deps.settings.default_prefix}`."
         elif key == "log_channel":
             done = await self._set_log_channel(ctx, guild_id, value)
         elif key == "automod":

@@ -15,8 +15,8 @@ from discord.ext import commands
 
 from db import usage as db_usage
 from innkeeper.errors import DatabaseError
+from shard.cogs.base import PipelineCog
 from shard.pipeline import Level, ThrottleRule, group, subcommand
-from shard.pipeline.cogbase import PipelineCog
 from shard.pipeline.validation import neutralise
 from shard.pipeline.views import send_pages
 
@@ -44,7 +44,7 @@ class Stats(PipelineCog):
 
     async def _rows(self, ctx: commands.Context[Any], days: int, command: str | None) -> list[db_usage.DailyUsage]:
         try:
-            await self.runtime.usage.flush()
+            await self.deps.usage.flush()
         except DatabaseError as exc:
             _log.warning("usage flush before /stats failed: %s", exc)
         since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)

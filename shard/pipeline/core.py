@@ -193,7 +193,7 @@ class Pipeline:
                                code=ErrorCode.COMMAND_FORBIDDEN)
         # 4. throttle
         if level < Level.OWNER:
-            verdict = await self.throttle.hit(name, ctx.author.id, ctx.guild.id if ctx.guild else None, spec.rule)
+            verdict = await self.throttle.hit(name, ctx.author.id, ctx.guild.id if ctx.guild else None, (spec.rule,))
             if not verdict.allowed:
                 raise CommandError(throttle_message(verdict.retry_after), code=ErrorCode.COMMAND_THROTTLED,
                                    retry_after=verdict.retry_after)
@@ -387,3 +387,9 @@ class Pipeline:
         if self._tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), timeout)
+
+    async def start(self) -> None:
+        """Nothing to start (the pipeline is a service of the cluster only to drain at shutdown)."""
+
+    async def stop(self) -> None:
+        await self.drain()

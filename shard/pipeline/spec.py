@@ -18,9 +18,9 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from discord.ext import commands
 
@@ -29,8 +29,12 @@ from innkeeper.errors import CommandError, ErrorCode
 from .levels import Level
 from .throttling import ThrottleRule
 
-if TYPE_CHECKING:
-    from .core import Pipeline
+
+class Runner(Protocol):
+    """What the runner hands each call to: ``bot.pipeline`` (:class:`shard.pipeline.core.Pipeline`)."""
+
+    async def execute(self, ctx: commands.Context[Any], spec: CommandSpec, arguments: dict[str, Any],
+                      call: Callable[[], Awaitable[Any]]) -> Any: ...
 
 __all__ = ("CommandSpec", "spec", "command", "group", "subcommand", "spec_of", "DEFAULT_THROTTLE", "FEATURES",
            "TOGGLEABLE")
@@ -140,7 +144,7 @@ def spec(**meta: Any) -> Callable[[F], F]:
 async def _dispatch(cmd_spec: CommandSpec, func: Callable[..., Coroutine[Any, Any, Any]],
                     signature: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     ctx = _find_ctx(args)
-    pipeline: Pipeline | None = getattr(ctx.bot, "pipeline", None)
+    pipeline: Runner | None = getattr(ctx.bot, "pipeline", None)
     if pipeline is None:
         raise CommandError("the command pipeline is not installed on this bot", code=ErrorCode.INTERNAL)
     bound = signature.bind(*args, **kwargs)

@@ -4,7 +4,8 @@
 one: its per-process layer makes the hot path (every prefix message asks for the guild's prefix)
 a dictionary lookup, Redis serves the other clusters, and PostgreSQL (guild settings, role levels
 and command overrides) is read once per guild per TTL, by one caller (single flight). Without a
-shared cache (tests, a process whose Redis was down at start-up) a local TTL dictionary stands in.
+shared cache (tests), and until the shared cache first connects (Redis was down at start-up), a
+local TTL dictionary stands in.
 
 Every write goes through the ``db`` module and is followed by :meth:`invalidate`, which deletes the
 entry in Redis and, over pub/sub, in every cluster's local layer. While PostgreSQL is unreachable,
@@ -38,6 +39,9 @@ CACHE_NAMESPACE = "guildcfg"
 
 class SharedCacheLike(Protocol):
     """The part of ``ipc.cache.SharedCache`` the store uses."""
+
+    @property
+    def connected(self) -> bool: ...
 
     async def get_or_load(self, namespace: str, key: str | int, loader: Callable[[], Awaitable[Any]], *,
                           ttl: float | None = None) -> Any: ...
@@ -73,7 +77,7 @@ class GuildConfigStore:
     """
 
     __slots__ = ("db", "shared", "ttl", "max_entries", "down_cooldown", "_local", "_parsed", "_clock",
-                 "_down_until")
+                 "_down_until", "_shared_up")
 
     def __init__(self, db: Database, *, shared: SharedCacheLike | None = None, ttl: float = 300.0,
                  max_entries: int = 50_000, down_cooldown: float = 5.0,
@@ -88,6 +92,15 @@ class GuildConfigStore:
         self._parsed: dict[int, tuple[Any, GuildConfig]] = {}
         self._clock = clock
         self._down_until = 0.0
+        self._shared_up = False
+
+    def _use_shared(self) -> bool:
+        """True once the shared cache has connected (it then handles Redis outages itself)."""
+        if not self._shared_up and self.shared is not None and self.shared.connected:
+            self._shared_up = True
+            self._local.clear()  # what was cached alone heard no invalidations
+            _log.info("shared cache connected: guild configuration is shared across clusters")
+        return self._shared_up
 
     async def get(self, guild_id: int) -> GuildConfig:
         """The guild's configuration.
@@ -97,7 +110,7 @@ class GuildConfigStore:
         DatabaseError
             ``DB_UNAVAILABLE`` when it is not cached and PostgreSQL cannot be reached.
         """
-        if self.shared is None:
+        if not self._use_shared() or self.shared is None:
             entry = self._local.get(guild_id)
             if entry is not None and entry[0] >= self._clock():
                 return entry[1]
@@ -149,7 +162,7 @@ class GuildConfigStore:
         """Forget the guild everywhere after a write."""
         self._local.pop(guild_id, None)
         self._parsed.pop(guild_id, None)
-        if self.shared is not None:
+        if self.shared is not None and self._use_shared():
             try:
                 await self.shared.delete(CACHE_NAMESPACE, guild_id)
             except InnkeeperError as exc:

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from innkeeper.settings import Settings
+from shard.assembly import build_cluster
 from shard.bot import ClusterBot
+from shard.context import ClusterContext
 from tests.procs import SimulatorProc, cluster_env, start_simulator
 from tests.support import wait_for
 
@@ -29,14 +31,17 @@ def sim(tmp_path: Path) -> Iterator[SimulatorProc]:
 @pytest.fixture
 async def start_bot(redis_prefix: str) -> AsyncIterator[BotFactory]:
     """Start in-process ``ClusterBot``s against a simulator and wait until every shard is READY."""
-    bots: list[tuple[ClusterBot, asyncio.Task[None]]] = []
+    bots: list[tuple[ClusterBot, ClusterContext, asyncio.Task[None]]] = []
 
     async def factory(sim: SimulatorProc, *, shard_ids: list[int] | None = None, shard_count: int | None = None,
-                      cluster_id: int = 0, env: dict[str, str] | None = None, timeout: float = 60.0) -> ClusterBot:
+                      cluster_id: int = 0, env: dict[str, str] | None = None, timeout: float = 60.0,
+                      max_concurrency: int | None = None) -> ClusterBot:
         settings = Settings.from_env(cluster_env(sim, redis_prefix, extra=env))
-        bot = ClusterBot(settings, cluster_id=cluster_id, shard_ids=shard_ids, shard_count=shard_count)
+        ctx = ClusterContext.create(settings, cluster_id=cluster_id, shard_ids=shard_ids, shard_count=shard_count,
+                                    max_concurrency=max_concurrency)
+        bot = build_cluster(ctx)
         task = asyncio.create_task(bot.start(settings.require_token()))
-        bots.append((bot, task))
+        bots.append((bot, ctx, task))
 
         def ready() -> bool:
             if task.done():
@@ -46,8 +51,9 @@ async def start_bot(redis_prefix: str) -> AsyncIterator[BotFactory]:
         return bot
 
     yield factory
-    for bot, task in bots:
+    for bot, ctx, task in bots:
         if not bot.is_closed():
             await bot.close()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, timeout=10)
+        await ctx.aclose()

@@ -152,6 +152,6 @@ async def start_command_bot(start_bot: BotFactory, sim: SimulatorProc, database_
     env = {"DATABASE_URL": database_url, "INNKEEPER_ENCRYPTION_KEYS": "dev", OWNER_ID_ENV: ",".join(owners),
            "INNKEEPER_SYNC_COMMANDS": "true", **(extra or {})}
     bot = await start_bot(sim, shard_ids=[0, 1], shard_count=2, env=env, cluster_id=cluster_id)
-    await wait_for(lambda: bot.command_runtime.schema_version is not None, timeout=30,
+    await wait_for(lambda: bot.deps.database.schema_version is not None, timeout=30,
                    message="the bot's database connection")
     return bot

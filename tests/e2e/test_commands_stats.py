@@ -47,7 +47,7 @@ async def test_stats_pages(sim: SimulatorProc, migrated_db: str, start_bot: BotF
     bot = await start_command_bot(start_bot, sim, migrated_db)
     # 40 distinct command names' worth of history, written through the recorder (the same path as live use)
     for i in range(40):
-        bot.command_runtime.usage.record(user_id=int(world.members[0]), command=f"cmd{i:02d}",
+        bot.deps.usage.record(user_id=int(world.members[0]), command=f"cmd{i:02d}",
                                          guild_id=int(world.guild_id), success=True, latency_ms=1.0)
     report = await slash(sim, world, world.moderator, "stats", sub("commands"))
     (first,) = await followups(sim, report)

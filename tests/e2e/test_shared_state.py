@@ -46,6 +46,7 @@ from ipc.keys import Keys
 from ipc.messages import MESSAGE_VERSION
 from ipc.snapshots import GuildSnapshotStore
 from shard.bot import ClusterBot
+from shard.rest_hook import limiter_of
 from tests.e2e.conftest import BotFactory
 from tests.e2e.test_commands_harness import channel_messages, migrated_db
 from tests.procs import Proc, SimulatorProc, cluster_env, http_json, start_cluster, start_simulator
@@ -158,7 +159,8 @@ async def _start_clusters(start_bot: BotFactory, sim: SimulatorProc, database_ur
            "INNKEEPER_GLOBAL_RATE": str(GLOBAL_RATE), "INNKEEPER_SHARED_RATELIMIT": "true" if shared else "false",
            "INNKEEPER_LOG_FORMAT": "text", "INNKEEPER_LOG_LEVEL": "WARNING"}
     return list(await asyncio.gather(*(
-        start_bot(sim, shard_ids=[i], shard_count=count, cluster_id=i, env=env) for i in range(count))))
+        start_bot(sim, shard_ids=[i], shard_count=count, cluster_id=i, env=env, max_concurrency=count)
+        for i in range(count))))
 
 
 def _rate_sim(tmp_path: Path, shards: int) -> Any:
@@ -174,8 +176,8 @@ async def test_four_clusters_share_one_bucket_and_the_global_limit(tmp_path: Pat
                                                                    start_bot: BotFactory) -> None:
     with _rate_sim(tmp_path, CLUSTERS) as sim:
         bots = await _start_clusters(start_bot, sim, migrated_db, CLUSTERS, shared=True)
-        assert all(b.rate_limiter is not None and b.rate_limiter.shared for b in bots)
-        assert len({id(b.rate_limiter) for b in bots}) == CLUSTERS  # one limiter per cluster, as in 4 processes
+        assert all((lim := limiter_of(b)) is not None and lim.shared for b in bots)
+        assert len({id(limiter_of(b)) for b in bots}) == CLUSTERS  # one limiter per cluster, as in 4 processes
         channels = [int(g["channels"][0]) for g in sim.world(limit=40)["guilds"]]
         before = _limited(sim)
         # one channel: 4 clusters x 4 senders against 10 messages per 2 s
@@ -194,7 +196,7 @@ async def test_four_clusters_share_one_bucket_and_the_global_limit(tmp_path: Pat
         assert one.fraction >= 0.9, report
         assert many.fraction >= 0.9, report
         assert len(many.per_cluster) == CLUSTERS, report  # every cluster got its share of the global limit
-        assert all(b.rate_limiter is not None and b.rate_limiter.shared for b in bots)
+        assert all((lim := limiter_of(b)) is not None and lim.shared for b in bots)
 
 
 async def test_without_the_shared_limiter_the_same_workload_earns_429s(tmp_path: Path, migrated_db: str,
@@ -202,7 +204,7 @@ async def test_without_the_shared_limiter_the_same_workload_earns_429s(tmp_path:
     """The control: ``INNKEEPER_SHARED_RATELIMIT=false`` leaves each cluster on discord.py's own limits."""
     with _rate_sim(tmp_path, 2) as sim:
         bots = await _start_clusters(start_bot, sim, migrated_db, 2, shared=False)
-        assert all(b.rate_limiter is None for b in bots)
+        assert all(limiter_of(b) is None for b in bots)
         channel = int(sim.world(limit=1)["guilds"][0]["channels"][0])
         before = _limited(sim)
         drive = await _drive(bots, [channel], tasks_per_bot=4, seconds=2 * MESSAGE_WINDOW, window=MESSAGE_WINDOW,

@@ -134,17 +134,6 @@ async def test_loader_errors_reach_every_waiter_and_are_not_cached(make_cache: M
     assert await cache.get_or_load("e", 1, working) == 7
 
 
-async def test_namespace_wide_local_invalidation(make_cache: MakeCache) -> None:
-    a, b = await make_cache(), await make_cache()
-    for i in range(5):
-        await a.set("guild", i, i)
-        assert await b.get("guild", i) == i
-    await a.set("other", 1, "keep")
-    assert await b.get("other", 1) == "keep"
-    assert await a.invalidate_local_everywhere("guild") >= 2
-    await wait_for(lambda: b.local_size() == 1, message="b dropped the guild namespace only")
-
-
 async def test_bad_input_is_refused(make_cache: MakeCache) -> None:
     cache = await make_cache()
     with pytest.raises(UsageError):

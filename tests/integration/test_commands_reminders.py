@@ -40,9 +40,7 @@ class FakeChannel:
 
 
 class FakeBot:
-    def __init__(self, db: Database, keys: KeyRing, cluster_id: int, channel: FakeChannel, dm: FakeChannel) -> None:
-        self.cluster_id = cluster_id
-        self.command_runtime = SimpleNamespace(db=db, keys=keys, schema_version=4)
+    def __init__(self, channel: FakeChannel, dm: FakeChannel) -> None:
         self.user = SimpleNamespace(id=BOT_ID)
         self.channel, self.dm = channel, dm
 
@@ -77,7 +75,8 @@ async def due_reminder(db: Database, **kwargs: Any) -> int:
 
 def service(db: Database, channel: FakeChannel, dm: FakeChannel | None = None, cluster: int = 0,
             lease: float = 60.0) -> ReminderService:
-    return ReminderService(FakeBot(db, KEYS, cluster, channel, dm or FakeChannel()), lease=lease)  # type: ignore[arg-type]
+    return ReminderService(FakeBot(channel, dm or FakeChannel()), db, SimpleNamespace(available=True),  # type: ignore[arg-type]
+                           KEYS, cluster_id=cluster, lease=lease)
 
 
 async def test_two_clusters_deliver_each_reminder_once(db: Database) -> None:

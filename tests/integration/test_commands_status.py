@@ -14,7 +14,8 @@ from ipc.bus import Bus
 from ipc.heartbeat import ClusterBeat, write_heartbeat
 from ipc.keys import Keys
 from ipc.registry import HandlerRegistry
-from shard.status_report import STATUS_ACTION, gather_status, register_status_handler, render_status
+from shard.bus_handlers import register_cluster_handlers
+from shard.status_report import STATUS_ACTION, StatusReporter, local_view, render_status
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
@@ -30,11 +31,17 @@ class FakeShard:
 
 def fake_bot(cluster_id: int, redis: Any, keys: Keys, shard_ids: list[int], guilds: int) -> Any:
     return SimpleNamespace(
-        cluster_id=cluster_id, redis=redis, keys=keys, runtime=None, bus=None,
+        cluster_id=cluster_id, redis=redis, keys=keys, bus=None,
         shards={sid: FakeShard(0.042) for sid in shard_ids},
         guilds=[SimpleNamespace(shard_id=shard_ids[i % len(shard_ids)]) for i in range(guilds)],
         is_ready=lambda: True,
     )
+
+
+def reporter(bot: Any) -> StatusReporter:
+    """What ``shard/assembly.py`` builds for a cluster (this fake one has no shard tracker)."""
+    return StatusReporter(bus=bot.bus, redis=bot.redis, keys=bot.keys,
+                          local=lambda: local_view(bot, None, bot.cluster_id))
 
 
 @pytest.fixture
@@ -53,14 +60,15 @@ async def test_status_over_the_bus_names_the_cluster_that_did_not_answer(redis: 
     buses = []
     for bot in bots:
         bot.bus = Bus(redis, keys, bot.cluster_id, registry=HandlerRegistry())
-        assert register_status_handler(bot)
+        register_cluster_handlers(bot.bus.registry, bot,
+                                  local_status=lambda b=bot: local_view(b, None, b.cluster_id))
         assert STATUS_ACTION in bot.bus.registry
         await bot.bus.start()
         buses.append(bot.bus)
     try:
         for cid in (0, 1, 2):  # cluster 2 has a heartbeat key but no bus: it was just killed
             await redis.set(keys.heartbeat(cid), b"alive", px=30_000)
-        report = await gather_status(bots[0], timeout=1.0)
+        report = await reporter(bots[0]).gather(timeout=1.0)
         assert report.source == "ipc"
         assert [c.id for c in report.clusters] == [0, 1] and report.missing == [2]
         assert report.guilds == 17 and report.shard_count == 4 and not report.complete
@@ -85,13 +93,13 @@ async def test_status_falls_back_to_heartbeats_then_to_this_cluster(redis: aiore
                        for s in shards],
         }
         await write_heartbeat(redis, keys, beat, 30)
-    report = await gather_status(fake_bot(0, redis, keys, [0, 1], 10))
+    report = await reporter(fake_bot(0, redis, keys, [0, 1], 10)).gather()
     assert report.source == "heartbeats" and [c.id for c in report.clusters] == [0, 1] and report.guilds == 20
     assert "cluster heartbeats (the IPC bus is not up)" in render_status(report, this_cluster=0)
 
     dead = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     try:
-        alone = await gather_status(fake_bot(3, dead, keys, [6, 7], 4))
+        alone = await reporter(fake_bot(3, dead, keys, [6, 7], 4)).gather()
     finally:
         await dead.aclose()
     assert alone.source == "local" and [c.id for c in alone.clusters] == [3] and alone.guilds == 4

@@ -10,7 +10,7 @@ from collections import defaultdict
 import pytest
 import redis.asyncio as aioredis
 
-from ipc.identify import IdentifyBudgetExhausted, IdentifyQueue, read_budget
+from ipc.identify import IdentifyBudgetExhausted, IdentifyQueue, read_budget, store_budget
 from ipc.keys import Keys
 from tests.support import wait_for
 
@@ -21,8 +21,8 @@ async def _queued(client: aioredis.Redis, keys: Keys) -> bool:
     return bool(await client.zrange(keys.identify_queue(0), 0, -1) == [b"0"])
 
 
-async def _no_budget(queue: IdentifyQueue) -> bool:
-    return await queue.budget() is None
+async def _no_budget(client: aioredis.Redis, keys: Keys) -> bool:
+    return await read_budget(client, keys) is None
 
 
 async def _cluster(redis_url: str, keys: Keys, shard_ids: list[int], mc: int, window: float,
@@ -127,8 +127,8 @@ async def test_cancelled_waiter_leaves_the_queue(redis_client: aioredis.Redis, r
 async def test_budget_guard_refuses_at_the_reserve(redis_client: aioredis.Redis, redis_prefix: str) -> None:
     keys = Keys(redis_prefix)
     queue = IdentifyQueue(redis_client, keys, max_concurrency=4, window_s=0.05, reserve=3)
-    assert await queue.budget() is None
-    await queue.store_budget({"total": 1000, "remaining": 4, "reset_after": 60_000, "max_concurrency": 4})
+    assert await read_budget(redis_client, keys) is None
+    await store_budget(redis_client, keys, {"total": 1000, "remaining": 4, "reset_after": 60_000, "max_concurrency": 4})
     ticket = await queue.acquire(0)
     assert ticket.remaining == 3
     with pytest.raises(IdentifyBudgetExhausted) as info:
@@ -142,25 +142,25 @@ async def test_budget_guard_refuses_at_the_reserve(redis_client: aioredis.Redis,
     assert budget is not None
     assert (budget.total, budget.remaining, budget.max_concurrency) == (1000, 3, 4)
     # Discord's fresh numbers replace ours, and identifying works again.
-    await queue.store_budget({"total": 1000, "remaining": 999, "reset_after": 60_000})
+    await store_budget(redis_client, keys, {"total": 1000, "remaining": 999, "reset_after": 60_000})
     assert (await queue.acquire(1)).remaining == 998
 
 
 async def test_budget_resets_when_discord_resets_it(redis_client: aioredis.Redis, redis_prefix: str) -> None:
     keys = Keys(redis_prefix)
     queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.05, reserve=0)
-    await queue.store_budget({"total": 1000, "remaining": 0, "reset_after": 150})
+    await store_budget(redis_client, keys, {"total": 1000, "remaining": 0, "reset_after": 150})
     with pytest.raises(IdentifyBudgetExhausted):
         await queue.acquire(0)
     # Once reset_after has passed the stored budget is gone, and identifying is allowed again.
-    await wait_for(lambda: _no_budget(queue), timeout=5, message="the budget to reset")
+    await wait_for(lambda: _no_budget(redis_client, keys), timeout=5, message="the budget to reset")
     assert (await queue.acquire(0)).remaining is None
 
 
 async def test_malformed_budget_is_rejected(redis_client: aioredis.Redis, redis_prefix: str) -> None:
-    queue = IdentifyQueue(redis_client, Keys(redis_prefix), max_concurrency=1, window_s=1)
+    keys = Keys(redis_prefix)
     with pytest.raises(ValueError, match="session_start_limit"):
-        await queue.store_budget({"total": "many"})
+        await store_budget(redis_client, keys, {"total": "many"})
 
 
 async def test_unconfirmed_identify_holds_the_bucket_longer(redis_client: aioredis.Redis, redis_prefix: str) -> None:

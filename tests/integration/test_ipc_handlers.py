@@ -18,13 +18,13 @@ import redis.asyncio as aioredis
 from discord.ext import commands
 
 from innkeeper.errors import ErrorCode, IPCError, UsageError
+from innkeeper.extensions import check_extension_name, normalise_extension
 from innkeeper.settings import PROJECT_ROOT
 from ipc.bus import Bus
 from ipc.cache import SharedCache
-from ipc.cli import normalise_extension
-from ipc.handlers import check_extension_name, register_bot_handlers
 from ipc.keys import Keys
 from ipc.registry import HandlerRegistry
+from shard.bus_handlers import register_cluster_handlers
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ async def test_standard_actions_on_a_real_bot(redis: aioredis.Redis, redis_prefi
     keys = Keys(redis_prefix)
     cache = SharedCache(redis, keys)
     registry = HandlerRegistry()
-    register_bot_handlers(registry, bot, cache=cache, extension_prefix=prefix)
+    register_cluster_handlers(registry, bot, cache=cache, extension_package=prefix)
     assert set(registry) == {"ping", "guild_count", "shard_status", "reload_extension", "cache_invalidate"}
     async with cache, Bus(redis, keys, 0, registry=registry), Bus(redis, keys, "cli-test") as cli:
         assert await cli.request(0, "ping") == {"pong": True, "ready": False, "latency_ms": None}

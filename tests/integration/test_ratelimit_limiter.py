@@ -6,14 +6,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import discord
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from ipc.backoff import Backoff
+from innkeeper.backoff import Backoff
 from ipc.keys import Keys
-from ipc.ratelimit import RequestRefused, ResponseInfo, SharedRateLimiter, Ticket
+from ipc.ratelimit import RequestRefused, ResponseInfo, SharedRateLimiter, Ticket, WaitTooLong
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -170,11 +169,12 @@ async def test_invalid_request_guard_slows_then_refuses(make: type[SharedRateLim
     assert "ban" in info.value.message
 
 
-async def test_max_wait_raises_ratelimited_like_discord_py(make: type[SharedRateLimiter]) -> None:
+async def test_max_wait_raises_wait_too_long(make: type[SharedRateLimiter]) -> None:
+    """Like discord.py's ``max_ratelimit_timeout`` (the plug-in turns it into ``discord.RateLimited``)."""
     lim = make()
     t = await lim.acquire("GET /a", "1")
     await lim.update(t, ResponseInfo(429, {"X-RateLimit-Scope": "user"}, body_retry_after=40))
-    with pytest.raises(discord.RateLimited) as info:
+    with pytest.raises(WaitTooLong) as info:
         await lim.acquire("GET /a", "1", max_wait=30)
     assert info.value.retry_after > 30
 

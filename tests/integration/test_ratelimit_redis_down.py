@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestServer
 from discord.http import HTTPClient, Route
 from prometheus_client import REGISTRY
 
-from ipc.backoff import Backoff
+from innkeeper.backoff import Backoff
 from ipc.keys import Keys
 from ipc.ratelimit import SharedRateLimiter
-from ipc.rest_hook import install
+from shard.rest_hook import install
 from tests.integration.test_ratelimit_fake import FakeDiscord
 from tests.support import free_port, service_missing, wait_for, wait_for_sync
 

@@ -1,7 +1,7 @@
 """Four discord.py clients ("clusters") share one limiter through Redis against a strict fake Discord.
 
 Each client is a real ``discord.http.HTTPClient`` with the limiter installed by
-:func:`ipc.rest_hook.install`, so the whole path runs: discord.py's own buckets and retry loop,
+:func:`shard.rest_hook.install`, so the whole path runs: discord.py's own buckets and retry loop,
 our aiohttp trace hooks, the Lua scripts, and the webhook adapter for interaction callbacks.
 """
 
@@ -22,7 +22,7 @@ from discord.webhook.async_ import async_context
 from innkeeper.errors import UsageError
 from ipc.keys import Keys
 from ipc.ratelimit import SharedRateLimiter
-from ipc.rest_hook import install
+from shard.rest_hook import install
 from tests.integration.test_ratelimit_fake import FakeDiscord
 
 pytestmark = pytest.mark.integration

@@ -39,7 +39,8 @@ def _parse(text: str) -> configparser.RawConfigParser:
 def test_clusters_conf(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     p = plan(16, 4, clusters=4)
-    conf = _parse(render_clusters(p.clusters, p.shard_count, settings, policy=Policy(startretries=2)))
+    conf = _parse(render_clusters(p.clusters, p.shard_count, p.max_concurrency, settings,
+                                   policy=Policy(startretries=2)))
     programs = [s for s in conf.sections() if s.startswith("program:")]
     assert programs == [f"program:cluster-{i}" for i in range(4)]
     assert conf.get(f"group:{CLUSTERS_GROUP}", "programs") == "cluster-0,cluster-1,cluster-2,cluster-3"
@@ -49,6 +50,7 @@ def test_clusters_conf(tmp_path: Path) -> None:
         assert argv[1:4] == ["-m", "shard", "--cluster"] and argv[4] == str(spec.id)
         assert parse_shard_ids(argv[argv.index("--shard-ids") + 1]) == list(spec.shard_ids)
         assert argv[argv.index("--shard-count") + 1] == "16"
+        assert argv[argv.index("--max-concurrency") + 1] == "4"  # the shard never asks /gateway/bot
         assert conf.get(section, "autorestart") == "unexpected"
         assert conf.get(section, "exitcodes") == "0,78"
         assert conf.get(section, "startretries") == "2"

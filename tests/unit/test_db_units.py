@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import random
 import re
 from pathlib import Path
 
@@ -15,27 +14,11 @@ from hypothesis import strategies as st
 from db import errors as dberrors
 from db import errors_log as elog
 from db import feedback, validate
-from db.backoff import Backoff
 from db.crypto import KeyRing, generate_key
 from db.migrate import REQUIRED_SCHEMA_VERSION, discover, quote_ident
 from db.sql import Params
 from db.testing import make_keys
 from innkeeper.errors import ConfigError, DatabaseError, ErrorCode
-
-
-def test_backoff_grows_to_cap_with_jitter() -> None:
-    b = Backoff(0.1, 2.0, rng=random.Random(1))
-    ceilings = []
-    for _ in range(8):
-        ceilings.append(b.ceiling())
-        d = b.next_delay()
-        assert 0 < d <= ceilings[-1]
-    assert ceilings[:5] == [0.1, 0.2, 0.4, 0.8, 1.6]
-    assert ceilings[-1] == 2.0
-    b.reset()
-    assert b.ceiling() == 0.1
-    with pytest.raises(ValueError):
-        Backoff(0, 1)
 
 
 @pytest.mark.parametrize("value, why", [

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ipc.ratelimit import ResponseInfo
+from ipc.ratelimit_headers import ResponseInfo
 
 
 def test_success_headers() -> None:

@@ -15,6 +15,8 @@ from shard.pipeline.store import CACHE_NAMESPACE, GuildConfigStore
 
 
 class FakeCache:
+    connected = True
+
     def __init__(self) -> None:
         self.values: dict[tuple[str, str], Any] = {}
         self.deleted: list[tuple[str, str]] = []

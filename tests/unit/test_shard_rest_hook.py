@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from discord.http import Route
 
-from ipc.rest_hook import INTERACTION_CALLBACK_PATH, _RouteInfo, major_parameters
+from shard.rest_hook import INTERACTION_CALLBACK_PATH, _RouteInfo, major_parameters
 
 
 def test_major_parameters_match_discord_py_without_tokens() -> None:
@@ -25,3 +25,27 @@ def test_interaction_callbacks_are_exempt_and_others_are_not() -> None:
     follow_up = _RouteInfo(Route("POST", "/webhooks/{webhook_id}/{webhook_token}", webhook_id=1, webhook_token="t"),
                            30.0)
     assert not follow_up.global_exempt and not follow_up.bucket_exempt and follow_up.max_wait == 30.0
+
+
+async def test_a_wait_past_max_wait_becomes_discord_ratelimited() -> None:
+    """discord.py's own contract for ``max_ratelimit_timeout``: the limiter's refusal surfaces as ``RateLimited``."""
+    from types import SimpleNamespace
+
+    import discord
+    import pytest
+
+    from ipc.ratelimit import WaitTooLong
+    from shard.rest_hook import _ROUTE, RestHook
+
+    class Limiter:
+        async def acquire(self, *args: object, **kwargs: object) -> None:
+            raise WaitTooLong(42.5)
+
+    hook = RestHook(SimpleNamespace(), Limiter())  # type: ignore[arg-type]
+    token = _ROUTE.set(_RouteInfo(Route("GET", "/users/@me"), 30.0))
+    try:
+        with pytest.raises(discord.RateLimited) as info:
+            await hook.on_request_start(None, SimpleNamespace(), None)  # type: ignore[arg-type]
+    finally:
+        _ROUTE.reset(token)
+    assert info.value.retry_after == 42.5

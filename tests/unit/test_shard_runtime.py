@@ -1,4 +1,4 @@
-"""Shard-side runtime pieces with a fake bot: tracker, watchdog, identify hook (no network)."""
+"""Shard-side runtime pieces with a fake bot: tracker, watchdog, identify gate (no network)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from innkeeper.settings import Settings
 from ipc.identify import IdentifyBudgetExhausted, IdentifyTicket
 from ipc.keys import Keys
-from shard.runtime import ClusterRuntime
+from shard.identify import IdentifyGate
 from shard.tracker import ShardTracker
 from shard.watchdog import ClusterUnrecoverable, Watchdog
 
@@ -53,12 +53,6 @@ class FakeBot:
         self._connection = SimpleNamespace(parsers={"MESSAGE_CREATE": lambda d: None, "READY": lambda d: None})
         self.closed = False
         self.fatal_error: BaseException | None = None
-        self.settings = Settings.from_env({"INNKEEPER_METRICS_PORT_BASE": "0"})
-        self.cluster_id = 0
-        self.redis = SimpleNamespace(register_script=lambda _s: None)
-        self.keys = Keys("test")
-        self.shard_ids = shard_ids
-        self.shard_count = 8
 
     def get_shard(self, sid: int) -> FakeShard | None:
         return self.shard_infos.get(sid)
@@ -72,11 +66,21 @@ class FakeBot:
     async def close(self) -> None:
         self.closed = True
 
+    async def give_up(self, error: BaseException) -> None:
+        self.fatal_error = error
+        await self.close()
+
 
 def _tracker(bot: FakeBot) -> ShardTracker:
-    tracker = ShardTracker(bot, list(bot.ws))  # type: ignore[arg-type]
-    tracker.attach()
+    tracker = ShardTracker(list(bot.ws))
+    tracker.attach(bot)  # type: ignore[arg-type]
     return tracker
+
+
+def _gate(bot: FakeBot) -> IdentifyGate:
+    redis = SimpleNamespace(register_script=lambda _s: None)
+    return IdentifyGate(redis, Keys("test"), _tracker(bot), max_concurrency=2,  # type: ignore[arg-type]
+                        window_s=5.0, margin_s=0.0)
 
 
 async def test_tracker_states_counts_and_beats() -> None:
@@ -106,8 +110,8 @@ async def test_tracker_states_counts_and_beats() -> None:
     assert beats[2]["guilds"] == 3 and beats[3]["guilds"] == 4
     assert beats[2]["identifies"] == 1 and beats[2]["latency_ms"] == 12.0
     assert beats[2]["last_event_age_s"] is not None and beats[2]["last_event_age_s"] < 5
-    t.detach()
-    assert bot.listeners == {}
+    await t.stop()
+    assert bot.listeners == {} and t.cluster_state() == "STOPPING"
 
 
 async def test_watchdog_closes_a_zombie_then_reconnects_it() -> None:
@@ -115,7 +119,7 @@ async def test_watchdog_closes_a_zombie_then_reconnects_it() -> None:
     t = _tracker(bot)
     for sid in (0, 1):
         t.set_state(sid, "READY")
-    dog = Watchdog(bot, t, zombie_after_s=10)  # type: ignore[arg-type]
+    dog = Watchdog(bot, t, give_up=bot.give_up, zombie_after_s=10)  # type: ignore[arg-type]
     await dog.check()
     assert bot.ws[0].closed_with == [] and dog.zombies_closed == 0
     bot.ws[0]._keep_alive._last_recv -= 11  # shard 0 went silent
@@ -136,7 +140,8 @@ async def test_watchdog_leaves_waiting_shards_alone() -> None:
     t = _tracker(bot)
     t.note_identifying(0)  # waiting in the identify queue for a long time is normal
     bot.ws[0]._keep_alive._last_recv -= 1000
-    dog = Watchdog(bot, t, zombie_after_s=10, unrecoverable_after_s=1)  # type: ignore[arg-type]
+    dog = Watchdog(bot, t, give_up=bot.give_up, zombie_after_s=10,  # type: ignore[arg-type]
+                   unrecoverable_after_s=1)
     await dog.check()
     dog.down_since = (dog.down_since or time.monotonic()) - 5
     await dog.check()
@@ -149,7 +154,8 @@ async def test_watchdog_gives_up_on_a_dead_cluster_but_not_a_blocked_one() -> No
     for sid in (0, 1):
         t.set_state(sid, "DISCONNECTED")
         bot.ws[sid].open = False
-    dog = Watchdog(bot, t, zombie_after_s=10, unrecoverable_after_s=30)  # type: ignore[arg-type]
+    dog = Watchdog(bot, t, give_up=bot.give_up, zombie_after_s=10,  # type: ignore[arg-type]
+                   unrecoverable_after_s=30)
     await dog.check()
     assert dog.down_since is not None
     t.set_blocked("identify budget exhausted")
@@ -182,38 +188,43 @@ class FakeQueue:
         self.confirmed.append(ticket.shard_id)
 
 
+def _waited_s() -> float:
+    return REGISTRY.get_sample_value("innkeeper_identify_wait_seconds_sum") or 0.0
+
+
 async def test_identify_hook_waits_out_an_exhausted_budget_and_redis_outages() -> None:
     bot = FakeBot([4, 5])
-    runtime = ClusterRuntime(bot)  # type: ignore[arg-type]
-    runtime.tracker.attach()
+    gate = _gate(bot)
     slept: list[float] = []
     states: list[str | None] = []
 
     async def fake_sleep(seconds: float) -> None:
         slept.append(seconds)
-        states.append(runtime.tracker.blocked_reason)
+        states.append(gate.tracker.blocked_reason)
 
-    runtime._sleep = fake_sleep  # type: ignore[assignment]
-    runtime._budget_checked = time.monotonic()  # no refresh from Discord in this test
+    gate._sleep = fake_sleep
+    gate._budget_checked = time.monotonic()  # no refresh from Discord in this test
     queue = FakeQueue([IdentifyBudgetExhausted(5, 3, 10, 42.0), RedisConnectionError("down"), None])
-    runtime.queue = queue  # type: ignore[assignment]
-    await runtime.before_identify(5)
+    gate.queue = queue  # type: ignore[assignment]
+    waited_before = _waited_s()
+    await gate.before_identify(5)
     assert queue.calls == 3
     assert slept[0] == 42.0 and states[0] is not None and "identify budget exhausted" in states[0]
-    assert slept[1] == pytest.approx(0.1)
-    assert runtime.tracker.blocked_reason is None  # cleared once identifying works again
-    rec = runtime.tracker.shards[5]
+    assert 0.05 <= slept[1] <= 0.1  # the first backoff step
+    assert gate.tracker.blocked_reason is None  # cleared once identifying works again
+    rec = gate.tracker.shards[5]
     assert rec.state == "IDENTIFYING" and rec.identifies == 1
     # The window starts from the READY that acknowledges the IDENTIFY, not from the grant.
-    assert not runtime._pending and queue.confirmed == []
+    await gate.settle()
+    assert queue.confirmed == []
     bot._connection.parsers["READY"]({"shard": [4, 8]})  # another shard's READY: not this ticket
     bot._connection.parsers["READY"]({"shard": [5, 8]})
-    await asyncio.gather(*runtime._pending)
+    await gate.settle()
     assert queue.confirmed == [5]
     bot._connection.parsers["READY"]({"shard": [5, 8]})  # a READY after a RESUME-less reconnect: no ticket
-    await asyncio.gather(*runtime._pending)
+    await gate.settle()
     assert queue.confirmed == [5]
-    assert runtime.metrics.identify_wait._sum.get() == 0.25  # type: ignore[attr-defined]
+    assert _waited_s() - waited_before == 0.25
 
 
 class SlowQueue(FakeQueue):
@@ -230,16 +241,13 @@ class SlowQueue(FakeQueue):
 
 async def test_time_in_the_identify_queue_does_not_count_against_the_connect_timeout() -> None:
     bot = FakeBot([3])
-    bot.shard_connect_timeout = 0.05  # type: ignore[attr-defined]
-    runtime = ClusterRuntime(bot)  # type: ignore[arg-type]
-    runtime.queue = SlowQueue(0.3)  # type: ignore[assignment]
+    timeout = 0.05
+    gate = _gate(bot)
+    gate.queue = SlowQueue(0.3)  # type: ignore[assignment]
 
     async def connect() -> float:
-        async with asyncio.timeout(bot.shard_connect_timeout) as deadline:  # type: ignore[attr-defined]
-            runtime.connect_deadlines[3] = deadline
-            await runtime.before_identify(3)  # waits 0.3 s in the queue, 6 x the connect timeout
-            resumed = deadline.when()
-            assert resumed is not None
+        async with gate.connect_deadline(3, timeout):
+            await gate.before_identify(3, connect_timeout=timeout)  # 0.3 s in the queue, 6 x the timeout
             await asyncio.sleep(0.2)  # … but the connect timeout runs again once the queue grants
         raise AssertionError("the connect timeout did not resume")
 

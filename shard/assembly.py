@@ -1,0 +1,236 @@
+"""The one place a cluster process is put together: :func:`build_cluster` and :func:`run_cluster`.
+
+Every part receives what it uses in its constructor; nothing finds another part through the bot.
+The resources come from the :class:`~shard.context.ClusterContext` (one Redis client, one database
+pool), which owns them and closes them last. The services start in this order (after the
+extensions load, before the first shard connects) and stop in the reverse order:
+
+====================  ======================================================================
+service               what it does
+====================  ======================================================================
+REST limiter          shared REST buckets and global limit (installed before login)
+database              connects the pool, or keeps connecting in the background
+shared cache          invalidations over pub/sub (guild configuration is cached through it)
+IPC bus               answers the cluster's bus actions, asks the others
+usage recorder        batched command-usage rows
+pipeline              drains its background writes at shutdown
+reminders             claims and delivers due reminders
+snapshots             guild snapshots in Redis
+metrics               this cluster's ``/metrics``
+heartbeat             the cluster's record in Redis (and gateway sessions)
+watchdog              revives zombie shards, gives up on a dead cluster
+identify gate         confirmation tasks of the identify queue
+shard tracker         shard states (stopped first: the cluster reports STOPPING at once)
+====================  ======================================================================
+
+Redis being down at start-up never stops a cluster: the bus and the cache subscribe in the
+background, identifies fall back to local pacing, REST limits to discord.py's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from db.crypto import KeyRing
+from db.usage import UsageRecorder
+from innkeeper.errors import DatabaseError
+from innkeeper.services import ServiceStack
+from ipc.bus import Bus
+from ipc.cache import SharedCache
+from ipc.ratelimit import SharedRateLimiter
+from ipc.registry import HandlerRegistry
+from ipc.sessions import SessionStore
+from ipc.snapshots import GuildSnapshotStore
+from ipc.throttle import RedisThrottle
+
+from .bot import ClusterBot
+from .bus_handlers import register_cluster_handlers
+from .cogs import EXTENSIONS
+from .context import ClusterContext
+from .database import DatabaseService
+from .heartbeat_writer import Heartbeat
+from .identify import IdentifyGate
+from .metrics_server import ClusterMetrics
+from .pipeline.core import Pipeline
+from .pipeline.deps import CommandDeps
+from .pipeline.sinks import AuditToDatabase, ErrorsToDatabase, UsageToDatabase
+from .pipeline.store import GuildConfigStore
+from .reminder_service import ReminderService
+from .rest_hook import install
+from .snapshots import SnapshotService
+from .status_report import StatusReporter, local_view
+from .tracker import ShardTracker
+from .urls import point_discord_at
+from .watchdog import Watchdog
+
+__all__ = ("build_cluster", "run_cluster")
+
+_log = logging.getLogger(__name__)
+
+
+class _Subscribing(Protocol):
+    async def start(self, *, retry: bool = False) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class _SubscribeInBackground:
+    """Starts a bus or cache so that, with Redis down, it keeps subscribing in the background."""
+
+    __slots__ = ("part",)
+
+    def __init__(self, part: _Subscribing) -> None:
+        self.part = part
+
+    async def start(self) -> None:
+        await self.part.start(retry=True)
+
+    async def stop(self) -> None:
+        await self.part.stop()
+
+
+class _UsageService:
+    """Flushes the usage recorder periodically, and once more at shutdown."""
+
+    __slots__ = ("recorder",)
+
+    def __init__(self, recorder: UsageRecorder) -> None:
+        self.recorder = recorder
+
+    async def start(self) -> None:
+        self.recorder.start()
+
+    async def stop(self) -> None:
+        try:
+            await self.recorder.close()
+        except DatabaseError as exc:
+            _log.warning("lost %d usage rows at shutdown: %s", len(self.recorder), exc)
+
+
+def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS, **bot_options: Any) -> ClusterBot:
+    """Build the bot of one cluster process and every service it runs (see the module docstring).
+
+    Parameters
+    ----------
+    ctx:
+        The process's settings, plan and connections.
+    extensions:
+        Extensions the bot loads.
+    bot_options:
+        Passed on to :class:`~shard.bot.ClusterBot` (and discord.py).
+
+    Raises
+    ------
+    ConfigError
+        A malformed ``INNKEEPER_ENCRYPTION_KEYS``.
+    """
+    s = ctx.settings
+    point_discord_at(s.api_url)
+    key_ring = KeyRing.parse(s.encryption_keys) if s.encryption_keys else None
+    if key_ring is None:
+        _log.warning("INNKEEPER_ENCRYPTION_KEYS is not set: feedback, reminders and privacy export are off")
+    services = ServiceStack()
+
+    # --- the command layer --------------------------------------------------------------------------
+    limiter = SharedRateLimiter.from_settings(ctx.redis, ctx.keys, s) if s.shared_ratelimit else None
+    database = DatabaseService(ctx.database)
+    cache = SharedCache(ctx.redis, ctx.keys)
+    guild_config = GuildConfigStore(ctx.database, shared=cache)
+    usage = UsageRecorder(ctx.database)
+    throttle = RedisThrottle(ctx.redis, ctx.keys)
+    pipeline = Pipeline(s, cluster_id=ctx.cluster_id, config=guild_config, throttle=throttle,
+                        usage=UsageToDatabase(usage), audit=AuditToDatabase(ctx.database),
+                        errors=ErrorsToDatabase(ctx.database))
+    registry = HandlerRegistry()
+    bus = Bus(ctx.redis, ctx.keys, ctx.cluster_id, registry=registry)
+    tracker = ShardTracker(ctx.shard_ids or range(ctx.shard_count or 1))
+    status = StatusReporter(bus=bus, redis=ctx.redis, keys=ctx.keys,
+                            local=lambda: local_view(bot, tracker, ctx.cluster_id))
+    deps = CommandDeps(settings=s, cluster_id=ctx.cluster_id, db=ctx.database, database=database, key_ring=key_ring,
+                       guild_config=guild_config, usage=usage, throttle=throttle, pipeline=pipeline, status=status,
+                       ping_redis=ctx.redis.ping)
+
+    # --- the gateway ----------------------------------------------------------------------------------
+    async def session_limits() -> Mapping[str, Any]:
+        _, _, limits = await bot.http.get_bot_gateway()
+        return limits
+
+    gate = IdentifyGate(ctx.redis, ctx.keys, tracker, max_concurrency=ctx.max_concurrency,
+                        window_s=s.identify_window_s, margin_s=s.identify_margin_s, reserve=s.identify_reserve,
+                        session_limits=session_limits)
+    bot = ClusterBot(deps=deps, identify=gate, services=services, cluster_id=ctx.cluster_id,
+                     shard_ids=ctx.shard_ids, shard_count=ctx.shard_count, extensions=extensions,
+                     sync_commands=s.sync_commands, **bot_options)
+    tracker.attach(bot)
+    if limiter is not None:
+        install(bot, limiter)  # before login: every REST, webhook and interaction call goes through it
+    else:
+        _log.warning("INNKEEPER_SHARED_RATELIMIT is off: REST limits are per process (discord.py's own)")
+    register_cluster_handlers(registry, bot, cache=cache, local_status=lambda: local_view(bot, tracker, ctx.cluster_id))
+    metrics = ClusterMetrics(tracker, ctx.cluster_id, host=s.metrics_host, port_base=s.metrics_port_base)
+
+    # --- start order (stopped in reverse) ---------------------------------------------------------
+    if limiter is not None:
+        services.add(limiter)
+    services.add(database)
+    services.add(_SubscribeInBackground(cache))
+    services.add(_SubscribeInBackground(bus))
+    services.add(_UsageService(usage))
+    services.add(pipeline)
+    services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id))
+    services.add(SnapshotService(bot, GuildSnapshotStore(ctx.redis, ctx.keys,
+                                                         ttl=max(3600.0, 2 * s.snapshot_interval_s)),
+                                 interval_s=s.snapshot_interval_s))
+    services.add(metrics)
+    services.add(Heartbeat(ctx.redis, ctx.keys, tracker, cluster_id=ctx.cluster_id,
+                           interval_s=s.heartbeat_interval_s, ttl_s=s.heartbeat_ttl_s,
+                           metrics_port=lambda: metrics.port, sessions=SessionStore(ctx.redis, ctx.keys),
+                           shard_count=lambda: bot.shard_count))
+    services.add(Watchdog(bot, tracker, give_up=bot.give_up, zombie_after_s=s.zombie_after_s))
+    services.add(gate)
+    services.add(tracker)
+    return bot
+
+
+async def run_cluster(ctx: ClusterContext, token: str, *, extensions: Sequence[str] = EXTENSIONS) -> ClusterBot:
+    """Run one cluster until it closes or SIGTERM/SIGINT arrives, closing everything gracefully either way.
+
+    Returns the bot, whose ``fatal_error`` says whether it gave up.
+
+    Raises
+    ------
+    discord.LoginFailure, discord.ConnectionClosed, discord.PrivilegedIntentsRequired, InnkeeperError
+        What ended the bot, for ``python -m shard`` to turn into an exit code.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        bot = build_cluster(ctx, extensions=extensions)
+        runner = asyncio.create_task(bot.start(token), name="bot")
+        waiter = asyncio.create_task(stop.wait(), name="signal")
+        try:
+            done, _ = await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if runner in done:
+                runner.result()  # re-raise login or gateway failures
+            else:
+                _log.info("signal received: closing the cluster")
+        finally:
+            waiter.cancel()
+            if not bot.is_closed():
+                await bot.close()
+            if not runner.done():
+                try:
+                    await asyncio.wait_for(runner, timeout=10)
+                except (TimeoutError, asyncio.CancelledError):
+                    runner.cancel()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await ctx.aclose()
+    return bot
