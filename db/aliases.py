@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .pool import Conn, Database
 
 __all__ = ("Alias", "Scope", "MAX_ALIASES_PER_SCOPE", "create_alias", "get_alias", "resolve_alias", "list_aliases",
-           "delete_alias")
+           "delete_alias", "COLUMNS")
 
 Scope = Literal["guild", "user"]
 MAX_ALIASES_PER_SCOPE = 200
@@ -46,7 +46,8 @@ class Alias:
 
 
 _aliases = Table("aliases")
-_COLUMNS = (_aliases.id, _aliases.scope, _aliases.scope_id, _aliases.name, _aliases.command, _aliases.created_by,
+#: The columns an :class:`Alias` is read from (also what a user's data export holds).
+COLUMNS = (_aliases.id, _aliases.scope, _aliases.scope_id, _aliases.name, _aliases.command, _aliases.created_by,
             _aliases.created_at)
 _IN_SCOPE = (_aliases.scope == P1) & (_aliases.scope_id == P2)
 _NAMED = _IN_SCOPE & (_aliases.name == P3)
@@ -57,18 +58,18 @@ _CREATE = built(
     .select(Cast(P1, "text"), Cast(P2, "bigint"), Cast(P3, "text"), Cast(P4, "text"), Cast(P5, "bigint"))
     .where(PgQuery.from_(_aliases).select(Count("*")).where(_IN_SCOPE) < P6)
     .on_conflict(_aliases.scope, _aliases.scope_id, _aliases.name).do_nothing()
-    .returning(*_COLUMNS)
+    .returning(*COLUMNS)
 )
 _EXISTS = built(PgQuery.from_(_aliases).select(1).where(_NAMED))
-_GET = built(PgQuery.from_(_aliases).select(*_COLUMNS).where(_NAMED))
+_GET = built(PgQuery.from_(_aliases).select(*COLUMNS).where(_NAMED))
 # The user's own alias ($2) wins over the guild's ($1).
 _RESOLVE = built(
-    PgQuery.from_(_aliases).select(*_COLUMNS)
+    PgQuery.from_(_aliases).select(*COLUMNS)
     .where(((_aliases.scope == "user") & (_aliases.scope_id == P2) & (_aliases.name == P3))
            | ((_aliases.scope == "guild") & (_aliases.scope_id == P1) & (_aliases.name == P3)))
     .orderby(_aliases.scope == "user", order=Order.desc).limit(1)
 )
-_LIST = built(PgQuery.from_(_aliases).select(*_COLUMNS).where(_IN_SCOPE).orderby(_aliases.name))
+_LIST = built(PgQuery.from_(_aliases).select(*COLUMNS).where(_IN_SCOPE).orderby(_aliases.name))
 _DELETE = built(PgQuery.from_(_aliases).delete().where(_NAMED))
 
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .pool import Conn, Database
 
 __all__ = ("Feedback", "Status", "STATUSES", "submit_feedback", "get_feedback", "list_feedback", "acknowledge",
-           "close", "BODY_CONTEXT", "RESOLUTION_CONTEXT")
+           "close", "BODY_CONTEXT", "RESOLUTION_CONTEXT", "COLUMNS")
 
 Status = Literal["open", "acknowledged", "resolved", "rejected"]
 STATUSES: tuple[Status, ...] = ("open", "acknowledged", "resolved", "rejected")
@@ -63,24 +63,25 @@ class Feedback:
 
 
 _feedback = Table("feedback")
-_COLUMNS = tuple(_feedback.field(c) for c in (
+#: The columns a :class:`Feedback` is read from (also what a user's data export holds).
+COLUMNS = tuple(_feedback.field(c) for c in (
     "id", "guild_id", "channel_id", "author_id", "body", "status", "created_at", "acknowledged_by", "acknowledged_at",
     "closed_by", "closed_at", "resolution",
 ))
 _SUBMIT = built(
     PgQuery.into(_feedback).columns(_feedback.guild_id, _feedback.channel_id, _feedback.author_id, _feedback.body)
-    .insert(P1, P2, P3, P4).returning(*_COLUMNS)
+    .insert(P1, P2, P3, P4).returning(*COLUMNS)
 )
-_GET = built(PgQuery.from_(_feedback).select(*_COLUMNS).where(_feedback.id == P1))
+_GET = built(PgQuery.from_(_feedback).select(*COLUMNS).where(_feedback.id == P1))
 _ACK = built(
     PgQuery.update(_feedback).set(_feedback.status, "acknowledged").set(_feedback.acknowledged_by, P2)
     .set(_feedback.acknowledged_at, Now())
-    .where((_feedback.id == P1) & (_feedback.status == "open")).returning(*_COLUMNS)
+    .where((_feedback.id == P1) & (_feedback.status == "open")).returning(*COLUMNS)
 )
 _CLOSE = built(
     PgQuery.update(_feedback).set(_feedback.status, P2).set(_feedback.closed_by, P3).set(_feedback.closed_at, Now())
     .set(_feedback.resolution, P4)
-    .where((_feedback.id == P1) & _feedback.status.isin(["open", "acknowledged"])).returning(*_COLUMNS)
+    .where((_feedback.id == P1) & _feedback.status.isin(["open", "acknowledged"])).returning(*COLUMNS)
 )
 _STATUS = built(PgQuery.from_(_feedback).select(_feedback.status).where(_feedback.id == P1))
 
@@ -88,7 +89,7 @@ _STATUS = built(PgQuery.from_(_feedback).select(_feedback.status).where(_feedbac
 def _list_query(guild: bool, statuses: int, author: bool, before: bool) -> Sql:
     """The list query with these filters, their placeholders numbered in this order, the limit last."""
     n = placeholders()
-    q = PgQuery.from_(_feedback).select(*_COLUMNS)
+    q = PgQuery.from_(_feedback).select(*COLUMNS)
     if guild:
         q = q.where(_feedback.guild_id == next(n))
     if statuses:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pypika import Criterion, Field, Table
 from pypika.terms import Function
 
+from . import aliases as al
 from . import audit
 from . import feedback as fb
 from . import reminders as rm
@@ -54,15 +55,12 @@ def _columns(table: Table, *names: str) -> tuple[Field, ...]:
 
 # --- export ---------------------------------------------------------------------------------------
 _EXPORT_ALIASES = built(
-    PgQuery.from_(_aliases)
-    .select(*_columns(_aliases, "id", "scope", "scope_id", "name", "command", "created_by", "created_at"))
+    PgQuery.from_(_aliases).select(*al.COLUMNS)
     .where(((_aliases.scope == "user") & (_aliases.scope_id == P1)) | (_aliases.created_by == P1))
     .orderby(_aliases.id)
 )
 _EXPORT_FEEDBACK = built(
-    PgQuery.from_(_feedback)
-    .select(*_columns(_feedback, "id", "guild_id", "channel_id", "author_id", "body", "status", "created_at",
-                      "acknowledged_by", "acknowledged_at", "closed_by", "closed_at", "resolution"))
+    PgQuery.from_(_feedback).select(*fb.COLUMNS)
     .where((_feedback.author_id == P1) | (_feedback.acknowledged_by == P1) | (_feedback.closed_by == P1))
     .orderby(_feedback.id)
 )
@@ -72,9 +70,7 @@ _EXPORT_USAGE = built(
     .where(_usage.user_id == P1).orderby(_usage.used_at).orderby(_usage.id)
 )
 _EXPORT_REMINDERS = built(
-    PgQuery.from_(_reminders)
-    .select(*_columns(_reminders, "id", "user_id", "guild_id", "channel_id", "body", "created_at", "due_at",
-                      "claimed_by", "claimed_until", "attempts", "delivered_at"))
+    PgQuery.from_(_reminders).select(*rm.COLUMNS)
     .where(_reminders.user_id == P1).orderby(_reminders.id)
 )
 _EXPORT_ERRORS = built(

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .pool import Conn, Database
 
 __all__ = ("Reminder", "create_reminder", "get_reminder", "list_for_user", "cancel_reminder", "claim_due",
-           "mark_delivered", "release_claim", "next_due", "BODY_CONTEXT", "MAX_PER_USER")
+           "mark_delivered", "release_claim", "next_due", "BODY_CONTEXT", "MAX_PER_USER", "COLUMNS")
 
 BODY_CONTEXT = "reminders.body"
 MAX_PER_USER = 100
@@ -60,7 +60,8 @@ class Reminder:
 
 
 _reminders = Table("reminders")
-_COLUMNS = tuple(_reminders.field(c) for c in (
+#: The columns a :class:`Reminder` is read from (also what a user's data export holds).
+COLUMNS = tuple(_reminders.field(c) for c in (
     "id", "user_id", "guild_id", "channel_id", "body", "created_at", "due_at", "claimed_by", "claimed_until",
     "attempts", "delivered_at",
 ))
@@ -71,11 +72,11 @@ _CREATE = built(
     .columns(_reminders.user_id, _reminders.guild_id, _reminders.channel_id, _reminders.body, _reminders.due_at)
     .select(Cast(P1, "bigint"), Cast(P2, "bigint"), Cast(P3, "bigint"), Cast(P4, "text"), Cast(P5, "timestamptz"))
     .where(PgQuery.from_(_reminders).select(Count("*")).where((_reminders.user_id == P1) & _PENDING) < P6)
-    .returning(*_COLUMNS)
+    .returning(*COLUMNS)
 )
-_GET = built(PgQuery.from_(_reminders).select(*_COLUMNS).where(_reminders.id == P1))
+_GET = built(PgQuery.from_(_reminders).select(*COLUMNS).where(_reminders.id == P1))
 _LIST_PENDING = built(
-    PgQuery.from_(_reminders).select(*_COLUMNS).where((_reminders.user_id == P1) & _PENDING)
+    PgQuery.from_(_reminders).select(*COLUMNS).where((_reminders.user_id == P1) & _PENDING)
     .orderby(_reminders.due_at).limit(P2)
 )
 _CANCEL = built(
@@ -95,7 +96,7 @@ _CLAIM = built(
     .set(_reminders.claimed_until, Now() + Function("make_interval", NamedArg("secs", P2)))
     .set(_reminders.attempts, _reminders.attempts + 1)
     .from_(_DUE).where(_reminders.id == _DUE.id)
-    .returning(*_COLUMNS)
+    .returning(*COLUMNS)
 )
 _HELD_BY = (_reminders.id == P1) & (_reminders.claimed_by == P2) & _PENDING
 _DELIVERED = built(
