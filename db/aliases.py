@@ -10,9 +10,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from pypika import Order, Table
+from pypika.functions import Count
+
 from innkeeper.errors import DatabaseError, ErrorCode
 
 from . import validate as v
+from .sql import P1, P2, P3, P4, P5, P6, Cast, PgQuery, built
 
 if TYPE_CHECKING:
     import asyncpg
@@ -20,7 +24,7 @@ if TYPE_CHECKING:
     from .pool import Conn, Database
 
 __all__ = ("Alias", "Scope", "MAX_ALIASES_PER_SCOPE", "create_alias", "get_alias", "resolve_alias", "list_aliases",
-           "delete_alias")
+           "delete_alias", "COLUMNS")
 
 Scope = Literal["guild", "user"]
 MAX_ALIASES_PER_SCOPE = 200
@@ -41,22 +45,32 @@ class Alias:
         return cls(r["id"], r["scope"], r["scope_id"], r["name"], r["command"], r["created_by"], r["created_at"])
 
 
-_COLUMNS = "id, scope, scope_id, name, command, created_by, created_at"
+_aliases = Table("aliases")
+#: The columns an :class:`Alias` is read from (also what a user's data export holds).
+COLUMNS = (_aliases.id, _aliases.scope, _aliases.scope_id, _aliases.name, _aliases.command, _aliases.created_by,
+            _aliases.created_at)
+_IN_SCOPE = (_aliases.scope == P1) & (_aliases.scope_id == P2)
+_NAMED = _IN_SCOPE & (_aliases.name == P3)
 # One statement: the cap and the uniqueness are checked where the row is written.
-_CREATE = """INSERT INTO aliases (scope, scope_id, name, command, created_by)
-SELECT $1::text, $2::bigint, $3::text, $4::text, $5::bigint
-WHERE (SELECT count(*) FROM aliases WHERE scope = $1 AND scope_id = $2) < $6
-ON CONFLICT (scope, scope_id, name) DO NOTHING
-RETURNING id, scope, scope_id, name, command, created_by, created_at"""
-_EXISTS = "SELECT 1 FROM aliases WHERE scope = $1 AND scope_id = $2 AND name = $3"
-_GET = """SELECT id, scope, scope_id, name, command, created_by, created_at FROM aliases WHERE scope = $1 AND
-    scope_id = $2 AND name = $3"""
-_RESOLVE = """SELECT id, scope, scope_id, name, command, created_by, created_at FROM aliases
-WHERE (scope = 'user' AND scope_id = $2 AND name = $3) OR (scope = 'guild' AND scope_id = $1 AND name = $3)
-ORDER BY scope = 'user' DESC LIMIT 1"""
-_LIST = """SELECT id, scope, scope_id, name, command, created_by, created_at FROM aliases WHERE scope = $1 AND
-    scope_id = $2 ORDER BY name"""
-_DELETE = "DELETE FROM aliases WHERE scope = $1 AND scope_id = $2 AND name = $3"
+_CREATE = built(
+    PgQuery.into(_aliases).columns(_aliases.scope, _aliases.scope_id, _aliases.name, _aliases.command,
+                                   _aliases.created_by)
+    .select(Cast(P1, "text"), Cast(P2, "bigint"), Cast(P3, "text"), Cast(P4, "text"), Cast(P5, "bigint"))
+    .where(PgQuery.from_(_aliases).select(Count("*")).where(_IN_SCOPE) < P6)
+    .on_conflict(_aliases.scope, _aliases.scope_id, _aliases.name).do_nothing()
+    .returning(*COLUMNS)
+)
+_EXISTS = built(PgQuery.from_(_aliases).select(1).where(_NAMED))
+_GET = built(PgQuery.from_(_aliases).select(*COLUMNS).where(_NAMED))
+# The user's own alias ($2) wins over the guild's ($1).
+_RESOLVE = built(
+    PgQuery.from_(_aliases).select(*COLUMNS)
+    .where(((_aliases.scope == "user") & (_aliases.scope_id == P2) & (_aliases.name == P3))
+           | ((_aliases.scope == "guild") & (_aliases.scope_id == P1) & (_aliases.name == P3)))
+    .orderby(_aliases.scope == "user", order=Order.desc).limit(1)
+)
+_LIST = built(PgQuery.from_(_aliases).select(*COLUMNS).where(_IN_SCOPE).orderby(_aliases.name))
+_DELETE = built(PgQuery.from_(_aliases).delete().where(_NAMED))
 
 
 def _scope(scope: str) -> Scope:

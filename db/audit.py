@@ -38,7 +38,11 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pypika import Criterion, Order, Table
+from pypika.terms import Function, Term
+
 from . import validate as v
+from .sql import P1, P2, P3, P4, P5, P6, Cast, Now, PgQuery, TableFunction, built
 
 if TYPE_CHECKING:
     import asyncpg
@@ -94,28 +98,58 @@ class VerifyResult:
         return not self.problems
 
 
-_COLUMNS = "id, guild_id, actor_id, action, target_id, target, details, created_at, hash, redacted_at"
-_APPEND = """SELECT id, guild_id, actor_id, action, target_id, target, details, created_at, hash, redacted_at FROM
-    audit_append($1, $2, $3, $4, $5, $6)"""
-_RECENT = """SELECT id, guild_id, actor_id, action, target_id, target, details, created_at, hash, redacted_at FROM
-    audit_log WHERE chain_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"""
-_FOR_USER = """SELECT id, guild_id, actor_id, action, target_id, target, details, created_at, hash, redacted_at FROM
-    audit_log WHERE actor_id = $1
-UNION SELECT id, guild_id, actor_id, action, target_id, target, details, created_at, hash, redacted_at FROM
-    audit_log WHERE target_id = $1 ORDER BY id"""
-_CHAINS = "SELECT chain_id FROM audit_heads UNION SELECT DISTINCT chain_id FROM audit_log ORDER BY 1"
-_HEAD = "SELECT last_id, last_hash FROM audit_heads WHERE chain_id = $1"
-_WALK = """SELECT id, action, details, prev_hash, hash, content_hash, redacted_at,
-       audit_content_hash(actor_id, target_id, target, details) AS computed_content,
-       audit_row_hash(prev_hash, id, chain_id, guild_id, action, created_at, content_hash) AS computed_hash
-FROM audit_log WHERE chain_id = $1 AND id > $2 ORDER BY id LIMIT $3"""
+_audit_log = Table("audit_log")
+_heads = Table("audit_heads")
+_ENTRY = ("id", "guild_id", "actor_id", "action", "target_id", "target", "details", "created_at", "hash",
+          "redacted_at")
+_COLUMNS = tuple(_audit_log.field(c) for c in _ENTRY)
+
+# audit_append (sql/V2__feedback_audit.sql) locks the chain's head, hashes and inserts the row.
+_APPEND = built(PgQuery.from_(TableFunction(Function("audit_append", P1, P2, P3, P4, P5, P6))).select(*_ENTRY))
+_RECENT = built(
+    PgQuery.from_(_audit_log).select(*_COLUMNS).where((_audit_log.chain_id == P1) & (_audit_log.id < P2))
+    .orderby(_audit_log.id, order=Order.desc).limit(P3)
+)
+_FOR_USER = built(
+    (PgQuery.from_(_audit_log).select(*_COLUMNS).where(_audit_log.actor_id == P1)
+     + PgQuery.from_(_audit_log).select(*_COLUMNS).where(_audit_log.target_id == P1))
+    .orderby(_audit_log.id)
+)
+_CHAINS = built(
+    (PgQuery.from_(_heads).select(_heads.chain_id)
+     + PgQuery.from_(_audit_log).select(_audit_log.chain_id).distinct())
+    .orderby(_heads.chain_id)
+)
+_HEAD = built(PgQuery.from_(_heads).select(_heads.last_id, _heads.last_hash).where(_heads.chain_id == P1))
+_WALK = built(
+    PgQuery.from_(_audit_log)
+    .select(_audit_log.id, _audit_log.action, _audit_log.details, _audit_log.prev_hash, _audit_log.hash,
+            _audit_log.content_hash, _audit_log.redacted_at,
+            Function("audit_content_hash", _audit_log.actor_id, _audit_log.target_id, _audit_log.target,
+                        _audit_log.details).as_("computed_content"),
+            Function("audit_row_hash", _audit_log.prev_hash, _audit_log.id, _audit_log.chain_id,
+                        _audit_log.guild_id, _audit_log.action, _audit_log.created_at,
+                        _audit_log.content_hash).as_("computed_hash"))
+    .where((_audit_log.chain_id == P1) & (_audit_log.id > P2)).orderby(_audit_log.id).limit(P3)
+)
+
+
+def _mentions(text: Term) -> Criterion:
+    """``text`` contains the user id ($1) written out."""
+    return Function("strpos", text, Cast(P1, "text")) > 0
+
+
 # Rows that mention the user anywhere: as actor, as target, or anywhere in the target text or details
 # (as a number, a string, or inside text such as a <@id> mention).
-_REDACT = """UPDATE audit_log SET actor_id = NULL, target_id = NULL, target = NULL, details = NULL, redacted_at = now()
-WHERE redacted_at IS NULL AND (
-    actor_id = $1 OR target_id = $1 OR strpos(target, $1::text) > 0
-    OR strpos(details::text, $1::text) > 0)
-RETURNING id, chain_id"""
+_REDACT = built(
+    PgQuery.update(_audit_log)
+    .set(_audit_log.actor_id, None).set(_audit_log.target_id, None).set(_audit_log.target, None)
+    .set(_audit_log.details, None).set(_audit_log.redacted_at, Now())
+    .where(_audit_log.redacted_at.isnull()
+           & ((_audit_log.actor_id == P1) | (_audit_log.target_id == P1) | _mentions(_audit_log.target)
+              | _mentions(Cast(_audit_log.details, "text"))))
+    .returning(_audit_log.id, _audit_log.chain_id)
+)
 
 
 async def append(db: Database, action: str, *, guild_id: int | None = None, actor_id: int | None = None,

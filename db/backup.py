@@ -26,11 +26,15 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
+from pypika import Table
+from pypika.functions import Count
+from pypika.terms import Function
 
 from innkeeper.errors import DatabaseError, ErrorCode
 
 from . import errors
-from .migrate import database_name, maintenance_dsn, quote_ident
+from .migrate import DATABASE_EXISTS, SELECT_APPLIED, TABLE_EXISTS, database_name, maintenance_dsn
+from .sql import Cast, PgQuery, Sql, Subscript, built, create_database, drop_database
 
 __all__ = ("BackupResult", "RestoreResult", "backup", "restore", "list_backups", "table_counts", "SIDECAR_SUFFIX")
 
@@ -38,18 +42,33 @@ _log = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".json"
 _NAME_RE = re.compile(r"^innkeeper-(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<n>\d+))?\.dump$")
-# Counts every table of the public schema in one statement; format(%I) quotes the names server-side.
-_COUNT_TABLES = """SELECT c.relname AS table_name,
-       (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname),
-                                            false, true, '')))[1]::text::bigint AS n
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')
-ORDER BY c.relname"""
-_MIGRATIONS = """SELECT version, name, checksum FROM schema_migrations ORDER BY version"""
-_HAS_MIGRATIONS = "SELECT to_regclass('public.schema_migrations') IS NOT NULL"
-_USER_RELATIONS = """SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp%'
-  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')"""
+_class = Table("pg_class").as_("c")
+_namespace = Table("pg_namespace").as_("n")
+
+
+def _count_tables() -> Sql:
+    """Every table of the public schema with its row count, in one statement."""
+    # A template for format(), whose %I quotes the schema and table names server-side; query_to_xml
+    # runs it for each table and xpath reads the count back out of the XML.
+    count_one = PgQuery.from_(Table("%I", schema="%I")).select(Count("*").as_("n")).get_sql(quote_char=None)
+    as_xml = Function("query_to_xml", Function("format", count_one, _namespace.nspname, _class.relname),
+                      False, True, "")
+    rows = Cast(Cast(Subscript(Function("xpath", "/row/n/text()", as_xml), 1), "text"), "bigint")
+    return built(
+        PgQuery.from_(_class).join(_namespace).on(_namespace.oid == _class.relnamespace)
+        .select(_class.relname.as_("table_name"), rows.as_("n"))
+        .where((_namespace.nspname == "public") & _class.relkind.isin(["r", "p"]))
+        .orderby(_class.relname)
+    )
+
+
+_COUNT_TABLES = _count_tables()
+_USER_RELATIONS = built(
+    PgQuery.from_(_class).join(_namespace).on(_namespace.oid == _class.relnamespace).select(Count("*"))
+    .where(_namespace.nspname.notin(["pg_catalog", "information_schema", "pg_toast"])
+           & _namespace.nspname.not_like("pg_temp%") & _class.relkind.isin(["r", "p", "v", "m", "S", "f"]))
+)
+_EXPORT_SNAPSHOT = built(PgQuery.select(Function("pg_export_snapshot")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +118,9 @@ async def table_counts(conn: asyncpg.Connection) -> dict[str, int]:
 
 
 async def _migrations(conn: asyncpg.Connection) -> list[dict[str, Any]]:
-    if not await conn.fetchval(_HAS_MIGRATIONS):
+    if not await conn.fetchval(TABLE_EXISTS):
         return []
-    return [dict(r) for r in await conn.fetch(_MIGRATIONS)]
+    return [dict(r) for r in await conn.fetch(SELECT_APPLIED)]
 
 
 def _sha256(path: Path) -> str:
@@ -134,7 +153,7 @@ async def backup(dsn: str, directory: Path, *, keep: int = 7, now: dt.datetime |
         raise errors.translate(exc, query="backup connect") from exc
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
-            snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+            snapshot = await conn.fetchval(_EXPORT_SNAPSHOT)
             counts = await table_counts(conn)
             migrations = await _migrations(conn)
             await _run_tool("pg_dump", "--format=custom", f"--snapshot={snapshot}", f"--file={tmp}",
@@ -199,7 +218,7 @@ async def _prepare_target(dsn: str, *, force: bool) -> None:
     name = database_name(dsn)
     admin = await asyncpg.connect(maintenance_dsn(dsn), timeout=10)
     try:
-        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        exists = await admin.fetchval(DATABASE_EXISTS, name)
         if exists:
             conn = await asyncpg.connect(dsn, timeout=10)
             try:
@@ -213,8 +232,8 @@ async def _prepare_target(dsn: str, *, force: bool) -> None:
                                     "a new database with --target-db NAME, or pass --force to drop and recreate it",
                                     code=ErrorCode.DB_QUERY)
             _log.warning("dropping the non-empty database %s before restoring (--force)", name)
-            await admin.execute(f"DROP DATABASE {quote_ident(name)} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {quote_ident(name)}")
+            await admin.execute(drop_database(name, force=True))
+        await admin.execute(create_database(name))
     finally:
         await admin.close()
 

@@ -8,13 +8,14 @@ happens the stored ``context`` says so (``"sanitized": true``), so nothing is si
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pypika import Order, PostgreSQLQuery, Table
+from pypika import Order, Table
 
 from . import validate as v
-from .sql import Params
+from .sql import P1, P2, P3, P4, P5, P6, P7, P8, P9, PgQuery, Sql, built, placeholders
 
 if TYPE_CHECKING:
     import asyncpg
@@ -44,13 +45,36 @@ class ErrorEvent:
                    r["user_id"], r["cluster_id"], r["shard_id"], r["context"])
 
 
-_COLUMNS = ("id", "occurred_at", "code", "message", "command", "guild_id", "channel_id", "user_id", "cluster_id",
-            "shard_id", "context")
-_INSERT = """INSERT INTO error_events (code, message, command, guild_id, channel_id, user_id, cluster_id, shard_id,
-                          context)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id, occurred_at, code, message, command, guild_id, channel_id,
-    user_id, cluster_id, shard_id, context"""
 _errors = Table("error_events")
+_COLUMNS = tuple(_errors.field(c) for c in (
+    "id", "occurred_at", "code", "message", "command", "guild_id", "channel_id", "user_id", "cluster_id", "shard_id",
+    "context",
+))
+_INSERT = built(
+    PgQuery.into(_errors)
+    .columns(_errors.code, _errors.message, _errors.command, _errors.guild_id, _errors.channel_id, _errors.user_id,
+             _errors.cluster_id, _errors.shard_id, _errors.context)
+    .insert(P1, P2, P3, P4, P5, P6, P7, P8, P9).returning(*_COLUMNS)
+)
+
+
+def _list_query(code: bool, guild: bool, since: bool, before: bool) -> Sql:
+    """The list query with these filters, their placeholders numbered in this order, the limit last."""
+    n = placeholders()
+    q = PgQuery.from_(_errors).select(*_COLUMNS)
+    if code:
+        q = q.where(_errors.code == next(n))
+    if guild:
+        q = q.where(_errors.guild_id == next(n))
+    if since:
+        q = q.where(_errors.occurred_at >= next(n))
+    if before:
+        q = q.where(_errors.id < next(n))
+    return built(q.orderby(_errors.id, order=Order.desc).limit(next(n)))
+
+
+#: Every combination of filters, built once: (code?, guild?, since?, before?) -> SQL.
+_LIST = {key: _list_query(*key) for key in itertools.product((False, True), repeat=4)}
 
 
 def _clean(value: str, max_len: int, changed: list[bool]) -> str:
@@ -99,20 +123,19 @@ async def record_error(db: Database, *, code: str, message: str, command: str | 
 
 
 def build_list_query(*, code: str | None = None, guild_id: int | None = None, since: dt.datetime | None = None,
-                     before_id: int | None = None, limit: int = 50) -> tuple[str, list[Any]]:
-    """The SQL and arguments for :func:`list_errors` (pypika; every value a ``$n`` parameter)."""
-    p = Params()
-    q = PostgreSQLQuery.from_(_errors).select(*(_errors.field(c) for c in _COLUMNS))
+                     before_id: int | None = None, limit: int = 50) -> tuple[Sql, list[Any]]:
+    """The SQL and arguments for :func:`list_errors` (built at import time; every value a ``$n`` parameter)."""
+    args: list[Any] = []
     if code is not None:
-        q = q.where(_errors.code == p.add(v.text("error code", code, 16)))
+        args.append(v.text("error code", code, 16))
     if guild_id is not None:
-        q = q.where(_errors.guild_id == p.add(v.snowflake("guild id", guild_id)))
+        args.append(v.snowflake("guild id", guild_id))
     if since is not None:
-        q = q.where(_errors.occurred_at >= p.add(since))
+        args.append(since)
     if before_id is not None:
-        q = q.where(_errors.id < p.add(v.snowflake("error id", before_id)))
-    q = q.orderby(_errors.id, order=Order.desc).limit(p.add(min(max(limit, 1), 500)))  # type: ignore[arg-type]  # pypika types limit as int; $n works
-    return q.get_sql(), p.values
+        args.append(v.snowflake("error id", before_id))
+    args.append(min(max(limit, 1), 500))
+    return _LIST[code is not None, guild_id is not None, since is not None, before_id is not None], args
 
 
 async def list_errors(db: Database, *, code: str | None = None, guild_id: int | None = None,

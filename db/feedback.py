@@ -11,15 +11,16 @@ The text (``body``) and the moderator's ``resolution`` are encrypted at rest wit
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pypika import Order, PostgreSQLQuery, Table
+from pypika import Order, Table
 
 from innkeeper.errors import DatabaseError, ErrorCode
 
 from . import validate as v
-from .sql import Params
+from .sql import P1, P2, P3, P4, Now, PgQuery, Sql, built, placeholders
 
 if TYPE_CHECKING:
     import asyncpg
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from .pool import Conn, Database
 
 __all__ = ("Feedback", "Status", "STATUSES", "submit_feedback", "get_feedback", "list_feedback", "acknowledge",
-           "close", "BODY_CONTEXT", "RESOLUTION_CONTEXT")
+           "close", "BODY_CONTEXT", "RESOLUTION_CONTEXT", "COLUMNS")
 
 Status = Literal["open", "acknowledged", "resolved", "rejected"]
 STATUSES: tuple[Status, ...] = ("open", "acknowledged", "resolved", "rejected")
@@ -61,21 +62,48 @@ class Feedback:
                    None if resolution is None else keys.decrypt(resolution, context=RESOLUTION_CONTEXT))
 
 
-_COLUMNS = ("id, guild_id, channel_id, author_id, body, status, created_at, acknowledged_by, acknowledged_at, "
-            "closed_by, closed_at, resolution")
-_SUBMIT = """INSERT INTO feedback (guild_id, channel_id, author_id, body) VALUES ($1, $2, $3, $4)
-RETURNING id, guild_id, channel_id, author_id, body, status, created_at, acknowledged_by, acknowledged_at,
-    closed_by, closed_at, resolution"""
-_GET = """SELECT id, guild_id, channel_id, author_id, body, status, created_at, acknowledged_by, acknowledged_at,
-    closed_by, closed_at, resolution FROM feedback WHERE id = $1"""
-_ACK = """UPDATE feedback SET status = 'acknowledged', acknowledged_by = $2, acknowledged_at = now()
-WHERE id = $1 AND status = 'open' RETURNING id, guild_id, channel_id, author_id, body, status, created_at,
-    acknowledged_by, acknowledged_at, closed_by, closed_at, resolution"""
-_CLOSE = """UPDATE feedback SET status = $2, closed_by = $3, closed_at = now(), resolution = $4
-WHERE id = $1 AND status IN ('open', 'acknowledged') RETURNING id, guild_id, channel_id, author_id, body, status,
-    created_at, acknowledged_by, acknowledged_at, closed_by, closed_at, resolution"""
-_STATUS = "SELECT status FROM feedback WHERE id = $1"
 _feedback = Table("feedback")
+#: The columns a :class:`Feedback` is read from (also what a user's data export holds).
+COLUMNS = tuple(_feedback.field(c) for c in (
+    "id", "guild_id", "channel_id", "author_id", "body", "status", "created_at", "acknowledged_by", "acknowledged_at",
+    "closed_by", "closed_at", "resolution",
+))
+_SUBMIT = built(
+    PgQuery.into(_feedback).columns(_feedback.guild_id, _feedback.channel_id, _feedback.author_id, _feedback.body)
+    .insert(P1, P2, P3, P4).returning(*COLUMNS)
+)
+_GET = built(PgQuery.from_(_feedback).select(*COLUMNS).where(_feedback.id == P1))
+_ACK = built(
+    PgQuery.update(_feedback).set(_feedback.status, "acknowledged").set(_feedback.acknowledged_by, P2)
+    .set(_feedback.acknowledged_at, Now())
+    .where((_feedback.id == P1) & (_feedback.status == "open")).returning(*COLUMNS)
+)
+_CLOSE = built(
+    PgQuery.update(_feedback).set(_feedback.status, P2).set(_feedback.closed_by, P3).set(_feedback.closed_at, Now())
+    .set(_feedback.resolution, P4)
+    .where((_feedback.id == P1) & _feedback.status.isin(["open", "acknowledged"])).returning(*COLUMNS)
+)
+_STATUS = built(PgQuery.from_(_feedback).select(_feedback.status).where(_feedback.id == P1))
+
+
+def _list_query(guild: bool, statuses: int, author: bool, before: bool) -> Sql:
+    """The list query with these filters, their placeholders numbered in this order, the limit last."""
+    n = placeholders()
+    q = PgQuery.from_(_feedback).select(*COLUMNS)
+    if guild:
+        q = q.where(_feedback.guild_id == next(n))
+    if statuses:
+        q = q.where(_feedback.status.isin([next(n) for _ in range(statuses)]))
+    if author:
+        q = q.where(_feedback.author_id == next(n))
+    if before:
+        q = q.where(_feedback.id < next(n))
+    return built(q.orderby(_feedback.id, order=Order.desc).limit(next(n)))
+
+
+#: Every combination of filters, built once: (guild?, how many statuses, author?, before?) -> SQL.
+_LIST = {key: _list_query(*key)
+         for key in itertools.product((False, True), range(len(STATUSES) + 1), (False, True), (False, True))}
 
 
 async def submit_feedback(db: Database, keys: KeyRing, *, author_id: int, body: str, guild_id: int | None = None,
@@ -96,25 +124,24 @@ async def get_feedback(db: Database, keys: KeyRing, feedback_id: int, *, conn: C
 
 
 def build_list_query(*, guild_id: int | None = None, statuses: tuple[Status, ...] | None = None,
-                     author_id: int | None = None, before_id: int | None = None, limit: int = 25) -> tuple[str, list]:
-    """The SQL and arguments for :func:`list_feedback` (pypika, every value a ``$n`` parameter)."""
-    p = Params()
-    q = PostgreSQLQuery.from_(_feedback).select(*(_feedback.field(c.strip()) for c in _COLUMNS.split(",")))
+                     author_id: int | None = None, before_id: int | None = None,
+                     limit: int = 25) -> tuple[Sql, list[Any]]:
+    """The SQL and arguments for :func:`list_feedback` (built at import time; every value a ``$n`` parameter)."""
+    args: list[Any] = []
     if guild_id is not None:
-        q = q.where(_feedback.guild_id == p.add(v.snowflake("guild id", guild_id)))
-    if statuses:
-        bad = [s for s in statuses if s not in STATUSES]
-        if bad:
-            raise v.bad("feedback status", f"must be one of {', '.join(STATUSES)}")
-        q = q.where(_feedback.status.isin([p.add(s) for s in statuses]))
+        args.append(v.snowflake("guild id", guild_id))
+    wanted = tuple(dict.fromkeys(statuses or ()))  # each status once: IN (...) means the same
+    if any(s not in STATUSES for s in wanted):
+        raise v.bad("feedback status", f"must be one of {', '.join(STATUSES)}")
+    args.extend(wanted)
     if author_id is not None:
-        q = q.where(_feedback.author_id == p.add(v.snowflake("author id", author_id)))
+        args.append(v.snowflake("author id", author_id))
     if before_id is not None:
-        q = q.where(_feedback.id < p.add(v.snowflake("feedback id", before_id)))
+        args.append(v.snowflake("feedback id", before_id))
     if not 1 <= limit <= 100:
         raise v.bad("limit", "must be between 1 and 100")
-    q = q.orderby(_feedback.id, order=Order.desc).limit(p.add(limit))  # type: ignore[arg-type]  # pypika types limit as int; $n works
-    return q.get_sql(), p.values
+    args.append(limit)
+    return _LIST[guild_id is not None, len(wanted), author_id is not None, before_id is not None], args
 
 
 async def list_feedback(db: Database, keys: KeyRing, *, guild_id: int | None = None,

@@ -10,7 +10,11 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pypika import Field, Table
+from pypika.terms import Function, NullValue, Term
+
 from . import validate as v
+from .sql import EXCLUDED, P1, P2, P3, Cast, Infix, Now, PgQuery, Sql, built
 
 if TYPE_CHECKING:
     import asyncpg
@@ -49,35 +53,44 @@ class GuildSettings:
         return self.features.get(name, default)
 
 
-_COLUMNS = "guild_id, prefix, features, log_channel_id, automod_level, locale"
-_ENSURE_GUILD = "INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET left_at = NULL"
-_GET = """SELECT guild_id, prefix, features, log_channel_id, automod_level, locale FROM guild_settings WHERE
-    guild_id = $1"""
-_SET_PREFIX = """WITH g AS (INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO NOTHING) INSERT INTO
-    guild_settings (guild_id, prefix) VALUES ($1, $2)
-ON CONFLICT (guild_id) DO UPDATE SET prefix = EXCLUDED.prefix, updated_at = now() RETURNING guild_id, prefix,
-    features, log_channel_id, automod_level, locale"""
-_SET_FEATURE = """WITH g AS (INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO NOTHING) INSERT INTO
-    guild_settings (guild_id, features)
-VALUES ($1, jsonb_build_object($2::text, $3::boolean))
-ON CONFLICT (guild_id) DO UPDATE SET features = guild_settings.features || EXCLUDED.features, updated_at = now()
-RETURNING guild_id, prefix, features, log_channel_id, automod_level, locale"""
-_CLEAR_FEATURE = """UPDATE guild_settings SET features = features - $2::text, updated_at = now()
-WHERE guild_id = $1 RETURNING guild_id, prefix, features, log_channel_id, automod_level, locale"""
-_SET_LOG_CHANNEL = """WITH g AS (INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO NOTHING) INSERT INTO
-    guild_settings (guild_id, log_channel_id) VALUES ($1, $2)
-ON CONFLICT (guild_id) DO UPDATE SET log_channel_id = EXCLUDED.log_channel_id, updated_at = now()
-RETURNING guild_id, prefix, features, log_channel_id, automod_level, locale"""
-_SET_AUTOMOD = """WITH g AS (INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO NOTHING) INSERT INTO
-    guild_settings (guild_id, automod_level) VALUES ($1, $2)
-ON CONFLICT (guild_id) DO UPDATE SET automod_level = EXCLUDED.automod_level, updated_at = now()
-RETURNING guild_id, prefix, features, log_channel_id, automod_level, locale"""
-_SET_LOCALE = """WITH g AS (INSERT INTO guilds (id) VALUES ($1) ON CONFLICT (id) DO NOTHING) INSERT INTO
-    guild_settings (guild_id, locale) VALUES ($1, $2)
-ON CONFLICT (guild_id) DO UPDATE SET locale = EXCLUDED.locale, updated_at = now() RETURNING guild_id, prefix,
-    features, log_channel_id, automod_level, locale"""
-_MARK_LEFT = "UPDATE guilds SET left_at = now() WHERE id = $1"
-_DELETE_GUILD = "DELETE FROM guilds WHERE id = $1"
+_guilds = Table("guilds")
+_settings = Table("guild_settings")
+_COLUMNS = (_settings.guild_id, _settings.prefix, _settings.features, _settings.log_channel_id,
+            _settings.automod_level, _settings.locale)
+
+_ENSURE_GUILD = built(PgQuery.into(_guilds).columns(_guilds.id).insert(P1)
+                      .on_conflict(_guilds.id).do_update(_guilds.left_at, NullValue()))
+_GET = built(PgQuery.from_(_settings).select(*_COLUMNS).where(_settings.guild_id == P1))
+
+
+def _upsert_setting(column: Field, value: Term = P2, merged: Term | None = None) -> Sql:
+    """Record the guild ($1) if new, then set one column of its settings row, created on the first write.
+
+    The first write stores ``value``; a later one stores ``merged``, by default the proposed value.
+    """
+    record_guild = PgQuery.into(_guilds).columns(_guilds.id).insert(P1).on_conflict(_guilds.id).do_nothing()
+    return built(
+        PgQuery.with_(record_guild, "g").into(_settings).columns(_settings.guild_id, column).insert(P1, value)
+        .on_conflict(_settings.guild_id).do_update(column, merged).do_update(_settings.updated_at, Now())
+        .returning(*_COLUMNS)
+    )
+
+
+_SET_PREFIX = _upsert_setting(_settings.prefix)
+# A toggle merges into the stored object; jsonb || lets the new {"feature": enabled} win.
+_SET_FEATURE = _upsert_setting(
+    _settings.features, Function("jsonb_build_object", Cast(P2, "text"), Cast(P3, "boolean")),
+    merged=Infix(_settings.features, "||", EXCLUDED.features),
+)
+_CLEAR_FEATURE = built(
+    PgQuery.update(_settings).set(_settings.features, _settings.features - Cast(P2, "text"))
+    .set(_settings.updated_at, Now()).where(_settings.guild_id == P1).returning(*_COLUMNS)
+)
+_SET_LOG_CHANNEL = _upsert_setting(_settings.log_channel_id)
+_SET_AUTOMOD = _upsert_setting(_settings.automod_level)
+_SET_LOCALE = _upsert_setting(_settings.locale)
+_MARK_LEFT = built(PgQuery.update(_guilds).set(_guilds.left_at, Now()).where(_guilds.id == P1))
+_DELETE_GUILD = built(PgQuery.from_(_guilds).delete().where(_guilds.id == P1))
 
 
 async def ensure_guild(db: Database, guild_id: int, *, conn: Conn | None = None) -> None:
@@ -92,7 +105,7 @@ async def get_settings(db: Database, guild_id: int, *, conn: Conn | None = None)
     return GuildSettings.from_record(row) if row else GuildSettings(guild_id)
 
 
-async def _upsert(db: Database, name: str, sql: str, *args: Any, conn: Conn | None) -> GuildSettings:
+async def _upsert(db: Database, name: str, sql: Sql, *args: Any, conn: Conn | None) -> GuildSettings:
     row = await db.fetchrow(name, sql, *args, conn=conn, idempotent=True)
     assert row is not None
     return GuildSettings.from_record(row)

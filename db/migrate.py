@@ -22,11 +22,15 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
+from pypika import Column, Table
+from pypika.functions import Max
+from pypika.terms import Function
 
 from innkeeper.errors import DatabaseError, ErrorCode
 from innkeeper.settings import PROJECT_ROOT
 
 from . import errors
+from .sql import P1, P2, P3, Coalesce, Now, PgQuery, built, create_database, quote_ident
 
 if TYPE_CHECKING:
     from .pool import Conn, Database
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = (
     "LOCK_KEY", "MIGRATIONS_DIR", "REQUIRED_SCHEMA_VERSION", "Migration", "MigrationReport", "discover", "migrate",
     "ensure_database", "current_version", "require_schema", "quote_ident", "database_name", "maintenance_dsn",
+    "TABLE_EXISTS", "SELECT_APPLIED", "DATABASE_EXISTS",
 )
 
 _log = logging.getLogger(__name__)
@@ -46,18 +51,29 @@ MIGRATIONS_DIR = PROJECT_ROOT / "sql"
 
 _FILE_RE = re.compile(r"^V(?P<version>[1-9][0-9]*)__(?P<name>[A-Za-z0-9_]+)\.sql$")
 
-_CREATE_TABLE = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version     integer PRIMARY KEY,
-    name        text NOT NULL,
-    checksum    text NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
+_migrations = Table("schema_migrations")
+_CREATE_TABLE = built(
+    PgQuery.create_table(_migrations).if_not_exists()
+    .columns(Column("version", "integer"), Column("name", "text", nullable=False),
+             Column("checksum", "text", nullable=False),
+             Column("applied_at", "timestamptz", nullable=False, default=Now()))
+    .primary_key("version")
 )
-"""
-_SELECT_APPLIED = "SELECT version, name, checksum FROM schema_migrations ORDER BY version"
-_INSERT_APPLIED = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
-_TABLE_EXISTS = "SELECT to_regclass('public.schema_migrations') IS NOT NULL"
-_MAX_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+SELECT_APPLIED = built(
+    PgQuery.from_(_migrations).select(_migrations.version, _migrations.name, _migrations.checksum)
+    .orderby(_migrations.version)
+)
+_INSERT_APPLIED = built(
+    PgQuery.into(_migrations).columns(_migrations.version, _migrations.name, _migrations.checksum).insert(P1, P2, P3)
+)
+#: Whether ``schema_migrations`` exists (a database never migrated has none).
+TABLE_EXISTS = built(PgQuery.select(Function("to_regclass", "public.schema_migrations").isnotnull()))
+_MAX_VERSION = built(PgQuery.from_(_migrations).select(Coalesce(Max(_migrations.version), 0)))
+_LOCK = built(PgQuery.select(Function("pg_advisory_lock", P1)))
+_UNLOCK = built(PgQuery.select(Function("pg_advisory_unlock", P1)))
+_pg_database = Table("pg_database")
+#: Whether the database $1 exists (asked of the maintenance database).
+DATABASE_EXISTS = built(PgQuery.from_(_pg_database).select(1).where(_pg_database.datname == P1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +127,6 @@ def discover(directory: Path | None = None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def quote_ident(name: str) -> str:
-    """Quote an SQL identifier (a database or table name that cannot be a bound parameter)."""
-    if "\x00" in name:
-        raise DatabaseError("identifiers cannot contain NUL", code=ErrorCode.DB_BAD_VALUE)
-    return '"' + name.replace('"', '""') + '"'
-
-
 def database_name(dsn: str) -> str:
     """The database named in ``dsn`` (``postgresql://host/NAME``)."""
     name = unquote(urlsplit(dsn).path.lstrip("/"))
@@ -148,11 +157,11 @@ async def ensure_database(dsn: str) -> bool:
     except Exception as exc:
         raise errors.translate(exc, query="connect maintenance database") from exc
     try:
-        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        exists = await admin.fetchval(DATABASE_EXISTS, name)
         if exists:
             return False
         try:
-            await admin.execute(f"CREATE DATABASE {quote_ident(name)}")
+            await admin.execute(create_database(name))
         except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
             return False  # a concurrent runner won the race
         _log.info("created database %s", name)
@@ -166,9 +175,9 @@ async def ensure_database(dsn: str) -> bool:
 
 
 async def _applied(conn: Conn) -> dict[int, tuple[str, str]]:
-    if not await conn.fetchval(_TABLE_EXISTS):
+    if not await conn.fetchval(TABLE_EXISTS):
         return {}
-    return {r["version"]: (r["name"], r["checksum"]) for r in await conn.fetch(_SELECT_APPLIED)}
+    return {r["version"]: (r["name"], r["checksum"]) for r in await conn.fetch(SELECT_APPLIED)}
 
 
 def _check_checksums(migrations: list[Migration], applied: dict[int, tuple[str, str]]) -> None:
@@ -227,7 +236,7 @@ async def migrate(dsn: str, *, directory: Path | None = None, dry_run: bool = Fa
     except Exception as exc:
         raise errors.translate(exc, query="connect") from exc
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+        await conn.execute(_LOCK, LOCK_KEY)
         try:
             await conn.execute(_CREATE_TABLE)
             applied = await _applied(conn)
@@ -251,7 +260,7 @@ async def migrate(dsn: str, *, directory: Path | None = None, dry_run: bool = Fa
             after = max([before, *(m.version for m in done)])
             return MigrationReport(done, pending, before, after, created)
         finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+            await conn.execute(_UNLOCK, LOCK_KEY)
     except DatabaseError:
         raise
     except Exception as exc:
@@ -262,7 +271,7 @@ async def migrate(dsn: str, *, directory: Path | None = None, dry_run: bool = Fa
 
 async def current_version(db: Database, *, conn: Conn | None = None) -> int:
     """The highest applied migration, 0 for a database never migrated."""
-    if not await db.fetchval("schema_migrations_exists", _TABLE_EXISTS, conn=conn):
+    if not await db.fetchval("schema_migrations_exists", TABLE_EXISTS, conn=conn):
         return 0
     return int(await db.fetchval("schema_version", _MAX_VERSION, conn=conn))
 

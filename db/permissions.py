@@ -11,8 +11,13 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pypika import Table
+from pypika.functions import Max
+from pypika.terms import Function
+
 from . import validate as v
 from .guilds import ensure_guild
+from .sql import P1, P2, P3, P4, Cast, Coalesce, PgQuery, built
 
 if TYPE_CHECKING:
     import asyncpg
@@ -47,20 +52,32 @@ class CommandOverride:
         return cls(r["guild_id"], r["command"], r["min_level"], r["enabled"])
 
 
-_SET_ROLE = """INSERT INTO role_permissions (guild_id, role_id, level) VALUES ($1, $2, $3)
-ON CONFLICT (guild_id, role_id) DO UPDATE SET level = EXCLUDED.level"""
-_REMOVE_ROLE = "DELETE FROM role_permissions WHERE guild_id = $1 AND role_id = $2"
-_GET_ROLES = "SELECT role_id, level FROM role_permissions WHERE guild_id = $1"
-_LEVEL_FOR_ROLES = """SELECT coalesce(max(level), 0) FROM role_permissions
-WHERE guild_id = $1 AND role_id = ANY($2::bigint[])"""
-_SET_OVERRIDE = """INSERT INTO command_overrides (guild_id, command, min_level, enabled) VALUES ($1, $2, $3, $4)
-ON CONFLICT (guild_id, command) DO UPDATE SET min_level = EXCLUDED.min_level, enabled = EXCLUDED.enabled
-RETURNING guild_id, command, min_level, enabled"""
-_GET_OVERRIDE = """SELECT guild_id, command, min_level, enabled FROM command_overrides
-WHERE guild_id = $1 AND command = $2"""
-_LIST_OVERRIDES = """SELECT guild_id, command, min_level, enabled FROM command_overrides
-WHERE guild_id = $1 ORDER BY command"""
-_CLEAR_OVERRIDE = "DELETE FROM command_overrides WHERE guild_id = $1 AND command = $2"
+_roles = Table("role_permissions")
+_overrides = Table("command_overrides")
+_OVERRIDE_COLUMNS = (_overrides.guild_id, _overrides.command, _overrides.min_level, _overrides.enabled)
+
+_SET_ROLE = built(
+    PgQuery.into(_roles).columns(_roles.guild_id, _roles.role_id, _roles.level).insert(P1, P2, P3)
+    .on_conflict(_roles.guild_id, _roles.role_id).do_update(_roles.level)
+)
+_REMOVE_ROLE = built(PgQuery.from_(_roles).delete().where((_roles.guild_id == P1) & (_roles.role_id == P2)))
+_GET_ROLES = built(PgQuery.from_(_roles).select(_roles.role_id, _roles.level).where(_roles.guild_id == P1))
+_LEVEL_FOR_ROLES = built(
+    PgQuery.from_(_roles).select(Coalesce(Max(_roles.level), 0))
+    .where((_roles.guild_id == P1) & (_roles.role_id == Function("ANY", Cast(P2, "bigint[]"))))
+)
+_SET_OVERRIDE = built(
+    PgQuery.into(_overrides).columns(*_OVERRIDE_COLUMNS).insert(P1, P2, P3, P4)
+    .on_conflict(_overrides.guild_id, _overrides.command)
+    .do_update(_overrides.min_level).do_update(_overrides.enabled)
+    .returning(*_OVERRIDE_COLUMNS)
+)
+_OVERRIDE_OF = (_overrides.guild_id == P1) & (_overrides.command == P2)
+_GET_OVERRIDE = built(PgQuery.from_(_overrides).select(*_OVERRIDE_COLUMNS).where(_OVERRIDE_OF))
+_LIST_OVERRIDES = built(
+    PgQuery.from_(_overrides).select(*_OVERRIDE_COLUMNS).where(_overrides.guild_id == P1).orderby(_overrides.command)
+)
+_CLEAR_OVERRIDE = built(PgQuery.from_(_overrides).delete().where(_OVERRIDE_OF))
 
 
 async def set_role_level(db: Database, guild_id: int, role_id: int, level: int, *, conn: Conn | None = None) -> None:

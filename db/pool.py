@@ -4,7 +4,8 @@
 codecs in the pool's ``init`` (``json``/``jsonb`` <-> Python objects). Query modules never call
 asyncpg directly: they call :meth:`Database.fetch`, :meth:`~Database.fetchrow`,
 :meth:`~Database.fetchval`, :meth:`~Database.execute` or :meth:`~Database.executemany` with a
-stable query *name*. The funnel then
+stable query *name* and SQL built by pypika at import time (:data:`db.sql.Sql`, from
+:func:`db.sql.built`; mypy refuses plain text). The funnel then
 
 * times the query into the ``innkeeper_db_query_seconds{query=NAME}`` histogram,
 * logs it when slower than ``INNKEEPER_SLOW_QUERY_MS`` (and every query when
@@ -37,6 +38,7 @@ from innkeeper.backoff import Backoff
 from innkeeper.errors import DatabaseError, ErrorCode
 
 from . import errors
+from .sql import PgQuery, Sql, built
 
 if TYPE_CHECKING:
     from innkeeper.settings import Settings
@@ -59,7 +61,7 @@ QUERY_RETRIES = Counter("innkeeper_db_query_retries_total",
 SLOW_QUERIES = Counter("innkeeper_db_slow_queries_total", "Queries slower than the slow-query threshold",
                        ["query"])
 
-_Kind = Literal["fetch", "fetchrow", "fetchval", "execute"]
+_HEALTH = built(PgQuery.select(1))
 
 
 def json_dumps(value: Any) -> str:
@@ -233,13 +235,13 @@ class Database:
                 raise errors.translate(exc, query="commit") from exc
 
     # --- the funnel -----------------------------------------------------------------------------
-    async def fetch(self, name: str, sql: str, *args: Any, conn: Conn | None = None,
+    async def fetch(self, name: str, sql: Sql, *args: Any, conn: Conn | None = None,
                     timeout: float | None = None) -> list[asyncpg.Record]:
         """Run a query and return all its rows."""
         result: list[asyncpg.Record] = await self._run("fetch", name, sql, args, conn, timeout, True)
         return result
 
-    async def fetchrow(self, name: str, sql: str, *args: Any, conn: Conn | None = None,
+    async def fetchrow(self, name: str, sql: Sql, *args: Any, conn: Conn | None = None,
                        timeout: float | None = None, idempotent: bool = True) -> asyncpg.Record | None:
         """Run a query and return its first row, or ``None``.
 
@@ -249,23 +251,23 @@ class Database:
         result: asyncpg.Record | None = await self._run("fetchrow", name, sql, args, conn, timeout, idempotent)
         return result
 
-    async def fetchval(self, name: str, sql: str, *args: Any, conn: Conn | None = None,
+    async def fetchval(self, name: str, sql: Sql, *args: Any, conn: Conn | None = None,
                        timeout: float | None = None, idempotent: bool = True) -> Any:
         """Run a query and return the first column of its first row."""
         return await self._run("fetchval", name, sql, args, conn, timeout, idempotent)
 
-    async def execute(self, name: str, sql: str, *args: Any, conn: Conn | None = None,
+    async def execute(self, name: str, sql: Sql, *args: Any, conn: Conn | None = None,
                       timeout: float | None = None, idempotent: bool = False) -> str:
         """Run a statement and return its status (``"UPDATE 3"``)."""
         result: str = await self._run("execute", name, sql, args, conn, timeout, idempotent)
         return result
 
-    async def executemany(self, name: str, sql: str, rows: Iterable[Sequence[Any]], *, conn: Conn | None = None,
+    async def executemany(self, name: str, sql: Sql, rows: Iterable[Sequence[Any]], *, conn: Conn | None = None,
                           timeout: float | None = None) -> None:
         """Run one statement for each argument tuple in ``rows`` (one round trip per batch)."""
         await self._run("executemany", name, sql, (list(rows),), conn, timeout, False)
 
-    async def _run(self, kind: str, name: str, sql: str, args: tuple[Any, ...], conn: Conn | None,
+    async def _run(self, kind: str, name: str, sql: Sql, args: tuple[Any, ...], conn: Conn | None,
                    timeout: float | None, idempotent: bool) -> Any:
         if conn is not None:
             try:
@@ -300,7 +302,7 @@ class Database:
                     continue
                 raise self._failed(name, exc, lost=lost) from exc
 
-    async def _timed(self, kind: str, name: str, sql: str, args: tuple[Any, ...], conn: Conn,
+    async def _timed(self, kind: str, name: str, sql: Sql, args: tuple[Any, ...], conn: Conn,
                      timeout: float | None) -> Any:
         method = getattr(conn, kind)
         start = time.perf_counter()
@@ -339,7 +341,7 @@ class Database:
         """
         start = time.perf_counter()
         try:
-            await asyncio.wait_for(self.fetchval("health", "SELECT 1"), timeout)
+            await asyncio.wait_for(self.fetchval("health", _HEALTH), timeout)
         except (DatabaseError, TimeoutError) as exc:
             return Health(False, None, str(exc) or "timed out")
         return Health(True, round((time.perf_counter() - start) * 1000, 3))

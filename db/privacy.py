@@ -20,10 +20,15 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pypika import Criterion, Field, Table
+from pypika.terms import Function
+
+from . import aliases as al
 from . import audit
 from . import feedback as fb
 from . import reminders as rm
 from . import validate as v
+from .sql import P1, P2, P3, PgQuery, Sql, built
 
 if TYPE_CHECKING:
     import asyncpg
@@ -37,41 +42,79 @@ __all__ = ("export_user", "erase_user", "RetentionPolicy", "run_retention", "rot
 
 _log = logging.getLogger(__name__)
 
+_aliases = Table("aliases")
+_feedback = Table("feedback")
+_usage = Table("command_usage")
+_reminders = Table("reminders")
+_errors = Table("error_events")
+
+
+def _columns(table: Table, *names: str) -> tuple[Field, ...]:
+    return tuple(table.field(n) for n in names)
+
+
 # --- export ---------------------------------------------------------------------------------------
-_EXPORT_ALIASES = """SELECT id, scope, scope_id, name, command, created_by, created_at FROM aliases
-WHERE (scope = 'user' AND scope_id = $1) OR created_by = $1 ORDER BY id"""
-_EXPORT_FEEDBACK = """SELECT id, guild_id, channel_id, author_id, body, status, created_at, acknowledged_by,
-    acknowledged_at, closed_by, closed_at, resolution FROM feedback
-WHERE author_id = $1 OR acknowledged_by = $1 OR closed_by = $1 ORDER BY id"""
-_EXPORT_USAGE = """SELECT used_at, guild_id, channel_id, command, success, latency_ms FROM command_usage
-WHERE user_id = $1 ORDER BY used_at, id"""
-_EXPORT_REMINDERS = """SELECT id, user_id, guild_id, channel_id, body, created_at, due_at, claimed_by, claimed_until,
-    attempts, delivered_at FROM reminders WHERE user_id = $1 ORDER BY id"""
-_EXPORT_ERRORS = """SELECT id, occurred_at, code, message, command, guild_id, channel_id FROM error_events
-WHERE user_id = $1 ORDER BY id"""
+_EXPORT_ALIASES = built(
+    PgQuery.from_(_aliases).select(*al.COLUMNS)
+    .where(((_aliases.scope == "user") & (_aliases.scope_id == P1)) | (_aliases.created_by == P1))
+    .orderby(_aliases.id)
+)
+_EXPORT_FEEDBACK = built(
+    PgQuery.from_(_feedback).select(*fb.COLUMNS)
+    .where((_feedback.author_id == P1) | (_feedback.acknowledged_by == P1) | (_feedback.closed_by == P1))
+    .orderby(_feedback.id)
+)
+_EXPORT_USAGE = built(
+    PgQuery.from_(_usage)
+    .select(*_columns(_usage, "used_at", "guild_id", "channel_id", "command", "success", "latency_ms"))
+    .where(_usage.user_id == P1).orderby(_usage.used_at).orderby(_usage.id)
+)
+_EXPORT_REMINDERS = built(
+    PgQuery.from_(_reminders).select(*rm.COLUMNS)
+    .where(_reminders.user_id == P1).orderby(_reminders.id)
+)
+_EXPORT_ERRORS = built(
+    PgQuery.from_(_errors)
+    .select(*_columns(_errors, "id", "occurred_at", "code", "message", "command", "guild_id", "channel_id"))
+    .where(_errors.user_id == P1).orderby(_errors.id)
+)
 
 # --- erasure --------------------------------------------------------------------------------------
+
+
+def _delete(table: Table, where: Criterion) -> Sql:
+    return built(PgQuery.from_(table).delete().where(where))
+
+
+def _forget(table: Table, column: str) -> Sql:
+    """Where the user ($1) appears in ``column`` of someone else's row, the reference becomes NULL."""
+    return built(PgQuery.update(table).set(table.field(column), None).where(table.field(column) == P1))
+
+
 _ERASE = (
-    ("aliases", "DELETE FROM aliases WHERE scope = 'user' AND scope_id = $1"),
-    ("aliases_created", "UPDATE aliases SET created_by = NULL WHERE created_by = $1"),
-    ("feedback", "DELETE FROM feedback WHERE author_id = $1"),
-    ("feedback_ack", "UPDATE feedback SET acknowledged_by = NULL WHERE acknowledged_by = $1"),
-    ("feedback_closed", "UPDATE feedback SET closed_by = NULL WHERE closed_by = $1"),
-    ("reminders", "DELETE FROM reminders WHERE user_id = $1"),
-    ("command_usage", "DELETE FROM command_usage WHERE user_id = $1"),
-    ("error_events", "DELETE FROM error_events WHERE user_id = $1"),
+    ("aliases", _delete(_aliases, (_aliases.scope == "user") & (_aliases.scope_id == P1))),
+    ("aliases_created", _forget(_aliases, "created_by")),
+    ("feedback", _delete(_feedback, _feedback.author_id == P1)),
+    ("feedback_ack", _forget(_feedback, "acknowledged_by")),
+    ("feedback_closed", _forget(_feedback, "closed_by")),
+    ("reminders", _delete(_reminders, _reminders.user_id == P1)),
+    ("command_usage", _delete(_usage, _usage.user_id == P1)),
+    ("error_events", _delete(_errors, _errors.user_id == P1)),
 )
 
 # --- retention ------------------------------------------------------------------------------------
+
+
+def _expire(table: Table, old: Criterion) -> Sql:
+    """Delete at most $2 rows that are ``old`` (compared with the cutoff $1), a batch per statement."""
+    return _delete(table, table.id.isin(PgQuery.from_(table).select(table.id).where(old).limit(P2)))
+
+
 _RETENTION = {
-    "command_usage": """DELETE FROM command_usage WHERE id IN (
-    SELECT id FROM command_usage WHERE used_at < $1 LIMIT $2)""",
-    "error_events": """DELETE FROM error_events WHERE id IN (
-    SELECT id FROM error_events WHERE occurred_at < $1 LIMIT $2)""",
-    "feedback": """DELETE FROM feedback WHERE id IN (
-    SELECT id FROM feedback WHERE closed_at < $1 AND status IN ('resolved', 'rejected') LIMIT $2)""",
-    "reminders": """DELETE FROM reminders WHERE id IN (
-    SELECT id FROM reminders WHERE delivered_at < $1 LIMIT $2)""",
+    "command_usage": _expire(_usage, _usage.used_at < P1),
+    "error_events": _expire(_errors, _errors.occurred_at < P1),
+    "feedback": _expire(_feedback, (_feedback.closed_at < P1) & _feedback.status.isin(["resolved", "rejected"])),
+    "reminders": _expire(_reminders, _reminders.delivered_at < P1),
 }
 
 # --- rotation -------------------------------------------------------------------------------------
@@ -81,18 +124,35 @@ ENCRYPTED_COLUMNS = (
     ("feedback", "resolution", fb.RESOLUTION_CONTEXT),
     ("reminders", "body", rm.BODY_CONTEXT),
 )
+
+
+def _stale(table: Table, column: str, *, nullable: bool = False) -> Sql:
+    """Values after id $2 that are not under the current key's prefix $1, $3 at a time."""
+    value = table.field(column)
+    under_other_key: Criterion = Function("starts_with", value, P1).negate()
+    if nullable:
+        under_other_key = value.isnotnull() & under_other_key
+    return built(
+        PgQuery.from_(table).select(table.id, value.as_("value")).where((table.id > P2) & under_other_key)
+        .orderby(table.id).limit(P3)
+    )
+
+
+def _rewrite(table: Table, column: str) -> Sql:
+    """Value $3 replaces value $2 of row $1, unless the row changed meanwhile."""
+    value = table.field(column)
+    return built(PgQuery.update(table).set(value, P3).where((table.id == P1) & (value == P2)))
+
+
 _STALE = {
-    ("feedback", "body"): """SELECT id, body AS value FROM feedback
-WHERE id > $2 AND NOT starts_with(body, $1) ORDER BY id LIMIT $3""",
-    ("feedback", "resolution"): """SELECT id, resolution AS value FROM feedback
-WHERE id > $2 AND resolution IS NOT NULL AND NOT starts_with(resolution, $1) ORDER BY id LIMIT $3""",
-    ("reminders", "body"): """SELECT id, body AS value FROM reminders
-WHERE id > $2 AND NOT starts_with(body, $1) ORDER BY id LIMIT $3""",
+    ("feedback", "body"): _stale(_feedback, "body"),
+    ("feedback", "resolution"): _stale(_feedback, "resolution", nullable=True),
+    ("reminders", "body"): _stale(_reminders, "body"),
 }
 _REWRITE = {
-    ("feedback", "body"): "UPDATE feedback SET body = $3 WHERE id = $1 AND body = $2",
-    ("feedback", "resolution"): "UPDATE feedback SET resolution = $3 WHERE id = $1 AND resolution = $2",
-    ("reminders", "body"): "UPDATE reminders SET body = $3 WHERE id = $1 AND body = $2",
+    ("feedback", "body"): _rewrite(_feedback, "body"),
+    ("feedback", "resolution"): _rewrite(_feedback, "resolution"),
+    ("reminders", "body"): _rewrite(_reminders, "body"),
 }
 
 

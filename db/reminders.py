@@ -14,9 +14,15 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pypika import Table
+from pypika.functions import Count, Min
+from pypika.queries import AliasedQuery
+from pypika.terms import Function
+
 from innkeeper.errors import DatabaseError, ErrorCode
 
 from . import validate as v
+from .sql import P1, P2, P3, P4, P5, P6, Cast, NamedArg, Now, PgQuery, built
 
 if TYPE_CHECKING:
     import asyncpg
@@ -25,7 +31,7 @@ if TYPE_CHECKING:
     from .pool import Conn, Database
 
 __all__ = ("Reminder", "create_reminder", "get_reminder", "list_for_user", "cancel_reminder", "claim_due",
-           "mark_delivered", "release_claim", "next_due", "BODY_CONTEXT", "MAX_PER_USER")
+           "mark_delivered", "release_claim", "next_due", "BODY_CONTEXT", "MAX_PER_USER", "COLUMNS")
 
 BODY_CONTEXT = "reminders.body"
 MAX_PER_USER = 100
@@ -53,36 +59,54 @@ class Reminder:
                    r["delivered_at"])
 
 
-_COLUMNS = ("id, user_id, guild_id, channel_id, body, created_at, due_at, claimed_by, claimed_until, attempts, "
-            "delivered_at")
-_CREATE = """INSERT INTO reminders (user_id, guild_id, channel_id, body, due_at)
-SELECT $1::bigint, $2::bigint, $3::bigint, $4::text, $5::timestamptz
-WHERE (SELECT count(*) FROM reminders WHERE user_id = $1 AND delivered_at IS NULL) < $6
-RETURNING id, user_id, guild_id, channel_id, body, created_at, due_at, claimed_by, claimed_until, attempts,
-    delivered_at"""
-_GET = """SELECT id, user_id, guild_id, channel_id, body, created_at, due_at, claimed_by, claimed_until, attempts,
-    delivered_at FROM reminders WHERE id = $1"""
-_LIST_PENDING = """SELECT id, user_id, guild_id, channel_id, body, created_at, due_at, claimed_by, claimed_until,
-    attempts, delivered_at FROM reminders WHERE user_id = $1 AND delivered_at IS NULL
-ORDER BY due_at LIMIT $2"""
-_CANCEL = "DELETE FROM reminders WHERE id = $1 AND user_id = $2 AND delivered_at IS NULL"
-_CLAIM = """WITH due AS (
-    SELECT id FROM reminders
-    WHERE delivered_at IS NULL AND due_at <= now() AND (claimed_until IS NULL OR claimed_until < now())
-    ORDER BY due_at
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
+_reminders = Table("reminders")
+#: The columns a :class:`Reminder` is read from (also what a user's data export holds).
+COLUMNS = tuple(_reminders.field(c) for c in (
+    "id", "user_id", "guild_id", "channel_id", "body", "created_at", "due_at", "claimed_by", "claimed_until",
+    "attempts", "delivered_at",
+))
+_PENDING = _reminders.delivered_at.isnull()
+# One statement: the cap on pending reminders is checked where the row is written.
+_CREATE = built(
+    PgQuery.into(_reminders)
+    .columns(_reminders.user_id, _reminders.guild_id, _reminders.channel_id, _reminders.body, _reminders.due_at)
+    .select(Cast(P1, "bigint"), Cast(P2, "bigint"), Cast(P3, "bigint"), Cast(P4, "text"), Cast(P5, "timestamptz"))
+    .where(PgQuery.from_(_reminders).select(Count("*")).where((_reminders.user_id == P1) & _PENDING) < P6)
+    .returning(*COLUMNS)
 )
-UPDATE reminders AS r
-SET claimed_by = $1, claimed_until = now() + make_interval(secs => $2), attempts = r.attempts + 1
-FROM due WHERE r.id = due.id
-RETURNING r.id, r.user_id, r.guild_id, r.channel_id, r.body, r.created_at, r.due_at, r.claimed_by, r.claimed_until,
-    r.attempts, r.delivered_at"""
-_DELIVERED = """UPDATE reminders SET delivered_at = now(), claimed_until = NULL
-WHERE id = $1 AND claimed_by = $2 AND delivered_at IS NULL"""
-_RELEASE = """UPDATE reminders SET claimed_by = NULL, claimed_until = NULL
-WHERE id = $1 AND claimed_by = $2 AND delivered_at IS NULL"""
-_NEXT_DUE = "SELECT min(due_at) FROM reminders WHERE delivered_at IS NULL"
+_GET = built(PgQuery.from_(_reminders).select(*COLUMNS).where(_reminders.id == P1))
+_LIST_PENDING = built(
+    PgQuery.from_(_reminders).select(*COLUMNS).where((_reminders.user_id == P1) & _PENDING)
+    .orderby(_reminders.due_at).limit(P2)
+)
+_CANCEL = built(
+    PgQuery.from_(_reminders).delete().where((_reminders.id == P1) & (_reminders.user_id == P2) & _PENDING)
+)
+# Due, unclaimed (or the claim expired) rows, locked; rows another claimer holds locked are skipped.
+_due = (
+    PgQuery.from_(_reminders).select(_reminders.id)
+    .where(_PENDING & (_reminders.due_at <= Now())
+           & (_reminders.claimed_until.isnull() | (_reminders.claimed_until < Now())))
+    .orderby(_reminders.due_at).limit(P3).for_update(skip_locked=True)
+)
+_DUE = AliasedQuery("due")
+_CLAIM = built(
+    PgQuery.with_(_due, "due").update(_reminders)
+    .set(_reminders.claimed_by, P1)
+    .set(_reminders.claimed_until, Now() + Function("make_interval", NamedArg("secs", P2)))
+    .set(_reminders.attempts, _reminders.attempts + 1)
+    .from_(_DUE).where(_reminders.id == _DUE.id)
+    .returning(*COLUMNS)
+)
+_HELD_BY = (_reminders.id == P1) & (_reminders.claimed_by == P2) & _PENDING
+_DELIVERED = built(
+    PgQuery.update(_reminders).set(_reminders.delivered_at, Now()).set(_reminders.claimed_until, None)
+    .where(_HELD_BY)
+)
+_RELEASE = built(
+    PgQuery.update(_reminders).set(_reminders.claimed_by, None).set(_reminders.claimed_until, None).where(_HELD_BY)
+)
+_NEXT_DUE = built(PgQuery.from_(_reminders).select(Min(_reminders.due_at)).where(_PENDING))
 
 
 async def create_reminder(db: Database, keys: KeyRing, *, user_id: int, body: str, due_at: dt.datetime,

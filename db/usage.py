@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
+from pypika import Order, Table
+from pypika.functions import Count
+from pypika.terms import Function
 
 from innkeeper.errors import DatabaseError
 
 from . import validate as v
+from .sql import P1, P2, P3, P4, P5, P6, P7, P8, P9, AtTimezone, Cast, PgQuery, TableFunction, built
 
 if TYPE_CHECKING:
     import asyncpg
@@ -36,17 +40,25 @@ USAGE_DROPPED = Counter("innkeeper_db_usage_dropped_total", "Command-usage rows 
 USAGE_WRITTEN = Counter("innkeeper_db_usage_written_total", "Command-usage rows written to the database")
 USAGE_BUFFERED = Gauge("innkeeper_db_usage_buffered", "Command-usage rows waiting to be written")
 
-INSERT_BATCH = """INSERT INTO command_usage (used_at, guild_id, channel_id, user_id, command, cluster_id, shard_id,
-                           success, latency_ms)
-SELECT x.used_at, x.guild_id, x.channel_id, x.user_id, x.command, x.cluster_id, x.shard_id, x.success, x.latency_ms
-FROM jsonb_to_recordset($1::jsonb) AS x(used_at timestamptz, guild_id bigint, channel_id bigint, user_id bigint,
-                                        command text, cluster_id integer, shard_id integer, success boolean,
-                                        latency_ms real)"""
+_usage = Table("command_usage")
+#: A row of command usage as the client writes it: (column, PostgreSQL type).
+_ROW = (("used_at", "timestamptz"), ("guild_id", "bigint"), ("channel_id", "bigint"), ("user_id", "bigint"),
+        ("command", "text"), ("cluster_id", "integer"), ("shard_id", "integer"), ("success", "boolean"),
+        ("latency_ms", "real"))
+_ROW_COLUMNS = tuple(_usage.field(c) for c, _ in _ROW)
+_batch = TableFunction(Function("jsonb_to_recordset", Cast(P1, "jsonb")), "x", _ROW)
+#: The whole buffer in one statement: $1 is a JSON array of row objects.
+INSERT_BATCH = built(
+    PgQuery.into(_usage).columns(*_ROW_COLUMNS).from_(_batch).select(*(_batch.field(c) for c, _ in _ROW))
+)
 #: One row per statement; kept for the benchmark that compares against batching.
-INSERT_ONE = """INSERT INTO command_usage (used_at, guild_id, channel_id, user_id, command, cluster_id, shard_id,
-                           success, latency_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"""
-_TOP = """SELECT command, count(*) AS uses FROM command_usage
-WHERE guild_id = $1 AND used_at >= $2 GROUP BY command ORDER BY uses DESC, command LIMIT $3"""
+INSERT_ONE = built(PgQuery.into(_usage).columns(*_ROW_COLUMNS).insert(P1, P2, P3, P4, P5, P6, P7, P8, P9))
+_USES = Count("*").as_("uses")
+_TOP = built(
+    PgQuery.from_(_usage).select(_usage.command, _USES)
+    .where((_usage.guild_id == P1) & (_usage.used_at >= P2)).groupby(_usage.command)
+    .orderby(_USES, order=Order.desc).orderby(_usage.command).limit(P3)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,11 +194,16 @@ async def top_commands(db: Database, guild_id: int, *, since: dt.datetime, limit
     return [UsageRow.from_record(r) for r in rows]
 
 
-# Added for the /stats command (commands helper): uses per UTC day and command, optionally one command.
-_BY_DAY = """SELECT (used_at AT TIME ZONE 'UTC')::date AS day, command, count(*) AS uses,
-       count(*) FILTER (WHERE NOT success) AS failures
-FROM command_usage WHERE guild_id = $1 AND used_at >= $2 AND ($3::text IS NULL OR command = $3)
-GROUP BY day, command ORDER BY day DESC, uses DESC, command LIMIT $4"""
+# Added for the /stats command (commands helper): uses per UTC day and command, optionally one command ($3).
+_DAY = Cast(AtTimezone(_usage.used_at, "UTC"), "date").as_("day")
+_BY_DAY = built(
+    PgQuery.from_(_usage)
+    .select(_DAY, _usage.command, _USES, Count("*").filter(_usage.success.negate()).as_("failures"))
+    .where((_usage.guild_id == P1) & (_usage.used_at >= P2)
+           & (Cast(P3, "text").isnull() | (_usage.command == P3)))
+    .groupby(_DAY, _usage.command)
+    .orderby(_DAY, order=Order.desc).orderby(_USES, order=Order.desc).orderby(_usage.command).limit(P4)
+)
 
 
 @dataclass(frozen=True, slots=True)
