@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .sessions import Session, dumps
+from .sessions import Session, SessionTable, dumps
 
 if TYPE_CHECKING:
+    from .config import SimConfig
     from .connection import Connection
-    from .gateway import Gateway
+    from .identify import IdentifyLimiter, SessionStartBudget
+    from .state import Stats
+    from .world import World
 
-__all__ = ("OpcodeHandler", "VALID_INTENTS", "MAX_PAYLOAD_BYTES")
+__all__ = ("OpcodeHandler", "GatewayCore", "VALID_INTENTS", "MAX_PAYLOAD_BYTES")
 
 _log = logging.getLogger(__name__)
 
@@ -57,12 +61,32 @@ def _snowflake(value: object) -> int | None:
     return None
 
 
+class GatewayCore(Protocol):
+    """What the opcode handler uses of its gateway (:class:`~simulator.gateway.Gateway`).
+
+    Its configuration, world and counters, the identify limits, the session table, and the two
+    notifications a new or ended session owes the gateway's routing.
+    """
+
+    config: SimConfig
+    world: World
+    stats: Stats
+    clock: Callable[[], float]
+    limiter: IdentifyLimiter
+    budget: SessionStartBudget
+    sessions: SessionTable
+
+    def routes_changed(self) -> None: ...
+
+    def end_session(self, session: Session) -> None: ...
+
+
 class OpcodeHandler:
     """The per-payload logic of a :class:`~simulator.gateway.Gateway`."""
 
     __slots__ = ("gw", "config", "world", "stats")
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: GatewayCore) -> None:
         self.gw = gateway
         self.config = gateway.config
         self.world = gateway.world

@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .rest_common import RestError, form_error
-from .state import DISCORD_EPOCH_MS
+from .snowflakes import iso
 
 if TYPE_CHECKING:
     from .state import SimState
@@ -43,8 +43,7 @@ MessageFields = dict[str, Any]
 
 def snowflake_iso(snowflake_id: int) -> str:
     """The creation time of a snowflake, ISO 8601 as Discord writes timestamps."""
-    ms = (snowflake_id >> 22) + DISCORD_EPOCH_MS
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).isoformat()
+    return iso(snowflake_id >> 22)
 
 
 def now_iso() -> str:

@@ -1,9 +1,10 @@
 """Gateway sessions: sequence numbers, the RESUME buffer, and which session gets a shard's events.
 
-A :class:`Session` outlives its socket. While attached to a live :class:`~simulator.connection.Connection`
-every dispatch is written to it; when the socket drops without a 1000/1001 close the session stays
-resumable for ``resume_ttl`` seconds and keeps buffering the dispatches meant for its shard, so a
-RESUME replays everything after the client's last sequence number, as on Discord.
+A :class:`Session` outlives its socket. While attached to a live socket (a :class:`SessionSocket`,
+which :class:`~simulator.connection.Connection` implements) every dispatch is written to it; when the
+socket drops without a 1000/1001 close the session stays resumable for ``resume_ttl`` seconds and
+keeps buffering the dispatches meant for its shard, so a RESUME replays everything after the
+client's last sequence number, as on Discord.
 
 :class:`SessionTable` indexes sessions by ``(shard_count, shard_id)`` and answers the routing
 question: the newest live session, else the newest resumable one.
@@ -16,15 +17,14 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .connection import Connection
     from .state import ShardStats, Stats
     from .world import World
     from .world_model import Guild
 
-__all__ = ("Session", "SessionTable", "LazyGuildCreate", "Frame", "dispatch_frame", "dumps")
+__all__ = ("Session", "SessionSocket", "SessionTable", "LazyGuildCreate", "Frame", "dispatch_frame", "dumps")
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 #: Compact JSON as Discord sends it.
@@ -62,6 +62,29 @@ class LazyGuildCreate:
 Frame = str | LazyGuildCreate
 
 
+class SessionSocket(Protocol):
+    """The live socket a session is attached to (:class:`~simulator.connection.Connection` is the one).
+
+    The session writes its dispatches to it; the gateway detaches it (``session``), closes it or arms a
+    timer on it when it takes the session away or applies a fault.
+    """
+
+    #: The session attached to this socket, if any (the other side of :attr:`Session.conn`).
+    session: Session | None
+
+    def send(self, frame: Frame) -> None:
+        """Queue a frame for writing; never blocks."""
+        ...
+
+    def close(self, code: int, reason: str = "", *, keep_session: bool = True) -> None:
+        """Close after everything queued so far."""
+        ...
+
+    def set_timer(self, name: str, delay: float, callback: Callable[[], object]) -> None:
+        """(Re)arm a named timer that ends with the socket."""
+        ...
+
+
 class Session:
     """One gateway session of one shard.
 
@@ -88,7 +111,7 @@ class Session:
         self.intents = intents
         self.seq = 0
         self.buffer: deque[tuple[int, Frame]] = deque(maxlen=buffer_size)
-        self.conn: Connection | None = None
+        self.conn: SessionSocket | None = None
         self.detached_at: float | None = None
         #: True once the session can no longer be resumed (closed 1000/1001, op 9 false, fatal close).
         self.invalidated = False

@@ -15,14 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .snowflakes import DISCORD_EPOCH_MS
+
 if TYPE_CHECKING:
     from .config import SimConfig
     from .world import World
 
 __all__ = ("STATE_KEY", "SimState", "Stats", "ShardStats", "MessageStore", "InteractionWaiters", "CommandStore",
            "GatewayHub", "SnowflakeGen")
-
-DISCORD_EPOCH_MS = 1_420_070_400_000
 
 
 class SnowflakeGen:

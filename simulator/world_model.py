@@ -1,19 +1,18 @@
 """The simulated world's records: permission bits, channels, roles and guilds.
 
 Records are small slotted classes; a :class:`Guild` derives its channels, roles and members from the
-seeded world (:class:`~simulator.world_gen.SeededWorld`) on first use. ``Channel.payload()`` and
+seeded world on first use, through the :class:`GuildSource` it was made by (in the simulator,
+:class:`~simulator.world_gen.SeededWorld`, which builds on these records). ``Channel.payload()`` and
 ``Role.payload()`` render a record as Discord does; the payloads that need the whole world are in
 :mod:`simulator.world_payloads`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .world_gen import SeededWorld
-
-__all__ = ("Perm", "Channel", "Role", "Guild", "CHANNEL_TEXT", "CHANNEL_VOICE", "CHANNEL_CATEGORY", "LARGE_THRESHOLD")
+__all__ = ("Perm", "Channel", "Role", "Guild", "GuildSource", "CHANNEL_TEXT", "CHANNEL_VOICE", "CHANNEL_CATEGORY",
+           "LARGE_THRESHOLD")
 
 CHANNEL_TEXT, CHANNEL_VOICE, CHANNEL_CATEGORY = 0, 2, 4
 #: A guild reporting more members than this is ``large``.
@@ -123,12 +122,39 @@ class Role:
         return data
 
 
+class GuildSource(Protocol):
+    """What a :class:`Guild` derives its parts from: the seeded world that made it.
+
+    :class:`~simulator.world_gen.SeededWorld` is the implementation.
+    """
+
+    @property
+    def pool_size(self) -> int:
+        """Users in the shared pool that members are drawn from."""
+        ...
+
+    @property
+    def members_per_guild(self) -> int: ...
+
+    def user_id(self, index: int) -> int:
+        """The id of pool user ``index``."""
+        ...
+
+    def _progression(self, guild: Guild) -> tuple[int, int]:
+        """(start, stride) of the guild's members in the user pool."""
+        ...
+
+    def _make_channels(self, guild: Guild) -> tuple[Channel, ...]: ...
+
+    def _make_roles(self, guild: Guild) -> tuple[Role, ...]: ...
+
+
 class Guild:
     """The compact record of one guild; channels, roles and members are derived on demand."""
 
     __slots__ = ("world", "index", "id", "name", "member_count", "_h", "_channels", "_roles")
 
-    def __init__(self, world: SeededWorld, index: int, guild_id: int, name: str, member_count: int, h: int) -> None:
+    def __init__(self, world: GuildSource, index: int, guild_id: int, name: str, member_count: int, h: int) -> None:
         self.world = world
         self.index = index
         self.id = guild_id
