@@ -20,10 +20,11 @@ from typing import Any
 from bench._db_common import scratch_database
 from db import guilds, permissions
 from db.pool import Database
+from db.sql import Sql
 
 __all__ = ("bench", "main")
 
-QUERIES: list[tuple[str, str]] = [
+QUERIES: list[tuple[str, Sql]] = [
     ("guild_settings.get", guilds._GET),
     ("role_permissions.level_for_roles", permissions._LEVEL_FOR_ROLES),
     ("command_overrides.get", permissions._GET_OVERRIDE),
@@ -90,12 +91,13 @@ async def _cpu_overhead(n: int) -> tuple[float, float]:
 
 async def bench(n: int, runs: int) -> dict[str, Any]:
     async with scratch_database() as dsn, Database(dsn, min_size=1, max_size=1) as db:
-        await db.execute("fill", "INSERT INTO guilds (id) SELECT g FROM generate_series(1, 1000) g")
-        await db.execute("fill", "INSERT INTO guild_settings (guild_id, prefix) SELECT g, '?' "
-                                 "FROM generate_series(1, 1000) g")
-        await db.execute("fill", "INSERT INTO role_permissions (guild_id, role_id, level) SELECT g, g, 1 "
-                                 "FROM generate_series(1, 1000) g")
-        await db.execute("analyze", "ANALYZE")
+        # fixtures, straight on the pool: the funnel takes only the application's built queries
+        await db.pool.execute("INSERT INTO guilds (id) SELECT g FROM generate_series(1, 1000) g")
+        await db.pool.execute("INSERT INTO guild_settings (guild_id, prefix) SELECT g, '?' "
+                              "FROM generate_series(1, 1000) g")
+        await db.pool.execute("INSERT INTO role_permissions (guild_id, role_id, level) SELECT g, g, 1 "
+                              "FROM generate_series(1, 1000) g")
+        await db.pool.execute("ANALYZE")
         await _run(db, 600, False)  # warm statement caches on both paths
         await _run(db, 600, True)
         bare: list[float] = []

@@ -79,29 +79,33 @@ async def test_periodic_work_survives_failures_and_reports_them() -> None:
     assert errors == ["second run fails"] and len(runs) >= 4 and len(tasks) == 0
 
 
+async def _wake_then_stop() -> None:
+    tasks = BackgroundTasks("svc-wake")
+    wake = asyncio.Event()
+    runs = 0
+    ran = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal runs
+        runs += 1
+        ran.set()
+
+    tasks.every(3600, work, name="write", wake=wake)
+    await asyncio.wait_for(ran.wait(), 5)
+    ran.clear()
+    wake.set()  # woken long before its hour is up
+    await asyncio.wait_for(ran.wait(), 5)
+    assert runs == 2
+    await asyncio.sleep(0)
+    wake.set()
+    await asyncio.wait_for(tasks.cancel(), 5)
+    assert len(tasks) == 0
+
+
 async def test_wake_runs_the_work_early_and_stop_races_no_wake_up() -> None:
-    """A wake-up and a cancellation in the same turn: stop must still end the task (Python 3.11's wait_for would not)."""
+    """A wake-up and a cancellation in the same turn: stop still ends the task (3.11's wait_for would not)."""
     for _ in range(50):
-        tasks = BackgroundTasks("svc-wake")
-        wake = asyncio.Event()
-        runs = 0
-        ran = asyncio.Event()
-
-        async def work() -> None:
-            nonlocal runs
-            runs += 1
-            ran.set()
-
-        tasks.every(3600, work, name="write", wake=wake)
-        await asyncio.wait_for(ran.wait(), 5)
-        ran.clear()
-        wake.set()  # woken long before its hour is up
-        await asyncio.wait_for(ran.wait(), 5)
-        assert runs == 2
-        await asyncio.sleep(0)
-        wake.set()
-        await asyncio.wait_for(tasks.cancel(), 5)
-        assert len(tasks) == 0
+        await _wake_then_stop()
 
 
 async def test_a_task_that_swallows_its_cancellation_is_cancelled_again(caplog: pytest.LogCaptureFixture) -> None:
