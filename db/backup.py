@@ -32,7 +32,7 @@ from pypika.terms import Function
 
 from innkeeper.errors import DatabaseError, ErrorCode
 
-from . import errors
+from . import error_translation as errors
 from .migrate import DATABASE_EXISTS, SELECT_APPLIED, TABLE_EXISTS, database_name, maintenance_dsn
 from .sql import Cast, PgQuery, Sql, Subscript, built, create_database, drop_database
 

@@ -3,7 +3,7 @@
 ``migrate [--dry-run]``, ``backup``, ``restore FILE [--target-db NAME] [--force]``,
 ``retention [--dry-run]``, ``rotate-keys``, ``keygen [KEY_ID]``, ``audit-verify [--guild ID]``,
 ``export-user USER_ID [--output FILE]`` and ``erase-user USER_ID --yes``. Handlers follow
-:mod:`cluster.cli`'s contract: ``(args, settings) -> int``; errors are raised as
+:mod:`cluster.innkeeper_cli`'s contract: ``(args, settings) -> int``; errors are raised as
 :class:`~innkeeper.errors.InnkeeperError` and become one line on stderr with exit code 1
 (2 for bad usage).
 """

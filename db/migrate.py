@@ -29,7 +29,7 @@ from pypika.terms import Function
 from innkeeper.errors import DatabaseError, ErrorCode
 from innkeeper.settings import PROJECT_ROOT
 
-from . import errors
+from . import error_translation as errors
 from .sql import P1, P2, P3, Coalesce, Now, PgQuery, built, create_database, quote_ident
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ stable query *name* and SQL built by pypika at import time (:data:`db.sql.Sql`, 
   ``INNKEEPER_LOG_QUERIES=1``; the SQL and the number of arguments, never their values),
 * counts failures in ``innkeeper_db_query_errors_total{query, code}``,
 * translates asyncpg's exceptions into :class:`~innkeeper.errors.DatabaseError` (see
-  :mod:`db.errors`), and
+  :mod:`db.error_translation`), and
 * retries with jittered exponential backoff when the server went away and the query is known not
   to have run (or is a read), so a PostgreSQL restart costs latency, not errors.
 
@@ -37,7 +37,7 @@ from prometheus_client import Counter, Histogram
 from innkeeper.backoff import Backoff
 from innkeeper.errors import DatabaseError, ErrorCode
 
-from . import errors
+from . import error_translation as errors
 from .sql import PgQuery, Sql, built
 
 if TYPE_CHECKING:

@@ -39,7 +39,7 @@ What pypika lacks, and the helpers here
   ``WITH (FORCE)``, which is appended. Both are built per call: the name is only known then. They
   are the only SQL in ``db/`` that pypika does not build entirely.
 * :class:`Params`: numbered placeholders with their values, for a builder whose filters vary per
-  call. Prefer building the few variants at import time, as ``db.feedback`` and ``db.errors_log``
+  call. Prefer building the few variants at import time, as ``db.feedback`` and ``db.error_events``
   do for their list queries.
 
 Everything else (``ON CONFLICT``, ``RETURNING``, ``FOR UPDATE SKIP LOCKED``, ``WITH`` around

@@ -22,6 +22,7 @@ from pypika.functions import Count
 from pypika.terms import Function
 
 from innkeeper.errors import DatabaseError
+from innkeeper.services import BackgroundTasks
 
 from . import validate as v
 from .sql import P1, P2, P3, P4, P5, P6, P7, P8, P9, AtTimezone, Cast, PgQuery, TableFunction, built
@@ -86,7 +87,7 @@ class UsageRecorder:
         The most rows written by one statement.
     """
 
-    __slots__ = ("db", "interval", "max_buffer", "max_batch", "dropped", "_buffer", "_task", "_lock", "_closed")
+    __slots__ = ("db", "interval", "max_buffer", "max_batch", "dropped", "_buffer", "_tasks", "_lock", "_closed")
 
     def __init__(self, db: Database, *, interval: float = 5.0, max_buffer: int = 100_000,
                  max_batch: int = 10_000) -> None:
@@ -96,7 +97,7 @@ class UsageRecorder:
         self.max_batch = max_batch
         self.dropped = 0
         self._buffer: deque[dict[str, Any]] = deque()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = BackgroundTasks("usage")
         self._lock = asyncio.Lock()
         self._closed = False
 
@@ -130,18 +131,16 @@ class UsageRecorder:
             USAGE_DROPPED.inc(excess)
         USAGE_BUFFERED.set(len(self._buffer))
 
-    def start(self) -> None:
-        """Start the periodic flush task."""
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-recorder")
+    async def start(self) -> None:
+        """Flush every ``interval`` seconds until :meth:`stop`."""
+        if not len(self._tasks):
+            self._tasks.every(self.interval, self.flush, name="flush", run_first=False, on_error=self._flush_failed)
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.flush()
-            except DatabaseError as exc:
-                _log.warning("command usage flush failed, %d rows kept for the next try: %s", len(self), exc)
+    def _flush_failed(self, exc: Exception) -> None:
+        if isinstance(exc, DatabaseError):
+            _log.warning("command usage flush failed, %d rows kept for the next try: %s", len(self), exc)
+        else:
+            _log.error("command usage flush failed", exc_info=exc)
 
     async def flush(self, *, conn: Conn | None = None) -> int:
         """Write every buffered row, ``max_batch`` rows per statement; returns how many were written.
@@ -166,20 +165,21 @@ class UsageRecorder:
                 USAGE_BUFFERED.set(len(self._buffer))
         return written
 
+    async def stop(self) -> None:
+        """Stop the periodic flush and write what is left; a failed final write is logged with what it lost."""
+        try:
+            await self.close()
+        except DatabaseError as exc:
+            _log.warning("lost %d usage rows at shutdown: %s", len(self), exc)
+
     async def close(self) -> None:
-        """Stop the flush task and write what is left (raises when that final write fails)."""
+        """Stop the periodic flush and write what is left (raises when that final write fails)."""
         self._closed = True
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await self._tasks.cancel()
         await self.flush()
 
     async def __aenter__(self) -> UsageRecorder:
-        self.start()
+        await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

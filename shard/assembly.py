@@ -37,7 +37,6 @@ from typing import Any, Protocol
 
 from db.crypto import KeyRing
 from db.usage import UsageRecorder
-from innkeeper.errors import DatabaseError
 from innkeeper.services import ServiceStack
 from ipc.bus import Bus
 from ipc.cache import SharedCache
@@ -91,24 +90,6 @@ class _SubscribeInBackground:
 
     async def stop(self) -> None:
         await self.part.stop()
-
-
-class _UsageService:
-    """Flushes the usage recorder periodically, and once more at shutdown."""
-
-    __slots__ = ("recorder",)
-
-    def __init__(self, recorder: UsageRecorder) -> None:
-        self.recorder = recorder
-
-    async def start(self) -> None:
-        self.recorder.start()
-
-    async def stop(self) -> None:
-        try:
-            await self.recorder.close()
-        except DatabaseError as exc:
-            _log.warning("lost %d usage rows at shutdown: %s", len(self.recorder), exc)
 
 
 def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS, **bot_options: Any) -> ClusterBot:
@@ -179,7 +160,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(database)
     services.add(_SubscribeInBackground(cache))
     services.add(_SubscribeInBackground(bus))
-    services.add(_UsageService(usage))
+    services.add(usage)
     services.add(pipeline)
     services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id))
     services.add(SnapshotService(bot, GuildSnapshotStore(ctx.redis, ctx.keys,

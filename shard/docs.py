@@ -20,8 +20,8 @@ from innkeeper.errors import ErrorCode
 from innkeeper.settings import PROJECT_ROOT
 
 from .cogs import EXTENSIONS
+from .pipeline.catalog import CommandInfo, describe_commands
 from .pipeline.levels import Level
-from .pipeline.registry import CommandInfo, describe_commands
 from .pipeline.spec import DEFAULT_THROTTLE, TOGGLEABLE
 
 __all__ = ("render", "load_commands", "main", "DOC_PATH")

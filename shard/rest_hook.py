@@ -34,7 +34,6 @@ Install before login: the trace config must be in place when discord.py creates 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -49,6 +48,7 @@ from discord.http import HTTPClient, Route
 from discord.webhook.async_ import async_context
 
 from innkeeper.errors import UsageError
+from innkeeper.services import BackgroundTasks
 from ipc.ratelimit import RequestRefused, ResponseInfo, SharedRateLimiter, Ticket, WaitTooLong
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class RestHook:
         self.http = http
         self.limiter = limiter
         self.enabled = True
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks("rest-hook")
         self._warned = False
 
     def _unexpected(self, where: str) -> None:
@@ -156,9 +156,7 @@ class RestHook:
             return
         ctx.innkeeper_ticket = None
         # the request may be being cancelled: give the slot back from a task of its own
-        task = asyncio.get_running_loop().create_task(self._release(ticket))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._release(ticket), name="release")
 
     async def _release(self, ticket: Ticket) -> None:
         try:

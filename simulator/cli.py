@@ -113,7 +113,7 @@ async def _handler(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Add ``innkeeper simulator`` (the provider hook of ``cluster/cli.py``)."""
+    """Add ``innkeeper simulator`` (the provider hook of ``cluster/innkeeper_cli.py``)."""
     parser = subparsers.add_parser(
         "simulator", help="run the Discord simulator on its own (for load tests and development)",
         description="A Discord-compatible gateway and REST server that unmodified discord.py connects to.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -14,6 +15,8 @@ import pytest
 T = TypeVar("T")
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: argv of the ``innkeeper`` command as this interpreter runs it.
+INNKEEPER_CLI = (sys.executable, "-m", "cluster.innkeeper_cli")
 PG_ADMIN_DSN = os.environ.get("INNKEEPER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("INNKEEPER_TEST_REDIS", "redis://127.0.0.1:6379/0")
 

@@ -20,8 +20,8 @@ from discord.ext import commands
 
 from shard.cogs.base import PipelineCog
 from shard.pipeline import Level, ThrottleRule, command, respond
-from shard.pipeline.metrics import COMMAND_SECONDS, COMMANDS_TOTAL
-from shard.pipeline.registry import CommandInfo, describe_commands
+from shard.pipeline.catalog import CommandInfo, describe_commands
+from shard.pipeline.command_metrics import COMMAND_SECONDS, COMMANDS_TOTAL
 from shard.pipeline.validation import clip
 from shard.status_report import render_status
 

@@ -18,7 +18,7 @@ command tree's ``on_error`` (errors before a hybrid context exists) goes to
    required level (default, or the guild's override above the floor);
 4. **throttle**: the command's :class:`~shard.pipeline.throttling.ThrottleRule` (owners are exempt);
 5. **run** under ``spec.timeout`` or ``Settings.command_timeout_s``;
-6. **map errors** (:func:`~shard.pipeline.errors.map_error`) to a code and a short ephemeral reply
+6. **map errors** (:func:`~shard.pipeline.error_replies.map_error`) to a code and a short ephemeral reply
    (a plain reply for prefix commands);
 7. **audit** admin actions (``spec.audit``): the action, and refused attempts;
 8. **usage and metrics**: one usage row (batched by the recorder) and the Prometheus counter and
@@ -42,12 +42,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from innkeeper.errors import CommandError, DatabaseError, ErrorCode
+from innkeeper.services import BackgroundTasks
 
+from .command_metrics import COMMAND_SECONDS, COMMANDS_TOTAL, PIPELINE_FAILURES
 from .config import GuildConfig, GuildConfigSource
 from .context import respond, state_of
-from .errors import Failure, map_error
+from .error_replies import Failure, map_error
 from .levels import Level, is_moderator, member_level, required_level
-from .metrics import COMMAND_SECONDS, COMMANDS_TOTAL, PIPELINE_FAILURES
 from .spec import TOGGLEABLE, CommandSpec, spec_of
 from .throttling import Throttle, throttle_message
 from .validation import clip, validate_arguments
@@ -157,7 +158,7 @@ class Pipeline:
         self.usage = usage
         self.audit = audit
         self.errors = errors
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks("pipeline")
 
     # --- stages ----------------------------------------------------------------------------------
     async def execute(self, ctx: commands.Context[Any], spec: CommandSpec, arguments: dict[str, Any],
@@ -361,7 +362,7 @@ class Pipeline:
                            guild_id=ctx.guild.id if ctx.guild else None,
                            channel_id=ctx.channel.id if ctx.channel is not None else None, user_id=ctx.author.id,
                            cluster_id=self.cluster_id, shard_id=ctx.guild.shard_id if ctx.guild else None)
-        self._spawn(self._store_error(event))
+        self._tasks.spawn(self._store_error(event), name="store-error")
 
     async def _store_error(self, event: ErrorEvent) -> None:
         try:
@@ -377,16 +378,12 @@ class Pipeline:
             PIPELINE_FAILURES.labels("reply").inc()
             _log.warning("could not tell the user about a failed command: %s", exc)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def drain(self, timeout: float = 5.0) -> None:
         """Wait for background writes (error events) to finish; used at shutdown."""
-        if self._tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._tasks.wait()
+        await self._tasks.cancel()
 
     async def start(self) -> None:
         """Nothing to start (the pipeline is a service of the cluster only to drain at shutdown)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from db import audit as db_audit
-from db import errors_log as db_errors
+from db import error_events as db_errors
 
 if TYPE_CHECKING:
     from db.pool import Database

@@ -3,7 +3,7 @@
 A component click or a modal submit is a new interaction, not a command, so it does not pass the
 pipeline again; it was authorised when the command that showed it ran. Each view therefore only
 answers the user who ran that command (:meth:`OwnedView.interaction_check`), validates any text it
-receives, and maps its errors through the same :func:`~shard.pipeline.errors.map_error` into a
+receives, and maps its errors through the same :func:`~shard.pipeline.error_replies.map_error` into a
 short ephemeral reply.
 """
 
@@ -17,7 +17,7 @@ import discord
 from discord.ext import commands
 
 from .context import respond
-from .errors import map_error
+from .error_replies import map_error
 from .validation import NO_MENTIONS
 
 __all__ = ("OwnedView", "Paginator", "Confirm", "send_pages", "component_error")

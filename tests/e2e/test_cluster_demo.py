@@ -32,7 +32,7 @@ def test_demo_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path, redis_
            "DATABASE_URL": database_url, "INNKEEPER_STATUS_PORT": str(free_port()),
            "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_HEARTBEAT_INTERVAL": "0.5",
            "INNKEEPER_IDENTIFY_MARGIN": "0.15", "INNKEEPER_SYNC_COMMANDS": "false", "PYTHONUNBUFFERED": "1"}
-    cli = [sys.executable, "-m", "cluster.cli"]
+    cli = [sys.executable, "-m", "cluster.innkeeper_cli"]
     log = tmp_path / "demo.out"
     with log.open("wb") as out:
         demo = subprocess.Popen([*cli, "demo", "--guilds", "300", "--shards", "4", "--clusters", "2",  # noqa: S603

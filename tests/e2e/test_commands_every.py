@@ -13,7 +13,7 @@ import pytest
 from discord import AppCommandOptionType
 
 from shard.docs import load_commands
-from shard.pipeline.registry import CommandInfo
+from shard.pipeline.catalog import CommandInfo
 from tests.e2e.conftest import BotFactory
 from tests.e2e.test_commands_harness import (
     World,

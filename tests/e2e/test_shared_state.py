@@ -23,7 +23,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -50,7 +49,7 @@ from shard.rest_hook import limiter_of
 from tests.e2e.conftest import BotFactory
 from tests.e2e.test_commands_harness import channel_messages, migrated_db
 from tests.procs import Proc, SimulatorProc, cluster_env, http_json, start_cluster, start_simulator
-from tests.support import REDIS_TEST_URL, free_port, service_missing, wait_for, wait_for_sync
+from tests.support import INNKEEPER_CLI, REDIS_TEST_URL, free_port, service_missing, wait_for, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 __all__ = ("migrated_db",)
@@ -228,7 +227,7 @@ GARBAGE = (
 
 async def _innkeeper(prefix: str, *args: str) -> tuple[int, str]:
     env = {**os.environ, "REDIS_URL": REDIS_TEST_URL, "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_LOG_FORMAT": "text"}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "cluster.cli", *args, cwd=PROJECT_ROOT, env=env,
+    proc = await asyncio.create_subprocess_exec(*INNKEEPER_CLI, *args, cwd=PROJECT_ROOT, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
     assert proc.returncode is not None

@@ -6,7 +6,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,14 +15,14 @@ import pytest
 
 from db import aliases, audit, feedback, guilds, permissions, reminders
 from db.backup import backup, list_backups, restore
-from db.errors_log import record_error
+from db.error_events import record_error
 from db.migrate import maintenance_dsn
 from db.pool import Database
 from db.testing import make_keys, migrated
 from db.usage import UsageRecorder
 from innkeeper.errors import DatabaseError
 from innkeeper.settings import PROJECT_ROOT
-from tests.support import PG_ADMIN_DSN
+from tests.support import INNKEEPER_CLI, PG_ADMIN_DSN
 
 pytestmark = pytest.mark.integration
 KEYS = make_keys()
@@ -161,7 +160,7 @@ async def test_cli_backup_and_restore(source: Database, database_url: str, targe
            "INNKEEPER_BACKUP_KEEP": "2", "INNKEEPER_LOG_FORMAT": "json"}
 
     async def run(*argv: str) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "cluster.cli", *argv, cwd=PROJECT_ROOT,
+        proc = await asyncio.create_subprocess_exec(*INNKEEPER_CLI, *argv, cwd=PROJECT_ROOT,
                                                     env=env, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.PIPE)
         out, err = await asyncio.wait_for(proc.communicate(), 60)

@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from db import aliases, audit, errors_log, feedback, guilds, migrate, permissions, privacy, reminders, usage
+from db import aliases, audit, error_events, feedback, guilds, migrate, permissions, privacy, reminders, usage
 from db.backup import backup, restore
 from db.pool import Database
 from db.sql import is_built
@@ -118,8 +118,8 @@ async def _walk_every_db_function(db: Database) -> None:
     assert (await usage.top_commands(db, gid, since=now - dt.timedelta(hours=1)))[0].uses == 3
     await usage.usage_by_day(db, gid, since=now - dt.timedelta(days=1), command="ping")
     # error events
-    await errors_log.record_error(db, code="E5006", message="boom", guild_id=gid, user_id=uid)
-    await errors_log.list_errors(db, code="E5006", guild_id=gid, since=now - dt.timedelta(hours=1), before_id=10**9)
+    await error_events.record_error(db, code="E5006", message="boom", guild_id=gid, user_id=uid)
+    await error_events.list_errors(db, code="E5006", guild_id=gid, since=now - dt.timedelta(hours=1), before_id=10**9)
     # schema, health
     assert await migrate.require_schema(db) == migrate.REQUIRED_SCHEMA_VERSION
     assert (await db.health()).ok
@@ -156,7 +156,7 @@ async def test_every_statement_sent_through_the_funnel_is_built(db: Database,
     missing = sorted(where for where, text in _constants(funnel=True).items() if text not in sent)
     assert not missing, f"the walk never sent these queries (extend it): {missing}"
     assert sum(text in sent for text in feedback._LIST.values()) >= 2
-    assert sum(text in sent for text in errors_log._LIST.values()) >= 1
+    assert sum(text in sent for text in error_events._LIST.values()) >= 1
 
 
 def _direct_caller() -> str:

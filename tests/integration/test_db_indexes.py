@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from db import aliases, audit, errors_log, feedback, guilds, permissions, reminders, usage
+from db import aliases, audit, error_events, feedback, guilds, permissions, reminders, usage
 from db.pool import Database
 from db.testing import migrated
 
@@ -92,7 +92,7 @@ LOOKUPS: list[tuple[str, str, tuple[Any, ...], set[str]]] = [
     ("usage per day (/stats)", usage._BY_DAY, (42, HOUR_AGO, None, 5000), {"command_usage_guild_idx"}),
     ("due reminders", reminders._CLAIM, ("c", 60.0, 50), {"reminders_due_idx"}),
     ("reminders of a user", reminders._LIST_PENDING, (4242, 25), {"reminders_user_idx"}),
-    ("errors by code", *errors_log.build_list_query(code="E1042"), {"error_events_code_id_idx"}),
+    ("errors by code", *error_events.build_list_query(code="E1042"), {"error_events_code_id_idx"}),
 ]
 
 

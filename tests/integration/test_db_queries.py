@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from db import aliases, audit, errors_log, feedback, guilds, permissions, reminders, usage, validate
+from db import aliases, audit, error_events, feedback, guilds, permissions, reminders, usage, validate
 from db.pool import Database
 from db.testing import make_keys, migrated
 from innkeeper.errors import DatabaseError, ErrorCode
@@ -345,20 +345,20 @@ async def test_reminder_strings(db: Database, body: str) -> None:
 
 # --- error events ----------------------------------------------------------------------------------------------
 async def test_error_events_record_and_list(db: Database) -> None:
-    e = await errors_log.record_error(db, code="E5006", message="boom", command="roll", guild_id=1, user_id=5,
+    e = await error_events.record_error(db, code="E5006", message="boom", command="roll", guild_id=1, user_id=5,
                                       cluster_id=0, shard_id=3, context={"trace": "x"})
-    await errors_log.record_error(db, code="E4001", message="db down", guild_id=2)
+    await error_events.record_error(db, code="E4001", message="db down", guild_id=2)
     assert e.context == {"trace": "x"}
-    assert [x.code for x in await errors_log.list_errors(db)] == ["E4001", "E5006"]
-    assert [x.id for x in await errors_log.list_errors(db, code="E5006", guild_id=1)] == [e.id]
-    assert await errors_log.list_errors(db, since=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)) == []
+    assert [x.code for x in await error_events.list_errors(db)] == ["E4001", "E5006"]
+    assert [x.id for x in await error_events.list_errors(db, code="E5006", guild_id=1)] == [e.id]
+    assert await error_events.list_errors(db, since=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)) == []
 
 
 @EXAMPLES
 @given(message=NASTY, key=NASTY)
 async def test_error_event_strings_are_stored_or_visibly_sanitized(db: Database, message: str, key: str) -> None:
-    e = await errors_log.record_error(db, code="E9999", message=message, context={key: message})
-    got = [x for x in await errors_log.list_errors(db, limit=500) if x.id == e.id][0]
+    e = await error_events.record_error(db, code="E9999", message=message, context={key: message})
+    got = [x for x in await error_events.list_errors(db, limit=500) if x.id == e.id][0]
     clean = validate.sanitize(message, validate.MAX_ERROR_MESSAGE)
     assert got.message == clean
     changed = clean != message or validate.sanitize(key, 256) != key or validate.sanitize(message, 4000) != message

@@ -6,19 +6,19 @@ import asyncio
 import datetime as dt
 import json
 import os
-import sys
 from collections.abc import AsyncIterator
 
 import pytest
 
 from db import aliases, audit, feedback, guilds, privacy, reminders
 from db.crypto import generate_key
-from db.errors_log import record_error
+from db.error_events import record_error
 from db.pool import Database
 from db.testing import make_keys, migrated
 from db.usage import UsageRecorder
 from innkeeper.errors import DatabaseError
 from innkeeper.settings import PROJECT_ROOT
+from tests.support import INNKEEPER_CLI
 
 pytestmark = pytest.mark.integration
 KEYS = make_keys()
@@ -197,7 +197,7 @@ async def test_key_rotation_re_encrypts_everything(db: Database) -> None:
 
 async def _cli(database_url: str, *argv: str, **env: str) -> tuple[int, str, str]:
     full = {**os.environ, "DATABASE_URL": database_url, "INNKEEPER_LOG_FORMAT": "json", **env}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "cluster.cli", *argv, cwd=PROJECT_ROOT, env=full,
+    proc = await asyncio.create_subprocess_exec(*INNKEEPER_CLI, *argv, cwd=PROJECT_ROOT, env=full,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode is not None

@@ -9,7 +9,7 @@ import signal
 import aiohttp
 import pytest
 
-from cluster import cli as innkeeper_cli
+from cluster import innkeeper_cli
 from innkeeper.errors import UsageError
 from innkeeper.settings import Settings
 from simulator import cli
@@ -49,7 +49,7 @@ async def test_innkeeper_simulator_shares_the_flags() -> None:
     args = parser.parse_args(["simulator", "--guilds", "12", "--shards", "3"])
     assert callable(args.handler) and cli.config_from_args(args) == SimConfig(guilds=12, shards=3)
     bad = parser.parse_args(["simulator", "--members-per-guild", "0"])
-    with pytest.raises(UsageError, match="--members-per-guild must be"):  # cluster.cli turns it into exit 2
+    with pytest.raises(UsageError, match="--members-per-guild must be"):  # cluster.innkeeper_cli turns it into exit 2
         await bad.handler(bad, Settings.from_env({}))
 
 

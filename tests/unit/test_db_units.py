@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from db import errors as dberrors
-from db import errors_log as elog
+from db import error_events as elog
+from db import error_translation as dberrors
 from db import feedback, validate
 from db.crypto import KeyRing, generate_key
 from db.migrate import REQUIRED_SCHEMA_VERSION, discover, quote_ident

@@ -15,9 +15,9 @@ from innkeeper.errors import CommandError, ErrorCode
 from innkeeper.settings import Settings
 from ipc.throttle import ThrottleResult
 from shard.pipeline import GuildConfig, Level, Override, Pipeline, ThrottleRule, command
+from shard.pipeline.command_metrics import COMMANDS_TOTAL
 from shard.pipeline.context import state_of
 from shard.pipeline.core import AuditEvent, ErrorEvent, UsageEvent
-from shard.pipeline.metrics import COMMANDS_TOTAL
 
 GUILD_ID, OWNER_ID, GUILD_OWNER_ID, USER_ID, MOD_ROLE = 1000, 1, 2, 3, 77
 

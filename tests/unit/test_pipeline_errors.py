@@ -10,7 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from innkeeper.errors import CommandError, DatabaseError, ErrorCode, InnkeeperError, IPCError
-from shard.pipeline.errors import OUTCOMES, map_error, unwrap
+from shard.pipeline.error_replies import OUTCOMES, map_error, unwrap
 
 
 def _param(name: str) -> commands.Parameter:
