@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from innkeeper.errors import ErrorCode, InnkeeperError
 from innkeeper.settings import Settings
-from ipc.identify import store_budget
+from ipc.identify import mark_cold_start, store_budget
 from ipc.keys import Keys
 
 from .plan import Plan, plan
@@ -163,6 +163,8 @@ class Launcher:
         text = render_clusters(mine, p.shard_count, p.max_concurrency, self.settings, policy=self.policy)
         changed_file = write_private(self.run_dir / "clusters.conf", text)
         await store_plan(client, self.keys, p)
+        if changed_file or not await self.supervisor.is_running():  # the clusters are about to start together
+            await self._mark_cold_start(p, client)
         await self.ensure_supervisord()
         added, changed, removed = await self.supervisor.apply()
         for group in added:
@@ -184,6 +186,14 @@ class Launcher:
         if budget.remaining - need < self.settings.identify_reserve:
             self.out(f"warning: the identify budget has {budget.remaining} of {budget.total} left; "
                      f"this launch needs {need} and keeps {self.settings.identify_reserve} in reserve")
+
+    async def _mark_cold_start(self, p: Plan, client: aioredis.Redis) -> None:
+        """Tell the clusters about to start together when they start (``shard/cold_start.py``)."""
+        ttl = p.identify_floor_windows * self.settings.identify_window_s + 600.0
+        try:
+            await mark_cold_start(client, self.keys, ttl_s=ttl)
+        except Exception as exc:  # noqa: BLE001 - without the mark every cluster starts at once, as before
+            _log.warning("could not mark the cold start: %s", exc)
 
     # --- waiting --------------------------------------------------------------------------------
     async def _program_pids(self) -> dict[int, dict[str, Any]]:
@@ -293,6 +303,7 @@ class Launcher:
             old = {cid: info["pid"] for cid, info in (await self._program_pids()).items()}
             self.out(f"restarting every cluster at once ({len(targets)})")
             await self.supervisor.stop_group(CLUSTERS_GROUP)
+            await self._mark_cold_start(p, client)
             await self.supervisor.call("startProcessGroup", CLUSTERS_GROUP, False)
             await self.wait_ready(p, client, not_pids=old)
 

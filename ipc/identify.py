@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from ipc.keys import Keys
 
 __all__ = ("IdentifyQueue", "IdentifyTicket", "IdentifyBudget", "IdentifyBudgetExhausted", "bucket_of", "store_budget",
-           "read_budget")
+           "read_budget", "mark_cold_start", "COLD_START_ELAPSED")
 
 _log = logging.getLogger(__name__)
 
@@ -129,6 +129,23 @@ if not owner then
   return 2
 end
 return 0
+"""
+
+# KEYS: cold-start mark. ARGV: ttl ms. The mark is Redis's clock, so hosts with skewed clocks agree.
+_MARK_COLD_START = """
+local t = redis.call('TIME')
+redis.call('SET', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), 'PX', ARGV[1])
+return 1
+"""
+
+#: KEYS: cold-start mark. Milliseconds since the mark on Redis's clock, or -1 when there is none.
+COLD_START_ELAPSED = """
+local mark = redis.call('GET', KEYS[1])
+if not mark then
+  return -1
+end
+local t = redis.call('TIME')
+return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(mark)
 """
 
 _WITHDRAW = """
@@ -349,6 +366,16 @@ async def store_budget(redis: aioredis.Redis, keys: Keys, session_start_limit: M
     script = redis.register_script(_STORE_BUDGET)
     await script(keys=[keys.identify_budget()], args=[total, remaining, max(reset_after, 1), mc])
     return IdentifyBudget(total, remaining, mc, reset_after / 1000)
+
+
+async def mark_cold_start(redis: aioredis.Redis, keys: Keys, *, ttl_s: float) -> None:
+    """Record that every cluster of this plan starts now (the launcher, just before it starts them).
+
+    A cluster whose first identify turn is far off reads the mark (``shard/cold_start.py``) and
+    waits before it even imports discord.py, so the clusters identifying first get the CPU.
+    """
+    script = redis.register_script(_MARK_COLD_START)
+    await script(keys=[keys.cold_start()], args=[max(1, round(ttl_s * 1000))])
 
 
 async def read_budget(redis: aioredis.Redis, keys: Keys) -> IdentifyBudget | None:

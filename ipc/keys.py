@@ -44,6 +44,10 @@ class Keys:
         """Last known ``session_start_limit`` (hash)."""
         return self._k("identify", "budget")
 
+    def cold_start(self) -> str:
+        """When (Redis ms) the launcher last started the clusters all at once; expires after the cold start."""
+        return self._k("identify", "cold-start")
+
     # --- cluster liveness -----------------------------------------------------------------------
     def heartbeat(self, cluster_id: int) -> str:
         """The cluster's heartbeat record (msgpack), expiring by TTL."""

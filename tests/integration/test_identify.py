@@ -257,3 +257,26 @@ async def test_confirming_on_ready_keeps_a_lagging_receiver_free_of_violations(
     assert await _stamped_run(redis_url, Keys(redis_prefix + ":send"), on_ack=False)
     # … confirming on READY starts the next window after the stamp, whatever the lag: none refused.
     assert await _stamped_run(redis_url, Keys(redis_prefix + ":ack"), on_ack=True) == []
+
+
+async def test_a_cluster_far_back_in_a_cold_start_waits_for_its_round(redis_client: aioredis.Redis,
+                                                                     redis_url: str, redis_prefix: str) -> None:
+    from ipc.identify import mark_cold_start
+    from shard.cold_start import first_round, wait_for_round
+
+    keys = Keys(redis_prefix)
+    late = list(range(32, 48))  # max_concurrency 16: round 2
+    assert first_round(late, 16) == 2 and first_round(list(range(16)), 16) == 0
+    # no mark (one cluster restarting on its own): nobody waits
+    assert await asyncio.to_thread(wait_for_round, redis_url, keys, late, 16, window_s=1.0, lead_s=1.6) == 0.0
+    await mark_cold_start(redis_client, keys, ttl_s=60)
+    assert 0 < await redis_client.pttl(keys.cold_start()) <= 60_000
+    # the first round starts at once; round 2 of 1 s windows starts 0.5 s early: 1.5 s after the mark
+    assert await asyncio.to_thread(wait_for_round, redis_url, keys, list(range(16)), 16, window_s=1.0,
+                                   lead_s=0.5) == 0.0
+    waited = await asyncio.to_thread(wait_for_round, redis_url, keys, late, 16, window_s=1.0, lead_s=0.5)
+    assert 0.0 < waited <= 1.5
+    # once the round is near (or past), it starts at once
+    assert await asyncio.to_thread(wait_for_round, redis_url, keys, late, 16, window_s=1.0, lead_s=0.5) == 0.0
+    # Redis unreachable: start at once, never block the cluster
+    assert await asyncio.to_thread(wait_for_round, "redis://127.0.0.1:1/0", keys, late, 16, window_s=30.0) == 0.0
