@@ -52,17 +52,19 @@ class BackgroundTasks:
         The service's name, for task names, logs and the failure counter.
     """
 
-    __slots__ = ("service", "_tasks")
+    __slots__ = ("service", "_tasks", "_stopping")
 
     def __init__(self, service: str) -> None:
         self.service = service
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     def __len__(self) -> int:
         return sum(1 for t in self._tasks if not t.done())
 
     def spawn(self, coro: Coroutine[Any, Any, object], *, name: str) -> asyncio.Task[None]:
         """Run ``coro`` in the background; a crash is logged and counted, never raised."""
+        self._stopping = False
         task = asyncio.create_task(self._guard(coro, name), name=f"{self.service}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -114,7 +116,9 @@ class BackgroundTasks:
             await wait_first()
         if not run_first:
             await self._pause(interval_s, wake, debounce_s)
-        while True:
+        # The flag as well as the cancellation ends the loop: a cancellation can be swallowed on
+        # the way (redis-py's asyncio client returns from a command cancelled at the wrong moment).
+        while not self._stopping:
             if wake is not None:
                 wake.clear()
             try:
@@ -151,12 +155,14 @@ class BackgroundTasks:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def cancel(self, *, grace_s: float = 5.0) -> None:
+    async def cancel(self, *, grace_s: float = 1.0) -> None:
         """Cancel every task and wait for it to end (a task may call this on its own service).
 
-        A task that is still running ``grace_s`` after its cancellation (it swallowed it) is logged
-        and cancelled again, until it ends: ``stop()`` must never hang on one.
+        Periodic loops also stop at their next turn. A task that is still running ``grace_s`` after
+        its cancellation (it swallowed it) is logged and cancelled again, until it ends: ``stop()``
+        must never hang on one.
         """
+        self._stopping = True
         current = asyncio.current_task()
         pending = {t for t in self._tasks if t is not current and not t.done()}
         while pending:

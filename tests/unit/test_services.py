@@ -127,3 +127,23 @@ async def test_a_task_that_swallows_its_cancellation_is_cancelled_again(caplog: 
     await asyncio.wait_for(tasks.cancel(grace_s=0.01), 5)
     assert task.done() and refusals == 2
     assert "ignored its cancellation" in caplog.text
+
+
+async def test_a_periodic_loop_whose_work_swallows_the_cancellation_still_ends() -> None:
+    """redis-py's asyncio client can return from a command cancelled at the wrong moment."""
+    tasks = BackgroundTasks("svc-swallow")
+    started = asyncio.Event()
+
+    async def work() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return  # swallowed, as a client library might
+
+    tasks.every(3600, work, name="write")
+    await asyncio.wait_for(started.wait(), 5)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait_for(tasks.cancel(grace_s=30), 5)  # ends at its next turn, not after the grace
+    assert len(tasks) == 0 and loop.time() - began < 5
