@@ -131,7 +131,8 @@ class BackgroundTasks:
                     on_error(exc)
                 else:
                     _log.exception("%s: %s failed", self.service, name)
-            await self._pause(interval_s, wake, debounce_s)
+            if not self._stopping:
+                await self._pause(interval_s, wake, debounce_s)
 
     @staticmethod
     async def _pause(interval_s: float, wake: asyncio.Event | None, debounce_s: float) -> None:
