@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from db.migrate import migrate
 from innkeeper.settings import Settings
 from shard.bot import ClusterBot
 from tests.procs import SimulatorProc, cluster_env, start_simulator
@@ -27,13 +28,25 @@ def sim(tmp_path: Path) -> Iterator[SimulatorProc]:
 
 
 @pytest.fixture
-async def start_bot(redis_prefix: str) -> AsyncIterator[BotFactory]:
-    """Start in-process ``ClusterBot``s against a simulator and wait until every shard is READY."""
+async def migrated_db(database_url: str) -> str:
+    """This test's database (``database_url``), migrated to the current schema."""
+    await migrate(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def start_bot(redis_url: str, redis_prefix: str, migrated_db: str) -> AsyncIterator[BotFactory]:
+    """Start in-process ``ClusterBot``s against a simulator and wait until every shard is READY.
+
+    Each bot uses this test's Redis prefix and migrated database (``DATABASE_URL`` in ``env``
+    overrides it) and paces its identifies to the simulator's window.
+    """
     bots: list[tuple[ClusterBot, asyncio.Task[None]]] = []
 
     async def factory(sim: SimulatorProc, *, shard_ids: list[int] | None = None, shard_count: int | None = None,
                       cluster_id: int = 0, env: dict[str, str] | None = None, timeout: float = 60.0) -> ClusterBot:
-        settings = Settings.from_env(cluster_env(sim, redis_prefix, extra=env))
+        settings = Settings.from_env(cluster_env(sim, redis_prefix, redis_url=redis_url, database_url=migrated_db,
+                                                 extra=env))
         bot = ClusterBot(settings, cluster_id=cluster_id, shard_ids=shard_ids, shard_count=shard_count)
         task = asyncio.create_task(bot.start(settings.require_token()))
         bots.append((bot, task))

@@ -20,7 +20,6 @@ from tests.e2e.test_commands_harness import (
     content_of,
     followups,
     load_world,
-    migrated_db,
     prefix,
     slash,
     start_command_bot,
@@ -28,7 +27,6 @@ from tests.e2e.test_commands_harness import (
 from tests.procs import SimulatorProc
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 _CODE = re.compile(r"\((E\d{4})\)")
 _ALLOWED_CODES = {"E5001", "E5002", "E5003", "E5004", "E5006", "E5007", "E4003"}

@@ -14,7 +14,6 @@ from tests.e2e.test_commands_harness import (
     content_of,
     is_ephemeral,
     load_world,
-    migrated_db,
     options,
     prefix,
     slash,
@@ -25,7 +24,6 @@ from tests.procs import SIM_TOKEN, SimulatorProc, http_json
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 
 async def interact(sim: SimulatorProc, world: World, user: str, **body: Any) -> dict[str, Any]:

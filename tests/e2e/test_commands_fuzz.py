@@ -16,7 +16,6 @@ from tests.e2e.test_commands_harness import (
     World,
     content_of,
     load_world,
-    migrated_db,
     options,
     reply_to,
     slash,
@@ -27,7 +26,6 @@ from tests.procs import SimulatorProc, http_json
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 _CODE = re.compile(r"\((E\d{4})\)")
 #: What a user may legitimately see for junk input: argument errors, not-found, conflicts.

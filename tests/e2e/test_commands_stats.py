@@ -10,7 +10,6 @@ from tests.e2e.test_commands_harness import (
     content_of,
     followups,
     load_world,
-    migrated_db,
     options,
     prefix,
     slash,
@@ -20,7 +19,6 @@ from tests.e2e.test_commands_harness import (
 from tests.procs import SimulatorProc
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 
 async def test_stats(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
