@@ -11,8 +11,12 @@ import redis.asyncio as aioredis
 
 from ipc.keys import Keys
 from ipc.throttle import MemoryThrottle, RedisThrottle, ThrottleRule
+from tests.support import ReservedPort
 
 pytestmark = pytest.mark.integration
+
+#: Retry-after times come from Redis in whole milliseconds.
+EPS = 0.005
 
 RULES = {"roll": [ThrottleRule(5, 2.0, "user")], "raid": [ThrottleRule(3, 30, "guild"), ThrottleRule(1, 30, "user")],
          "broadcast": [ThrottleRule(2, 30, "global")]}
@@ -27,9 +31,12 @@ async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Red
 
 async def test_clusters_share_the_count(redis: aioredis.Redis, redis_prefix: str) -> None:
     clusters = [RedisThrottle(redis, Keys(redis_prefix), RULES) for _ in range(4)]
+    start = time.monotonic()
     results = [await clusters[i % 4].hit("roll", 42, 1) for i in range(7)]
+    took = time.monotonic() - start
     assert [r.allowed for r in results] == [True] * 5 + [False] * 2
-    assert 1.5 < results[-1].retry_after <= 2.0
+    # until the oldest of the five (taken after `start`) is 2 s old
+    assert 2.0 - took - EPS <= results[-1].retry_after <= 2.0 + EPS
     assert results[-1].message.startswith("You're doing that too often — try again in ")
     assert (await clusters[0].hit("roll", 43, 1)).allowed  # another user
 
@@ -45,14 +52,22 @@ async def test_many_concurrent_hits_allow_exactly_the_rate(redis: aioredis.Redis
 
 
 async def test_retry_after_is_when_the_oldest_use_expires(redis: aioredis.Redis, redis_prefix: str) -> None:
-    throttle = RedisThrottle(redis, Keys(redis_prefix), {"x": [ThrottleRule(2, 1.0)]})
+    window = 2.0
+    throttle = RedisThrottle(redis, Keys(redis_prefix), {"x": [ThrottleRule(2, window)]})
+    t0 = time.monotonic()
     assert (await throttle.hit("x", 1, None)).allowed
-    await asyncio.sleep(0.4)
+    t1 = time.monotonic()
+    await asyncio.sleep(window / 2)  # the scenario: the second use comes half a window after the first
+    t2 = time.monotonic()
     assert (await throttle.hit("x", 1, None)).allowed
     refused = await throttle.hit("x", 1, None)
-    assert not refused.allowed and 0.45 < refused.retry_after <= 0.62
-    await asyncio.sleep(refused.retry_after + 0.02)
-    assert (await throttle.hit("x", 1, None)).allowed  # exactly when it said
+    t3 = time.monotonic()
+    # retry_after counts down to the moment the first use (between t0 and t1) is a window old
+    assert not refused.allowed
+    assert t0 + window - t3 - EPS <= refused.retry_after <= t1 + window - t2 + EPS
+    await asyncio.sleep(refused.retry_after + EPS)  # the time it said (EPS: the answer is in whole ms)
+    assert (await throttle.hit("x", 1, None)).allowed  # … and then it is allowed
+    # the second use is still in the window (half a window younger), so that was the last one
     assert not (await throttle.hit("x", 1, None)).allowed
 
 
@@ -66,14 +81,23 @@ async def test_a_refused_hit_counts_against_no_rule(redis: aioredis.Redis, redis
 
 
 async def test_falls_back_to_memory_while_redis_is_down(redis: aioredis.Redis, redis_prefix: str) -> None:
-    dead = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.1, retry=None)
-    try:
-        throttle = RedisThrottle(dead, Keys(redis_prefix), RULES, retry_interval=60)
-        start = time.monotonic()
-        results = [await throttle.hit("roll", 1, 1) for _ in range(6)]
-        assert [r.allowed for r in results] == [True] * 5 + [False]
-        assert not throttle.shared
-        assert time.monotonic() - start < 1.0  # one failed attempt, then the fallback answers at once
-        assert isinstance(throttle.fallback, MemoryThrottle)
-    finally:
-        await dead.aclose()
+    with ReservedPort() as closed:  # nothing listens there
+        dead = aioredis.from_url(f"redis://127.0.0.1:{closed.port}/0", socket_connect_timeout=0.1, retry=None)
+        try:
+            throttle = RedisThrottle(dead, Keys(redis_prefix), RULES, retry_interval=60)
+            calls = 0
+            script = throttle._script
+
+            async def counted(**kwargs: object) -> object:
+                nonlocal calls
+                calls += 1
+                return await script(**kwargs)
+
+            throttle._script = counted  # type: ignore[assignment]
+            results = [await throttle.hit("roll", 1, 1) for _ in range(6)]
+            assert [r.allowed for r in results] == [True] * 5 + [False]
+            assert not throttle.shared
+            assert calls == 1  # one failed attempt, then the fallback answers without asking Redis
+            assert isinstance(throttle.fallback, MemoryThrottle)
+        finally:
+            await dead.aclose()
