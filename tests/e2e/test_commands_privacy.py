@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
@@ -96,4 +95,3 @@ async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, sta
 
     retention = content_of(await slash(sim, world, user, "privacy", sub("retention")))
     assert "command usage: 90 days" in retention and "encrypted at rest" in retention
-    await asyncio.sleep(0)

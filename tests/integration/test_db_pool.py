@@ -186,10 +186,15 @@ async def proxy(database_url: str) -> AsyncIterator[Proxy]:
         p.reserved.close()
 
 
-async def test_connect_retries_until_the_server_comes_up(proxy: Proxy) -> None:
+async def test_connect_retries_until_the_server_comes_up(proxy: Proxy, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="db.pool")
     db = Database(proxy.url, connect_timeout=20)
     connecting = asyncio.create_task(db.connect())
-    await asyncio.sleep(0.5)  # let the first attempts fail against the closed port
+
+    def refused_and_retrying() -> bool:
+        return any("database unreachable" in r.getMessage() for r in caplog.records)
+
+    await wait_for(refused_and_retrying, message="a first attempt refused by the closed port")
     assert not connecting.done()
     await proxy.start()
     try:

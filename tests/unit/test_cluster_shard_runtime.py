@@ -240,7 +240,7 @@ async def test_time_in_the_identify_queue_does_not_count_against_the_connect_tim
             await runtime.before_identify(3)  # waits 0.3 s in the queue, 6 x the connect timeout
             resumed = deadline.when()
             assert resumed is not None
-            await asyncio.sleep(0.2)  # … but the connect timeout runs again once the queue grants
+            await asyncio.Event().wait()  # … but the connect timeout runs again once the queue grants
         raise AssertionError("the connect timeout did not resume")
 
     started = asyncio.get_running_loop().time()
