@@ -84,6 +84,19 @@ def read_port(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def view_listening(client: object, custom_id: str) -> bool:
+    """Whether an in-process discord.py client has the view or modal with ``custom_id`` registered.
+
+    discord.py registers a view or modal only once the HTTP call that showed it has returned, so a
+    click sent as soon as the simulator reports the callback can arrive before it: the click would be
+    dropped. Tests wait on this before they click.
+    """
+    store = client._connection._view_store  # type: ignore[attr-defined]
+    if custom_id in store._modals:
+        return True
+    return any(cid == custom_id for items in store._views.values() for (_, cid) in items)
+
+
 # --- ports ----------------------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ async def count(dsn: str, sql: str, *args: Any) -> int:
 
 async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
     world = await load_world(sim)
-    await start_command_bot(start_bot, sim, migrated_db)
+    bot = await start_command_bot(start_bot, sim, migrated_db)
     user, uid = world.members[0], int(world.members[0])
     # some data about the user, including a refused admin action in the audit log
     await slash(sim, world, user, "remind", options(when="3d", text="private thing"))
@@ -66,16 +66,16 @@ async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, sta
     asked = await slash(sim, world, user, "privacy", sub("delete"))
     assert is_ephemeral(asked) and "Are you sure?" in content_of(asked)
     nav = buttons(asked["callback"]["data"])
-    cancelled = await interact(sim, world, user, kind="component", custom_id=nav["Cancel"]["custom_id"],
+    cancelled = await interact(sim, world, user, bot=bot, kind="component", custom_id=nav["Cancel"]["custom_id"],
                                message_id=asked["response_message_id"])
     assert "nothing was changed" in cancelled["callback"]["data"]["content"]
     assert await count(migrated_db, "SELECT count(*) FROM reminders WHERE user_id = $1", uid) == 1
     asked = await slash(sim, world, user, "privacy", sub("delete"))
     nav = buttons(asked["callback"]["data"])
-    stranger = await interact(sim, world, world.members[1], kind="component",
+    stranger = await interact(sim, world, world.members[1], bot=bot, kind="component",
                               custom_id=nav["Erase my data"]["custom_id"], message_id=asked["response_message_id"])
     assert "someone else's" in content_of(stranger)
-    erased = await interact(sim, world, user, kind="component", custom_id=nav["Erase my data"]["custom_id"],
+    erased = await interact(sim, world, user, bot=bot, kind="component", custom_id=nav["Erase my data"]["custom_id"],
                             message_id=asked["response_message_id"])
     assert erased["callback"]["type"] == 7 and "records about you were erased" in erased["callback"]["data"]["content"]
     for table, column in (("reminders", "user_id"), ("feedback", "author_id"), ("command_usage", "user_id"),

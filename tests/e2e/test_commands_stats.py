@@ -51,6 +51,6 @@ async def test_stats_pages(sim: SimulatorProc, migrated_db: str, start_bot: BotF
     (first,) = await followups(sim, report)
     assert "page 1/3" in first["content"]
     nav = buttons(first)
-    clicked = await interact(sim, world, world.moderator, kind="component", custom_id=nav["Next"]["custom_id"],
+    clicked = await interact(sim, world, world.moderator, bot=bot, kind="component", custom_id=nav["Next"]["custom_id"],
                              message_id=first["message_id"])
     assert clicked["callback"]["type"] == 7 and "page 2/3" in clicked["callback"]["data"]["content"]
