@@ -22,8 +22,14 @@ BotFactory = Callable[..., Awaitable[ClusterBot]]
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[SimulatorProc]:
-    """A simulator with 50 guilds on 2 shards and a scaled identify window."""
-    with start_simulator(tmp_path / "logs", guilds=50, shards=2, identify_window=0.2) as proc:
+    """A simulator with 50 guilds on 2 shards, a scaled identify window and room for many replies.
+
+    The command tests run dozens of prefix commands in one channel: at Discord's 5 messages per
+    5 s per channel, most of their time went to the bot waiting for that bucket. The REST limits
+    have tests of their own, on simulators of their own.
+    """
+    with start_simulator(tmp_path / "logs", guilds=50, shards=2, identify_window=0.2,
+                         extra_args=("--message-limit", "100")) as proc:
         yield proc
 
 
@@ -59,8 +65,11 @@ async def start_bot(redis_url: str, redis_prefix: str, migrated_db: str) -> Asyn
         return bot
 
     yield factory
-    for bot, task in bots:
+
+    async def close(bot: ClusterBot, task: asyncio.Task[None]) -> None:
         if not bot.is_closed():
             await bot.close()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, timeout=10)
+
+    await asyncio.gather(*(close(bot, task) for bot, task in bots))  # independent: close them side by side
