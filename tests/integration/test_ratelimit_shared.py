@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -98,9 +99,10 @@ async def test_four_clusters_hold_the_global_limit_without_429(clients: Clients)
     # The limiter grants by Redis time; the fake counts arrivals. Here both run on the test's own
     # event loop, so a loaded machine delays some sends by more than the default 50 ms margin and
     # a window's first requests can arrive late enough to share a window with the next ones. A
-    # 250 ms margin absorbs that lag; three 1.25 s windows still fit in the measured 3 s.
-    https = await clients(fake, 4, global_margin=0.25)
-    seconds = 3.0
+    # 250 ms margin absorbs that lag.
+    margin = 0.25
+    https = await clients(fake, 4, global_margin=margin)
+    seconds = 3.5
     start = time.monotonic()
     # 24 channels × 5/s = 120/s of bucket capacity: the 50/s global limit is what binds
     channels = list(range(1000, 1024))
@@ -108,7 +110,7 @@ async def test_four_clusters_hold_the_global_limit_without_429(clients: Clients)
     assert fake.total_429 == 0, dict(fake.limited)
     first = min(fake.ok_times)
     served = fake.served_in(first, seconds)
-    allowed = 50 * seconds
+    allowed = 50 * math.ceil(seconds / (1.0 + margin))  # the global windows the limiter opens in that time
     assert served >= 0.9 * allowed, f"{served} of {allowed} allowed requests in {seconds}s"
 
 
