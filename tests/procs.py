@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from innkeeper.settings import PROJECT_ROOT
-from tests.support import read_port, wait_for_sync
+from tests.support import REDIS_TEST_URL, read_port, wait_for_sync
 
-__all__ = ("Proc", "SimulatorProc", "start_simulator", "start_cluster", "cluster_env", "http_json", "metrics_port")
+__all__ = ("Proc", "SimulatorProc", "start_simulator", "start_cluster", "cluster_env", "cli_env", "http_json",
+           "metrics_port")
 
 SIM_TOKEN = "e2e-token"
 
@@ -165,6 +167,15 @@ def cluster_env(sim: SimulatorProc, redis_prefix: str, *, redis_url: str, databa
         "INNKEEPER_METRICS_PORT_BASE": "0",
         **(extra or {}),
     }
+
+
+def cli_env(*, database_url: str, redis_url: str = REDIS_TEST_URL, redis_prefix: str | None = None,
+            **extra: str) -> dict[str, str]:
+    """Environment for an ``innkeeper`` CLI run: the test's database, and a Redis URL and key prefix
+    of the test's own (a fresh prefix unless given), never the defaults another test could share."""
+    return {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+            "INNKEEPER_REDIS_PREFIX": redis_prefix or f"ikt-{uuid.uuid4().hex[:12]}", "INNKEEPER_LOG_FORMAT": "json",
+            **extra}
 
 
 def start_cluster(log_dir: Path, env: Mapping[str, str], *, cluster: int = 0, shard_ids: str | None = None,

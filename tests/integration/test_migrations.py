@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import sys
 import uuid
@@ -16,6 +15,7 @@ from db.migrate import REQUIRED_SCHEMA_VERSION, current_version, discover, ensur
 from db.pool import Database
 from innkeeper.errors import DatabaseError, ErrorCode
 from innkeeper.settings import PROJECT_ROOT
+from tests.procs import cli_env
 from tests.support import PG_ADMIN_DSN
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,7 @@ async def test_apply_from_empty_then_nothing_to_do(database_url: str) -> None:
 
 
 async def test_four_concurrent_cli_runs_apply_each_migration_once(database_url: str) -> None:
-    env = {**os.environ, "DATABASE_URL": database_url, "INNKEEPER_LOG_FORMAT": "json"}
+    env = cli_env(database_url=database_url)
     procs = [
         await asyncio.create_subprocess_exec(sys.executable, "-m", "cluster.cli", "migrate", cwd=PROJECT_ROOT, env=env,
                                              stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
