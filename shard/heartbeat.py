@@ -70,7 +70,7 @@ class Heartbeat:
     """
 
     __slots__ = ("redis", "keys", "tracker", "cluster_id", "interval_s", "ttl_s", "metrics_port", "sessions",
-                 "shard_count", "host", "pid", "started_at", "_task", "_samples", "writes", "last_error")
+                 "shard_count", "host", "pid", "started_at", "_task", "_stopping", "_samples", "writes", "last_error")
 
     def __init__(
         self,
@@ -98,6 +98,7 @@ class Heartbeat:
         self.pid = os.getpid()
         self.started_at = time.time()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._samples: deque[tuple[float, int]] = deque(maxlen=64)
         self.writes = 0
         self.last_error: str | None = None
@@ -141,7 +142,10 @@ class Heartbeat:
 
     async def _run(self) -> None:
         changed = self.tracker.changed
-        while True:
+        # The loop also checks _stopping: a cancel can be swallowed (redis-py 8's asyncio client
+        # returns from a cancelled command; 3.11's wait_for returns when the event is set as it is
+        # cancelled), and stop() must not wait forever for a loop that missed it.
+        while not self._stopping:
             changed.clear()
             try:
                 await self.beat()
@@ -152,17 +156,21 @@ class Heartbeat:
                 if self.last_error is None:
                     _log.error("cannot write the heartbeat: %s", exc)
                 self.last_error = str(exc)
+            if self._stopping:
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=self.interval_s)
                 await asyncio.sleep(DEBOUNCE_S)
 
     async def start(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name=f"heartbeat-{self.cluster_id}")
 
     async def stop(self) -> None:
         """Stop writing, save sessions one last time and delete the record."""
         task, self._task = self._task, None
+        self._stopping = True
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
