@@ -21,7 +21,7 @@ from tests.e2e.test_commands_harness import (
     start_command_bot,
     sub,
 )
-from tests.procs import SIM_TOKEN, SimulatorProc, http_json
+from tests.procs import SimulatorProc, bot_api, http_json
 from tests.support import view_listening, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -38,8 +38,8 @@ async def interact(sim: SimulatorProc, world: World, user: str, *, bot: ClusterB
 
 
 async def dm_channel(sim: SimulatorProc, user: str) -> str:
-    status, channel = await asyncio.to_thread(http_json, "POST", sim.url + "/api/v10/users/@me/channels",
-                                              {"recipient_id": user}, headers={"Authorization": f"Bot {SIM_TOKEN}"})
+    status, channel = await asyncio.to_thread(bot_api, sim, "POST", "/api/v10/users/@me/channels",
+                                              {"recipient_id": user})
     assert status == 200, channel
     return str(channel["id"])
 

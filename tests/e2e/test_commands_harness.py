@@ -11,7 +11,7 @@ from typing import Any
 
 from shard.bot import ClusterBot
 from tests.e2e.conftest import BotFactory
-from tests.procs import SIM_TOKEN, SimulatorProc, http_json
+from tests.procs import SimulatorProc, bot_api, http_json
 from tests.support import wait_for
 
 OWNER_ID_ENV = "INNKEEPER_OWNER_IDS"
@@ -34,8 +34,7 @@ class World:
 
 
 async def _get(sim: SimulatorProc, path: str) -> Any:
-    status, body = await asyncio.to_thread(http_json, "GET", sim.url + path, None,
-                                           headers={"Authorization": f"Bot {SIM_TOKEN}"})
+    status, body = await asyncio.to_thread(bot_api, sim, "GET", path)
     assert status == 200, (path, body)
     return body
 

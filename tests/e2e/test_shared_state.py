@@ -46,7 +46,16 @@ from ipc.snapshots import GuildSnapshotStore
 from shard.bot import ClusterBot
 from tests.e2e.conftest import BotFactory
 from tests.e2e.test_commands_harness import channel_messages
-from tests.procs import Proc, SimulatorProc, cluster_env, http_json, metrics_port, start_cluster, start_simulator
+from tests.procs import (
+    Proc,
+    SimulatorProc,
+    bot_api,
+    cluster_env,
+    http_json,
+    metrics_port,
+    start_cluster,
+    start_simulator,
+)
 from tests.support import PrivateRedis, service_missing, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
@@ -519,7 +528,6 @@ async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: a
 
 
 async def _bot_id(sim: SimulatorProc) -> str:
-    status, me = await asyncio.to_thread(http_json, "GET", sim.url + "/api/v10/users/@me", None,
-                                         headers={"Authorization": f"Bot {sim.token}"})
+    status, me = await asyncio.to_thread(bot_api, sim, "GET", "/api/v10/users/@me")
     assert status == 200, me
     return str(me["id"])
