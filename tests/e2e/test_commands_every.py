@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import pytest
 from discord import AppCommandOptionType
 
@@ -98,6 +99,7 @@ class Run:
     sim: SimulatorProc
     world: World
     db: Database
+    dsn: str
     user: str
     bot_owner: str
     mention: str
@@ -118,10 +120,18 @@ class Run:
 Step = Callable[[Run], Awaitable[None]]
 
 
+async def _sql(run: Run, query: str, *args: object) -> None:
+    """Test setup straight in the database (not through the bot's query funnel)."""
+    conn = await asyncpg.connect(run.dsn)
+    try:
+        await conn.execute(query, *args)
+    finally:
+        await conn.close()
+
+
 async def _reopen(run: Run, *ids: int) -> None:
-    await run.db.execute("test.reopen", "UPDATE feedback SET status = 'open', acknowledged_by = NULL, "
-                         "acknowledged_at = NULL, closed_by = NULL, closed_at = NULL, resolution = NULL "
-                         "WHERE id = ANY($1::bigint[])", list(ids))
+    await _sql(run, "UPDATE feedback SET status = 'open', acknowledged_by = NULL, acknowledged_at = NULL, "
+               "closed_by = NULL, closed_at = NULL, resolution = NULL WHERE id = ANY($1::bigint[])", list(ids))
 
 
 async def _feedback_12_13_open(run: Run) -> None:
@@ -130,7 +140,7 @@ async def _feedback_12_13_open(run: Run) -> None:
 
 async def _reminder_42_pending(run: Run) -> None:
     """Reminder #42 exists, pending, and belongs to the user who cancels it."""
-    await run.db.execute("test.seq", "SELECT setval(pg_get_serial_sequence('reminders', 'id'), 41)")
+    await _sql(run, "SELECT setval(pg_get_serial_sequence('reminders', 'id'), 41)")
     made = await create_reminder(run.db, KEYS, user_id=int(run.user), body="stretch", guild_id=int(run.world.guild_id),
                                  channel_id=int(run.world.channel_id),
                                  due_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
@@ -240,7 +250,7 @@ async def test_every_example_both_paths(sim: SimulatorProc, migrated_db: str, db
                     problems.append(f"{example} (a plain member): {refused}")
             for path in ("slash", "prefix"):
                 user = by_level.get(level) or next(members)
-                run = Run(sim, world, db, user, bot_owner, mention)
+                run = Run(sim, world, db, migrated_db, user, bot_owner, mention)
                 if needs.before is not None:
                     await _step(needs.before, run, problems)
                 if path == "slash":
