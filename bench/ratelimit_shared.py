@@ -40,6 +40,15 @@ TOKEN = "sim-token"
 MESSAGE_LIMIT, MESSAGE_WINDOW, GLOBAL_RATE = 5, 1.0, 50
 
 
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (good enough for a benchmark run alone)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - a local simulator URL
         return json.loads(resp.read())
@@ -180,8 +189,6 @@ def main(argv: list[str]) -> int:
     sim = None
     api = args.api
     if api is None:
-        from bench.cold_start import _free_port
-
         port = _free_port()
         sim = _start_simulator(port)
         api = f"http://127.0.0.1:{port}"

@@ -23,7 +23,7 @@ from innkeeper.errors import ErrorCode, InnkeeperError
 from innkeeper.settings import Settings
 
 from .launcher import Launcher
-from .render import SimulatorSpec, render_simulator, write_private
+from .render import SIMULATOR_PORT_FILE, SimulatorSpec, render_simulator, write_private
 from .state import health, read_status
 
 __all__ = ("DemoOptions", "run_demo", "demo_settings")
@@ -40,6 +40,8 @@ class DemoOptions:
     clusters: int = 2
     max_concurrency: int = 4
     identify_window: float = 0.5
+    #: The simulator's port: ``None`` is 8765 when free (else a free one), 0 lets the simulator bind any
+    #: free port and report it (``run/simulator.port``).
     port: int | None = None
     detach: bool = False
 
@@ -84,6 +86,22 @@ async def _wait_simulator(url: str, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.2)
 
 
+async def _bound_port(launcher: Launcher, timeout: float = 30.0) -> int:
+    """The port the demo's simulator bound (``--port 0``): its port file, written after its process started."""
+    path = launcher.run_dir / SIMULATOR_PORT_FILE
+    deadline = time.monotonic() + timeout
+    while True:
+        info = await launcher.supervisor.process("simulator")
+        started = float(info.get("start") or 0)
+        with contextlib.suppress(OSError, ValueError):
+            if info.get("statename") in ("STARTING", "RUNNING") and path.stat().st_mtime >= started:
+                return int(path.read_text().strip())
+        if time.monotonic() > deadline:
+            raise InnkeeperError(f"the simulator did not report its port in {path} within {timeout:.0f} s "
+                                 "(see run/logs/simulator.log)", code=ErrorCode.CLUSTER_UNHEALTHY)
+        await asyncio.sleep(0.1)
+
+
 async def _migrate(settings: Settings, out: Callable[[str], None]) -> None:
     from db.migrate import migrate
 
@@ -123,7 +141,7 @@ async def _watch(launcher: Launcher, stop: asyncio.Event) -> None:
 
 async def run_demo(settings: Settings, options: DemoOptions, *, out: Callable[[str], None] = print) -> int:
     """Run the demo until Ctrl-C or SIGTERM (or return at once with ``detach``)."""
-    port = options.port or (8765 if _port_free(8765) else _free_port())
+    port = options.port if options.port is not None else (8765 if _port_free(8765) else _free_port())
     demo = demo_settings(settings, options, port)
     launcher = Launcher(demo, out=out)
     sim = SimulatorSpec(port=port, guilds=options.guilds, shards=options.shards,
@@ -137,6 +155,9 @@ async def run_demo(settings: Settings, options: DemoOptions, *, out: Callable[[s
         write_private(launcher.run_dir / "simulator.conf", render_simulator(sim, demo))
         await launcher.ensure_supervisord()
         await launcher.supervisor.apply()
+        if port == 0:  # the simulator bound a free port: point the clusters at the one it got
+            port = await _bound_port(launcher)
+            launcher.settings = demo = demo_settings(settings, options, port)
         out(f"simulator: {options.guilds} guilds on http://127.0.0.1:{port} (identify window "
             f"{options.identify_window:g} s, max_concurrency {options.max_concurrency})")
         await _wait_simulator(demo.api_url or "")

@@ -27,6 +27,7 @@ from ipc.keys import Keys
 from .plan import Plan, plan
 from .render import CLUSTERS_GROUP, Policy, render_clusters, status_settings_json, write_private
 from .state import Health, health, load_plan, progress_line, read_status, stale_after, store_plan
+from .status import read_status_port
 from .supervisor import Supervisor, SupervisorError, SupervisorUnavailable
 
 __all__ = ("Launcher", "GatewayInfo", "fetch_gateway", "LaunchFailed", "DEFAULT_API_URL")
@@ -129,7 +130,8 @@ class Launcher:
     def status_url(self) -> str:
         s = self.settings
         host = "127.0.0.1" if s.status_host in ("0.0.0.0", "") else s.status_host  # noqa: S104
-        return f"http://{host}:{s.status_port}/"
+        port = s.status_port or read_status_port(self.run_dir) or 0  # port 0: the one the service bound
+        return f"http://{host}:{port}/"
 
     # --- supervisord ----------------------------------------------------------------------------
     async def ensure_supervisord(self) -> None:

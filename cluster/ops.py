@@ -36,6 +36,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} must be between 0 and 65535")
+    return value
+
+
 def _window(text: str) -> float:
     try:
         value = float(text)
@@ -68,7 +78,8 @@ def add_commands(sub: Any) -> None:
                    help=f"identify buckets the simulator grants (default {d.max_concurrency})")
     p.add_argument("--identify-window", type=_window, default=d.identify_window,
                    help=f"identify window in seconds, scaled down from Discord's 5 (default {d.identify_window})")
-    p.add_argument("--port", type=_positive, default=None, help="simulator port (default 8765, or a free one)")
+    p.add_argument("--port", type=_port, default=None,
+                   help="simulator port (default 8765, or a free one; 0: whatever port the simulator binds)")
     p.add_argument("--detach", action="store_true", help="leave everything running; `innkeeper stop` ends it")
     p.set_defaults(handler=_demo)
 

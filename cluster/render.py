@@ -22,7 +22,7 @@ from innkeeper.settings import PROJECT_ROOT, Settings
 from .plan import ClusterSpec, format_shard_ids
 
 __all__ = ("Policy", "render_clusters", "render_simulator", "supervisor_environment", "write_private",
-           "SimulatorSpec", "CLUSTERS_GROUP", "TEMPLATE_DIR", "status_settings_json")
+           "SimulatorSpec", "CLUSTERS_GROUP", "TEMPLATE_DIR", "status_settings_json", "SIMULATOR_PORT_FILE")
 
 TEMPLATE_DIR = PROJECT_ROOT / "deploy"
 #: The supervisord group holding every cluster program.
@@ -107,15 +107,20 @@ def render_clusters(clusters: Iterable[ClusterSpec], shard_count: int, max_concu
     return "\n".join([*blocks, group])
 
 
+#: Where the demo's simulator writes the port it bound (``run/simulator.port``).
+SIMULATOR_PORT_FILE = "simulator.port"
+
+
 def render_simulator(sim: SimulatorSpec, settings: Settings, *, policy: Policy = Policy()) -> str:
-    """``run/simulator.conf`` (demo mode only)."""
+    """``run/simulator.conf`` (demo mode only); the simulator writes its port to :data:`SIMULATOR_PORT_FILE`."""
     for name, value in (("token", sim.token),):
         if not value.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ConfigError(f"the simulator {name} may hold only letters, digits, '-', '_' and '.'")
     common = _common(settings, policy, None)
     return _template("simulator.conf.tmpl").substitute(
         common, port=sim.port, guilds=sim.guilds, shards=sim.shards, max_concurrency=sim.max_concurrency,
-        identify_window=f"{sim.identify_window:g}", token=sim.token)
+        identify_window=f"{sim.identify_window:g}", token=sim.token,
+        port_file=str(settings.run_dir.resolve() / SIMULATOR_PORT_FILE))
 
 
 def write_private(path: Path, text: str) -> bool:

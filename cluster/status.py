@@ -1,9 +1,12 @@
 """The status service: ``/status.json``, ``/`` (the page), ``/healthz`` and ``/metrics``.
 
 Run by supervisord as ``python -m cluster.status``; it binds ``INNKEEPER_STATUS_HOST`` (127.0.0.1
-by default) and ``INNKEEPER_STATUS_PORT``. When ``INNKEEPER_STATUS_TOKEN`` is set every route but
-``/healthz`` needs it, as ``Authorization: Bearer <token>`` or ``?token=<token>``. It reads the
-plan and the clusters' heartbeats from Redis on every request; it holds no state of its own.
+by default) and ``INNKEEPER_STATUS_PORT`` (8800; 0 picks a free port). Once it listens it writes the
+port it got to ``status.port`` in the run directory (:func:`read_status_port` reads it back), so
+the launcher and tests can find a service that was started on port 0. When ``INNKEEPER_STATUS_TOKEN``
+is set every route but ``/healthz`` needs it, as ``Authorization: Bearer <token>`` or
+``?token=<token>``. It reads the plan and the clusters' heartbeats from Redis on every request; it
+holds no state of its own.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,7 +43,7 @@ from .status_page import render_page
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-__all__ = ("create_app", "main", "SETTINGS_KEY", "REDIS_KEY", "KEYS_KEY")
+__all__ = ("create_app", "main", "serve", "SETTINGS_KEY", "REDIS_KEY", "KEYS_KEY", "PORT_FILE", "read_status_port")
 
 _log = logging.getLogger(__name__)
 
@@ -47,6 +52,9 @@ REDIS_KEY = web.AppKey("redis", aioredis.Redis)
 KEYS_KEY = web.AppKey("keys", Keys)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The file in the run directory that holds the port the status service is listening on.
+PORT_FILE = "status.port"
 
 
 class _Summary(Collector):
@@ -200,19 +208,57 @@ def load_settings(settings_file: Path | None) -> Settings:
     return Settings.from_env(env)
 
 
+def read_status_port(run_dir: Path) -> int | None:
+    """The port the status service of ``run_dir`` listens on, or ``None`` while it has not said yet."""
+    try:
+        text = (run_dir / PORT_FILE).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _write_port(path: Path, port: int) -> None:
+    """Write ``port`` atomically: a reader sees no file, or the whole number."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{port}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _remove_port(path: Path, port: int) -> None:
+    """Remove the port file if it still holds ``port`` (not that of a service that replaced this one)."""
+    if read_status_port(path.parent) == port:
+        path.unlink(missing_ok=True)
+
+
 async def serve(settings: Settings, host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT."""
+    """Serve until SIGTERM or SIGINT.
+
+    ``port`` 0 binds a free port. The port actually bound is written to :data:`PORT_FILE` in the
+    run directory once the service listens, and removed again when it stops.
+    """
     runner = web.AppRunner(create_app(settings), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    _log.info("status service on http://%s:%d/", host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    port_file = settings.run_dir / PORT_FILE
+    bound: int | None = None
     try:
+        await web.TCPSite(runner, host, port).start()
+        bound = int(runner.addresses[0][1])
+        _write_port(port_file, bound)
+        _log.info("status service on http://%s:%d/", host, bound)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
+        if bound is not None:
+            _remove_port(port_file, bound)
         await runner.cleanup()
 
 

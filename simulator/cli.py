@@ -1,7 +1,8 @@
 """``python -m simulator`` and ``innkeeper simulator``: one set of flags, one :class:`SimConfig`.
 
 Every :class:`~simulator.config.SimConfig` field has a flag of the same name (``--members-per-guild``).
-Bad values stop with one clear line and exit code 2.
+Bad values stop with one clear line and exit code 2. ``--port 0 --port-file PATH`` binds a free port
+and writes the port it got to ``PATH`` once the simulator listens (for tests and scripts).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from innkeeper.errors import UsageError
@@ -67,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=default,
                             metavar={int: "N", float: "SECONDS"}.get(kind, name.upper()),
                             help=f"{text} (default: {default})")
+    parser.add_argument("--port-file", type=Path, default=None, metavar="PATH",
+                        help="write the port actually bound to PATH once listening (useful with --port 0)")
 
 
 def _num(value: float) -> str:
@@ -96,11 +100,11 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     return config
 
 
-async def _serve(config: SimConfig) -> int:
+async def _serve(config: SimConfig, port_file: Path | None = None) -> int:
     from .server import run_simulator
 
     try:
-        await run_simulator(config)
+        await run_simulator(config, port_file=port_file)
     except OSError as exc:
         print(f"simulator: error: cannot listen on {config.host}:{config.port}: {exc.strerror or exc}",
               file=sys.stderr)
@@ -109,7 +113,7 @@ async def _serve(config: SimConfig) -> int:
 
 
 async def _handler(args: argparse.Namespace, settings: Settings) -> int:
-    return await _serve(config_from_args(args))
+    return await _serve(config_from_args(args), args.port_file)
 
 
 def add_commands(subparsers: Any) -> None:
@@ -146,6 +150,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     setup_logging(args.log_format, args.log_level, role="simulator")
     try:
-        return asyncio.run(_serve(config))
+        return asyncio.run(_serve(config, args.port_file))
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130

@@ -2,7 +2,8 @@
 
 - :func:`create_app` builds the world, the gateway hub and the shared :class:`~simulator.state.SimState`
   and registers every route.
-- :func:`run_simulator` serves until cancelled or SIGINT/SIGTERM, then closes every socket cleanly.
+- :func:`run_simulator` serves until cancelled or SIGINT/SIGTERM, then closes every socket cleanly;
+  with ``port=0`` it binds a free port and can write the port it got to a file (``--port-file``).
 - :class:`SimulatorServer` is the same server as an async context manager for tests and benchmarks.
 """
 
@@ -12,8 +13,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import signal
-import socket
+import tempfile
+from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
@@ -24,7 +27,8 @@ from .gateway import GATEWAY_PATH, Gateway
 from .state import STATE_KEY, SimState, Stats
 from .world import World
 
-__all__ = ("create_app", "run_simulator", "SimulatorServer", "listening_line")
+__all__ = ("create_app", "run_simulator", "SimulatorServer", "listening_line", "write_port_file",
+           "remove_port_file")
 
 _log = logging.getLogger(__name__)
 
@@ -90,8 +94,6 @@ class SimulatorServer:
         return self.app[STATE_KEY]
 
     async def start(self) -> None:
-        if self.config.port == 0:
-            self.config = dataclasses.replace(self.config, port=_free_port(self.config.host))
         self.app = create_app(self.config)
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
@@ -102,6 +104,12 @@ class SimulatorServer:
             await self._runner.cleanup()
             self._runner = None
             raise
+        if self.config.port == 0:
+            # The kernel picked the port when the socket was bound: no window for another process
+            # to take it. The world keeps the config it was built with; only the address changes.
+            port = int(self._runner.addresses[0][1])
+            self.config = dataclasses.replace(self.config, port=port)
+            self.app[STATE_KEY].config = self.config
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
@@ -117,14 +125,33 @@ class SimulatorServer:
         await self.stop()
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` (and a newline) to ``path`` atomically: a reader sees no file or the whole number."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{port}\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
-async def run_simulator(config: SimConfig, *, announce: bool = True) -> None:
-    """Serve ``config`` until cancelled or until SIGINT/SIGTERM; then close every socket and return."""
+def remove_port_file(path: Path, port: int) -> None:
+    """Remove ``path`` if it still holds ``port`` (and not the port of a process that replaced ours)."""
+    with contextlib.suppress(OSError):
+        if Path(path).read_text().strip() == str(port):
+            Path(path).unlink()
+
+
+async def run_simulator(config: SimConfig, *, announce: bool = True, port_file: Path | None = None) -> None:
+    """Serve ``config`` until cancelled or until SIGINT/SIGTERM; then close every socket and return.
+
+    With ``port_file`` the port actually bound (the one the kernel picked for ``port=0``) is
+    written there once the simulator listens, and the file is removed again when it stops.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
@@ -133,8 +160,12 @@ async def run_simulator(config: SimConfig, *, announce: bool = True) -> None:
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     server = SimulatorServer(config)
+    wrote = False
     try:
         await server.start()
+        if port_file is not None:
+            write_port_file(port_file, server.config.port)
+            wrote = True
         if announce:
             print(listening_line(server.config), flush=True)
         _log.info("simulator listening on %s", server.url)
@@ -144,3 +175,5 @@ async def run_simulator(config: SimConfig, *, announce: bool = True) -> None:
         for sig in installed:
             loop.remove_signal_handler(sig)
         await server.stop()
+        if wrote and port_file is not None:
+            remove_port_file(port_file, server.config.port)

@@ -1,18 +1,24 @@
 """Real processes for end-to-end tests: the simulator and bot clusters as subprocesses.
 
-Every process is started with its own ports, logs to a file under the test's tmp dir, and is
-killed (process group) at teardown, so nothing is left running after a test.
+Every process binds port 0 and reports the port it got (the simulator in its ``--port-file``, a
+cluster in its heartbeat and log), is told its Redis URL, database and identify window by the test,
+logs to a file under the test's tmp dir, and is killed (process group) at teardown, so nothing is left
+running after a test and tests running in parallel cannot meet.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from innkeeper.settings import PROJECT_ROOT
-from tests.support import free_port, wait_for_sync
+from tests.support import REDIS_TEST_URL, read_port, wait_for_sync
 
-__all__ = ("Proc", "SimulatorProc", "start_simulator", "start_cluster", "http_json")
+__all__ = ("Proc", "SimulatorProc", "start_simulator", "start_cluster", "cluster_env", "cli_env", "http_json",
+           "bot_api", "metrics_port")
 
 SIM_TOKEN = "e2e-token"
 
@@ -45,6 +52,21 @@ def http_json(method: str, url: str, body: Any = None, *, timeout: float = 30.0,
             return exc.code, json.loads(raw)
         except ValueError:
             return exc.code, raw.decode(errors="replace")
+
+
+def bot_api(sim: SimulatorProc, method: str, path: str, body: Any = None, *, attempts: int = 20) -> tuple[int, Any]:
+    """A Discord REST call to ``sim`` with the bot's token, as a well-behaved client makes it.
+
+    The test's reads count against the bot's limits in the simulator (as they would on Discord), so
+    a busy bot can leave them a 429: the call waits the ``retry_after`` the simulator gave and asks
+    again. Any other status is returned as it is.
+    """
+    for _ in range(attempts):
+        status, reply = http_json(method, sim.url + path, body, headers={"Authorization": f"Bot {sim.token}"})
+        if status != 429:
+            return status, reply
+        time.sleep(float(reply.get("retry_after", 0.1)) if isinstance(reply, dict) else 0.1)
+    return status, reply
 
 
 @dataclass
@@ -96,6 +118,8 @@ def spawn(name: str, args: list[str], log_dir: Path, env: Mapping[str, str] | No
 class SimulatorProc(Proc):
     port: int = 0
     token: str = SIM_TOKEN
+    #: The simulator's ``--identify-window``: bots pointed at it must pace their identifies to it.
+    identify_window: float = 5.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -113,40 +137,60 @@ class SimulatorProc(Proc):
         return body  # type: ignore[no-any-return]
 
 
+_SIMULATORS = itertools.count()
+
+
 @contextmanager
 def start_simulator(log_dir: Path, *, guilds: int = 50, shards: int = 1, max_concurrency: int = 1,
                     identify_window: float = 0.2, extra_args: tuple[str, ...] = ()) -> Iterator[SimulatorProc]:
-    """Run ``python -m simulator`` on a free port until the block exits."""
-    port = free_port()
-    args = ["-m", "simulator", "--port", str(port), "--guilds", str(guilds), "--shards", str(shards),
-            "--max-concurrency", str(max_concurrency), "--identify-window", str(identify_window),
-            "--token", SIM_TOKEN, *extra_args]
-    base = spawn(f"simulator-{port}", args, log_dir)
-    sim = SimulatorProc(base.name, base.popen, base.log, port=port)
+    """Run ``python -m simulator`` on a port it binds itself until the block exits."""
+    name = f"simulator-{next(_SIMULATORS)}"
+    port_file = log_dir / f"{name}.port"
+    args = ["-m", "simulator", "--port", "0", "--port-file", str(port_file), "--guilds", str(guilds),
+            "--shards", str(shards), "--max-concurrency", str(max_concurrency),
+            "--identify-window", str(identify_window), "--token", SIM_TOKEN, *extra_args]
+    base = spawn(name, args, log_dir)
+    sim = SimulatorProc(base.name, base.popen, base.log, identify_window=identify_window)
     try:
-        def up() -> bool:
+        def bound() -> int | None:
             assert sim.alive(), f"simulator exited:\n{sim.output()}"
-            try:
-                return http_json("GET", sim.url + "/_sim/stats", timeout=1)[0] == 200
-            except OSError:
-                return False
-        wait_for_sync(up, timeout=30, message="the simulator to listen")
+            return read_port(port_file)
+
+        sim.port = wait_for_sync(bound, timeout=30, message="the simulator to listen")
+        assert http_json("GET", sim.url + "/_sim/stats", timeout=10)[0] == 200, sim.output()
         yield sim
     finally:
         sim.stop()
 
 
-def cluster_env(sim: SimulatorProc, redis_prefix: str, *, token: str | None = None,
-                extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for a bot process pointed at ``sim``."""
+def cluster_env(sim: SimulatorProc, redis_prefix: str, *, redis_url: str, database_url: str,
+                token: str | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for a bot process pointed at ``sim``.
+
+    Everything that could collide with another test is the test's own: the Redis URL and prefix,
+    the database, and a metrics port the process binds itself (it reports it in its heartbeat).
+    Identifies are paced to the simulator's window, not Discord's 5 s.
+    """
     return {
         "DISCORD_TOKEN": token if token is not None else sim.token,
         "DISCORD_API_URL": sim.url,
+        "REDIS_URL": redis_url,
+        "DATABASE_URL": database_url,
         "INNKEEPER_REDIS_PREFIX": redis_prefix,
+        "INNKEEPER_IDENTIFY_WINDOW": str(sim.identify_window),
         "INNKEEPER_LOG_FORMAT": "json",
-        "INNKEEPER_METRICS_PORT_BASE": str(free_port()),
+        "INNKEEPER_METRICS_PORT_BASE": "0",
         **(extra or {}),
     }
+
+
+def cli_env(*, database_url: str, redis_url: str = REDIS_TEST_URL, redis_prefix: str | None = None,
+            **extra: str) -> dict[str, str]:
+    """Environment for an ``innkeeper`` CLI run: the test's database, and a Redis URL and key prefix
+    of the test's own (a fresh prefix unless given), never the defaults another test could share."""
+    return {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
+            "INNKEEPER_REDIS_PREFIX": redis_prefix or f"ikt-{uuid.uuid4().hex[:12]}", "INNKEEPER_LOG_FORMAT": "json",
+            **extra}
 
 
 def start_cluster(log_dir: Path, env: Mapping[str, str], *, cluster: int = 0, shard_ids: str | None = None,
@@ -158,3 +202,12 @@ def start_cluster(log_dir: Path, env: Mapping[str, str], *, cluster: int = 0, sh
     if shard_count is not None:
         args += ["--shard-count", str(shard_count)]
     return spawn(f"cluster-{cluster}-{time.monotonic_ns()}", args, log_dir, env)
+
+
+_METRICS_LINE = re.compile(r"metrics on http://[^\s/]+:(\d+)/metrics")
+
+
+def metrics_port(proc: Proc) -> int | None:
+    """The port of a cluster process's ``/metrics`` from its log (``INNKEEPER_METRICS_PORT_BASE=0``)."""
+    found = _METRICS_LINE.findall(proc.output())
+    return int(found[-1]) if found else None

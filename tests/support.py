@@ -1,13 +1,24 @@
-"""Helpers shared by the tests: waiting on conditions, free ports, service checks."""
+"""Helpers shared by the tests: waiting on conditions, ports, service checks, a private Redis.
+
+Ports: nothing here guesses a free port and hands the number to someone else to bind later (another
+test, running in parallel, could bind it in between). Processes bind port 0 and report the port they
+got (a port file, a log line, a heartbeat); a test that needs a port of its own holds it, bound, for
+as long as it needs it (:class:`ReservedPort`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
 from typing import TypeVar
 
 import pytest
@@ -29,48 +40,160 @@ def service_missing(name: str, why: object) -> None:
     pytest.skip(message)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# --- waiting --------------------------------------------------------------------------------------
 
 
 async def wait_for(
     predicate: Callable[[], Awaitable[T] | T], *, timeout: float = 10.0, interval: float = 0.05,
     message: str = "condition",
 ) -> T:
-    """Poll ``predicate`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
+    """Poll ``predicate`` until it returns a truthy value, and return that value.
+
+    A falsy result means "not yet": the predicate is asked again after ``interval`` seconds, and the
+    test fails after ``timeout`` seconds. Anything the predicate raises (an ``AssertionError``
+    included) fails the test at once: a predicate asserts what must hold while it waits.
+    """
     deadline = time.monotonic() + timeout
-    last: object = None
     while True:
-        try:
-            result = predicate()
-            if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-                result = await result  # type: ignore[misc]
-            if result:
-                return result  # type: ignore[return-value]
-            last = result
-        except AssertionError as exc:  # allow predicates that assert
-            last = exc
+        result = predicate()
+        if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
+            result = await result  # type: ignore[misc]
+        if result:
+            return result  # type: ignore[return-value]
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}; last={last!r}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}; last={result!r}")
         await asyncio.sleep(interval)
 
 
 def wait_for_sync(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05,
                   message: str = "condition") -> T:
-    """Blocking variant of :func:`wait_for`."""
+    """Blocking variant of :func:`wait_for` (same rules: falsy is "not yet", an exception fails at once)."""
     deadline = time.monotonic() + timeout
-    last: object = None
     while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-            last = result
-        except AssertionError as exc:
-            last = exc
+        result = predicate()
+        if result:
+            return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}; last={last!r}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}; last={result!r}")
         time.sleep(interval)
+
+
+def read_port(path: Path) -> int | None:
+    """The port a process wrote to ``path`` (``--port-file``, ``status.port``), or ``None`` while it has not."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def view_listening(client: object, custom_id: str) -> bool:
+    """Whether an in-process discord.py client has the view or modal with ``custom_id`` registered.
+
+    discord.py registers a view or modal only once the HTTP call that showed it has returned, so a
+    click sent as soon as the simulator reports the callback can arrive before it: the click would be
+    dropped. Tests wait on this before they click.
+    """
+    store = client._connection._view_store  # type: ignore[attr-defined]
+    if custom_id in store._modals:
+        return True
+    return any(cid == custom_id for items in store._views.values() for (_, cid) in items)
+
+
+# --- ports ----------------------------------------------------------------------------------------
+
+
+class ReservedPort:
+    """A TCP port on 127.0.0.1 that this test holds until :meth:`close`.
+
+    A socket bound to port 0 (with ``SO_REUSEPORT``) and never listening holds the port: no other
+    process can bind it, and connections to it are refused. :meth:`listen` opens a listening socket
+    on the same port for a server of this test; when that server closes it, connections are refused
+    again, and :meth:`listen` can open it again: the port never goes back to the pool meanwhile.
+    """
+
+    __slots__ = ("_holder", "port")
+
+    def __init__(self) -> None:
+        self._holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self._holder.bind(("127.0.0.1", 0))
+        self.port = int(self._holder.getsockname()[1])
+
+    def listen(self, backlog: int = 100) -> socket.socket:
+        """A new non-blocking socket listening on the port (for ``asyncio.start_server(sock=...)``)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+        return sock
+
+    def close(self) -> None:
+        self._holder.close()
+
+    def __enter__(self) -> ReservedPort:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+# --- a private redis-server -----------------------------------------------------------------------
+
+
+class PrivateRedis:
+    """A ``redis-server`` owned by one test (no persistence), killed and started again by the test.
+
+    It listens on a unix socket only (``--port 0``), in a directory of its own: nothing to guess,
+    and it comes back at the same address after a kill.
+    """
+
+    def __init__(self, log: Path | None = None) -> None:
+        # Unix socket paths are limited to ~107 bytes: a short directory under the system tmp dir.
+        self.dir = Path(tempfile.mkdtemp(prefix="ikr-"))
+        self.socket = self.dir / "redis.sock"
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        # A host part keeps innkeeper's URL check happy (it wants a netloc); redis-py uses the path.
+        return f"unix://localhost{self.socket}?db=0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            service_missing("redis-server", "the binary is not on PATH")
+        assert binary is not None
+        argv = [binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
+                "--save", "", "--appendonly", "no", "--dir", str(self.dir)]
+        if self.log is not None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+            with self.log.open("ab") as fh:
+                self.proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)  # noqa: S603 - fixed argv
+        else:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+        import redis
+
+        def up() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, \
+                f"redis-server exited: {self.log.read_text() if self.log else ''}"
+            try:
+                with redis.Redis(unix_socket_path=str(self.socket), socket_timeout=0.5) as client:
+                    return bool(client.ping())
+            except redis.exceptions.ConnectionError:
+                return False
+
+        wait_for_sync(up, timeout=15, message="the private redis-server answering")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -150,7 +150,7 @@ class FeedbackCog(PipelineCog):
 
     @subcommand(feedback, "resolve", description="Resolve or reject feedback; the sender gets a DM (moderators).",
                 feature="feedback", level=Level.MOD, guild_only=True, audit=True,
-                examples=("/feedback resolve id:12 note:Fixed in today's update",
+                examples=("/feedback resolve id:12 outcome:resolved note:Fixed in today's update",
                           "/feedback resolve id:13 outcome:rejected note:Works as intended"))
     async def resolve(self, ctx: commands.Context[Any], id: commands.Range[int, 1, 2**53],
                       outcome: Literal["resolved", "rejected"] = "resolved", *,

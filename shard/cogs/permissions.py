@@ -79,7 +79,7 @@ class Permissions(PipelineCog):
                 feature="permissions", level=Level.ADMIN, floor=Level.MOD, guild_only=True, audit=True,
                 throttle=ThrottleRule(10, 60.0, "guild"),
                 examples=("/permissions command command:remind setting:mod",
-                          "/permissions command command:stats setting:off",
+                          "/permissions command command:stats daily setting:off",
                           "/permissions command command:remind setting:reset"))
     async def command_(self, ctx: commands.Context[Any], command: commands.Range[str, 1, 60],
                        setting: commands.Range[str, 1, 20]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from db.migrate import migrate
 from innkeeper.settings import Settings
 from shard.assembly import build_cluster
 from shard.bot import ClusterBot
@@ -23,20 +24,38 @@ BotFactory = Callable[..., Awaitable[ClusterBot]]
 
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[SimulatorProc]:
-    """A simulator with 50 guilds on 2 shards and a scaled identify window."""
-    with start_simulator(tmp_path / "logs", guilds=50, shards=2, identify_window=0.2) as proc:
+    """A simulator with 50 guilds on 2 shards, a scaled identify window and room for many replies.
+
+    The command tests run dozens of prefix commands in one channel: at Discord's 5 messages per
+    5 s per channel, most of their time went to the bot waiting for that bucket. The REST limits
+    have tests of their own, on simulators of their own.
+    """
+    with start_simulator(tmp_path / "logs", guilds=50, shards=2, identify_window=0.2,
+                         extra_args=("--message-limit", "100")) as proc:
         yield proc
 
 
 @pytest.fixture
-async def start_bot(redis_prefix: str) -> AsyncIterator[BotFactory]:
-    """Start in-process ``ClusterBot``s against a simulator and wait until every shard is READY."""
+async def migrated_db(database_url: str) -> str:
+    """This test's database (``database_url``), migrated to the current schema."""
+    await migrate(database_url)
+    return database_url
+
+
+@pytest.fixture
+async def start_bot(redis_url: str, redis_prefix: str, migrated_db: str) -> AsyncIterator[BotFactory]:
+    """Start in-process ``ClusterBot``s against a simulator and wait until every shard is READY.
+
+    Each bot uses this test's Redis prefix and migrated database (``DATABASE_URL`` in ``env``
+    overrides it) and paces its identifies to the simulator's window.
+    """
     bots: list[tuple[ClusterBot, ClusterContext, asyncio.Task[None]]] = []
 
     async def factory(sim: SimulatorProc, *, shard_ids: list[int] | None = None, shard_count: int | None = None,
                       cluster_id: int = 0, env: dict[str, str] | None = None, timeout: float = 60.0,
                       max_concurrency: int | None = None) -> ClusterBot:
-        settings = Settings.from_env(cluster_env(sim, redis_prefix, extra=env))
+        settings = Settings.from_env(cluster_env(sim, redis_prefix, redis_url=redis_url, database_url=migrated_db,
+                                                 extra=env))
         ctx = ClusterContext.create(settings, cluster_id=cluster_id, shard_ids=shard_ids, shard_count=shard_count,
                                     max_concurrency=max_concurrency)
         bot = build_cluster(ctx)
@@ -51,9 +70,12 @@ async def start_bot(redis_prefix: str) -> AsyncIterator[BotFactory]:
         return bot
 
     yield factory
-    for bot, ctx, task in bots:
+
+    async def close(bot: ClusterBot, ctx: ClusterContext, task: asyncio.Task[None]) -> None:
         if not bot.is_closed():
             await bot.close()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(task, timeout=10)
         await ctx.aclose()
+
+    await asyncio.gather(*(close(bot, ctx, task) for bot, ctx, task in bots))  # independent: side by side

@@ -7,12 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from innkeeper.settings import PROJECT_ROOT
-from tests.support import free_port, wait_for_sync
+from tests.support import read_port, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -25,25 +26,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_demo_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path, redis_prefix: str,
+def test_demo_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path, redis_url: str, redis_prefix: str,
                                                           database_url: str) -> None:
     run_dir = tmp_path / "run"
+    # Every port is bound by the process that serves it: the simulator (--port 0, run/simulator.port),
+    # the status service (run/status.port) and each cluster's /metrics (its heartbeat).
     env = {**os.environ, "INNKEEPER_RUN_DIR": str(run_dir), "INNKEEPER_REDIS_PREFIX": redis_prefix,
-           "DATABASE_URL": database_url, "INNKEEPER_STATUS_PORT": str(free_port()),
+           "REDIS_URL": redis_url, "DATABASE_URL": database_url, "INNKEEPER_STATUS_PORT": "0",
            "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_HEARTBEAT_INTERVAL": "0.5",
            "INNKEEPER_IDENTIFY_MARGIN": "0.15", "INNKEEPER_SYNC_COMMANDS": "false", "PYTHONUNBUFFERED": "1"}
     cli = [sys.executable, "-m", "cluster.innkeeper_cli"]
     log = tmp_path / "demo.out"
     with log.open("wb") as out:
         demo = subprocess.Popen([*cli, "demo", "--guilds", "300", "--shards", "4", "--clusters", "2",  # noqa: S603
-                                 "--port", str(free_port())], cwd=PROJECT_ROOT, env=env, stdout=out,
+                                 "--port", "0"], cwd=PROJECT_ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
         wait_for_sync(lambda: "press Ctrl-C" in log.read_text() or demo.poll() is not None, timeout=120,
                       message="the demo to be up")
         text = log.read_text()
         assert demo.poll() is None, text
-        assert "all 4 shards READY" in text and "status page: http://127.0.0.1:" in text
+        sim_port, status_port = read_port(run_dir / "simulator.port"), read_port(run_dir / "status.port")
+        assert sim_port and status_port, text
+        assert f"simulator: 300 guilds on http://127.0.0.1:{sim_port}" in text
+        assert "all 4 shards READY" in text and f"status page: http://127.0.0.1:{status_port}/" in text
+        with urllib.request.urlopen(f"http://127.0.0.1:{status_port}/healthz", timeout=10) as healthz:  # noqa: S310
+            assert healthz.status == 200
         status = subprocess.run([*cli, "status", "--json"], cwd=PROJECT_ROOT, env=env, capture_output=True,
                                 text=True, timeout=60, check=False)
         assert status.returncode == 0, status.stdout + status.stderr

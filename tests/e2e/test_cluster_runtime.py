@@ -1,17 +1,18 @@
 """The cluster runtime end to end: real supervisord, Redis, simulator and ``python -m shard`` processes.
 
-Each test gets its own run directory (so its own supervisord and socket), Redis prefix and ports,
-and tears supervisord and every process down even when it fails.
+Each test gets its own run directory (so its own supervisord and socket), Redis prefix and database;
+every process binds port 0 and reports its port (the simulator in a port file, the status service in
+``status.port`` in the run directory, each cluster's ``/metrics`` in its heartbeat), and the test tears
+supervisord and every process down even when it fails.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ import pytest
 
 from cluster.launcher import Launcher, LaunchFailed
 from cluster.plan import Plan, plan
+from cluster.status import read_status_port
+from cluster.supervisor import Supervisor
 from innkeeper.errors import InnkeeperError
 from innkeeper.settings import Settings
 from tests.procs import SimulatorProc, start_simulator
-from tests.support import free_port, wait_for
+from tests.support import wait_for, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -50,14 +53,17 @@ class Env:
 
     @property
     def status_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.status_port}"
+        """The status service's address: the port it bound and wrote to ``status.port`` in the run directory."""
+        port = read_status_port(self.launcher.run_dir)
+        assert port, f"the status service has not written {self.launcher.run_dir}/status.port"
+        return f"http://127.0.0.1:{port}"
 
 
-def _env(sim: SimulatorProc, run_dir: Path, prefix: str, database_url: str, **extra: str) -> Settings:
+def _env(sim: SimulatorProc, run_dir: Path, prefix: str, redis_url: str, database_url: str, **extra: str) -> Settings:
     return Settings.from_env({
         "DISCORD_TOKEN": sim.token, "DISCORD_API_URL": sim.url, "INNKEEPER_REDIS_PREFIX": prefix,
-        "DATABASE_URL": database_url, "INNKEEPER_RUN_DIR": str(run_dir), "INNKEEPER_STATUS_PORT": str(free_port()),
-        "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_IDENTIFY_WINDOW": str(WINDOW),
+        "REDIS_URL": redis_url, "DATABASE_URL": database_url, "INNKEEPER_RUN_DIR": str(run_dir),
+        "INNKEEPER_STATUS_PORT": "0", "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_IDENTIFY_WINDOW": str(WINDOW),
         "INNKEEPER_IDENTIFY_MARGIN": str(MARGIN),
         "INNKEEPER_HEARTBEAT_INTERVAL": "0.5", "INNKEEPER_HEARTBEAT_TTL": "5", "INNKEEPER_LOG_FORMAT": "json",
         "INNKEEPER_SYNC_COMMANDS": "false", **extra,
@@ -72,21 +78,26 @@ def _hard_kill(run_dir: Path) -> None:
     pid = int(pidfile.read_text().strip() or 0)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.1)
+            return True
+        return False
+
+    with contextlib.suppress(AssertionError):
+        wait_for_sync(gone, timeout=20, message=f"supervisord (pid {pid}) to exit")
+        return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
-async def env(sim: SimulatorProc, tmp_path: Path, redis_prefix: str, database_url: str) -> AsyncIterator[Env]:
+async def env(sim: SimulatorProc, tmp_path: Path, redis_url: str, redis_prefix: str,
+              database_url: str) -> AsyncIterator[Env]:
     run_dir = tmp_path / "run"
-    settings = _env(sim, run_dir, redis_prefix, database_url)
+    settings = _env(sim, run_dir, redis_prefix, redis_url, database_url)
     try:
         from db.migrate import migrate
     except ImportError:  # pragma: no cover - the db package is part of the project
@@ -121,6 +132,7 @@ async def _get(url: str) -> tuple[int, Any]:
 async def _launch(e: Env) -> Plan:
     p = await e.launcher.launch(clusters=CLUSTERS, timeout=120)
     assert p == plan(SHARDS, MC, clusters=CLUSTERS)
+    await wait_for(lambda: read_status_port(e.launcher.run_dir), timeout=20, message="the status service's port")
     return p
 
 
@@ -184,39 +196,52 @@ async def test_kill_9_one_cluster_is_restarted_and_the_others_stay(env: Env) -> 
             assert stats["shards"][str(sid)]["sessions"] == shard_stats[str(sid)]["sessions"], sid
 
 
+class _WatchedSupervisor(Supervisor):
+    """A supervisord client that runs a check before each ``stopProcess`` (the moment a cluster goes down)."""
+
+    __slots__ = ("before_stop",)
+
+    def __init__(self, run_dir: Path, before_stop: Callable[[str], Awaitable[None]]) -> None:
+        super().__init__(run_dir)
+        self.before_stop = before_stop
+
+    async def stop_process(self, name: str, wait: bool = True) -> None:
+        await self.before_stop(name)
+        await super().stop_process(name, wait)
+
+
 async def test_rolling_restart_keeps_three_of_four_clusters_ready(env: Env) -> None:
-    await _launch(env)
+    p = await _launch(env)
     _, before = await _get(env.status_url + "/status.json")
     old = {c["id"]: c["pid"] for c in before["clusters"]}
-    samples: list[int] = []
-    done = asyncio.Event()
+    stopped: list[int] = []
 
-    async def sample() -> None:
-        while not done.is_set():
-            _, doc = await _get(env.status_url + "/status.json")
-            samples.append(sum(1 for c in doc["clusters"] if all(s["state"] == "READY" for s in c["shards"])))
-            await asyncio.sleep(0.05)
+    async def others_up(name: str) -> None:
+        """Each time a cluster is taken down, every other cluster is READY and connected."""
+        cid = int(name.rsplit("-", 1)[1])
+        _, doc = await _get(env.status_url + "/status.json")
+        ready = {c["id"] for c in doc["clusters"] if c["state"] == "READY"}
+        live = {int(s) for s, n in env.sim.stats()["live_shards"].items() if n}
+        others = [c for c in p.clusters if c.id != cid]
+        assert ready >= {c.id for c in others}, (name, doc)
+        assert live >= {s for c in others for s in c.shard_ids}, (name, live)
+        stopped.append(cid)
 
-    sampler = asyncio.create_task(sample())
-    try:
-        await env.launcher.restart(rolling=True)
-    finally:
-        done.set()
-        await sampler
-    assert len(samples) > 20, samples
-    assert min(samples) >= CLUSTERS - 1, samples
-    assert min(samples) == CLUSTERS - 1, "a cluster should have been seen restarting"
+    env.launcher.supervisor = _WatchedSupervisor(env.launcher.run_dir, others_up)
+    await env.launcher.restart(rolling=True)
+    assert stopped == list(range(CLUSTERS)), stopped  # one at a time, in order, each once
+    ready_again = [line for line in env.lines if "READY again" in line]
+    assert [line.split()[0] for line in ready_again] == [f"cluster-{c}" for c in range(CLUSTERS)], env.lines
     _, after = await _get(env.status_url + "/status.json")
     assert all(c["pid"] != old[c["id"]] for c in after["clusters"])
     assert all(c["state"] == "READY" for c in after["clusters"])
-    assert [line for line in env.lines if "READY again" in line][:1], env.lines
     assert env.sim.stats()["identify_violations"] == 0, _violations(env.sim)
 
 
-async def test_bad_token_fails_clearly_and_does_not_loop(sim: SimulatorProc, tmp_path: Path, redis_prefix: str,
-                                                         database_url: str) -> None:
+async def test_bad_token_fails_clearly_and_does_not_loop(sim: SimulatorProc, tmp_path: Path, redis_url: str,
+                                                         redis_prefix: str, database_url: str) -> None:
     run_dir = tmp_path / "run"
-    bad = _env(sim, run_dir, redis_prefix, database_url, DISCORD_TOKEN="not-the-token")
+    bad = _env(sim, run_dir, redis_prefix, redis_url, database_url, DISCORD_TOKEN="not-the-token")
     launcher = Launcher(bad, out=lambda _line: None)
     # `innkeeper launch` itself refuses at once: GET /gateway/bot answers 401.
     with pytest.raises(InnkeeperError, match="token was rejected"):

@@ -9,7 +9,6 @@ from tests.e2e.test_commands_harness import (
     content_of,
     is_ephemeral,
     load_world,
-    migrated_db,
     options,
     prefix,
     slash,
@@ -19,7 +18,6 @@ from tests.e2e.test_commands_harness import (
 from tests.procs import SimulatorProc
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 
 async def test_aliases(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:

@@ -10,7 +10,6 @@ from tests.e2e.test_commands_harness import (
     followups,
     is_ephemeral,
     load_world,
-    migrated_db,
     options,
     prefix,
     slash,
@@ -19,7 +18,6 @@ from tests.e2e.test_commands_harness import (
 from tests.procs import SimulatorProc
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 
 async def test_ping_help_and_permissions(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:

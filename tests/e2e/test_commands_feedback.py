@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from shard.bot import ClusterBot
 from tests.e2e.conftest import BotFactory
 from tests.e2e.test_commands_harness import (
     World,
@@ -14,21 +15,22 @@ from tests.e2e.test_commands_harness import (
     content_of,
     is_ephemeral,
     load_world,
-    migrated_db,
     options,
     prefix,
     slash,
     start_command_bot,
     sub,
 )
-from tests.procs import SIM_TOKEN, SimulatorProc, http_json
-from tests.support import wait_for
+from tests.procs import SimulatorProc, bot_api, http_json
+from tests.support import view_listening, wait_for
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 
-async def interact(sim: SimulatorProc, world: World, user: str, **body: Any) -> dict[str, Any]:
+async def interact(sim: SimulatorProc, world: World, user: str, *, bot: ClusterBot, **body: Any) -> dict[str, Any]:
+    """A click or a form submission, sent once ``bot`` listens for it (see :func:`view_listening`)."""
+    custom_id = str(body["custom_id"])
+    await wait_for(lambda: view_listening(bot, custom_id), message=f"the bot to listen for {custom_id}")
     payload = {"guild_id": world.guild_id, "channel_id": world.channel_id, "user_id": user, "timeout": 15, **body}
     status, reply = await asyncio.to_thread(http_json, "POST", sim.url + "/_sim/interactions", payload)
     assert status == 200, reply
@@ -36,8 +38,8 @@ async def interact(sim: SimulatorProc, world: World, user: str, **body: Any) -> 
 
 
 async def dm_channel(sim: SimulatorProc, user: str) -> str:
-    status, channel = await asyncio.to_thread(http_json, "POST", sim.url + "/api/v10/users/@me/channels",
-                                              {"recipient_id": user}, headers={"Authorization": f"Bot {SIM_TOKEN}"})
+    status, channel = await asyncio.to_thread(bot_api, sim, "POST", "/api/v10/users/@me/channels",
+                                              {"recipient_id": user})
     assert status == 200, channel
     return str(channel["id"])
 
@@ -49,20 +51,20 @@ def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
 async def test_feedback(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
     world = await load_world(sim)
     assert world.moderator is not None
-    await start_command_bot(start_bot, sim, migrated_db)
+    bot = await start_command_bot(start_bot, sim, migrated_db)
     user = world.members[0]
     # slash without text: a modal. A raw client can send any text: too much is refused clearly
     opened = await slash(sim, world, user, "feedback", sub("submit"))
     assert opened["callback"]["type"] == 9, opened
     modal = opened["callback"]["data"]
     field = modal["components"][0]["components"][0]["custom_id"]
-    too_long = await interact(sim, world, user, kind="modal_submit", custom_id=modal["custom_id"],
+    too_long = await interact(sim, world, user, bot=bot, kind="modal_submit", custom_id=modal["custom_id"],
                               values={field: "x" * 2001})
     assert is_ephemeral(too_long) and "at most 2000 characters" in content_of(too_long)
     opened = await slash(sim, world, user, "feedback", sub("submit"))
     modal = opened["callback"]["data"]
     field = modal["components"][0]["components"][0]["custom_id"]
-    submitted = await interact(sim, world, user, kind="modal_submit", custom_id=modal["custom_id"],
+    submitted = await interact(sim, world, user, bot=bot, kind="modal_submit", custom_id=modal["custom_id"],
                                values={field: "Great bot @everyone **really**"})
     assert is_ephemeral(submitted) and content_of(submitted) == "Thanks! Your feedback is #1."
     # prefix with text; prefix without text explains what to do
@@ -97,7 +99,7 @@ async def test_feedback(sim: SimulatorProc, migrated_db: str, start_bot: BotFact
 async def test_feedback_list_pages(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
     world = await load_world(sim)
     assert world.moderator is not None
-    await start_command_bot(start_bot, sim, migrated_db)
+    bot = await start_command_bot(start_bot, sim, migrated_db)
     for i in range(12):
         user = world.members[i // 3]
         reply = await slash(sim, world, user, "feedback", sub("submit", options(text=f"idea number {i}")))
@@ -110,10 +112,10 @@ async def test_feedback_list_pages(sim: SimulatorProc, migrated_db: str, start_b
     nav = buttons(first)
     assert nav["Previous"].get("disabled") is True
     # someone else cannot turn the pages
-    other = await interact(sim, world, world.members[0], kind="component", custom_id=nav["Next"]["custom_id"],
+    other = await interact(sim, world, world.members[0], bot=bot, kind="component", custom_id=nav["Next"]["custom_id"],
                            message_id=listing["response_message_id"])
     assert "someone else's" in content_of(other)
-    page2 = await interact(sim, world, world.moderator, kind="component", custom_id=nav["Next"]["custom_id"],
+    page2 = await interact(sim, world, world.moderator, bot=bot, kind="component", custom_id=nav["Next"]["custom_id"],
                            message_id=listing["response_message_id"])
     assert page2["callback"]["type"] == 7
     assert "page 2/2" in page2["callback"]["data"]["content"]

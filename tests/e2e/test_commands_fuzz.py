@@ -16,18 +16,16 @@ from tests.e2e.test_commands_harness import (
     World,
     content_of,
     load_world,
-    migrated_db,
     options,
     reply_to,
     slash,
     start_command_bot,
     sub,
 )
-from tests.procs import SimulatorProc, http_json
+from tests.procs import SimulatorProc, bot_api, http_json
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 _CODE = re.compile(r"\((E\d{4})\)")
 #: What a user may legitimately see for junk input: argument errors, not-found, conflicts.
@@ -95,7 +93,6 @@ async def test_arbitrary_arguments(fuzz_bot: tuple[SimulatorProc, World, str]) -
 
 
 async def bot_id(sim: SimulatorProc) -> str:
-    status, me = await asyncio.to_thread(http_json, "GET", sim.url + "/api/v10/users/@me", None,
-                                         headers={"Authorization": f"Bot {sim.token}"})
+    status, me = await asyncio.to_thread(bot_api, sim, "GET", "/api/v10/users/@me")
     assert status == 200, me
     return str(me["id"])

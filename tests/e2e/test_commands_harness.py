@@ -1,20 +1,17 @@
-"""Shared harness for the command e2e tests (no tests here): a migrated database, a bot with the
-pipeline against a real simulator, and helpers to run slash and prefix commands and read replies.
+"""Shared harness for the command e2e tests (no tests here): a bot with the pipeline against a real
+simulator and the test's migrated database (``migrated_db`` in ``conftest.py``), and helpers to run
+slash and prefix commands and read replies.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import pytest
-
-from db.migrate import migrate
 from shard.bot import ClusterBot
 from tests.e2e.conftest import BotFactory
-from tests.procs import SIM_TOKEN, SimulatorProc, http_json
+from tests.procs import SimulatorProc, bot_api, http_json
 from tests.support import wait_for
 
 OWNER_ID_ENV = "INNKEEPER_OWNER_IDS"
@@ -37,8 +34,7 @@ class World:
 
 
 async def _get(sim: SimulatorProc, path: str) -> Any:
-    status, body = await asyncio.to_thread(http_json, "GET", sim.url + path, None,
-                                           headers={"Authorization": f"Bot {SIM_TOKEN}"})
+    status, body = await asyncio.to_thread(bot_api, sim, "GET", path)
     assert status == 200, (path, body)
     return body
 
@@ -138,12 +134,6 @@ async def prefix(sim: SimulatorProc, world: World, user: str, content: str, *, t
         return await reply_to(sim, channel, posted["id"])
 
     return await wait_for(reply, timeout=timeout, message=f"the bot's reply to {content!r}")
-
-
-@pytest.fixture
-async def migrated_db(database_url: str) -> AsyncIterator[str]:
-    await migrate(database_url)
-    yield database_url
 
 
 async def start_command_bot(start_bot: BotFactory, sim: SimulatorProc, database_url: str, *,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
@@ -16,7 +15,6 @@ from tests.e2e.test_commands_harness import (
     followups,
     is_ephemeral,
     load_world,
-    migrated_db,
     options,
     prefix,
     slash,
@@ -27,7 +25,6 @@ from tests.procs import SimulatorProc
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 
 async def count(dsn: str, sql: str, *args: Any) -> int:
@@ -40,7 +37,7 @@ async def count(dsn: str, sql: str, *args: Any) -> int:
 
 async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
     world = await load_world(sim)
-    await start_command_bot(start_bot, sim, migrated_db)
+    bot = await start_command_bot(start_bot, sim, migrated_db)
     user, uid = world.members[0], int(world.members[0])
     # some data about the user, including a refused admin action in the audit log
     await slash(sim, world, user, "remind", options(when="3d", text="private thing"))
@@ -69,16 +66,16 @@ async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, sta
     asked = await slash(sim, world, user, "privacy", sub("delete"))
     assert is_ephemeral(asked) and "Are you sure?" in content_of(asked)
     nav = buttons(asked["callback"]["data"])
-    cancelled = await interact(sim, world, user, kind="component", custom_id=nav["Cancel"]["custom_id"],
+    cancelled = await interact(sim, world, user, bot=bot, kind="component", custom_id=nav["Cancel"]["custom_id"],
                                message_id=asked["response_message_id"])
     assert "nothing was changed" in cancelled["callback"]["data"]["content"]
     assert await count(migrated_db, "SELECT count(*) FROM reminders WHERE user_id = $1", uid) == 1
     asked = await slash(sim, world, user, "privacy", sub("delete"))
     nav = buttons(asked["callback"]["data"])
-    stranger = await interact(sim, world, world.members[1], kind="component",
+    stranger = await interact(sim, world, world.members[1], bot=bot, kind="component",
                               custom_id=nav["Erase my data"]["custom_id"], message_id=asked["response_message_id"])
     assert "someone else's" in content_of(stranger)
-    erased = await interact(sim, world, user, kind="component", custom_id=nav["Erase my data"]["custom_id"],
+    erased = await interact(sim, world, user, bot=bot, kind="component", custom_id=nav["Erase my data"]["custom_id"],
                             message_id=asked["response_message_id"])
     assert erased["callback"]["type"] == 7 and "records about you were erased" in erased["callback"]["data"]["content"]
     for table, column in (("reminders", "user_id"), ("feedback", "author_id"), ("command_usage", "user_id"),
@@ -98,4 +95,3 @@ async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, sta
 
     retention = content_of(await slash(sim, world, user, "privacy", sub("retention")))
     assert "command usage: 90 days" in retention and "encrypted at rest" in retention
-    await asyncio.sleep(0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from tests.e2e.test_commands_harness import (
     content_of,
     is_ephemeral,
     load_world,
-    migrated_db,
     options,
     prefix,
     slash,
@@ -28,7 +26,6 @@ from tests.procs import SimulatorProc, cluster_env, start_cluster
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 
 async def deliveries(sim: SimulatorProc, world: World, reminder_id: int) -> list[dict[str, Any]]:
@@ -75,9 +72,11 @@ async def test_remind_list_cancel_and_delivery(sim: SimulatorProc, migrated_db: 
 
 
 async def test_a_reminder_fires_once_when_its_cluster_is_killed(tmp_path: Path, sim: SimulatorProc,
-                                                                migrated_db: str, redis_prefix: str) -> None:
+                                                                migrated_db: str, redis_url: str,
+                                                                redis_prefix: str) -> None:
     world = await load_world(sim)
-    env = cluster_env(sim, redis_prefix, extra={"DATABASE_URL": migrated_db, "INNKEEPER_ENCRYPTION_KEYS": "dev"})
+    env = cluster_env(sim, redis_prefix, redis_url=redis_url, database_url=migrated_db,
+                      extra={"INNKEEPER_ENCRYPTION_KEYS": "dev"})
     first = start_cluster(tmp_path / "logs", env, shard_ids="0,1", shard_count=2)
     second = None
     try:
@@ -104,7 +103,6 @@ async def test_a_reminder_fires_once_when_its_cluster_is_killed(tmp_path: Path, 
         first.stop(signal.SIGKILL)
         if second is not None:
             second.stop()
-            await asyncio.sleep(0)
 
 
 async def test_a_reminder_set_in_dms_comes_by_dm(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:

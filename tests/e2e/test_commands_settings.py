@@ -16,7 +16,6 @@ from tests.e2e.test_commands_harness import (
     content_of,
     is_ephemeral,
     load_world,
-    migrated_db,
     options,
     prefix,
     slash,
@@ -27,7 +26,6 @@ from tests.procs import SimulatorProc, http_json
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 
 def role_opt(name: str, role_id: str) -> dict[str, object]:

@@ -10,7 +10,6 @@ from tests.e2e.test_commands_harness import (
     content_of,
     followups,
     load_world,
-    migrated_db,
     options,
     prefix,
     slash,
@@ -20,7 +19,6 @@ from tests.e2e.test_commands_harness import (
 from tests.procs import SimulatorProc
 
 pytestmark = pytest.mark.e2e
-__all__ = ("migrated_db",)
 
 
 async def test_stats(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
@@ -53,6 +51,6 @@ async def test_stats_pages(sim: SimulatorProc, migrated_db: str, start_bot: BotF
     (first,) = await followups(sim, report)
     assert "page 1/3" in first["content"]
     nav = buttons(first)
-    clicked = await interact(sim, world, world.moderator, kind="component", custom_id=nav["Next"]["custom_id"],
+    clicked = await interact(sim, world, world.moderator, bot=bot, kind="component", custom_id=nav["Next"]["custom_id"],
                              message_id=first["message_id"])
     assert clicked["callback"]["type"] == 7 and "page 2/3" in clicked["callback"]["data"]["content"]

@@ -11,7 +11,7 @@ from discord.http import HTTPClient, handle_message_parameters
 from innkeeper.settings import PROJECT_ROOT
 from shard.urls import point_discord_at
 from tests.e2e.conftest import BotFactory
-from tests.procs import SIM_TOKEN, Proc, SimulatorProc, http_json, spawn, start_simulator
+from tests.procs import SIM_TOKEN, Proc, SimulatorProc, bot_api, http_json, spawn, start_simulator
 from tests.support import wait_for, wait_for_sync
 
 pytestmark = pytest.mark.e2e
@@ -60,9 +60,7 @@ async def test_prefix_ping_gets_a_reply_message(sim, start_bot: BotFactory) -> N
     assert status == 200, posted
 
     async def reply() -> dict[str, object] | None:
-        code, messages = await asyncio.to_thread(
-            http_json, "GET", f"{sim.url}/api/v10/channels/{channel}/messages?limit=10", None,
-            headers={"Authorization": f"Bot {SIM_TOKEN}"})
+        code, messages = await asyncio.to_thread(bot_api, sim, "GET", f"/api/v10/channels/{channel}/messages?limit=10")
         assert code == 200, messages
         for m in messages:
             if m["author"]["id"] == str(bot.user.id) and str(m["content"]).startswith("Pong!"):  # type: ignore[union-attr]

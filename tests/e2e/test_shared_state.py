@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -34,7 +33,6 @@ from typing import Any
 import discord
 import msgpack
 import pytest
-import redis as sync_redis
 import redis.asyncio as aioredis
 from discord.http import handle_message_parameters
 
@@ -47,12 +45,20 @@ from ipc.snapshots import GuildSnapshotStore
 from shard.bot import ClusterBot
 from shard.rest_hook import limiter_of
 from tests.e2e.conftest import BotFactory
-from tests.e2e.test_commands_harness import channel_messages, migrated_db
-from tests.procs import Proc, SimulatorProc, cluster_env, http_json, start_cluster, start_simulator
-from tests.support import INNKEEPER_CLI, REDIS_TEST_URL, free_port, service_missing, wait_for, wait_for_sync
+from tests.e2e.test_commands_harness import channel_messages
+from tests.procs import (
+    Proc,
+    SimulatorProc,
+    bot_api,
+    cluster_env,
+    http_json,
+    metrics_port,
+    start_cluster,
+    start_simulator,
+)
+from tests.support import INNKEEPER_CLI, PrivateRedis, service_missing, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
-__all__ = ("migrated_db",)
 
 #: The simulator's limits for the throughput test: 10 messages per 2 s per channel, 20 requests/s bot-wide.
 MESSAGE_LIMIT, MESSAGE_WINDOW, GLOBAL_RATE = 10, 2.0, 20
@@ -154,7 +160,7 @@ async def _drive(bots: list[ClusterBot], channels: list[int], *, tasks_per_bot: 
 
 async def _start_clusters(start_bot: BotFactory, sim: SimulatorProc, database_url: str, count: int, *,
                           shared: bool) -> list[ClusterBot]:
-    env = {"DATABASE_URL": database_url, "INNKEEPER_SYNC_COMMANDS": "false", "INNKEEPER_IDENTIFY_WINDOW": "0.2",
+    env = {"DATABASE_URL": database_url, "INNKEEPER_SYNC_COMMANDS": "false",
            "INNKEEPER_GLOBAL_RATE": str(GLOBAL_RATE), "INNKEEPER_SHARED_RATELIMIT": "true" if shared else "false",
            "INNKEEPER_LOG_FORMAT": "text", "INNKEEPER_LOG_LEVEL": "WARNING"}
     return list(await asyncio.gather(*(
@@ -225,8 +231,18 @@ GARBAGE = (
 )
 
 
-async def _innkeeper(prefix: str, *args: str) -> tuple[int, str]:
-    env = {**os.environ, "REDIS_URL": REDIS_TEST_URL, "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_LOG_FORMAT": "text"}
+@dataclass(frozen=True)
+class Where:
+    """What the ``innkeeper`` CLI needs to reach this test's clusters, and nobody else's."""
+
+    redis_url: str
+    database_url: str
+    prefix: str
+
+
+async def _innkeeper(where: Where, *args: str) -> tuple[int, str]:
+    env = {**os.environ, "REDIS_URL": where.redis_url, "DATABASE_URL": where.database_url,
+           "INNKEEPER_REDIS_PREFIX": where.prefix, "INNKEEPER_LOG_FORMAT": "text"}
     proc = await asyncio.create_subprocess_exec(*INNKEEPER_CLI, *args, cwd=PROJECT_ROOT, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
@@ -266,31 +282,30 @@ async def _answer(sim: SimulatorProc, reply: dict[str, Any]) -> str:
 
 
 @pytest.fixture
-async def bus_redis(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(REDIS_TEST_URL)
+async def bus_redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
     try:
         yield client
     finally:
         await client.aclose()
 
 
-async def test_bus_between_cluster_processes(tmp_path: Path, migrated_db: str, redis_prefix: str,
+async def test_bus_between_cluster_processes(tmp_path: Path, migrated_db: str, redis_url: str, redis_prefix: str,
                                              bus_redis: aioredis.Redis) -> None:
     keys = Keys(redis_prefix)
     with start_simulator(tmp_path / "logs", guilds=30, shards=3, max_concurrency=3, identify_window=0.2) as sim:
-        env = cluster_env(sim, redis_prefix, extra={
-            "DATABASE_URL": migrated_db, "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_IDENTIFY_WINDOW": "0.2",
+        env = cluster_env(sim, redis_prefix, redis_url=redis_url, database_url=migrated_db, extra={
             "INNKEEPER_HEARTBEAT_INTERVAL": "0.5", "INNKEEPER_HEARTBEAT_TTL": "10", "INNKEEPER_SYNC_COMMANDS": "false"})
         procs = [start_cluster(tmp_path / "logs", env, cluster=i, shard_ids=str(i), shard_count=3) for i in range(3)]
         try:
             async with Bus(bus_redis, keys, f"cli-e2e-{uuid.uuid4().hex[:8]}") as bus:
-                await _bus_checks(sim, procs, bus, keys, redis_prefix)
+                await _bus_checks(sim, procs, bus, keys, Where(redis_url, migrated_db, redis_prefix))
         finally:
             for proc in procs:
                 proc.stop()
 
 
-async def _bus_checks(sim: SimulatorProc, procs: list[Proc], bus: Bus, keys: Keys, prefix: str) -> None:
+async def _bus_checks(sim: SimulatorProc, procs: list[Proc], bus: Bus, keys: Keys, where: Where) -> None:
     async def all_ready() -> bool:
         for proc in procs:
             assert proc.alive(), proc.output()[-3000:]
@@ -347,7 +362,7 @@ async def _bus_checks(sim: SimulatorProc, procs: list[Proc], bus: Bus, keys: Key
     # one cluster dies without a word: innkeeper reload (its heartbeat still lives) and a broadcast name it
     procs[2].stop(signal.SIGKILL)
     assert 2 in await live_clusters(bus.redis, keys)
-    code, out = await _innkeeper(prefix, "reload", "shard.cogs.core", "--timeout", "3")
+    code, out = await _innkeeper(where, "reload", "shard.cogs.core", "--timeout", "3")
     assert code == 1, out
     assert "cluster 0: ok" in out and "cluster 1: ok" in out and "cluster 2: no answer within 3s" in out, out
     assert "2 of 3 clusters ok" in out, out
@@ -360,7 +375,7 @@ async def _bus_checks(sim: SimulatorProc, procs: list[Proc], bus: Bus, keys: Key
         return await live_clusters(bus.redis, keys) == {0, 1}
 
     await wait_for(two_live, timeout=20, message="cluster 2's heartbeat to expire")
-    code, out = await _innkeeper(prefix, "reload", "shard.cogs.core")
+    code, out = await _innkeeper(where, "reload", "shard.cogs.core")
     assert code == 0, out
     assert "cluster 0: ok" in out and "cluster 1: ok" in out and "2 of 2 clusters ok" in out, out
     for shard in (0, 1):
@@ -377,56 +392,16 @@ async def _bus_checks(sim: SimulatorProc, procs: list[Proc], bus: Bus, keys: Key
 # --- 3. a Redis outage mid-run ----------------------------------------------------------------------
 
 
-class PrivateRedis:
-    """A ``redis-server`` owned by one test: no persistence, its own port, killed by the test."""
-
-    def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
-        self.log = log_dir / f"redis-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            service_missing("redis-server", "the binary is not on PATH")
-        assert binary is not None
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as fh:
-            self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                stdout=fh, stderr=subprocess.STDOUT)
-
-        def up() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
-            try:
-                with sync_redis.Redis(port=self.port, socket_timeout=0.5) as client:
-                    return bool(client.ping())
-            except sync_redis.exceptions.ConnectionError:
-                return False
-
-        wait_for_sync(up, timeout=15, message="the private redis-server answering")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
     """A private Redis, not started yet: the test starts and kills it."""
     if shutil.which("redis-server") is None:
         service_missing("redis-server", "the binary is not on PATH")
-    server = PrivateRedis(tmp_path / "logs")
+    server = PrivateRedis(tmp_path / "logs" / "redis.log")
     try:
         yield server
     finally:
-        server.kill()
+        server.remove()
 
 
 async def _prefix_ping(sim: SimulatorProc, guild: dict[str, Any], bot_id: str) -> dict[str, Any]:
@@ -449,29 +424,32 @@ async def _prefix_ping(sim: SimulatorProc, guild: dict[str, Any], bot_id: str) -
 async def test_redis_down_at_start_and_mid_run(tmp_path: Path, migrated_db: str, private_redis: PrivateRedis) -> None:
     prefix = f"ikt-{uuid.uuid4().hex[:12]}"
     keys = Keys(prefix)
-    metrics_port = free_port()
     with start_simulator(tmp_path / "logs", guilds=20, shards=2, max_concurrency=2, identify_window=0.2) as sim:
-        env = cluster_env(sim, prefix, extra={
-            "REDIS_URL": private_redis.url, "DATABASE_URL": migrated_db,
-            "INNKEEPER_METRICS_PORT_BASE": str(metrics_port), "INNKEEPER_IDENTIFY_WINDOW": "0.2",
+        env = cluster_env(sim, prefix, redis_url=private_redis.url, database_url=migrated_db, extra={
             "INNKEEPER_HEARTBEAT_INTERVAL": "0.5", "INNKEEPER_HEARTBEAT_TTL": "5", "INNKEEPER_SYNC_COMMANDS": "false"})
         proc = start_cluster(tmp_path / "logs", env, cluster=0, shard_ids="0-1", shard_count=2)
         redis = aioredis.from_url(private_redis.url)
         try:
-            await _outage(sim, proc, private_redis, redis, keys, metrics_port)
+            # Redis is down at start, so the heartbeat cannot carry the metrics port: the log line does.
+            def port() -> int | None:
+                assert proc.alive(), proc.output()[-3000:]
+                return metrics_port(proc)
+
+            await _outage(sim, proc, private_redis, redis, keys, await wait_for(port, timeout=60,
+                                                                               message="the metrics port"))
         finally:
             await redis.aclose()
             proc.stop()
 
 
 async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: aioredis.Redis, keys: Keys,
-                  metrics_port: int) -> None:
+                  port: int) -> None:
     world = sim.world(limit=20)["guilds"]
     guilds = [next(g for g in world if g["shard_id"] == s) for s in (0, 1)]
     bot_id = await _bot_id(sim)
 
     async def shared_gauge() -> float | None:
-        return _metric(await asyncio.to_thread(_metrics, metrics_port), "innkeeper_ratelimit_shared")
+        return _metric(await asyncio.to_thread(_metrics, port), "innkeeper_ratelimit_shared")
 
     async def gauge_is(value: float) -> bool:
         return await shared_gauge() == value
@@ -496,7 +474,7 @@ async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: a
         assert (await _answer(sim, await _slash(sim, guild, "ping"))).startswith("Pong!")
         assert str((await _prefix_ping(sim, guild, bot_id))["content"]).startswith("Pong!")
     assert await shared_gauge() == 0.0
-    text = await asyncio.to_thread(_metrics, metrics_port)
+    text = await asyncio.to_thread(_metrics, port)
     assert (_metric(text, "innkeeper_identify_local_total") or 0) == 2, "both shards paced locally"
 
     # Redis comes up: the bus joins, shared limiting starts, the shared cache takes over guild configuration
@@ -525,10 +503,10 @@ async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: a
     down_for = time.monotonic() - started
     assert proc.alive(), proc.output()[-3000:]
     await wait_for(lambda: gauge_is(0.0), timeout=10, message="innkeeper_ratelimit_shared 0 while Redis is down")
-    fallbacks = _metric(await asyncio.to_thread(_metrics, metrics_port), "innkeeper_ratelimit_fallbacks_total")
+    fallbacks = _metric(await asyncio.to_thread(_metrics, port), "innkeeper_ratelimit_fallbacks_total")
     assert fallbacks is not None and fallbacks >= 2  # at start, and now
 
-    # Redis is back on the same port (empty): shared limiting, the heartbeat and the bus recover
+    # Redis is back on the same socket (empty): shared limiting, the heartbeat and the bus recover
     server.start()
     await redis.connection_pool.disconnect()  # the test's own client: drop its connections to the dead server
     await wait_for(lambda: gauge_is(1.0), timeout=30, message="innkeeper_ratelimit_shared back to 1")
@@ -551,7 +529,6 @@ async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: a
 
 
 async def _bot_id(sim: SimulatorProc) -> str:
-    status, me = await asyncio.to_thread(http_json, "GET", sim.url + "/api/v10/users/@me", None,
-                                         headers={"Authorization": f"Bot {sim.token}"})
+    status, me = await asyncio.to_thread(bot_api, sim, "GET", "/api/v10/users/@me")
     assert status == 200, me
     return str(me["id"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,7 @@ from db.testing import make_keys, migrated
 from db.usage import UsageRecorder
 from innkeeper.errors import DatabaseError
 from innkeeper.settings import PROJECT_ROOT
+from tests.procs import cli_env
 from tests.support import INNKEEPER_CLI, PG_ADMIN_DSN
 
 pytestmark = pytest.mark.integration
@@ -156,8 +156,7 @@ async def test_backups_are_pruned_to_the_newest_n(source: Database, database_url
 
 
 async def test_cli_backup_and_restore(source: Database, database_url: str, target_dsn: str, tmp_path: Path) -> None:
-    env = {**os.environ, "DATABASE_URL": database_url, "INNKEEPER_BACKUP_DIR": str(tmp_path),
-           "INNKEEPER_BACKUP_KEEP": "2", "INNKEEPER_LOG_FORMAT": "json"}
+    env = cli_env(database_url=database_url, INNKEEPER_BACKUP_DIR=str(tmp_path), INNKEEPER_BACKUP_KEEP="2")
 
     async def run(*argv: str) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(*INNKEEPER_CLI, *argv, cwd=PROJECT_ROOT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -72,17 +73,30 @@ async def test_hit_miss_metrics_and_none_values(make_cache: MakeCache) -> None:
     assert requests("stats", "hit") == hits + 1
 
 
-async def test_ttl_expiry_in_redis_and_in_the_local_layer(make_cache: MakeCache) -> None:
+async def _until(moment: float) -> None:
+    """Wait until the monotonic clock reaches ``moment`` (a TTL counted from a recorded event)."""
+    await asyncio.sleep(max(0.0, moment - time.monotonic()))
+
+
+async def test_ttl_expiry_in_redis_and_in_the_local_layer(make_cache: MakeCache, redis: aioredis.Redis,
+                                                          redis_prefix: str) -> None:
     cache = await make_cache(local_ttl=0.2)
     other = await make_cache()
     await cache.set("q", "short", [1, 2, 3], ttl=0.3)
     assert await other.get("q", "short") == [1, 2, 3]
-    await asyncio.sleep(0.45)
+    fetched = time.monotonic()  # other's local copy was made before this, from a key with <= 0.3 s left
+
+    async def gone_from_redis() -> bool:
+        return not await redis.exists(Keys(redis_prefix).cache("q", "short"))
+
+    await wait_for(gone_from_redis, timeout=5, message="the key to expire in Redis")
     assert await cache.get("q", "short") is None  # expired in Redis and locally
+    await _until(fetched + 0.3)  # by now other's copy is older than the key's TTL allowed
     assert await other.get("q", "short") is None  # other's local copy lived no longer than the key
     await cache.set("q", "long", "v", ttl=60)
+    stored = time.monotonic()
     assert cache.local_size() >= 1
-    await asyncio.sleep(0.25)
+    await _until(stored + 0.2)  # local_ttl, counted from the local copy (made before `stored`)
     before = requests("q", "hit")
     assert await cache.get("q", "long") == "v"  # local copy expired after local_ttl; Redis still has it
     assert requests("q", "hit") == before + 1
@@ -91,14 +105,18 @@ async def test_ttl_expiry_in_redis_and_in_the_local_layer(make_cache: MakeCache)
 async def test_get_or_load_runs_the_loader_once(make_cache: MakeCache) -> None:
     a, b = await make_cache(), await make_cache()
     calls = 0
+    release = asyncio.Event()
 
     async def loader() -> dict[str, int]:
         nonlocal calls
         calls += 1
-        await asyncio.sleep(0.1)
+        await release.wait()  # a slow database: every caller arrives while it loads
         return {"n": calls}
 
-    results = await asyncio.gather(*(a.get_or_load("rows", "k", loader) for _ in range(20)))
+    gathered = asyncio.gather(*(a.get_or_load("rows", "k", loader) for _ in range(20)))
+    await wait_for(lambda: calls >= 1, message="the loader running")
+    release.set()
+    results = await gathered
     assert calls == 1 and all(r == {"n": 1} for r in results)
     assert await b.get_or_load("rows", "k", loader) == {"n": 1}  # from Redis: no second load
     assert calls == 1
@@ -106,27 +124,40 @@ async def test_get_or_load_runs_the_loader_once(make_cache: MakeCache) -> None:
 
 async def test_concurrent_loaders_on_two_clusters_agree(make_cache: MakeCache) -> None:
     a, b = await make_cache(), await make_cache()
+    started = 0
+    release = asyncio.Event()
 
     def loader_for(value: str) -> Callable[[], Awaitable[str]]:
         async def loader() -> str:
-            await asyncio.sleep(0.05)
+            nonlocal started
+            started += 1
+            await release.wait()  # both clusters ask while a load is in progress
             return value
         return loader
 
-    ra, rb = await asyncio.gather(a.get_or_load("agree", 1, loader_for("A")), b.get_or_load("agree", 1,
-                                                                                             loader_for("B")))
+    gathered = asyncio.gather(a.get_or_load("agree", 1, loader_for("A")), b.get_or_load("agree", 1, loader_for("B")))
+    await wait_for(lambda: started >= 1, message="a loader running")
+    release.set()
+    ra, rb = await gathered
     assert ra == rb
 
 
 async def test_loader_errors_reach_every_waiter_and_are_not_cached(make_cache: MakeCache) -> None:
     cache = await make_cache()
+    calls = 0
+    release = asyncio.Event()
 
     async def failing() -> int:
-        await asyncio.sleep(0.05)
+        nonlocal calls
+        calls += 1
+        await release.wait()  # every caller waits on this one load …
         raise RuntimeError("database down")
 
-    results = await asyncio.gather(*(cache.get_or_load("e", 1, failing) for _ in range(5)), return_exceptions=True)
-    assert all(isinstance(r, RuntimeError) for r in results)
+    gathered = asyncio.gather(*(cache.get_or_load("e", 1, failing) for _ in range(5)), return_exceptions=True)
+    await wait_for(lambda: calls >= 1, message="the loader running")
+    release.set()
+    results = await gathered
+    assert calls == 1 and all(isinstance(r, RuntimeError) for r in results)  # … and gets its error
 
     async def working() -> int:
         return 7

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +14,7 @@ from innkeeper.errors import UsageError
 from ipc.keys import Keys
 from ipc.snapshots import GuildSnapshotStore
 from shard.snapshots import snapshot_from_guild
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -56,8 +56,12 @@ async def test_moved_deleted_and_expired_snapshots_leave_the_index(store: GuildS
         assert await client.smembers(keys.shard_snapshot_index(0)) == {b"10"}  # 11 pruned
         short = GuildSnapshotStore(client, keys, ttl=0.1)
         await short.save(snap(20, 2))
-        await asyncio.sleep(0.2)
-        assert await store.load_shard(2) == []
+
+        async def expired() -> bool:
+            return not await client.exists(keys.guild_snapshot(20))
+
+        await wait_for(expired, timeout=5, message="the short-lived snapshot to expire in Redis")
+        assert await store.load_shard(2) == []  # the index does not hand out an expired snapshot
         assert await client.pttl(keys.guild_snapshot(10)) > 50_000  # ttl applied
     finally:
         await client.aclose()

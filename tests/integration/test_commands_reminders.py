@@ -16,6 +16,7 @@ from db.crypto import KeyRing
 from db.migrate import migrate
 from db.pool import Database
 from shard.reminder_service import MAX_ATTEMPTS, ReminderService, render_reminder
+from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,8 +69,7 @@ KEYS = KeyRing.parse(["dev"])
 
 async def due_reminder(db: Database, **kwargs: Any) -> int:
     item = await db_reminders.create_reminder(db, KEYS, user_id=42, body="stretch", guild_id=1, channel_id=2,
-                                              due_at=dt.datetime.now(dt.UTC) + dt.timedelta(milliseconds=50), **kwargs)
-    await asyncio.sleep(0.1)
+                                              due_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1), **kwargs)
     return item.id
 
 
@@ -96,9 +96,9 @@ async def test_a_crash_after_sending_does_not_send_twice(db: Database) -> None:
     crashed = service(db, channel, lease=0.2)
     (claimed,) = await db_reminders.claim_due(db, KEYS, crashed.claimer, lease=0.2)
     await crashed.send(claimed)  # ...and the process dies before marking it
-    await asyncio.sleep(0.3)  # the lease runs out
     survivor = service(db, channel, cluster=1)
-    assert await survivor.tick() == 1
+    # nothing to claim until the lease runs out; then the survivor delivers it
+    assert await wait_for(survivor.tick, timeout=10, message="the crashed claim's lease to run out") == 1
     assert len(channel.messages) == 1 and channel.messages[0].content.endswith(f"reminder #{rid}")
     row = await db_reminders.get_reminder(db, KEYS, rid)
     assert row is not None and row.delivered_at is not None and row.attempts == 2
@@ -110,8 +110,7 @@ async def test_a_crash_before_sending_is_delivered_by_another_cluster(db: Databa
     await db_reminders.claim_due(db, KEYS, "cluster-dead", lease=0.2)
     survivor = service(db, channel, cluster=1)
     assert await survivor.tick() == 0  # still leased
-    await asyncio.sleep(0.3)
-    assert await survivor.tick() == 1
+    assert await wait_for(survivor.tick, timeout=10, message="the dead claim's lease to run out") == 1
     assert [m.content.endswith(f"reminder #{rid}") for m in channel.messages] == [True]
 
 

@@ -16,7 +16,7 @@ from ipc.keys import Keys
 from ipc.registry import HandlerRegistry
 from shard.bus_handlers import register_cluster_handlers
 from shard.status_report import STATUS_ACTION, StatusReporter, local_view, render_status
-from tests.support import free_port
+from tests.support import ReservedPort
 
 pytestmark = pytest.mark.integration
 
@@ -97,10 +97,11 @@ async def test_status_falls_back_to_heartbeats_then_to_this_cluster(redis: aiore
     assert report.source == "heartbeats" and [c.id for c in report.clusters] == [0, 1] and report.guilds == 20
     assert "cluster heartbeats (the IPC bus is not up)" in render_status(report, this_cluster=0)
 
-    dead = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
-    try:
-        alone = await reporter(fake_bot(3, dead, keys, [6, 7], 4)).gather()
-    finally:
-        await dead.aclose()
+    with ReservedPort() as closed:  # held and never listening: nothing answers there
+        dead = aioredis.from_url(f"redis://127.0.0.1:{closed.port}/0", socket_connect_timeout=0.5)
+        try:
+            alone = await reporter(fake_bot(3, dead, keys, [6, 7], 4)).gather()
+        finally:
+            await dead.aclose()
     assert alone.source == "local" and [c.id for c in alone.clusters] == [3] and alone.guilds == 4
     assert "this cluster only (Redis is unreachable)" in render_status(alone, this_cluster=3)

@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 from db.pool import Database
 from innkeeper.errors import DatabaseError, ErrorCode
-from tests.support import PG_ADMIN_DSN, free_port, wait_for
+from tests.support import PG_ADMIN_DSN, ReservedPort, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -121,13 +121,13 @@ async def test_explicit_connection_and_transaction_rollback(db: Database) -> Non
 
 
 async def test_unreachable_server_gives_db_unavailable() -> None:
-    port = free_port()
-    db = Database(f"postgresql://postgres@127.0.0.1:{port}/x", connect_timeout=0.5)
-    with pytest.raises(DatabaseError) as info:
-        await db.connect()
-    assert info.value.code is ErrorCode.DB_UNAVAILABLE
-    health = await db.health()
-    assert not health.ok and health.latency_ms is None
+    with ReservedPort() as closed:  # held and never listening: connections are refused
+        db = Database(f"postgresql://postgres@127.0.0.1:{closed.port}/x", connect_timeout=0.5)
+        with pytest.raises(DatabaseError) as info:
+            await db.connect()
+        assert info.value.code is ErrorCode.DB_UNAVAILABLE
+        health = await db.health()
+        assert not health.ok and health.latency_ms is None
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -142,11 +142,16 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class Proxy:
-    """A TCP proxy in front of PostgreSQL that can be stopped (server "down") and started again."""
+    """A TCP proxy in front of PostgreSQL that can be stopped (server "down") and started again.
+
+    Its port is held for the whole test (:class:`ReservedPort`): while stopped, connections to it
+    are refused, and nobody else can take it before it starts again.
+    """
 
     def __init__(self, database_url: str) -> None:
         self.target = urlsplit(database_url)
-        self.port = free_port()
+        self.reserved = ReservedPort()
+        self.port = self.reserved.port
         self.url = urlunsplit(self.target._replace(netloc=f"{self.target.username}@127.0.0.1:{self.port}"))
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -158,7 +163,7 @@ class Proxy:
             task.add_done_callback(self.tasks.discard)
 
     async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.server = await asyncio.start_server(self._handle, sock=self.reserved.listen())
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -178,12 +183,18 @@ async def proxy(database_url: str) -> AsyncIterator[Proxy]:
         yield p
     finally:
         await p.stop()
+        p.reserved.close()
 
 
-async def test_connect_retries_until_the_server_comes_up(proxy: Proxy) -> None:
+async def test_connect_retries_until_the_server_comes_up(proxy: Proxy, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="db.pool")
     db = Database(proxy.url, connect_timeout=20)
     connecting = asyncio.create_task(db.connect())
-    await asyncio.sleep(0.5)  # let the first attempts fail against the closed port
+
+    def refused_and_retrying() -> bool:
+        return any("database unreachable" in r.getMessage() for r in caplog.records)
+
+    await wait_for(refused_and_retrying, message="a first attempt refused by the closed port")
     assert not connecting.done()
     await proxy.start()
     try:

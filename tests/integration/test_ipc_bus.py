@@ -36,7 +36,7 @@ def _registry(cluster_id: int) -> HandlerRegistry:
 
     @registry.handler("slow", timeout=0.2)
     async def slow(args: dict[str, Any]) -> None:
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # never answers: only the handler timeout ends it
 
     return registry
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,6 +17,7 @@ from db.testing import make_keys, migrated
 from db.usage import UsageRecorder
 from innkeeper.errors import DatabaseError
 from innkeeper.settings import PROJECT_ROOT
+from tests.procs import cli_env
 from tests.support import INNKEEPER_CLI
 
 pytestmark = pytest.mark.integration
@@ -196,7 +196,7 @@ async def test_key_rotation_re_encrypts_everything(db: Database) -> None:
 
 
 async def _cli(database_url: str, *argv: str, **env: str) -> tuple[int, str, str]:
-    full = {**os.environ, "DATABASE_URL": database_url, "INNKEEPER_LOG_FORMAT": "json", **env}
+    full = cli_env(database_url=database_url, **env)
     proc = await asyncio.create_subprocess_exec(*INNKEEPER_CLI, *argv, cwd=PROJECT_ROOT, env=full,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)

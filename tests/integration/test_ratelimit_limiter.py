@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from innkeeper.backoff import Backoff
@@ -46,10 +47,21 @@ def ok(limit: int, remaining: int, reset_after: float, bucket: str = "h1", statu
                                  "X-RateLimit-Reset-After": f"{reset_after:.3f}", "X-RateLimit-Bucket": bucket})
 
 
-async def timed(coro: object) -> tuple[object, float]:
-    start = time.monotonic()
+async def done_at(coro: object) -> tuple[object, float]:
+    """Await ``coro``; return its result and the moment (monotonic) it returned."""
     result = await coro  # type: ignore[misc]
-    return result, time.monotonic() - start
+    return result, time.monotonic()
+
+
+def waits(reason: str | None = None) -> float:
+    """How many times limiters in this process waited for a token (``reason``: bucket, global, guard; None: any)."""
+    reasons = ("bucket", "global", "guard") if reason is None else (reason,)
+    return sum(REGISTRY.get_sample_value("innkeeper_ratelimit_waits_total", {"reason": r}) or 0.0 for r in reasons)
+
+
+def waited_seconds(reason: str) -> float:
+    """Seconds limiters in this process decided to wait for ``reason`` (what they computed, not the clock)."""
+    return REGISTRY.get_sample_value("innkeeper_ratelimit_wait_seconds_total", {"reason": reason}) or 0.0
 
 
 async def test_unknown_bucket_is_probed_one_request_at_a_time(make: type[SharedRateLimiter],
@@ -57,8 +69,9 @@ async def test_unknown_bucket_is_probed_one_request_at_a_time(make: type[SharedR
     a, b = make(), make()
     probe = await a.acquire(ROUTE, "10")
     assert isinstance(probe, Ticket) and probe.bucket == f"r:{ROUTE}:10"
+    told_to_wait = waits("bucket")
     waiter = asyncio.create_task(b.acquire(ROUTE, "10"))
-    await asyncio.sleep(0.1)
+    await wait_for(lambda: waits("bucket") > told_to_wait, message="the second request told to wait")
     assert not waiter.done()  # the second request waits for the probe's answer
     await a.update(probe, ok(5, 4, 1.0))
     second = await asyncio.wait_for(waiter, 2)
@@ -72,18 +85,22 @@ async def test_unknown_bucket_is_probed_one_request_at_a_time(make: type[SharedR
 async def test_a_bucket_is_shared_and_refills_on_the_servers_reset(make: type[SharedRateLimiter]) -> None:
     limiters = [make() for _ in range(3)]
     probe = await limiters[0].acquire(ROUTE, "1")
+    first_answer = time.monotonic()
     await limiters[0].update(probe, ok(3, 2, 0.5))
     t1 = await limiters[1].acquire(ROUTE, "1")
     t2 = await limiters[2].acquire(ROUTE, "1")
     await limiters[1].update(t1, ok(3, 1, 0.45))
     await limiters[2].update(t2, ok(3, 0, 0.45))
-    # the window is spent: the next request, from any process, waits for the reset
-    (ticket, waited) = await timed(limiters[0].acquire(ROUTE, "1"))
+    last_answer = time.monotonic()
+    # the window is spent: the next request, from any process, waits for the reset — the server's
+    # (at least 0.45 s after the first answer), and not a window more than the last answer's
+    (ticket, granted) = await done_at(limiters[0].acquire(ROUTE, "1"))
     assert ticket is not None
-    assert 0.35 < waited < 0.9
-    # other major parameters are other buckets
-    (_, waited) = await timed(limiters[1].acquire(ROUTE, "2"))
-    assert waited < 0.2
+    assert first_answer + 0.45 - 0.005 <= granted < last_answer + 0.5 + 0.45, granted - first_answer
+    # other major parameters are other buckets: no wait at all
+    before = waits()
+    assert await limiters[1].acquire(ROUTE, "2") is not None
+    assert waits() == before
 
 
 async def test_stale_answers_cannot_refill_a_window(make: type[SharedRateLimiter], redis: aioredis.Redis,
@@ -92,8 +109,7 @@ async def test_stale_answers_cannot_refill_a_window(make: type[SharedRateLimiter
     probe = await lim.acquire(ROUTE, "1")
     await lim.update(probe, ok(2, 1, 0.3))
     late = await lim.acquire(ROUTE, "1")  # taken in window 1, answered after window 2 opened
-    await asyncio.sleep(0.35)
-    fresh = await lim.acquire(ROUTE, "1")  # opens window 2 (provisional)
+    fresh = await lim.acquire(ROUTE, "1")  # waits for window 1 to reset (0.3 s), then opens window 2 (provisional)
     assert fresh is not None and late is not None and fresh.window == late.window + 1
     await lim.update(late, ok(2, 0, 0.0))  # says "reset now": must not hand out a third token
     state = await redis.hgetall(Keys(redis_prefix).rl_bucket("h1:1"))
@@ -104,16 +120,22 @@ async def test_stale_answers_cannot_refill_a_window(make: type[SharedRateLimiter
 
 async def test_global_limit_is_a_sliding_window_across_processes(make: type[SharedRateLimiter]) -> None:
     limiters = [make(global_rate=5, global_window=0.5, global_margin=0.0) for _ in range(2)]
+    before = waits()
     start = time.monotonic()
     for i in range(5):
         assert await limiters[i % 2].acquire(f"GET /guilds/{{guild_id}}/x{i}", "1") is not None
-    assert time.monotonic() - start < 0.3
-    (_, waited) = await timed(limiters[1].acquire("GET /other", "1"))
-    assert 0.2 < waited < 0.8
+    fifth = time.monotonic()
+    assert waits() == before  # five in the window: none waited
+    # the sixth, from the other process, waits until the first leaves the window
+    global_waits = waits("global")
+    (_, granted) = await done_at(limiters[1].acquire("GET /other", "1"))
+    assert waits("global") > global_waits
+    assert start + 0.5 - 0.005 <= granted < fifth + 0.5 + 0.5, granted - start
     # interaction callbacks do not count and do not wait
-    (_, waited) = await timed(limiters[0].acquire("POST /interactions/{webhook_id}/{webhook_token}/callback",
-                                                  "9+tok", global_exempt=True, bucket_exempt=True))
-    assert waited < 0.1
+    before = waits()
+    assert await limiters[0].acquire("POST /interactions/{webhook_id}/{webhook_token}/callback",
+                                     "9+tok", global_exempt=True, bucket_exempt=True) is not None
+    assert waits() == before
 
 
 async def test_429_scopes(make: type[SharedRateLimiter], redis: aioredis.Redis, redis_prefix: str) -> None:
@@ -121,27 +143,34 @@ async def test_429_scopes(make: type[SharedRateLimiter], redis: aioredis.Redis, 
     lim = make()
     # global: every route waits
     t = await lim.acquire("GET /a", "1")
+    answered = time.monotonic()
     await lim.update(t, ResponseInfo(429, {"X-RateLimit-Global": "true", "X-RateLimit-Scope": "global",
                                            "Retry-After": "1"}, body_retry_after=0.4, body_global=True))
-    (_, waited) = await timed(lim.acquire("GET /b", "2"))
-    assert 0.25 < waited < 0.8
+    recorded = time.monotonic()
+    (_, granted) = await done_at(lim.acquire("GET /b", "2"))
+    assert answered + 0.4 - 0.005 <= granted < recorded + 0.4 + 0.4, granted - answered
     assert lim.invalid_estimate == 1
     # user: only that bucket waits
     t = await lim.acquire("GET /c", "3")
+    answered = time.monotonic()
     await lim.update(t, ResponseInfo(429, {"X-RateLimit-Scope": "user", "Retry-After": "1",
                                            "X-RateLimit-Bucket": "hc"}, body_retry_after=0.4))
+    recorded = time.monotonic()
     assert await redis.hget(keys.rl_route_map(), "GET /c") == b"hc"
-    (_, waited) = await timed(lim.acquire("GET /d", "3"))
-    assert waited < 0.15
-    (_, waited) = await timed(lim.acquire("GET /c", "3"))
-    assert 0.25 < waited < 0.8
+    before = waits()
+    assert await lim.acquire("GET /d", "3") is not None
+    assert waits() == before  # another route: no wait
+    (_, granted) = await done_at(lim.acquire("GET /c", "3"))
+    assert answered + 0.4 - 0.005 <= granted < recorded + 0.4 + 0.4, granted - answered
     assert lim.invalid_estimate == 2
     # shared: the bucket waits, but it is not an invalid request
     t = await lim.acquire("GET /e", "4")
+    answered = time.monotonic()
     await lim.update(t, ResponseInfo(429, {"X-RateLimit-Scope": "shared", "Retry-After": "1"},
                                      body_retry_after=0.3))
-    (_, waited) = await timed(lim.acquire("GET /e", "4"))
-    assert 0.15 < waited < 0.7
+    recorded = time.monotonic()
+    (_, granted) = await done_at(lim.acquire("GET /e", "4"))
+    assert answered + 0.3 - 0.005 <= granted < recorded + 0.3 + 0.3, granted - answered
     assert lim.invalid_estimate == 2
     # 401 and 403 count
     for status in (401, 403):
@@ -156,9 +185,11 @@ async def test_invalid_request_guard_slows_then_refuses(make: type[SharedRateLim
     for i in range(4):
         t = await lim.acquire("GET /x", str(i))
         await lim.update(t, ResponseInfo(403, {}))
-    # 4 invalid: a third of the way from soft to hard → ~0.2 s delay, in every process
-    (_, waited) = await timed(other.acquire("GET /y", "1"))
-    assert 0.12 < waited < 0.6
+    # 4 invalid: a third of the way from soft to hard → a 0.2 s delay, in every process
+    decided, start = waited_seconds("guard"), time.monotonic()
+    (_, granted) = await done_at(other.acquire("GET /y", "1"))
+    assert waited_seconds("guard") - decided == pytest.approx(0.2, abs=0.002)  # what it decided to wait …
+    assert granted - start >= 0.2 - 0.005  # … and it did wait that long
     for i in range(2):
         t = await lim.acquire("GET /x", f"b{i}")
         await lim.update(t, ResponseInfo(401, {}))
@@ -182,8 +213,9 @@ async def test_max_wait_raises_wait_too_long(make: type[SharedRateLimiter]) -> N
 async def test_a_request_that_fails_gives_its_slot_back(make: type[SharedRateLimiter]) -> None:
     lim = make()
     probe = await lim.acquire(ROUTE, "7")
+    told_to_wait = waits("bucket")
     waiter = asyncio.create_task(lim.acquire(ROUTE, "7"))
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: waits("bucket") > told_to_wait, message="the second request told to wait")
     assert not waiter.done()
     await lim.release(probe)  # connection error: no answer will come
     assert await asyncio.wait_for(waiter, 1) is not None

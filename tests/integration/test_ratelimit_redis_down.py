@@ -1,15 +1,13 @@
 """Redis dies mid-run: requests keep flowing on discord.py's local limits, then sharing resumes.
 
-The test owns a private ``redis-server`` on a free port, kills it with SIGKILL while clients are
-sending, and starts it again on the same port.
+The test owns a private ``redis-server`` (on a unix socket of its own), kills it with SIGKILL while
+clients are sending, and starts it again at the same address.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -23,56 +21,19 @@ from ipc.keys import Keys
 from ipc.ratelimit import SharedRateLimiter
 from shard.rest_hook import install
 from tests.integration.test_ratelimit_fake import FakeDiscord
-from tests.support import free_port, service_missing, wait_for, wait_for_sync
+from tests.support import PrivateRedis, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-class PrivateRedis:
-    """A throwaway ``redis-server`` (no persistence) owned by one test."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            service_missing("redis-server binary", "not on PATH")
-        assert binary is not None
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        def up() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, "redis-server exited"
-            try:
-                return bool(redis.Redis(port=self.port, socket_timeout=0.2).ping())
-            except redis.exceptions.ConnectionError:
-                return False
-
-        wait_for_sync(up, timeout=10, message="private redis-server answering")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
 
 
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     server = PrivateRedis()
-    server.start()
     try:
+        server.start()
         yield server
     finally:
-        server.kill()
+        server.remove()
 
 
 @pytest.fixture
@@ -123,7 +84,7 @@ async def test_redis_outage_falls_back_and_recovers(private_redis: PrivateRedis,
         before = sent
         await wait_for(lambda: sent >= before + 10, timeout=10, message="requests flowing while Redis is down")
 
-        private_redis.start()  # same port, empty: the shared state is learned again
+        private_redis.start()  # same socket, empty: the shared state is learned again
         await wait_for(lambda: limiter.shared, timeout=15, message="shared limiting resumed")
         assert gauge() == 1
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -14,8 +14,8 @@ from innkeeper.errors import UsageError
 from innkeeper.settings import Settings
 from simulator import cli
 from simulator.config import SimConfig
-from simulator.server import run_simulator
-from tests.support import free_port, wait_for
+from tests.procs import spawn
+from tests.support import read_port, wait_for_sync
 
 
 def test_flags_build_a_config() -> None:
@@ -53,25 +53,29 @@ async def test_innkeeper_simulator_shares_the_flags() -> None:
         await bad.handler(bad, Settings.from_env({}))
 
 
-async def test_run_simulator_serves_and_stops_on_sigterm(capsys: pytest.CaptureFixture[str]) -> None:
-    port = free_port()
-    config = SimConfig(port=port, guilds=5)
-    task = asyncio.create_task(run_simulator(config))
+async def test_run_simulator_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """``python -m simulator --port 0``: it binds a port, says which, serves, and stops cleanly on SIGTERM.
 
-    async def listening() -> bool:
-        if task.done():
-            task.result()
-        try:
-            async with aiohttp.ClientSession() as http, http.ws_connect(
-                    f"ws://127.0.0.1:{port}/gateway?v=10&encoding=json") as ws:
-                return (await ws.receive_json(timeout=5))["op"] == 10
-        except aiohttp.ClientConnectionError:
-            return False
+    The simulator runs in a process of its own, so the signal goes to it and never to the test runner.
+    """
+    port_file = tmp_path / "sim.port"
+    proc = spawn("simulator", ["-m", "simulator", "--port", "0", "--port-file", str(port_file), "--guilds", "5"],
+                 tmp_path)
+    try:
+        def bound() -> int | None:
+            assert proc.alive(), proc.output()
+            return read_port(port_file)
 
-    await wait_for(listening, timeout=20, message="the simulator to listen")
-    assert f"simulator listening on http://127.0.0.1:{port} (guilds=5, shards=1" in capsys.readouterr().out
-    os.kill(os.getpid(), signal.SIGTERM)
-    await asyncio.wait_for(task, timeout=15)
-    with pytest.raises(aiohttp.ClientConnectionError):
-        async with aiohttp.ClientSession() as http:
-            await http.get(f"http://127.0.0.1:{port}/_sim/stats")
+        port = await asyncio.to_thread(wait_for_sync, bound, timeout=30, message="the simulator's port file")
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                f"ws://127.0.0.1:{port}/gateway?v=10&encoding=json") as ws:
+            assert (await ws.receive_json(timeout=5))["op"] == 10
+        assert f"simulator listening on http://127.0.0.1:{port} (guilds=5, shards=1" in proc.output()
+        proc.popen.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.popen.wait, 15) == 0, proc.output()
+        assert not port_file.exists()  # a clean stop takes its port file with it
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with aiohttp.ClientSession() as http:
+                await http.get(f"http://127.0.0.1:{port}/_sim/stats")
+    finally:
+        proc.stop(signal.SIGKILL)

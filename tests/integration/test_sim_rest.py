@@ -535,12 +535,13 @@ async def test_injected_429_scopes_are_counted_apart(sim: SimApp) -> None:
 
 async def test_latency_fault_delays_matching_requests(sim: SimApp) -> None:
     await sim.control("POST", "faults", {"kind": "latency", "ms": 300, "route": "/users/@me", "count": 1})
+    applied = sim.state.stats.faults_applied
     start = time.monotonic()
     assert (await sim.api("GET", "/users/@me")).status == 200
-    assert time.monotonic() - start >= 0.29
-    start = time.monotonic()
+    assert time.monotonic() - start >= 0.29  # delayed …
+    assert sim.state.stats.faults_applied == applied + 1 and not sim.state.rest_faults  # … by the one fault
     assert (await sim.api("GET", "/users/@me")).status == 200
-    assert time.monotonic() - start < 0.29
+    assert sim.state.stats.faults_applied == applied + 1  # count 1: the next request is not delayed
 
 
 async def test_unknown_routes_are_discord_json_404s(sim: SimApp) -> None:

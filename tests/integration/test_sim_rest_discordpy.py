@@ -23,7 +23,7 @@ from discord.http import HTTPClient, handle_message_parameters
 
 from simulator.config import SimConfig
 from simulator.server import SimulatorServer
-from tests.support import wait_for
+from tests.support import view_listening, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +42,9 @@ class Harness:
             return resp.status, await resp.json()
 
     async def interact(self, **body: Any) -> dict[str, Any]:
+        if body.get("kind") in ("component", "modal_submit"):  # a click: once the bot listens for it
+            custom_id = str(body["custom_id"])
+            await wait_for(lambda: view_listening(self.bot, custom_id), message=f"the bot to listen for {custom_id}")
         guild = self.sim.state.world.guilds[0]
         full = {"guild_id": str(guild.id), "channel_id": str(guild.channels[0].id),
                 "user_id": str(guild.member_ids[0]), "timeout": 15, **body}

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient, TestServer
 
+from cluster.launcher import Launcher
 from cluster.plan import plan
 from cluster.state import store_plan
-from cluster.status import create_app
+from cluster.status import create_app, read_status_port
 from innkeeper.settings import Settings
 from ipc.heartbeat import ClusterBeat, write_heartbeat
 from ipc.keys import Keys
+from tests.procs import spawn
+from tests.support import wait_for_sync
 from tests.unit.test_cluster_status_doc import beat as old_beat
 from tests.unit.test_cluster_status_doc import shard
 
@@ -121,3 +129,27 @@ async def test_stale_heartbeat_is_unhealthy(redis_client: aioredis.Redis, redis_
         assert doc["clusters"][0]["state"] == "STALE"
     finally:
         await client.close()
+
+
+async def test_port_zero_binds_a_free_port_and_says_which(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
+    """``INNKEEPER_STATUS_PORT=0``: the service binds a port itself and writes it to ``status.port`` in the run dir."""
+    run_dir = tmp_path / "run"
+    settings_file = tmp_path / "status-settings.json"
+    settings_file.write_text(json.dumps({"INNKEEPER_RUN_DIR": str(run_dir), "INNKEEPER_STATUS_PORT": "0",
+                                         "REDIS_URL": redis_url, "INNKEEPER_REDIS_PREFIX": redis_prefix}))
+    proc = spawn("status", ["-m", "cluster.status", "--settings-file", str(settings_file)], tmp_path)
+    try:
+        def bound() -> int | None:
+            assert proc.alive(), proc.output()
+            return read_status_port(run_dir)
+
+        port = await asyncio.to_thread(wait_for_sync, bound, timeout=30, message="status.port")
+        launcher = Launcher(Settings.from_env({"INNKEEPER_RUN_DIR": str(run_dir), "INNKEEPER_STATUS_PORT": "0"}))
+        assert launcher.status_url == f"http://127.0.0.1:{port}/"
+        async with aiohttp.ClientSession() as http, http.get(f"{launcher.status_url}healthz") as r:
+            assert r.status == 503 and "no plan" in await r.text()
+        proc.popen.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.popen.wait, 15) == 0, proc.output()
+        assert read_status_port(run_dir) is None  # a clean stop takes its port file with it
+    finally:
+        proc.stop(signal.SIGKILL)

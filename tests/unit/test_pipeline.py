@@ -111,7 +111,7 @@ class Cog(commands.Cog):
     @command("slow", description="Never finishes.", timeout=0.05)
     async def slow(self, ctx: commands.Context[Any]) -> None:
         self.rec.events.append("body")
-        await asyncio.sleep(30)
+        await asyncio.Event().wait()  # never finishes: only the command timeout ends it
 
     @command("feed", description="Toggleable.", feature="feedback")
     async def feed(self, ctx: commands.Context[Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +17,7 @@ from ipc.keys import Keys
 from shard.identify import IdentifyGate
 from shard.tracker import ShardTracker
 from shard.watchdog import ClusterUnrecoverable, Watchdog
+from tests.support import wait_for
 
 
 class FakeWS:
@@ -248,7 +250,7 @@ async def test_time_in_the_identify_queue_does_not_count_against_the_connect_tim
     async def connect() -> float:
         async with gate.connect_deadline(3, timeout):
             await gate.before_identify(3, connect_timeout=timeout)  # 0.3 s in the queue, 6 x the timeout
-            await asyncio.sleep(0.2)  # … but the connect timeout runs again once the queue grants
+            await asyncio.Event().wait()  # … but the connect timeout runs again once the queue grants
         raise AssertionError("the connect timeout did not resume")
 
     started = asyncio.get_running_loop().time()
@@ -263,3 +265,41 @@ def test_lanes_group_shards_by_identify_bucket() -> None:
     assert lanes([16, 17, 18, 19, 20, 21], 4) == [[16, 20], [17, 21], [18], [19]]
     assert lanes([5, 3, 4], 1) == [[3, 4, 5]]
     assert lanes(list(range(32, 48)), 16) == [[sid] for sid in range(32, 48)]
+
+
+class SwallowingRedis:
+    """Like redis-py 8's asyncio client: a command cancelled while in flight returns normally.
+
+    The first ``answered`` writes complete; the next one hangs until it is cancelled, and swallows
+    that cancel; later ones complete (so a loop that missed the cancel keeps writing).
+    """
+
+    def __init__(self, answered: int) -> None:
+        self.answered = answered
+        self.writes = 0
+        self.deleted: list[str] = []
+
+    async def set(self, key: str, value: bytes, px: int) -> None:
+        self.writes += 1
+        if self.writes == self.answered + 1:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+
+    async def delete(self, key: str) -> None:
+        self.deleted.append(key)
+
+
+async def test_heartbeat_stop_returns_when_a_write_swallows_the_cancel() -> None:
+    from shard.heartbeat_writer import Heartbeat
+
+    bot = FakeBot([0, 1])
+    redis = SwallowingRedis(answered=3)
+    keys = Keys("test")
+    beat = Heartbeat(redis, keys, _tracker(bot), cluster_id=0, interval_s=0.01, ttl_s=1.0)  # type: ignore[arg-type]
+    await beat.start()
+    await wait_for(lambda: redis.writes > redis.answered, message="a write in flight")
+    stopping = asyncio.create_task(beat.stop())  # the cancel lands in the write, which swallows it
+    done, _ = await asyncio.wait({stopping}, timeout=5)
+    assert stopping in done, "stop() waits forever for a loop that missed its cancel"
+    assert redis.writes == redis.answered + 1  # no write after stop …
+    assert redis.deleted == [keys.heartbeat(0)]  # … and the record is gone

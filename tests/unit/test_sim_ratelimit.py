@@ -129,11 +129,14 @@ def test_expired_windows_are_pruned(clock: FakeClock) -> None:
     rl = limiter(clock, global_rate=10**9)
     for i in range(3000):
         rl.hit(SEND, str(i))
-    assert len(rl) <= 3000
-    clock.now += 10
-    for i in range(1100):
+    assert len(rl) == 3000  # every window is live: pruning (at 1024 and 2048 windows) dropped none
+    clock.now += 10  # every one of them has expired by now …
+    for i in range(1095):
         rl.hit(SEND, f"n{i}")
-    assert len(rl) < 3000  # old windows dropped once the table grew past the threshold
+    assert len(rl) == 4095  # … but they stay until the table reaches the next threshold (4096) …
+    for i in range(1095, 1100):
+        rl.hit(SEND, f"n{i}")
+    assert len(rl) == 1100  # … where every expired window goes and only the live ones remain
 
 
 def test_reset_forgets_everything(clock: FakeClock) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -58,12 +59,33 @@ def test_format_duration() -> None:
     assert format_duration(timedelta(0)) == "0s"
 
 
+#: What a refusal says: how to write a duration or a time, or the range a valid one must fall in.
+_EXPLAINS = re.compile(r'Give a duration like "10m", "2h30m" or "1d", or a time like "14:30" or "2030-01-31 09:00" '
+                       r"\(UTC\)\.$"
+                       r"|^That is too far ahead: at most \d+d( \d+h)?\.$"
+                       r"|^That is too short: at least \d+s\.$")
+
+
+def explains(exc: ValueError) -> bool:
+    """The parser's own explanation, not an error of the code underneath (``int()``, ``datetime``…)."""
+    return type(exc) is ValueError and _EXPLAINS.search(str(exc)) is not None
+
+
+def test_refusals_explain_what_to_type() -> None:
+    for text in ("soon", "10x", "1h1h", "400d", "0s", "25:00", "2030-13-01", "2029-01-01 10:00", "2035-01-01"):
+        with pytest.raises(ValueError) as info:
+            parse_when(text, NOW)
+        assert explains(info.value), (text, str(info.value))
+    assert not explains(ValueError("invalid literal for int() with base 10: 'x'"))
+    assert not explains(ValueError("month must be in 1..12"))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=80))
 def test_any_text_parses_or_explains(text: str) -> None:
     try:
         when = parse_when(text, NOW)
     except ValueError as exc:
-        assert str(exc)
+        assert explains(exc), f"{text!r} was refused without an explanation: {exc!r}"
     else:
         assert NOW < when <= NOW + MAX_AHEAD

@@ -132,9 +132,9 @@ def test_guild_create_parses_with_discord_py() -> None:
 
 
 def test_ten_thousand_guilds_build_fast() -> None:
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: what other processes on the machine do does not count
     world = _world(guilds=10_000)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert len(world.guilds) == 10_000
     assert elapsed < 2.0, elapsed
     last = world.guilds[-1]
