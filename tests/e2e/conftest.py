@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,12 +14,11 @@ from innkeeper.settings import Settings
 from shard.assembly import build_cluster
 from shard.bot import ClusterBot
 from shard.context import ClusterContext
+from tests.e2e.commands import BotFactory, CommandBotFactory, start_command_bot
 from tests.procs import SimulatorProc, cluster_env, start_simulator
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
-
-BotFactory = Callable[..., Awaitable[ClusterBot]]
 
 
 @pytest.fixture
@@ -79,3 +78,17 @@ async def start_bot(redis_url: str, redis_prefix: str, migrated_db: str) -> Asyn
         await ctx.aclose()
 
     await asyncio.gather(*(close(bot, ctx, task) for bot, ctx, task in bots))  # independent: side by side
+
+
+@pytest.fixture
+def command_bot(sim: SimulatorProc, start_bot: BotFactory, migrated_db: str) -> CommandBotFactory:
+    """The one way a command test starts its bot: on this test's simulator and migrated database.
+
+    ``await command_bot(owners=(...), extra={...}, cluster_id=0)`` returns the bot once its shards
+    are READY and its database is connected.
+    """
+    async def start(*, owners: tuple[str, ...] = (), extra: dict[str, str] | None = None,
+                    cluster_id: int = 0) -> ClusterBot:
+        return await start_command_bot(start_bot, sim, migrated_db, owners=owners, extra=extra,
+                                       cluster_id=cluster_id)
+    return start

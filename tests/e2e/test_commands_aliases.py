@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import BotFactory
-from tests.e2e.test_commands_harness import (
+from tests.e2e.commands import (
+    CommandBotFactory,
     content_of,
     is_ephemeral,
     load_world,
     options,
     prefix,
     slash,
-    start_command_bot,
     sub,
 )
 from tests.procs import SimulatorProc
@@ -20,10 +19,10 @@ from tests.procs import SimulatorProc
 pytestmark = pytest.mark.e2e
 
 
-async def test_aliases(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
+async def test_aliases(sim: SimulatorProc, command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
     assert world.moderator is not None
-    await start_command_bot(start_bot, sim, migrated_db)
+    await command_bot()
     user, other = world.members[0], world.members[1]
     made = await slash(sim, world, user, "alias", sub("add", options(name="p", command="ping")))
     assert is_ephemeral(made) and "Alias `p` → `ping` created for you" in content_of(made)

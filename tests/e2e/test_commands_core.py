@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import BotFactory
-from tests.e2e.test_commands_harness import (
+from tests.e2e.commands import (
+    CommandBotFactory,
     content_of,
     followups,
     is_ephemeral,
@@ -13,16 +13,15 @@ from tests.e2e.test_commands_harness import (
     options,
     prefix,
     slash,
-    start_command_bot,
 )
 from tests.procs import SimulatorProc
 
 pytestmark = pytest.mark.e2e
 
 
-async def test_ping_help_and_permissions(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
+async def test_ping_help_and_permissions(sim: SimulatorProc, command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
-    await start_command_bot(start_bot, sim, migrated_db, owners=(world.members[1],))
+    await command_bot(owners=(world.members[1],))
     user = world.members[0]
     pong = await slash(sim, world, user, "ping")
     assert content_of(pong).startswith("Pong!")
@@ -54,9 +53,9 @@ async def test_ping_help_and_permissions(sim: SimulatorProc, migrated_db: str, s
     assert "E5002" in content_of(await slash(sim, world, user, "metrics"))
 
 
-async def test_status_and_health(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
+async def test_status_and_health(sim: SimulatorProc, command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
-    await start_command_bot(start_bot, sim, migrated_db)
+    await command_bot()
     report = await slash(sim, world, world.members[0], "status")
     assert report["callback"]["type"] == 5  # deferred, then a follow-up
     (msg,) = await followups(sim, report)

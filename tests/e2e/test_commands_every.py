@@ -29,15 +29,13 @@ from db.reminders import create_reminder
 from shard.docs import load_commands
 from shard.pipeline.catalog import CommandInfo
 from shard.pipeline.levels import Level
-from tests.e2e.conftest import BotFactory
-from tests.e2e.test_commands_harness import (
+from tests.e2e.commands import (
+    CommandBotFactory,
     World,
-    content_of,
-    followups,
+    answer_text,
     load_world,
     prefix,
     slash,
-    start_command_bot,
 )
 from tests.procs import SimulatorProc
 
@@ -77,15 +75,6 @@ def slash_options(info: CommandInfo, values: dict[str, str], world: World) -> tu
     for sub in reversed(parts[1:]):
         opts = [{"name": sub, "type": 1, "options": opts}]
     return parts[0], opts
-
-
-async def answer_text(sim: SimulatorProc, report: dict[str, Any]) -> str:
-    callback = report["callback"]
-    if callback["type"] == 5:
-        return str((await followups(sim, report))[0].get("content") or "")
-    if callback["type"] == 9:
-        return "(a modal)"
-    return content_of(report)
 
 
 def codes(text: str) -> set[str]:
@@ -223,11 +212,11 @@ async def db(migrated_db: str) -> AsyncIterator[Database]:
 
 
 async def test_every_example_both_paths(sim: SimulatorProc, migrated_db: str, db: Database,
-                                        start_bot: BotFactory) -> None:
+                                        command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
     assert world.moderator is not None and len(world.members) >= 8, world
     bot_owner, plain = world.members[-1], world.members[:-1]
-    bot = await start_command_bot(start_bot, sim, migrated_db, owners=(bot_owner,))
+    bot = await command_bot(owners=(bot_owner,))
     assert bot.user is not None
     mention = f"<@{bot.user.id}> "
     # feedback #1-#13 in this server: the examples acknowledge and resolve #12 and #13

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from shard.bot import ClusterBot
-from tests.e2e.conftest import BotFactory
-from tests.e2e.test_commands_harness import (
+from tests.e2e.commands import (
+    CommandBotFactory,
     World,
     channel_messages,
     content_of,
@@ -18,7 +18,6 @@ from tests.e2e.test_commands_harness import (
     options,
     prefix,
     slash,
-    start_command_bot,
     sub,
 )
 from tests.procs import SimulatorProc, bot_api, http_json
@@ -48,10 +47,10 @@ def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["label"]: c for row in message.get("components") or [] for c in row["components"]}
 
 
-async def test_feedback(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
+async def test_feedback(sim: SimulatorProc, command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
     assert world.moderator is not None
-    bot = await start_command_bot(start_bot, sim, migrated_db)
+    bot = await command_bot()
     user = world.members[0]
     # slash without text: a modal. A raw client can send any text: too much is refused clearly
     opened = await slash(sim, world, user, "feedback", sub("submit"))
@@ -96,10 +95,10 @@ async def test_feedback(sim: SimulatorProc, migrated_db: str, start_bot: BotFact
         "Feedback #2 is acknowledged."
 
 
-async def test_feedback_list_pages(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
+async def test_feedback_list_pages(sim: SimulatorProc, command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
     assert world.moderator is not None
-    bot = await start_command_bot(start_bot, sim, migrated_db)
+    bot = await command_bot()
     for i in range(12):
         user = world.members[i // 3]
         reply = await slash(sim, world, user, "feedback", sub("submit", options(text=f"idea number {i}")))

@@ -10,16 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.conftest import BotFactory
-from tests.e2e.test_commands_every import answer_text
-from tests.e2e.test_commands_harness import (
+from tests.e2e.commands import (
+    CommandBotFactory,
     World,
+    answer_text,
     content_of,
     load_world,
     options,
     reply_to,
     slash,
-    start_command_bot,
     sub,
 )
 from tests.procs import SimulatorProc, bot_api, http_json
@@ -43,10 +42,10 @@ def verdict(text: str) -> str:
 
 
 @pytest.fixture
-async def fuzz_bot(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> tuple[SimulatorProc, World, str]:
+async def fuzz_bot(sim: SimulatorProc, command_bot: CommandBotFactory) -> tuple[SimulatorProc, World, str]:
     world = await load_world(sim)
     owner = world.members[-1]  # owners are not throttled: every example reaches the validate stage
-    await start_command_bot(start_bot, sim, migrated_db, owners=(owner,))
+    await command_bot(owners=(owner,))
     return sim, world, owner
 
 

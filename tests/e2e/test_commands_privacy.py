@@ -7,9 +7,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.e2e.conftest import BotFactory
-from tests.e2e.test_commands_feedback import buttons, dm_channel, interact
-from tests.e2e.test_commands_harness import (
+from tests.e2e.commands import (
+    CommandBotFactory,
     channel_messages,
     content_of,
     followups,
@@ -18,9 +17,9 @@ from tests.e2e.test_commands_harness import (
     options,
     prefix,
     slash,
-    start_command_bot,
     sub,
 )
+from tests.e2e.test_commands_feedback import buttons, dm_channel, interact
 from tests.procs import SimulatorProc
 from tests.support import wait_for
 
@@ -35,9 +34,9 @@ async def count(dsn: str, sql: str, *args: Any) -> int:
         await conn.close()
 
 
-async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
+async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
-    bot = await start_command_bot(start_bot, sim, migrated_db)
+    bot = await command_bot()
     user, uid = world.members[0], int(world.members[0])
     # some data about the user, including a refused admin action in the audit log
     await slash(sim, world, user, "remind", options(when="3d", text="private thing"))

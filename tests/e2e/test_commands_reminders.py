@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.e2e.conftest import BotFactory
-from tests.e2e.test_commands_harness import (
+from tests.e2e.commands import (
+    CommandBotFactory,
     World,
     channel_messages,
     content_of,
@@ -19,7 +19,6 @@ from tests.e2e.test_commands_harness import (
     options,
     prefix,
     slash,
-    start_command_bot,
     sub,
 )
 from tests.procs import SimulatorProc, cluster_env, start_cluster
@@ -42,9 +41,10 @@ async def delivered_at(dsn: str, reminder_id: int) -> Any:
         await conn.close()
 
 
-async def test_remind_list_cancel_and_delivery(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
+async def test_remind_list_cancel_and_delivery(sim: SimulatorProc, migrated_db: str,
+                                               command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
-    await start_command_bot(start_bot, sim, migrated_db)
+    await command_bot()
     user = world.members[0]
     made = await slash(sim, world, user, "remind", options(when="2s", text="tea time @everyone"))
     assert "Reminder #1" in content_of(made) and not is_ephemeral(made)
@@ -105,11 +105,11 @@ async def test_a_reminder_fires_once_when_its_cluster_is_killed(tmp_path: Path, 
             second.stop()
 
 
-async def test_a_reminder_set_in_dms_comes_by_dm(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
+async def test_a_reminder_set_in_dms_comes_by_dm(sim: SimulatorProc, command_bot: CommandBotFactory) -> None:
     from tests.e2e.test_commands_feedback import dm_channel
 
     world = await load_world(sim)
-    await start_command_bot(start_bot, sim, migrated_db)
+    await command_bot()
     user = world.members[2]
     made = await slash(sim, world, user, "remind", options(when="1s", text="from a DM"), guild=False)
     assert "Reminder #1" in content_of(made)

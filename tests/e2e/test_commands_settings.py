@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.e2e.conftest import BotFactory
-from tests.e2e.test_commands_harness import (
+from tests.e2e.commands import (
+    CommandBotFactory,
     World,
     channel_messages,
     content_of,
@@ -19,7 +19,6 @@ from tests.e2e.test_commands_harness import (
     options,
     prefix,
     slash,
-    start_command_bot,
     sub,
 )
 from tests.procs import SimulatorProc, http_json
@@ -53,10 +52,9 @@ async def post(sim: SimulatorProc, world: World, user: str, content: str) -> str
     return str(posted["id"])
 
 
-async def test_prefix_setting_drives_prefix_commands(sim: SimulatorProc, migrated_db: str,
-                                                     start_bot: BotFactory) -> None:
+async def test_prefix_setting_drives_prefix_commands(sim: SimulatorProc, command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
-    await start_command_bot(start_bot, sim, migrated_db)
+    await command_bot()
     done = await slash(sim, world, world.owner, "settings", sub("set", options(key="prefix", value="?")))
     assert content_of(done) == "The prefix is now `?`.", done
     old = await post(sim, world, world.members[0], "!ping")
@@ -79,9 +77,9 @@ async def test_prefix_setting_drives_prefix_commands(sim: SimulatorProc, migrate
 
 
 async def test_settings_are_refused_below_admin_and_audited(sim: SimulatorProc, migrated_db: str,
-                                                            start_bot: BotFactory) -> None:
+                                                            command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
-    await start_command_bot(start_bot, sim, migrated_db)
+    await command_bot()
     refused = await slash(sim, world, world.members[0], "settings", sub("set", options(key="automod", value="high")))
     assert is_ephemeral(refused) and "needs the admin level; yours is everyone" in content_of(refused)
     ok = await slash(sim, world, world.owner, "settings", sub("set", options(key="automod", value="high")))
@@ -94,11 +92,10 @@ async def test_settings_are_refused_below_admin_and_audited(sim: SimulatorProc, 
                                                                                       "value": "high"}
 
 
-async def test_permission_levels_and_escalation_attempts(sim: SimulatorProc, migrated_db: str,
-                                                         start_bot: BotFactory) -> None:
+async def test_permission_levels_and_escalation_attempts(sim: SimulatorProc, command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
     assert world.moderator is not None
-    await start_command_bot(start_bot, sim, migrated_db, owners=(world.members[-1],))
+    await command_bot(owners=(world.members[-1],))
     holder = next(u for u in world.with_member_role if u != world.members[-1])
     without = next(u for u in world.members if u not in world.with_member_role and u != world.members[-1])
     # a moderator cannot give a role admin, nor touch the admin role

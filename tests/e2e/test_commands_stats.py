@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import BotFactory
-from tests.e2e.test_commands_feedback import buttons, interact
-from tests.e2e.test_commands_harness import (
+from tests.e2e.commands import (
+    CommandBotFactory,
     content_of,
     followups,
     load_world,
     options,
     prefix,
     slash,
-    start_command_bot,
     sub,
 )
+from tests.e2e.test_commands_feedback import buttons, interact
 from tests.procs import SimulatorProc
 
 pytestmark = pytest.mark.e2e
 
 
-async def test_stats(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
+async def test_stats(sim: SimulatorProc, command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
     assert world.moderator is not None
-    await start_command_bot(start_bot, sim, migrated_db)
+    await command_bot()
     for _ in range(3):
         await slash(sim, world, world.members[0], "ping")
     await prefix(sim, world, world.members[1], "!ping")
@@ -39,10 +38,10 @@ async def test_stats(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory
     assert "E5002" in content_of(await slash(sim, world, world.members[0], "stats", sub("commands")))
 
 
-async def test_stats_pages(sim: SimulatorProc, migrated_db: str, start_bot: BotFactory) -> None:
+async def test_stats_pages(sim: SimulatorProc, command_bot: CommandBotFactory) -> None:
     world = await load_world(sim)
     assert world.moderator is not None
-    bot = await start_command_bot(start_bot, sim, migrated_db)
+    bot = await command_bot()
     # 40 distinct command names' worth of history, written through the recorder (the same path as live use)
     for i in range(40):
         bot.deps.usage.record(user_id=int(world.members[0]), command=f"cmd{i:02d}",

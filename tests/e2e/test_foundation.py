@@ -10,7 +10,7 @@ from discord.http import HTTPClient, handle_message_parameters
 
 from innkeeper.settings import PROJECT_ROOT
 from shard.urls import point_discord_at
-from tests.e2e.conftest import BotFactory
+from tests.e2e.commands import BotFactory
 from tests.procs import SIM_TOKEN, Proc, SimulatorProc, bot_api, http_json, spawn, start_simulator
 from tests.support import wait_for, wait_for_sync
 

@@ -44,8 +44,7 @@ from ipc.messages import MESSAGE_VERSION
 from ipc.snapshots import GuildSnapshotStore
 from shard.bot import ClusterBot
 from shard.rest_hook import limiter_of
-from tests.e2e.conftest import BotFactory
-from tests.e2e.test_commands_harness import channel_messages
+from tests.e2e.commands import BotFactory, channel_messages
 from tests.procs import (
     Proc,
     SimulatorProc,

@@ -6,15 +6,20 @@ slash and prefix commands and read replies.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from shard.bot import ClusterBot
-from tests.e2e.conftest import BotFactory
 from tests.procs import SimulatorProc, bot_api, http_json
 from tests.support import wait_for
 
 OWNER_ID_ENV = "INNKEEPER_OWNER_IDS"
+
+#: Starts an in-process bot against a simulator and returns it once every shard is READY (``start_bot``).
+BotFactory = Callable[..., Awaitable[ClusterBot]]
+#: ``command_bot(owners=..., extra=..., cluster_id=...)``: a command-ready bot on the test's simulator and database.
+CommandBotFactory = Callable[..., Awaitable[ClusterBot]]
 
 
 @dataclass
@@ -104,6 +109,16 @@ async def followups(sim: SimulatorProc, report: dict[str, Any], count: int = 1, 
         return msgs if len(msgs) >= count else None
 
     return await wait_for(got, timeout=timeout, message=f"{count} follow-up(s) of interaction {iid}")
+
+
+async def answer_text(sim: SimulatorProc, report: dict[str, Any]) -> str:
+    """What the user reads of a slash answer: the message, the first follow-up after a defer, or a modal."""
+    callback = report["callback"]
+    if callback["type"] == 5:
+        return str((await followups(sim, report))[0].get("content") or "")
+    if callback["type"] == 9:
+        return "(a modal)"
+    return content_of(report)
 
 
 def is_ephemeral(report: dict[str, Any]) -> bool:
