@@ -20,6 +20,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from innkeeper.errors import ErrorCode, InnkeeperError
+from innkeeper.redact import redact_url
 from innkeeper.settings import Settings
 from ipc.identify import mark_cold_start, store_budget
 from ipc.keys import Keys
@@ -115,7 +116,7 @@ class Launcher:
             await client.ping()
         except Exception as exc:
             await client.aclose()
-            raise InnkeeperError(f"Redis at {self.settings.redis_url} does not answer: {exc}",
+            raise InnkeeperError(f"Redis at {redact_url(self.settings.redis_url)} does not answer: {exc}",
                                  code=ErrorCode.REDIS_UNAVAILABLE) from None
         try:
             yield client
