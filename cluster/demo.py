@@ -63,11 +63,12 @@ def _free_port() -> int:
 
 def demo_settings(settings: Settings, options: DemoOptions, port: int) -> Settings:
     """The settings the demo's clusters run with: pointed at the simulator, with its token and window."""
-    # Without a key, feedback, reminders and privacy export stay off; the demo uses the public
-    # development key (``dev``) unless the operator set real ones.
+    # Without a key, feedback, reminders and privacy export stay off, and the bus cannot sign; the demo
+    # uses the public development keys (``dev``) unless the operator set real ones.
     keys = settings.encryption_keys or ("dev",)
+    ipc_keys = settings.ipc_keys or ("dev",)
     return dataclasses.replace(settings, api_url=f"http://127.0.0.1:{port}", discord_token=_SIM_TOKEN,
-                               identify_window_s=options.identify_window, encryption_keys=keys)
+                               identify_window_s=options.identify_window, encryption_keys=keys, ipc_keys=ipc_keys)
 
 
 async def _wait_simulator(url: str, timeout: float = 30.0) -> None:

@@ -161,7 +161,14 @@ class Launcher:
                     hosts=s.hosts, host_index=s.host_index)
 
     async def apply_plan(self, p: Plan, client: aioredis.Redis) -> bool:
-        """Render this host's clusters, make supervisord run them, store the plan; True when anything changed."""
+        """Render this host's clusters, make supervisord run them, store the plan; True when anything changed.
+
+        Raises
+        ------
+        ConfigError
+            When ``INNKEEPER_IPC_KEYS`` is not set: every cluster would stop at start-up without it.
+        """
+        self.settings.require_ipc_keys()
         mine = p.for_host(self.settings.host_index)
         text = render_clusters(mine, p.shard_count, p.max_concurrency, self.settings, policy=self.policy)
         changed_file = write_private(self.run_dir / "clusters.conf", text)

@@ -27,7 +27,7 @@ from cluster.supervisor import Supervisor
 from innkeeper.errors import InnkeeperError
 from innkeeper.settings import Settings
 from tests.procs import SimulatorProc, start_simulator
-from tests.support import wait_for, wait_for_sync
+from tests.support import IPC_KEYS, wait_for, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -66,7 +66,7 @@ def _env(sim: SimulatorProc, run_dir: Path, prefix: str, redis_url: str, databas
         "INNKEEPER_STATUS_PORT": "0", "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_IDENTIFY_WINDOW": str(WINDOW),
         "INNKEEPER_IDENTIFY_MARGIN": str(MARGIN),
         "INNKEEPER_HEARTBEAT_INTERVAL": "0.5", "INNKEEPER_HEARTBEAT_TTL": "5", "INNKEEPER_LOG_FORMAT": "json",
-        "INNKEEPER_SYNC_COMMANDS": "false", **extra,
+        "INNKEEPER_SYNC_COMMANDS": "false", "INNKEEPER_IPC_KEYS": IPC_KEYS, **extra,
     })
 
 
