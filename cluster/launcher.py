@@ -144,8 +144,9 @@ class Launcher:
                 await self.supervisor.start_process("status", wait=False)
             return
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self.supervisor.start_daemon(self.settings.as_env()))
+        # supervisord and the status service get no settings through the environment: the clusters
+        # get theirs in their program files, the status service in status-settings.json.
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self.supervisor.start_daemon({}))
         self.out(f"supervisord started (socket {self.supervisor.socket_path})")
 
     # --- the plan -------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from innkeeper.errors import ConfigError
 from innkeeper.settings import PROJECT_ROOT, Settings
 
 from .plan import ClusterSpec, format_shard_ids
+from .status import SETTINGS_USED
 
 __all__ = ("Policy", "render_clusters", "render_simulator", "supervisor_environment", "write_private",
            "SimulatorSpec", "CLUSTERS_GROUP", "TEMPLATE_DIR", "status_settings_json", "SIMULATOR_PORT_FILE")
@@ -144,5 +145,6 @@ def write_private(path: Path, text: str) -> bool:
 
 
 def status_settings_json(settings: Settings) -> str:
-    """The status service's settings file (``run/status-settings.json``)."""
-    return json.dumps(settings.as_env(), indent=1, sort_keys=True) + "\n"
+    """The status service's settings file (``run/status-settings.json``): only what it uses
+    (:data:`cluster.status.SETTINGS_USED`), never the token, the keys or the database URL."""
+    return json.dumps(settings.as_env(only=SETTINGS_USED), indent=1, sort_keys=True) + "\n"
