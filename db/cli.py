@@ -115,8 +115,8 @@ async def _backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _restore(args: argparse.Namespace, settings: Settings) -> int:
-    from .backup import restore
     from .migrate import maintenance_dsn
+    from .restore import restore
 
     dsn = settings.database_url if not args.target_db else maintenance_dsn(settings.database_url, args.target_db)
     result = await restore(dsn, args.file, force=args.force)
