@@ -4,8 +4,10 @@
 ``….dump.json`` with the row count of every table and the ``schema_migrations`` rows. Counts and
 dump come from **one snapshot**: a repeatable-read transaction exports its snapshot and
 ``pg_dump --snapshot`` reads exactly that, so the counts match the dump even while the bot writes.
-Only the newest ``INNKEEPER_BACKUP_KEEP`` backups are kept. The sidecar also holds the dump's
-SHA-256, which :func:`db.restore.restore` checks before it trusts the dump.
+Dumps and sidecars are created with mode 0600 in a directory created 0700 (:mod:`innkeeper.files`):
+they hold every user's data. Only the newest ``INNKEEPER_BACKUP_KEEP`` backups are kept. The
+sidecar also holds the dump's SHA-256, which :func:`db.restore.restore` checks before it trusts
+the dump.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pypika.functions import Count
 from pypika.terms import Function
 
 from innkeeper.errors import DatabaseError, ErrorCode
+from innkeeper.files import create_private, private_dir, write_private
 
 from . import error_translation as errors
 from .migrate import SELECT_APPLIED, TABLE_EXISTS, database_name
@@ -86,9 +89,10 @@ def split_dsn(dsn: str) -> tuple[str, dict[str, str]]:
 
 
 async def run_tool(*argv: str, env: dict[str, str]) -> None:
+    """Run a PostgreSQL client tool; anything it creates is private to this user (umask 077)."""
     try:
         proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.PIPE)
+                                                    stderr=asyncio.subprocess.PIPE, umask=0o077)
     except FileNotFoundError:
         raise DatabaseError(f"{argv[0]} is not installed (apt-get install postgresql-client)",
                             code=ErrorCode.DB_UNAVAILABLE) from None
@@ -140,6 +144,8 @@ async def backup(dsn: str, directory: Path, *, keep: int = 7, now: dt.datetime |
     except Exception as exc:
         raise errors.translate(exc, query="backup connect") from exc
     try:
+        # pg_dump writes into a file that exists already, created with mode 0600: it is never readable by others
+        await asyncio.to_thread(lambda: os.close(create_private(tmp)))
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             snapshot = await conn.fetchval(_EXPORT_SNAPSHOT)
             counts = await table_counts(conn)
@@ -162,7 +168,7 @@ async def backup(dsn: str, directory: Path, *, keep: int = 7, now: dt.datetime |
 
 
 def _new_path(directory: Path, stamp: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)
     path, n = directory / f"innkeeper-{stamp}.dump", 1
     while path.exists():
         n += 1
@@ -175,7 +181,7 @@ def _finish(tmp: Path, path: Path, meta: dict[str, Any], keep: int) -> BackupRes
     tmp.replace(path)
     sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
     meta["sha256"] = sha256_of(path)
-    sidecar.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_private(sidecar, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     pruned = []
     for old in list_backups(path.parent)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)

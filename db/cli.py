@@ -189,7 +189,9 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
         await db.close()
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if args.output:
-        args.output.write_text(text)
+        from innkeeper.files import write_private
+
+        write_private(args.output, text)  # decrypted personal data: mode 0600, a missing directory 0700
     else:
         sys.stdout.write(text)
     return 0
