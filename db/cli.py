@@ -42,7 +42,8 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("restore", help="restore a backup into a fresh database and verify it")
     p.add_argument("file", type=Path, help="an innkeeper-*.dump file (its .json sidecar must be beside it)")
     p.add_argument("--target-db", metavar="NAME", help="restore into this database (default: DATABASE_URL's)")
-    p.add_argument("--force", action="store_true", help="drop and recreate the target when it is not empty")
+    p.add_argument("--force", action="store_true",
+                   help="replace a non-empty target, once the restored copy is verified")
     p.set_defaults(handler=_restore)
 
     p = sub.add_parser("retention", help="delete data older than INNKEEPER_RETENTION_*_DAYS")
