@@ -52,7 +52,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("rotate-keys", help="re-encrypt stored text under the first INNKEEPER_ENCRYPTION_KEYS key")
     p.set_defaults(handler=_rotate)
 
-    p = sub.add_parser("keygen", help="print a new keyid=base64key entry for INNKEEPER_ENCRYPTION_KEYS")
+    p = sub.add_parser("keygen", help="print a new keyid=base64key (INNKEEPER_ENCRYPTION_KEYS, INNKEEPER_IPC_KEYS)")
     p.add_argument("key_id", nargs="?", default=None, help="the key id (default: k<unix time>)")
     p.set_defaults(handler=_keygen)
 
