@@ -97,11 +97,16 @@ class Undelivered:
     failure: Failure
 
 
+#: What decrypting a stored text raises when it cannot be read: its key left the ring (ConfigError),
+#: the value is corrupt (DatabaseError), or it is not UTF-8 (ValueError).
+_UNREADABLE = (ConfigError, DatabaseError, ValueError)
+
+
 def _decrypt(keys: KeyRing, r: asyncpg.Record) -> str | None:
-    """The row's text, or None when it cannot be decrypted (a key left the ring, or the value is corrupt)."""
+    """The row's text, or None when it cannot be decrypted."""
     try:
         return keys.decrypt(r["body"], context=BODY_CONTEXT)
-    except (ConfigError, DatabaseError, ValueError):
+    except _UNREADABLE:
         return None
 
 
@@ -249,7 +254,7 @@ async def claim_due(db: Database, keys: KeyRing, claimer: str, *, lease: float =
     for r in rows:
         try:
             claimed.append(Reminder.from_record(r, keys))
-        except (ConfigError, DatabaseError, ValueError) as exc:  # a key left the ring, or a corrupt value
+        except _UNREADABLE as exc:
             why = str(exc) if isinstance(exc, ConfigError | DatabaseError) else "the text is not UTF-8"
             _log.warning("reminder %s cannot be decrypted (%s); marking it undeliverable", r["id"], why)
             await mark_failed(db, r["id"], claimer, "unreadable", conn=conn)

@@ -70,21 +70,10 @@ async def test_many_reminders_into_a_refusing_channel_cost_a_few_invalid_request
     denied = world.channel_id  # the bot's cache learns of this one's overwrite (CHANNEL_UPDATE)
     faulty = sim.world(limit=1)["guilds"][0]["channels"][1]  # this one answers 403 with no warning
 
-    # each attacker sets a reminder while the bot may still post; more come due at the same moment
-    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=8)
+    # each attacker sets a reminder while the bot may still post
     for user in attackers:
-        made = await slash(sim, world, user, "remind", options(when="8s", text="gotcha"))
+        made = await slash(sim, world, user, "remind", options(when="10s", text="gotcha"))
         assert "Reminder #" in content_of(made), made
-    async with Database(migrated_db) as db:
-        keys = KeyRing.parse(["dev"])
-        for user in attackers:
-            for channel in (denied, faulty):
-                for _ in range(PER_ATTACKER):
-                    await db_reminders.create_reminder(db, keys, user_id=int(user), body="gotcha", due_at=due,
-                                                       guild_id=int(world.guild_id), channel_id=int(channel))
-    innocent = await slash(sim, bystanders, bystanders.members[0], "remind", options(when="9s", text="tea"))
-    assert "Reminder #" in content_of(innocent)
-    total = ATTACKERS * (1 + 2 * PER_ATTACKER) + 1
 
     # the attack: deny the bot in one channel, make the other refuse, close the attackers' DMs
     before = await invalid_requests(sim)
@@ -94,6 +83,18 @@ async def test_many_reminders_into_a_refusing_channel_cost_a_few_invalid_request
                                           "route": f"POST /channels/{faulty}/messages"})
     for user in attackers:
         await control(sim, "POST", f"users/{user}/dms", {"open": False})
+    # ... and many more reminders, set earlier (the throttle allows 5 a minute), come due together
+    due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
+    async with Database(migrated_db) as db:
+        keys = KeyRing.parse(["dev"])
+        for user in attackers:
+            for channel in (denied, faulty):
+                for _ in range(PER_ATTACKER):
+                    await db_reminders.create_reminder(db, keys, user_id=int(user), body="gotcha", due_at=due,
+                                                       guild_id=int(world.guild_id), channel_id=int(channel))
+    innocent = await slash(sim, bystanders, bystanders.members[0], "remind", options(when="3s", text="tea"))
+    assert "Reminder #" in content_of(innocent)
+    total = ATTACKERS * (1 + 2 * PER_ATTACKER) + 1
 
     # a new reminder where the bot cannot post is refused up front, kindly
     refused = await slash(sim, world, attackers[0], "remind", options(when="1m", text="again"))
