@@ -99,11 +99,14 @@ def render_clusters(clusters: Iterable[ClusterSpec], shard_count: int, max_concu
     """``run/clusters.conf``: one ``[program:cluster-N]`` per cluster and ``[group:clusters]``.
 
     Each program gets its shard range, the total shard count and Discord's ``max_concurrency`` on
-    its command line, so a cluster never asks ``GET /gateway/bot`` itself.
+    its command line, so a cluster never asks ``GET /gateway/bot`` itself. ``INNKEEPER_GUARD_PROCESSES``
+    is at least the number of these clusters: they share the host's IP, and without Redis each
+    process's invalid-request guard takes an equal share of Discord's per-IP budget.
     """
     template = _template("cluster.conf.tmpl")
-    common = _common(settings, policy, extra_env)
     specs = list(clusters)
+    guard = {"INNKEEPER_GUARD_PROCESSES": str(max(settings.guard_processes, len(specs)))}
+    common = _common(settings, policy, {**guard, **(extra_env or {})})
     blocks = [
         template.substitute(common, cluster_id=c.id, shard_range=format_shard_ids(c.shard_ids),
                             shard_total=shard_count, max_concurrency=max_concurrency, startsecs=policy.startsecs,

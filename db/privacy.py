@@ -8,7 +8,8 @@
   NULL; audit rows about them are redacted (:func:`db.audit.redact_user`), which keeps the chain
   verifiable.
 * :func:`run_retention` deletes data older than its configured age, per table, in small batches
-  so it never holds long locks: command usage, error events, closed feedback, delivered reminders.
+  so it never holds long locks: command usage, error events, closed feedback, delivered and
+  undeliverable reminders.
   The audit log is not subject to retention (deleting from a hash chain would break it).
 * :func:`rotate_keys` re-encrypts every encrypted value that is not under the current key.
 """
@@ -114,7 +115,7 @@ _RETENTION = {
     "command_usage": _expire(_usage, _usage.used_at < P1),
     "error_events": _expire(_errors, _errors.occurred_at < P1),
     "feedback": _expire(_feedback, (_feedback.closed_at < P1) & _feedback.status.isin(["resolved", "rejected"])),
-    "reminders": _expire(_reminders, _reminders.delivered_at < P1),
+    "reminders": _expire(_reminders, (_reminders.delivered_at < P1) | (_reminders.failed_at < P1)),
 }
 
 # --- rotation -------------------------------------------------------------------------------------

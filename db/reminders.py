@@ -1,4 +1,4 @@
-"""Reminders, delivered exactly once across clusters.
+"""Reminders, delivered exactly once across clusters, or marked undeliverable.
 
 A cluster *claims* due reminders (:func:`claim_due`): one ``UPDATE`` over a ``SELECT ... FOR UPDATE
 SKIP LOCKED``, which stamps ``claimed_by`` and a lease (``claimed_until``). Two clusters claiming
@@ -6,20 +6,29 @@ at once never get the same row. After sending, the claimer marks the reminder de
 (:func:`mark_delivered`, which only succeeds while it still holds the claim). When a cluster dies
 holding a claim, the lease expires and another cluster claims the row again; ``attempts`` counts
 the claims. The reminder text is encrypted at rest.
+
+A reminder that failed for a passing reason (a 5xx, a timeout, a 429) is released with a time
+before which it is not claimed again (:func:`release_claim`, ``next_attempt_at``). One that cannot
+be delivered at all is *undeliverable* (:func:`mark_failed`): ``failed_at`` and a reason
+(:data:`FAILURES`) are stored, it is never claimed again, and its owner is told once, the next time
+they use a reminder command (:func:`take_failures`). A reminder whose text cannot be decrypted
+(its key left the key ring, or the value is corrupt) is marked undeliverable by :func:`claim_due`
+itself, so it cannot jam delivery.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pypika import Table
 from pypika.functions import Count, Min
 from pypika.queries import AliasedQuery
 from pypika.terms import Function
 
-from innkeeper.errors import DatabaseError, ErrorCode
+from innkeeper.errors import ConfigError, DatabaseError, ErrorCode
 
 from . import validate as v
 from .sql import P1, P2, P3, P4, P5, P6, Cast, NamedArg, Now, PgQuery, built
@@ -30,12 +39,21 @@ if TYPE_CHECKING:
     from .crypto import KeyRing
     from .pool import Conn, Database
 
-__all__ = ("Reminder", "create_reminder", "get_reminder", "list_for_user", "cancel_reminder", "claim_due",
-           "mark_delivered", "release_claim", "next_due", "BODY_CONTEXT", "MAX_PER_USER", "COLUMNS")
+__all__ = ("Reminder", "Failure", "Undelivered", "create_reminder", "get_reminder", "list_for_user",
+           "cancel_reminder", "claim_due", "mark_delivered", "mark_failed", "release_claim", "take_failures",
+           "next_due", "BODY_CONTEXT", "MAX_PER_USER", "COLUMNS", "FAILURES")
+
+_log = logging.getLogger(__name__)
 
 BODY_CONTEXT = "reminders.body"
 MAX_PER_USER = 100
 _MAX_AHEAD = dt.timedelta(days=3 * 366)
+
+#: Why a reminder is undeliverable: its channel refused the bot (403, or the bot may not view/send
+#: there) and so did the owner's DMs; its channel is gone (404) and the DMs refused; it was set in
+#: DMs and the DMs refused; its text cannot be decrypted; passing failures went on too long.
+Failure = Literal["forbidden", "gone", "dm_closed", "unreadable", "gave_up"]
+FAILURES: tuple[Failure, ...] = ("forbidden", "gone", "dm_closed", "unreadable", "gave_up")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,28 +62,61 @@ class Reminder:
     user_id: int
     guild_id: int | None
     channel_id: int | None
-    body: str
+    #: The decrypted text; ``None`` when it cannot be decrypted (only :func:`list_for_user` returns such).
+    body: str | None
     created_at: dt.datetime
     due_at: dt.datetime
     claimed_by: str | None
     claimed_until: dt.datetime | None
     attempts: int
     delivered_at: dt.datetime | None
+    next_attempt_at: dt.datetime | None = None
+    failed_at: dt.datetime | None = None
+    failure: Failure | None = None
 
     @classmethod
     def from_record(cls, r: asyncpg.Record, keys: KeyRing) -> Reminder:
-        return cls(r["id"], r["user_id"], r["guild_id"], r["channel_id"], keys.decrypt(r["body"], context=BODY_CONTEXT),
-                   r["created_at"], r["due_at"], r["claimed_by"], r["claimed_until"], r["attempts"],
-                   r["delivered_at"])
+        """The reminder of a row; raises what :meth:`KeyRing.decrypt` raises for an unreadable text."""
+        return cls._of(r, keys.decrypt(r["body"], context=BODY_CONTEXT))
+
+    @classmethod
+    def _of(cls, r: asyncpg.Record, body: str | None) -> Reminder:
+        return cls(r["id"], r["user_id"], r["guild_id"], r["channel_id"], body, r["created_at"], r["due_at"],
+                   r["claimed_by"], r["claimed_until"], r["attempts"], r["delivered_at"], r["next_attempt_at"],
+                   r["failed_at"], r["failure"])
+
+
+@dataclass(frozen=True, slots=True)
+class Undelivered:
+    """An undeliverable reminder its owner has not been told about yet (no text: it may be unreadable)."""
+
+    id: int
+    guild_id: int | None
+    channel_id: int | None
+    due_at: dt.datetime
+    failure: Failure
+
+
+#: What decrypting a stored text raises when it cannot be read: its key left the ring (ConfigError),
+#: the value is corrupt (DatabaseError), or it is not UTF-8 (ValueError).
+_UNREADABLE = (ConfigError, DatabaseError, ValueError)
+
+
+def _decrypt(keys: KeyRing, r: asyncpg.Record) -> str | None:
+    """The row's text, or None when it cannot be decrypted."""
+    try:
+        return keys.decrypt(r["body"], context=BODY_CONTEXT)
+    except _UNREADABLE:
+        return None
 
 
 _reminders = Table("reminders")
 #: The columns a :class:`Reminder` is read from (also what a user's data export holds).
 COLUMNS = tuple(_reminders.field(c) for c in (
     "id", "user_id", "guild_id", "channel_id", "body", "created_at", "due_at", "claimed_by", "claimed_until",
-    "attempts", "delivered_at",
+    "attempts", "delivered_at", "next_attempt_at", "failed_at", "failure", "failure_notified_at",
 ))
-_PENDING = _reminders.delivered_at.isnull()
+_PENDING = _reminders.delivered_at.isnull() & _reminders.failed_at.isnull()
 # One statement: the cap on pending reminders is checked where the row is written.
 _CREATE = built(
     PgQuery.into(_reminders)
@@ -82,10 +133,12 @@ _LIST_PENDING = built(
 _CANCEL = built(
     PgQuery.from_(_reminders).delete().where((_reminders.id == P1) & (_reminders.user_id == P2) & _PENDING)
 )
-# Due, unclaimed (or the claim expired) rows, locked; rows another claimer holds locked are skipped.
+# Due, unclaimed (or the claim expired) rows whose retry time has come, locked; rows another claimer
+# holds locked are skipped.
 _due = (
     PgQuery.from_(_reminders).select(_reminders.id)
     .where(_PENDING & (_reminders.due_at <= Now())
+           & (_reminders.next_attempt_at.isnull() | (_reminders.next_attempt_at <= Now()))
            & (_reminders.claimed_until.isnull() | (_reminders.claimed_until < Now())))
     .orderby(_reminders.due_at).limit(P3).for_update(skip_locked=True)
 )
@@ -103,8 +156,29 @@ _DELIVERED = built(
     PgQuery.update(_reminders).set(_reminders.delivered_at, Now()).set(_reminders.claimed_until, None)
     .where(_HELD_BY)
 )
+_FAILED = built(
+    PgQuery.update(_reminders).set(_reminders.failed_at, Now()).set(_reminders.failure, P3)
+    .set(_reminders.claimed_until, None).where(_HELD_BY)
+)
+_RETRY_AT = Now() + Function("make_interval", NamedArg("secs", P3))
+# Released after an attempt that failed: the attempt counts.
 _RELEASE = built(
-    PgQuery.update(_reminders).set(_reminders.claimed_by, None).set(_reminders.claimed_until, None).where(_HELD_BY)
+    PgQuery.update(_reminders).set(_reminders.claimed_by, None).set(_reminders.claimed_until, None)
+    .set(_reminders.next_attempt_at, _RETRY_AT).where(_HELD_BY)
+)
+# Released without an attempt (the process had to hold back): the claim does not count as one.
+_RELEASE_UNTRIED = built(
+    PgQuery.update(_reminders).set(_reminders.claimed_by, None).set(_reminders.claimed_until, None)
+    .set(_reminders.next_attempt_at, _RETRY_AT).set(_reminders.attempts, _reminders.attempts - 1).where(_HELD_BY)
+)
+_UNSEEN = _reminders.failed_at.notnull() & _reminders.failure_notified_at.isnull()
+_TAKE_FAILURES = built(
+    PgQuery.update(_reminders).set(_reminders.failure_notified_at, Now())
+    .where(_reminders.id.isin(
+        PgQuery.from_(_reminders).select(_reminders.id).where((_reminders.user_id == P1) & _UNSEEN)
+        .orderby(_reminders.due_at).limit(P2)
+    ) & _UNSEEN)
+    .returning(_reminders.id, _reminders.guild_id, _reminders.channel_id, _reminders.due_at, _reminders.failure)
 )
 _NEXT_DUE = built(PgQuery.from_(_reminders).select(Min(_reminders.due_at)).where(_PENDING))
 
@@ -137,16 +211,17 @@ async def create_reminder(db: Database, keys: KeyRing, *, user_id: int, body: st
 
 
 async def get_reminder(db: Database, keys: KeyRing, reminder_id: int, *, conn: Conn | None = None) -> Reminder | None:
+    """One reminder (its ``body`` is None when it cannot be decrypted), or None."""
     row = await db.fetchrow("reminders.get", _GET, v.snowflake("reminder id", reminder_id), conn=conn)
-    return Reminder.from_record(row, keys) if row else None
+    return Reminder._of(row, _decrypt(keys, row)) if row else None
 
 
 async def list_for_user(db: Database, keys: KeyRing, user_id: int, *, limit: int = 25,
                         conn: Conn | None = None) -> list[Reminder]:
-    """The user's pending reminders, soonest first."""
+    """The user's pending reminders, soonest first (``body`` None for a text that cannot be decrypted)."""
     rows = await db.fetch("reminders.list_pending", _LIST_PENDING, v.snowflake("user id", user_id),
                           min(max(limit, 1), MAX_PER_USER), conn=conn)
-    return [Reminder.from_record(r, keys) for r in rows]
+    return [Reminder._of(r, _decrypt(keys, r)) for r in rows]
 
 
 async def cancel_reminder(db: Database, user_id: int, reminder_id: int, *, conn: Conn | None = None) -> bool:
@@ -160,6 +235,9 @@ async def claim_due(db: Database, keys: KeyRing, claimer: str, *, lease: float =
                     conn: Conn | None = None) -> list[Reminder]:
     """Claim up to ``limit`` due reminders for ``lease`` seconds; nobody else gets them meanwhile.
 
+    A claimed reminder whose text cannot be decrypted is marked undeliverable (``unreadable``) at
+    once and logged with its id (never its text); it is not returned.
+
     Parameters
     ----------
     claimer:
@@ -169,9 +247,18 @@ async def claim_due(db: Database, keys: KeyRing, claimer: str, *, lease: float =
     """
     if not lease > 0:
         raise v.bad("lease", "must be positive")
-    rows = await db.fetch("reminders.claim_due", _CLAIM, v.text("claimer", claimer, 64), float(lease),
-                          min(max(limit, 1), 1000), conn=conn)
-    return sorted((Reminder.from_record(r, keys) for r in rows), key=lambda r: (r.due_at, r.id))
+    claimer = v.text("claimer", claimer, 64)
+    rows = await db.fetch("reminders.claim_due", _CLAIM, claimer, float(lease), min(max(limit, 1), 1000),
+                          conn=conn)
+    claimed: list[Reminder] = []
+    for r in rows:
+        try:
+            claimed.append(Reminder.from_record(r, keys))
+        except _UNREADABLE as exc:
+            why = str(exc) if isinstance(exc, ConfigError | DatabaseError) else "the text is not UTF-8"
+            _log.warning("reminder %s cannot be decrypted (%s); marking it undeliverable", r["id"], why)
+            await mark_failed(db, r["id"], claimer, "unreadable", conn=conn)
+    return sorted(claimed, key=lambda r: (r.due_at, r.id))
 
 
 async def mark_delivered(db: Database, reminder_id: int, claimer: str, *, conn: Conn | None = None) -> bool:
@@ -181,14 +268,50 @@ async def mark_delivered(db: Database, reminder_id: int, claimer: str, *, conn: 
     return status.endswith(" 1")
 
 
-async def release_claim(db: Database, reminder_id: int, claimer: str, *, conn: Conn | None = None) -> bool:
-    """Give a claim back (delivery failed) so the reminder can be claimed again at once."""
-    status = await db.execute("reminders.release", _RELEASE, v.snowflake("reminder id", reminder_id),
-                              v.text("claimer", claimer, 64), conn=conn, idempotent=True)
+async def mark_failed(db: Database, reminder_id: int, claimer: str, failure: Failure, *,
+                      conn: Conn | None = None) -> bool:
+    """Mark the reminder undeliverable for ``failure`` (final: it is never claimed again).
+
+    False when ``claimer`` no longer holds it.
+    """
+    if failure not in FAILURES:
+        raise v.bad("failure", f"must be one of {', '.join(FAILURES)}")
+    status = await db.execute("reminders.mark_failed", _FAILED, v.snowflake("reminder id", reminder_id),
+                              v.text("claimer", claimer, 64), failure, conn=conn, idempotent=True)
     return status.endswith(" 1")
 
 
+async def release_claim(db: Database, reminder_id: int, claimer: str, *, retry_in: float = 0.0,
+                        attempted: bool = True, conn: Conn | None = None) -> bool:
+    """Give a claim back so the reminder is claimed again once ``retry_in`` seconds have passed.
+
+    Parameters
+    ----------
+    retry_in:
+        Seconds before any cluster may claim it again (the backoff after a passing failure).
+    attempted:
+        False when nothing was sent (the process held back, e.g. its invalid-request guard was
+        refusing requests): the claim then does not count as an attempt.
+    """
+    if not retry_in >= 0:
+        raise v.bad("retry delay", "must not be negative")
+    status = await db.execute("reminders.release" if attempted else "reminders.release_untried",
+                              _RELEASE if attempted else _RELEASE_UNTRIED, v.snowflake("reminder id", reminder_id),
+                              v.text("claimer", claimer, 64), float(retry_in), conn=conn, idempotent=True)
+    return status.endswith(" 1")
+
+
+async def take_failures(db: Database, user_id: int, *, limit: int = MAX_PER_USER,
+                        conn: Conn | None = None) -> list[Undelivered]:
+    """The user's undeliverable reminders they were not told about yet, soonest due first; each is
+    marked told, so it is returned once."""
+    rows = await db.fetch("reminders.take_failures", _TAKE_FAILURES, v.snowflake("user id", user_id),
+                          min(max(limit, 1), 1000), conn=conn)
+    return sorted((Undelivered(r["id"], r["guild_id"], r["channel_id"], r["due_at"], r["failure"]) for r in rows),
+                  key=lambda u: (u.due_at, u.id))
+
+
 async def next_due(db: Database, *, conn: Conn | None = None) -> dt.datetime | None:
-    """When the next undelivered reminder is due (to sleep until then), or ``None``."""
+    """When the next pending reminder is due (to sleep until then), or ``None``."""
     value: dt.datetime | None = await db.fetchval("reminders.next_due", _NEXT_DUE, conn=conn)
     return value

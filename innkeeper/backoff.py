@@ -52,14 +52,23 @@ class Backoff:
         self.attempts = 0
         self._rng = rng or random.Random()
 
-    def ceiling(self) -> float:
-        """The ceiling of the next delay."""
-        return float(min(self.cap, self.base * (2 ** min(self.attempts, 62))))
+    def ceiling(self, attempt: int | None = None) -> float:
+        """The ceiling of the next delay (or of delay number ``attempt``, counting from 0)."""
+        n = self.attempts if attempt is None else max(attempt, 0)
+        return float(min(self.cap, self.base * (2 ** min(n, 62))))
 
     def next(self) -> float:
         """The next delay in seconds: never zero (a retry loop always yields), never above ``cap``."""
-        ceiling = self.ceiling()
+        delay = self.delay(self.attempts)
         self.attempts += 1
+        return delay
+
+    def delay(self, attempt: int) -> float:
+        """Delay number ``attempt`` (counting from 0), drawn as :meth:`next` draws it, without counting it.
+
+        For retries whose count is kept elsewhere (a reminder's ``attempts`` in the database).
+        """
+        ceiling = self.ceiling(attempt)
         return max(self.base / 10, self._rng.uniform(ceiling * (1 - self.jitter), ceiling))
 
     def reset(self) -> None:

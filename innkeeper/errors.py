@@ -34,6 +34,7 @@ class ErrorCode(enum.Enum):
     DISCORD_HTTP = "E2002"
     IDENTIFY_BUDGET = "E2003"
     GATEWAY_FATAL = "E2004"
+    CHANNEL_UNWRITABLE = "E2005"
     # 3xxx: IPC and Redis
     IPC_DECODE = "E3001"
     IPC_TIMEOUT = "E3002"

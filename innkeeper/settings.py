@@ -187,6 +187,10 @@ class Settings:
     # REST limits
     global_rate: int = 50
     shared_ratelimit: bool = True  # INNKEEPER_SHARED_RATELIMIT=false: discord.py's per-process limits only
+    # Invalid-request guard (401/403/429 per 10 minutes; Discord bans an IP at 10,000)
+    guard_soft: int = 5000  # INNKEEPER_GUARD_SOFT: delays start above this
+    guard_hard: int = 9000  # INNKEEPER_GUARD_HARD: requests are refused from this
+    guard_processes: int = 1  # INNKEEPER_GUARD_PROCESSES: processes sharing this host's IP (the launcher sets it)
     # Shared state
     snapshot_interval_s: float = 300.0  # INNKEEPER_SNAPSHOT_INTERVAL: guild snapshots to Redis; 0 turns off
     # Database
@@ -253,6 +257,13 @@ class Settings:
             raise ConfigError("INNKEEPER_DEFAULT_PREFIX must be at most 16 characters",
                               variable="INNKEEPER_DEFAULT_PREFIX")
         api_url = e.as_url("DISCORD_API_URL", None, ("http", "https"))
+        guard_hard = e.as_int("INNKEEPER_GUARD_HARD", 9000, minimum=2, maximum=9999)
+        # by default delays start where they do at the defaults: 5/9 of the way to the hard limit
+        guard_soft = e.as_int("INNKEEPER_GUARD_SOFT", 5000 if guard_hard > 5000 else max(1, guard_hard * 5 // 9),
+                              minimum=1)
+        if guard_soft >= guard_hard:
+            raise ConfigError("INNKEEPER_GUARD_SOFT must be below INNKEEPER_GUARD_HARD",
+                              variable="INNKEEPER_GUARD_SOFT")
         return cls(
             discord_token=e.opt_str("DISCORD_TOKEN"),
             api_url=api_url.rstrip("/") if api_url else None,
@@ -279,6 +290,9 @@ class Settings:
             metrics_port_base=e.as_int("INNKEEPER_METRICS_PORT_BASE", 9100, minimum=0, maximum=65535),
             global_rate=e.as_int("INNKEEPER_GLOBAL_RATE", 50, minimum=1),
             shared_ratelimit=e.as_bool("INNKEEPER_SHARED_RATELIMIT", True),
+            guard_soft=guard_soft,
+            guard_hard=guard_hard,
+            guard_processes=e.as_int("INNKEEPER_GUARD_PROCESSES", 1, minimum=1, maximum=1000),
             snapshot_interval_s=e.as_float("INNKEEPER_SNAPSHOT_INTERVAL", 300.0, minimum=0.0),
             db_pool_min=pool_min,
             db_pool_max=pool_max,

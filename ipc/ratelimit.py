@@ -12,6 +12,10 @@ according to ``X-RateLimit-Scope``, and 401/403/429 feed the invalid-request gua
 The invalid-request guard keeps the bot far from Discord's ban (10,000 invalid responses per 10
 minutes per IP): above ``guard_soft`` it delays every request in proportion, above
 ``guard_hard`` it refuses requests with :class:`RequestRefused` until the estimate falls.
+Interaction callbacks are never delayed or refused (``guard_exempt``): Discord does not count them
+against the global limit, and a callback that does not leave within 3 s is an interaction the user
+sees fail. While the limiter steps aside (below), the per-process guard of ``shard/rest_guard.py``
+holds the line with the same thresholds (:data:`GUARD_SOFT`, :data:`GUARD_HARD`).
 
 When Redis is unreachable the limiter steps aside: ``acquire`` returns at once and discord.py's
 own per-process limiting carries on. That is logged once, the gauge
@@ -49,7 +53,8 @@ if TYPE_CHECKING:
 
     from .keys import Keys
 
-__all__ = ("SharedRateLimiter", "Ticket", "RequestRefused", "WaitTooLong", "ResponseInfo")
+__all__ = ("SharedRateLimiter", "Ticket", "RequestRefused", "WaitTooLong", "ResponseInfo", "GUARD_SOFT",
+           "GUARD_HARD", "GUARD_WINDOW", "GUARD_MAX_DELAY")
 
 _log = logging.getLogger(__name__)
 
@@ -64,6 +69,11 @@ REFUSED = Counter("innkeeper_ratelimit_refused_total", "Requests refused by the 
 FALLBACKS = Counter("innkeeper_ratelimit_fallbacks_total", "Times shared limiting fell back to local limiting")
 
 _REASONS = {lua.WAIT_BUCKET: "bucket", lua.WAIT_GLOBAL: "global", lua.GUARD_DELAY: "guard"}
+
+#: The invalid-request guard's defaults: delays start above :data:`GUARD_SOFT` invalid responses per
+#: :data:`GUARD_WINDOW` seconds and reach :data:`GUARD_MAX_DELAY` seconds per request at
+#: :data:`GUARD_HARD`, where requests are refused. Discord bans at 10,000 per 10 minutes.
+GUARD_SOFT, GUARD_HARD, GUARD_WINDOW, GUARD_MAX_DELAY = 5000, 9000, 600.0, 2.0
 
 
 class RequestRefused(InnkeeperError):
@@ -162,8 +172,9 @@ class SharedRateLimiter:
     """
 
     def __init__(self, redis: Redis, keys: Keys, *, global_rate: int = 50, global_window: float = 1.0,
-                 global_margin: float = 0.05, inflight_ttl: float = 10.0, guard_soft: int = 5000,
-                 guard_hard: int = 9000, guard_window: float = 600.0, guard_max_delay: float = 2.0,
+                 global_margin: float = 0.05, inflight_ttl: float = 10.0, guard_soft: int = GUARD_SOFT,
+                 guard_hard: int = GUARD_HARD, guard_window: float = GUARD_WINDOW,
+                 guard_max_delay: float = GUARD_MAX_DELAY,
                  probe_poll: float = 0.025, op_timeout: float = 1.0, probe_backoff: Backoff | None = None,
                  max_inflight: int = 16) -> None:
         if global_rate < 1 or global_window <= 0 or not 0 < guard_soft < guard_hard:
@@ -202,7 +213,9 @@ class SharedRateLimiter:
 
     @classmethod
     def from_settings(cls, redis: Redis, keys: Keys, settings: Settings, **options: Any) -> SharedRateLimiter:
-        """A limiter with ``global_rate`` from ``INNKEEPER_GLOBAL_RATE``."""
+        """A limiter with ``global_rate`` and the guard's thresholds from the settings."""
+        options.setdefault("guard_soft", settings.guard_soft)
+        options.setdefault("guard_hard", settings.guard_hard)
         return cls(redis, keys, global_rate=settings.global_rate, **options)
 
     @property
@@ -212,7 +225,8 @@ class SharedRateLimiter:
 
     # --- the request path -------------------------------------------------------------------------
     async def acquire(self, route_key: str, major: str = "", *, global_exempt: bool = False,
-                      bucket_exempt: bool = False, max_wait: float | None = None) -> Ticket | None:
+                      bucket_exempt: bool = False, guard_exempt: bool = False,
+                      max_wait: float | None = None) -> Ticket | None:
         """Wait until a request on ``route_key`` (+ ``major`` parameters) may be sent.
 
         Parameters
@@ -225,6 +239,9 @@ class SharedRateLimiter:
             True for interaction callbacks, which Discord does not count toward the global limit.
         bucket_exempt:
             True for requests that can only happen once per bucket (interaction callbacks).
+        guard_exempt:
+            True for requests the invalid-request guard must never delay or refuse (interaction
+            callbacks); their responses still count.
         max_wait:
             When a wait would exceed this many seconds, raise :class:`WaitTooLong` instead.
 
@@ -245,17 +262,18 @@ class SharedRateLimiter:
         async with self._bucket_locks.hold(f"{route_key}\x00{major}"):
             while True:
                 if global_exempt:
-                    reply = await self._acquire_once(route_key, major, token, True, bucket_exempt, guard_served)
+                    reply = await self._acquire_once(route_key, major, token, True, bucket_exempt, guard_served,
+                                                     guard_exempt)
                 else:
                     # One task per process at a time waits on the global limit; the others queue
                     # here, so a saturated global window costs one Redis call per process per slot.
                     async with self._global_lock():
                         reply = await self._acquire_once(route_key, major, token, False, bucket_exempt,
-                                                         guard_served)
+                                                         guard_served, guard_exempt)
                         while reply is not None and reply[0] == lua.WAIT_GLOBAL:
                             await self._wait(reply, max_wait)
                             reply = await self._acquire_once(route_key, major, token, False, bucket_exempt,
-                                                             guard_served)
+                                                             guard_served, guard_exempt)
                 if reply is None:
                     return None
                 status, wait_ms, bucket, window, estimate = reply
@@ -279,11 +297,11 @@ class SharedRateLimiter:
         await asyncio.sleep(wait)
 
     async def _acquire_once(self, route_key: str, major: str, token: str, global_exempt: bool, bucket_exempt: bool,
-                            guard_served: bool) -> tuple[int, int, str, int, int] | None:
+                            guard_served: bool, guard_exempt: bool) -> tuple[int, int, str, int, int] | None:
         g_rate, g_window, inflight, soft, hard, guard_w, guard_delay = self._static
         args = [route_key, major, self._prefix, token, "1" if global_exempt else "0", g_rate, g_window, inflight,
                 soft, hard, guard_w, guard_delay, "1" if guard_served else "0", self._probe_poll_ms, self._keep_ms,
-                "1" if bucket_exempt else "0"]
+                "1" if bucket_exempt else "0", "1" if guard_exempt else "0"]
         reply = await self._run(self._acquire, self._acquire_keys, args)
         if reply is None:
             return None

@@ -57,7 +57,7 @@ end
 #: KEYS: route map, global log, global block, invalid counts.
 #: ARGV: route key, major, bucket prefix, token, global exempt (0/1), global limit, global window ms,
 #: inflight ttl ms, guard soft, guard hard, guard window ms, guard max delay ms, guard delay served (0/1),
-#: probe poll ms, keep ms, bucket exempt (0/1).
+#: probe poll ms, keep ms, bucket exempt (0/1), guard exempt (0/1: never delayed or refused by the guard).
 #: Reply: {status, wait ms, bucket id, window number, invalid estimate}.
 ACQUIRE = _GUARD + """
 local t = redis.call('TIME')
@@ -66,19 +66,21 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local gw = tonumber(ARGV[11])
 local est, cur, prev, elapsed = guard_estimate(KEYS[4], gw, now)
 local soft, hard = tonumber(ARGV[9]), tonumber(ARGV[10])
-if est >= hard then
-  local wait
-  if cur >= hard then
-    wait = (gw - elapsed) + gw * (1 - hard / cur)
-  else
-    wait = gw * (1 - (hard - cur) / prev) - elapsed
+if ARGV[17] ~= '1' then
+  if est >= hard then
+    local wait
+    if cur >= hard then
+      wait = (gw - elapsed) + gw * (1 - hard / cur)
+    else
+      wait = gw * (1 - (hard - cur) / prev) - elapsed
+    end
+    return {2, math.ceil(math.max(wait, 1)), '', 0, math.floor(est)}
   end
-  return {2, math.ceil(math.max(wait, 1)), '', 0, math.floor(est)}
-end
-if est > soft and ARGV[13] == '0' then
-  local delay = tonumber(ARGV[12]) * (est - soft) / (hard - soft)
-  if delay >= 1 then
-    return {3, math.ceil(delay), '', 0, math.floor(est)}
+  if est > soft and ARGV[13] == '0' then
+    local delay = tonumber(ARGV[12]) * (est - soft) / (hard - soft)
+    if delay >= 1 then
+      return {3, math.ceil(delay), '', 0, math.floor(est)}
+    end
   end
 end
 

@@ -8,7 +8,9 @@ extensions load, before the first shard connects) and stop in the reverse order:
 ====================  ======================================================================
 service               what it does
 ====================  ======================================================================
-REST limiter          shared REST buckets and global limit (installed before login)
+REST limiter          shared REST buckets, global limit and invalid-request guard (installed
+                      before login, with the per-process guard, which acts while Redis is down
+                      or the shared limiter is off)
 database              connects the pool, or keeps connecting in the background
 shared cache          invalidations over pub/sub (guild configuration is cached through it)
 IPC bus               answers the cluster's bus actions, asks the others
@@ -60,6 +62,7 @@ from .pipeline.deps import CommandDeps
 from .pipeline.sinks import AuditToDatabase, ErrorsToDatabase, UsageToDatabase
 from .pipeline.store import GuildConfigStore
 from .reminder_service import ReminderService
+from .rest_guard import LocalInvalidGuard
 from .rest_hook import install
 from .snapshots import SnapshotService
 from .status_report import StatusReporter, local_view
@@ -149,10 +152,10 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
                      shard_ids=ctx.shard_ids, shard_count=ctx.shard_count, extensions=extensions,
                      sync_commands=s.sync_commands, **bot_options)
     tracker.attach(bot)
-    if limiter is not None:
-        install(bot, limiter)  # before login: every REST, webhook and interaction call goes through it
-    else:
-        _log.warning("INNKEEPER_SHARED_RATELIMIT is off: REST limits are per process (discord.py's own)")
+    # before login: every REST, webhook and interaction call goes through it
+    install(bot, limiter, guard=LocalInvalidGuard.from_settings(s))
+    if limiter is None:
+        _log.warning("INNKEEPER_SHARED_RATELIMIT is off: REST limits and the invalid-request guard are per process")
     register_cluster_handlers(registry, bot, cache=cache, local_status=lambda: local_view(bot, tracker, ctx.cluster_id))
     metrics = ClusterMetrics(tracker, ctx.cluster_id, host=s.metrics_host, port_base=s.metrics_port_base)
 

@@ -1,4 +1,5 @@
-"""Plug the shared REST limiter (:class:`~ipc.ratelimit.SharedRateLimiter`) into discord.py's HTTP path.
+"""Plug the shared REST limiter (:class:`~ipc.ratelimit.SharedRateLimiter`) and the per-process
+invalid-request guard (:class:`~shard.rest_guard.LocalInvalidGuard`) into discord.py's HTTP path.
 
 Where it plugs in, and why there
 --------------------------------
@@ -15,6 +16,15 @@ and 5xx retries) and send each attempt through the client's one ``aiohttp.Client
    response in ``on_request_end`` (before discord.py reads it) or releases the slot in
    ``on_request_exception``.
 
+The local guard
+---------------
+Every response to a routed request that counts toward Discord's invalid-request ban (401, 403,
+non-``shared`` 429) is counted by the process's :class:`~shard.rest_guard.LocalInvalidGuard`, with
+or without a shared limiter. While no shared guard is in charge (no limiter installed, i.e.
+``INNKEEPER_SHARED_RATELIMIT=false``, or the limiter fell back because Redis is unreachable), the
+local guard delays or refuses (:class:`~ipc.ratelimit.RequestRefused`) each request before it
+leaves, as the shared guard would. Interaction callbacks are never delayed or refused by either.
+
 This keeps discord.py's own code untouched: its local ``Ratelimit`` buckets, its 429 retry loop and
 its global event still run, so when Redis is down (the limiter steps aside) the bot behaves
 exactly like stock discord.py. Wrapping ``request`` alone would miss the retries inside it and the
@@ -23,17 +33,19 @@ force a custom client on the bot. Requests without a route in context (the gatew
 CDN downloads) pass through untouched.
 
 Interaction callbacks (``POST /interactions/{id}/{token}/callback``) are exempt from the global
-limit, as on Discord, and are not bucket-limited (each can happen once); they still count for the
-invalid-request guard. Follow-ups and other webhook calls use their per-webhook buckets
-(major parameters ``webhook_id+token``, the token stored only as a digest) and, conservatively,
-count toward the global limit.
+limit, as on Discord, are not bucket-limited (each can happen once), and are never delayed or
+refused by an invalid-request guard; their responses still count for it. Follow-ups and other
+webhook calls use their per-webhook buckets (major parameters ``webhook_id+token``, the token
+stored only as a digest) and, conservatively, count toward the global limit.
 
 Install before login: the trace config must be in place when discord.py creates its session in
-``static_login``. In a bot, call :func:`install` in ``__init__``.
+``static_login``. In a bot, call :func:`install` in ``__init__``; install it even without a shared
+limiter, for the local guard.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -51,10 +63,12 @@ from innkeeper.errors import UsageError
 from innkeeper.services import BackgroundTasks
 from ipc.ratelimit import RequestRefused, ResponseInfo, SharedRateLimiter, Ticket, WaitTooLong
 
+from .rest_guard import LocalInvalidGuard
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ("install", "limiter_of", "RestHook", "INTERACTION_CALLBACK_PATH", "major_parameters")
+__all__ = ("install", "limiter_of", "hook_of", "RestHook", "INTERACTION_CALLBACK_PATH", "major_parameters")
 
 _log = logging.getLogger(__name__)
 
@@ -62,7 +76,7 @@ INTERACTION_CALLBACK_PATH = "/interactions/{webhook_id}/{webhook_token}/callback
 
 
 class _RouteInfo:
-    __slots__ = ("key", "major", "global_exempt", "bucket_exempt", "max_wait")
+    __slots__ = ("key", "major", "global_exempt", "bucket_exempt", "guard_exempt", "max_wait")
 
     def __init__(self, route: Route, max_wait: float | None) -> None:
         callback = route.path == INTERACTION_CALLBACK_PATH
@@ -70,6 +84,7 @@ class _RouteInfo:
         self.major = major_parameters(route)
         self.global_exempt = callback
         self.bucket_exempt = callback
+        self.guard_exempt = callback
         self.max_wait = max_wait
 
 
@@ -96,19 +111,29 @@ class RestHook:
     Attributes
     ----------
     limiter:
-        The :class:`~ipc.ratelimit.SharedRateLimiter` consulted for every attempt.
+        The :class:`~ipc.ratelimit.SharedRateLimiter` consulted for every attempt, or None.
+    guard:
+        The process's :class:`~shard.rest_guard.LocalInvalidGuard`.
     enabled:
-        Set to False to let requests through without consulting the limiter.
+        Set to False to let requests through without consulting the limiter (the local guard
+        still counts and, with no shared guard in charge, still acts).
     """
 
-    __slots__ = ("http", "limiter", "enabled", "_tasks", "_warned")
+    __slots__ = ("http", "limiter", "guard", "enabled", "_tasks", "_warned")
 
-    def __init__(self, http: HTTPClient, limiter: SharedRateLimiter) -> None:
+    def __init__(self, http: HTTPClient, limiter: SharedRateLimiter | None,
+                 guard: LocalInvalidGuard | None = None) -> None:
         self.http = http
         self.limiter = limiter
+        self.guard = guard or LocalInvalidGuard()
         self.enabled = True
         self._tasks = BackgroundTasks("rest-hook")
         self._warned = False
+
+    @property
+    def shared_guard(self) -> bool:
+        """True while the shared limiter's guard is in charge (then the local one only counts)."""
+        return self.enabled and self.limiter is not None and self.limiter.shared
 
     def _unexpected(self, where: str) -> None:
         if not self._warned:
@@ -118,12 +143,19 @@ class RestHook:
     async def on_request_start(self, session: aiohttp.ClientSession, ctx: SimpleNamespace,
                                params: aiohttp.TraceRequestStartParams) -> None:
         info = _ROUTE.get()
-        if info is None or not self.enabled:
+        if info is None:
+            return
+        ctx.innkeeper_routed = True
+        if not info.guard_exempt and not self.shared_guard:
+            delay = self.guard.check()  # raises RequestRefused from the hard threshold on
+            if delay > 0:
+                await asyncio.sleep(delay)
+        if self.limiter is None or not self.enabled:
             return
         try:
             ctx.innkeeper_ticket = await self.limiter.acquire(
                 info.key, info.major, global_exempt=info.global_exempt, bucket_exempt=info.bucket_exempt,
-                max_wait=info.max_wait)
+                guard_exempt=info.guard_exempt, max_wait=info.max_wait)
         except WaitTooLong as exc:
             raise discord.RateLimited(exc.retry_after) from None
         except RequestRefused:
@@ -133,19 +165,25 @@ class RestHook:
 
     async def on_request_end(self, session: aiohttp.ClientSession, ctx: SimpleNamespace,
                              params: aiohttp.TraceRequestEndParams) -> None:
-        ticket: Ticket | None = getattr(ctx, "innkeeper_ticket", None)
-        if ticket is None:
+        if not getattr(ctx, "innkeeper_routed", False):
             return
+        ctx.innkeeper_routed = False
+        ticket: Ticket | None = getattr(ctx, "innkeeper_ticket", None)
         ctx.innkeeper_ticket = None
+        response = params.response
+        if ticket is None and response.status not in (401, 403, 429):
+            return
         try:
-            response = params.response
             retry_after: float | None = None
             is_global: bool | None = None
             if response.status == 429:
                 retry_after, is_global = await _body_retry_after(response)
             info = ResponseInfo(response.status, response.headers, body_retry_after=retry_after,
                                 body_global=is_global)
-            await self.limiter.update(ticket, info)
+            if info.counts_as_invalid:
+                self.guard.record()
+            if ticket is not None and self.limiter is not None:
+                await self.limiter.update(ticket, info)
         except Exception:
             self._unexpected("update")
 
@@ -159,6 +197,8 @@ class RestHook:
         self._tasks.spawn(self._release(ticket), name="release")
 
     async def _release(self, ticket: Ticket) -> None:
+        if self.limiter is None:
+            return
         try:
             await self.limiter.release(ticket)
         except Exception:
@@ -196,30 +236,33 @@ def _patch_webhook_adapter() -> None:
     adapter.request = _wrap_route(adapter.request, lambda: None)  # type: ignore[method-assign]
 
 
-def install(target: discord.Client | HTTPClient, limiter: SharedRateLimiter) -> RestHook:
-    """Send every REST, webhook and interaction request of ``target`` through ``limiter``.
+def install(target: discord.Client | HTTPClient, limiter: SharedRateLimiter | None = None, *,
+            guard: LocalInvalidGuard | None = None) -> RestHook:
+    """Send every REST, webhook and interaction request of ``target`` through ``limiter`` and ``guard``.
 
     Parameters
     ----------
     target:
         A ``discord.Client`` (``AutoShardedBot``…) or its ``HTTPClient``, not yet logged in.
     limiter:
-        The shared limiter.
+        The shared limiter, or None (``INNKEEPER_SHARED_RATELIMIT=false``: discord.py's own limits).
+    guard:
+        The process's invalid-request guard (a default one when None).
 
     Raises
     ------
     UsageError
-        ``target`` already logged in (its session's trace configs are frozen), or already has a
-        limiter installed.
+        ``target`` already logged in (its session's trace configs are frozen), or already has the
+        hook installed.
     """
     http: HTTPClient = target.http if isinstance(target, discord.Client) else target
     if not isinstance(http, HTTPClient):
         raise UsageError(f"install() needs a discord.Client or discord.http.HTTPClient, not {type(target).__name__}")
     if getattr(http, "_innkeeper_rest_hook", None) is not None:
-        raise UsageError("a shared rate limiter is already installed on this client")
+        raise UsageError("the REST hook (shared limiter, invalid-request guard) is already installed on this client")
     if getattr(http, "_HTTPClient__session", None):
-        raise UsageError("install the shared rate limiter before login: discord.py's HTTP session already exists")
-    hook = RestHook(http, limiter)
+        raise UsageError("install the REST hook before login: discord.py's HTTP session already exists")
+    hook = RestHook(http, limiter, guard)
     trace = http.http_trace or aiohttp.TraceConfig()
     trace.on_request_start.append(hook.on_request_start)
     trace.on_request_end.append(hook.on_request_end)
@@ -231,8 +274,14 @@ def install(target: discord.Client | HTTPClient, limiter: SharedRateLimiter) -> 
     return hook
 
 
-def limiter_of(target: discord.Client | HTTPClient) -> SharedRateLimiter | None:
-    """The shared limiter :func:`install` put on ``target``, or None (stock discord.py limits)."""
+def hook_of(target: discord.Client | HTTPClient) -> RestHook | None:
+    """The hook :func:`install` put on ``target``, or None."""
     http = target.http if isinstance(target, discord.Client) else target
     hook: RestHook | None = getattr(http, "_innkeeper_rest_hook", None)
+    return hook
+
+
+def limiter_of(target: discord.Client | HTTPClient) -> SharedRateLimiter | None:
+    """The shared limiter :func:`install` put on ``target``, or None (stock discord.py limits)."""
+    hook = hook_of(target)
     return hook.limiter if hook is not None else None

@@ -8,7 +8,9 @@ Routes (bodies and answers are JSON; ids travel as strings; bad input is a 400 `
 - ``POST /_sim/load`` / ``GET /_sim/load`` / ``DELETE /_sim/load``: benchmark event streams;
 - ``POST /_sim/faults`` / ``GET /_sim/faults`` / ``DELETE /_sim/faults``: gateway and REST faults;
 - ``GET /_sim/stats``, ``POST /_sim/reset-stats``;
-- ``GET /_sim/dms/{user_id}``: the DM channel the bot opened with a user and its messages.
+- ``GET /_sim/dms/{user_id}``: the DM channel the bot opened with a user and its messages;
+- ``POST /_sim/channels/{id}/overwrites``, ``DELETE …/overwrites/{target}``, ``POST
+  /_sim/users/{id}/dms``: channel permissions and closed DMs, see ``control_permissions``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from . import control_permissions
 from .control_input import (
     ControlError,
     boolean,
@@ -267,3 +270,4 @@ def setup(app: web.Application) -> None:
     r.add_delete("/_sim/faults", control_handler(clear_faults))
     r.add_get("/_sim/stats", control_handler(get_stats))
     r.add_post("/_sim/reset-stats", control_handler(post_reset_stats))
+    control_permissions.setup(app)

@@ -29,6 +29,7 @@ from .control_input import (
     snowflake,
     string,
 )
+from .permissions import ALL_PERMISSIONS, channel_permissions, member_permissions
 from .rest_common import MAX_UPLOAD_BYTES, json_response
 from .rest_objects import build_message
 from .world_model import Perm
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 
 __all__ = ("inject_interaction", "get_interaction", "member_permissions")
 
-#: Every permission bit Discord defines today (what ADMINISTRATOR grants).
-ALL_PERMISSIONS = (1 << 51) - 1
 _KINDS = ("command", "component", "modal_submit")
 _KIND_TYPES = {"command": 2, "component": 3, "modal_submit": 5}
 #: Pending interactions are dropped after Discord's 15-minute token lifetime...
@@ -48,17 +47,6 @@ _TOKEN_TTL = 900.0
 #: ...or, oldest first, when more than this many are kept (interaction benchmarks inject thousands).
 MAX_PENDING = 20_000
 _last_sweep = 0.0
-
-
-def member_permissions(guild: Guild, member: dict[str, Any]) -> int:
-    """A member's guild permissions: @everyone plus their roles; ADMINISTRATOR grants all."""
-    roles = {str(r.id): r for r in guild.roles}
-    perms = roles[str(guild.id)].permissions if str(guild.id) in roles else 0
-    for role_id in member.get("roles", ()):
-        role = roles.get(str(role_id))
-        if role is not None:
-            perms |= role.permissions
-    return ALL_PERMISSIONS if perms & Perm.ADMINISTRATOR else perms
 
 
 def _synthetic_command_id(name: str, guild_id: int | None) -> str:
@@ -242,9 +230,10 @@ def build_interaction(state: SimState, body: dict[str, Any]) -> tuple[dict[str, 
         "entitlement_sku_ids": [], "data": data,
     }
     if guild is not None and member is not None:
-        perms = member_permissions(guild, member)
+        # both in the channel, after its overwrites, as Discord sends them
+        perms = channel_permissions(guild, place.channel, member)
         bot_member = world.member(guild.id, world.application_id)
-        app_perms = member_permissions(guild, bot_member) if bot_member is not None else 0
+        app_perms = channel_permissions(guild, place.channel, bot_member) if bot_member is not None else 0
         d.update(guild_id=str(guild.id), guild={"id": str(guild.id), "locale": "en-US", "features": []},
                  guild_locale="en-US", channel={**channel, "permissions": str(perms)},
                  member={**member, "permissions": str(perms)}, app_permissions=str(app_perms),

@@ -2,6 +2,12 @@
 
 A message the bot sends is stored in ``state.messages`` and echoed to the owning shard as
 MESSAGE_CREATE (Discord echoes a bot's own messages); DM messages go to shard 0.
+
+The bot's permissions in a guild channel are checked as Discord checks them
+(:func:`~simulator.permissions.channel_permissions`, after the channel's overwrites): without
+VIEW_CHANNEL a channel route answers 403 50001 Missing Access; sending also needs SEND_MESSAGES
+(else 403 50013 Missing Permissions); listing messages without READ_MESSAGE_HISTORY returns none.
+A message to a user whose DMs are closed to the bot (``POST /_sim/users/{id}/dms``) is 403 50007.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .permissions import channel_permissions
 from .rest_common import RestError, RestRoute, empty_response, int_param, json_response, read_body, route
 from .rest_objects import (
     apply_edit,
@@ -19,12 +26,13 @@ from .rest_objects import (
     dm_channel,
     validate_message_body,
 )
+from .world_model import Perm
 
 if TYPE_CHECKING:
     from .state import SimState
     from .world_model import Guild
 
-__all__ = ("CHANNEL_ROUTES", "resolve_channel", "deliver", "bot_partial_member")
+__all__ = ("CHANNEL_ROUTES", "resolve_channel", "deliver", "bot_partial_member", "bot_channel_permissions")
 
 #: Channel types a message can be sent in: GUILD_TEXT, DM, GUILD_VOICE (text in voice).
 _MESSAGEABLE = (0, 1, 2)
@@ -40,6 +48,33 @@ def resolve_channel(state: SimState, channel_id: int) -> tuple[Guild | None, dic
     if dm is not None:
         return None, dm
     raise RestError(404, 10003, "Unknown Channel")
+
+
+def bot_channel_permissions(state: SimState, channel_id: int) -> int | None:
+    """The bot's permissions in a guild channel (None for a DM or an unknown channel)."""
+    found = state.world.channel(channel_id)
+    if found is None:
+        return None
+    guild, channel = found
+    bot = state.world.member(guild.id, state.world.application_id)
+    return channel_permissions(guild, channel, bot) if bot is not None else 0
+
+
+def _require(state: SimState, channel_id: int, needed: int = 0) -> int | None:
+    """403 unless the bot may view the channel (and has ``needed``); its permissions there (None in DMs)."""
+    perms = bot_channel_permissions(state, channel_id)
+    if perms is None:
+        return None
+    if not perms & Perm.VIEW_CHANNEL:
+        raise RestError(403, 50001, "Missing Access")
+    if perms & needed != needed:
+        raise RestError(403, 50013, "Missing Permissions")
+    return perms
+
+
+def _dm_recipient(channel: dict[str, Any]) -> int | None:
+    recipients = channel.get("recipients") or ()
+    return int(recipients[0]["id"]) if recipients else None
 
 
 def _channel_id(request: web.Request) -> int:
@@ -69,13 +104,18 @@ def _gateway_copy(state: SimState, guild: Guild | None, msg: dict[str, Any]) -> 
 
 
 async def get_channel(request: web.Request, state: SimState) -> web.Response:
-    _, channel = resolve_channel(state, _channel_id(request))
+    channel_id = _channel_id(request)
+    _, channel = resolve_channel(state, channel_id)
+    _require(state, channel_id)
     return json_response(channel)
 
 
 async def create_message(request: web.Request, state: SimState) -> web.Response:
     channel_id = _channel_id(request)
     guild, channel = resolve_channel(state, channel_id)
+    _require(state, channel_id, Perm.SEND_MESSAGES)
+    if guild is None and _dm_recipient(channel) in state.closed_dms:
+        raise RestError(403, 50007, "Cannot send messages to this user")
     if channel["type"] not in _MESSAGEABLE:
         raise RestError(400, 50008, "Cannot send messages in a non-text channel")
     body = await read_body(request)
@@ -95,11 +135,14 @@ async def list_messages(request: web.Request, state: SimState) -> web.Response:
     """Newest first; ``before``/``after``/``around`` as on Discord; ``limit`` 1–100 (default 50)."""
     channel_id = _channel_id(request)
     resolve_channel(state, channel_id)
+    perms = _require(state, channel_id)
     q = request.query
     limit = int_param(q.get("limit"), "limit", default=50, lo=1, hi=100) or 50
     before = int_param(q.get("before"), "before", lo=0)
     after = int_param(q.get("after"), "after", lo=0)
     around = int_param(q.get("around"), "around", lo=0)
+    if perms is not None and not perms & Perm.READ_MESSAGE_HISTORY:
+        return json_response([])  # as on Discord: no history, no error
     if around is not None:
         newer = state.messages.list(channel_id, limit=limit // 2, after=around)
         older = state.messages.list(channel_id, limit=limit - len(newer), before=around + 1)
@@ -110,6 +153,7 @@ async def list_messages(request: web.Request, state: SimState) -> web.Response:
 def _stored(state: SimState, request: web.Request) -> tuple[int, Guild | None, dict[str, Any]]:
     channel_id = _channel_id(request)
     guild, _ = resolve_channel(state, channel_id)
+    _require(state, channel_id)
     message_id = int_param(request.match_info["message_id"], "message_id") or 0
     msg = state.messages.get(channel_id, message_id)
     if msg is None:

@@ -9,7 +9,8 @@ token, whether it is exempt from the global limit) and registered under ``/api/v
 3. REST faults from ``state.rest_faults`` (latency, then an injected error status);
 4. the global limit and the route bucket (429 with Discord's body and headers);
 5. the handler, whose :class:`RestError` becomes Discord's JSON error shape and whose unexpected
-   exceptions become a logged 500, never a crash.
+   exceptions become a logged 500, never a crash; its 401s and 403s (a missing permission, closed
+   DMs) count in ``invalid_requests`` like the others.
 
 Every JSON answer has ``Content-Type: application/json`` exactly: discord.py parses a body as JSON
 only when the header is exactly that (``json_or_text`` in ``discord/http.py``).
@@ -319,6 +320,8 @@ def _wrap(r: RestRoute, spec: BucketSpec) -> Callable[[web.Request], Awaitable[w
         except Exception:
             _log.exception("simulator REST handler failed", extra={"method": request.method, "path": request.path})
             response = error_response(500)
+        if response.status in (401, 403):  # every 401/403 counts toward Discord's ban, whatever answered it
+            state.stats.invalid_requests += 1
         response.headers.update(headers)
         return response
 

@@ -328,6 +328,8 @@ class SimState:
     rest_faults: list[dict[str, Any]] = field(default_factory=list)
     #: DM channels the bot opened (``POST /users/@me/channels``): DM channel id → DM channel object.
     dm_channels: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: Users whose DMs are closed to the bot (``POST /_sim/users/{id}/dms``): sends there are 403 50007.
+    closed_dms: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.commands = CommandStore(self.ids)

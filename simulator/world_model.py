@@ -56,9 +56,14 @@ class Perm:
 
 
 class Channel:
-    """One guild channel; ``payload()`` renders it as Discord does."""
+    """One guild channel; ``payload()`` renders it as Discord does.
 
-    __slots__ = ("id", "guild_id", "type", "name", "position", "parent_id", "topic")
+    ``overwrites`` are its ``permission_overwrites`` (``{"id", "type", "allow", "deny"}``, ids and
+    bit sets as strings, as Discord sends them): none in the generated world; the control API sets
+    them (``POST /_sim/channels/{id}/overwrites``).
+    """
+
+    __slots__ = ("id", "guild_id", "type", "name", "position", "parent_id", "topic", "overwrites")
 
     def __init__(self, id: int, guild_id: int, type: int, name: str, position: int,  # noqa: A002
                  parent_id: int | None, topic: str | None) -> None:
@@ -69,6 +74,7 @@ class Channel:
         self.position = position
         self.parent_id = parent_id
         self.topic = topic
+        self.overwrites: list[dict[str, Any]] = []
 
     @property
     def is_text(self) -> bool:
@@ -78,7 +84,8 @@ class Channel:
         """The channel object. GUILD_CREATE's ``channels`` omit ``guild_id``; REST includes it."""
         data: dict[str, Any] = {
             "id": str(self.id), "type": self.type, "name": self.name, "position": self.position,
-            "permission_overwrites": [], "parent_id": str(self.parent_id) if self.parent_id else None,
+            "permission_overwrites": [dict(o) for o in self.overwrites],
+            "parent_id": str(self.parent_id) if self.parent_id else None,
             "nsfw": False, "flags": 0,
         }
         if self.type == CHANNEL_TEXT:

@@ -3,7 +3,9 @@
 :class:`PipelineContext` is discord.py's ``Context`` (``ClusterBot.get_context`` returns it for
 messages and interactions alike) plus the pipeline's per-invocation state: when it started, the
 caller's resolved level, and whether its outcome was recorded. :func:`respond` answers ephemerally
-for an interaction and with a plain reply for a prefix command, never pinging anyone.
+for an interaction and with a plain reply for a prefix command, never pinging anyone, and never
+in a channel where discord.py's cache says the bot may not post (the reply would only earn a 403,
+which counts toward Discord's invalid-request ban).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
+from ..channel_access import bot_can_post
 from .levels import Level
 from .validation import NO_MENTIONS
 
@@ -57,7 +60,8 @@ async def respond(ctx: commands.Context[Any], content: str | None = None, *, eph
                   **kwargs: Any) -> discord.Message | None:
     """Answer the user: ephemeral for an interaction (when asked), a reply to their message otherwise.
 
-    Mentions are never allowed unless the caller passes ``allowed_mentions`` explicitly.
+    Mentions are never allowed unless the caller passes ``allowed_mentions`` explicitly. A prefix
+    command in a channel where the bot may not post gets no answer (None).
     """
     kwargs.setdefault("allowed_mentions", NO_MENTIONS)
     interaction = ctx.interaction
@@ -67,5 +71,8 @@ async def respond(ctx: commands.Context[Any], content: str | None = None, *, eph
             return None
         return await interaction.followup.send(content or discord.utils.MISSING, ephemeral=ephemeral,
                                                wait=True, **kwargs)
+    if bot_can_post(ctx.channel) is False:
+        _log.debug("not answering in channel %s: the bot may not post there", ctx.channel.id)
+        return None
     return await ctx.send(content, reference=ctx.message.to_reference(fail_if_not_exists=False),
                           mention_author=False, **kwargs)

@@ -107,7 +107,13 @@ async def _walk_every_db_function(db: Database) -> None:
     assert [r.id for r in await reminders.claim_due(db, KEYS, "cluster-0")] == [due.id]
     assert await reminders.release_claim(db, due.id, "cluster-0")
     await reminders.claim_due(db, KEYS, "cluster-1")
+    assert await reminders.release_claim(db, due.id, "cluster-1", attempted=False)
+    await reminders.claim_due(db, KEYS, "cluster-1")
     assert await reminders.mark_delivered(db, due.id, "cluster-1")
+    failing = await reminders.create_reminder(db, KEYS, user_id=uid, body="no", due_at=now - dt.timedelta(seconds=1))
+    await reminders.claim_due(db, KEYS, "cluster-1")
+    assert await reminders.mark_failed(db, failing.id, "cluster-1", "dm_closed")
+    assert [u.id for u in await reminders.take_failures(db, uid)] == [failing.id]
     assert await reminders.cancel_reminder(db, uid, later.id)
     await reminders.create_reminder(db, KEYS, user_id=uid, body="kept", due_at=now + dt.timedelta(hours=2))
     # usage
@@ -126,7 +132,7 @@ async def _walk_every_db_function(db: Database) -> None:
     assert (await db.health()).ok
     # privacy: rotation (rewrites every encrypted column), export, retention, erasure
     rotated = await privacy.rotate_keys(db, ROTATED)
-    assert rotated == {"feedback.body": 2, "feedback.resolution": 1, "reminders.body": 2}
+    assert rotated == {"feedback.body": 2, "feedback.resolution": 1, "reminders.body": 3}
     await privacy.export_user(db, ROTATED, uid)
     await privacy.run_retention(db, privacy.RetentionPolicy(), now=now + dt.timedelta(days=400))
     await privacy.erase_user(db, uid)

@@ -44,6 +44,8 @@ _FILL = [
     "INSERT INTO reminders (user_id, body, due_at, delivered_at)"
     " SELECT g % 30000, 'v1:x:y:z', now() - (g || ' seconds')::interval,"
     " CASE WHEN g % 100 = 0 THEN NULL ELSE now() END FROM generate_series(1, 100000) g",
+    "UPDATE reminders SET delivered_at = NULL, failed_at = now(), failure = 'forbidden',"
+    " failure_notified_at = CASE WHEN id % 2 = 0 THEN now() END WHERE id % 100 = 1",
     "INSERT INTO error_events (code, message, user_id, occurred_at)"
     " SELECT 'E' || (1000 + g % 200), 'boom', g % 30000, now() - (g || ' seconds')::interval"
     " FROM generate_series(1, 100000) g",
@@ -92,6 +94,8 @@ LOOKUPS: list[tuple[str, str, tuple[Any, ...], set[str]]] = [
     ("usage per day (/stats)", usage._BY_DAY, (42, HOUR_AGO, None, 5000), {"command_usage_guild_idx"}),
     ("due reminders", reminders._CLAIM, ("c", 60.0, 50), {"reminders_due_idx"}),
     ("reminders of a user", reminders._LIST_PENDING, (4242, 25), {"reminders_user_idx"}),
+    ("undelivered reminders to tell a user of", reminders._TAKE_FAILURES, (4242, 100),
+     {"reminders_failed_unseen_idx"}),
     ("errors by code", *error_events.build_list_query(code="E1042"), {"error_events_code_id_idx"}),
 ]
 

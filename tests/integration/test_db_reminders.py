@@ -71,3 +71,59 @@ async def test_pending_cap_per_user(db: Database, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(DatabaseError) as info:
         await reminders.create_reminder(db, KEYS, user_id=3, body="x", due_at=due)
     assert info.value.code is ErrorCode.DB_CONSTRAINT
+
+
+async def test_a_retry_waits_for_its_time_and_an_untried_claim_does_not_count(db: Database) -> None:
+    r = await reminders.create_reminder(db, KEYS, user_id=7, body="hi", due_at=dt.datetime.now(dt.UTC))
+    (first,) = await reminders.claim_due(db, KEYS, "a")
+    assert await reminders.release_claim(db, first.id, "a", retry_in=0.4)
+    assert await reminders.claim_due(db, KEYS, "b") == []  # not before its retry time
+    (again,) = await wait_for(lambda: reminders.claim_due(db, KEYS, "b"), timeout=10, message="the retry time")
+    assert (again.id, again.attempts) == (r.id, 2)
+    assert await reminders.release_claim(db, r.id, "b", retry_in=0, attempted=False)
+    (third,) = await reminders.claim_due(db, KEYS, "c")
+    assert third.attempts == 2  # the untried claim was given back without counting
+    assert not await reminders.release_claim(db, r.id, "b")  # "b" holds nothing any more
+
+
+async def test_an_undeliverable_reminder_is_final_and_its_owner_told_once(db: Database) -> None:
+    from innkeeper.errors import DatabaseError
+
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    a = await reminders.create_reminder(db, KEYS, user_id=8, body="a", due_at=past, guild_id=1, channel_id=2)
+    b = await reminders.create_reminder(db, KEYS, user_id=8, body="b", due_at=past + dt.timedelta(seconds=1))
+    claimed = await reminders.claim_due(db, KEYS, "x")
+    with pytest.raises(DatabaseError):
+        await reminders.mark_failed(db, a.id, "x", "whatever")  # type: ignore[arg-type]
+    assert not await reminders.mark_failed(db, a.id, "someone-else", "forbidden")  # not theirs to mark
+    assert await reminders.mark_failed(db, a.id, "x", "forbidden")
+    assert await reminders.mark_failed(db, b.id, "x", "dm_closed")
+    assert [c.id for c in claimed] == [a.id, b.id]
+    assert not await reminders.mark_delivered(db, a.id, "x")  # final: not pending any more
+    assert await reminders.list_for_user(db, KEYS, 8) == []
+    told = await reminders.take_failures(db, 8)
+    assert [(t.id, t.failure, t.channel_id) for t in told] == [(a.id, "forbidden", 2), (b.id, "dm_closed", None)]
+    assert await reminders.take_failures(db, 8) == []
+    # an undeliverable reminder does not hold one of the user's pending slots
+    assert await db.fetchval("t", "SELECT count(*) FROM reminders WHERE user_id = 8 AND failed_at IS NULL") == 0
+
+
+async def test_retention_removes_old_undeliverable_reminders(db: Database) -> None:
+    from db import privacy
+
+    old = await reminders.create_reminder(db, KEYS, user_id=9, body="x", due_at=dt.datetime.now(dt.UTC))
+    await reminders.claim_due(db, KEYS, "x")
+    await reminders.mark_failed(db, old.id, "x", "gone")
+    await db.execute("t", "UPDATE reminders SET failed_at = now() - interval '40 days'")
+    fresh = await reminders.create_reminder(db, KEYS, user_id=9, body="y", due_at=dt.datetime.now(dt.UTC))
+    await privacy.run_retention(db, privacy.RetentionPolicy(reminders_days=30))
+    assert await reminders.get_reminder(db, KEYS, old.id) is None
+    assert await reminders.get_reminder(db, KEYS, fresh.id) is not None
+
+
+async def test_a_pending_reminder_with_an_unreadable_text_still_lists(db: Database) -> None:
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    await reminders.create_reminder(db, make_keys("retired"), user_id=10, body="x", due_at=later)
+    ok = await reminders.create_reminder(db, KEYS, user_id=10, body="fine", due_at=later + dt.timedelta(minutes=1))
+    listed = await reminders.list_for_user(db, KEYS, 10)
+    assert [r.body for r in listed] == [None, "fine"] and listed[1].id == ok.id

@@ -198,6 +198,14 @@ async def test_invalid_request_guard_slows_then_refuses(make: type[SharedRateLim
     assert info.value.estimate == 6
     assert 0 < info.value.retry_after <= 1200  # until the 10-minute estimate drops below the hard limit
     assert "ban" in info.value.message
+    # an interaction callback is neither delayed nor refused (the user would see the command fail) ...
+    callback = "POST /interactions/{webhook_id}/{webhook_token}/callback"
+    start = time.monotonic()
+    ticket, granted = await done_at(other.acquire(callback, "1+tabc", global_exempt=True, bucket_exempt=True,
+                                                  guard_exempt=True))
+    assert isinstance(ticket, Ticket) and granted - start < 0.1
+    await other.update(ticket, ResponseInfo(403, {}))
+    assert other.invalid_estimate == 7  # ... and its answer still counts
 
 
 async def test_max_wait_raises_wait_too_long(make: type[SharedRateLimiter]) -> None:

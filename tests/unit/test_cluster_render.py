@@ -61,9 +61,11 @@ def test_clusters_conf(tmp_path: Path) -> None:
         assert conf.get(section, "startretries") == "2"
         assert conf.get(section, "stopsignal") == "TERM"
         assert conf.get(section, "stdout_logfile").endswith(f"run/logs/cluster-{spec.id}.log")
-        # supervisord expands %(...)s and then parses KEY="value" pairs: we get the settings back.
+        # supervisord expands %(...)s and then parses KEY="value" pairs: we get the settings back,
+        # with the four clusters of this host sharing its IP for the invalid-request guard.
         env = dict_of_key_value_pairs(expand(conf.get(section, "environment"), {}, "environment"))
-        assert Settings.from_env(env) == dataclasses.replace(settings, status_token=None)  # it is not theirs
+        # the status token is not theirs
+        assert Settings.from_env(env) == dataclasses.replace(settings, status_token=None, guard_processes=4)
         assert env["DATABASE_URL"] == "postgresql://u:p%40ss@h/db" and "INNKEEPER_STATUS_TOKEN" not in env
 
 

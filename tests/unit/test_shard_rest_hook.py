@@ -38,6 +38,8 @@ async def test_a_wait_past_max_wait_becomes_discord_ratelimited() -> None:
     from shard.rest_hook import _ROUTE, RestHook
 
     class Limiter:
+        shared = True
+
         async def acquire(self, *args: object, **kwargs: object) -> None:
             raise WaitTooLong(42.5)
 
