@@ -1,7 +1,7 @@
 """Where the pipeline's events go in a cluster: the usage recorder, the audit log and the error log.
 
-The pipeline (:mod:`shard.pipeline.core`) only knows the sink protocols (``UsageSink``,
-``AuditSink``, ``ErrorSink``); these adapters write to the ``db`` modules.
+The pipeline (:mod:`shard.pipeline.core`) only knows the sink protocols (``UsageSink``, ``AuditSink``,
+``ErrorSink`` in :mod:`shard.pipeline.events`); these adapters write to the ``db`` modules.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from db.pool import Database
     from db.usage import UsageRecorder
 
-    from .core import AuditEvent, ErrorEvent, UsageEvent
+    from .events import AuditEvent, ErrorEvent, UsageEvent
 
 __all__ = ("UsageToDatabase", "AuditToDatabase", "ErrorsToDatabase")
 
