@@ -32,8 +32,8 @@ PREFIX = "!"
 _CODES = {
     ErrorCode.COMMAND_BAD_ARGUMENT: "an argument is missing, too long, out of range or malformed; the message "
                                     "says which and shows the usage",
-    ErrorCode.COMMAND_FORBIDDEN: "your level is below what the command needs here, or you tried to grant more "
-                                 "than your own level",
+    ErrorCode.COMMAND_FORBIDDEN: "your level is below what the command needs here, you tried to grant more "
+                                 "than your own level, or the role is not one you may give a level",
     ErrorCode.COMMAND_THROTTLED: "you are going too fast; the message says how long to wait",
     ErrorCode.COMMAND_DISABLED: "the server turned the command or its feature off",
     ErrorCode.COMMAND_TIMEOUT: "the command took too long and was stopped",
@@ -121,7 +121,9 @@ def render(infos: Sequence[CommandInfo]) -> str:
         "",
         "A server can change the level a command needs with `/permissions command`, down to the command's",
         "floor. Nobody can give a role or require a level above their own, or change a command that is",
-        "above their own level.",
+        "above their own level. Giving a role a level also needs Discord's Manage Roles permission, and",
+        "the role must be below your highest role (the server's owner is above every role); @everyone and",
+        "managed roles (a bot's or an integration's role, the booster role) never have a level.",
         "",
         "## Error codes",
         "",

@@ -1,9 +1,11 @@
 """``/permissions role|command|list``: who may run what in a server.
 
 The grant rules live in :mod:`shard.pipeline.levels` (nobody grants above their own level, changes
-a role or a command above their own level, or grants ``owner``); this cog applies them with the
-caller's level as the pipeline resolved it, writes through ``db.permissions`` and invalidates the
-guild's cached configuration on every cluster.
+a role or a command above their own level, or grants ``owner``) and :mod:`shard.pipeline.role_grants`
+(a role grant needs Discord's Manage Roles permission and a role below the caller's top role, and
+never goes to @everyone or a managed role); this cog applies them with the caller's level as the
+pipeline resolved it, writes through ``db.permissions`` and invalidates the guild's cached
+configuration on every cluster.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from innkeeper.errors import CommandError, ErrorCode
 from shard.cogs.base import PipelineCog
 from shard.pipeline import Level, ThrottleRule, group, respond, spec_of, subcommand
 from shard.pipeline.levels import check_command_override, check_role_grant, required_level
+from shard.pipeline.role_grants import actor_facts, check_role_target, counts_for_levels, role_facts
 from shard.pipeline.validation import neutralise
 
 if TYPE_CHECKING:
@@ -49,17 +52,20 @@ class Permissions(PipelineCog):
     async def permissions(self, ctx: commands.Context[Any]) -> None:
         await self.group_help(ctx)
 
-    @subcommand(permissions, "role", description="Give a role a permission level (everyone, mod or admin).",
+    @subcommand(permissions, "role", description="Give a role below yours a permission level (needs Manage Roles).",
                 feature="permissions", level=Level.MOD, floor=Level.MOD, guild_only=True, audit=True,
                 throttle=ThrottleRule(10, 60.0, "guild"),
                 examples=("/permissions role role:@Helpers level:mod",))
     async def role(self, ctx: commands.Context[Any], role: discord.Role, level: commands.Range[str, 1, 20]) -> None:
         """Set the level a role grants its members.
 
+        You need Discord's Manage Roles permission, and the role must be below your highest role;
+        @everyone and managed roles (bots, integrations, boosters) can't have a level.
+
         Parameters
         ----------
         role:
-            The role.
+            The role (below your highest role; not @everyone, not a bot's or integration's role).
         level:
             everyone (removes the grant), mod or admin; never above your own level.
         """
@@ -67,8 +73,12 @@ class Permissions(PipelineCog):
         if role.guild.id != guild_id:
             raise CommandError("That role is not from this server.", code=ErrorCode.COMMAND_BAD_ARGUMENT)
         new = _level_arg(level)
+        if not isinstance(ctx.author, discord.Member):
+            raise CommandError("I can't see your roles in this server right now; try again in a moment.",
+                               code=ErrorCode.COMMAND_FORBIDDEN)
         cfg = await self.deps.guild_config.get(guild_id)
         check_role_grant(self.level(ctx), cfg.role_levels.get(role.id), new)
+        check_role_target(actor_facts(ctx.author), role_facts(role), new)
         await db_permissions.set_role_level(self.db, guild_id, role.id, int(new))
         await self.invalidate(ctx)
         name = neutralise(role.name, limit=100)
@@ -142,7 +152,9 @@ class Permissions(PipelineCog):
             for rid, lvl in sorted(cfg.role_levels.items(), key=lambda kv: (-kv[1], kv[0])):
                 role = guild.get_role(rid) if guild is not None else None
                 label = neutralise(role.name, limit=100) if role is not None else f"deleted role {rid}"
-                lines.append(f"- {label}: {lvl.label}")
+                ignored = role is not None and guild is not None and not counts_for_levels(role, guild.id)
+                lines.append(f"- {label}: {lvl.label}" + (" (ignored: @everyone and managed roles can't have "
+                                                           "a level; remove it)" if ignored else ""))
         else:
             lines.append("No role has a level.")
         if cfg.overrides:

@@ -50,6 +50,7 @@ from .context import respond, state_of
 from .error_replies import Failure, map_error
 from .events import AuditEvent, AuditSink, ErrorEvent, ErrorSink, UsageEvent, UsageSink
 from .levels import Level, is_moderator, member_level, required_level
+from .role_grants import counts_for_levels
 from .spec import TOGGLEABLE, CommandSpec, spec_of
 from .throttling import Throttle, throttle_message
 from .validation import clip, validate_arguments
@@ -174,7 +175,8 @@ class Pipeline:
         return member_level(
             author.id, owner_ids=self.settings.owner_ids, is_guild_owner=ctx.guild.owner_id == author.id,
             administrator=perms.administrator, moderator=is_moderator(perms),
-            role_ids=[r.id for r in getattr(author, "roles", ())], role_levels=cfg.role_levels if cfg else None,
+            role_ids=[r.id for r in getattr(author, "roles", ()) if counts_for_levels(r, ctx.guild.id)],
+            role_levels=cfg.role_levels if cfg else None,
         )
 
     async def may_run(self, ctx: commands.Context[Any], cmd: commands.Command[Any, ..., Any]) -> bool:

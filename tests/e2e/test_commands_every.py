@@ -161,7 +161,8 @@ async def _stats_reset(run: Run) -> None:
 
 
 async def _helpers_everyone(run: Run) -> None:
-    await run.as_owner("/permissions role role:@Helpers level:everyone")
+    # role levels need Discord's Manage Roles, which the bot owner (a plain member here) lacks
+    await run.command(run.world.owner, "/permissions role role:@Helpers level:everyone")
 
 
 @dataclass(frozen=True)

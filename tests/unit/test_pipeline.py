@@ -295,3 +295,17 @@ async def test_may_run_matches_the_permission_stage() -> None:
     assert await pipeline.may_run(user, bot.get_command("hello"))  # type: ignore[arg-type]
     assert not await pipeline.may_run(user, bot.get_command("ban"))  # type: ignore[arg-type]
     assert not await pipeline.may_run(user, bot.get_command("feed"))  # type: ignore[arg-type]
+
+async def test_grants_on_everyone_and_managed_roles_do_not_count() -> None:
+    """A level stored for @everyone (id = guild id) or a managed role, before the grant rules refused them."""
+    bot_role = SimpleNamespace(id=88, managed=True)
+    cfg = GuildConfig(GUILD_ID, role_levels={GUILD_ID: Level.ADMIN, 88: Level.ADMIN, MOD_ROLE: Level.MOD},
+                      overrides={"ban": Override(Level.MOD)})
+    bot, rec, _, _ = await setup(cfg)
+    author = member(USER_ID, roles=(GUILD_ID,))
+    author.roles.append(bot_role)
+    ctx = await run(bot, "ban", author, 1)
+    assert state_of(ctx).outcome == "forbidden" and state_of(ctx).level is Level.EVERYONE
+    ctx = await run(bot, "ban", member(USER_ID, roles=(GUILD_ID, MOD_ROLE)), 1)
+    assert state_of(ctx).outcome == "ok" and state_of(ctx).level is Level.MOD
+
