@@ -21,7 +21,9 @@ from innkeeper.settings import PROJECT_ROOT
 
 from .cogs import EXTENSIONS
 from .pipeline.catalog import CommandInfo, describe_commands
+from .pipeline.denials import DENIAL_WINDOW_S
 from .pipeline.levels import Level
+from .pipeline.refusals import REFUSAL_RULE
 from .pipeline.spec import DEFAULT_THROTTLE, TOGGLEABLE
 
 __all__ = ("render", "load_commands", "main", "DOC_PATH")
@@ -77,7 +79,7 @@ def _section(info: CommandInfo) -> list[str]:
     if spec.ephemeral:
         extras.append("slash replies only you can see")
     if spec.audit:
-        extras.append("written to the audit log (refused attempts too)")
+        extras.append("written to the audit log (refused attempts too, gathered with their count)")
     if spec.feature in TOGGLEABLE:
         extras.append(f"part of the `{spec.feature}` feature, which a server can turn off")
     if extras:
@@ -124,6 +126,14 @@ def render(infos: Sequence[CommandInfo]) -> str:
         "above their own level. Giving a role a level also needs Discord's Manage Roles permission, and",
         "the role must be below your highest role (the server's owner is above every role); @everyone and",
         "managed roles (a bot's or an integration's role, the booster role) never have a level.",
+        "",
+        "## Refusals",
+        "",
+        "A refused command (a bad argument, a command that is off or above your level, going too fast)",
+        f"tells you why at most {REFUSAL_RULE.rate} times per {REFUSAL_RULE.per_seconds:g} s; past that, refusals "
+        "get no answer until",
+        "that window frees up. Refused attempts at audited commands are written to the audit log as one",
+        f"entry per user and command per {DENIAL_WINDOW_S:g} s, with their count.",
         "",
         "## Error codes",
         "",

@@ -1,8 +1,9 @@
 """``/audit recent|verify``: the server's hash-chained log of admin actions.
 
 Every command whose spec says ``audit=True`` appends to the guild's chain through the pipeline
-(the action, and refused attempts). ``verify`` recomputes every hash of the chain
-(``db.audit.verify``) and names the first rows that do not match.
+(the action; refused attempts as one row per user and command per window, with their count, which
+``recent`` shows as "refused ×N"). ``verify`` recomputes every hash of the chain (``db.audit.verify``)
+and names the first rows that do not match.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ def render_entry(entry: AuditEntry) -> str:
     outcome = details.get("outcome")
     args = details.get("args")
     shown = neutralise(json.dumps(args, ensure_ascii=False, separators=(", ", ": ")), limit=160) if args else ""
-    flag = " **refused**" if outcome == "denied" else ""
+    attempts = details.get("attempts")
+    flag = ""
+    if outcome == "denied":
+        flag = f" **refused** ×{attempts}" if isinstance(attempts, int) and attempts > 1 else " **refused**"
     return f"`#{entry.id}` {when} {actor} {entry.action}{flag} {shown}".rstrip()
 
 

@@ -2,10 +2,10 @@
 
 :class:`PipelineContext` is discord.py's ``Context`` (``ClusterBot.get_context`` returns it for
 messages and interactions alike) plus the pipeline's per-invocation state: when it started, the
-caller's resolved level, and whether its outcome was recorded. :func:`respond` answers ephemerally
-for an interaction and with a plain reply for a prefix command, never pinging anyone, and never
-in a channel where discord.py's cache says the bot may not post (the reply would only earn a 403,
-which counts toward Discord's invalid-request ban).
+caller's resolved level, whether the command's body ran, and whether its outcome was recorded.
+:func:`respond` answers ephemerally for an interaction and with a plain reply for a prefix command,
+never pinging anyone, and never in a channel where discord.py's cache says the bot may not post
+(the reply would only earn a 403, which counts toward Discord's invalid-request ban).
 """
 
 from __future__ import annotations
@@ -29,11 +29,13 @@ _log = logging.getLogger(__name__)
 class InvocationState:
     """What the pipeline knows about one invocation so far."""
 
-    __slots__ = ("started", "level", "finished", "outcome", "arguments")
+    __slots__ = ("started", "level", "ran", "finished", "outcome", "arguments")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.level: Level | None = None
+        #: The command's body was reached (every stage before it passed).
+        self.ran = False
         self.finished = False
         self.outcome: str | None = None
         self.arguments: dict[str, Any] = {}

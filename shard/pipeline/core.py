@@ -19,8 +19,10 @@ command tree's ``on_error`` (errors before a hybrid context exists) goes to
 4. **throttle**: the command's :class:`~shard.pipeline.throttling.ThrottleRule` (owners are exempt);
 5. **run** under ``spec.timeout`` or ``Settings.command_timeout_s``;
 6. **map errors** (:func:`~shard.pipeline.error_replies.map_error`) to a code and a short ephemeral reply
-   (a plain reply for prefix commands);
-7. **audit** admin actions (``spec.audit``): the action, and refused attempts;
+   (a plain reply for prefix commands). A *refusal* (a failure in stages 1-4) first counts against
+   the user's refusal throttle (:mod:`shard.pipeline.refusals`): past it, no reply at all;
+7. **audit** admin actions (``spec.audit``): the action, and refused attempts, gathered into one
+   row per user and command per window (:mod:`shard.pipeline.denials`);
 8. **usage and metrics**: one usage row (batched by the recorder) and the Prometheus counter and
    latency histogram, exactly once per invocation, whatever the outcome.
 
@@ -47,12 +49,14 @@ from innkeeper.services import BackgroundTasks
 from .command_metrics import COMMAND_SECONDS, COMMANDS_TOTAL, PIPELINE_FAILURES
 from .config import GuildConfig, GuildConfigSource
 from .context import respond, state_of
+from .denials import DENIAL_WINDOW_S, DeniedAttempts
 from .error_replies import Failure, map_error
 from .events import AuditEvent, AuditSink, ErrorEvent, ErrorSink, UsageEvent, UsageSink
 from .levels import Level, is_moderator, member_level, required_level
+from .refusals import REFUSAL_RULE, REFUSED_OUTCOMES, RefusalGate
 from .role_grants import counts_for_levels
 from .spec import TOGGLEABLE, CommandSpec, spec_of
-from .throttling import Throttle, throttle_message
+from .throttling import Throttle, ThrottleRule, throttle_message
 from .validation import clip, validate_arguments
 
 if TYPE_CHECKING:
@@ -83,13 +87,19 @@ class Pipeline:
     config:
         Where guild configuration comes from (a cache in front of the database).
     throttle:
-        The throttle implementation.
+        The throttle implementation (the commands' rules, and the refusal rule under its own key).
     usage, audit, errors:
         Where usage rows, audit entries and error events go.
+    refusal_rule:
+        How many refusals a user is told about (:data:`~shard.pipeline.refusals.REFUSAL_RULE`).
+    denial_window_s:
+        Refused attempts at an audited command are written as one row per user and command per
+        this many seconds (:class:`~shard.pipeline.denials.DeniedAttempts`).
     """
 
     def __init__(self, settings: Settings, *, cluster_id: int, config: GuildConfigSource, throttle: Throttle,
-                 usage: UsageSink, audit: AuditSink, errors: ErrorSink) -> None:
+                 usage: UsageSink, audit: AuditSink, errors: ErrorSink, refusal_rule: ThrottleRule | None = None,
+                 denial_window_s: float | None = None) -> None:
         self.settings = settings
         self.cluster_id = cluster_id
         self.config = config
@@ -97,6 +107,8 @@ class Pipeline:
         self.usage = usage
         self.audit = audit
         self.errors = errors
+        self.refusals = RefusalGate(throttle, owner_ids=settings.owner_ids, rule=refusal_rule or REFUSAL_RULE)
+        self.denials = DeniedAttempts(audit, window_s=denial_window_s or DENIAL_WINDOW_S)
         self._tasks = BackgroundTasks("pipeline")
 
     # --- stages ----------------------------------------------------------------------------------
@@ -138,6 +150,7 @@ class Pipeline:
                 raise CommandError(throttle_message(verdict.retry_after), code=ErrorCode.COMMAND_THROTTLED,
                                    retry_after=verdict.retry_after)
         # 5. run under a timeout
+        state.ran = True
         if spec.defer and ctx.interaction is not None and not ctx.interaction.response.is_done():
             await ctx.defer(ephemeral=spec.ephemeral)
         limit = spec.timeout or self.settings.command_timeout_s
@@ -221,7 +234,7 @@ class Pipeline:
             PIPELINE_FAILURES.labels("usage").inc()
             _log.exception("recording usage of %s failed", name)
 
-    async def _audit(self, ctx: commands.Context[Any], name: str, outcome: str) -> None:
+    def _audit_event(self, ctx: commands.Context[Any], name: str, outcome: str) -> AuditEvent:
         state = state_of(ctx)
         target_id: int | None = None
         details: dict[str, Any] = {"outcome": outcome}
@@ -235,10 +248,13 @@ class Pipeline:
             details["channel_id"] = ctx.channel.id
         if state.level is not None:
             details["level"] = state.level.label
+        return AuditEvent(guild_id=ctx.guild.id if ctx.guild else None, actor_id=ctx.author.id,
+                          action=clip(f"command.{name}".replace(" ", "."), 64), target_id=target_id, target=None,
+                          details=details)
+
+    async def _audit(self, ctx: commands.Context[Any], name: str, outcome: str) -> None:
         try:
-            await self.audit.append(AuditEvent(guild_id=ctx.guild.id if ctx.guild else None, actor_id=ctx.author.id,
-                                               action=clip(f"command.{name}".replace(" ", "."), 64),
-                                               target_id=target_id, target=None, details=details))
+            await self.audit.append(self._audit_event(ctx, name, outcome))
         except Exception:
             PIPELINE_FAILURES.labels("audit").inc()
             _log.exception("writing the audit entry for %s failed", name)
@@ -254,10 +270,14 @@ class Pipeline:
             if failure.silent:
                 return
             self._log_failure(ctx, failure, error)
-            await self._reply(ctx, failure)
+            name = ctx.command.qualified_name if ctx.command is not None else "unknown"
+            # a refusal is counted before anything else happens: past the user's refusal rule, nothing does
+            if (failure.outcome not in REFUSED_OUTCOMES or state_of(ctx).ran
+                    or await self.refusals.may_answer(name, ctx.author.id, ctx.guild.id if ctx.guild else None)):
+                await self._reply(ctx, failure)
             spec = spec_of(ctx.command)
             if spec is not None and spec.audit and failure.outcome == "forbidden" and ctx.command is not None:
-                await self._audit(ctx, ctx.command.qualified_name, "denied")
+                self.denials.add(self._audit_event(ctx, name, "denied"))
             self.finish(ctx, failure.outcome)
         except Exception:
             PIPELINE_FAILURES.labels("error_handler").inc()
@@ -280,6 +300,9 @@ class Pipeline:
             COMMANDS_TOTAL.labels(name, failure.outcome).inc()
             if failure.unexpected:
                 _log.error("app command %s failed: %s", name, error, exc_info=error)
+            if failure.outcome in REFUSED_OUTCOMES and not await self.refusals.may_answer(
+                    name, interaction.user.id, interaction.guild_id):
+                return
             if not interaction.response.is_done():
                 await interaction.response.send_message(failure.render(), ephemeral=True,
                                                         allowed_mentions=discord.AllowedMentions.none())
@@ -326,7 +349,9 @@ class Pipeline:
         await self._tasks.cancel()
 
     async def start(self) -> None:
-        """Nothing to start (the pipeline is a service of the cluster only to drain at shutdown)."""
+        """Start writing the gathered denied attempts (the pipeline is otherwise a service only to drain)."""
+        await self.denials.start()
 
     async def stop(self) -> None:
         await self.drain()
+        await self.denials.stop()

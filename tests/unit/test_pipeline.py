@@ -18,6 +18,7 @@ from shard.pipeline import GuildConfig, Level, Override, Pipeline, ThrottleRule,
 from shard.pipeline.command_metrics import COMMANDS_TOTAL
 from shard.pipeline.context import state_of
 from shard.pipeline.core import AuditEvent, ErrorEvent, UsageEvent
+from shard.pipeline.refusals import REFUSAL_KEY
 
 GUILD_ID, OWNER_ID, GUILD_OWNER_ID, USER_ID, MOD_ROLE = 1000, 1, 2, 3, 77
 
@@ -43,10 +44,15 @@ class FakeConfig:
 
 
 class FakeThrottle:
+    """Records "throttle" for a command's rule and "refusal" for the refusal rule."""
+
     def __init__(self, rec: Recorder, allowed: bool = True) -> None:
         self.rec, self.allowed = rec, allowed
 
     async def hit(self, command: str, user_id: int, guild_id: int | None, rule: ThrottleRule) -> ThrottleResult:
+        if command == REFUSAL_KEY:
+            self.rec.events.append("refusal")
+            return ThrottleResult(True)
         self.rec.events.append("throttle")
         return ThrottleResult(self.allowed, 0.0 if self.allowed else 2.5)
 
@@ -163,7 +169,7 @@ async def test_success_runs_every_stage_in_order() -> None:
 async def test_validation_failure_stops_before_any_other_stage() -> None:
     bot, rec, _, _ = await setup()
     ctx = await run(bot, "hello", member(USER_ID), text="x" * 11)
-    assert rec.events == ["usage"]
+    assert rec.events == ["refusal", "usage"]  # the refusal is counted before the reply
     assert state_of(ctx).outcome == "bad_argument"
     (reply,) = ctx.sent
     assert "at most 10 characters" in reply["content"] and "E5001" in reply["content"]
@@ -182,7 +188,7 @@ async def test_feature_toggle_comes_before_permission_and_throttle() -> None:
     cfg = GuildConfig(GUILD_ID, features={"feedback": False})
     bot, rec, _, _ = await setup(cfg)
     ctx = await run(bot, "feed", member(USER_ID))
-    assert rec.events == ["config", "usage"]
+    assert rec.events == ["config", "refusal", "usage"]
     assert state_of(ctx).outcome == "disabled"
     assert "E5004" in ctx.sent[0]["content"]
 
@@ -195,13 +201,16 @@ async def test_a_disabled_command_override_refuses() -> None:
 
 
 async def test_permission_refusal_is_audited_and_not_throttled() -> None:
-    bot, rec, _, _ = await setup()
+    bot, rec, _, pipeline = await setup()
     ctx = await run(bot, "ban", member(USER_ID), 2)
-    assert rec.events == ["config", "audit", "usage"]
+    assert rec.events == ["config", "refusal", "usage"]  # the command's own throttle is not touched
     assert state_of(ctx).outcome == "forbidden"
+    assert "needs the admin level; yours is everyone" in ctx.sent[0]["content"]
+    assert rec.audits == [] and pipeline.denials.pending == 1  # gathered, written when its window closes
+    await pipeline.denials.flush(everything=True)
     (audit,) = rec.audits
     assert audit.action == "command.ban" and audit.actor_id == USER_ID and audit.details["outcome"] == "denied"
-    assert "needs the admin level; yours is everyone" in ctx.sent[0]["content"]
+    assert audit.details["attempts"] == 1 and audit.details["args"] == {"count": 2}
 
 
 async def test_role_levels_and_overrides_grant_access() -> None:
@@ -232,7 +241,7 @@ async def test_discord_permissions_count() -> None:
 async def test_throttled_commands_do_not_run() -> None:
     bot, rec, _, _ = await setup(allowed=False)
     ctx = await run(bot, "hello", member(USER_ID))
-    assert rec.events == ["config", "throttle", "usage"]
+    assert rec.events == ["config", "throttle", "refusal", "usage"]
     assert state_of(ctx).outcome == "throttled"
     assert "too often — try again in 3 s" in ctx.sent[0]["content"] and "E5003" in ctx.sent[0]["content"]
 
@@ -295,6 +304,7 @@ async def test_may_run_matches_the_permission_stage() -> None:
     assert await pipeline.may_run(user, bot.get_command("hello"))  # type: ignore[arg-type]
     assert not await pipeline.may_run(user, bot.get_command("ban"))  # type: ignore[arg-type]
     assert not await pipeline.may_run(user, bot.get_command("feed"))  # type: ignore[arg-type]
+
 
 async def test_grants_on_everyone_and_managed_roles_do_not_count() -> None:
     """A level stored for @everyone (id = guild id) or a managed role, before the grant rules refused them."""
