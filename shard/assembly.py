@@ -12,7 +12,7 @@ REST limiter          shared REST buckets, global limit and invalid-request guar
                       before login, with the per-process guard, which acts while Redis is down
                       or the shared limiter is off)
 database              connects the pool, or keeps connecting in the background
-shared cache          invalidations over pub/sub (guild configuration is cached through it)
+shared cache          invalidations over pub/sub (guild configuration and aliases are cached through it)
 IPC bus               answers the cluster's bus actions, asks the others
 usage recorder        batched command-usage rows
 pipeline              drains its background writes at shutdown
@@ -57,6 +57,7 @@ from .database import DatabaseService
 from .heartbeat_writer import Heartbeat
 from .identify import IdentifyGate
 from .metrics_server import ClusterMetrics
+from .pipeline.alias_cache import AliasCache
 from .pipeline.core import Pipeline
 from .pipeline.deps import CommandDeps
 from .pipeline.sinks import AuditToDatabase, ErrorsToDatabase, UsageToDatabase
@@ -126,6 +127,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     database = DatabaseService(ctx.database)
     cache = SharedCache(ctx.redis, ctx.keys, signer=signer)
     guild_config = GuildConfigStore(ctx.database, shared=cache)
+    aliases = AliasCache(ctx.database, shared=cache)
     usage = UsageRecorder(ctx.database)
     throttle = RedisThrottle(ctx.redis, ctx.keys)
     pipeline = Pipeline(s, cluster_id=ctx.cluster_id, config=guild_config, throttle=throttle,
@@ -137,8 +139,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     status = StatusReporter(bus=bus, redis=ctx.redis, keys=ctx.keys,
                             local=lambda: local_view(bot, tracker, ctx.cluster_id))
     deps = CommandDeps(settings=s, cluster_id=ctx.cluster_id, db=ctx.database, database=database, key_ring=key_ring,
-                       guild_config=guild_config, usage=usage, throttle=throttle, pipeline=pipeline, status=status,
-                       ping_redis=ctx.redis.ping)
+                       guild_config=guild_config, aliases=aliases, usage=usage, throttle=throttle, pipeline=pipeline,
+                       status=status, ping_redis=ctx.redis.ping)
 
     # --- the gateway ----------------------------------------------------------------------------------
     async def session_limits() -> Mapping[str, Any]:

@@ -99,7 +99,7 @@ class ClusterBot(commands.AutoShardedBot):
         self.fatal_error: BaseException | None = None
         self._identify = identify
         self._services = services
-        self._aliases = AliasExpander(deps.db, deps.guild_config)
+        self._aliases = AliasExpander(deps.aliases, deps.guild_config)
         self._extensions = tuple(extensions)
         self._sync_commands = sync_commands
         self.tree.error(self.pipeline.on_app_command_error)

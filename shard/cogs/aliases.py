@@ -1,7 +1,8 @@
 """``/alias add|remove|list``: short names for command lines, per server or personal.
 
 Aliases expand for prefix commands (``!r`` → ``!remind 10m stretch``); the rules (no shadowing of
-real commands, no cycles, bounded length and depth) are in :mod:`shard.pipeline.aliasing`. A
+real commands, no cycles, bounded length and depth) are in :mod:`shard.pipeline.aliasing`. Every
+change drops the scope's cached table on every cluster (:mod:`shard.pipeline.alias_cache`). A
 personal alias works in every server and wins over a server alias of the same name. Server aliases
 need the mod level.
 """
@@ -17,7 +18,6 @@ from innkeeper.errors import CommandError, ErrorCode
 from shard.cogs.base import PipelineCog
 from shard.pipeline import Level, ThrottleRule, group, respond, subcommand
 from shard.pipeline.aliasing import Resolver, check_alias
-from shard.pipeline.prefixes import alias_resolver
 from shard.pipeline.validation import neutralise
 
 if TYPE_CHECKING:
@@ -44,8 +44,15 @@ class Aliases(PipelineCog):
         return "user", ctx.author.id
 
     def _resolver(self, ctx: commands.Context[Any], scope: db_aliases.Scope) -> Resolver:
+        """What names mean in the scope the new alias will live in, read from the database (not the cache:
+        the checks must see what is stored now)."""
         if scope == "user":
-            return alias_resolver(self.db, ctx.guild.id if ctx.guild else None, ctx.author.id)
+            guild = ctx.guild.id if ctx.guild else None
+
+            async def resolve_mine(name: str) -> str | None:
+                found = await db_aliases.resolve_alias(self.db, guild, ctx.author.id, name)
+                return found.command if found is not None else None
+            return resolve_mine
         guild_id = self.guild_id(ctx)
 
         async def resolve(name: str) -> str | None:
@@ -84,6 +91,7 @@ class Aliases(PipelineCog):
                                  is_command=lambda w: self.bot.get_command(w) is not None,
                                  prefixes=await self._prefixes(ctx))
         await db_aliases.create_alias(self.db, kind, scope_id, key, line, created_by=ctx.author.id)
+        await self.deps.aliases.invalidate(kind, scope_id)
         shown = neutralise(line, limit=200)
         where = "for everyone here" if kind == "guild" else "for you"
         await respond(ctx, f"Alias `{key}` → `{shown}` created {where}. Use it as `{await self._prefix(ctx)}{key}`.",
@@ -111,6 +119,7 @@ class Aliases(PipelineCog):
         if not await db_aliases.delete_alias(self.db, kind, scope_id, key):
             raise CommandError(f"There is no {scope or 'personal'} alias `{neutralise(key, limit=32)}`.",
                                code=ErrorCode.NOT_FOUND)
+        await self.deps.aliases.invalidate(kind, scope_id)
         await respond(ctx, f"Alias `{key}` deleted.", ephemeral=kind == "user")
 
     @subcommand(alias, "list", description="Your aliases and this server's.", feature="aliases", ephemeral=True,

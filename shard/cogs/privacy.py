@@ -77,6 +77,7 @@ class Privacy(PipelineCog):
             except (DatabaseError, CommandError) as exc:
                 await component_error(interaction, exc)
                 return
+            await self.deps.aliases.invalidate("user", user_id)  # their personal aliases are gone
             total = sum(counts.values())
             await interaction.response.edit_message(
                 content=f"Done: {total} records about you were erased or anonymised "

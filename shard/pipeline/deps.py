@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from innkeeper.settings import Settings
 
     from ..status_report import StatusReporter
+    from .alias_cache import AliasCache
     from .core import Pipeline
     from .store import GuildConfigStore
     from .throttling import Throttle
@@ -49,6 +50,8 @@ class CommandDeps:
         Encrypts the text users store; None when ``INNKEEPER_ENCRYPTION_KEYS`` is not set.
     guild_config:
         Cached guild configuration.
+    aliases:
+        Cached alias tables (invalidated when aliases change).
     usage:
         The batched command-usage recorder.
     throttle:
@@ -67,6 +70,7 @@ class CommandDeps:
     database: DatabaseState
     key_ring: KeyRing | None
     guild_config: GuildConfigStore
+    aliases: AliasCache
     usage: UsageRecorder
     throttle: Throttle
     pipeline: Pipeline

@@ -3,7 +3,9 @@
 :class:`PrefixResolver` is the bot's ``command_prefix`` callable: the guild's prefix from the
 cached guild configuration (``/settings set prefix``), the default prefix in DMs or while the
 database is unreachable, and always the bot's mention. :class:`AliasExpander` is what
-``ClusterBot.get_context`` calls for messages: it expands aliases (:mod:`shard.pipeline.aliasing`).
+``ClusterBot.get_context`` calls for messages: it expands aliases (:mod:`shard.pipeline.aliasing`),
+looking them up in the :class:`~shard.pipeline.alias_cache.AliasCache`, so an unknown word after the
+prefix costs no query once its user's and guild's tables are cached.
 """
 
 from __future__ import annotations
@@ -14,17 +16,15 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from db import aliases as db_aliases
 from innkeeper.errors import DatabaseError
 
-from .aliasing import Resolver, expand_context
+from .aliasing import expand_context
 
 if TYPE_CHECKING:
-    from db.pool import Database
-
+    from .alias_cache import AliasCache
     from .config import GuildConfigSource
 
-__all__ = ("PrefixResolver", "AliasExpander", "alias_resolver")
+__all__ = ("PrefixResolver", "AliasExpander")
 
 _log = logging.getLogger(__name__)
 
@@ -58,35 +58,27 @@ class PrefixResolver:
         return commands.when_mentioned_or(prefix)(bot, message)
 
 
-def alias_resolver(db: Database, guild_id: int | None, user_id: int) -> Resolver:
-    """What alias names mean for one user in one guild (their own first, then the guild's)."""
-    async def resolve(name: str) -> str | None:
-        found = await db_aliases.resolve_alias(db, guild_id, user_id, name)
-        return found.command if found is not None else None
-    return resolve
-
-
 class AliasExpander:
     """Expands an alias in a prefix context (no-op for commands, interactions, plain chat).
 
     Parameters
     ----------
-    db:
-        Where aliases are stored.
+    aliases:
+        The cached alias tables.
     config:
         The cached guild configuration (a guild may turn aliases off).
     """
 
-    __slots__ = ("db", "config")
+    __slots__ = ("aliases", "config")
 
-    def __init__(self, db: Database, config: GuildConfigSource) -> None:
-        self.db = db
+    def __init__(self, aliases: AliasCache, config: GuildConfigSource) -> None:
+        self.aliases = aliases
         self.config = config
 
     async def expand(self, ctx: commands.Context[Any]) -> commands.Context[Any]:
         if ctx.interaction is not None or ctx.command is not None or ctx.prefix is None or not ctx.invoked_with:
             return ctx
-        resolver = alias_resolver(self.db, ctx.guild.id if ctx.guild else None, ctx.author.id)
+        resolver = self.aliases.resolver(ctx.guild.id if ctx.guild else None, ctx.author.id)
         try:
             if ctx.guild is not None and not (await self.config.get(ctx.guild.id)).feature_enabled("aliases"):
                 return ctx
