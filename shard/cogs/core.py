@@ -22,7 +22,7 @@ from shard.cogs.base import PipelineCog
 from shard.pipeline import Level, ThrottleRule, command, respond
 from shard.pipeline.catalog import CommandInfo, describe_commands
 from shard.pipeline.command_metrics import COMMAND_SECONDS, COMMANDS_TOTAL
-from shard.pipeline.validation import clip
+from shard.pipeline.validation import clip, neutralise
 from shard.status_report import render_status
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class Core(PipelineCog):
             wanted = command.strip().lstrip("/").lstrip(prefix).lower()
             found = next((i for i in infos if i.name == wanted or wanted in i.aliases), None)
             if found is None or not await self.deps.pipeline.may_run(ctx, found.command):
-                await respond(ctx, f"There is no command `{clip(wanted, 60)}` that you can use here. "
+                await respond(ctx, f"There is no command `{neutralise(wanted, limit=60)}` that you can use here. "
                                    "Try `/help` for the list.")
                 return
             await respond(ctx, "\n".join(_help_detail(found, prefix)))

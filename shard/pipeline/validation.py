@@ -11,8 +11,15 @@ metadata for Discord's client, and a raw gateway payload can carry anything. So 
 * every ``str``: no NUL or other control characters, no lone surrogates (PostgreSQL and JSON reject
   them), and at most :data:`DEFAULT_MAX_TEXT` characters unless a ``Range`` says otherwise.
 
-Text the bot sends back goes through :func:`neutralise` (markdown and mentions escaped) and every
-echo is sent with ``AllowedMentions.none()``, so ``@everyone`` in a reminder pings nobody.
+Text the bot sends back goes through :func:`neutralise` and every echo is sent with
+``AllowedMentions.none()``, so ``@everyone`` in a reminder pings nobody. :func:`neutralise` also
+removes what would make the echo say something else than it shows:
+
+* **invisible and bidirectional control characters** (Unicode format characters: ``U+202E``
+  right-to-left override, ``U+2066``-``U+2069`` isolates, zero-width spaces and joiners, ``U+FEFF``,
+  tag characters...) and line/paragraph separators, which reorder or hide text;
+* **masked links** ``[text](url)``, which show ``text`` and lead elsewhere: ``](`` becomes ``] (``,
+  so the reader sees the address itself. Discord only draws a masked link when ``](`` touch.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import inspect
 import re
 import types
 import typing
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,9 +63,25 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
 
 
+#: Line and paragraph separators (they break lines where Discord's preview shows none).
+_SEPARATORS = {"\u2028", "\u2029", "\u0085"}
+#: ``](`` with anything invisible between: the joint of a masked link.
+_LINK_JOINT = re.compile(r"\]\s*\(")
+
+
+def _visible(text: str) -> str:
+    """``text`` without invisible or bidirectional control characters (Unicode category Cf) and separators."""
+    if text.isascii():
+        return text
+    return "".join(" " if ch in _SEPARATORS else ch for ch in text
+                   if ch in _SEPARATORS or unicodedata.category(ch) != "Cf")
+
+
 def neutralise(text: str, *, limit: int | None = None) -> str:
-    """Make user text safe to echo: markdown escaped, mentions broken, optionally clipped."""
-    safe = discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+    """Make user text safe to echo (see the module docstring): invisible and bidirectional control
+    characters removed, masked links broken, markdown escaped, mentions broken, optionally clipped."""
+    plain = _LINK_JOINT.sub("] (", _visible(text))
+    safe = discord.utils.escape_mentions(discord.utils.escape_markdown(plain))
     return clip(safe, limit) if limit is not None else safe
 
 

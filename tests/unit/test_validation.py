@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any, Literal
 
 import discord
@@ -74,3 +76,44 @@ def test_check_text_accepts_or_refuses_clearly(text: str) -> None:
         assert check_text("t", text) == text
     except CommandError as exc:
         assert exc.code is ErrorCode.COMMAND_BAD_ARGUMENT and "`t`" in exc.user_message
+
+
+#: What a masked link looks like to Discord: ``[label](target)`` with ``](`` touching.
+MASKED_LINK = re.compile(r"\[[^\]]*\]\(")
+#: Bidirectional controls and invisible characters an echo must not carry.
+HIDDEN = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c\u200b\u200c\u200d\u2060\ufeff"
+
+
+@pytest.mark.parametrize("text", [
+    "[click me](https://evil.example)",
+    "[a](http://a)[b](http://b)",  # the second link used to survive discord.py's escape_markdown
+    "[https://good.example](https://evil.example)",
+    "[multi\nline](https://evil.example)",
+    "[hidden]\u200b(https://evil.example)",  # an invisible character between the halves
+    "[](https://evil.example)",
+    "[x](<https://evil.example>)",
+])
+def test_neutralise_breaks_masked_links_and_shows_the_address(text: str) -> None:
+    out = neutralise(text)
+    assert "](" not in out and not MASKED_LINK.search(out)
+    assert "evil.example" in out or "http://" in out  # the reader sees where it leads
+
+
+@pytest.mark.parametrize("char", list(HIDDEN) + ["\U000e0041", "\u2028", "\u2029"])
+def test_neutralise_removes_bidi_and_invisible_characters(char: str) -> None:
+    out = neutralise(f"safe{char}txt.exe")
+    assert char not in out and "safe" in out and "txt.exe" in out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("[]()<>ab:/.\\ \n*_`|") + list(HIDDEN)), max_size=60))
+def test_neutralised_text_has_no_masked_link_and_nothing_hidden(text: str) -> None:
+    out = neutralise(text)
+    assert "](" not in out
+    assert not any(unicodedata.category(ch) == "Cf" for ch in out)
+    assert neutralise(out, limit=None).count("](") == 0
+
+
+def test_neutralise_keeps_plain_text_and_emoji() -> None:
+    assert neutralise("Grüße, 你好 — ok 👍") == "Grüße, 你好 — ok 👍"
+    assert neutralise("[tag] (not a link)") == "[tag] (not a link)"
