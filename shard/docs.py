@@ -77,7 +77,7 @@ def _section(info: CommandInfo) -> list[str]:
     if spec.guild_only:
         extras.append("servers only")
     if spec.ephemeral:
-        extras.append("slash replies only you can see")
+        extras.append("answers only you can see (the prefix form answers by DM)")
     if spec.audit:
         extras.append("written to the audit log (refused attempts too, gathered with their count)")
     if spec.feature in TOGGLEABLE:
@@ -127,7 +127,11 @@ def render(infos: Sequence[CommandInfo]) -> str:
         "the role must be below your highest role (the server's owner is above every role); @everyone and",
         "managed roles (a bot's or an integration's role, the booster role) never have a level.",
         "",
-        "## Refusals",
+        "## Answers and refusals",
+        "",
+        "Slash answers marked *only you can see* are ephemeral. Their prefix form cannot be private in the",
+        "channel, so it answers by DM, and the channel only reads that the answer went by DM (or, when",
+        "your DMs are closed to the bot, a pointer to the slash form; never the answer itself).",
         "",
         "A refused command (a bad argument, a command that is off or above your level, going too fast)",
         f"tells you why at most {REFUSAL_RULE.rate} times per {REFUSAL_RULE.per_seconds:g} s; past that, refusals "

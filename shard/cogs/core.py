@@ -172,7 +172,7 @@ class Core(PipelineCog):
         await ctx.send("\n".join(lines), allowed_mentions=discord.AllowedMentions.none())
 
     @command("metrics", description="A summary of this cluster's command metrics.", examples=("/metrics",),
-             level=Level.MOD, throttle=ThrottleRule(3, 30.0, "user"))
+             level=Level.MOD, throttle=ThrottleRule(3, 30.0, "user"), ephemeral=True)
     async def metrics(self, ctx: commands.Context[Any]) -> None:
         """Commands handled since start-up, by outcome, the busiest commands and latency percentiles."""
         by_outcome: dict[str, float] = {}

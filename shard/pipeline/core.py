@@ -48,7 +48,7 @@ from innkeeper.services import BackgroundTasks
 
 from .command_metrics import COMMAND_SECONDS, COMMANDS_TOTAL, PIPELINE_FAILURES
 from .config import GuildConfig, GuildConfigSource
-from .context import respond, state_of
+from .context import state_of, tell
 from .denials import DENIAL_WINDOW_S, DeniedAttempts
 from .error_replies import Failure, map_error
 from .events import AuditEvent, AuditSink, ErrorEvent, ErrorSink, UsageEvent, UsageSink
@@ -336,7 +336,7 @@ class Pipeline:
 
     async def _reply(self, ctx: commands.Context[Any], failure: Failure) -> None:
         try:
-            await respond(ctx, failure.render(), ephemeral=True)
+            await tell(ctx, failure.render())
         except discord.HTTPException as exc:
             PIPELINE_FAILURES.labels("reply").inc()
             _log.warning("could not tell the user about a failed command: %s", exc)

@@ -137,6 +137,24 @@ async def reply_to(sim: SimulatorProc, channel: str, message_id: str) -> dict[st
     return min(later, key=lambda m: int(m["id"])) if later else None
 
 
+async def dm_channel(sim: SimulatorProc, user: str) -> str:
+    """The id of the bot's DM channel with ``user`` (opened if needed)."""
+    status, channel = await asyncio.to_thread(bot_api, sim, "POST", "/api/v10/users/@me/channels",
+                                              {"recipient_id": user})
+    assert status == 200, channel
+    return str(channel["id"])
+
+
+async def dm_with(sim: SimulatorProc, user: str, text: str, *, timeout: float = 15.0) -> dict[str, Any]:
+    """Wait for the bot's DM to ``user`` that contains ``text``; return it."""
+    channel = await dm_channel(sim, user)
+
+    async def found() -> dict[str, Any] | None:
+        return next((m for m in await channel_messages(sim, channel) if text in m["content"]), None)
+
+    return await wait_for(found, timeout=timeout, message=f"a DM to {user} with {text!r}")
+
+
 async def prefix(sim: SimulatorProc, world: World, user: str, content: str, *, timeout: float = 15.0,
                  channel_id: str | None = None) -> dict[str, Any]:
     """Send a message; wait for the bot's reply to it (a message referencing it) and return it."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from shard.pipeline.context import DM_POINTER
 from tests.e2e.commands import (
     CommandBotFactory,
     content_of,
+    dm_with,
     is_ephemeral,
     load_world,
     options,
@@ -30,12 +32,14 @@ async def test_aliases(sim: SimulatorProc, command_bot: CommandBotFactory) -> No
     # a server alias by a moderator, with arguments appended at use
     server = await prefix(sim, world, world.moderator, "!alias add h server help")
     assert "created for everyone here" in server["content"]
-    detail = await prefix(sim, world, other, "!h ping")
-    assert "Usage: `/ping`" in detail["content"]
-    # a chain: personal "hp" → server "h ping"
+    detail = await prefix(sim, world, other, "!h ping")  # help's answer is private: it comes by DM
+    assert detail["content"] == DM_POINTER
+    await dm_with(sim, other, "Usage: `/ping`")
+    # a chain: personal "hp" → server "h status" (help for another command, to tell the answers apart)
     assert "created for you" in content_of(await slash(sim, world, other, "alias",
-                                                       sub("add", options(name="hp", command="h ping"))))
-    assert "Usage: `/ping`" in (await prefix(sim, world, other, "!hp"))["content"]
+                                                       sub("add", options(name="hp", command="h status"))))
+    assert (await prefix(sim, world, other, "!hp"))["content"] == DM_POINTER
+    await dm_with(sim, other, "Usage: `/status`")
     # refused: shadowing, cycles, unknown targets, over-long, server scope without mod
     shadow = await slash(sim, world, user, "alias", sub("add", options(name="ping", command="help")))
     assert "cannot shadow" in content_of(shadow) and "E5001" in content_of(shadow)
@@ -56,7 +60,7 @@ async def test_aliases(sim: SimulatorProc, command_bot: CommandBotFactory) -> No
     no_mod = await slash(sim, world, user, "alias", sub("add", options(name="s", command="ping", scope="server")))
     assert "need the mod level" in content_of(no_mod) and "E5002" in content_of(no_mod)
     listing = content_of(await slash(sim, world, other, "alias", sub("list")))
-    assert "`hp` → `h ping`" in listing and "`h` → `help`" in listing
+    assert "`hp` → `h status`" in listing and "`h` → `help`" in listing
     # the aliases feature can be turned off by an admin: expansion and the commands stop
     await slash(sim, world, world.owner, "settings", sub("set", options(key="feature.aliases", value="off")))
     off = await slash(sim, world, user, "alias", sub("list"))
