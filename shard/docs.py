@@ -43,7 +43,8 @@ _CODES = {
     ErrorCode.NOT_FOUND: "what you referred to does not exist (a reminder, feedback, alias or command)",
     ErrorCode.CHANNEL_UNWRITABLE: "`/remind` in a channel where the bot cannot post (it needs View Channel and "
                                   "Send Messages there): set the reminder where it can post, or in DMs with it",
-    ErrorCode.DB_UNAVAILABLE: "the database is unavailable; core commands keep working, retry the rest later",
+    ErrorCode.DB_UNAVAILABLE: "the database is unavailable; commands keep the server's last known settings, "
+                              "but what needs the database (or settings the bot never read) waits: retry later",
     ErrorCode.INTERNAL: "a bug on our side; it was logged with its context",
 }
 

@@ -26,6 +26,11 @@ command tree's ``on_error`` (errors before a hybrid context exists) goes to
 8. **usage and metrics**: one usage row (batched by the recorder) and the Prometheus counter and
    latency histogram, exactly once per invocation, whatever the outcome.
 
+While the database is unreachable the guild configuration store answers with the last
+configuration it read (:mod:`shard.pipeline.store`); for a guild it never read, only the owner-only
+commands (which no guild can change) run, and every other command is refused, never run with the
+defaults a guild may have turned off or raised.
+
 Nothing here may crash the bot: the error handlers catch and log their own failures.
 """
 
@@ -169,13 +174,18 @@ class Pipeline:
         return result
 
     async def _config_for(self, ctx: commands.Context[Any], spec: CommandSpec) -> GuildConfig | None:
-        """The guild's configuration; the defaults for core commands while the database is down."""
+        """The guild's configuration (the last one read, while the database is down).
+
+        With no configuration at all, only owner-only commands run (on the defaults, which no guild
+        can change for them); for any other command the ``DatabaseError`` propagates, since running
+        it on the defaults could undo a guild's override.
+        """
         if ctx.guild is None:
             return None
         try:
             return await self.config.get(ctx.guild.id)
         except DatabaseError:
-            if spec.feature != "core":
+            if spec.level is not Level.OWNER:
                 raise
             return GuildConfig(ctx.guild.id)
 

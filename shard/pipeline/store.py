@@ -11,14 +11,25 @@ Every write goes through the ``db`` module and is followed by :meth:`invalidate`
 entry in Redis and, over pub/sub, in every cluster's local layer. While PostgreSQL is unreachable,
 misses fail fast for a few seconds (a small circuit breaker) so that messages do not each wait on
 connection retries.
+
+**Failing closed.** A guild's overrides (a command turned off, a level raised) must not vanish while
+PostgreSQL is down, so the store keeps the *last known* configuration of every guild it has served
+(a bounded LRU in this process, kept past the cache TTL) and answers with it when a load fails
+(``innkeeper_guild_config_stale_total`` counts those answers). Only a guild this process never read
+gets the ``DatabaseError``; the pipeline then refuses every command a guild could change. The last
+known configuration is dropped by :meth:`invalidate`: after a write, the old value is no longer the
+guild's.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
+
+from prometheus_client import Counter
 
 from db import guilds as db_guilds
 from db import permissions as db_permissions
@@ -35,6 +46,9 @@ __all__ = ("GuildConfigStore", "SharedCacheLike", "load_guild_config", "CACHE_NA
 _log = logging.getLogger(__name__)
 
 CACHE_NAMESPACE = "guildcfg"
+
+STALE_ANSWERS = Counter("innkeeper_guild_config_stale_total",
+                        "Guild configurations answered from the last known copy because the database failed")
 
 
 class SharedCacheLike(Protocol):
@@ -74,10 +88,14 @@ class GuildConfigStore:
         The shared cache, or ``None`` to cache in this process only.
     ttl:
         Seconds an entry lives (in Redis, or locally without a shared cache).
+    max_entries:
+        Guilds kept in each local layer (the fresh one and the last known one).
+    down_cooldown:
+        Seconds misses fail fast after PostgreSQL was found unreachable.
     """
 
     __slots__ = ("db", "shared", "ttl", "max_entries", "down_cooldown", "_local", "_parsed", "_clock",
-                 "_down_until", "_shared_up")
+                 "_down_until", "_shared_up", "_known")
 
     def __init__(self, db: Database, *, shared: SharedCacheLike | None = None, ttl: float = 300.0,
                  max_entries: int = 50_000, down_cooldown: float = 5.0,
@@ -93,6 +111,8 @@ class GuildConfigStore:
         self._clock = clock
         self._down_until = 0.0
         self._shared_up = False
+        #: guild → the last configuration served: the answer while the database is unreachable
+        self._known: collections.OrderedDict[int, GuildConfig] = collections.OrderedDict()
 
     def _use_shared(self) -> bool:
         """True once the shared cache has connected (it then handles Redis outages itself)."""
@@ -103,13 +123,36 @@ class GuildConfigStore:
         return self._shared_up
 
     async def get(self, guild_id: int) -> GuildConfig:
-        """The guild's configuration.
+        """The guild's configuration; the last known one when the database cannot be read.
 
         Raises
         ------
         DatabaseError
-            ``DB_UNAVAILABLE`` when it is not cached and PostgreSQL cannot be reached.
+            When it is neither cached nor known and PostgreSQL cannot be read (``DB_UNAVAILABLE``
+            when it cannot be reached).
         """
+        try:
+            cfg = await self._get(guild_id)
+        except DatabaseError as exc:
+            known = self._known.get(guild_id)
+            if known is None:
+                raise
+            STALE_ANSWERS.inc()
+            _log.debug("guild %s: the database failed (%s); answering with its last known configuration",
+                       guild_id, exc)
+            return known
+        self._know(cfg)
+        return cfg
+
+    def _know(self, cfg: GuildConfig) -> None:
+        known = self._known
+        if known.get(cfg.guild_id) is not cfg:
+            known[cfg.guild_id] = cfg
+        known.move_to_end(cfg.guild_id)
+        while len(known) > self.max_entries:
+            known.popitem(last=False)
+
+    async def _get(self, guild_id: int) -> GuildConfig:
         if not self._use_shared() or self.shared is None:
             entry = self._local.get(guild_id)
             if entry is not None and entry[0] >= self._clock():
@@ -159,7 +202,8 @@ class GuildConfigStore:
         self._local[cfg.guild_id] = (self._clock() + self.ttl, cfg)
 
     async def invalidate(self, guild_id: int) -> None:
-        """Forget the guild everywhere after a write."""
+        """Forget the guild everywhere after a write (its last known configuration too)."""
+        self._known.pop(guild_id, None)
         self._local.pop(guild_id, None)
         self._parsed.pop(guild_id, None)
         if self.shared is not None and self._use_shared():

@@ -11,7 +11,7 @@ import pytest
 from discord.ext import commands
 from discord.ext.commands.view import StringView
 
-from innkeeper.errors import CommandError, ErrorCode
+from innkeeper.errors import CommandError, DatabaseError, ErrorCode
 from innkeeper.settings import Settings
 from ipc.throttle import ThrottleResult
 from shard.pipeline import GuildConfig, Level, Override, Pipeline, ThrottleRule, command
@@ -122,6 +122,10 @@ class Cog(commands.Cog):
     @command("feed", description="Toggleable.", feature="feedback")
     async def feed(self, ctx: commands.Context[Any]) -> None:
         self.rec.events.append("body")
+
+    @command("secret", description="Owners only.", level=Level.OWNER, floor=Level.OWNER)
+    async def secret(self, ctx: commands.Context[Any]) -> None:
+        self.rec.events.append("body:secret")
 
     @command("boom", description="Fails.")
     async def boom(self, ctx: commands.Context[Any]) -> None:
@@ -319,3 +323,20 @@ async def test_grants_on_everyone_and_managed_roles_do_not_count() -> None:
     ctx = await run(bot, "ban", member(USER_ID, roles=(GUILD_ID, MOD_ROLE)), 1)
     assert state_of(ctx).outcome == "ok" and state_of(ctx).level is Level.MOD
 
+
+class DownConfig(FakeConfig):
+    async def get(self, guild_id: int) -> GuildConfig:
+        raise DatabaseError("down", code=ErrorCode.DB_UNAVAILABLE)
+
+
+async def test_an_unknown_configuration_refuses_what_a_guild_could_change() -> None:
+    """The database is down and the guild's configuration was never read: no command runs on defaults
+    that the guild may have changed; owner-only commands, which no guild can change, still run."""
+    bot, rec, _, pipeline = await setup()
+    pipeline.config = DownConfig(rec, GuildConfig(GUILD_ID))
+    ctx = await run(bot, "hello", member(GUILD_OWNER_ID))
+    assert "body:hi" not in rec.events and state_of(ctx).outcome == "error"
+    assert "database" in ctx.sent[0]["content"] and "E4001" in ctx.sent[0]["content"]
+    ctx = await run(bot, "secret", member(OWNER_ID))
+    assert "body:secret" in rec.events and state_of(ctx).outcome == "ok"
+    await pipeline.drain()

@@ -117,3 +117,42 @@ def test_wire_round_trip() -> None:
     assert GuildConfig.from_wire(cfg.to_wire()) == cfg
     with pytest.raises((KeyError, TypeError, ValueError)):
         GuildConfig.from_wire({"g": 1})
+
+
+async def test_the_last_known_configuration_outlives_a_database_outage(loads: list[int],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guild's overrides stay in force while PostgreSQL is down, through the shared cache and without it."""
+    down = False
+    real_load = store_mod.load_guild_config
+
+    async def flaky(db: Any, guild_id: int) -> GuildConfig:
+        if down:
+            raise DatabaseError("down", code=ErrorCode.DB_UNAVAILABLE)
+        return await real_load(db, guild_id)
+
+    monkeypatch.setattr(store_mod, "load_guild_config", flaky)
+    clock = Clock()
+    cache = FakeCache()
+    for store in (GuildConfigStore(None, shared=cache, clock=clock),  # type: ignore[arg-type]
+                  GuildConfigStore(None, ttl=10, clock=clock)):  # type: ignore[arg-type]
+        down = False
+        cache.values.clear()
+        known = await store.get(7)
+        assert known.override("ping") == Override(Level.MOD, True)
+        down = True
+        cache.values.clear()  # the cached entry expired...
+        clock.now += 60  # ...here too, and the circuit breaker is closed
+        assert await store.get(7) == known  # ...and the last known configuration answers
+        with pytest.raises(DatabaseError):
+            await store.get(8)  # a guild never read has none
+        await store.invalidate(7)  # a write makes the last known configuration wrong: forget it
+        with pytest.raises(DatabaseError):
+            await store.get(7)
+        clock.now += 60
+
+
+async def test_the_last_known_configurations_are_bounded(loads: list[int]) -> None:
+    store = GuildConfigStore(None, ttl=10, max_entries=2)  # type: ignore[arg-type]
+    for guild in (1, 2, 3):
+        await store.get(guild)
+    assert sorted(store._known) == [2, 3]
