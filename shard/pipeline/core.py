@@ -19,8 +19,9 @@ command tree's ``on_error`` (errors before a hybrid context exists) goes to
 4. **throttle**: the command's :class:`~shard.pipeline.throttling.ThrottleRule` (owners are exempt);
 5. **run** under ``spec.timeout`` or ``Settings.command_timeout_s``;
 6. **map errors** (:func:`~shard.pipeline.error_replies.map_error`) to a code and a short ephemeral reply
-   (a plain reply for prefix commands). A *refusal* (a failure in stages 1-4) first counts against
-   the user's refusal throttle (:mod:`shard.pipeline.refusals`): past it, no reply at all;
+   (a plain reply for prefix commands). A *refusal* (any failure before the body ran: stages 1-4,
+   or discord.py's parsing) first counts against the user's refusal throttle
+   (:mod:`shard.pipeline.refusals`): past it, no reply at all;
 7. **audit** admin actions (``spec.audit``): the action, and refused attempts, gathered into one
    row per user and command per window (:mod:`shard.pipeline.denials`);
 8. **usage and metrics**: one usage row (batched by the recorder) and the Prometheus counter and
@@ -58,7 +59,7 @@ from .denials import DENIAL_WINDOW_S, DeniedAttempts
 from .error_replies import Failure, map_error
 from .events import AuditEvent, AuditSink, ErrorEvent, ErrorSink, UsageEvent, UsageSink
 from .levels import Level, is_moderator, member_level, required_level
-from .refusals import REFUSAL_RULE, REFUSED_OUTCOMES, RefusalGate
+from .refusals import REFUSAL_RULE, RefusalGate
 from .role_grants import counts_for_levels
 from .spec import TOGGLEABLE, CommandSpec, spec_of
 from .throttling import Throttle, ThrottleRule, throttle_message
@@ -281,9 +282,10 @@ class Pipeline:
                 return
             self._log_failure(ctx, failure, error)
             name = ctx.command.qualified_name if ctx.command is not None else "unknown"
-            # a refusal is counted before anything else happens: past the user's refusal rule, nothing does
-            if (failure.outcome not in REFUSED_OUTCOMES or state_of(ctx).ran
-                    or await self.refusals.may_answer(name, ctx.author.id, ctx.guild.id if ctx.guild else None)):
+            # a refusal (the body never ran) is counted before anything else happens: past the user's
+            # refusal rule, nothing does
+            if state_of(ctx).ran or await self.refusals.may_answer(name, ctx.author.id,
+                                                                   ctx.guild.id if ctx.guild else None):
                 await self._reply(ctx, failure)
             spec = spec_of(ctx.command)
             if spec is not None and spec.audit and failure.outcome == "forbidden" and ctx.command is not None:
@@ -310,9 +312,8 @@ class Pipeline:
             COMMANDS_TOTAL.labels(name, failure.outcome).inc()
             if failure.unexpected:
                 _log.error("app command %s failed: %s", name, error, exc_info=error)
-            if failure.outcome in REFUSED_OUTCOMES and not await self.refusals.may_answer(
-                    name, interaction.user.id, interaction.guild_id):
-                return
+            if not await self.refusals.may_answer(name, interaction.user.id, interaction.guild_id):
+                return  # nothing ran: a refusal like any other
             if not interaction.response.is_done():
                 await interaction.response.send_message(failure.render(), ephemeral=True,
                                                         allowed_mentions=discord.AllowedMentions.none())

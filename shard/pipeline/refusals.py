@@ -2,9 +2,10 @@
 
 A *refusal* is a command that failed before its body ran: a bad argument (discord.py's converters
 or the validate stage), a server-only command in DMs, a feature or command turned off, a level too
-low, the command's own throttle, or an alias that cannot expand. Each would answer with a reply
-(a REST call, or an interaction callback), and an audited command would write a "denied" row, so a
-user repeating one could flood the channel, the audit log and Discord's invalid-request budget.
+low, the command's own throttle, an alias that cannot expand, or a guild configuration that cannot
+be read while the database is down. Each would answer with a reply (a REST call, or an interaction
+callback), and an audited command would write a "denied" row, so a user repeating one could flood
+the channel, the audit log and Discord's invalid-request budget.
 
 :class:`RefusalGate` counts every refusal against :data:`REFUSAL_RULE`, per user and across every
 command, server and cluster (the pipeline's throttle, under a key no command can have). While the
@@ -22,7 +23,7 @@ from prometheus_client import Counter
 
 from .throttling import Throttle, ThrottleRule
 
-__all__ = ("RefusalGate", "REFUSAL_RULE", "REFUSAL_KEY", "REFUSED_OUTCOMES", "REFUSALS_SILENCED")
+__all__ = ("RefusalGate", "REFUSAL_RULE", "REFUSAL_KEY", "REFUSALS_SILENCED")
 
 _log = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ _log = logging.getLogger(__name__)
 REFUSAL_RULE = ThrottleRule(5, 60.0, "user")
 #: The throttle's "command" for refusals (a space and a tilde: never a command's name).
 REFUSAL_KEY = "~ refused"
-#: Outcomes that are refusals when the command's body did not run.
-REFUSED_OUTCOMES = frozenset({"bad_argument", "forbidden", "disabled", "throttled", "not_found"})
 
 REFUSALS_SILENCED = Counter("innkeeper_command_refusals_silenced_total",
                             "Refused commands not answered because the user was refused too often",

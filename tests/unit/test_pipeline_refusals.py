@@ -8,6 +8,7 @@ import discord
 import pytest
 from discord.ext import commands
 
+from innkeeper.errors import DatabaseError, ErrorCode
 from innkeeper.settings import Settings
 from ipc.throttle import MemoryThrottle
 from shard.pipeline import GuildConfig, Pipeline
@@ -158,3 +159,17 @@ async def test_a_throttled_user_past_the_refusal_rule_hears_nothing() -> None:
     sent = [len((await run(bot, "hello", member(USER_ID))).sent) for _ in range(20)]
     assert sent[0] == 0 and sum(sent) == REFUSAL_RULE.rate  # one use, then five "too often", then silence
 
+
+
+async def test_a_database_outage_before_the_body_is_a_refusal_too() -> None:
+    """While the guild configuration cannot be read, every attempt fails before the body: bounded replies."""
+    class Down(FakeConfig):
+        async def get(self, guild_id: int) -> GuildConfig:
+            raise DatabaseError("down", code=ErrorCode.DB_UNAVAILABLE)
+
+    clock = Clock()
+    bot, rec, pipeline = await real_pipeline(clock)
+    pipeline.config = Down(rec, GuildConfig(GUILD_ID))
+    sent = [len((await run(bot, "hello", member(USER_ID))).sent) for _ in range(REFUSAL_RULE.rate + 4)]
+    await pipeline.drain()
+    assert sum(sent) == REFUSAL_RULE.rate
