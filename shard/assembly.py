@@ -51,6 +51,7 @@ from ipc.throttle import RedisThrottle
 
 from .bot import ClusterBot
 from .bus_handlers import register_cluster_handlers
+from .channel_access import RefusedTargets
 from .cogs import EXTENSIONS
 from .context import ClusterContext
 from .database import DatabaseService
@@ -128,6 +129,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     cache = SharedCache(ctx.redis, ctx.keys, signer=signer)
     guild_config = GuildConfigStore(ctx.database, shared=cache)
     aliases = AliasCache(ctx.database, shared=cache)
+    refused = RefusedTargets()  # DMs and channels that refused the bot: reminders and private answers
     usage = UsageRecorder(ctx.database)
     throttle = RedisThrottle(ctx.redis, ctx.keys)
     pipeline = Pipeline(s, cluster_id=ctx.cluster_id, config=guild_config, throttle=throttle,
@@ -139,8 +141,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     status = StatusReporter(bus=bus, redis=ctx.redis, keys=ctx.keys,
                             local=lambda: local_view(bot, tracker, ctx.cluster_id))
     deps = CommandDeps(settings=s, cluster_id=ctx.cluster_id, db=ctx.database, database=database, key_ring=key_ring,
-                       guild_config=guild_config, aliases=aliases, usage=usage, throttle=throttle, pipeline=pipeline,
-                       status=status, ping_redis=ctx.redis.ping)
+                       guild_config=guild_config, aliases=aliases, refused=refused, usage=usage, throttle=throttle,
+                       pipeline=pipeline, status=status, ping_redis=ctx.redis.ping)
 
     # --- the gateway ----------------------------------------------------------------------------------
     async def session_limits() -> Mapping[str, Any]:
@@ -169,7 +171,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(_SubscribeInBackground(bus))
     services.add(usage)
     services.add(pipeline)
-    services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id))
+    services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id, refused=refused))
     services.add(SnapshotService(bot, GuildSnapshotStore(ctx.redis, ctx.keys,
                                                          ttl=max(3600.0, 2 * s.snapshot_interval_s)),
                                  interval_s=s.snapshot_interval_s))

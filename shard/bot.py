@@ -146,6 +146,8 @@ class ClusterBot(commands.AutoShardedBot):
     async def get_context(self, origin: discord.Message | discord.Interaction[Any], /, *,
                           cls: type[commands.Context[Any]] = PipelineContext) -> Any:
         ctx = await super().get_context(origin, cls=cls)
+        if isinstance(ctx, PipelineContext):
+            ctx.refused_targets = self.deps.refused
         return await self._aliases.expand(ctx) if isinstance(origin, discord.Message) else ctx
 
     async def on_command_error(self, ctx: commands.Context[Any], error: commands.CommandError) -> None:

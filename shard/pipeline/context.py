@@ -13,7 +13,9 @@ invalid-request ban):
   answers ephemeral (``/audit recent``, ``/debug``, ``/feedback list``…) is **sent by DM**, and the
   channel only gets a one-line pointer; a prefix user cannot be answered privately in the channel, and
   these answers are meant for them alone. When the DM is refused (DMs closed), the channel gets a
-  pointer to the slash form instead, and never the answer. Other answers reply to the message.
+  pointer to the slash form instead, and never the answer; the refusal is remembered for a while
+  (the context's :class:`~shard.channel_access.RefusedTargets`, shared with reminder delivery), so
+  repeating the command costs no further 403. Other answers reply to the message.
 * :func:`tell` says why a command failed, in place: ephemeral for an interaction, a reply for a message.
 """
 
@@ -26,7 +28,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-from ..channel_access import bot_can_post
+from ..channel_access import RefusedTargets, bot_can_post
 from .levels import Level
 from .spec import spec_of
 from .validation import NO_MENTIONS
@@ -63,11 +65,13 @@ class InvocationState:
 
 
 class PipelineContext(commands.Context[Any]):
-    """discord.py's Context with the pipeline's :class:`InvocationState` attached."""
+    """discord.py's Context with the pipeline's :class:`InvocationState` attached, and the DMs that
+    refused the bot recently (set by ``ClusterBot.get_context``)."""
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
         self.pipeline_state = InvocationState()
+        self.refused_targets: RefusedTargets | None = None
 
 
 def state_of(ctx: commands.Context[Any]) -> InvocationState:
@@ -96,15 +100,25 @@ async def _reply(ctx: commands.Context[Any], content: str | None, **kwargs: Any)
                           mention_author=False, **kwargs)
 
 
+class _KnownClosed(Exception):
+    """The user's DMs refused the bot moments ago: not asked again."""
+
+
 async def _by_dm(ctx: commands.Context[Any], content: str | None, **kwargs: Any) -> discord.Message | None:
     state = state_of(ctx)
     if state.dm_refused:
         return None
+    refused: RefusedTargets | None = getattr(ctx, "refused_targets", None)
     try:
+        if refused is not None and refused.get("dm", ctx.author.id) is not None:
+            raise _KnownClosed
         channel = ctx.author.dm_channel or await ctx.author.create_dm()
         sent = await channel.send(content, **kwargs)
-    except discord.Forbidden as exc:
-        _log.info("a private answer to %s could not be sent by DM: %s", ctx.author.id, exc)
+    except (discord.Forbidden, _KnownClosed) as exc:
+        if isinstance(exc, discord.Forbidden):
+            _log.info("a private answer to %s could not be sent by DM: %s", ctx.author.id, exc)
+            if refused is not None:
+                refused.add("dm", ctx.author.id, "dm_closed")
         state.dm_refused = True
         name = ctx.command.qualified_name if ctx.command is not None else "help"
         await _reply(ctx, DM_CLOSED.format(command=name), allowed_mentions=NO_MENTIONS)

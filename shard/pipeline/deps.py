@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from db.usage import UsageRecorder
     from innkeeper.settings import Settings
 
+    from ..channel_access import RefusedTargets
     from ..status_report import StatusReporter
     from .alias_cache import AliasCache
     from .core import Pipeline
@@ -52,6 +53,9 @@ class CommandDeps:
         Cached guild configuration.
     aliases:
         Cached alias tables (invalidated when aliases change).
+    refused:
+        Channels and DMs that refused the bot recently (shared with reminder delivery): a private
+        answer is not sent again to DMs that just refused one.
     usage:
         The batched command-usage recorder.
     throttle:
@@ -71,6 +75,7 @@ class CommandDeps:
     key_ring: KeyRing | None
     guild_config: GuildConfigStore
     aliases: AliasCache
+    refused: RefusedTargets
     usage: UsageRecorder
     throttle: Throttle
     pipeline: Pipeline

@@ -8,6 +8,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
+from shard.channel_access import RefusedTargets
 from shard.pipeline import command, respond
 from shard.pipeline.context import DM_POINTER, answers_privately, tell
 from tests.unit.test_pipeline import GUILD, USER_ID, FakeCtx, member
@@ -17,8 +18,10 @@ class FakeDM:
     def __init__(self, *, refuse: bool = False) -> None:
         self.sent: list[dict[str, Any]] = []
         self.refuse = refuse
+        self.attempts = 0
 
     async def send(self, content: str | None = None, **kwargs: Any) -> Any:
+        self.attempts += 1
         if self.refuse:
             response = SimpleNamespace(status=403, reason="Forbidden")
             raise discord.Forbidden(response, {"code": 50007, "message": "Cannot send messages to this user"})
@@ -83,3 +86,17 @@ async def test_public_answers_failures_and_dms_stay_where_they_are() -> None:
     assert not answers_privately(ctx)
     await respond(ctx, "here")
     assert [m["content"] for m in ctx.sent] == ["here"] and dm.sent == []
+
+
+async def test_dms_that_refused_are_not_asked_again_for_a_while() -> None:
+    """Repeating a private command with DMs closed costs one 403, not one each time."""
+    refused = RefusedTargets(ttl=60, clock=lambda: 0.0)
+    attempts, pointers = 0, []
+    for _ in range(3):
+        ctx, dm = await context("secret", refuse=True)
+        ctx.refused_targets = refused  # type: ignore[attr-defined]  # what ClusterBot.get_context sets
+        await respond(ctx, "audit log: secret things")
+        attempts += dm.attempts
+        pointers += [m["content"] for m in ctx.sent]
+    assert attempts == 1 and refused.get("dm", USER_ID) == "dm_closed"
+    assert len(pointers) == 3 and all("`/secret`" in p and "secret things" not in p for p in pointers)
