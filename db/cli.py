@@ -142,7 +142,7 @@ async def _rotate(args: argparse.Namespace, settings: Settings) -> int:
     from .crypto import KeyRing
     from .privacy import rotate_keys
 
-    keys = KeyRing.parse(settings.encryption_keys)
+    keys = KeyRing.from_settings(settings)
     db = await _connected(settings)
     try:
         done = await rotate_keys(db, keys)
@@ -181,7 +181,7 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     from .crypto import KeyRing
     from .privacy import export_user
 
-    keys = KeyRing.parse(settings.encryption_keys)
+    keys = KeyRing.from_settings(settings)
     db = await _connected(settings)
     try:
         data = await export_user(db, keys, args.user_id)

@@ -14,7 +14,10 @@ Without a key, :meth:`KeyRing.parse` raises :class:`~innkeeper.errors.ConfigErro
 variable: silently storing plaintext, or inventing a key that is lost on the next restart, would
 both be worse. (The clusters then run with the features that store user text turned off; the CLI
 commands that need keys stop.) For local development and the demo, ``INNKEEPER_ENCRYPTION_KEYS=dev``
-selects a fixed, publicly known development key, and a warning says so.
+selects a fixed, publicly known development key, and a warning says so. It is **refused** unless
+``DISCORD_API_URL`` points at a local simulator (:attr:`~innkeeper.settings.Settings.uses_local_simulator`,
+see :meth:`KeyRing.from_settings`): a bot talking to Discord never encrypts real users' text under
+a key anyone can read.
 
 Why the ``cryptography`` dependency: AES-GCM must not be home-made, the standard library has no
 AEAD cipher, and ``cryptography`` (the PyCA project, OpenSSL underneath, wheels for every
@@ -30,11 +33,15 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from innkeeper.errors import ConfigError, DatabaseError, ErrorCode
+
+if TYPE_CHECKING:
+    from innkeeper.settings import Settings
 
 __all__ = ("KeyRing", "VERSION", "DEV_KEY_ID", "generate_key")
 
@@ -87,13 +94,32 @@ class KeyRing:
         self.current = keys[0][0]
 
     @classmethod
-    def parse(cls, entries: Sequence[str]) -> KeyRing:
-        """Build from ``("keyid=base64key", ...)`` as found in ``Settings.encryption_keys``.
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        """The key ring of ``INNKEEPER_ENCRYPTION_KEYS``; ``dev`` only while Discord is a local simulator.
 
         Raises
         ------
         ConfigError
-            Naming ``INNKEEPER_ENCRYPTION_KEYS`` when it is empty or an entry is malformed.
+            As :meth:`parse`, and when ``dev`` is configured for a bot pointed at Discord.
+        """
+        return cls.parse(settings.encryption_keys, allow_dev=settings.uses_local_simulator)
+
+    @classmethod
+    def parse(cls, entries: Sequence[str], *, allow_dev: bool = False) -> KeyRing:
+        """Build from ``("keyid=base64key", ...)`` as found in ``Settings.encryption_keys``.
+
+        Parameters
+        ----------
+        entries:
+            The entries, the current key first.
+        allow_dev:
+            Accept ``dev``, the public development key (only with a local simulator).
+
+        Raises
+        ------
+        ConfigError
+            Naming ``INNKEEPER_ENCRYPTION_KEYS`` when it is empty, an entry is malformed, or it
+            names ``dev`` without ``allow_dev``.
         """
         entries = [e.strip() for e in entries if e.strip()]
         if not entries:
@@ -105,8 +131,13 @@ class KeyRing:
         keys: list[tuple[str, bytes]] = []
         for entry in entries:
             if entry == DEV_KEY_ID:
-                _log.warning("%s=dev: user text is encrypted with the public development key; "
-                             "never use this in production", _VAR)
+                if not allow_dev:
+                    raise ConfigError(
+                        f"{_VAR}=dev is the public development key: it is only accepted while DISCORD_API_URL "
+                        "points at a local simulator (http://127.0.0.1:<port>); generate a real key with "
+                        "`innkeeper keygen`", code=ErrorCode.CONFIG_INVALID, variable=_VAR)
+                _log.warning("%s=dev: user text is encrypted with the public development key (allowed because "
+                             "Discord is a local simulator)", _VAR)
                 keys.append((DEV_KEY_ID, _DEV_KEY))
                 continue
             key_id, sep, b64 = entry.partition("=")

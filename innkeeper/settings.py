@@ -8,6 +8,7 @@ process stops there. Standard variables keep their usual names (``DISCORD_TOKEN`
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -270,6 +271,23 @@ class Settings:
             sync_commands=e.as_bool("INNKEEPER_SYNC_COMMANDS", True),
             run_dir=Path(e.as_str("INNKEEPER_RUN_DIR", str(PROJECT_ROOT / "run"))),
         )
+
+    @property
+    def uses_local_simulator(self) -> bool:
+        """True when ``DISCORD_API_URL`` points at this machine (the simulator), never at Discord.
+
+        Loopback hosts only (``localhost``, ``127.0.0.0/8``, ``::1``): what the development-only
+        settings (the public ``dev`` encryption key) are allowed with.
+        """
+        if not self.api_url:
+            return False
+        host = urlsplit(self.api_url).hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     def require_token(self) -> str:
         """Return ``DISCORD_TOKEN`` or raise a :class:`ConfigError` that names it."""

@@ -107,11 +107,12 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     Raises
     ------
     ConfigError
-        A malformed ``INNKEEPER_ENCRYPTION_KEYS``.
+        A malformed ``INNKEEPER_ENCRYPTION_KEYS``, or ``dev`` (the public key) while ``DISCORD_API_URL``
+        is not a local simulator.
     """
     s = ctx.settings
     point_discord_at(s.api_url)
-    key_ring = KeyRing.parse(s.encryption_keys) if s.encryption_keys else None
+    key_ring = KeyRing.from_settings(s) if s.encryption_keys else None
     if key_ring is None:
         _log.warning("INNKEEPER_ENCRYPTION_KEYS is not set: feedback, reminders and privacy export are off")
     services = ServiceStack()

@@ -241,3 +241,16 @@ def _test_key_entry() -> str:
     import hashlib
 
     return "t1=" + base64.b64encode(hashlib.sha256(b"t1").digest()).decode()
+
+
+async def test_the_cli_refuses_the_dev_key_unless_discord_is_a_local_simulator(db: Database, database_url: str) -> None:
+    await _fill(db)
+    rc, out, err = await _cli(database_url, "export-user", str(USER), INNKEEPER_ENCRYPTION_KEYS="dev",
+                              DISCORD_API_URL="")
+    assert rc == 2 and "INNKEEPER_ENCRYPTION_KEYS=dev is the public development key" in err
+    rc, out, err = await _cli(database_url, "rotate-keys", INNKEEPER_ENCRYPTION_KEYS="dev",
+                              DISCORD_API_URL="https://discord.com")
+    assert rc == 2 and "public development key" in err
+    rc, out, err = await _cli(database_url, "export-user", str(MOD + 1), INNKEEPER_ENCRYPTION_KEYS="dev",
+                              DISCORD_API_URL="http://127.0.0.1:8765")
+    assert rc == 0, err  # the simulator is Discord: the development key is fine (that user has no text stored)

@@ -113,7 +113,7 @@ def test_keyring_parse_errors_name_the_variable() -> None:
         assert fragment in info.value.message
         assert info.value.context["variable"] == "INNKEEPER_ENCRYPTION_KEYS"
     entry = generate_key("k2")
-    assert KeyRing.parse([entry, "dev"]).key_ids == ("k2", "dev")
+    assert KeyRing.parse([entry, "dev"], allow_dev=True).key_ids == ("k2", "dev")
 
 
 # --- error translation --------------------------------------------------------------------------------
