@@ -1,8 +1,16 @@
 """Encryption at rest for the free text users write (feedback, reminder text).
 
-Scheme: AES-256-GCM with a fresh 96-bit random nonce per value, and the column name
-(``"feedback.body"``) as associated data, so a ciphertext cannot be moved to another column
-unnoticed. A stored value reads ``v1:<key_id>:<nonce base64>:<ciphertext+tag base64>``.
+Scheme: AES-256-GCM with a fresh 96-bit random nonce per value. The associated data binds each
+value to its column **and its row**: ``"feedback.body#<row id>/<owner id>"`` (:func:`row_binding`),
+so a ciphertext copied into another column, another row, or given another owner fails
+authentication instead of being shown to someone else. A stored value reads
+``v2:<key_id>:<nonce base64>:<ciphertext+tag base64>``.
+
+Values written before row binding (``v1:``, bound to the column only) are refused by ordinary reads
+(``DB_LEGACY_CIPHERTEXT``, E4007): accepting them would keep the copy attack open for every old
+value. They are re-encrypted in place, bound to the row they are in, under the key they name
+(:func:`db.privacy.upgrade_ciphertexts`, run by the clusters' maintenance and by
+``innkeeper rotate-keys``); only that pass reads them (``decrypt(..., legacy=True)``).
 
 Keys come from ``INNKEEPER_ENCRYPTION_KEYS=keyid=base64key,keyid2=base64key``: 32-byte keys in
 (standard or URL-safe) base64, key ids of letters, digits, ``_`` and ``-``. The **first** key is the
@@ -43,11 +51,14 @@ from innkeeper.errors import ConfigError, DatabaseError, ErrorCode
 if TYPE_CHECKING:
     from innkeeper.settings import Settings
 
-__all__ = ("KeyRing", "VERSION", "DEV_KEY_ID", "generate_key")
+__all__ = ("KeyRing", "VERSION", "LEGACY_VERSION", "DEV_KEY_ID", "generate_key", "row_binding")
 
 _log = logging.getLogger(__name__)
 
-VERSION = "v1"
+#: Values bound to their column and row.
+VERSION = "v2"
+#: Values bound to their column only (written before row binding); re-encrypted by the upgrade pass.
+LEGACY_VERSION = "v1"
 DEV_KEY_ID = "dev"
 _VAR = "INNKEEPER_ENCRYPTION_KEYS"
 _KEY_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -63,6 +74,11 @@ def _b64decode(data: str) -> bytes:
         return base64.b64decode(padded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(str(exc)) from None
+
+
+def row_binding(row_id: int, owner_id: int | None) -> str:
+    """What ties a value to its row: the row's id and its owner's id (``"17/3312..."``)."""
+    return f"{int(row_id)}/{'' if owner_id is None else int(owner_id)}"
 
 
 def generate_key(key_id: str) -> str:
@@ -158,45 +174,83 @@ class KeyRing:
     def key_ids(self) -> tuple[str, ...]:
         return tuple(self._ciphers)
 
-    def encrypt(self, plaintext: str, *, context: str) -> str:
-        """Encrypt ``plaintext`` under the current key, bound to ``context`` (e.g. ``"feedback.body"``)."""
+    def encrypt(self, plaintext: str, *, context: str, row: str, key_id: str | None = None) -> str:
+        """Encrypt ``plaintext`` bound to its column ``context`` (``"feedback.body"``) and its ``row``.
+
+        ``row`` is :func:`row_binding` of the row the value is stored in.
+
+        Parameters
+        ----------
+        key_id:
+            Encrypt under this configured key instead of the current one (the upgrade pass keeps
+            each value under the key it had).
+        """
+        kid = self.current if key_id is None else key_id
         nonce = os.urandom(12)
-        ct = self._ciphers[self.current].encrypt(nonce, plaintext.encode("utf-8"), context.encode())
-        return f"{VERSION}:{self.current}:{base64.b64encode(nonce).decode()}:{base64.b64encode(ct).decode()}"
+        ct = self._cipher(kid, context).encrypt(nonce, plaintext.encode("utf-8"), _aad(context, row))
+        return f"{VERSION}:{kid}:{base64.b64encode(nonce).decode()}:{base64.b64encode(ct).decode()}"
 
     @staticmethod
-    def key_id_of(token: str) -> str:
-        """The key id a stored value was encrypted with."""
+    def _parts(token: str) -> list[str]:
         parts = token.split(":")
-        if len(parts) != 4 or parts[0] != VERSION:
+        if len(parts) != 4 or parts[0] not in (VERSION, LEGACY_VERSION):
             raise DatabaseError("a stored encrypted value is malformed", code=ErrorCode.DB_BAD_VALUE)
-        return parts[1]
+        return parts
 
-    def decrypt(self, token: str, *, context: str) -> str:
-        """Decrypt a stored value with whichever configured key it names.
+    @classmethod
+    def key_id_of(cls, token: str) -> str:
+        """The key id a stored value was encrypted with."""
+        return cls._parts(token)[1]
+
+    @classmethod
+    def is_legacy(cls, token: str) -> bool:
+        """True for a value bound to its column only (written before row binding)."""
+        return cls._parts(token)[0] == LEGACY_VERSION
+
+    def _cipher(self, key_id: str, context: str) -> AESGCM:
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            raise ConfigError(f"a {context} value is encrypted with key {key_id!r}, which is not in {_VAR} "
+                              f"(configured: {', '.join(self._ciphers)})", code=ErrorCode.CONFIG_MISSING,
+                              variable=_VAR)
+        return cipher
+
+    def decrypt(self, token: str, *, context: str, row: str, legacy: bool = False) -> str:
+        """Decrypt a stored value with whichever configured key it names, checking its column and row.
+
+        Parameters
+        ----------
+        legacy:
+            Also accept a value bound to its column only (``v1:``); only the upgrade pass does.
 
         Raises
         ------
         ConfigError
             The key it was encrypted with is not configured (the message names the key id).
         DatabaseError
-            ``DB_BAD_VALUE`` when the value is malformed or was tampered with.
+            ``DB_BAD_VALUE`` when the value is malformed, was tampered with, or belongs to another
+            column or row; ``DB_LEGACY_CIPHERTEXT`` for a ``v1:`` value without ``legacy``.
         """
-        key_id = self.key_id_of(token)
-        cipher = self._ciphers.get(key_id)
-        if cipher is None:
-            raise ConfigError(f"a {context} value is encrypted with key {key_id!r}, which is not in {_VAR} "
-                              f"(configured: {', '.join(self._ciphers)})", code=ErrorCode.CONFIG_MISSING,
-                              variable=_VAR)
-        _, _, nonce_b64, ct_b64 = token.split(":")
+        version, key_id, nonce_b64, ct_b64 = self._parts(token)
+        if version == LEGACY_VERSION and not legacy:
+            raise DatabaseError(f"a {context} value predates row binding and is waiting to be re-encrypted "
+                                "(the clusters' maintenance or `innkeeper rotate-keys` does it)",
+                                code=ErrorCode.DB_LEGACY_CIPHERTEXT,
+                                user_message="This text is being re-encrypted; try again in a minute.")
+        cipher = self._cipher(key_id, context)
+        aad = context.encode() if version == LEGACY_VERSION else _aad(context, row)
         try:
             plain = cipher.decrypt(base64.b64decode(nonce_b64, validate=True), base64.b64decode(ct_b64, validate=True),
-                                   context.encode())
+                                   aad)
         except (InvalidTag, binascii.Error, ValueError):
-            raise DatabaseError(f"a {context} value failed authentication (corrupted or tampered with)",
-                                code=ErrorCode.DB_BAD_VALUE) from None
+            raise DatabaseError(f"a {context} value failed authentication (corrupted, tampered with, or moved "
+                                "from another row)", code=ErrorCode.DB_BAD_VALUE) from None
         return plain.decode("utf-8")
 
     def is_current(self, token: str) -> bool:
-        """True when ``token`` is already encrypted under the current key."""
+        """True when ``token`` is bound to its row and encrypted under the current key."""
         return token.startswith(f"{VERSION}:{self.current}:")
+
+
+def _aad(context: str, row: str) -> bytes:
+    return f"{context}#{row}".encode()

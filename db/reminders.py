@@ -5,7 +5,8 @@ SKIP LOCKED``, which stamps ``claimed_by`` and a lease (``claimed_until``). Two 
 at once never get the same row. After sending, the claimer marks the reminder delivered
 (:func:`mark_delivered`, which only succeeds while it still holds the claim). When a cluster dies
 holding a claim, the lease expires and another cluster claims the row again; ``attempts`` counts
-the claims. The reminder text is encrypted at rest.
+the claims. The reminder text is encrypted at rest, bound to its row (the reminder's id, drawn from
+the sequence before the insert, and its owner).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pypika.terms import Function
 from innkeeper.errors import DatabaseError, ErrorCode
 
 from . import validate as v
-from .sql import P1, P2, P3, P4, P5, P6, Cast, NamedArg, Now, PgQuery, built
+from .crypto import row_binding
+from .sql import P1, P2, P3, P4, P5, P6, P7, Cast, NamedArg, Now, PgQuery, built
 
 if TYPE_CHECKING:
     import asyncpg
@@ -54,9 +56,9 @@ class Reminder:
 
     @classmethod
     def from_record(cls, r: asyncpg.Record, keys: KeyRing) -> Reminder:
-        return cls(r["id"], r["user_id"], r["guild_id"], r["channel_id"], keys.decrypt(r["body"], context=BODY_CONTEXT),
-                   r["created_at"], r["due_at"], r["claimed_by"], r["claimed_until"], r["attempts"],
-                   r["delivered_at"])
+        body = keys.decrypt(r["body"], context=BODY_CONTEXT, row=row_binding(r["id"], r["user_id"]))
+        return cls(r["id"], r["user_id"], r["guild_id"], r["channel_id"], body, r["created_at"], r["due_at"],
+                   r["claimed_by"], r["claimed_until"], r["attempts"], r["delivered_at"])
 
 
 _reminders = Table("reminders")
@@ -66,11 +68,15 @@ COLUMNS = tuple(_reminders.field(c) for c in (
     "attempts", "delivered_at",
 ))
 _PENDING = _reminders.delivered_at.isnull()
+#: The next reminder id, drawn before the insert so that the text can be bound to its row.
+_NEXT_ID = built(PgQuery.select(Function("nextval", Function("pg_get_serial_sequence", "reminders", "id"))))
 # One statement: the cap on pending reminders is checked where the row is written.
 _CREATE = built(
     PgQuery.into(_reminders)
-    .columns(_reminders.user_id, _reminders.guild_id, _reminders.channel_id, _reminders.body, _reminders.due_at)
-    .select(Cast(P1, "bigint"), Cast(P2, "bigint"), Cast(P3, "bigint"), Cast(P4, "text"), Cast(P5, "timestamptz"))
+    .columns(_reminders.user_id, _reminders.guild_id, _reminders.channel_id, _reminders.body, _reminders.due_at,
+             _reminders.id)
+    .select(Cast(P1, "bigint"), Cast(P2, "bigint"), Cast(P3, "bigint"), Cast(P4, "text"), Cast(P5, "timestamptz"),
+            Cast(P7, "bigint"))
     .where(PgQuery.from_(_reminders).select(Count("*")).where((_reminders.user_id == P1) & _PENDING) < P6)
     .returning(*COLUMNS)
 )
@@ -125,9 +131,12 @@ async def create_reminder(db: Database, keys: KeyRing, *, user_id: int, body: st
         raise v.bad("reminder time", "must be a timezone-aware datetime")
     if due_at - dt.datetime.now(dt.UTC) > _MAX_AHEAD:
         raise v.bad("reminder time", "must be within three years")
+    user_id = v.snowflake("user id", user_id)
+    reminder_id = int(await db.fetchval("reminders.next_id", _NEXT_ID, conn=conn))
+    sealed = keys.encrypt(body, context=BODY_CONTEXT, row=row_binding(reminder_id, user_id))
     row = await db.fetchrow(
-        "reminders.create", _CREATE, v.snowflake("user id", user_id), v.opt_snowflake("guild id", guild_id),
-        v.opt_snowflake("channel id", channel_id), keys.encrypt(body, context=BODY_CONTEXT), due_at, MAX_PER_USER,
+        "reminders.create", _CREATE, user_id, v.opt_snowflake("guild id", guild_id),
+        v.opt_snowflake("channel id", channel_id), sealed, due_at, MAX_PER_USER, reminder_id,
         conn=conn, idempotent=False,
     )
     if row is None:

@@ -124,6 +124,7 @@ async def _walk_every_db_function(db: Database) -> None:
     assert await migrate.require_schema(db) == migrate.REQUIRED_SCHEMA_VERSION
     assert (await db.health()).ok
     # privacy: rotation (rewrites every encrypted column), export, retention, erasure
+    await privacy.upgrade_ciphertexts(db, ROTATED)
     rotated = await privacy.rotate_keys(db, ROTATED)
     assert rotated == {"feedback.body": 2, "feedback.resolution": 1, "reminders.body": 2}
     await privacy.export_user(db, ROTATED, uid)

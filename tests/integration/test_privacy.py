@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from db import aliases, audit, feedback, guilds, privacy, reminders
-from db.crypto import generate_key
+from db.crypto import generate_key, row_binding
 from db.error_events import record_error
 from db.pool import Database
-from db.testing import make_keys, migrated
+from db.testing import legacy_value, make_keys, migrated
 from db.usage import UsageRecorder
-from innkeeper.errors import DatabaseError
+from innkeeper.errors import DatabaseError, ErrorCode
 from innkeeper.settings import PROJECT_ROOT
 from tests.procs import cli_env
 from tests.support import INNKEEPER_CLI
@@ -159,7 +160,7 @@ async def test_retention_deletes_only_what_is_past_its_age(db: Database) -> None
                              FROM generate_series(1, 10) g""", old, recent)
     await db.execute("t", "INSERT INTO error_events (code, message, occurred_at) VALUES ('E1', 'a', $1), "
                           "('E1', 'b', $2)", old, recent)
-    body = KEYS.encrypt("x", context=feedback.BODY_CONTEXT)
+    body = KEYS.encrypt("x", context=feedback.BODY_CONTEXT, row=row_binding(0, 1))  # never read back
     await db.execute("t", """INSERT INTO feedback (author_id, body, status, closed_at, created_at) VALUES
                              (1, $1, 'resolved', $2, $2), (1, $1, 'open', NULL, $2), (1, $1, 'rejected', $3, $2)""",
                      body, old, recent)
@@ -186,13 +187,106 @@ async def test_key_rotation_re_encrypts_everything(db: Database) -> None:
     assert done == {"feedback.body": 1, "feedback.resolution": 1, "reminders.body": 1}
     values = await db.fetch("t", "SELECT body AS v FROM feedback UNION ALL SELECT resolution FROM feedback "
                                  "WHERE resolution IS NOT NULL UNION ALL SELECT body FROM reminders")
-    assert all(v["v"].startswith("v1:new:") for v in values)
+    assert all(v["v"].startswith("v2:new:") for v in values)
     new_only = make_keys("new")
     got = await feedback.get_feedback(db, new_only, f.id)
     assert got is not None and (got.body, got.resolution) == ("feedback text", "note")
     got_r = await reminders.get_reminder(db, new_only, r.id)
     assert got_r is not None and got_r.body == "reminder text"
     assert await privacy.rotate_keys(db, both) == {"feedback.body": 0, "feedback.resolution": 0, "reminders.body": 0}
+
+
+async def test_a_ciphertext_moved_to_another_row_or_owner_does_not_decrypt(db: Database) -> None:
+    mine = await feedback.submit_feedback(db, KEYS, author_id=USER, body="my secret idea", guild_id=1)
+    theirs = await feedback.submit_feedback(db, KEYS, author_id=OTHER, body="their idea", guild_id=1)
+    await feedback.close(db, KEYS, mine.id, "resolved", by=MOD, resolution="a private answer")
+    r_mine = await reminders.create_reminder(db, KEYS, user_id=USER, body="buy milk", due_at=dt.datetime.now(dt.UTC))
+    r_theirs = await reminders.create_reminder(db, KEYS, user_id=OTHER, body="call mom",
+                                               due_at=dt.datetime.now(dt.UTC))
+    assert (await feedback.get_feedback(db, KEYS, mine.id)).resolution == "a private answer"  # type: ignore[union-attr]
+    # someone with write access copies USER's texts into OTHER's rows, hoping OTHER's export shows them
+    await db.execute("t", "UPDATE feedback SET body = (SELECT body FROM feedback WHERE id = $1), "
+                          "resolution = (SELECT resolution FROM feedback WHERE id = $1) WHERE id = $2",
+                     mine.id, theirs.id)
+    await db.execute("t", "UPDATE reminders SET body = (SELECT body FROM reminders WHERE id = $1) WHERE id = $2",
+                     r_mine.id, r_theirs.id)
+    for read in (feedback.get_feedback(db, KEYS, theirs.id), reminders.get_reminder(db, KEYS, r_theirs.id),
+                 privacy.export_user(db, KEYS, OTHER)):
+        with pytest.raises(DatabaseError) as info:
+            await read
+        assert info.value.code is ErrorCode.DB_BAD_VALUE
+    # or gives USER's row to OTHER
+    await db.execute("t", "UPDATE reminders SET user_id = $1 WHERE id = $2", OTHER, r_mine.id)
+    with pytest.raises(DatabaseError):
+        await reminders.list_for_user(db, KEYS, OTHER)
+    assert (await feedback.get_feedback(db, KEYS, mine.id)).body == "my secret idea"  # type: ignore[union-attr]
+
+
+async def _legacy_rows(db: Database) -> tuple[int, int]:
+    """A feedback (with a resolution) and a reminder as a database from before row binding holds them."""
+    f = await db.fetchval("t", "INSERT INTO feedback (author_id, body, status, closed_at, closed_by, resolution) "
+                               "VALUES ($1, $2, 'resolved', now(), $3, $4) RETURNING id", USER,
+                          legacy_value("t1", "old feedback", feedback.BODY_CONTEXT), MOD,
+                          legacy_value("t1", "old answer", feedback.RESOLUTION_CONTEXT))
+    r = await db.fetchval("t", "INSERT INTO reminders (user_id, body, due_at) VALUES ($1, $2, now()) RETURNING id",
+                          USER, legacy_value("t1", "old reminder", reminders.BODY_CONTEXT))
+    return int(f), int(r)
+
+
+async def test_the_upgrade_binds_old_values_to_their_rows_under_the_key_they_had(db: Database) -> None:
+    f_id, r_id = await _legacy_rows(db)
+    fresh = await feedback.submit_feedback(db, KEYS, author_id=OTHER, body="new feedback")
+    for read in (feedback.get_feedback(db, KEYS, f_id), reminders.get_reminder(db, KEYS, r_id)):
+        with pytest.raises(DatabaseError) as info:  # never decrypted without its row until upgraded
+            await read
+        assert info.value.code is ErrorCode.DB_LEGACY_CIPHERTEXT
+    rotated = make_keys("t2", "t1")  # a newer key exists: the upgrade keeps each value under its own key
+    done = await privacy.upgrade_ciphertexts(db, rotated, batch=1)
+    assert done == {"feedback.body": 1, "feedback.resolution": 1, "reminders.body": 1}
+    values = await db.fetch("t", "SELECT body AS v FROM feedback WHERE id = $1 UNION ALL "
+                                 "SELECT resolution FROM feedback WHERE id = $1 UNION ALL "
+                                 "SELECT body FROM reminders WHERE id = $2", f_id, r_id)
+    assert all(v["v"].startswith("v2:t1:") for v in values)
+    got = await feedback.get_feedback(db, KEYS, f_id)
+    assert got is not None and (got.body, got.resolution) == ("old feedback", "old answer")
+    assert (await reminders.get_reminder(db, KEYS, r_id)).body == "old reminder"  # type: ignore[union-attr]
+    assert (await feedback.get_feedback(db, KEYS, fresh.id)).body == "new feedback"  # type: ignore[union-attr]
+    assert await privacy.upgrade_ciphertexts(db, rotated) == {"feedback.body": 0, "feedback.resolution": 0,
+                                                              "reminders.body": 0}
+
+
+class WriteBeforeRewrite(Database):
+    """A database whose next ``reencrypt.update_*`` waits for ``before()``: a write forced in between
+    the upgrade's read of a row and its rewrite."""
+
+    before: Callable[[], Awaitable[object]] | None = None
+
+    async def execute(self, name: str, sql: Any, *args: Any, **kw: Any) -> str:
+        if name.startswith("reencrypt.update_") and self.before is not None:
+            before, self.before = self.before, None
+            await before()
+        return await super().execute(name, sql, *args, **kw)
+
+
+async def test_the_upgrade_never_overwrites_a_value_written_while_it_ran(db: Database, database_url: str) -> None:
+    _, r_id = await _legacy_rows(db)
+    await db.execute("t", "DELETE FROM feedback")  # only the reminder is left to upgrade
+    newer = KEYS.encrypt("edited meanwhile", context=reminders.BODY_CONTEXT, row=row_binding(r_id, USER))
+
+    async def concurrent_write() -> None:
+        await db.execute("t", "UPDATE reminders SET body = $1 WHERE id = $2", newer, r_id)
+
+    racing = WriteBeforeRewrite(database_url, min_size=1, max_size=2)
+    await racing.connect()
+    try:
+        racing.before = concurrent_write
+        done = await privacy.upgrade_ciphertexts(racing, KEYS)
+    finally:
+        await racing.close()
+    assert racing.before is None  # the write did land in between
+    assert done["reminders.body"] == 0  # the row changed under it: left alone
+    assert await db.fetchval("t", "SELECT body FROM reminders WHERE id = $1", r_id) == newer
+    assert (await reminders.get_reminder(db, KEYS, r_id)).body == "edited meanwhile"  # type: ignore[union-attr]
 
 
 async def _cli(database_url: str, *argv: str, **env: str) -> tuple[int, str, str]:
