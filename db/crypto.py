@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import logging
 import os
 import re
@@ -51,7 +52,7 @@ from innkeeper.errors import ConfigError, DatabaseError, ErrorCode
 if TYPE_CHECKING:
     from innkeeper.settings import Settings
 
-__all__ = ("KeyRing", "VERSION", "LEGACY_VERSION", "DEV_KEY_ID", "generate_key", "row_binding")
+__all__ = ("KeyRing", "VERSION", "LEGACY_VERSION", "DEV_KEY_ID", "generate_key", "row_binding", "parse_key_entry")
 
 _log = logging.getLogger(__name__)
 
@@ -81,6 +82,22 @@ def row_binding(row_id: int, owner_id: int | None) -> str:
     return f"{int(row_id)}/{'' if owner_id is None else int(owner_id)}"
 
 
+def parse_key_entry(entry: str, variable: str) -> tuple[str, bytes]:
+    """``"keyid=base64key"`` → ``(key id, 32-byte key)``, or a :class:`ConfigError` naming ``variable``."""
+    key_id, sep, b64 = entry.strip().partition("=")
+    if not sep or not _KEY_ID_RE.match(key_id):
+        raise ConfigError(f"{variable} entries look like keyid=base64key (key id: 1-32 letters, digits, _ or -); "
+                          f"got an entry starting {entry[:8]!r}", variable=variable)
+    try:
+        key = _b64decode(b64)
+    except ValueError:
+        raise ConfigError(f"{variable}: the key {key_id!r} is not valid base64", variable=variable) from None
+    if len(key) != 32:
+        raise ConfigError(f"{variable}: the key {key_id!r} must be 32 bytes (AES-256), got {len(key)}",
+                          variable=variable)
+    return key_id, key
+
+
 def generate_key(key_id: str) -> str:
     """A new ``keyid=base64key`` entry for ``INNKEEPER_ENCRYPTION_KEYS``."""
     if not _KEY_ID_RE.match(key_id):
@@ -97,7 +114,7 @@ class KeyRing:
         ``(key_id, 32-byte key)`` pairs, the current key first.
     """
 
-    __slots__ = ("current", "_ciphers")
+    __slots__ = ("current", "_ciphers", "_current_key")
 
     def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
         if not keys:
@@ -108,6 +125,14 @@ class KeyRing:
                 raise ConfigError(f"{_VAR} lists key id {key_id!r} twice", variable=_VAR)
             self._ciphers[key_id] = AESGCM(key)
         self.current = keys[0][0]
+        self._current_key = keys[0][1]
+
+    def derive(self, label: str) -> bytes:
+        """A 32-byte key for another purpose, derived from the current key (HMAC-SHA256 over ``label``).
+
+        Rotating the encryption keys changes what it derives.
+        """
+        return hmac.new(self._current_key, label.encode(), hashlib.sha256).digest()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
@@ -156,18 +181,7 @@ class KeyRing:
                              "Discord is a local simulator)", _VAR)
                 keys.append((DEV_KEY_ID, _DEV_KEY))
                 continue
-            key_id, sep, b64 = entry.partition("=")
-            if not sep or not _KEY_ID_RE.match(key_id):
-                raise ConfigError(f"{_VAR} entries look like keyid=base64key (key id: 1-32 letters, digits, _ or -); "
-                                  f"got an entry starting {entry[:8]!r}", variable=_VAR)
-            try:
-                key = _b64decode(b64)
-            except ValueError:
-                raise ConfigError(f"{_VAR}: the key {key_id!r} is not valid base64", variable=_VAR) from None
-            if len(key) != 32:
-                raise ConfigError(f"{_VAR}: the key {key_id!r} must be 32 bytes (AES-256), got {len(key)}",
-                                  variable=_VAR)
-            keys.append((key_id, key))
+            keys.append(parse_key_entry(entry, _VAR))
         return cls(keys)
 
     @property

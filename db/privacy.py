@@ -5,11 +5,14 @@
 * :func:`erase_user` removes or anonymises the user everywhere in **one transaction**: their
   aliases, feedback, reminders, command usage and error events are deleted; where they appear as
   someone else's alias creator or as the moderator who handled feedback, the reference becomes
-  NULL; audit rows about them are redacted (:func:`db.audit.redact_user`), which keeps the chain
-  verifiable.
+  NULL; in the audit log of admin actions they are replaced by a keyed pseudonym
+  (:func:`db.audit.redact_user`), which keeps the chain verifiable and keeps who did what
+  (accountability, GDPR Art. 17(3)). The erasure is recorded in ``erased_users`` for seven days so
+  that usage rows still buffered in any cluster are dropped when they arrive (:mod:`db.usage`).
 * :func:`run_retention` deletes data older than its configured age, per table, in small batches
-  so it never holds long locks: command usage, error events, closed feedback, delivered reminders.
-  The audit log is not subject to retention (deleting from a hash chain would break it).
+  so it never holds long locks: command usage, error events, closed feedback, delivered reminders,
+  and erasure records older than seven days. The audit log is not subject to retention (deleting
+  from a hash chain would break it). The clusters run it (:mod:`db.maintenance`).
 * :func:`rotate_keys` re-encrypts every encrypted value that is not under the current key, and
   :func:`upgrade_ciphertexts` binds values written before row binding to their rows (``db.crypto``).
 """
@@ -30,7 +33,7 @@ from . import feedback as fb
 from . import reminders as rm
 from . import validate as v
 from .crypto import LEGACY_VERSION, VERSION, row_binding
-from .sql import P1, P2, P3, PgQuery, Sql, built
+from .sql import P1, P2, P3, Now, PgQuery, Sql, built
 
 if TYPE_CHECKING:
     import asyncpg
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 
     from .crypto import KeyRing
     from .pool import Conn, Database
+    from .pseudonyms import Pseudonyms
 
 __all__ = ("export_user", "erase_user", "RetentionPolicy", "run_retention", "rotate_keys", "upgrade_ciphertexts",
            "ENCRYPTED_COLUMNS")
@@ -50,6 +54,9 @@ _feedback = Table("feedback")
 _usage = Table("command_usage")
 _reminders = Table("reminders")
 _errors = Table("error_events")
+_erased = Table("erased_users")
+#: How long an erasure is remembered (for usage rows buffered before it); retention forgets it after.
+ERASURE_MEMORY = dt.timedelta(days=7)
 
 
 def _columns(table: Table, *names: str) -> tuple[Field, ...]:
@@ -94,6 +101,11 @@ def _forget(table: Table, column: str) -> Sql:
     return built(PgQuery.update(table).set(table.field(column), None).where(table.field(column) == P1))
 
 
+#: Remember the erasure ($1), for usage rows that were buffered before it and arrive after it.
+_REMEMBER_ERASURE = built(
+    PgQuery.into(_erased).columns(_erased.user_id).insert(P1)
+    .on_conflict(_erased.user_id).do_update(_erased.erased_at, Now())
+)
 _ERASE = (
     ("aliases", _delete(_aliases, (_aliases.scope == "user") & (_aliases.scope_id == P1))),
     ("aliases_created", _forget(_aliases, "created_by")),
@@ -113,6 +125,7 @@ def _expire(table: Table, old: Criterion) -> Sql:
     return _delete(table, table.id.isin(PgQuery.from_(table).select(table.id).where(old).limit(P2)))
 
 
+_FORGET_ERASURES = built(PgQuery.from_(_erased).delete().where(_erased.erased_at < P1))
 _RETENTION = {
     "command_usage": _expire(_usage, _usage.used_at < P1),
     "error_events": _expire(_errors, _errors.occurred_at < P1),
@@ -205,26 +218,34 @@ async def export_user(db: Database, keys: KeyRing, user_id: int, *, conn: Conn |
             {"id": str(e.id), "guild_id": None if e.guild_id is None else str(e.guild_id),
              "actor_id": None if e.actor_id is None else str(e.actor_id), "action": e.action,
              "target_id": None if e.target_id is None else str(e.target_id), "target": e.target,
-             "details": e.details, "created_at": e.created_at.isoformat()}
+             "details": e.details, "created_at": e.created_at.isoformat(), "actor_pseudonym": e.actor_pseudonym,
+             "target_pseudonym": e.target_pseudonym}
             for e in entries
         ],
     }
 
 
-async def erase_user(db: Database, user_id: int, *, conn: Conn | None = None) -> dict[str, int]:
+async def erase_user(db: Database, user_id: int, *, pseudonyms: Pseudonyms,
+                     conn: Conn | None = None) -> dict[str, int]:
     """Erase ``user_id`` from every table in one transaction; returns the rows touched per table.
 
-    Pass ``conn`` to run inside your own transaction.
+    Parameters
+    ----------
+    pseudonyms:
+        What replaces the user in the audit log (:class:`db.pseudonyms.Pseudonyms`).
+    conn:
+        Run inside your own transaction.
     """
     uid = v.snowflake("user id", user_id)
     if conn is None:
         async with db.transaction() as tx:
-            return await erase_user(db, uid, conn=tx)
+            return await erase_user(db, uid, pseudonyms=pseudonyms, conn=tx)
+    await db.execute("privacy.remember_erasure", _REMEMBER_ERASURE, uid, conn=conn)
     counts: dict[str, int] = {}
     for name, sql in _ERASE:
         status = await db.execute(f"privacy.erase_{name}", sql, uid, conn=conn)
         counts[name] = int(status.rsplit(" ", 1)[-1])
-    counts["audit_log"] = await audit.redact_user(db, uid, conn=conn)
+    counts["audit_log"] = await audit.redact_user(db, uid, pseudonyms, conn=conn)
     _log.info("erased user data", extra={"rows": counts})
     return counts
 
@@ -250,8 +271,11 @@ class RetentionPolicy:
 
 
 async def run_retention(db: Database, policy: RetentionPolicy, *, now: dt.datetime | None = None,
-                        batch: int = 5000) -> dict[str, int]:
-    """Delete rows past their table's age, ``batch`` rows per statement; returns the deletions per table."""
+                        batch: int = 5000, conn: Conn | None = None) -> dict[str, int]:
+    """Delete rows past their table's age, ``batch`` rows per statement; returns the deletions per table.
+
+    Erasure records older than :data:`ERASURE_MEMORY` go too (``erased_users``).
+    """
     now = now or dt.datetime.now(dt.UTC)
     deleted: dict[str, int] = {}
     for table, days in policy.ages().items():
@@ -260,11 +284,15 @@ async def run_retention(db: Database, policy: RetentionPolicy, *, now: dt.dateti
             continue
         cutoff = now - dt.timedelta(days=days)
         while True:
-            status = await db.execute(f"retention.{table}", _RETENTION[table], cutoff, batch, idempotent=True)
+            status = await db.execute(f"retention.{table}", _RETENTION[table], cutoff, batch, conn=conn,
+                                      idempotent=True)
             n = int(status.rsplit(" ", 1)[-1])
             deleted[table] += n
             if n < batch:
                 break
+    status = await db.execute("retention.erased_users", _FORGET_ERASURES, now - ERASURE_MEMORY, conn=conn,
+                              idempotent=True)
+    deleted["erased_users"] = int(status.rsplit(" ", 1)[-1])
     _log.info("retention deleted old rows", extra={"rows": deleted})
     return deleted
 

@@ -171,6 +171,7 @@ class Settings:
     db_pool_max: int = 10
     slow_query_ms: float = 250.0
     encryption_keys: tuple[str, ...] = ()
+    pseudonym_key: str | None = None  # INNKEEPER_PSEUDONYM_KEY: keyid=base64key for the audit log's pseudonyms
     backup_dir: Path = PROJECT_ROOT / "backups"
     backup_keep: int = 7
     log_queries: bool = False  # INNKEEPER_LOG_QUERIES=1 logs every query
@@ -179,6 +180,7 @@ class Settings:
     retention_errors_days: int = 30
     retention_feedback_days: int = 180
     retention_reminders_days: int = 30
+    retention_interval_s: float = 3600.0  # INNKEEPER_RETENTION_INTERVAL: the clusters' maintenance; 0 turns off
     # Bot behaviour
     default_prefix: str = "!"
     owner_ids: frozenset[int] = field(default_factory=frozenset)
@@ -258,6 +260,7 @@ class Settings:
             db_pool_max=pool_max,
             slow_query_ms=e.as_float("INNKEEPER_SLOW_QUERY_MS", 250.0, minimum=0.0),
             encryption_keys=encryption_keys,
+            pseudonym_key=e.opt_str("INNKEEPER_PSEUDONYM_KEY"),
             backup_dir=Path(e.as_str("INNKEEPER_BACKUP_DIR", str(PROJECT_ROOT / "backups"))),
             backup_keep=e.as_int("INNKEEPER_BACKUP_KEEP", 7, minimum=1),
             log_queries=e.as_bool("INNKEEPER_LOG_QUERIES", False),
@@ -265,6 +268,7 @@ class Settings:
             retention_errors_days=e.as_int("INNKEEPER_RETENTION_ERRORS_DAYS", 30, minimum=0),
             retention_feedback_days=e.as_int("INNKEEPER_RETENTION_FEEDBACK_DAYS", 180, minimum=0),
             retention_reminders_days=e.as_int("INNKEEPER_RETENTION_REMINDERS_DAYS", 30, minimum=0),
+            retention_interval_s=e.as_float("INNKEEPER_RETENTION_INTERVAL", 3600.0, minimum=0.0),
             default_prefix=prefix_cmd,
             owner_ids=e.as_id_set("INNKEEPER_OWNER_IDS"),
             command_timeout_s=e.as_float("INNKEEPER_COMMAND_TIMEOUT", 10.0, minimum=0.1),
@@ -325,4 +329,5 @@ _ENV_NAME = {
     "zombie_after_s": "zombie_after",
     "command_timeout_s": "command_timeout",
     "snapshot_interval_s": "snapshot_interval",
+    "retention_interval_s": "retention_interval",
 }

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from db.crypto import KeyRing
+from db.pseudonyms import Pseudonyms
 from db.usage import UsageRecorder
 from innkeeper.services import ServiceStack
 from ipc.bus import Bus
@@ -107,14 +108,17 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     Raises
     ------
     ConfigError
-        A malformed ``INNKEEPER_ENCRYPTION_KEYS``, or ``dev`` (the public key) while ``DISCORD_API_URL``
-        is not a local simulator.
+        A malformed ``INNKEEPER_ENCRYPTION_KEYS`` or ``INNKEEPER_PSEUDONYM_KEY``, or ``dev`` (the public
+        key) while ``DISCORD_API_URL`` is not a local simulator.
     """
     s = ctx.settings
     point_discord_at(s.api_url)
     key_ring = KeyRing.from_settings(s) if s.encryption_keys else None
     if key_ring is None:
         _log.warning("INNKEEPER_ENCRYPTION_KEYS is not set: feedback, reminders and privacy export are off")
+    pseudonyms = Pseudonyms.from_settings(s, key_ring) if s.pseudonym_key or key_ring is not None else None
+    if pseudonyms is None:
+        _log.warning("INNKEEPER_PSEUDONYM_KEY is not set (nor INNKEEPER_ENCRYPTION_KEYS): /privacy delete is off")
     services = ServiceStack()
 
     # --- the command layer --------------------------------------------------------------------------
@@ -133,8 +137,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     status = StatusReporter(bus=bus, redis=ctx.redis, keys=ctx.keys,
                             local=lambda: local_view(bot, tracker, ctx.cluster_id))
     deps = CommandDeps(settings=s, cluster_id=ctx.cluster_id, db=ctx.database, database=database, key_ring=key_ring,
-                       guild_config=guild_config, usage=usage, throttle=throttle, pipeline=pipeline, status=status,
-                       ping_redis=ctx.redis.ping)
+                       pseudonyms=pseudonyms, guild_config=guild_config, usage=usage, throttle=throttle,
+                       pipeline=pipeline, status=status, ping_redis=ctx.redis.ping)
 
     # --- the gateway ----------------------------------------------------------------------------------
     async def session_limits() -> Mapping[str, Any]:

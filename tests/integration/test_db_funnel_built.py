@@ -27,6 +27,7 @@ from db.pool import Database
 from db.sql import is_built
 from db.testing import make_keys, migrated, sql_constants
 from innkeeper.errors import DatabaseError
+from tests.integration.test_privacy import PSEUDONYMS, legacy_audit_row
 from tests.support import PG_ADMIN_DSN
 
 pytestmark = pytest.mark.integration
@@ -129,7 +130,7 @@ async def _walk_every_db_function(db: Database) -> None:
     assert rotated == {"feedback.body": 2, "feedback.resolution": 1, "reminders.body": 2}
     await privacy.export_user(db, ROTATED, uid)
     await privacy.run_retention(db, privacy.RetentionPolicy(), now=now + dt.timedelta(days=400))
-    await privacy.erase_user(db, uid)
+    await privacy.erase_user(db, uid, pseudonyms=PSEUDONYMS)
     assert await guilds.delete_guild(db, gid)
 
 
@@ -151,6 +152,7 @@ async def test_every_statement_sent_through_the_funnel_is_built(db: Database,
             not_built.append(f"{name}: {sql}")
         return await run(self, kind, name, sql, *rest)  # type: ignore[arg-type]
 
+    await legacy_audit_row(db, "member.ban", guild_id=101, actor_id=303, target_id=202)  # erased as scheme 1
     monkeypatch.setattr(Database, "_run", checked)
     await _walk_every_db_function(db)
     assert not not_built, "hand-written SQL reached the funnel:\n" + "\n".join(not_built)
