@@ -15,6 +15,7 @@ IPC bus               answers the cluster's bus actions, asks the others
 usage recorder        batched command-usage rows
 pipeline              drains its background writes at shutdown
 reminders             claims and delivers due reminders
+maintenance           retention and the row-binding upgrade, one cluster at a time
 snapshots             guild snapshots in Redis
 metrics               this cluster's ``/metrics``
 heartbeat             the cluster's record in Redis (and gateway sessions)
@@ -36,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from db.crypto import KeyRing
+from db.privacy import RetentionPolicy
 from db.pseudonyms import Pseudonyms
 from db.usage import UsageRecorder
 from innkeeper.services import ServiceStack
@@ -54,6 +56,7 @@ from .context import ClusterContext
 from .database import DatabaseService
 from .heartbeat_writer import Heartbeat
 from .identify import IdentifyGate
+from .maintenance import MaintenanceService
 from .metrics_server import ClusterMetrics
 from .pipeline.core import Pipeline
 from .pipeline.deps import CommandDeps
@@ -168,6 +171,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(usage)
     services.add(pipeline)
     services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id))
+    services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
+                                    interval_s=s.retention_interval_s))
     services.add(SnapshotService(bot, GuildSnapshotStore(ctx.redis, ctx.keys,
                                                          ttl=max(3600.0, 2 * s.snapshot_interval_s)),
                                  interval_s=s.snapshot_interval_s))

@@ -102,3 +102,10 @@ CREATE TABLE erased_users (
     erased_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX erased_users_erased_at_idx ON erased_users (erased_at);
+
+-- When the clusters' maintenance last finished (db/maintenance.py), so that it runs once per interval
+-- for the whole bot however many clusters tick.
+CREATE TABLE maintenance_runs (
+    job          text PRIMARY KEY,
+    finished_at  timestamptz NOT NULL
+);

@@ -103,3 +103,23 @@ async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, com
 
     retention = content_of(await slash(sim, world, user, "privacy", sub("retention")))
     assert "command usage: 90 days" in retention and "encrypted at rest" in retention
+
+
+async def test_a_cluster_applies_the_stated_retention_by_itself(sim: SimulatorProc, migrated_db: str,
+                                                                command_bot: CommandBotFactory) -> None:
+    world = await load_world(sim)
+    conn = await asyncpg.connect(migrated_db)
+    try:  # usage older than the stated 90 days, left by a bot that ran before (and no cron job)
+        await conn.execute("INSERT INTO command_usage (used_at, user_id, command, success) "
+                           "SELECT now() - interval '100 days', g, 'ping', true FROM generate_series(1, 5) g")
+    finally:
+        await conn.close()
+    await command_bot()
+
+    async def gone() -> bool:
+        old = "SELECT count(*) FROM command_usage WHERE used_at < now() - interval '90 days'"
+        return await count(migrated_db, old) == 0
+
+    await wait_for(gone, timeout=30, message="the cluster's own retention run")
+    retention = content_of(await slash(sim, world, world.members[0], "privacy", sub("retention")))
+    assert "command usage: 90 days" in retention and "Older data is deleted automatically, every hour." in retention

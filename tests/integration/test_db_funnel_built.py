@@ -21,7 +21,19 @@ from typing import Any
 import asyncpg
 import pytest
 
-from db import aliases, audit, error_events, feedback, guilds, migrate, permissions, privacy, reminders, usage
+from db import (
+    aliases,
+    audit,
+    error_events,
+    feedback,
+    guilds,
+    maintenance,
+    migrate,
+    permissions,
+    privacy,
+    reminders,
+    usage,
+)
 from db.backup import backup, restore
 from db.pool import Database
 from db.sql import is_built
@@ -130,6 +142,9 @@ async def _walk_every_db_function(db: Database) -> None:
     assert rotated == {"feedback.body": 2, "feedback.resolution": 1, "reminders.body": 2}
     await privacy.export_user(db, ROTATED, uid)
     await privacy.run_retention(db, privacy.RetentionPolicy(), now=now + dt.timedelta(days=400))
+    done = await maintenance.run_maintenance(db, privacy.RetentionPolicy(), retention_every=dt.timedelta(0),
+                                             upgrade_with=ROTATED)
+    assert done is not None and done.deleted is not None
     await privacy.erase_user(db, uid, pseudonyms=PSEUDONYMS)
     assert await guilds.delete_guild(db, gid)
 
