@@ -9,7 +9,8 @@ as Bus instances in this process instead (one event loop: cheaper, but it measur
 
 It reports p50/p90/p99 of sequential request/response round trips, of sequential broadcast-gathers
 over every cluster, and the throughput of concurrent requests. Redis: ``REDIS_URL`` or
-``--redis``; keys live under a throwaway prefix, deleted at the end.
+``--redis``; keys live under a throwaway prefix, deleted at the end. Frames are signed as in
+production, with ``INNKEEPER_IPC_KEYS`` (the public ``dev`` key when it is not set).
 """
 
 from __future__ import annotations
@@ -32,8 +33,13 @@ from innkeeper.settings import PROJECT_ROOT
 from ipc.bus import Bus
 from ipc.keys import Keys
 from ipc.registry import HandlerRegistry
+from ipc.signing import FrameSigner
 
 __all__ = ("main",)
+
+
+def _signer() -> FrameSigner:
+    return FrameSigner.parse((os.environ.get("INNKEEPER_IPC_KEYS") or "dev").split(","))
 
 
 def _registry(cluster_id: int) -> HandlerRegistry:
@@ -56,7 +62,7 @@ async def _serve(cluster_id: int, redis_url: str, prefix: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with Bus(redis, keys, cluster_id, registry=_registry(cluster_id)):
+    async with Bus(redis, keys, cluster_id, signer=_signer(), registry=_registry(cluster_id)):
         await redis.set(keys.heartbeat(cluster_id), msgpack.packb({"cluster_id": cluster_id}), ex=300)
         print("ready", flush=True)
         await stop.wait()
@@ -83,7 +89,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
     try:
         if args.inprocess:
             for cid in range(args.clusters):
-                bus = Bus(redis, keys, cid, registry=_registry(cid))
+                bus = Bus(redis, keys, cid, signer=_signer(), registry=_registry(cid))
                 await bus.start()
                 local.append(bus)
         else:
@@ -97,7 +103,7 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
                 if line.strip() != b"ready":
                     raise RuntimeError(f"a cluster process failed to start: {line!r}")
         everyone = set(range(args.clusters))
-        async with Bus(redis, keys, "cli-bench") as cli:
+        async with Bus(redis, keys, "cli-bench", signer=_signer()) as cli:
             for i in range(50):  # warm up connections and scripts
                 await cli.request(i % args.clusters, "echo", {"n": i})
             rr: list[float] = []

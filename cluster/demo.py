@@ -80,12 +80,13 @@ def demo_settings(settings: Settings, options: DemoOptions, port: int) -> Settin
     They use the demo's own database (:func:`demo_database_url`), so the demo's simulated users and
     the development key never reach the configured database.
     """
-    # Without a key, feedback, reminders and privacy export stay off; the demo uses the public
-    # development key (``dev``) unless the operator set real ones. It is accepted because these
-    # settings point DISCORD_API_URL at the local simulator.
+    # Without a key, feedback, reminders and privacy export stay off, and the bus cannot sign; the demo
+    # uses the public development keys (``dev``) unless the operator set real ones. The encryption
+    # key ``dev`` is accepted because these settings point DISCORD_API_URL at the local simulator.
     keys = settings.encryption_keys or ("dev",)
+    ipc_keys = settings.ipc_keys or ("dev",)
     return dataclasses.replace(settings, api_url=f"http://127.0.0.1:{port}", discord_token=_SIM_TOKEN,
-                               identify_window_s=options.identify_window, encryption_keys=keys,
+                               identify_window_s=options.identify_window, encryption_keys=keys, ipc_keys=ipc_keys,
                                database_url=demo_database_url(settings.database_url))
 
 

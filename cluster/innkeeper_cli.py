@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from innkeeper.errors import ConfigError, InnkeeperError, UsageError
 from innkeeper.logs import setup_logging
+from innkeeper.redact import redact_text
 from innkeeper.settings import Settings
 
 __all__ = ("main", "build_parser", "PROVIDERS")
@@ -68,13 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = asyncio.run(result)  # type: ignore[arg-type]
         return int(result or 0)
     except UsageError as exc:
-        print(f"innkeeper: error: {exc.message}", file=sys.stderr)
+        print(f"innkeeper: error: {redact_text(exc.message)}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
-        print(f"innkeeper: error: [{exc.code.value}] {exc.message}", file=sys.stderr)
+        print(f"innkeeper: error: [{exc.code.value}] {redact_text(exc.message)}", file=sys.stderr)
         return EXIT_USAGE
     except InnkeeperError as exc:
-        print(f"innkeeper: error: [{exc.code.value}] {exc.message}", file=sys.stderr)
+        print(f"innkeeper: error: [{exc.code.value}] {redact_text(exc.message)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("innkeeper: interrupted", file=sys.stderr)

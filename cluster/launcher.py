@@ -20,6 +20,7 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from innkeeper.errors import ErrorCode, InnkeeperError
+from innkeeper.redact import redact_url
 from innkeeper.settings import Settings
 from ipc.identify import mark_cold_start, store_budget
 from ipc.keys import Keys
@@ -115,7 +116,7 @@ class Launcher:
             await client.ping()
         except Exception as exc:
             await client.aclose()
-            raise InnkeeperError(f"Redis at {self.settings.redis_url} does not answer: {exc}",
+            raise InnkeeperError(f"Redis at {redact_url(self.settings.redis_url)} does not answer: {exc}",
                                  code=ErrorCode.REDIS_UNAVAILABLE) from None
         try:
             yield client
@@ -143,8 +144,9 @@ class Launcher:
                 await self.supervisor.start_process("status", wait=False)
             return
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        await asyncio.get_running_loop().run_in_executor(
-            None, lambda: self.supervisor.start_daemon(self.settings.as_env()))
+        # supervisord and the status service get no settings through the environment: the clusters
+        # get theirs in their program files, the status service in status-settings.json.
+        await asyncio.get_running_loop().run_in_executor(None, lambda: self.supervisor.start_daemon({}))
         self.out(f"supervisord started (socket {self.supervisor.socket_path})")
 
     # --- the plan -------------------------------------------------------------------------------
@@ -160,7 +162,14 @@ class Launcher:
                     hosts=s.hosts, host_index=s.host_index)
 
     async def apply_plan(self, p: Plan, client: aioredis.Redis) -> bool:
-        """Render this host's clusters, make supervisord run them, store the plan; True when anything changed."""
+        """Render this host's clusters, make supervisord run them, store the plan; True when anything changed.
+
+        Raises
+        ------
+        ConfigError
+            When ``INNKEEPER_IPC_KEYS`` is not set: every cluster would stop at start-up without it.
+        """
+        self.settings.require_ipc_keys()
         mine = p.for_host(self.settings.host_index)
         text = render_clusters(mine, p.shard_count, p.max_concurrency, self.settings, policy=self.policy)
         changed_file = write_private(self.run_dir / "clusters.conf", text)

@@ -21,6 +21,7 @@ from innkeeper.errors import UsageError
 from innkeeper.extensions import normalise_extension
 from ipc.bus import Bus, live_clusters
 from ipc.keys import Keys
+from ipc.signing import FrameSigner
 
 if TYPE_CHECKING:
     from innkeeper.settings import Settings
@@ -45,12 +46,17 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     if not 0 < args.timeout <= 600:
         raise UsageError("--timeout must be between 0 and 600 seconds")
     name = normalise_extension(args.extension)
-    return await reload_extension_everywhere(settings.redis_url, Keys(settings.redis_prefix), name,
+    signer = FrameSigner.from_settings(settings)
+    return await reload_extension_everywhere(settings.redis_url, Keys(settings.redis_prefix), name, signer=signer,
                                              timeout=args.timeout)
 
 
-async def reload_extension_everywhere(redis_url: str, keys: Keys, name: str, *, timeout: float = 30.0) -> int:
-    """Broadcast ``reload_extension`` to every live cluster, print the results, return the exit code."""
+async def reload_extension_everywhere(redis_url: str, keys: Keys, name: str, *, signer: FrameSigner,
+                                      timeout: float = 30.0) -> int:
+    """Broadcast ``reload_extension`` to every live cluster, print the results, return the exit code.
+
+    The request is signed with ``signer`` (``INNKEEPER_IPC_KEYS``): clusters drop unsigned frames.
+    """
     redis = aioredis.from_url(redis_url)
     try:
         live = await live_clusters(redis, keys)
@@ -58,7 +64,7 @@ async def reload_extension_everywhere(redis_url: str, keys: Keys, name: str, *, 
             print(f"reload {name}: no live clusters (no heartbeats under the prefix {keys.prefix!r})",
                   file=sys.stderr)
             return 1
-        async with Bus(redis, keys, f"cli-{uuid.uuid4().hex[:12]}") as bus:
+        async with Bus(redis, keys, f"cli-{uuid.uuid4().hex[:12]}", signer=signer) as bus:
             result = await bus.broadcast_gather("reload_extension", {"name": name}, expected=live, timeout=timeout)
     finally:
         await redis.aclose()

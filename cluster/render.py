@@ -1,8 +1,9 @@
 """Render the supervisord program files the launcher includes: ``run/clusters.conf`` and ``run/simulator.conf``.
 
 The templates live in ``deploy/`` (``string.Template`` syntax). Every cluster gets the same
-environment, :meth:`Settings.as_env`, so all clusters share one configuration. The files hold the
-bot token, so they are written with mode 0600 in a 0700 directory.
+environment, :meth:`Settings.as_env` without :data:`NOT_FOR_PROGRAMS` (the status token, which only
+the status service uses), so all clusters share one configuration. The files hold the bot token,
+so they are written with mode 0600 in a 0700 directory.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from innkeeper.errors import ConfigError
 from innkeeper.settings import PROJECT_ROOT, Settings
 
 from .plan import ClusterSpec, format_shard_ids
+from .status import SETTINGS_USED
 
 __all__ = ("Policy", "render_clusters", "render_simulator", "supervisor_environment", "write_private",
            "SimulatorSpec", "CLUSTERS_GROUP", "TEMPLATE_DIR", "status_settings_json", "SIMULATOR_PORT_FILE")
@@ -78,8 +80,13 @@ def _template(name: str) -> Template:
     return Template((TEMPLATE_DIR / name).read_text())
 
 
+#: Settings the clusters and the simulator never use, kept out of their program files.
+NOT_FOR_PROGRAMS = frozenset({"status_token"})
+
+
 def _common(settings: Settings, policy: Policy, extra_env: Mapping[str, str] | None) -> dict[str, object]:
-    env = {**settings.as_env(), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    used = [f for f in Settings.__dataclass_fields__ if f not in NOT_FOR_PROGRAMS]
+    env = {**settings.as_env(only=used), "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     return {
         "python": sys.executable, "project_root": str(PROJECT_ROOT), "environment": supervisor_environment(env),
         "log_dir": str(settings.run_dir.resolve() / "logs"), "log_maxbytes": policy.log_maxbytes,
@@ -144,5 +151,6 @@ def write_private(path: Path, text: str) -> bool:
 
 
 def status_settings_json(settings: Settings) -> str:
-    """The status service's settings file (``run/status-settings.json``)."""
-    return json.dumps(settings.as_env(), indent=1, sort_keys=True) + "\n"
+    """The status service's settings file (``run/status-settings.json``): only what it uses
+    (:data:`cluster.status.SETTINGS_USED`), never the token, the keys or the database URL."""
+    return json.dumps(settings.as_env(only=SETTINGS_USED), indent=1, sort_keys=True) + "\n"

@@ -4,16 +4,19 @@ Run by supervisord as ``python -m cluster.status``; it binds ``INNKEEPER_STATUS_
 by default) and ``INNKEEPER_STATUS_PORT`` (8800; 0 picks a free port). Once it listens it writes the
 port it got to ``status.port`` in the run directory (:func:`read_status_port` reads it back), so
 the launcher and tests can find a service that was started on port 0. When ``INNKEEPER_STATUS_TOKEN``
-is set every route but ``/healthz`` needs it, as ``Authorization: Bearer <token>`` or
-``?token=<token>``. It reads the plan and the clusters' heartbeats from Redis on every request; it
-holds no state of its own.
+is set every route but ``/healthz`` needs it in the ``Authorization`` header, as a Bearer token or
+as the password of HTTP basic auth (what a browser sends after its prompt); never in the URL
+(:mod:`cluster.status_auth`). It reads the plan and the clusters' heartbeats from Redis on every
+request; it holds no state of its own.
+
+The launcher gives it only the settings it uses (:data:`SETTINGS_USED`, in
+``run/status-settings.json``): no Discord token, no encryption or IPC keys, no database URL.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import json
 import logging
 import os
@@ -38,12 +41,14 @@ from ipc.keys import Keys
 
 from .plan import Plan
 from .state import StatusDoc, health, read_status, stale_after
+from .status_auth import authorized, unauthorized
 from .status_page import render_page
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-__all__ = ("create_app", "main", "serve", "SETTINGS_KEY", "REDIS_KEY", "KEYS_KEY", "PORT_FILE", "read_status_port")
+__all__ = ("create_app", "main", "serve", "SETTINGS_KEY", "REDIS_KEY", "KEYS_KEY", "PORT_FILE", "read_status_port",
+           "SETTINGS_USED")
 
 _log = logging.getLogger(__name__)
 
@@ -55,6 +60,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 #: The file in the run directory that holds the port the status service is listening on.
 PORT_FILE = "status.port"
+#: The :class:`~innkeeper.settings.Settings` fields the service reads; the launcher passes it these
+#: and nothing else (``run/status-settings.json``).
+SETTINGS_USED = frozenset({"redis_url", "redis_prefix", "heartbeat_interval_s", "status_host", "status_port",
+                           "status_token", "log_format", "log_level", "run_dir"})
 
 
 class _Summary(Collector):
@@ -111,22 +120,15 @@ class _ServiceMetrics:
 _METRICS_KEY = web.AppKey("metrics", _ServiceMetrics)
 
 
-def _authorized(request: web.Request, token: str) -> bool:
-    header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header.lower().startswith("bearer ") else request.query.get("token", "")
-    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
-
-
 @web.middleware
 async def _auth_and_count(request: web.Request, handler: Handler) -> web.StreamResponse:
     app = request.app
     route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
     metrics = app[_METRICS_KEY]
     token = app[SETTINGS_KEY].status_token
-    if token and route != "/healthz" and not _authorized(request, token):
+    if token and route != "/healthz" and not authorized(request, token):
         metrics.requests.labels(route, "401").inc()
-        return web.json_response({"error": "a valid token is required (Authorization: Bearer … or ?token=…)"},
-                                 status=401, headers={"WWW-Authenticate": "Bearer"})
+        return unauthorized(request)
     try:
         response = await handler(request)
     except web.HTTPException as exc:

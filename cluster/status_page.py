@@ -1,7 +1,9 @@
 """The status page: one self-contained HTML document (no external assets) that polls ``/status.json``.
 
 Clusters are rows and shards are cells coloured by state; hovering a cell shows its latency, guilds
-and time since its last event. The script keeps the page's ``?token=`` when it fetches.
+and time since its last event. The page carries no token: with ``INNKEEPER_STATUS_TOKEN`` set the
+browser authenticates with HTTP basic auth (its own prompt), and sends the same credentials with
+the page's ``status.json`` requests.
 """
 
 from __future__ import annotations
@@ -41,8 +43,7 @@ padding:1px 6px;border-radius:3px;color:#111}.state.STARTING{background:#d29922}
 Last update: <span id="at">never</span></p>
 <script>
 "use strict";
-const token = new URLSearchParams(location.search).get("token");
-const url = "status.json" + (token ? "?token=" + encodeURIComponent(token) : "");
+const url = "status.json";
 function esc(v) { return String(v).replace(/[&<>"']/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;",
   "'":"&#39;"}[c])); }
 function dur(s) { if (s == null) return "–"; s = Math.round(s); const h = Math.floor(s / 3600),
@@ -63,7 +64,7 @@ function row(c) {
 }
 async function refresh() {
   try {
-    const r = await fetch(url, {cache: "no-store"});
+    const r = await fetch(url, {cache: "no-store", credentials: "same-origin"});
     if (!r.ok) throw new Error("HTTP " + r.status);
     const d = await r.json();
     const shards = d.clusters.flatMap(c => c.shards);

@@ -22,9 +22,10 @@ from typing import Any
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
 from innkeeper.errors import ErrorCode, InnkeeperError
-from innkeeper.settings import PROJECT_ROOT
+from innkeeper.settings import PROJECT_ROOT, Settings
 
-__all__ = ("Supervisor", "SupervisorError", "SupervisorUnavailable", "RUNNING_STATES", "Faults", "CONF_PATH")
+__all__ = ("Supervisor", "SupervisorError", "SupervisorUnavailable", "RUNNING_STATES", "Faults", "CONF_PATH",
+           "daemon_environment")
 
 _log = logging.getLogger(__name__)
 
@@ -47,6 +48,17 @@ class SupervisorError(InnkeeperError):
 
 class SupervisorUnavailable(SupervisorError):
     """Nothing answers on supervisord's socket."""
+
+
+def daemon_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without any variable :class:`~innkeeper.settings.Settings` reads.
+
+    What supervisord runs with: every program inherits it, so the token, the keys and the URLs
+    must not be in it. The clusters get their settings in their program files, the status
+    service in ``status-settings.json``.
+    """
+    drop = Settings.variables()
+    return {k: v for k, v in environ.items() if k not in drop}
 
 
 def _fault_name(code: int) -> str:
@@ -184,6 +196,11 @@ class Supervisor:
     def start_daemon(self, env: Mapping[str, str], *, timeout: float = 20.0) -> None:
         """Start supervisord (it daemonizes) and wait until its socket answers.
 
+        supervisord runs with this process's environment **without** any Innkeeper setting
+        (:func:`daemon_environment`), plus ``env``: its children inherit that environment, and the
+        status service must not receive the token or the keys. Each cluster gets its settings in
+        its program's ``environment=``.
+
         Raises
         ------
         SupervisorError
@@ -193,7 +210,8 @@ class Supervisor:
         os.chmod(self.run_dir, 0o700)
         exe = Path(sys.executable).with_name("supervisord")
         cmd = [str(exe) if exe.exists() else "supervisord", "-c", str(self.conf)]
-        full_env = {**os.environ, **env, "INNKEEPER_RUN_DIR": str(self.run_dir), "INNKEEPER_PYTHON": sys.executable}
+        full_env = {**daemon_environment(os.environ), **env, "INNKEEPER_RUN_DIR": str(self.run_dir),
+                    "INNKEEPER_PYTHON": sys.executable}
         _log.info("starting supervisord: %s", " ".join(cmd))
         result = subprocess.run(cmd, env=full_env, cwd=PROJECT_ROOT, capture_output=True, text=True,  # noqa: S603
                                 timeout=timeout, check=False)

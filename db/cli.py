@@ -42,7 +42,8 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("restore", help="restore a backup into a fresh database and verify it")
     p.add_argument("file", type=Path, help="an innkeeper-*.dump file (its .json sidecar must be beside it)")
     p.add_argument("--target-db", metavar="NAME", help="restore into this database (default: DATABASE_URL's)")
-    p.add_argument("--force", action="store_true", help="drop and recreate the target when it is not empty")
+    p.add_argument("--force", action="store_true",
+                   help="replace a non-empty target, once the restored copy is verified")
     p.set_defaults(handler=_restore)
 
     p = sub.add_parser("retention", help="delete data older than INNKEEPER_RETENTION_*_DAYS")
@@ -52,8 +53,8 @@ def add_commands(sub: Any) -> None:
                                            "bound to its row")
     p.set_defaults(handler=_rotate)
 
-    p = sub.add_parser("keygen", help="print a new keyid=base64key entry for INNKEEPER_ENCRYPTION_KEYS "
-                                      "or INNKEEPER_PSEUDONYM_KEY")
+    p = sub.add_parser("keygen", help="print a new keyid=base64key (INNKEEPER_ENCRYPTION_KEYS, INNKEEPER_IPC_KEYS, "
+                                      "INNKEEPER_PSEUDONYM_KEY)")
     p.add_argument("key_id", nargs="?", default=None, help="the key id (default: k<unix time>)")
     p.set_defaults(handler=_keygen)
 
@@ -121,8 +122,8 @@ async def _backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _restore(args: argparse.Namespace, settings: Settings) -> int:
-    from .backup import restore
     from .migrate import maintenance_dsn
+    from .restore import restore
 
     dsn = settings.database_url if not args.target_db else maintenance_dsn(settings.database_url, args.target_db)
     result = await restore(dsn, args.file, force=args.force)
@@ -195,7 +196,9 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
         await db.close()
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     if args.output:
-        args.output.write_text(text)
+        from innkeeper.files import write_private
+
+        write_private(args.output, text)  # decrypted personal data: mode 0600, a missing directory 0700
     else:
         sys.stdout.write(text)
     return 0

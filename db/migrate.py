@@ -27,6 +27,7 @@ from pypika.functions import Max
 from pypika.terms import Function
 
 from innkeeper.errors import DatabaseError, ErrorCode
+from innkeeper.redact import redact_url
 from innkeeper.settings import PROJECT_ROOT
 
 from . import error_translation as errors
@@ -131,7 +132,7 @@ def database_name(dsn: str) -> str:
     """The database named in ``dsn`` (``postgresql://host/NAME``)."""
     name = unquote(urlsplit(dsn).path.lstrip("/"))
     if not name:
-        raise DatabaseError(f"DATABASE_URL names no database: {dsn}", code=ErrorCode.DB_UNAVAILABLE)
+        raise DatabaseError(f"DATABASE_URL names no database: {redact_url(dsn)}", code=ErrorCode.DB_UNAVAILABLE)
     return name
 
 

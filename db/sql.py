@@ -67,7 +67,8 @@ from innkeeper.errors import DatabaseError, ErrorCode
 __all__ = (
     "Sql", "built", "is_built", "PgQuery", "PgBuilder", "Cast", "Now", "Coalesce", "AtTimezone", "Exists", "param",
     "placeholders", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "EXCLUDED", "Infix", "NamedArg",
-    "TableFunction", "Subscript", "quote_ident", "create_database", "drop_database", "Params",
+    "TableFunction", "Subscript", "quote_ident", "create_database", "drop_database", "rename_database",
+    "allow_connections", "Params",
 )
 
 #: SQL text made by :func:`built` (or a DDL helper of this module); the funnel accepts nothing else.
@@ -260,6 +261,16 @@ def drop_database(name: str, *, force: bool = False) -> Sql:
     quote_ident(name)  # refuses NUL
     sql = PostgreSQLQuery.drop_database(Database(name)).get_sql()
     return _mark(sql + " WITH (FORCE)" if force else sql)
+
+
+def rename_database(name: str, new_name: str) -> Sql:
+    """``ALTER DATABASE "name" RENAME TO "new_name"`` (pypika has no builder for it)."""
+    return _mark(f"ALTER DATABASE {quote_ident(name)} RENAME TO {quote_ident(new_name)}")
+
+
+def allow_connections(name: str, allow: bool) -> Sql:
+    """``ALTER DATABASE "name" ALLOW_CONNECTIONS true|false`` (false keeps everyone out, superusers too)."""
+    return _mark(f"ALTER DATABASE {quote_ident(name)} ALLOW_CONNECTIONS {'true' if allow else 'false'}")
 
 
 class Params:

@@ -39,6 +39,8 @@ class ErrorCode(enum.Enum):
     IPC_TIMEOUT = "E3002"
     IPC_UNKNOWN_ACTION = "E3003"
     REDIS_UNAVAILABLE = "E3004"
+    IPC_BUSY = "E3005"
+    IPC_UNAUTHENTICATED = "E3006"
     # 4xxx: database
     DB_UNAVAILABLE = "E4001"
     DB_QUERY = "E4002"

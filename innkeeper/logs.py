@@ -1,7 +1,9 @@
 """Logging: structured JSON in production, readable text in a terminal.
 
 Call :func:`setup_logging` once per process. Extra fields passed with ``extra={...}`` land in the
-JSON object; :class:`~innkeeper.errors.InnkeeperError` context is included with its code.
+JSON object; :class:`~innkeeper.errors.InnkeeperError` context is included with its code. Both
+formats pass every line through :func:`~innkeeper.redact.redact_text`, so a database or Redis URL
+that reaches a log line (in a message, an extra field or a traceback) never shows its password.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import sys
 import time
 from typing import Any, Literal
 
-__all__ = ("setup_logging", "JSONFormatter")
+from .redact import redact_text
+
+__all__ = ("setup_logging", "JSONFormatter", "TextFormatter")
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -42,7 +46,14 @@ class JSONFormatter(logging.Formatter):
             if code is not None and hasattr(code, "value"):
                 payload["error_code"] = code.value
             payload["exc"] = self.formatException(record.exc_info)
-        return json.dumps(payload, default=str)
+        return redact_text(json.dumps(payload, default=str))
+
+
+class TextFormatter(logging.Formatter):
+    """The readable terminal format, with passwords in URLs redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
 
 
 def setup_logging(
@@ -66,7 +77,7 @@ def setup_logging(
         handler.setFormatter(JSONFormatter(role))
     else:
         prefix = f"{role} " if role else ""
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter(f"%(asctime)s %(levelname)-7s {prefix}%(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

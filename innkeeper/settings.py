@@ -4,6 +4,9 @@ Every process builds one :class:`Settings` at start-up with :meth:`Settings.from
 is missing or malformed raises :class:`~innkeeper.errors.ConfigError` naming the variable, and the
 process stops there. Standard variables keep their usual names (``DISCORD_TOKEN``,
 ``DATABASE_URL``, ``REDIS_URL``, ``DISCORD_API_URL``); everything else is ``INNKEEPER_*``.
+
+Secrets (the token, the status token, the encryption and IPC keys, passwords in URLs) never show in
+the settings' ``repr`` or ``str``, nor in the errors that reject a malformed value.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, ErrorCode
+from .redact import MASK, redact_url
 
 __all__ = ("Settings", "PROJECT_ROOT")
 
@@ -29,6 +33,8 @@ _DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/innkeeper"
 _DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# keyid=base64 of at least 32 bytes (43 characters), or the public development key "dev"
+_SIGNING_KEY_RE = re.compile(r"^(dev|[A-Za-z0-9_-]{1,32}=[A-Za-z0-9+/_-]{43,}={0,2})$")
 
 
 class _Env:
@@ -73,11 +79,12 @@ class _Env:
             self._bounds(name, value, minimum, None)
         return value
 
-    def as_float(self, name: str, default: float, *, minimum: float | None = None) -> float:
+    def as_float(self, name: str, default: float, *, minimum: float | None = None,
+                 maximum: float | None = None) -> float:
         value = self._parse(name, default, float, "a number")
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(f"{name} must be a finite number", variable=name)
-        self._bounds(name, value, minimum, None)
+        self._bounds(name, value, minimum, maximum)
         return value
 
     def as_bool(self, name: str, default: bool) -> bool:
@@ -112,10 +119,27 @@ class _Env:
         parts = urlsplit(raw)
         if parts.scheme not in schemes or not parts.netloc:
             raise ConfigError(
-                f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, got {raw!r}",
+                f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
+                f"got {redact_url(raw)!r}",
                 variable=name,
             )
         return raw
+
+    def as_signing_keys(self, name: str) -> tuple[str, ...]:
+        """``keyid=base64key,…`` entries (or ``dev``), checked for shape; the values are never echoed."""
+        raw = self.raw(name)
+        if raw is None:
+            return ()
+        entries = tuple(e.strip() for e in raw.split(",") if e.strip())
+        for i, entry in enumerate(entries, 1):
+            if not _SIGNING_KEY_RE.match(entry):
+                raise ConfigError(f"{name} entry {i} is not keyid=base64key (a key id of 1-32 letters, digits, _ "
+                                  "or -, and a key of at least 32 bytes: `innkeeper keygen ID` makes one)",
+                                  variable=name)
+        ids = [e.partition("=")[0] for e in entries]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"{name} names a key id twice", variable=name)
+        return entries
 
     @staticmethod
     def _bounds(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
@@ -175,6 +199,9 @@ class Settings:
     backup_dir: Path = PROJECT_ROOT / "backups"
     backup_keep: int = 7
     log_queries: bool = False  # INNKEEPER_LOG_QUERIES=1 logs every query
+    # IPC signing
+    ipc_keys: tuple[str, ...] = ()  # INNKEEPER_IPC_KEYS: the first signs, every one verifies
+    ipc_max_age_s: float = 30.0  # INNKEEPER_IPC_MAX_AGE: older (or that far ahead) frames are dropped
     # Retention in days per table (0 keeps forever)
     retention_usage_days: int = 90
     retention_errors_days: int = 30
@@ -264,6 +291,8 @@ class Settings:
             backup_dir=Path(e.as_str("INNKEEPER_BACKUP_DIR", str(PROJECT_ROOT / "backups"))),
             backup_keep=e.as_int("INNKEEPER_BACKUP_KEEP", 7, minimum=1),
             log_queries=e.as_bool("INNKEEPER_LOG_QUERIES", False),
+            ipc_keys=e.as_signing_keys("INNKEEPER_IPC_KEYS"),
+            ipc_max_age_s=e.as_float("INNKEEPER_IPC_MAX_AGE", 30.0, minimum=1.0, maximum=3600.0),
             retention_usage_days=e.as_int("INNKEEPER_RETENTION_USAGE_DAYS", 90, minimum=0),
             retention_errors_days=e.as_int("INNKEEPER_RETENTION_ERRORS_DAYS", 30, minimum=0),
             retention_feedback_days=e.as_int("INNKEEPER_RETENTION_FEEDBACK_DAYS", 180, minimum=0),
@@ -300,18 +329,39 @@ class Settings:
                               variable="DISCORD_TOKEN")
         return self.discord_token
 
-    def as_env(self) -> dict[str, str]:
-        """Render the settings back into environment variables (for child processes)."""
-        names = {
-            "discord_token": "DISCORD_TOKEN", "api_url": "DISCORD_API_URL", "database_url": "DATABASE_URL",
-            "redis_url": "REDIS_URL",
-        }
+    def require_ipc_keys(self) -> tuple[str, ...]:
+        """Return ``INNKEEPER_IPC_KEYS`` or raise a :class:`ConfigError` that names it."""
+        if not self.ipc_keys:
+            raise ConfigError("INNKEEPER_IPC_KEYS is not set: every process on the IPC bus signs its frames with "
+                              "it; generate one with `innkeeper keygen ipc1` and give every process the same value "
+                              "(INNKEEPER_IPC_KEYS=dev selects a public key, for local development only)",
+                              code=ErrorCode.CONFIG_MISSING, variable="INNKEEPER_IPC_KEYS")
+        return self.ipc_keys
+
+    @staticmethod
+    def variable(name: str) -> str:
+        """The environment variable that sets the field ``name`` (``redis_url`` → ``REDIS_URL``)."""
+        return _STANDARD_NAMES.get(name) or "INNKEEPER_" + _ENV_NAME.get(name, name).upper()
+
+    @classmethod
+    def variables(cls) -> frozenset[str]:
+        """Every environment variable the settings read."""
+        return frozenset(cls.variable(f.name) for f in fields(cls))
+
+    def as_env(self, only: Collection[str] | None = None) -> dict[str, str]:
+        """Render the settings back into environment variables (for child processes).
+
+        Parameters
+        ----------
+        only:
+            Field names to render (a process gets what it uses and nothing more); all when None.
+        """
         out: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            if value is None or (only is not None and f.name not in only):
                 continue
-            var = names.get(f.name) or "INNKEEPER_" + _ENV_NAME.get(f.name, f.name).upper()
+            var = self.variable(f.name)
             if isinstance(value, frozenset):
                 out[var] = ",".join(str(v) for v in sorted(value))
             elif isinstance(value, tuple):
@@ -319,6 +369,29 @@ class Settings:
             else:
                 out[var] = str(value)
         return out
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _SECRETS and value:
+                value = MASK
+            elif f.name in _URLS and isinstance(value, str):
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+
+#: Fields whose values are secrets: shown as ``***`` when set.
+_SECRETS = frozenset({"discord_token", "status_token", "encryption_keys", "ipc_keys"})
+#: Fields holding URLs that may carry a password.
+_URLS = frozenset({"database_url", "redis_url", "api_url"})
+_STANDARD_NAMES = {
+    "discord_token": "DISCORD_TOKEN", "api_url": "DISCORD_API_URL", "database_url": "DATABASE_URL",
+    "redis_url": "REDIS_URL",
+}
 
 
 _ENV_NAME = {
@@ -330,4 +403,5 @@ _ENV_NAME = {
     "command_timeout_s": "command_timeout",
     "snapshot_interval_s": "snapshot_interval",
     "retention_interval_s": "retention_interval",
+    "ipc_max_age_s": "ipc_max_age",
 }

@@ -8,12 +8,17 @@ identity such as ``"cli-<uuid>"``, listens on its own channel only and answers n
 
 Guarantees
 ----------
-- A message that does not decode, or that makes no sense here (a response nobody waits for, a
-  request with a foreign ``reply_to``), is dropped and counted in ``Bus.dropped`` and in the
-  Prometheus counter ``innkeeper_ipc_dropped_total{reason}``. Nothing a peer publishes can stop
-  the loop.
-- Handlers run with a time limit (the smaller of theirs and the request's); an exception, a
-  timeout or an unknown action becomes an error response with an :class:`~innkeeper.errors.ErrorCode`.
+- Every frame is signed (:mod:`ipc.signing`, :mod:`ipc.frames`). A frame that is too large
+  (checked on its length, before anything else), unsigned, signed with an unknown key or a wrong
+  signature, stale, a replayed request, does not decode, or makes no sense here (a response nobody
+  waits for, a request with a foreign ``reply_to``) is dropped and counted in ``Bus.dropped`` and
+  in the Prometheus counter ``innkeeper_ipc_dropped_total{reason}``. Nothing a peer publishes can
+  stop the loop: large frames are examined in a worker thread, and decoding is bounded.
+- Requests are served by a :class:`~ipc.responder.Responder`: a replayed request id is dropped, at
+  most ``max_concurrent`` handlers run at once and a request beyond that is answered at once with
+  ``IPC_BUSY`` (``E3005``), not queued; handlers run with a time limit (the smaller of theirs and
+  the request's), and an exception, a timeout or an unknown action becomes an error response with
+  an :class:`~innkeeper.errors.ErrorCode`.
 - :meth:`Bus.broadcast_gather` returns what arrived before the timeout and names who did not
   answer (:attr:`GatherResult.missing`).
 - A dropped Redis connection is re-established with backoff (:class:`~ipc.pubsub.Subscriber`).
@@ -31,25 +36,25 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
-from innkeeper.errors import ErrorCode, InnkeeperError, IPCError, UsageError
-from innkeeper.services import BackgroundTasks
+from innkeeper.errors import ErrorCode, IPCError, UsageError
 
-from .messages import ErrorInfo, Identity, Request, Response, decode, encode, new_message_id
+from .frames import pack, unpack
+from .messages import ErrorInfo, Identity, Request, Response, new_message_id
 from .pubsub import Subscriber
-from .registry import HandlerRegistry
+from .responder import Responder
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from .keys import Keys
+    from .registry import HandlerRegistry
+    from .signing import FrameSigner
 
 __all__ = ("Bus", "GatherResult", "live_clusters", "DROPPED")
 
 _log = logging.getLogger(__name__)
 
 DROPPED = Counter("innkeeper_ipc_dropped_total", "IPC messages dropped by the bus, by reason", ["reason"])
-_SERVED = Counter("innkeeper_ipc_requests_served_total", "Bus requests this process answered, by outcome",
-                  ["outcome"])
 
 _CODES = {c.value: c for c in ErrorCode}
 
@@ -129,19 +134,23 @@ class Bus:
     identity:
         The cluster id (an ``int``), or a client name such as ``"cli-3f2a"`` for processes that
         only ask.
+    signer:
+        Signs every frame this bus sends and verifies every frame it receives
+        (``INNKEEPER_IPC_KEYS``); every process on the bus must share a key.
     registry:
         The actions this process answers. Clusters pass one; clients leave it ``None``.
     max_concurrent:
-        Handlers allowed to run at once; further requests wait their turn.
+        Handlers allowed to run at once; a request beyond that is answered ``IPC_BUSY`` at once.
 
     Use it as ``async with Bus(...) as bus:`` or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, identity: Identity, *, registry: HandlerRegistry | None = None,
-                 max_concurrent: int = 64) -> None:
+    def __init__(self, redis: Redis, keys: Keys, identity: Identity, *, signer: FrameSigner,
+                 registry: HandlerRegistry | None = None, max_concurrent: int = 64) -> None:
         if isinstance(identity, bool) or not isinstance(identity, int | str) or identity == "":
             raise UsageError("a bus identity is a cluster id or a non-empty client name")
         self.redis = redis
+        self.signer = signer
         self.keys = keys
         self.identity: Identity = identity
         self.registry = registry
@@ -152,12 +161,10 @@ class Bus:
         self._reply_prefix = keys.bus_cluster_channel("")
         self._subscriber = Subscriber(redis, channels, self._on_message, name=f"bus {identity}")
         self._pending: dict[str, _Pending] = {}
-        self._tasks = BackgroundTasks(f"bus {identity}")
-        self._sem = asyncio.Semaphore(max_concurrent)
+        self._responder = None if registry is None else Responder(
+            redis, signer, identity, registry, max_concurrent=max_concurrent, drop=self._drop)
         #: Messages dropped by this bus, by reason.
         self.dropped: collections.Counter[str] = collections.Counter()
-        #: Requests this bus answered.
-        self.served = 0
 
     # --- lifecycle --------------------------------------------------------------------------------
     async def start(self, *, retry: bool = False) -> None:
@@ -183,7 +190,8 @@ class Bus:
     async def stop(self) -> None:
         """Stop listening, cancel running handlers and fail pending requests."""
         await self._subscriber.stop()
-        await self._tasks.cancel()
+        if self._responder is not None:
+            await self._responder.stop()
         for pending in self._pending.values():
             if not pending.done.done():
                 pending.done.cancel()
@@ -195,6 +203,16 @@ class Bus:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @property
+    def served(self) -> int:
+        """Requests this bus answered."""
+        return 0 if self._responder is None else self._responder.served
+
+    @property
+    def running(self) -> int:
+        """Handlers running now (at most ``max_concurrent``)."""
+        return 0 if self._responder is None else self._responder.running
 
     @property
     def connected(self) -> bool:
@@ -269,7 +287,7 @@ class Bus:
                             missing=set(wanted) - pending.answered())
 
     async def _send(self, req: Request, channel: str, expected: set[Identity]) -> _Pending | None:
-        data = encode(req)
+        data = pack(self.signer, channel, req)
         pending = _Pending(expected)
         self._pending[req.id] = pending
         try:
@@ -289,12 +307,13 @@ class Bus:
 
     async def _on_message(self, channel: str, data: bytes) -> None:
         try:
-            msg = decode(data)
+            frame = await unpack(self.signer, channel, data)
         except IPCError as exc:
             reason = str(exc.context.get("reason", "invalid"))
             self._drop(reason)
             _log.debug("bus %s dropped a message on %s: %s", self.identity, channel, exc.message)
             return
+        msg = frame.message
         if isinstance(msg, Response):
             self._on_response(msg)
         elif isinstance(msg, Request):
@@ -322,7 +341,7 @@ class Bus:
             pending.done.set_result(None)
 
     def _on_request(self, msg: Request) -> None:
-        if self.registry is None:
+        if self._responder is None:
             self._drop("not_served")
             return
         if not msg.expects(self.identity):
@@ -330,46 +349,4 @@ class Bus:
         if not msg.reply_to.startswith(self._reply_prefix):
             self._drop("bad_reply_to")
             return
-        self._tasks.spawn(self._serve(msg), name="serve")
-
-    async def _serve(self, req: Request) -> None:
-        async with self._sem:
-            response = await self._run_handler(req)
-        try:
-            data = encode(response)
-        except IPCError as exc:
-            _SERVED.labels("unsendable").inc()
-            data = encode(self._error(req, ErrorCode.INTERNAL, f"the result could not be sent: {exc.message}"))
-        try:
-            await self.redis.publish(req.reply_to, data)
-        except (RedisError, OSError) as exc:
-            _log.warning("bus %s: could not answer %r (%s): %s", self.identity, req.action, req.id, exc)
-            return
-        self.served += 1
-
-    async def _run_handler(self, req: Request) -> Response:
-        assert self.registry is not None
-        handler = self.registry.get(req.action)
-        if handler is None:
-            _SERVED.labels("unknown_action").inc()
-            return self._error(req, ErrorCode.IPC_UNKNOWN_ACTION, f"unknown action {req.action!r}")
-        limit = min(handler.timeout, req.timeout)
-        try:
-            async with asyncio.timeout(limit):
-                result = await handler.func(dict(req.args))
-        except TimeoutError:
-            _SERVED.labels("timeout").inc()
-            return self._error(req, ErrorCode.IPC_TIMEOUT, f"{req.action!r} did not finish within {limit:g}s")
-        except InnkeeperError as exc:
-            _SERVED.labels("error").inc()
-            return self._error(req, exc.code, exc.message)
-        except Exception as exc:
-            _SERVED.labels("error").inc()
-            _log.exception("bus %s: handler %r failed", self.identity, req.action)
-            return self._error(req, ErrorCode.INTERNAL, f"{req.action!r} failed: {type(exc).__name__}: {exc}"[:1000])
-        _SERVED.labels("ok").inc()
-        return Response(id=req.id, cluster_id=self.identity, ok=True, result=result)
-
-    def _error(self, req: Request, code: ErrorCode, message: str) -> Response:
-        return Response(id=req.id, cluster_id=self.identity, ok=False,
-                        error=ErrorInfo(code=code.value, message=message or code.name))
+        self._responder.accept(msg)

@@ -5,7 +5,8 @@ msgpack. Writes go to Redis and publish an invalidation on ``keys.cache_channel(
 process drops its local copy. A local copy never outlives the Redis key, nor ``local_ttl``, so a
 lost invalidation (a pub/sub link that dropped) costs at most ``local_ttl`` of staleness; after a
 reconnect the local layer is cleared anyway. A read that raced with an invalidation does not
-repopulate the local layer.
+repopulate the local layer. Invalidations are signed frames (:mod:`ipc.frames`) like every bus
+message; an unsigned, forged or stale one is dropped and counted, never acted on.
 
 :meth:`SharedCache.get_or_load` runs the loader once per key per process however many callers
 ask at once (single flight), and stores the result only if the key was not invalidated since the
@@ -44,13 +45,15 @@ from innkeeper.services import BackgroundTasks
 
 from .bus import DROPPED
 from .cache_versions import Generations, Stored
-from .messages import Event, decode, encode, is_plain
+from .frames import pack, unpack
+from .messages import Event, is_plain
 from .pubsub import Subscriber, check_binary_client
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from .keys import Keys
+    from .signing import FrameSigner
 
 __all__ = ("SharedCache", "INVALIDATE_EVENT")
 
@@ -85,6 +88,8 @@ class SharedCache:
         A ``redis.asyncio.Redis`` client with ``decode_responses=False``.
     keys:
         Key names (:class:`~ipc.keys.Keys`).
+    signer:
+        Signs the invalidations this cache publishes and verifies those it receives.
     default_ttl:
         Seconds a value lives in Redis unless ``set`` says otherwise.
     local_ttl:
@@ -98,13 +103,15 @@ class SharedCache:
         Seconds a key's generation counter lives after its last invalidation (far longer than any load).
     """
 
-    def __init__(self, redis: Redis, keys: Keys, *, default_ttl: float = 300.0, local_ttl: float = 30.0,
-                 local_max: int = 10_000, max_inflight: int = 16, generation_ttl: float = 86_400.0) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, signer: FrameSigner, default_ttl: float = 300.0,
+                 local_ttl: float = 30.0, local_max: int = 10_000, max_inflight: int = 16,
+                 generation_ttl: float = 86_400.0) -> None:
         check_binary_client(redis)
         if default_ttl <= 0 or local_ttl < 0 or local_max < 0:
             raise UsageError("cache TTLs and sizes must be positive")
         self.redis = redis
         self.keys = keys
+        self.signer = signer
         self.default_ttl = default_ttl
         self.local_ttl = local_ttl
         self.local_max = local_max
@@ -363,7 +370,8 @@ class SharedCache:
             raise IPCError(f"cache {ns}: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE) from exc
 
     def _invalidation(self, ns: str, keys: list[str] | None) -> bytes:
-        return encode(Event(name=INVALIDATE_EVENT, data={"ns": ns, "keys": keys, "origin": self.instance}))
+        event = Event(name=INVALIDATE_EVENT, data={"ns": ns, "keys": keys, "origin": self.instance})
+        return pack(self.signer, self.keys.cache_channel(), event)
 
     # --- the local layer --------------------------------------------------------------------------
     def drop_local(self, namespace: str, keys: Iterable[str | int] | None = None) -> int:
@@ -407,11 +415,11 @@ class SharedCache:
         while len(self._local) > self.local_max:
             self._local.popitem(last=False)
 
-    def _on_invalidation(self, channel: str, data: bytes) -> None:
+    async def _on_invalidation(self, channel: str, data: bytes) -> None:
         try:
-            event = decode(data)
-        except IPCError:
-            DROPPED.labels("cache_undecodable").inc()
+            event = (await unpack(self.signer, channel, data)).message
+        except IPCError as exc:
+            DROPPED.labels(f"cache_{exc.context.get('reason', 'invalid')}").inc()
             return
         if not isinstance(event, Event) or event.name != INVALIDATE_EVENT:
             DROPPED.labels("cache_unexpected").inc()

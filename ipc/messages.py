@@ -4,8 +4,14 @@ Every message travelling over Redis pub/sub is one of the dataclasses below, enc
 :func:`encode` as a msgpack map ``{"kind": ..., "v": 1, ...fields}`` (``use_bin_type=True``) and
 decoded by :func:`decode` (``raw=False``). Decoding never trusts its input: anything that is not
 exactly a valid message of a known kind and version raises :class:`~innkeeper.errors.IPCError`
-with code ``IPC_DECODE`` and a ``reason`` in its context (``oversize``, ``not_msgpack``,
-``not_a_map``, ``unknown_kind``, ``version``, ``invalid``), which the bus uses to count drops.
+with code ``IPC_DECODE`` and a ``reason`` in its context (``oversize``, ``too_complex``,
+``not_msgpack``, ``not_a_map``, ``unknown_kind``, ``version``, ``invalid``), which the bus uses to
+count drops.
+
+Decoding is bounded before msgpack sees the bytes: the size first, then the number of objects and
+the nesting (:func:`ipc.msgpack_limits.check_objects`), so a crafted message costs at most
+:data:`MAX_OBJECTS` objects' work. On the wire every message travels inside a signed frame
+(:mod:`ipc.frames`); this module knows nothing of signatures.
 
 Kinds
 -----
@@ -30,9 +36,12 @@ import msgpack
 
 from innkeeper.errors import ErrorCode, IPCError
 
+from .msgpack_limits import MsgpackShapeError, check_objects
+
 __all__ = (
     "MESSAGE_VERSION",
     "MAX_MESSAGE_BYTES",
+    "MAX_OBJECTS",
     "Identity",
     "ErrorInfo",
     "Request",
@@ -51,6 +60,8 @@ MESSAGE_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20
 #: Deepest nesting of containers accepted inside ``args``, ``result`` and ``data``.
 MAX_DEPTH = 32
+#: Most msgpack objects (containers and scalars) one message may hold; real messages hold dozens.
+MAX_OBJECTS = 20_000
 
 #: Who sends or answers: a cluster id, or a named non-cluster client such as ``"cli-3f2a..."``.
 Identity = int | str
@@ -281,15 +292,20 @@ def decode(data: bytes | bytearray | memoryview) -> Message:
     Raises
     ------
     IPCError
-        Code ``IPC_DECODE``; ``exc.context["reason"]`` says why (``oversize``, ``not_msgpack``,
-        ``not_a_map``, ``unknown_kind``, ``version``, ``invalid``).
+        Code ``IPC_DECODE``; ``exc.context["reason"]`` says why (``oversize``, ``too_complex``,
+        ``not_msgpack``, ``not_a_map``, ``unknown_kind``, ``version``, ``invalid``).
     """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise _fail("not_msgpack", f"expected bytes, got {type(data).__name__}")
     if len(data) > MAX_MESSAGE_BYTES:
         raise _fail("oversize", f"{len(data)} bytes is more than the {MAX_MESSAGE_BYTES}-byte limit")
+    data = bytes(data)
     try:
-        raw = msgpack.unpackb(bytes(data), raw=False, strict_map_key=False, use_list=True)
+        check_objects(data, max_objects=MAX_OBJECTS, max_depth=MAX_DEPTH + 2)
+    except MsgpackShapeError as exc:
+        raise _fail(exc.reason, str(exc)) from None
+    try:
+        raw = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
     except Exception as exc:  # noqa: BLE001 - msgpack raises many types; every one means "not msgpack"
         raise _fail("not_msgpack", f"not valid msgpack ({type(exc).__name__})") from None
     if not isinstance(raw, dict):

@@ -46,6 +46,7 @@ from ipc.cache import SharedCache
 from ipc.ratelimit import SharedRateLimiter
 from ipc.registry import HandlerRegistry
 from ipc.sessions import SessionStore
+from ipc.signing import FrameSigner
 from ipc.snapshots import GuildSnapshotStore
 from ipc.throttle import RedisThrottle
 
@@ -111,11 +112,13 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     Raises
     ------
     ConfigError
-        A malformed ``INNKEEPER_ENCRYPTION_KEYS`` or ``INNKEEPER_PSEUDONYM_KEY``, or ``dev`` (the public
-        key) while ``DISCORD_API_URL`` is not a local simulator.
+        A malformed ``INNKEEPER_ENCRYPTION_KEYS`` or ``INNKEEPER_PSEUDONYM_KEY``, ``dev`` (the public
+        encryption key) while ``DISCORD_API_URL`` is not a local simulator, or a missing or malformed
+        ``INNKEEPER_IPC_KEYS``.
     """
     s = ctx.settings
     point_discord_at(s.api_url)
+    signer = FrameSigner.from_settings(s)  # the bus and the cache's invalidations sign and verify with it
     key_ring = KeyRing.from_settings(s) if s.encryption_keys else None
     if key_ring is None:
         _log.warning("INNKEEPER_ENCRYPTION_KEYS is not set: feedback, reminders and privacy export are off")
@@ -127,7 +130,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     # --- the command layer --------------------------------------------------------------------------
     limiter = SharedRateLimiter.from_settings(ctx.redis, ctx.keys, s) if s.shared_ratelimit else None
     database = DatabaseService(ctx.database)
-    cache = SharedCache(ctx.redis, ctx.keys)
+    cache = SharedCache(ctx.redis, ctx.keys, signer=signer)
     guild_config = GuildConfigStore(ctx.database, shared=cache)
     usage = UsageRecorder(ctx.database)
     throttle = RedisThrottle(ctx.redis, ctx.keys)
@@ -135,7 +138,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
                         usage=UsageToDatabase(usage), audit=AuditToDatabase(ctx.database),
                         errors=ErrorsToDatabase(ctx.database))
     registry = HandlerRegistry()
-    bus = Bus(ctx.redis, ctx.keys, ctx.cluster_id, registry=registry)
+    bus = Bus(ctx.redis, ctx.keys, ctx.cluster_id, signer=signer, registry=registry)
     tracker = ShardTracker(ctx.shard_ids or range(ctx.shard_count or 1))
     status = StatusReporter(bus=bus, redis=ctx.redis, keys=ctx.keys,
                             local=lambda: local_view(bot, tracker, ctx.cluster_id))

@@ -19,9 +19,12 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
+
+if TYPE_CHECKING:
+    from ipc.signing import FrameSigner
 
 T = TypeVar("T")
 
@@ -30,6 +33,17 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 INNKEEPER_CLI = (sys.executable, "-m", "cluster.innkeeper_cli")
 PG_ADMIN_DSN = os.environ.get("INNKEEPER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("INNKEEPER_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+#: ``INNKEEPER_IPC_KEYS`` of every process a test starts: the public development key.
+IPC_KEYS = "dev"
+
+
+def ipc_signer(max_age_s: float = 30.0) -> FrameSigner:
+    """A bus signer holding :data:`IPC_KEYS`, as every cluster a test starts does."""
+    from ipc.signing import FrameSigner
+
+    return FrameSigner.parse([IPC_KEYS], max_age_s=max_age_s)
 
 
 def service_missing(name: str, why: object) -> None:

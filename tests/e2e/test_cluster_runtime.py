@@ -8,6 +8,7 @@ supervisord and every process down even when it fails.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -27,7 +28,7 @@ from cluster.supervisor import Supervisor
 from innkeeper.errors import InnkeeperError
 from innkeeper.settings import Settings
 from tests.procs import SimulatorProc, start_simulator
-from tests.support import wait_for, wait_for_sync
+from tests.support import IPC_KEYS, wait_for, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -66,7 +67,7 @@ def _env(sim: SimulatorProc, run_dir: Path, prefix: str, redis_url: str, databas
         "INNKEEPER_STATUS_PORT": "0", "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_IDENTIFY_WINDOW": str(WINDOW),
         "INNKEEPER_IDENTIFY_MARGIN": str(MARGIN),
         "INNKEEPER_HEARTBEAT_INTERVAL": "0.5", "INNKEEPER_HEARTBEAT_TTL": "5", "INNKEEPER_LOG_FORMAT": "json",
-        "INNKEEPER_SYNC_COMMANDS": "false", **extra,
+        "INNKEEPER_SYNC_COMMANDS": "false", "INNKEEPER_IPC_KEYS": IPC_KEYS, **extra,
     })
 
 
@@ -153,6 +154,13 @@ async def test_cold_start_every_shard_ready_without_violations(env: Env) -> None
     assert stats["identify_violations"] == 0, _violations(env.sim)
     assert stats["identifies"] == SHARDS
     await wait_for(lambda: _healthz_ok(env), timeout=20, message="/healthz 200")
+    # the status service runs without the token, the keys or the database URL, in its environment or its file
+    status_pid = (await env.launcher.supervisor.process("status"))["pid"]
+    raw_environ = await asyncio.to_thread(Path(f"/proc/{status_pid}/environ").read_bytes)
+    environ = dict(item.split(b"=", 1) for item in raw_environ.split(b"\0") if b"=" in item)
+    status_file = await asyncio.to_thread((env.launcher.run_dir / "status-settings.json").read_text)
+    for secret in ("DISCORD_TOKEN", "INNKEEPER_IPC_KEYS", "DATABASE_URL", "INNKEEPER_ENCRYPTION_KEYS"):
+        assert secret.encode() not in environ and secret not in status_file, secret
     status, doc = await _get(env.status_url + "/status.json")
     assert status == 200 and doc["shard_count"] == SHARDS and doc["max_concurrency"] == MC
     assert [c["state"] for c in doc["clusters"]] == ["READY"] * CLUSTERS

@@ -41,6 +41,7 @@ from ipc.bus import Bus, live_clusters
 from ipc.heartbeat import read_heartbeats
 from ipc.keys import Keys
 from ipc.messages import MESSAGE_VERSION
+from ipc.signing import FrameSigner
 from ipc.snapshots import GuildSnapshotStore
 from shard.bot import ClusterBot
 from shard.rest_hook import limiter_of
@@ -55,7 +56,7 @@ from tests.procs import (
     start_cluster,
     start_simulator,
 )
-from tests.support import INNKEEPER_CLI, PrivateRedis, service_missing, wait_for
+from tests.support import INNKEEPER_CLI, IPC_KEYS, PrivateRedis, ipc_signer, service_missing, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -241,7 +242,7 @@ class Where:
 
 async def _innkeeper(where: Where, *args: str) -> tuple[int, str]:
     env = {**os.environ, "REDIS_URL": where.redis_url, "DATABASE_URL": where.database_url,
-           "INNKEEPER_REDIS_PREFIX": where.prefix, "INNKEEPER_LOG_FORMAT": "text"}
+           "INNKEEPER_REDIS_PREFIX": where.prefix, "INNKEEPER_LOG_FORMAT": "text", "INNKEEPER_IPC_KEYS": IPC_KEYS}
     proc = await asyncio.create_subprocess_exec(*INNKEEPER_CLI, *args, cwd=PROJECT_ROOT, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)
@@ -297,7 +298,7 @@ async def test_bus_between_cluster_processes(tmp_path: Path, migrated_db: str, r
             "INNKEEPER_HEARTBEAT_INTERVAL": "0.5", "INNKEEPER_HEARTBEAT_TTL": "10", "INNKEEPER_SYNC_COMMANDS": "false"})
         procs = [start_cluster(tmp_path / "logs", env, cluster=i, shard_ids=str(i), shard_count=3) for i in range(3)]
         try:
-            async with Bus(bus_redis, keys, f"cli-e2e-{uuid.uuid4().hex[:8]}") as bus:
+            async with Bus(bus_redis, keys, f"cli-e2e-{uuid.uuid4().hex[:8]}", signer=ipc_signer()) as bus:
                 await _bus_checks(sim, procs, bus, keys, Where(redis_url, migrated_db, redis_prefix))
         finally:
             for proc in procs:
@@ -333,13 +334,17 @@ async def _bus_checks(sim: SimulatorProc, procs: list[Proc], bus: Bus, keys: Key
     status = await _answer(sim, await _slash(sim, by_shard[1][0], "status"))
     assert "3 cluster(s), 3 shard(s), 30 guilds" in status and "live answers from every cluster" in status, status
 
-    # garbage on the bus channel: dropped and counted by every cluster, and the bus keeps serving
+    # garbage on the bus channel, validly signed (it reaches the decoder) or not signed at all, or signed
+    # with a key the clusters do not hold: dropped and counted by every cluster, and the bus keeps serving
     beats = await read_heartbeats(bus.redis, keys)
     ports = {cid: b["metrics_port"] for cid, b in beats.items()}
     assert set(ports) == {0, 1, 2} and all(ports.values()), beats
     before = {cid: _metric(await asyncio.to_thread(_metrics, port), "innkeeper_ipc_dropped_total") or 0.0
               for cid, port in ports.items()}
-    for junk in GARBAGE:
+    outsider = FrameSigner([("dev", b"not the key the clusters hold!!!")])
+    junks = [bus.signer.seal(keys.bus_channel(), junk) for junk in GARBAGE]
+    junks += [GARBAGE[0], outsider.seal(keys.bus_channel(), GARBAGE[1])]
+    for junk in junks:
         assert await bus.redis.publish(keys.bus_channel(), junk) == 3
     gathered = await bus.broadcast_gather("guild_count", expected={0, 1, 2}, timeout=5)
     assert gathered.ok and gathered.results == {s: len(by_shard[s]) for s in range(3)}, gathered
@@ -347,14 +352,14 @@ async def _bus_checks(sim: SimulatorProc, procs: list[Proc], bus: Bus, keys: Key
     async def counted() -> bool:
         for cid, port in ports.items():
             now = _metric(await asyncio.to_thread(_metrics, port), "innkeeper_ipc_dropped_total") or 0.0
-            assert now <= before[cid] + len(GARBAGE), (cid, before[cid], now)
-            if now < before[cid] + len(GARBAGE):
+            assert now <= before[cid] + len(junks), (cid, before[cid], now)
+            if now < before[cid] + len(junks):
                 return False
         return True
 
     await wait_for(counted, timeout=10, message="every cluster counting the garbage as dropped")
     text = await asyncio.to_thread(_metrics, ports[0])
-    for reason in ("not_msgpack", "not_a_map", "unknown_kind", "version", "invalid"):
+    for reason in ("not_msgpack", "not_a_map", "unknown_kind", "version", "invalid", "unsigned", "bad_signature"):
         assert (_metric(text, "innkeeper_ipc_dropped_total", reason=reason) or 0) >= 1, reason
     assert all(p.alive() for p in procs)
 
@@ -462,7 +467,7 @@ async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: a
 
     async def ready_on_bus() -> bool:
         assert proc.alive(), proc.output()[-3000:]
-        async with Bus(redis, keys, f"cli-e2e-{uuid.uuid4().hex[:8]}") as bus:
+        async with Bus(redis, keys, f"cli-e2e-{uuid.uuid4().hex[:8]}", signer=ipc_signer()) as bus:
             got = await bus.broadcast_gather("ping", expected={0}, timeout=1.0)
         return got.ok and bool(got.results[0]["ready"])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -13,10 +14,11 @@ import asyncpg
 import pytest
 
 from db import aliases, audit, feedback, guilds, permissions, reminders
-from db.backup import backup, list_backups, restore
+from db.backup import backup, list_backups
 from db.error_events import record_error
 from db.migrate import discover, maintenance_dsn
 from db.pool import Database
+from db.restore import restore
 from db.testing import make_keys, migrated
 from db.usage import UsageRecorder
 from innkeeper.errors import DatabaseError
@@ -178,3 +180,95 @@ async def test_cli_backup_and_restore(source: Database, database_url: str, targe
     assert rc == 1 and "not empty" in err and len(err.strip().splitlines()) == 1
     rc, out, err = await run("restore")
     assert rc == 2
+
+
+async def _databases_beside(dsn: str) -> list[str]:
+    """Databases named ``<target>_…``: a staging copy or a replaced target left behind."""
+    name = dsn.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        rows = await admin.fetch("SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
+                                 name + "_")
+    finally:
+        await admin.close()
+    return [r["datname"] for r in rows]
+
+
+async def _drop(*names: str) -> None:
+    admin = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        for name in names:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def _cut_short(dump: Path) -> None:
+    """Truncate ``dump`` and make its sidecar's checksum match: a dump that was bad when it was taken."""
+    data = dump.read_bytes()
+    dump.write_bytes(data[: len(data) * 3 // 5])
+    sidecar = dump.with_name(dump.name + ".json")
+    meta = json.loads(sidecar.read_text())
+    meta["sha256"] = hashlib.sha256(dump.read_bytes()).hexdigest()
+    sidecar.write_text(json.dumps(meta))
+
+
+def _overcount(dump: Path, table: str) -> None:
+    """Make the sidecar promise one row more in ``table``: the dump restores, verification fails."""
+    sidecar = dump.with_name(dump.name + ".json")
+    meta = json.loads(sidecar.read_text())
+    meta["tables"][table] += 1
+    sidecar.write_text(json.dumps(meta))
+
+
+@pytest.fixture
+async def restored_target(source: Database, database_url: str, target_dsn: str, tmp_path: Path) -> Path:
+    """``target_dsn`` holds a verified restore of the source, plus one row of its own; returns the dump."""
+    result = await backup(database_url, tmp_path)
+    await restore(target_dsn, result.path)
+    async with Database(target_dsn) as target:
+        await record_error(target, code="E9999", message="only in the target")
+    return result.path
+
+
+async def test_a_failing_pg_restore_leaves_the_target_intact(restored_target: Path, target_dsn: str) -> None:
+    """``--force`` with a dump that pg_restore cannot read: the target keeps every row, nothing is left over."""
+    before = await _snapshot(target_dsn)
+    assert "only in the target" in "".join(before["error_events"])
+    _cut_short(restored_target)
+    with pytest.raises(DatabaseError) as info:
+        await restore(target_dsn, restored_target, force=True)
+    assert await _snapshot(target_dsn) == before
+    assert "pg_restore failed" in info.value.message and "was not touched" in info.value.message
+    assert await _databases_beside(target_dsn) == []  # the staging copy is gone
+
+
+async def test_a_restore_that_fails_verification_keeps_the_target_and_the_copy(restored_target: Path,
+                                                                            target_dsn: str) -> None:
+    before = await _snapshot(target_dsn)
+    _overcount(restored_target, "command_usage")
+    with pytest.raises(DatabaseError) as info:
+        await restore(target_dsn, restored_target, force=True)
+    left = await _databases_beside(target_dsn)
+    try:
+        assert await _snapshot(target_dsn) == before
+        assert "command_usage" in info.value.message and "was not touched" in info.value.message
+        assert len(left) == 1 and "_restore_" in left[0] and left[0] in info.value.message  # kept for inspection
+    finally:
+        await _drop(*left)
+
+
+async def test_a_forced_restore_swaps_in_the_copy_and_ends_open_connections(restored_target: Path,
+                                                                          database_url: str, target_dsn: str) -> None:
+    held = await asyncpg.connect(target_dsn)  # a cluster that was not stopped
+    try:
+        restored = await restore(target_dsn, restored_target, force=True)
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+            await held.fetchval("SELECT 1")
+    finally:
+        await held.close()
+    assert restored.counts["error_events"] == 1
+    assert await _snapshot(target_dsn) == await _snapshot(database_url)  # the target's own row is gone
+    assert await _databases_beside(target_dsn) == []  # the replaced database was dropped
+    conn = await asyncpg.connect(target_dsn)  # and the target accepts connections
+    await conn.close()

@@ -22,7 +22,7 @@ from ipc.keys import Keys
 from shard.pipeline.config import GuildConfig
 from shard.pipeline.levels import Level
 from shard.pipeline.store import CACHE_NAMESPACE, GuildConfigStore, load_guild_config
-from tests.support import PrivateRedis, wait_for
+from tests.support import PrivateRedis, ipc_signer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ async def make_cache(redis: aioredis.Redis, redis_prefix: str) -> AsyncIterator[
     caches: list[SharedCache] = []
 
     async def factory(*, listen: bool = True, **options: Any) -> SharedCache:
-        cache = SharedCache(redis, Keys(redis_prefix), **options)
+        cache = SharedCache(redis, Keys(redis_prefix), signer=ipc_signer(), **options)
         if listen:
             await cache.start()
         caches.append(cache)
@@ -139,7 +139,7 @@ async def test_an_invalidation_redis_missed_is_retried_and_never_served_meanwhil
     admin = aioredis.from_url(private_redis.url)
     mine = aioredis.from_url(private_redis.url, socket_timeout=0.5)
     theirs = aioredis.from_url(private_redis.url)
-    cache, other = SharedCache(mine, keys), SharedCache(theirs, keys)
+    cache, other = SharedCache(mine, keys, signer=ipc_signer()), SharedCache(theirs, keys, signer=ipc_signer())
     await cache.start()
     await other.start()
     try:

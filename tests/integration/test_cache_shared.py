@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from innkeeper.errors import ErrorCode, IPCError, UsageError
 from ipc.cache import SharedCache
 from ipc.keys import Keys
-from tests.support import wait_for
+from tests.support import ipc_signer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ async def make_cache(redis: aioredis.Redis, redis_prefix: str) -> AsyncIterator[
     caches: list[SharedCache] = []
 
     async def factory(**options: object) -> SharedCache:
-        cache = SharedCache(redis, Keys(redis_prefix), **options)  # type: ignore[arg-type]
+        cache = SharedCache(redis, Keys(redis_prefix), signer=ipc_signer(), **options)  # type: ignore[arg-type]
         await cache.start()
         caches.append(cache)
         return cache
@@ -178,7 +178,7 @@ async def test_bad_input_is_refused(make_cache: MakeCache) -> None:
 async def test_redis_down_reads_fall_back_to_the_loader(make_cache: MakeCache) -> None:
     cache = await make_cache()
     dead = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2, retry=None)
-    broken = SharedCache(dead, Keys("dead"))
+    broken = SharedCache(dead, Keys("dead"), signer=ipc_signer())
     try:
         async def loader() -> str:
             return "from the database"

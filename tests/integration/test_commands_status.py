@@ -16,7 +16,7 @@ from ipc.keys import Keys
 from ipc.registry import HandlerRegistry
 from shard.bus_handlers import register_cluster_handlers
 from shard.status_report import STATUS_ACTION, StatusReporter, local_view, render_status
-from tests.support import ReservedPort
+from tests.support import ReservedPort, ipc_signer
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ async def test_status_over_the_bus_names_the_cluster_that_did_not_answer(redis: 
     bots = [fake_bot(0, redis, keys, [0, 1], 10), fake_bot(1, redis, keys, [2, 3], 7)]
     buses = []
     for bot in bots:
-        bot.bus = Bus(redis, keys, bot.cluster_id, registry=HandlerRegistry())
+        bot.bus = Bus(redis, keys, bot.cluster_id, signer=ipc_signer(), registry=HandlerRegistry())
         register_cluster_handlers(bot.bus.registry, bot,
                                   local_status=lambda b=bot: local_view(b, None, b.cluster_id))
         assert STATUS_ACTION in bot.bus.registry

@@ -4,7 +4,7 @@
   wrapped to refuse any SQL that did not come from :func:`db.sql.built`, while every public db
   function runs its main paths. Every query constant those functions own must have been sent, so the
   walk cannot silently skip one, and each built query has run on PostgreSQL once.
-* ``db.migrate`` and ``db.backup`` talk to bare asyncpg connections (before a pool exists, or to
+* ``db.migrate``, ``db.backup`` and ``db.restore`` talk to bare asyncpg connections (before a pool exists, or to
   another database); what they send is recorded the same way during a migration, a backup and two
   forced restores: built SQL, or a migration file.
 """
@@ -34,8 +34,9 @@ from db import (
     reminders,
     usage,
 )
-from db.backup import backup, restore
+from db.backup import backup
 from db.pool import Database
+from db.restore import restore
 from db.sql import is_built
 from db.testing import make_keys, migrated, sql_constants
 from innkeeper.errors import DatabaseError
@@ -47,7 +48,7 @@ pytestmark = pytest.mark.integration
 KEYS = make_keys("t1")
 ROTATED = make_keys("t2", "t1")
 # Statements that never go through the funnel: the migration runner's and the backups' own.
-RAW_MODULES = ("migrate", "backup")
+RAW_MODULES = ("migrate", "backup", "restore")
 FUNNEL_THROUGH_RAW = {"migrate.TABLE_EXISTS", "migrate._MAX_VERSION"}  # current_version() uses the funnel
 
 
@@ -202,7 +203,7 @@ async def test_migrations_and_backups_send_only_built_sql(database_url: str, tmp
         await migrate.migrate(database_url)
         done = await backup(database_url, tmp_path)
         await restore(target, done.path)  # a new database: CREATE DATABASE
-        await restore(target, done.path, force=True)  # a non-empty one: DROP ... WITH (FORCE), CREATE
+        await restore(target, done.path, force=True)  # a non-empty one: swapped in, the old one dropped
     finally:
         monkeypatch.undo()
         admin = await asyncpg.connect(PG_ADMIN_DSN)
@@ -211,7 +212,7 @@ async def test_migrations_and_backups_send_only_built_sql(database_url: str, tmp
         finally:
             await admin.close()
     files = {m.sql for m in migrate.discover()}
-    assert {caller for caller, _ in sent} == {"db.migrate", "db.backup"}
+    assert {caller for caller, _ in sent} == {"db.migrate", "db.backup", "db.restore"}
     stray = [f"{caller}: {sql[:80]}" for caller, sql in sent if not is_built(sql) and sql not in files]
     assert not stray, "hand-written SQL sent on a bare connection:\n" + "\n".join(stray)
     texts = {sql for _, sql in sent}

@@ -18,7 +18,7 @@ from ipc.bus import Bus, live_clusters
 from ipc.keys import Keys
 from ipc.messages import MAX_MESSAGE_BYTES, Event, Request, Response, encode
 from ipc.registry import HandlerRegistry
-from tests.support import wait_for
+from tests.support import ipc_signer, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Red
 @pytest.fixture
 async def clusters(redis: aioredis.Redis, redis_prefix: str) -> AsyncIterator[list[Bus]]:
     keys = Keys(redis_prefix)
-    buses = [Bus(redis, keys, i, registry=_registry(i)) for i in range(4)]
+    buses = [Bus(redis, keys, i, signer=ipc_signer(), registry=_registry(i)) for i in range(4)]
     for bus in buses:
         await bus.start()
     yield buses
@@ -61,7 +61,7 @@ async def clusters(redis: aioredis.Redis, redis_prefix: str) -> AsyncIterator[li
 
 @pytest.fixture
 async def cli(redis: aioredis.Redis, redis_prefix: str) -> AsyncIterator[Bus]:
-    async with Bus(redis, Keys(redis_prefix), f"cli-{uuid.uuid4().hex[:8]}") as bus:
+    async with Bus(redis, Keys(redis_prefix), f"cli-{uuid.uuid4().hex[:8]}", signer=ipc_signer()) as bus:
         yield bus
 
 
@@ -135,8 +135,9 @@ async def test_garbage_is_dropped_and_counted_and_the_bus_keeps_serving(
         encode(Request(id="evil", action="whoami", args={}, sender=9, reply_to=keys.cache_channel())),
         encode(Event(name="nobody.listens")),
     ]
-    for blob in garbage:
-        await redis.publish(keys.bus_cluster_channel(0), blob)
+    channel = keys.bus_cluster_channel(0)
+    for blob in garbage:  # validly signed: these reach the decoder and the routing checks
+        await redis.publish(channel, target.signer.seal(channel, blob))
     expected = {"not_msgpack": 2, "not_a_map": 1, "unknown_kind": 1, "version": 1, "invalid": 1, "oversize": 1,
                 "late": 1, "bad_reply_to": 1, "no_listener": 1}
     await wait_for(lambda: all(target.dropped[r] >= n for r, n in expected.items()), timeout=10,
@@ -167,7 +168,7 @@ async def test_broadcast_gather_defaults_to_live_clusters(clusters: list[Bus], c
 
 
 async def test_client_without_registry_answers_nothing(cli: Bus, redis: aioredis.Redis, redis_prefix: str) -> None:
-    other = Bus(redis, Keys(redis_prefix), "status")
+    other = Bus(redis, Keys(redis_prefix), "status", signer=ipc_signer())
     async with other:
         with pytest.raises(IPCError):
             await cli.request("status", "whoami", timeout=0.3)
@@ -178,7 +179,7 @@ async def test_bad_construction_is_refused(redis_url: str, redis_prefix: str) ->
     text_client = aioredis.from_url(redis_url, decode_responses=True)
     try:
         with pytest.raises(UsageError):
-            Bus(text_client, Keys(redis_prefix), 1)
+            Bus(text_client, Keys(redis_prefix), 1, signer=ipc_signer())
     finally:
         await text_client.aclose()
 

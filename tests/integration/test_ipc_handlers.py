@@ -25,7 +25,7 @@ from ipc.cache import SharedCache
 from ipc.keys import Keys
 from ipc.registry import HandlerRegistry
 from shard.bus_handlers import register_cluster_handlers
-from tests.support import INNKEEPER_CLI
+from tests.support import INNKEEPER_CLI, IPC_KEYS, ipc_signer
 
 pytestmark = pytest.mark.integration
 
@@ -83,11 +83,12 @@ async def test_standard_actions_on_a_real_bot(redis: aioredis.Redis, redis_prefi
     bot = commands.AutoShardedBot(command_prefix="!", intents=discord.Intents.default())
     await bot.load_extension(prefix + "hello")
     keys = Keys(redis_prefix)
-    cache = SharedCache(redis, keys)
+    cache = SharedCache(redis, keys, signer=ipc_signer())
     registry = HandlerRegistry()
     register_cluster_handlers(registry, bot, cache=cache, extension_package=prefix)
     assert set(registry) == {"ping", "guild_count", "shard_status", "reload_extension", "cache_invalidate"}
-    async with cache, Bus(redis, keys, 0, registry=registry), Bus(redis, keys, "cli-test") as cli:
+    async with (cache, Bus(redis, keys, 0, signer=ipc_signer(), registry=registry),
+                Bus(redis, keys, "cli-test", signer=ipc_signer()) as cli):
         assert await cli.request(0, "ping") == {"pong": True, "ready": False, "latency_ms": None}
         assert await cli.request(0, "guild_count") == 0
         assert await cli.request(0, "shard_status") == []
@@ -130,7 +131,8 @@ def test_extension_names() -> None:
 
 
 async def _innkeeper(redis_url: str, prefix: str, *args: str) -> tuple[int, str, str]:
-    env = {**os.environ, "REDIS_URL": redis_url, "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_LOG_FORMAT": "text"}
+    env = {**os.environ, "REDIS_URL": redis_url, "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_LOG_FORMAT": "text",
+           "INNKEEPER_IPC_KEYS": IPC_KEYS}
     proc = await asyncio.create_subprocess_exec(*INNKEEPER_CLI, *args, cwd=PROJECT_ROOT, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
@@ -156,7 +158,7 @@ async def test_innkeeper_reload_reports_every_cluster(redis: aioredis.Redis, red
     code, _, err = await _innkeeper(redis_url, redis_prefix, "reload", "settings", "--timeout", "2")
     assert code == 1 and "no live clusters" in err
 
-    buses = [Bus(redis, keys, cid, registry=_cluster_registry(outcome))
+    buses = [Bus(redis, keys, cid, signer=ipc_signer(), registry=_cluster_registry(outcome))
              for cid, outcome in [(0, "ok"), (1, "ok"), (2, "fail")]]
     for cid in (0, 1, 2, 3):  # cluster 3 has a heartbeat but its bus is gone
         await redis.set(keys.heartbeat(cid), msgpack.packb({"cluster_id": cid}), ex=60)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import signal
 import time
@@ -17,8 +18,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from cluster.launcher import Launcher
 from cluster.plan import plan
+from cluster.render import status_settings_json
 from cluster.state import store_plan
-from cluster.status import create_app, read_status_port
+from cluster.status import SETTINGS_USED, create_app, read_status_port
 from innkeeper.settings import Settings
 from ipc.heartbeat import ClusterBeat, write_heartbeat
 from ipc.keys import Keys
@@ -89,6 +91,10 @@ async def test_routes(redis_client: aioredis.Redis, redis_prefix: str, seeded: K
         await client.close()
 
 
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
 async def test_token_guards_every_route_but_healthz(redis_client: aioredis.Redis, redis_prefix: str,
                                                     seeded: Keys) -> None:
     client = await _client(redis_client, redis_prefix, INNKEEPER_STATUS_TOKEN="s3cret")
@@ -96,11 +102,31 @@ async def test_token_guards_every_route_but_healthz(redis_client: aioredis.Redis
         for path in ("/", "/status.json", "/metrics"):
             r = await client.get(path)
             assert r.status == 401, path
+            # a browser gets a Basic challenge (it prompts), a script learns about Bearer
+            challenges = r.headers.getall("WWW-Authenticate")
+            assert any(c.startswith("Basic ") for c in challenges) and any(c.startswith("Bearer") for c in challenges)
             assert (await client.get(path, headers={"Authorization": "Bearer nope"})).status == 401
             assert (await client.get(path, headers={"Authorization": "Bearer s3cret"})).status == 200
-            assert (await client.get(path, params={"token": "s3cret"})).status == 200
+            assert (await client.get(path, headers=_basic("anyone", "s3cret"))).status == 200
+            assert (await client.get(path, headers=_basic("", "s3cret"))).status == 200
+            assert (await client.get(path, headers=_basic("s3cret", "nope"))).status == 401
+            assert (await client.get(path, headers={"Authorization": "Basic !!not base64"})).status == 401
         assert (await client.get("/healthz")).status == 503  # open, and honest
-        assert (await client.get("/nope", params={"token": "s3cret"})).status == 404
+        assert (await client.get("/nope", headers={"Authorization": "Bearer s3cret"})).status == 404
+    finally:
+        await client.close()
+
+
+async def test_a_token_in_the_url_is_refused(redis_client: aioredis.Redis, redis_prefix: str, seeded: Keys) -> None:
+    """A token in the query string ends up in logs and browser history: it is never accepted."""
+    client = await _client(redis_client, redis_prefix, INNKEEPER_STATUS_TOKEN="s3cret")
+    try:
+        for path in ("/", "/status.json", "/metrics"):
+            r = await client.get(path, params={"token": "s3cret"})
+            assert r.status == 401, path
+            assert "not accepted in the URL" in (await r.json())["error"]
+        page = await (await client.get("/", headers=_basic("me", "s3cret"))).text()
+        assert "token" not in page.lower()  # the page never puts a token in a URL it fetches
     finally:
         await client.close()
 
@@ -131,12 +157,25 @@ async def test_stale_heartbeat_is_unhealthy(redis_client: aioredis.Redis, redis_
         await client.close()
 
 
+SECRETS = {"DISCORD_TOKEN": "discord-token-xyz", "INNKEEPER_ENCRYPTION_KEYS": "dev", "INNKEEPER_IPC_KEYS": "dev",
+           "DATABASE_URL": "postgresql://bot:db-password-xyz@127.0.0.1:5432/innkeeper"}
+
+
 async def test_port_zero_binds_a_free_port_and_says_which(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
-    """``INNKEEPER_STATUS_PORT=0``: the service binds a port itself and writes it to ``status.port`` in the run dir."""
+    """``INNKEEPER_STATUS_PORT=0``: the service binds a port itself and writes it to ``status.port`` in the run dir.
+
+    It runs on the settings file the launcher writes, which holds what the service uses and no secret.
+    """
     run_dir = tmp_path / "run"
     settings_file = tmp_path / "status-settings.json"
-    settings_file.write_text(json.dumps({"INNKEEPER_RUN_DIR": str(run_dir), "INNKEEPER_STATUS_PORT": "0",
-                                         "REDIS_URL": redis_url, "INNKEEPER_REDIS_PREFIX": redis_prefix}))
+    full = Settings.from_env({"INNKEEPER_RUN_DIR": str(run_dir), "INNKEEPER_STATUS_PORT": "0", "REDIS_URL": redis_url,
+                              "INNKEEPER_REDIS_PREFIX": redis_prefix, **SECRETS})
+    text = status_settings_json(full)
+    written = json.loads(text)
+    assert set(written) == {Settings.variable(f) for f in SETTINGS_USED if getattr(full, f) is not None}
+    for name, value in SECRETS.items():
+        assert name not in written and value not in text
+    settings_file.write_text(text)
     proc = spawn("status", ["-m", "cluster.status", "--settings-file", str(settings_file)], tmp_path)
     try:
         def bound() -> int | None:

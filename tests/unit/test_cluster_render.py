@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import configparser
+import dataclasses
+import json
 import stat
 from pathlib import Path
 
@@ -17,9 +19,11 @@ from cluster.render import (
     SimulatorSpec,
     render_clusters,
     render_simulator,
+    status_settings_json,
     supervisor_environment,
     write_private,
 )
+from cluster.supervisor import daemon_environment
 from innkeeper.errors import ConfigError
 from innkeeper.settings import Settings
 from shard.__main__ import parse_shard_ids
@@ -27,7 +31,8 @@ from shard.__main__ import parse_shard_ids
 
 def _settings(tmp_path: Path) -> Settings:
     return Settings.from_env({"DISCORD_TOKEN": "tok.en-1", "INNKEEPER_RUN_DIR": str(tmp_path / "run"),
-                              "DATABASE_URL": "postgresql://u:p%40ss@h/db", "INNKEEPER_REDIS_PREFIX": "x"})
+                              "DATABASE_URL": "postgresql://u:p%40ss@h/db", "INNKEEPER_REDIS_PREFIX": "x",
+                              "INNKEEPER_STATUS_TOKEN": "status-only"})
 
 
 def _parse(text: str) -> configparser.RawConfigParser:
@@ -58,8 +63,8 @@ def test_clusters_conf(tmp_path: Path) -> None:
         assert conf.get(section, "stdout_logfile").endswith(f"run/logs/cluster-{spec.id}.log")
         # supervisord expands %(...)s and then parses KEY="value" pairs: we get the settings back.
         env = dict_of_key_value_pairs(expand(conf.get(section, "environment"), {}, "environment"))
-        assert Settings.from_env(env) == settings
-        assert env["DATABASE_URL"] == "postgresql://u:p%40ss@h/db"
+        assert Settings.from_env(env) == dataclasses.replace(settings, status_token=None)  # it is not theirs
+        assert env["DATABASE_URL"] == "postgresql://u:p%40ss@h/db" and "INNKEEPER_STATUS_TOKEN" not in env
 
 
 def test_simulator_conf(tmp_path: Path) -> None:
@@ -82,6 +87,21 @@ def test_environment_round_trips(value: str) -> None:
 def test_environment_rejects_what_supervisord_cannot_carry(value: str) -> None:
     with pytest.raises(ConfigError, match="A_VAR"):
         supervisor_environment({"A_VAR": value})
+
+
+def test_supervisord_and_the_status_service_get_no_secret(tmp_path: Path) -> None:
+    """supervisord's environment is inherited by every program, the status service included: no setting
+    travels through it. The clusters get theirs in their program files, the status service only what it uses."""
+    environ = {"PATH": "/usr/bin", "HOME": "/home/ops", "LANG": "C.UTF-8", "DISCORD_TOKEN": "tok.en-1",
+               "INNKEEPER_IPC_KEYS": "dev", "INNKEEPER_ENCRYPTION_KEYS": "dev", "INNKEEPER_STATUS_TOKEN": "s",
+               "DATABASE_URL": "postgresql://u:p@h/db", "REDIS_URL": "redis://h/0", "INNKEEPER_REDIS_PREFIX": "x"}
+    assert daemon_environment(environ) == {"PATH": "/usr/bin", "HOME": "/home/ops", "LANG": "C.UTF-8"}
+    settings = Settings.from_env({**environ, "INNKEEPER_RUN_DIR": str(tmp_path / "run")})
+    status_env = json.loads(status_settings_json(settings))
+    assert set(status_env) == {"REDIS_URL", "INNKEEPER_REDIS_PREFIX", "INNKEEPER_STATUS_TOKEN",
+                               "INNKEEPER_STATUS_HOST", "INNKEEPER_STATUS_PORT", "INNKEEPER_HEARTBEAT_INTERVAL",
+                               "INNKEEPER_LOG_FORMAT", "INNKEEPER_LOG_LEVEL", "INNKEEPER_RUN_DIR"}
+    assert Settings.from_env(status_env).status_token == "s"  # what it needs, it has
 
 
 def test_write_private(tmp_path: Path) -> None:

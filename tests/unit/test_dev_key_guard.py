@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cluster.demo import DemoOptions, demo_database_url, demo_settings
-from db.crypto import KeyRing
+from db.crypto import KeyRing, generate_key
 from innkeeper.errors import ConfigError
 from innkeeper.settings import Settings
 from shard.__main__ import EXIT_FATAL, main
@@ -36,6 +36,7 @@ def test_a_cluster_pointed_at_discord_with_the_dev_key_stops_and_is_not_restarte
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("DISCORD_TOKEN", "a-real-looking-token")
     monkeypatch.setenv("INNKEEPER_ENCRYPTION_KEYS", "dev")
+    monkeypatch.setenv("INNKEEPER_IPC_KEYS", generate_key("ipc1"))  # a real bus key: only the dev key is wrong
     monkeypatch.delenv("DISCORD_API_URL", raising=False)
     assert main(["--shard-ids", "0", "--shard-count", "1"]) == EXIT_FATAL
     assert "INNKEEPER_ENCRYPTION_KEYS=dev is the public development key" in capsys.readouterr().err
