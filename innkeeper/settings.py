@@ -385,7 +385,7 @@ class Settings:
 
 
 #: Fields whose values are secrets: shown as ``***`` when set.
-_SECRETS = frozenset({"discord_token", "status_token", "encryption_keys", "ipc_keys"})
+_SECRETS = frozenset({"discord_token", "status_token", "encryption_keys", "ipc_keys", "pseudonym_key"})
 #: Fields holding URLs that may carry a password.
 _URLS = frozenset({"database_url", "redis_url", "api_url"})
 _STANDARD_NAMES = {
