@@ -39,7 +39,7 @@ __all__ = ("main",)
 
 
 def _signer() -> FrameSigner:
-    return FrameSigner.parse((os.environ.get("INNKEEPER_IPC_KEYS") or "dev").split(","))
+    return FrameSigner.parse((os.environ.get("INNKEEPER_IPC_KEYS") or "dev").split(","), allow_dev=True)
 
 
 def _registry(cluster_id: int) -> HandlerRegistry:

@@ -3,6 +3,11 @@
 The simulator runs under supervisord too (``run/simulator.conf``), with a scaled identify window so
 a demo starts in seconds, and the clusters are launched against it exactly as ``innkeeper launch``
 would launch them against Discord. Ctrl-C or SIGTERM stops everything, supervisord included.
+
+The demo keeps to itself: it uses a database of its own on the configured server
+(``DATABASE_URL``'s name plus ``_demo``: :func:`demo_database_url`), never the configured one, and
+without configured keys it encrypts with the public development key (``dev``), which is accepted
+only because its clusters talk to the local simulator.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from .launcher import Launcher
 from .render import SIMULATOR_PORT_FILE, SimulatorSpec, render_simulator, write_private
 from .state import health, read_status
 
-__all__ = ("DemoOptions", "run_demo", "demo_settings")
+__all__ = ("DemoOptions", "run_demo", "demo_settings", "demo_database_url")
 
 _SIM_TOKEN = "demo-token"
 
@@ -61,14 +66,28 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def demo_database_url(database_url: str) -> str:
+    """The demo's own database on the configured server: the configured name plus ``_demo``."""
+    from db.migrate import database_name, maintenance_dsn
+
+    name = database_name(database_url)
+    return database_url if name.endswith("_demo") else maintenance_dsn(database_url, f"{name}_demo")
+
+
 def demo_settings(settings: Settings, options: DemoOptions, port: int) -> Settings:
-    """The settings the demo's clusters run with: pointed at the simulator, with its token and window."""
+    """The settings the demo's clusters run with: pointed at the simulator, with its token and window.
+
+    They use the demo's own database (:func:`demo_database_url`), so the demo's simulated users and
+    the development key never reach the configured database.
+    """
     # Without a key, feedback, reminders and privacy export stay off, and the bus cannot sign; the demo
-    # uses the public development keys (``dev``) unless the operator set real ones.
+    # uses the public development keys (``dev``) unless the operator set real ones. The encryption
+    # key ``dev`` is accepted because these settings point DISCORD_API_URL at the local simulator.
     keys = settings.encryption_keys or ("dev",)
     ipc_keys = settings.ipc_keys or ("dev",)
     return dataclasses.replace(settings, api_url=f"http://127.0.0.1:{port}", discord_token=_SIM_TOKEN,
-                               identify_window_s=options.identify_window, encryption_keys=keys, ipc_keys=ipc_keys)
+                               identify_window_s=options.identify_window, encryption_keys=keys, ipc_keys=ipc_keys,
+                               database_url=demo_database_url(settings.database_url))
 
 
 async def _wait_simulator(url: str, timeout: float = 30.0) -> None:

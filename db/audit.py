@@ -5,55 +5,60 @@ The scheme
 Each guild has its own chain (``chain_id`` = the guild id, 0 for events outside a guild);
 ``audit_heads`` holds each chain's last id and hash and is locked while a row is appended, so a
 chain's rows are strictly ordered by ``id``. Appending is one call to the SQL function
-``audit_append`` (``sql/V2__feedback_audit.sql``), which computes, for a new row:
+``audit_append_v2`` (``sql/V6__audit_pseudonyms_erasures.sql``), which computes, for a new row
+(scheme 2), with two fresh 16-byte random salts:
 
-* ``content_hash = sha256(jsonb_build_array(actor_id, target_id, target, details)::text)``: a hash
-  of the **personal** fields only;
-* ``hash = sha256(prev_hash || jsonb_build_array(id, chain_id, guild_id, action,
-  created_at in µs, hex(content_hash))::text)``, with ``prev_hash`` the previous row's ``hash``
-  (32 zero bytes for the first row of a chain).
+* ``actor_hash = sha256(actor_salt || [actor_id])`` and
+  ``target_hash = sha256(target_salt || [target_id, target])``: each person hashed on their own;
+* ``content_hash = sha256([2, hex(actor_hash), hex(target_hash), details])``;
+* ``hash = sha256(prev_hash || [id, chain_id, guild_id, action, created_at in µs, hex(content_hash), 2])``,
+  with ``prev_hash`` the previous row's ``hash`` (32 zero bytes for the first row of a chain).
 
-Erasing a user (:func:`redact_user`) sets the personal fields of every row about them to NULL and
-stamps ``redacted_at`` (the redaction marker); ``content_hash``, ``prev_hash`` and ``hash`` stay.
-It then appends one ``privacy.redact`` row per affected chain whose details list the redacted ids.
+Rows written before V6 (scheme 1) have one ``content_hash`` over all the personal fields,
+``sha256([actor_id, target_id, target, details])``, and the row hash without the trailing 2.
 
-:func:`verify` walks each chain in id order and checks, for every row:
-
-1. ``prev_hash`` equals the previous row's ``hash`` (a deleted, inserted or reordered row breaks this);
-2. ``hash`` recomputes from the row (tampering with id, guild, action, time or ``content_hash`` shows);
-3. for a row that is not redacted, ``content_hash`` recomputes from the personal fields
-   (tampering with actor, target or details shows);
-4. every redacted row is listed by a later ``privacy.redact`` row of its chain (so marking a row
-   redacted to hide an edit shows too), and
-5. the chain's head points at its last row (truncating the tail shows).
-
-A verification failure names the chain and the row. As with any hash chain kept in the same
-database, someone who can rewrite every later row and the head can forge a consistent chain; keep
-:attr:`VerifyResult.heads` (the chains' last hashes) somewhere else to anchor it.
+Erasure keeps accountability
+----------------------------
+The audit log records admin actions; erasing a user must not erase who did them, nor let a
+sanctioned user erase the moderator who acted on them. :func:`redact_user` therefore replaces the
+erased user, wherever they are the actor or the target of a row, by a keyed pseudonym
+(:mod:`db.pseudonyms`): the same user gets the same pseudonym in every row, so the log still says
+the same person did A and B. In a scheme 2 row only their id (and for a target, the target
+description) and their salt are deleted; their field hash stays, so the action, the other person
+and the details stay verifiable, and with the salt gone nobody can test a guessed id against the
+hash. A scheme 1 row cannot be split that way (its one content hash would let anyone test guesses
+of the erased id against the fields left), so all its personal fields are cleared and *both*
+people in it are replaced by their pseudonyms. Rows whose details merely mention the user are left
+alone (they are someone else's record of what they did). Each affected chain gets one
+``privacy.redact`` row that lists the rows and records the pseudonyms it wrote; that row is hashed
+like any other, so a pseudonym cannot be changed afterwards unnoticed. Verification:
+:mod:`db.audit_verify`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pypika import Criterion, Order, Table
 from pypika.terms import Function, Term
 
 from . import validate as v
-from .sql import P1, P2, P3, P4, P5, P6, Cast, Now, PgQuery, TableFunction, built
+from .audit_verify import GENESIS, REDACT_ACTION, Problem, VerifyResult, verify
+from .sql import P1, P2, P3, P4, P5, P6, P7, P8, Cast, Coalesce, Now, PgQuery, TableFunction, built
 
 if TYPE_CHECKING:
     import asyncpg
 
     from .pool import Conn, Database
+    from .pseudonyms import Pseudonyms
 
 __all__ = ("AuditEntry", "Problem", "VerifyResult", "append", "recent", "for_user", "verify", "redact_user",
            "REDACT_ACTION", "GENESIS")
 
-REDACT_ACTION = "privacy.redact"
-GENESIS = bytes(32)
+_SALT_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,87 +73,69 @@ class AuditEntry:
     created_at: dt.datetime
     hash: bytes
     redacted: bool
+    #: Who acted, when they were erased (``psn:<key id>:<hex>``; :mod:`db.pseudonyms`).
+    actor_pseudonym: str | None = None
+    #: On whom, when they were erased.
+    target_pseudonym: str | None = None
 
     @classmethod
     def from_record(cls, r: asyncpg.Record) -> AuditEntry:
         return cls(r["id"], r["guild_id"], r["actor_id"], r["action"], r["target_id"], r["target"], r["details"],
-                   r["created_at"], bytes(r["hash"]), r["redacted_at"] is not None)
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    chain_id: int
-    row_id: int | None
-    reason: str
-
-    def __str__(self) -> str:
-        where = f"row {self.row_id}" if self.row_id is not None else "head"
-        return f"audit chain {self.chain_id}, {where}: {self.reason}"
-
-
-@dataclass(slots=True)
-class VerifyResult:
-    rows: int = 0
-    chains: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    heads: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+                   r["created_at"], bytes(r["hash"]), r["redacted_at"] is not None, r["actor_pseudonym"],
+                   r["target_pseudonym"])
 
 
 _audit_log = Table("audit_log")
-_heads = Table("audit_heads")
 _ENTRY = ("id", "guild_id", "actor_id", "action", "target_id", "target", "details", "created_at", "hash",
-          "redacted_at")
+          "redacted_at", "actor_pseudonym", "target_pseudonym")
 _COLUMNS = tuple(_audit_log.field(c) for c in _ENTRY)
 
-# audit_append (sql/V2__feedback_audit.sql) locks the chain's head, hashes and inserts the row.
-_APPEND = built(PgQuery.from_(TableFunction(Function("audit_append", P1, P2, P3, P4, P5, P6))).select(*_ENTRY))
+# audit_append_v2 (sql/V6__audit_pseudonyms_erasures.sql) locks the chain's head, hashes and inserts the row.
+_APPEND = built(PgQuery.from_(TableFunction(Function("audit_append_v2", P1, P2, P3, P4, P5, P6, P7, P8)))
+                .select(*_ENTRY))
 _RECENT = built(
     PgQuery.from_(_audit_log).select(*_COLUMNS).where((_audit_log.chain_id == P1) & (_audit_log.id < P2))
     .orderby(_audit_log.id, order=Order.desc).limit(P3)
 )
-_FOR_USER = built(
-    (PgQuery.from_(_audit_log).select(*_COLUMNS).where(_audit_log.actor_id == P1)
-     + PgQuery.from_(_audit_log).select(*_COLUMNS).where(_audit_log.target_id == P1))
-    .orderby(_audit_log.id)
-)
-_CHAINS = built(
-    (PgQuery.from_(_heads).select(_heads.chain_id)
-     + PgQuery.from_(_audit_log).select(_audit_log.chain_id).distinct())
-    .orderby(_heads.chain_id)
-)
-_HEAD = built(PgQuery.from_(_heads).select(_heads.last_id, _heads.last_hash).where(_heads.chain_id == P1))
-_WALK = built(
-    PgQuery.from_(_audit_log)
-    .select(_audit_log.id, _audit_log.action, _audit_log.details, _audit_log.prev_hash, _audit_log.hash,
-            _audit_log.content_hash, _audit_log.redacted_at,
-            Function("audit_content_hash", _audit_log.actor_id, _audit_log.target_id, _audit_log.target,
-                        _audit_log.details).as_("computed_content"),
-            Function("audit_row_hash", _audit_log.prev_hash, _audit_log.id, _audit_log.chain_id,
-                        _audit_log.guild_id, _audit_log.action, _audit_log.created_at,
-                        _audit_log.content_hash).as_("computed_hash"))
-    .where((_audit_log.chain_id == P1) & (_audit_log.id > P2)).orderby(_audit_log.id).limit(P3)
-)
 
 
 def _mentions(text: Term) -> Criterion:
-    """``text`` contains the user id ($1) written out."""
+    """``text`` contains the user id ($1) written out (as a number, a string, or in a ``<@id>`` mention)."""
     return Function("strpos", text, Cast(P1, "text")) > 0
 
 
-# Rows that mention the user anywhere: as actor, as target, or anywhere in the target text or details
-# (as a number, a string, or inside text such as a <@id> mention).
-_REDACT = built(
+#: For exports: rows where the user acted or was acted on, and rows whose target or details mention them.
+_FOR_USER = built(
+    PgQuery.from_(_audit_log).select(*_COLUMNS)
+    .where((_audit_log.actor_id == P1) | (_audit_log.target_id == P1) | _mentions(_audit_log.target)
+           | _mentions(Cast(_audit_log.details, "text")))
+    .orderby(_audit_log.id)
+)
+#: The rows erasing user $1 changes, locked.
+_ABOUT = built(
+    PgQuery.from_(_audit_log)
+    .select(_audit_log.id, _audit_log.chain_id, _audit_log.scheme, _audit_log.actor_id, _audit_log.target_id)
+    .where((_audit_log.actor_id == P1) | (_audit_log.target_id == P1)).orderby(_audit_log.id).for_update()
+)
+_REDACTED = Coalesce(_audit_log.redacted_at, Now())
+# Scheme 2: one person goes (their id, their salt, for a target the description); their field hash stays.
+_ERASE_ACTOR = built(
+    PgQuery.update(_audit_log).set(_audit_log.actor_id, None).set(_audit_log.actor_salt, None)
+    .set(_audit_log.actor_pseudonym, P2).set(_audit_log.redacted_at, _REDACTED)
+    .where((_audit_log.scheme == 2) & (_audit_log.actor_id == P1))
+)
+_ERASE_TARGET = built(
+    PgQuery.update(_audit_log).set(_audit_log.target_id, None).set(_audit_log.target, None)
+    .set(_audit_log.target_salt, None).set(_audit_log.target_pseudonym, P2).set(_audit_log.redacted_at, _REDACTED)
+    .where((_audit_log.scheme == 2) & (_audit_log.target_id == P1))
+)
+# Scheme 1 (rows from before V6): every personal field goes; both people become pseudonyms ($2, $3).
+_ERASE_V1 = built(
     PgQuery.update(_audit_log)
     .set(_audit_log.actor_id, None).set(_audit_log.target_id, None).set(_audit_log.target, None)
-    .set(_audit_log.details, None).set(_audit_log.redacted_at, Now())
-    .where(_audit_log.redacted_at.isnull()
-           & ((_audit_log.actor_id == P1) | (_audit_log.target_id == P1) | _mentions(_audit_log.target)
-              | _mentions(Cast(_audit_log.details, "text"))))
-    .returning(_audit_log.id, _audit_log.chain_id)
+    .set(_audit_log.details, None).set(_audit_log.actor_pseudonym, P2).set(_audit_log.target_pseudonym, P3)
+    .set(_audit_log.redacted_at, Now())
+    .where((_audit_log.id == P1) & (_audit_log.scheme == 1))
 )
 
 
@@ -172,7 +159,8 @@ async def append(db: Database, action: str, *, guild_id: int | None = None, acto
         "audit.append", _APPEND, v.opt_snowflake("guild id", guild_id), v.opt_snowflake("actor id", actor_id),
         v.text("audit action", action, v.MAX_ACTION), v.opt_snowflake("target id", target_id),
         None if target is None else v.text("audit target", target, v.MAX_TARGET, min_len=0),
-        None if details is None else v.json_value("audit details", details), conn=conn, idempotent=False,
+        None if details is None else v.json_value("audit details", details),
+        os.urandom(_SALT_BYTES), os.urandom(_SALT_BYTES), conn=conn, idempotent=False,
     )
     assert row is not None
     return AuditEntry.from_record(row)
@@ -188,78 +176,33 @@ async def recent(db: Database, guild_id: int | None, *, limit: int = 50, before_
 
 
 async def for_user(db: Database, user_id: int, *, conn: Conn | None = None) -> list[AuditEntry]:
-    """Every entry where ``user_id`` is the actor or the target (for data exports)."""
+    """Every entry about ``user_id`` (for data exports): as actor or target, or named in the target or details."""
     rows = await db.fetch("audit.for_user", _FOR_USER, v.snowflake("user id", user_id), conn=conn)
     return [AuditEntry.from_record(r) for r in rows]
 
 
-async def redact_user(db: Database, user_id: int, *, conn: Conn) -> int:
-    """Redact every row about ``user_id`` and record the redaction in each chain; returns the row count.
+async def redact_user(db: Database, user_id: int, pseudonyms: Pseudonyms, *, conn: Conn) -> int:
+    """Replace ``user_id`` by its pseudonym in every row they acted in or were acted on; returns the row count.
 
-    Must run inside the caller's transaction (``conn``), so erasure is all-or-nothing.
+    See the module docstring for what is kept and why. Each affected chain gets one ``privacy.redact``
+    row listing the rows and the pseudonyms written. Must run inside the caller's transaction
+    (``conn``), so erasure is all-or-nothing.
     """
-    rows = await db.fetch("audit.redact", _REDACT, v.snowflake("user id", user_id), conn=conn)
-    by_chain: dict[int, list[int]] = {}
+    uid = v.snowflake("user id", user_id)
+    mine = pseudonyms.of(uid)
+    rows = await db.fetch("audit.about_user", _ABOUT, uid, conn=conn)
+    written: dict[int, dict[str, dict[str, str]]] = {}  # chain → row → side → pseudonym
     for r in rows:
-        by_chain.setdefault(r["chain_id"], []).append(r["id"])
-    for chain_id, ids in sorted(by_chain.items()):
-        await append(db, REDACT_ACTION, guild_id=chain_id or None, details={"redacted_ids": sorted(ids)}, conn=conn)
+        sides = written.setdefault(r["chain_id"], {}).setdefault(str(r["id"]), {})
+        if r["scheme"] == 2:
+            sides.update({side: mine for side in ("actor", "target") if r[f"{side}_id"] == uid})
+            continue
+        actor, target = (None if r[k] is None else pseudonyms.of(r[k]) for k in ("actor_id", "target_id"))
+        await db.execute("audit.erase_v1", _ERASE_V1, r["id"], actor, target, conn=conn)
+        sides.update({side: p for side, p in (("actor", actor), ("target", target)) if p is not None})
+    await db.execute("audit.erase_actor", _ERASE_ACTOR, uid, mine, conn=conn)
+    await db.execute("audit.erase_target", _ERASE_TARGET, uid, mine, conn=conn)
+    for chain_id, by_row in sorted(written.items()):
+        await append(db, REDACT_ACTION, guild_id=chain_id or None,
+                     details={"redacted_ids": sorted(int(i) for i in by_row), "pseudonyms": by_row}, conn=conn)
     return len(rows)
-
-
-async def _verify_chain(db: Database, chain_id: int, result: VerifyResult, batch: int, conn: Conn | None) -> None:
-    expected_prev = GENESIS
-    last_id = 0
-    unexplained: set[int] = set()
-    while True:
-        rows = await db.fetch("audit.verify_walk", _WALK, chain_id, last_id, batch, conn=conn)
-        for r in rows:
-            rid = r["id"]
-            result.rows += 1
-            if bytes(r["prev_hash"]) != expected_prev:
-                result.problems.append(Problem(chain_id, rid, "prev_hash does not match the previous row's hash "
-                                                              "(a row was deleted, inserted or reordered)"))
-            if bytes(r["computed_hash"]) != bytes(r["hash"]):
-                result.problems.append(Problem(chain_id, rid, "hash does not match the row's contents"))
-            if r["redacted_at"] is None:
-                if bytes(r["computed_content"]) != bytes(r["content_hash"]):
-                    result.problems.append(Problem(chain_id, rid, "content does not match content_hash"))
-                elif r["action"] == REDACT_ACTION and isinstance(r["details"], dict):
-                    unexplained.difference_update(r["details"].get("redacted_ids") or ())
-            else:
-                unexplained.add(rid)
-            expected_prev = bytes(r["hash"])
-            last_id = rid
-        if len(rows) < batch:
-            break
-    for rid in sorted(unexplained):
-        result.problems.append(Problem(chain_id, rid, "marked redacted but no privacy.redact entry lists it"))
-    head = await db.fetchrow("audit.verify_head", _HEAD, chain_id, conn=conn)
-    if head is None and last_id == 0:
-        pass  # an empty chain
-    elif head is None:
-        result.problems.append(Problem(chain_id, None, "the chain has rows but no head"))
-    elif head["last_id"] != last_id or bytes(head["last_hash"]) != expected_prev:
-        result.problems.append(Problem(chain_id, None, f"the head points at row {head['last_id']} but the chain "
-                                                       f"ends at row {last_id} (rows were removed or added)"))
-    result.heads[chain_id] = expected_prev.hex()
-
-
-async def verify(db: Database, *, guild_id: int | None = None, all_chains: bool = True, batch: int = 5000,
-                 conn: Conn | None = None) -> VerifyResult:
-    """Verify one guild's chain (``guild_id``, with ``all_chains=False``) or every chain.
-
-    Returns
-    -------
-    VerifyResult
-        ``ok`` when nothing is wrong; otherwise ``problems`` name each bad row.
-    """
-    result = VerifyResult()
-    if all_chains and guild_id is None:
-        chains = [r["chain_id"] for r in await db.fetch("audit.chains", _CHAINS, conn=conn)]
-    else:
-        chains = [0 if guild_id is None else v.snowflake("guild id", guild_id)]
-    for chain_id in chains:
-        result.chains += 1
-        await _verify_chain(db, chain_id, result, batch, conn)
-    return result

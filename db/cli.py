@@ -2,7 +2,7 @@
 
 ``migrate [--dry-run]``, ``backup``, ``restore FILE [--target-db NAME] [--force]``,
 ``retention [--dry-run]``, ``rotate-keys``, ``keygen [KEY_ID]``, ``audit-verify [--guild ID]``,
-``export-user USER_ID [--output FILE]`` and ``erase-user USER_ID --yes``. Handlers follow
+``export-user USER_ID [--output FILE]``, ``erase-user USER_ID --yes`` and ``pseudonym USER_ID``. Handlers follow
 :mod:`cluster.innkeeper_cli`'s contract: ``(args, settings) -> int``; errors are raised as
 :class:`~innkeeper.errors.InnkeeperError` and become one line on stderr with exit code 1
 (2 for bad usage).
@@ -49,10 +49,12 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("retention", help="delete data older than INNKEEPER_RETENTION_*_DAYS")
     p.set_defaults(handler=_retention)
 
-    p = sub.add_parser("rotate-keys", help="re-encrypt stored text under the first INNKEEPER_ENCRYPTION_KEYS key")
+    p = sub.add_parser("rotate-keys", help="re-encrypt stored text under the first INNKEEPER_ENCRYPTION_KEYS key, "
+                                           "bound to its row")
     p.set_defaults(handler=_rotate)
 
-    p = sub.add_parser("keygen", help="print a new keyid=base64key (INNKEEPER_ENCRYPTION_KEYS, INNKEEPER_IPC_KEYS)")
+    p = sub.add_parser("keygen", help="print a new keyid=base64key (INNKEEPER_ENCRYPTION_KEYS, INNKEEPER_IPC_KEYS, "
+                                      "INNKEEPER_PSEUDONYM_KEY)")
     p.add_argument("key_id", nargs="?", default=None, help="the key id (default: k<unix time>)")
     p.set_defaults(handler=_keygen)
 
@@ -65,10 +67,14 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--output", type=Path, help="write to this file instead of stdout")
     p.set_defaults(handler=_export)
 
-    p = sub.add_parser("erase-user", help="erase a user from every table (audit rows are redacted)")
+    p = sub.add_parser("erase-user", help="erase a user from every table (in the audit log: a pseudonym instead)")
     p.add_argument("user_id", type=_snowflake)
     p.add_argument("--yes", action="store_true", help="confirm; nothing happens without it")
     p.set_defaults(handler=_erase)
+
+    p = sub.add_parser("pseudonym", help="print the pseudonym an erased user has in the audit log")
+    p.add_argument("user_id", type=_snowflake)
+    p.set_defaults(handler=_pseudonym)
 
 
 async def _connected(settings: Settings, *, require: bool = True) -> Any:
@@ -143,7 +149,7 @@ async def _rotate(args: argparse.Namespace, settings: Settings) -> int:
     from .crypto import KeyRing
     from .privacy import rotate_keys
 
-    keys = KeyRing.parse(settings.encryption_keys)
+    keys = KeyRing.from_settings(settings)
     db = await _connected(settings)
     try:
         done = await rotate_keys(db, keys)
@@ -182,7 +188,7 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     from .crypto import KeyRing
     from .privacy import export_user
 
-    keys = KeyRing.parse(settings.encryption_keys)
+    keys = KeyRing.from_settings(settings)
     db = await _connected(settings)
     try:
         data = await export_user(db, keys, args.user_id)
@@ -198,14 +204,27 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _pseudonyms(settings: Settings) -> Any:
+    from .crypto import KeyRing
+    from .pseudonyms import Pseudonyms
+
+    return Pseudonyms.from_settings(settings, KeyRing.from_settings(settings) if settings.encryption_keys else None)
+
+
+def _pseudonym(args: argparse.Namespace, settings: Settings) -> int:
+    print(_pseudonyms(settings).of(args.user_id))
+    return 0
+
+
 async def _erase(args: argparse.Namespace, settings: Settings) -> int:
     from .privacy import erase_user
 
     if not args.yes:
         raise UsageError(f"erase-user deletes user {args.user_id}'s data for good; add --yes to confirm")
+    pseudonyms = _pseudonyms(settings)
     db = await _connected(settings)
     try:
-        counts = await erase_user(db, args.user_id)
+        counts = await erase_user(db, args.user_id, pseudonyms=pseudonyms)
     finally:
         await db.close()
     print(f"erased user {args.user_id}: " + ", ".join(f"{k}={n}" for k, n in counts.items()))

@@ -5,7 +5,9 @@ moved it and when are kept (``acknowledged_by/at``, ``closed_by/at``). Each tran
 conditional ``UPDATE``, so two moderators acting at once cannot both win.
 
 The text (``body``) and the moderator's ``resolution`` are encrypted at rest with a
-:class:`~db.crypto.KeyRing`; functions here take the key ring and return plaintext.
+:class:`~db.crypto.KeyRing`, each bound to its row (the feedback's id and author: the id is drawn
+from the sequence before the insert, and ``author_id`` never changes); functions here take the key
+ring and return plaintext.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pypika import Order, Table
+from pypika.terms import Function
 
 from innkeeper.errors import DatabaseError, ErrorCode
 
 from . import validate as v
-from .sql import P1, P2, P3, P4, Now, PgQuery, Sql, built, placeholders
+from .crypto import row_binding
+from .sql import P1, P2, P3, P4, P5, Now, PgQuery, Sql, built, placeholders
 
 if TYPE_CHECKING:
     import asyncpg
@@ -56,10 +60,11 @@ class Feedback:
     @classmethod
     def from_record(cls, r: asyncpg.Record, keys: KeyRing) -> Feedback:
         resolution = r["resolution"]
+        row = row_binding(r["id"], r["author_id"])
         return cls(r["id"], r["guild_id"], r["channel_id"], r["author_id"],
-                   keys.decrypt(r["body"], context=BODY_CONTEXT), r["status"], r["created_at"],
+                   keys.decrypt(r["body"], context=BODY_CONTEXT, row=row), r["status"], r["created_at"],
                    r["acknowledged_by"], r["acknowledged_at"], r["closed_by"], r["closed_at"],
-                   None if resolution is None else keys.decrypt(resolution, context=RESOLUTION_CONTEXT))
+                   None if resolution is None else keys.decrypt(resolution, context=RESOLUTION_CONTEXT, row=row))
 
 
 _feedback = Table("feedback")
@@ -68,10 +73,14 @@ COLUMNS = tuple(_feedback.field(c) for c in (
     "id", "guild_id", "channel_id", "author_id", "body", "status", "created_at", "acknowledged_by", "acknowledged_at",
     "closed_by", "closed_at", "resolution",
 ))
+#: The next feedback id, drawn before the insert so that the text can be bound to its row.
+_NEXT_ID = built(PgQuery.select(Function("nextval", Function("pg_get_serial_sequence", "feedback", "id"))))
 _SUBMIT = built(
-    PgQuery.into(_feedback).columns(_feedback.guild_id, _feedback.channel_id, _feedback.author_id, _feedback.body)
-    .insert(P1, P2, P3, P4).returning(*COLUMNS)
+    PgQuery.into(_feedback)
+    .columns(_feedback.id, _feedback.guild_id, _feedback.channel_id, _feedback.author_id, _feedback.body)
+    .insert(P1, P2, P3, P4, P5).returning(*COLUMNS)
 )
+_AUTHOR = built(PgQuery.from_(_feedback).select(_feedback.author_id).where(_feedback.id == P1))
 _GET = built(PgQuery.from_(_feedback).select(*COLUMNS).where(_feedback.id == P1))
 _ACK = built(
     PgQuery.update(_feedback).set(_feedback.status, "acknowledged").set(_feedback.acknowledged_by, P2)
@@ -110,9 +119,12 @@ async def submit_feedback(db: Database, keys: KeyRing, *, author_id: int, body: 
                           channel_id: int | None = None, conn: Conn | None = None) -> Feedback:
     """Store new feedback (1-4000 characters) in status ``open``."""
     body = v.text("feedback", body, v.MAX_FEEDBACK)
+    author_id = v.snowflake("author id", author_id)
+    feedback_id = int(await db.fetchval("feedback.next_id", _NEXT_ID, conn=conn))
+    sealed = keys.encrypt(body, context=BODY_CONTEXT, row=row_binding(feedback_id, author_id))
     row = await db.fetchrow(
-        "feedback.submit", _SUBMIT, v.opt_snowflake("guild id", guild_id), v.opt_snowflake("channel id", channel_id),
-        v.snowflake("author id", author_id), keys.encrypt(body, context=BODY_CONTEXT), conn=conn, idempotent=False,
+        "feedback.submit", _SUBMIT, feedback_id, v.opt_snowflake("guild id", guild_id),
+        v.opt_snowflake("channel id", channel_id), author_id, sealed, conn=conn, idempotent=False,
     )
     assert row is not None
     return Feedback.from_record(row, keys)
@@ -189,7 +201,11 @@ async def close(db: Database, keys: KeyRing, feedback_id: int, status: Literal["
     feedback_id = v.snowflake("feedback id", feedback_id)
     note = None
     if resolution is not None:
-        note = keys.encrypt(v.text("resolution", resolution, MAX_RESOLUTION), context=RESOLUTION_CONTEXT)
+        text = v.text("resolution", resolution, MAX_RESOLUTION)
+        found = await db.fetchrow("feedback.author", _AUTHOR, feedback_id, conn=conn)
+        if found is None:
+            raise await _refused(db, feedback_id, status, conn)
+        note = keys.encrypt(text, context=RESOLUTION_CONTEXT, row=row_binding(feedback_id, found["author_id"]))
     row = await db.fetchrow("feedback.close", _CLOSE, feedback_id, status, v.snowflake("moderator id", by), note,
                             conn=conn, idempotent=False)
     if row is None:

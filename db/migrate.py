@@ -45,7 +45,7 @@ __all__ = (
 _log = logging.getLogger(__name__)
 
 #: The latest migration this code base needs. Bump it with every new ``sql/V{n}__*.sql``.
-REQUIRED_SCHEMA_VERSION = 5
+REQUIRED_SCHEMA_VERSION = 6
 #: ``pg_advisory_lock`` key held while migrating ("innkeepr" in ASCII).
 LOCK_KEY = 0x696E6E6B65657072
 MIGRATIONS_DIR = PROJECT_ROOT / "sql"

@@ -5,7 +5,8 @@ SKIP LOCKED``, which stamps ``claimed_by`` and a lease (``claimed_until``). Two 
 at once never get the same row. After sending, the claimer marks the reminder delivered
 (:func:`mark_delivered`, which only succeeds while it still holds the claim). When a cluster dies
 holding a claim, the lease expires and another cluster claims the row again; ``attempts`` counts
-the claims. The reminder text is encrypted at rest.
+the claims. The reminder text is encrypted at rest, bound to its row (the reminder's id, drawn from
+the sequence before the insert, and its owner).
 
 A reminder that failed for a passing reason (a 5xx, a timeout, a 429) is released with a time
 before which it is not claimed again (:func:`release_claim`, ``next_attempt_at``). One that cannot
@@ -13,7 +14,8 @@ be delivered at all is *undeliverable* (:func:`mark_failed`): ``failed_at`` and 
 (:data:`FAILURES`) are stored, it is never claimed again, and its owner is told once, the next time
 they use a reminder command (:func:`take_failures`). A reminder whose text cannot be decrypted
 (its key left the key ring, or the value is corrupt) is marked undeliverable by :func:`claim_due`
-itself, so it cannot jam delivery.
+itself, so it cannot jam delivery; one whose text predates row binding is put back untried until
+the clusters' maintenance has bound it to its row (``db.privacy.upgrade_ciphertexts``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from pypika.terms import Function
 from innkeeper.errors import ConfigError, DatabaseError, ErrorCode
 
 from . import validate as v
-from .sql import P1, P2, P3, P4, P5, P6, Cast, NamedArg, Now, PgQuery, built
+from .crypto import row_binding
+from .sql import P1, P2, P3, P4, P5, P6, P7, Cast, NamedArg, Now, PgQuery, built
 
 if TYPE_CHECKING:
     import asyncpg
@@ -77,7 +80,7 @@ class Reminder:
     @classmethod
     def from_record(cls, r: asyncpg.Record, keys: KeyRing) -> Reminder:
         """The reminder of a row; raises what :meth:`KeyRing.decrypt` raises for an unreadable text."""
-        return cls._of(r, keys.decrypt(r["body"], context=BODY_CONTEXT))
+        return cls._of(r, keys.decrypt(r["body"], context=BODY_CONTEXT, row=row_binding(r["id"], r["user_id"])))
 
     @classmethod
     def _of(cls, r: asyncpg.Record, body: str | None) -> Reminder:
@@ -97,6 +100,8 @@ class Undelivered:
     failure: Failure
 
 
+#: Seconds a reminder whose text predates row binding waits before it is claimed again.
+_LEGACY_RETRY_S = 60.0
 #: What decrypting a stored text raises when it cannot be read: its key left the ring (ConfigError),
 #: the value is corrupt (DatabaseError), or it is not UTF-8 (ValueError).
 _UNREADABLE = (ConfigError, DatabaseError, ValueError)
@@ -105,7 +110,7 @@ _UNREADABLE = (ConfigError, DatabaseError, ValueError)
 def _decrypt(keys: KeyRing, r: asyncpg.Record) -> str | None:
     """The row's text, or None when it cannot be decrypted."""
     try:
-        return keys.decrypt(r["body"], context=BODY_CONTEXT)
+        return keys.decrypt(r["body"], context=BODY_CONTEXT, row=row_binding(r["id"], r["user_id"]))
     except _UNREADABLE:
         return None
 
@@ -117,11 +122,15 @@ COLUMNS = tuple(_reminders.field(c) for c in (
     "attempts", "delivered_at", "next_attempt_at", "failed_at", "failure", "failure_notified_at",
 ))
 _PENDING = _reminders.delivered_at.isnull() & _reminders.failed_at.isnull()
+#: The next reminder id, drawn before the insert so that the text can be bound to its row.
+_NEXT_ID = built(PgQuery.select(Function("nextval", Function("pg_get_serial_sequence", "reminders", "id"))))
 # One statement: the cap on pending reminders is checked where the row is written.
 _CREATE = built(
     PgQuery.into(_reminders)
-    .columns(_reminders.user_id, _reminders.guild_id, _reminders.channel_id, _reminders.body, _reminders.due_at)
-    .select(Cast(P1, "bigint"), Cast(P2, "bigint"), Cast(P3, "bigint"), Cast(P4, "text"), Cast(P5, "timestamptz"))
+    .columns(_reminders.user_id, _reminders.guild_id, _reminders.channel_id, _reminders.body, _reminders.due_at,
+             _reminders.id)
+    .select(Cast(P1, "bigint"), Cast(P2, "bigint"), Cast(P3, "bigint"), Cast(P4, "text"), Cast(P5, "timestamptz"),
+            Cast(P7, "bigint"))
     .where(PgQuery.from_(_reminders).select(Count("*")).where((_reminders.user_id == P1) & _PENDING) < P6)
     .returning(*COLUMNS)
 )
@@ -199,9 +208,12 @@ async def create_reminder(db: Database, keys: KeyRing, *, user_id: int, body: st
         raise v.bad("reminder time", "must be a timezone-aware datetime")
     if due_at - dt.datetime.now(dt.UTC) > _MAX_AHEAD:
         raise v.bad("reminder time", "must be within three years")
+    user_id = v.snowflake("user id", user_id)
+    reminder_id = int(await db.fetchval("reminders.next_id", _NEXT_ID, conn=conn))
+    sealed = keys.encrypt(body, context=BODY_CONTEXT, row=row_binding(reminder_id, user_id))
     row = await db.fetchrow(
-        "reminders.create", _CREATE, v.snowflake("user id", user_id), v.opt_snowflake("guild id", guild_id),
-        v.opt_snowflake("channel id", channel_id), keys.encrypt(body, context=BODY_CONTEXT), due_at, MAX_PER_USER,
+        "reminders.create", _CREATE, user_id, v.opt_snowflake("guild id", guild_id),
+        v.opt_snowflake("channel id", channel_id), sealed, due_at, MAX_PER_USER, reminder_id,
         conn=conn, idempotent=False,
     )
     if row is None:
@@ -254,6 +266,14 @@ async def claim_due(db: Database, keys: KeyRing, claimer: str, *, lease: float =
     for r in rows:
         try:
             claimed.append(Reminder.from_record(r, keys))
+        except DatabaseError as exc:
+            if exc.code is not ErrorCode.DB_LEGACY_CIPHERTEXT:
+                _log.warning("reminder %s cannot be decrypted (%s); marking it undeliverable", r["id"], exc)
+                await mark_failed(db, r["id"], claimer, "unreadable", conn=conn)
+                continue
+            # written before row binding: readable once maintenance has bound it to its row
+            _log.info("reminder %s waits for its text to be bound to its row", r["id"])
+            await release_claim(db, r["id"], claimer, retry_in=_LEGACY_RETRY_S, attempted=False, conn=conn)
         except _UNREADABLE as exc:
             why = str(exc) if isinstance(exc, ConfigError | DatabaseError) else "the text is not UTF-8"
             _log.warning("reminder %s cannot be decrypted (%s); marking it undeliverable", r["id"], why)

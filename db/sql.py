@@ -65,7 +65,7 @@ from pypika.utils import format_alias_sql, format_quotes
 from innkeeper.errors import DatabaseError, ErrorCode
 
 __all__ = (
-    "Sql", "built", "is_built", "PgQuery", "PgBuilder", "Cast", "Now", "Coalesce", "AtTimezone", "param",
+    "Sql", "built", "is_built", "PgQuery", "PgBuilder", "Cast", "Now", "Coalesce", "AtTimezone", "Exists", "param",
     "placeholders", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "EXCLUDED", "Infix", "NamedArg",
     "TableFunction", "Subscript", "quote_ident", "create_database", "drop_database", "rename_database",
     "allow_connections", "Params",
@@ -164,6 +164,8 @@ Now: Callable[[], Function] = _fn.Now
 Coalesce: Callable[..., Function] = _fn.Coalesce
 #: ``term AT TIME ZONE 'zone'``
 AtTimezone: Callable[[Term, str], Term] = _terms.AtTimezone
+#: ``EXISTS (query)`` (``.negate()`` for ``NOT EXISTS``)
+Exists: Callable[[Any], _terms.Criterion] = _terms.ExistsCriterion
 
 
 def param(n: int) -> Parameter:

@@ -17,7 +17,7 @@ from .crypto import KeyRing
 from .migrate import migrate
 from .pool import Database
 
-__all__ = ("migrated", "make_keys", "sql_constants", "looks_like_sql")
+__all__ = ("migrated", "make_keys", "legacy_value", "sql_constants", "looks_like_sql")
 
 
 @asynccontextmanager
@@ -32,13 +32,31 @@ async def migrated(dsn: str, **options: object) -> AsyncIterator[Database]:
         await db.close()
 
 
+def _test_key(key_id: str) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(key_id.encode()).digest()
+
+
 def make_keys(*ids: str) -> KeyRing:
     """A key ring with deterministic keys named ``ids`` (default ``("t1",)``), the first current."""
     import base64
-    import hashlib
 
     ids = ids or ("t1",)
-    return KeyRing.parse([f"{i}={base64.b64encode(hashlib.sha256(i.encode()).digest()).decode()}" for i in ids])
+    return KeyRing.parse([f"{i}={base64.b64encode(_test_key(i)).decode()}" for i in ids])
+
+
+def legacy_value(key_id: str, plaintext: str, context: str) -> str:
+    """A value as stored before row binding (``v1:``, the column its only associated data), under
+    :func:`make_keys`' key ``key_id``: what a database upgraded from before V6 holds."""
+    import base64
+    import os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(12)
+    ct = AESGCM(_test_key(key_id)).encrypt(nonce, plaintext.encode(), context.encode())
+    return f"v1:{key_id}:{base64.b64encode(nonce).decode()}:{base64.b64encode(ct).decode()}"
 
 
 _SQL_START = re.compile(r"^[\s(]*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE|DROP|ALTER|LOCK|COPY)\b", re.IGNORECASE)

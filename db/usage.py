@@ -5,6 +5,12 @@ writes all of them in **one** ``INSERT ... SELECT ... FROM jsonb_to_recordset($1
 failed flush keeps its rows for the next attempt; the buffer is bounded (``max_buffer``) and drops
 the oldest rows beyond it, counting them in ``innkeeper_db_usage_dropped_total``. A clean
 shutdown (:meth:`close`) flushes whatever is left, so nothing is lost.
+
+Erasure and the buffers agree through the database: the batch insert skips every row of a user
+erased *after* the row was recorded (``erased_users``, written by :func:`db.privacy.erase_user`).
+So a user's uses still buffered in any cluster (or the CLI's erasure racing a cluster's flush) never
+reach the table after their erasure, whichever cluster holds them and whether or not it is
+reachable; uses after the erasure are recorded as usual.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from innkeeper.errors import DatabaseError
 from innkeeper.services import BackgroundTasks
 
 from . import validate as v
-from .sql import P1, P2, P3, P4, P5, P6, P7, P8, P9, AtTimezone, Cast, PgQuery, TableFunction, built
+from .sql import P1, P2, P3, P4, P5, P6, P7, P8, P9, AtTimezone, Cast, Exists, PgQuery, TableFunction, built
 
 if TYPE_CHECKING:
     import asyncpg
@@ -48,9 +54,16 @@ _ROW = (("used_at", "timestamptz"), ("guild_id", "bigint"), ("channel_id", "bigi
         ("latency_ms", "real"))
 _ROW_COLUMNS = tuple(_usage.field(c) for c, _ in _ROW)
 _batch = TableFunction(Function("jsonb_to_recordset", Cast(P1, "jsonb")), "x", _ROW)
-#: The whole buffer in one statement: $1 is a JSON array of row objects.
+_erased = Table("erased_users")
+#: A row recorded before its user was erased.
+_ERASED_SINCE = Exists(
+    PgQuery.from_(_erased).select(1)
+    .where((_erased.user_id == _batch.field("user_id")) & (_batch.field("used_at") <= _erased.erased_at))
+)
+#: The whole buffer in one statement: $1 is a JSON array of row objects; rows of users erased since are skipped.
 INSERT_BATCH = built(
     PgQuery.into(_usage).columns(*_ROW_COLUMNS).from_(_batch).select(*(_batch.field(c) for c, _ in _ROW))
+    .where(_ERASED_SINCE.negate())
 )
 #: One row per statement; kept for the benchmark that compares against batching.
 INSERT_ONE = built(PgQuery.into(_usage).columns(*_ROW_COLUMNS).insert(P1, P2, P3, P4, P5, P6, P7, P8, P9))
@@ -134,7 +147,14 @@ class UsageRecorder:
     async def start(self) -> None:
         """Flush every ``interval`` seconds until :meth:`stop`."""
         if not len(self._tasks):
-            self._tasks.every(self.interval, self.flush, name="flush", run_first=False, on_error=self._flush_failed)
+            self._tasks.every(self.interval, self._flush_shielded, name="flush", run_first=False,
+                              on_error=self._flush_failed)
+
+    async def _flush_shielded(self) -> None:
+        # A flush cancelled after its INSERT committed would put the written rows back and write them
+        # twice: stopping cancels the wait for the periodic flush, never the flush itself (``stop``
+        # then waits for it through the lock and writes what is left).
+        await asyncio.shield(self.flush())
 
     def _flush_failed(self, exc: Exception) -> None:
         if isinstance(exc, DatabaseError):
@@ -143,7 +163,8 @@ class UsageRecorder:
             _log.error("command usage flush failed", exc_info=exc)
 
     async def flush(self, *, conn: Conn | None = None) -> int:
-        """Write every buffered row, ``max_batch`` rows per statement; returns how many were written.
+        """Write every buffered row, ``max_batch`` rows per statement; returns how many were written
+        (rows of users erased after they were recorded are dropped, not written).
 
         Raises
         ------
@@ -155,13 +176,14 @@ class UsageRecorder:
             while self._buffer:
                 batch = [self._buffer.popleft() for _ in range(min(self.max_batch, len(self._buffer)))]
                 try:
-                    await self.db.execute("command_usage.insert_batch", INSERT_BATCH, batch, conn=conn)
+                    status = await self.db.execute("command_usage.insert_batch", INSERT_BATCH, batch, conn=conn)
                 except BaseException:
                     self._buffer.extendleft(reversed(batch))  # keep them, in order, for the next try
                     self._trim()
                     raise
-                written += len(batch)
-                USAGE_WRITTEN.inc(len(batch))
+                inserted = int(status.rsplit(" ", 1)[-1])  # without the rows of users erased since
+                written += inserted
+                USAGE_WRITTEN.inc(inserted)
                 USAGE_BUFFERED.set(len(self._buffer))
         return written
 

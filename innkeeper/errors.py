@@ -49,6 +49,7 @@ class ErrorCode(enum.Enum):
     DB_MIGRATION = "E4004"
     DB_SCHEMA_OUTDATED = "E4005"
     DB_BAD_VALUE = "E4006"
+    DB_LEGACY_CIPHERTEXT = "E4007"
     # 5xxx: commands
     COMMAND_BAD_ARGUMENT = "E5001"
     COMMAND_FORBIDDEN = "E5002"

@@ -11,6 +11,7 @@ the settings' ``repr`` or ``str``, nor in the errors that reject a malformed val
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -198,6 +199,7 @@ class Settings:
     db_pool_max: int = 10
     slow_query_ms: float = 250.0
     encryption_keys: tuple[str, ...] = ()
+    pseudonym_key: str | None = None  # INNKEEPER_PSEUDONYM_KEY: keyid=base64key for the audit log's pseudonyms
     backup_dir: Path = PROJECT_ROOT / "backups"
     backup_keep: int = 7
     log_queries: bool = False  # INNKEEPER_LOG_QUERIES=1 logs every query
@@ -209,6 +211,7 @@ class Settings:
     retention_errors_days: int = 30
     retention_feedback_days: int = 180
     retention_reminders_days: int = 30
+    retention_interval_s: float = 3600.0  # INNKEEPER_RETENTION_INTERVAL: the clusters' maintenance; 0 turns off
     # Bot behaviour
     default_prefix: str = "!"
     owner_ids: frozenset[int] = field(default_factory=frozenset)
@@ -298,6 +301,7 @@ class Settings:
             db_pool_max=pool_max,
             slow_query_ms=e.as_float("INNKEEPER_SLOW_QUERY_MS", 250.0, minimum=0.0),
             encryption_keys=encryption_keys,
+            pseudonym_key=e.opt_str("INNKEEPER_PSEUDONYM_KEY"),
             backup_dir=Path(e.as_str("INNKEEPER_BACKUP_DIR", str(PROJECT_ROOT / "backups"))),
             backup_keep=e.as_int("INNKEEPER_BACKUP_KEEP", 7, minimum=1),
             log_queries=e.as_bool("INNKEEPER_LOG_QUERIES", False),
@@ -307,12 +311,30 @@ class Settings:
             retention_errors_days=e.as_int("INNKEEPER_RETENTION_ERRORS_DAYS", 30, minimum=0),
             retention_feedback_days=e.as_int("INNKEEPER_RETENTION_FEEDBACK_DAYS", 180, minimum=0),
             retention_reminders_days=e.as_int("INNKEEPER_RETENTION_REMINDERS_DAYS", 30, minimum=0),
+            retention_interval_s=e.as_float("INNKEEPER_RETENTION_INTERVAL", 3600.0, minimum=0.0),
             default_prefix=prefix_cmd,
             owner_ids=e.as_id_set("INNKEEPER_OWNER_IDS"),
             command_timeout_s=e.as_float("INNKEEPER_COMMAND_TIMEOUT", 10.0, minimum=0.1),
             sync_commands=e.as_bool("INNKEEPER_SYNC_COMMANDS", True),
             run_dir=Path(e.as_str("INNKEEPER_RUN_DIR", str(PROJECT_ROOT / "run"))),
         )
+
+    @property
+    def uses_local_simulator(self) -> bool:
+        """True when ``DISCORD_API_URL`` points at this machine (the simulator), never at Discord.
+
+        Loopback hosts only (``localhost``, ``127.0.0.0/8``, ``::1``): what the development-only
+        settings (the public ``dev`` encryption key) are allowed with.
+        """
+        if not self.api_url:
+            return False
+        host = urlsplit(self.api_url).hostname or ""
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     def require_token(self) -> str:
         """Return ``DISCORD_TOKEN`` or raise a :class:`ConfigError` that names it."""
@@ -377,7 +399,7 @@ class Settings:
 
 
 #: Fields whose values are secrets: shown as ``***`` when set.
-_SECRETS = frozenset({"discord_token", "status_token", "encryption_keys", "ipc_keys"})
+_SECRETS = frozenset({"discord_token", "status_token", "encryption_keys", "ipc_keys", "pseudonym_key"})
 #: Fields holding URLs that may carry a password.
 _URLS = frozenset({"database_url", "redis_url", "api_url"})
 _STANDARD_NAMES = {
@@ -394,5 +416,6 @@ _ENV_NAME = {
     "zombie_after_s": "zombie_after",
     "command_timeout_s": "command_timeout",
     "snapshot_interval_s": "snapshot_interval",
+    "retention_interval_s": "retention_interval",
     "ipc_max_age_s": "ipc_max_age",
 }

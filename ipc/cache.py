@@ -9,8 +9,16 @@ repopulate the local layer. Invalidations are signed frames (:mod:`ipc.frames`) 
 message; an unsigned, forged or stale one is dropped and counted, never acted on.
 
 :meth:`SharedCache.get_or_load` runs the loader once per key per process however many callers
-ask at once (single flight), and stores the result with ``SET NX`` so that concurrent loaders on
-several clusters agree on one value. When Redis is unreachable it calls the loader directly.
+ask at once (single flight), and stores the result only if the key was not invalidated since the
+loader started (a generation per key, compared in Redis: :mod:`ipc.cache_versions`), and only if
+no other cluster stored one first (``NX``), so concurrent loaders agree on one value and a load that
+read the database before a write can never be stored after that write's invalidation. A caller that
+arrives after an invalidation reached this process does not join a load that started before it.
+When Redis is unreachable it calls the loader directly.
+
+An invalidation that cannot reach Redis drops the local copy at once and is retried in the
+background until Redis answers; meanwhile this process does not read that key from Redis (the
+loader answers), so a value it failed to invalidate is never served again by it.
 
 Metrics: ``innkeeper_cache_requests_total{namespace, result}`` with result ``local_hit``, ``hit``
 (from Redis), ``miss`` or ``error``.
@@ -31,9 +39,12 @@ import msgpack
 from prometheus_client import Counter
 from redis.exceptions import RedisError
 
+from innkeeper.backoff import Backoff
 from innkeeper.errors import ErrorCode, IPCError, UsageError
+from innkeeper.services import BackgroundTasks
 
 from .bus import DROPPED
+from .cache_versions import Generations, Stored
 from .frames import pack, unpack
 from .messages import Event, is_plain
 from .pubsub import Subscriber, check_binary_client
@@ -88,10 +99,13 @@ class SharedCache:
     max_inflight:
         Redis calls this cache makes at once; more wait their turn, so a burst cannot exhaust the
         client's connection pool.
+    generation_ttl:
+        Seconds a key's generation counter lives after its last invalidation (far longer than any load).
     """
 
     def __init__(self, redis: Redis, keys: Keys, *, signer: FrameSigner, default_ttl: float = 300.0,
-                 local_ttl: float = 30.0, local_max: int = 10_000, max_inflight: int = 16) -> None:
+                 local_ttl: float = 30.0, local_max: int = 10_000, max_inflight: int = 16,
+                 generation_ttl: float = 86_400.0) -> None:
         check_binary_client(redis)
         if default_ttl <= 0 or local_ttl < 0 or local_max < 0:
             raise UsageError("cache TTLs and sizes must be positive")
@@ -104,7 +118,12 @@ class SharedCache:
         self.instance = uuid.uuid4().hex[:16]
         self._local: collections.OrderedDict[tuple[str, str], tuple[float, Any]] = collections.OrderedDict()
         self._generation: collections.Counter[str] = collections.Counter()
-        self._flights: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._versions = Generations(redis, keys, ttl=generation_ttl)
+        #: (namespace, key) → (the load's future, the namespace's local generation when it started)
+        self._flights: dict[tuple[str, str], tuple[asyncio.Future[Any], int]] = {}
+        #: Invalidations that could not reach Redis yet, by namespace.
+        self._pending: dict[str, set[str]] = {}
+        self._tasks = BackgroundTasks("cache")
         self._subscriber = Subscriber(redis, [keys.cache_channel()], self._on_invalidation, name="cache",
                                       on_reconnect=self.clear_local)
         self._inflight = asyncio.Semaphore(max_inflight)
@@ -129,6 +148,7 @@ class SharedCache:
         return await self._subscriber.wait_connected(timeout)
 
     async def stop(self) -> None:
+        await self._tasks.cancel()
         await self._subscriber.stop()
 
     async def __aenter__(self) -> SharedCache:
@@ -137,6 +157,11 @@ class SharedCache:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @property
+    def pending_invalidations(self) -> int:
+        """Invalidations waiting for Redis to come back."""
+        return sum(len(keys) for keys in self._pending.values())
 
     # --- reads ------------------------------------------------------------------------------------
     async def get(self, namespace: str, key: str | int, default: Any = None) -> Any:
@@ -152,36 +177,47 @@ class SharedCache:
         if local is not _MISSING:
             REQUESTS.labels(ns, "local_hit").inc()
             return local
+        value, _ = await self._read(ns, k, with_generation=False)
+        return default if value is _MISSING else value
+
+    async def _read(self, ns: str, k: str, *, with_generation: bool) -> tuple[Any, bytes | None]:
+        """The value in Redis (``_MISSING`` when none) and, if asked, the key's generation, in one round trip."""
+        await self._settle(ns, k)
         generation = self._generation[ns]
         try:
             pipe = self.redis.pipeline(transaction=False)
             pipe.get(self.keys.cache(ns, k))
             pipe.pttl(self.keys.cache(ns, k))
+            if with_generation:
+                self._versions.read(pipe, ns, k)
             async with self._inflight:
-                raw, pttl = await pipe.execute()
+                raw, pttl, *seen = await pipe.execute()
         except (RedisError, OSError) as exc:
             REQUESTS.labels(ns, "error").inc()
             raise IPCError(f"cache {ns}: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE) from exc
+        version: bytes | None = seen[0] if seen else None
         if raw is None:
             REQUESTS.labels(ns, "miss").inc()
-            return default
+            return _MISSING, version
         try:
             value = _unpack(raw)
         except Exception:  # noqa: BLE001 - a corrupt entry is a miss, never a crash
             REQUESTS.labels(ns, "error").inc()
             _log.warning("cache %s: undecodable value under %r; treating it as a miss", ns, k)
-            return default
+            return _MISSING, version
         REQUESTS.labels(ns, "hit").inc()
         if self._generation[ns] == generation:
             self._local_put(ns, k, value, pttl / 1000.0 if pttl and pttl > 0 else self.local_ttl)
-        return value
+        return value, version
 
     async def get_or_load(self, namespace: str, key: str | int, loader: Callable[[], Awaitable[T]], *,
                           ttl: float | None = None) -> T:
         """The cached value, or ``await loader()`` stored for ``ttl`` seconds.
 
-        Concurrent callers for one key share one ``loader`` call. When Redis is unreachable the
-        loader is called and its result returned without caching. Loader exceptions propagate.
+        Concurrent callers for one key share one ``loader`` call, unless an invalidation reached
+        this process after that call started: later callers then start a load of their own. When
+        Redis is unreachable the loader is called and its result returned without caching.
+        Loader exceptions propagate.
         """
         ns, k = self._check(namespace, key)
         local = self._local_get(ns, k)
@@ -189,15 +225,15 @@ class SharedCache:
             REQUESTS.labels(ns, "local_hit").inc()
             return cast(T, local)
         flight = self._flights.get((ns, k))
-        if flight is not None:
+        if flight is not None and flight[1] == self._generation[ns]:
             try:
-                return await asyncio.shield(flight)
+                return await asyncio.shield(flight[0])
             except asyncio.CancelledError:
-                if not flight.cancelled():
+                if not flight[0].cancelled():
                     raise  # this caller was cancelled
                 return await self.get_or_load(ns, k, loader, ttl=ttl)  # the loading caller was: try again
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._flights[(ns, k)] = future
+        self._flights[(ns, k)] = (future, self._generation[ns])
         try:
             value = await self._load(ns, k, loader, ttl)
         except asyncio.CancelledError:
@@ -211,11 +247,12 @@ class SharedCache:
             future.set_result(value)
             return cast(T, value)
         finally:
-            self._flights.pop((ns, k), None)
+            if self._flights.get((ns, k), (None, 0))[0] is future:
+                del self._flights[(ns, k)]
 
     async def _load(self, ns: str, k: str, loader: Callable[[], Awaitable[Any]], ttl: float | None) -> Any:
         try:
-            found = await self.get(ns, k, _MISSING)
+            found, seen = await self._read(ns, k, with_generation=True)  # the generation, before the database
         except IPCError:
             _log.warning("cache %s: Redis unreachable; loading %r without caching", ns, k)
             return await loader()
@@ -225,17 +262,19 @@ class SharedCache:
         value = await loader()
         data = _pack(value)
         seconds = ttl or self.default_ttl
-        redis_key = self.keys.cache(ns, k)
+        if k in self._pending.get(ns, ()):
+            return value  # invalidated meanwhile and Redis has not heard of it yet: store nothing
         try:
             async with self._inflight:
-                stored = await self.redis.set(redis_key, data, px=max(1, int(seconds * 1000)), nx=True)
-                # another cluster loaded it first: use theirs, so every cluster agrees
-                raw = None if stored else await self.redis.get(redis_key)
-            if raw is not None:
-                value = _unpack(raw)
+                stored, theirs = await self._versions.store(ns, k, data, max(1, int(seconds * 1000)), seen)
         except (RedisError, OSError) as exc:
             _log.warning("cache %s: could not store %r (%s)", ns, k, exc)
             return value
+        if stored is Stored.STALE:
+            _log.debug("cache %s: %r was invalidated while it loaded; not cached", ns, k)
+            return value
+        if stored is Stored.TAKEN and theirs is not None:
+            value = _unpack(theirs)  # another cluster loaded it first: use theirs, so every cluster agrees
         if self._generation[ns] == generation:
             self._local_put(ns, k, value, seconds)
         return value
@@ -244,34 +283,84 @@ class SharedCache:
     async def set(self, namespace: str, key: str | int, value: Any, *, ttl: float | None = None) -> None:
         """Store ``value`` for ``ttl`` seconds and drop every other process's local copy.
 
+        A load in progress anywhere cannot overwrite it (the key's generation moves on).
+
         Raises
         ------
         UsageError
             ``value`` is not plain data.
         IPCError
-            ``REDIS_UNAVAILABLE``.
+            ``REDIS_UNAVAILABLE``; the old value is then invalidated as soon as Redis answers.
         """
         ns, k = self._check(namespace, key)
         data = _pack(value)
         seconds = ttl or self.default_ttl
-        pipe = self.redis.pipeline(transaction=False)
+        self.drop_local(ns, [k])
+        pipe = self.redis.pipeline(transaction=True)
+        self._versions.bump(pipe, ns, [k])
         pipe.set(self.keys.cache(ns, k), data, px=max(1, int(seconds * 1000)))
         pipe.publish(self.keys.cache_channel(), self._invalidation(ns, [k]))
-        await self._execute(pipe, ns)
+        await self._write(pipe, ns, [k])
         self._generation[ns] += 1
         self._local_put(ns, k, value, seconds)
 
     async def delete(self, namespace: str, *keys: str | int) -> None:
-        """Remove keys everywhere: Redis, this process and (through pub/sub) every other one."""
+        """Remove keys everywhere: Redis, this process and (through pub/sub) every other one.
+
+        The local copies go first. When Redis is unreachable this raises ``REDIS_UNAVAILABLE`` and
+        retries the invalidation in the background until Redis answers.
+        """
         if not keys:
             return
         checked = [self._check(namespace, key)[1] for key in keys]
         ns = namespace
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.delete(*(self.keys.cache(ns, k) for k in checked))
-        pipe.publish(self.keys.cache_channel(), self._invalidation(ns, checked))
-        await self._execute(pipe, ns)
         self.drop_local(ns, checked)
+        await self._write(self._invalidate_pipe(ns, checked), ns, checked)
+
+    def _invalidate_pipe(self, ns: str, keys: list[str]) -> Any:
+        """One ``MULTI``: each key's generation moves on, then the values go and the others are told."""
+        pipe = self.redis.pipeline(transaction=True)
+        self._versions.bump(pipe, ns, keys)
+        pipe.delete(*(self.keys.cache(ns, k) for k in keys))
+        pipe.publish(self.keys.cache_channel(), self._invalidation(ns, keys))
+        return pipe
+
+    async def _write(self, pipe: Any, ns: str, keys: list[str]) -> None:
+        """Run a write; when Redis is unreachable, remember to invalidate ``keys`` once it is back."""
+        try:
+            await self._execute(pipe, ns)
+        except IPCError:
+            self._pending.setdefault(ns, set()).update(keys)
+            if not len(self._tasks):
+                self._tasks.spawn(self._retry_pending(), name="invalidate")
+            raise
+
+    async def _flush_pending(self) -> None:
+        """Send every invalidation still owed to Redis (raises ``IPCError`` while it is unreachable)."""
+        for ns in list(self._pending):
+            keys = sorted(self._pending.get(ns, ()))
+            if keys:
+                await self._execute(self._invalidate_pipe(ns, keys), ns)
+            owed = self._pending.get(ns)
+            if owed is not None:
+                owed.difference_update(keys)
+                if not owed:
+                    del self._pending[ns]
+
+    async def _retry_pending(self) -> None:
+        backoff = Backoff(0.1, 5.0)
+        while self._pending:
+            await asyncio.sleep(backoff.next())
+            try:
+                await self._flush_pending()
+            except IPCError:
+                continue
+            _log.info("cache: invalidations sent after Redis came back")
+
+    async def _settle(self, ns: str, k: str) -> None:
+        """Before reading ``k`` from Redis: send its owed invalidation, or fail as if Redis were down."""
+        if k in self._pending.get(ns, ()):
+            await self._flush_pending()
 
     async def _execute(self, pipe: Any, ns: str) -> None:
         try:

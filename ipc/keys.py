@@ -106,6 +106,10 @@ class Keys:
     def cache(self, namespace: str, key: str) -> str:
         return self._k("cache", namespace, key)
 
+    def cache_generation(self, namespace: str, key: str) -> str:
+        """Counter incremented by every invalidation of :meth:`cache` (``ipc/cache_versions.py``)."""
+        return self._k("cachegen", namespace, key)
+
     def cache_channel(self) -> str:
         """Pub/sub channel carrying cache invalidations."""
         return self._k("cache", "invalidate")

@@ -110,15 +110,21 @@ class FrameSigner:
         self._clock = clock
 
     @classmethod
-    def parse(cls, entries: Sequence[str], *, max_age_s: float = 30.0,
-              clock: Callable[[], float] = time.time) -> FrameSigner:
+    def parse(cls, entries: Sequence[str], *, max_age_s: float = 30.0, clock: Callable[[], float] = time.time,
+              allow_dev: bool = False) -> FrameSigner:
         """Build from ``("keyid=base64key", …)`` as in ``Settings.ipc_keys`` (``"dev"``: the public key).
+
+        Parameters
+        ----------
+        allow_dev:
+            Accept ``dev``, the public development key (only against a local simulator: the demo
+            and the tests).
 
         Raises
         ------
         ConfigError
-            Naming ``INNKEEPER_IPC_KEYS`` when it is empty or an entry is malformed; key values
-            are never echoed.
+            Naming ``INNKEEPER_IPC_KEYS`` when it is empty or an entry is malformed, or names ``dev``
+            without ``allow_dev``; key values are never echoed.
         """
         entries = [e.strip() for e in entries if e.strip()]
         if not entries:
@@ -126,8 +132,14 @@ class FrameSigner:
         keys: list[tuple[str, bytes]] = []
         for i, entry in enumerate(entries, 1):
             if entry == DEV_KEY_ID:
-                _log.warning("%s=dev: IPC frames are signed with the public development key, so anyone who can "
-                             "publish on this Redis can speak on the bus; never use it in production", _VAR)
+                if not allow_dev:
+                    raise ConfigError(
+                        f"{_VAR}=dev is the public development key: anyone who can publish on the Redis could "
+                        "command every cluster with it, so it is only accepted while DISCORD_API_URL points at a "
+                        "local simulator; generate a real key with `innkeeper keygen ipc1`",
+                        code=ErrorCode.CONFIG_INVALID, variable=_VAR)
+                _log.warning("%s=dev: IPC frames are signed with the public development key (allowed because "
+                             "Discord is a local simulator)", _VAR)
                 keys.append((DEV_KEY_ID, _DEV_KEY))
                 continue
             key_id, sep, b64 = entry.partition("=")
@@ -149,7 +161,8 @@ class FrameSigner:
         ConfigError
             When ``INNKEEPER_IPC_KEYS`` is not set or malformed.
         """
-        return cls.parse(settings.require_ipc_keys(), max_age_s=settings.ipc_max_age_s)
+        return cls.parse(settings.require_ipc_keys(), max_age_s=settings.ipc_max_age_s,
+                         allow_dev=settings.uses_local_simulator)
 
     @property
     def key_id(self) -> str:

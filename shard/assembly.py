@@ -17,6 +17,7 @@ IPC bus               answers the cluster's bus actions, asks the others
 usage recorder        batched command-usage rows
 pipeline              drains its background writes at shutdown
 reminders             claims and delivers due reminders
+maintenance           retention and the row-binding upgrade, one cluster at a time
 snapshots             guild snapshots in Redis
 metrics               this cluster's ``/metrics``
 heartbeat             the cluster's record in Redis (and gateway sessions)
@@ -38,6 +39,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from db.crypto import KeyRing
+from db.privacy import RetentionPolicy
+from db.pseudonyms import Pseudonyms
 from db.usage import UsageRecorder
 from innkeeper.services import ServiceStack
 from ipc.bus import Bus
@@ -57,6 +60,7 @@ from .context import ClusterContext
 from .database import DatabaseService
 from .heartbeat_writer import Heartbeat
 from .identify import IdentifyGate
+from .maintenance import MaintenanceService
 from .metrics_server import ClusterMetrics
 from .pipeline.alias_cache import AliasCache
 from .pipeline.core import Pipeline
@@ -113,14 +117,19 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     Raises
     ------
     ConfigError
-        A malformed ``INNKEEPER_ENCRYPTION_KEYS``, or a missing or malformed ``INNKEEPER_IPC_KEYS``.
+        A malformed ``INNKEEPER_ENCRYPTION_KEYS`` or ``INNKEEPER_PSEUDONYM_KEY``, ``dev`` (the public
+        encryption key) while ``DISCORD_API_URL`` is not a local simulator, or a missing or malformed
+        ``INNKEEPER_IPC_KEYS``.
     """
     s = ctx.settings
     point_discord_at(s.api_url)
     signer = FrameSigner.from_settings(s)  # the bus and the cache's invalidations sign and verify with it
-    key_ring = KeyRing.parse(s.encryption_keys) if s.encryption_keys else None
+    key_ring = KeyRing.from_settings(s) if s.encryption_keys else None
     if key_ring is None:
         _log.warning("INNKEEPER_ENCRYPTION_KEYS is not set: feedback, reminders and privacy export are off")
+    pseudonyms = Pseudonyms.from_settings(s, key_ring) if s.pseudonym_key or key_ring is not None else None
+    if pseudonyms is None:
+        _log.warning("INNKEEPER_PSEUDONYM_KEY is not set (nor INNKEEPER_ENCRYPTION_KEYS): /privacy delete is off")
     services = ServiceStack()
 
     # --- the command layer --------------------------------------------------------------------------
@@ -141,7 +150,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     status = StatusReporter(bus=bus, redis=ctx.redis, keys=ctx.keys,
                             local=lambda: local_view(bot, tracker, ctx.cluster_id))
     deps = CommandDeps(settings=s, cluster_id=ctx.cluster_id, db=ctx.database, database=database, key_ring=key_ring,
-                       guild_config=guild_config, aliases=aliases, refused=refused, usage=usage, throttle=throttle,
+                       pseudonyms=pseudonyms, guild_config=guild_config, aliases=aliases, refused=refused, usage=usage,
+                       throttle=throttle,
                        pipeline=pipeline, status=status, ping_redis=ctx.redis.ping)
 
     # --- the gateway ----------------------------------------------------------------------------------
@@ -172,6 +182,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(usage)
     services.add(pipeline)
     services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id, refused=refused))
+    services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
+                                    interval_s=s.retention_interval_s))
     services.add(SnapshotService(bot, GuildSnapshotStore(ctx.redis, ctx.keys,
                                                          ttl=max(3600.0, 2 * s.snapshot_interval_s)),
                                  interval_s=s.snapshot_interval_s))

@@ -8,8 +8,10 @@
 * A schema older than this code needs stops the cluster (``innkeeper migrate`` first); found only
   on a background reconnect, it leaves the database-backed commands off and says so.
 
+
 :attr:`DatabaseService.schema_version` is ``None`` until the pool is connected and the schema
-checked; consumers (the reminder service) look at it rather than at the pool.
+checked; consumers (the reminder service) look at it rather than at the pool, or wait for it
+(:meth:`DatabaseService.wait_available`, the maintenance service).
 """
 
 from __future__ import annotations
@@ -45,10 +47,15 @@ class DatabaseService:
         #: The schema version once connected and checked; None while the database is unavailable.
         self.schema_version: int | None = None
         self._tasks = BackgroundTasks("database")
+        self._available = asyncio.Event()
 
     @property
     def available(self) -> bool:
         return self.schema_version is not None
+
+    async def wait_available(self) -> None:
+        """Wait until the pool is connected and the schema checked (forever, if it never is)."""
+        await self._available.wait()
 
     async def start(self) -> None:
         """Connect, or keep connecting in the background.
@@ -67,6 +74,7 @@ class DatabaseService:
             self._tasks.spawn(self._keep_connecting(), name="connect")
         else:
             self.schema_version = await require_schema(self.db)
+            self._available.set()
 
     async def stop(self) -> None:
         await self._tasks.cancel()
@@ -86,4 +94,5 @@ class DatabaseService:
                 _log.info("database still unavailable (%s); next try in %.0f s", exc, backoff.ceiling())
                 continue
             _log.info("database connected (schema version %s)", self.schema_version)
+            self._available.set()
             return

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from innkeeper.settings import PROJECT_ROOT
-from tests.support import IPC_KEYS, REDIS_TEST_URL, read_port, wait_for_sync
+from tests.support import DEV_CLI_ENV, IPC_KEYS, REDIS_TEST_URL, read_port, wait_for_sync
 
 __all__ = ("Proc", "SimulatorProc", "start_simulator", "start_cluster", "cluster_env", "cli_env", "http_json",
            "bot_api", "metrics_port")
@@ -191,7 +191,7 @@ def cli_env(*, database_url: str, redis_url: str = REDIS_TEST_URL, redis_prefix:
     of the test's own (a fresh prefix unless given), never the defaults another test could share."""
     return {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
             "INNKEEPER_REDIS_PREFIX": redis_prefix or f"ikt-{uuid.uuid4().hex[:12]}", "INNKEEPER_LOG_FORMAT": "json",
-            "INNKEEPER_IPC_KEYS": IPC_KEYS, **extra}
+            **DEV_CLI_ENV, **extra}
 
 
 def start_cluster(log_dir: Path, env: Mapping[str, str], *, cluster: int = 0, shard_ids: str | None = None,

@@ -37,13 +37,16 @@ REDIS_TEST_URL = os.environ.get("INNKEEPER_TEST_REDIS", "redis://127.0.0.1:6379/
 
 #: ``INNKEEPER_IPC_KEYS`` of every process a test starts: the public development key.
 IPC_KEYS = "dev"
+#: The environment of a CLI run against a test's deployment: the public ``dev`` keys, which are only
+#: accepted while Discord is a local simulator (``DISCORD_API_URL`` on loopback; nothing needs to listen).
+DEV_CLI_ENV = {"INNKEEPER_IPC_KEYS": IPC_KEYS, "DISCORD_API_URL": "http://127.0.0.1:9"}
 
 
 def ipc_signer(max_age_s: float = 30.0) -> FrameSigner:
     """A bus signer holding :data:`IPC_KEYS`, as every cluster a test starts does."""
     from ipc.signing import FrameSigner
 
-    return FrameSigner.parse([IPC_KEYS], max_age_s=max_age_s)
+    return FrameSigner.parse([IPC_KEYS], max_age_s=max_age_s, allow_dev=True)
 
 
 def service_missing(name: str, why: object) -> None:

@@ -27,11 +27,14 @@ __all__ = ("Audit", "setup", "render_entry")
 
 
 def render_entry(entry: AuditEntry) -> str:
-    """One line per entry; redacted entries say so and show nothing personal."""
+    """One line per entry; a person erased on their request shows as their pseudonym, the same in every entry."""
     when = f"<t:{int(entry.created_at.timestamp())}:f>"
-    if entry.redacted:
-        return f"`#{entry.id}` {when} {entry.action} (redacted on the user's request)"
-    actor = f"<@{entry.actor_id}>" if entry.actor_id else "the bot"
+    if entry.actor_id:
+        actor = f"<@{entry.actor_id}>"
+    elif entry.actor_pseudonym:
+        actor = f"`{entry.actor_pseudonym}`"
+    else:
+        actor = "the bot"
     details = entry.details if isinstance(entry.details, dict) else {}
     outcome = details.get("outcome")
     args = details.get("args")
@@ -40,7 +43,9 @@ def render_entry(entry: AuditEntry) -> str:
     flag = ""
     if outcome == "denied":
         flag = f" **refused** ×{attempts}" if isinstance(attempts, int) and attempts > 1 else " **refused**"
-    return f"`#{entry.id}` {when} {actor} {entry.action}{flag} {shown}".rstrip()
+    on = f" on `{entry.target_pseudonym}`" if entry.target_pseudonym else ""
+    note = " (redacted on the user's request)" if entry.redacted else ""
+    return f"`#{entry.id}` {when} {actor} {entry.action}{flag}{on} {shown}".rstrip() + note
 
 
 class Audit(PipelineCog):

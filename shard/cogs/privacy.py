@@ -2,8 +2,11 @@
 
 ``export`` DMs a JSON file with every row about the user (``db.privacy.export_user``). ``delete``
 asks for confirmation with a button, then erases the user everywhere in one transaction
-(``db.privacy.erase_user``; audit entries are redacted, not removed, so the chain still verifies).
-Usage rows still buffered in this cluster are written first, so they are erased too.
+(``db.privacy.erase_user``). In the audit log of admin actions the user is replaced by a keyed
+pseudonym rather than removed: who did what stays on record, and the chain still verifies. Usage
+rows of the user still buffered in any cluster are dropped when they arrive (``db.usage``).
+``retention`` says how long each kind of data is kept; the clusters delete what is older
+(``shard.maintenance``).
 """
 
 from __future__ import annotations
@@ -70,22 +73,25 @@ class Privacy(PipelineCog):
         """Ask for confirmation, then erase the caller's data."""
         user_id = ctx.author.id
 
+        pseudonyms = self.deps.require_pseudonyms()
+
         async def erase(interaction: discord.Interaction[Any]) -> None:
             try:
-                await self._flush_usage()
-                counts = await db_privacy.erase_user(self.db, user_id)
+                counts = await db_privacy.erase_user(self.db, user_id, pseudonyms=pseudonyms)
             except (DatabaseError, CommandError) as exc:
                 await component_error(interaction, exc)
                 return
             await self.deps.aliases.invalidate("user", user_id)  # their personal aliases are gone
             total = sum(counts.values())
             await interaction.response.edit_message(
-                content=f"Done: {total} records about you were erased or anonymised "
-                        "(audit entries are redacted so the log stays verifiable).", view=view)
+                content=f"Done: {total} records about you were erased or anonymised. In the log of admin "
+                        "actions you now appear under a pseudonym, so the log stays accountable and verifiable.",
+                view=view)
 
         view = Confirm(user_id, erase, confirm_label="Erase my data")
         await respond(ctx, "This erases your reminders, feedback, aliases and usage history on every server, "
-                           "for good. Are you sure?", view=view)
+                           "for good. The log of admin actions keeps what was done, with you under a "
+                           "pseudonym. Are you sure?", view=view)
 
     @subcommand(privacy, "retention", description="How long the bot keeps each kind of data.", feature="privacy",
                 ephemeral=True, examples=("/privacy retention",))
@@ -98,7 +104,9 @@ class Privacy(PipelineCog):
         for table, days in ages.items():
             lines.append(f"- {names.get(table, table)}: {f'{days} days' if days else 'until you delete it'}")
         lines += ["- pending reminders, open feedback and aliases: until you delete them",
-                  "- the audit log of admin actions: kept; `/privacy delete` redacts you from it",
+                  "- the audit log of admin actions: kept, for accountability; `/privacy delete` replaces you "
+                  "in it by a pseudonym",
+                  _cadence(self.deps.settings.retention_interval_s),
                   "Feedback and reminder text is encrypted at rest. `/privacy export` shows all of it."]
         await respond(ctx, "\n".join(lines))
 
@@ -107,6 +115,19 @@ class Privacy(PipelineCog):
             await self.deps.usage.flush()
         except DatabaseError as exc:
             _log.warning("could not flush usage before a privacy request: %s", exc)
+
+
+def _cadence(seconds: float) -> str:
+    """When older data goes: ``3600`` → "… every hour", ``21600`` → "… every 6 hours", ``0`` → by the operator."""
+    if seconds <= 0:
+        return "Older data is deleted by the bot's operator (`innkeeper retention`)."
+    if seconds >= 3600:
+        hours = round(seconds / 3600)
+        every = "hour" if hours == 1 else f"{hours} hours"
+    else:
+        minutes = max(1, round(seconds / 60))
+        every = "minute" if minutes == 1 else f"{minutes} minutes"
+    return f"Older data is deleted automatically, every {every}."
 
 
 async def setup(bot: ClusterBot) -> None:

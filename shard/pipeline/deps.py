@@ -17,6 +17,7 @@ from innkeeper.errors import CommandError, ErrorCode
 if TYPE_CHECKING:
     from db.crypto import KeyRing
     from db.pool import Database
+    from db.pseudonyms import Pseudonyms
     from db.usage import UsageRecorder
     from innkeeper.settings import Settings
 
@@ -49,6 +50,9 @@ class CommandDeps:
         The database and its state (schema version, or None while unavailable).
     key_ring:
         Encrypts the text users store; None when ``INNKEEPER_ENCRYPTION_KEYS`` is not set.
+    pseudonyms:
+        Replaces erased users in the audit log; None when neither ``INNKEEPER_PSEUDONYM_KEY`` nor
+        ``INNKEEPER_ENCRYPTION_KEYS`` is set.
     guild_config:
         Cached guild configuration.
     aliases:
@@ -73,6 +77,7 @@ class CommandDeps:
     db: Database
     database: DatabaseState
     key_ring: KeyRing | None
+    pseudonyms: Pseudonyms | None
     guild_config: GuildConfigStore
     aliases: AliasCache
     refused: RefusedTargets
@@ -89,6 +94,14 @@ class CommandDeps:
                                "ask the bot's owner to set INNKEEPER_ENCRYPTION_KEYS.",
                                code=ErrorCode.COMMAND_DISABLED)
         return self.key_ring
+
+    def require_pseudonyms(self) -> Pseudonyms:
+        """The audit log's pseudonyms, or a user-facing error when no key is configured for them."""
+        if self.pseudonyms is None:
+            raise CommandError("This bot has no key configured to keep its audit log accountable, so it can't "
+                               "erase data yet; ask the bot's owner to set INNKEEPER_PSEUDONYM_KEY.",
+                               code=ErrorCode.COMMAND_DISABLED)
+        return self.pseudonyms
 
     def describe(self) -> dict[str, Any]:
         """A small summary for ``/debug`` and ``/health``."""

@@ -8,17 +8,20 @@ shared cache (tests), and until the shared cache first connects (Redis was down 
 local TTL dictionary stands in.
 
 Every write goes through the ``db`` module and is followed by :meth:`invalidate`, which deletes the
-entry in Redis and, over pub/sub, in every cluster's local layer. While PostgreSQL is unreachable,
-misses fail fast for a few seconds (a small circuit breaker) so that messages do not each wait on
-connection retries.
+entry in Redis and, over pub/sub, in every cluster's local layer. The shared cache checks a
+generation per key when it stores a load, so a load that read PostgreSQL before the write cannot
+put the old configuration back after the invalidation (a revoked level stays revoked). An
+invalidation made while Redis is unreachable (even before the shared cache first connected) is
+retried by the cache until Redis answers. While PostgreSQL is unreachable, misses fail fast for a
+few seconds (a small circuit breaker) so that messages do not each wait on connection retries.
 
 **Failing closed.** A guild's overrides (a command turned off, a level raised) must not vanish while
 PostgreSQL is down, so the store keeps the *last known* configuration of every guild it has served
 (a bounded LRU in this process, kept past the cache TTL) and answers with it when a load fails
 (``innkeeper_guild_config_stale_total`` counts those answers). Only a guild this process never read
 gets the ``DatabaseError``; the pipeline then refuses every command a guild could change. The last
-known configuration is dropped by :meth:`invalidate`: after a write, the old value is no longer the
-guild's.
+known configuration is dropped by :meth:`invalidate` (after a write the old value is no longer the
+guild's), and a load that overlapped a write is not remembered as the last known one.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from .levels import Level
 if TYPE_CHECKING:
     from db.pool import Database
 
-__all__ = ("GuildConfigStore", "SharedCacheLike", "load_guild_config", "CACHE_NAMESPACE")
+__all__ = ("GuildConfigStore", "SharedCacheLike", "ConfigLoader", "load_guild_config", "CACHE_NAMESPACE")
 
 _log = logging.getLogger(__name__)
 
@@ -61,6 +64,9 @@ class SharedCacheLike(Protocol):
                           ttl: float | None = None) -> Any: ...
 
     async def delete(self, namespace: str, *keys: str | int) -> None: ...
+
+
+ConfigLoader = Callable[["Database", int], Awaitable[GuildConfig]]
 
 
 async def load_guild_config(db: Database, guild_id: int) -> GuildConfig:
@@ -88,21 +94,29 @@ class GuildConfigStore:
         The shared cache, or ``None`` to cache in this process only.
     ttl:
         Seconds an entry lives (in Redis, or locally without a shared cache).
+    standalone_ttl:
+        Seconds an entry lives locally while the shared cache has not connected yet: other clusters'
+        invalidations cannot reach this process then, so a write elsewhere shows after at most this.
     max_entries:
         Guilds kept in each local layer (the fresh one and the last known one).
     down_cooldown:
         Seconds misses fail fast after PostgreSQL was found unreachable.
+    load:
+        Reads one guild's configuration from the database (:func:`load_guild_config`; tests wrap it
+        to force an interleaving).
     """
 
-    __slots__ = ("db", "shared", "ttl", "max_entries", "down_cooldown", "_local", "_parsed", "_clock",
-                 "_down_until", "_shared_up", "_known")
+    __slots__ = ("db", "shared", "ttl", "standalone_ttl", "max_entries", "down_cooldown", "_load_config", "_local",
+                 "_parsed", "_clock", "_down_until", "_shared_up", "_writes", "_known")
 
     def __init__(self, db: Database, *, shared: SharedCacheLike | None = None, ttl: float = 300.0,
-                 max_entries: int = 50_000, down_cooldown: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 standalone_ttl: float = 5.0, max_entries: int = 50_000, down_cooldown: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic, load: ConfigLoader | None = None) -> None:
         self.db = db
+        self._load_config = load
         self.shared = shared
         self.ttl = ttl
+        self.standalone_ttl = standalone_ttl
         self.max_entries = max_entries
         self.down_cooldown = down_cooldown
         self._local: dict[int, tuple[float, GuildConfig]] = {}
@@ -111,6 +125,8 @@ class GuildConfigStore:
         self._clock = clock
         self._down_until = 0.0
         self._shared_up = False
+        #: Invalidations so far: a load that overlapped one is not remembered (locally, or as last known).
+        self._writes = 0
         #: guild → the last configuration served: the answer while the database is unreachable
         self._known: collections.OrderedDict[int, GuildConfig] = collections.OrderedDict()
 
@@ -131,6 +147,7 @@ class GuildConfigStore:
             When it is neither cached nor known and PostgreSQL cannot be read (``DB_UNAVAILABLE``
             when it cannot be reached).
         """
+        writes = self._writes
         try:
             cfg = await self._get(guild_id)
         except DatabaseError as exc:
@@ -141,7 +158,8 @@ class GuildConfigStore:
             _log.debug("guild %s: the database failed (%s); answering with its last known configuration",
                        guild_id, exc)
             return known
-        self._know(cfg)
+        if self._writes == writes:  # a load that overlapped a write may be older than it
+            self._know(cfg)
         return cfg
 
     def _know(self, cfg: GuildConfig) -> None:
@@ -157,8 +175,10 @@ class GuildConfigStore:
             entry = self._local.get(guild_id)
             if entry is not None and entry[0] >= self._clock():
                 return entry[1]
+            writes = self._writes
             cfg = await self._load(guild_id)
-            self._remember(cfg)
+            if self._writes == writes:
+                self._remember(cfg)
             return cfg
         try:
             raw = await self.shared.get_or_load(CACHE_NAMESPACE, guild_id, lambda: self._load_wire(guild_id),
@@ -189,7 +209,7 @@ class GuildConfigStore:
         if self._clock() < self._down_until:
             raise DatabaseError("the database was unavailable moments ago", code=ErrorCode.DB_UNAVAILABLE)
         try:
-            return await load_guild_config(self.db, guild_id)
+            return await (self._load_config or load_guild_config)(self.db, guild_id)
         except DatabaseError as exc:
             if exc.code is ErrorCode.DB_UNAVAILABLE:
                 self._down_until = self._clock() + self.down_cooldown
@@ -199,15 +219,22 @@ class GuildConfigStore:
         if len(self._local) >= self.max_entries:
             for key in sorted(self._local, key=lambda k: self._local[k][0])[: self.max_entries // 2]:
                 del self._local[key]
-        self._local[cfg.guild_id] = (self._clock() + self.ttl, cfg)
+        ttl = self.ttl if self.shared is None else min(self.ttl, self.standalone_ttl)
+        self._local[cfg.guild_id] = (self._clock() + ttl, cfg)
 
     async def invalidate(self, guild_id: int) -> None:
-        """Forget the guild everywhere after a write (its last known configuration too)."""
+        """Forget the guild everywhere after a write (its last known configuration too).
+
+        The shared entry is invalidated even before the shared cache first connected: Redis may
+        still hold a copy from before, which every cluster would read once it is back.
+        """
+        self._writes += 1
         self._known.pop(guild_id, None)
         self._local.pop(guild_id, None)
         self._parsed.pop(guild_id, None)
-        if self.shared is not None and self._use_shared():
+        if self.shared is not None:
             try:
                 await self.shared.delete(CACHE_NAMESPACE, guild_id)
             except InnkeeperError as exc:
-                _log.warning("shared cache invalidation for guild %s failed: %s", guild_id, exc)
+                _log.warning("shared cache invalidation for guild %s failed (retried until Redis answers): %s",
+                             guild_id, exc)

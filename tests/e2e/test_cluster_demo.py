@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,10 +11,13 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from cluster.demo import demo_database_url
+from db.migrate import database_name
 from innkeeper.settings import PROJECT_ROOT
-from tests.support import read_port, wait_for_sync
+from tests.support import PG_ADMIN_DSN, read_port, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -24,6 +28,22 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+async def _tables(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"))
+    finally:
+        await conn.close()
+
+
+async def _drop(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 def test_demo_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path, redis_url: str, redis_prefix: str,
@@ -64,6 +84,9 @@ def test_demo_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path, redis_
         demo.send_signal(signal.SIGINT)
         assert demo.wait(60) == 0, log.read_text()
         assert "stopped" in log.read_text()
+        # the demo ran on a database of its own (the dev key is its key), never the configured one
+        assert asyncio.run(_tables(demo_database_url(database_url))) > 0
+        assert asyncio.run(_tables(database_url)) == 0
         wait_for_sync(lambda: not any(_alive(p) for p in [*pids, supervisord_pid]), timeout=30,
                       message="every process gone")
         again = subprocess.run([*cli, "stop"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
@@ -74,3 +97,4 @@ def test_demo_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path, redis_
             demo.kill()
             demo.wait(10)
         subprocess.run([*cli, "stop"], cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=90, check=False)
+        asyncio.run(_drop(database_name(demo_database_url(database_url))))

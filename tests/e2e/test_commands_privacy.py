@@ -7,6 +7,9 @@ from typing import Any
 import asyncpg
 import pytest
 
+from db.crypto import KeyRing
+from db.pseudonyms import Pseudonyms
+from innkeeper.settings import Settings
 from tests.e2e.commands import (
     CommandBotFactory,
     channel_messages,
@@ -43,6 +46,7 @@ async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, com
     await slash(sim, world, user, "feedback", sub("submit", options(text="my feedback")))
     await slash(sim, world, user, "alias", sub("add", options(name="pp", command="ping")))
     await slash(sim, world, user, "settings", sub("set", options(key="automod", value="low")))
+    await slash(sim, world, user, "settings", sub("set", options(key="prefix", value="$")))  # refused, audited too
     await slash(sim, world, world.owner, "settings", sub("set", options(key="automod", value="medium")))
 
     exported = await slash(sim, world, user, "privacy", sub("export"))
@@ -86,6 +90,11 @@ async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, com
     assert "E5002" in content_of(await slash(sim, world, user, "audit", sub("recent")))
     recent = content_of(await slash(sim, world, world.owner, "audit", sub("recent")))
     assert "command.settings.set" in recent and "redacted on the user's request" in recent
+    # both refused attempts are still there, by one pseudonym: the person is gone, what they did is not
+    settings = Settings(api_url=sim.url, encryption_keys=("dev",))
+    pseudonym = Pseudonyms.from_settings(settings, KeyRing.from_settings(settings)).of(uid)
+    assert recent.count(f"`{pseudonym}` command.settings.set **refused**") == 2, recent
+    assert str(uid) not in recent
     verified = await slash(sim, world, world.owner, "audit", sub("verify"))
     (verdict,) = await followups(sim, verified)
     assert verdict["content"].startswith("The audit log is intact:")
@@ -94,3 +103,23 @@ async def test_export_delete_and_audit(sim: SimulatorProc, migrated_db: str, com
 
     retention = content_of(await slash(sim, world, user, "privacy", sub("retention")))
     assert "command usage: 90 days" in retention and "encrypted at rest" in retention
+
+
+async def test_a_cluster_applies_the_stated_retention_by_itself(sim: SimulatorProc, migrated_db: str,
+                                                                command_bot: CommandBotFactory) -> None:
+    world = await load_world(sim)
+    conn = await asyncpg.connect(migrated_db)
+    try:  # usage older than the stated 90 days, left by a bot that ran before (and no cron job)
+        await conn.execute("INSERT INTO command_usage (used_at, user_id, command, success) "
+                           "SELECT now() - interval '100 days', g, 'ping', true FROM generate_series(1, 5) g")
+    finally:
+        await conn.close()
+    await command_bot()
+
+    async def gone() -> bool:
+        old = "SELECT count(*) FROM command_usage WHERE used_at < now() - interval '90 days'"
+        return await count(migrated_db, old) == 0
+
+    await wait_for(gone, timeout=30, message="the cluster's own retention run")
+    retention = content_of(await slash(sim, world, world.members[0], "privacy", sub("retention")))
+    assert "command usage: 90 days" in retention and "Older data is deleted automatically, every hour." in retention

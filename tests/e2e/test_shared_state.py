@@ -56,7 +56,7 @@ from tests.procs import (
     start_cluster,
     start_simulator,
 )
-from tests.support import INNKEEPER_CLI, IPC_KEYS, PrivateRedis, ipc_signer, service_missing, wait_for
+from tests.support import DEV_CLI_ENV, INNKEEPER_CLI, PrivateRedis, ipc_signer, service_missing, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -242,7 +242,7 @@ class Where:
 
 async def _innkeeper(where: Where, *args: str) -> tuple[int, str]:
     env = {**os.environ, "REDIS_URL": where.redis_url, "DATABASE_URL": where.database_url,
-           "INNKEEPER_REDIS_PREFIX": where.prefix, "INNKEEPER_LOG_FORMAT": "text", "INNKEEPER_IPC_KEYS": IPC_KEYS}
+           "INNKEEPER_REDIS_PREFIX": where.prefix, "INNKEEPER_LOG_FORMAT": "text", **DEV_CLI_ENV}
     proc = await asyncio.create_subprocess_exec(*INNKEEPER_CLI, *args, cwd=PROJECT_ROOT, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=60)

@@ -21,13 +21,26 @@ from typing import Any
 import asyncpg
 import pytest
 
-from db import aliases, audit, error_events, feedback, guilds, migrate, permissions, privacy, reminders, usage
+from db import (
+    aliases,
+    audit,
+    error_events,
+    feedback,
+    guilds,
+    maintenance,
+    migrate,
+    permissions,
+    privacy,
+    reminders,
+    usage,
+)
 from db.backup import backup
 from db.pool import Database
 from db.restore import restore
 from db.sql import is_built
 from db.testing import make_keys, migrated, sql_constants
 from innkeeper.errors import DatabaseError
+from tests.integration.test_privacy import PSEUDONYMS, legacy_audit_row
 from tests.support import PG_ADMIN_DSN
 
 pytestmark = pytest.mark.integration
@@ -131,11 +144,15 @@ async def _walk_every_db_function(db: Database) -> None:
     assert await migrate.require_schema(db) == migrate.REQUIRED_SCHEMA_VERSION
     assert (await db.health()).ok
     # privacy: rotation (rewrites every encrypted column), export, retention, erasure
+    await privacy.upgrade_ciphertexts(db, ROTATED)
     rotated = await privacy.rotate_keys(db, ROTATED)
     assert rotated == {"feedback.body": 2, "feedback.resolution": 1, "reminders.body": 3}
     await privacy.export_user(db, ROTATED, uid)
     await privacy.run_retention(db, privacy.RetentionPolicy(), now=now + dt.timedelta(days=400))
-    await privacy.erase_user(db, uid)
+    done = await maintenance.run_maintenance(db, privacy.RetentionPolicy(), retention_every=dt.timedelta(0),
+                                             upgrade_with=ROTATED)
+    assert done is not None and done.deleted is not None
+    await privacy.erase_user(db, uid, pseudonyms=PSEUDONYMS)
     assert await guilds.delete_guild(db, gid)
 
 
@@ -157,6 +174,7 @@ async def test_every_statement_sent_through_the_funnel_is_built(db: Database,
             not_built.append(f"{name}: {sql}")
         return await run(self, kind, name, sql, *rest)  # type: ignore[arg-type]
 
+    await legacy_audit_row(db, "member.ban", guild_id=101, actor_id=303, target_id=202)  # erased as scheme 1
     monkeypatch.setattr(Database, "_run", checked)
     await _walk_every_db_function(db)
     assert not not_built, "hand-written SQL reached the funnel:\n" + "\n".join(not_built)

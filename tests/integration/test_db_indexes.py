@@ -89,7 +89,9 @@ LOOKUPS: list[tuple[str, str, tuple[Any, ...], set[str]]] = [
     ("feedback of an author", *feedback.build_list_query(author_id=4242), {"feedback_author_idx"}),
     ("open feedback triage", *feedback.build_list_query(statuses=("open", "acknowledged")), {"feedback_open_idx"}),
     ("recent audit of a guild", audit._RECENT, (42, 2**63 - 1, 50), {"audit_log_chain_idx"}),
-    ("audit rows about a user", audit._FOR_USER, (4242,), {"audit_log_actor_idx", "audit_log_target_idx"}),
+    # erasure locks the rows a user acted in or was acted on (the export also scans details for mentions:
+    # a rare, throttled request, not a hot lookup)
+    ("audit rows about a user", audit._ABOUT, (4242,), {"audit_log_actor_idx", "audit_log_target_idx"}),
     ("top commands of a guild", usage._TOP, (42, HOUR_AGO, 10), {"command_usage_guild_idx"}),
     ("usage per day (/stats)", usage._BY_DAY, (42, HOUR_AGO, None, 5000), {"command_usage_guild_idx"}),
     ("due reminders", reminders._CLAIM, ("c", 60.0, 50), {"reminders_due_idx"}),

@@ -204,7 +204,7 @@ async def test_feedback_workflow(db: Database) -> None:
     b = await feedback.submit_feedback(db, KEYS, author_id=6, body="bug", guild_id=1)
     assert a.status == "open" and a.body == "please add dice"
     raw = await db.fetchval("t", "SELECT body FROM feedback WHERE id = $1", a.id)
-    assert raw.startswith("v1:t1:") and "dice" not in raw  # encrypted at rest
+    assert raw.startswith("v2:t1:") and "dice" not in raw  # encrypted at rest, bound to its row
     a = await feedback.acknowledge(db, KEYS, a.id, by=99)
     assert (a.status, a.acknowledged_by) == ("acknowledged", 99) and a.acknowledged_at is not None
     a = await feedback.close(db, KEYS, a.id, "resolved", by=98, resolution="added /roll")

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from db import reminders
+from db.crypto import row_binding
 from db.pool import Database
 from db.testing import make_keys, migrated
 from tests.support import wait_for
@@ -25,9 +26,9 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 async def test_concurrent_claimers_never_share_a_row(db: Database, database_url: str) -> None:
     past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    await db.execute("t", """INSERT INTO reminders (user_id, body, due_at)
-                             SELECT g, $1, $2 FROM generate_series(1, 300) AS g""",
-                     KEYS.encrypt("due", context=reminders.BODY_CONTEXT), past)
+    await db.executemany("t", "INSERT INTO reminders (id, user_id, body, due_at) VALUES ($1, $2, $3, $4)",
+                         [(g, g, KEYS.encrypt("due", context=reminders.BODY_CONTEXT, row=row_binding(g, g)), past)
+                          for g in range(1, 301)])
     claimed: dict[str, list[int]] = {}
     pools = [await Database(database_url, min_size=2, max_size=2).connect() for _ in range(4)]  # one per "process"
 

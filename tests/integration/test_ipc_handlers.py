@@ -25,7 +25,7 @@ from ipc.cache import SharedCache
 from ipc.keys import Keys
 from ipc.registry import HandlerRegistry
 from shard.bus_handlers import register_cluster_handlers
-from tests.support import INNKEEPER_CLI, IPC_KEYS, ipc_signer
+from tests.support import DEV_CLI_ENV, INNKEEPER_CLI, ipc_signer
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +132,7 @@ def test_extension_names() -> None:
 
 async def _innkeeper(redis_url: str, prefix: str, *args: str) -> tuple[int, str, str]:
     env = {**os.environ, "REDIS_URL": redis_url, "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_LOG_FORMAT": "text",
-           "INNKEEPER_IPC_KEYS": IPC_KEYS}
+           **DEV_CLI_ENV}
     proc = await asyncio.create_subprocess_exec(*INNKEEPER_CLI, *args, cwd=PROJECT_ROOT, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)

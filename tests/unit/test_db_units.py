@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from db import error_events as elog
 from db import error_translation as dberrors
 from db import feedback, validate
-from db.crypto import KeyRing, generate_key
+from db.crypto import KeyRing, generate_key, row_binding
 from db.migrate import REQUIRED_SCHEMA_VERSION, discover, quote_ident
 from db.sql import Params
-from db.testing import make_keys
+from db.testing import legacy_value, make_keys
 from innkeeper.errors import ConfigError, DatabaseError, ErrorCode
 
 
@@ -69,40 +69,59 @@ def test_json_value_refuses_what_jsonb_cannot_hold() -> None:
 
 
 # --- encryption -------------------------------------------------------------------------------------
+ROW = row_binding(17, 331234567890123456)
+
+
 def test_keyring_round_trip_and_format() -> None:
     keys = make_keys("a", "b")
-    token = keys.encrypt("héllo 'x' \x00", context="feedback.body")
-    assert re.fullmatch(r"v1:a:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+", token)
-    assert keys.decrypt(token, context="feedback.body") == "héllo 'x' \x00"
-    assert keys.encrypt("same", context="c") != keys.encrypt("same", context="c")  # fresh nonce
+    token = keys.encrypt("héllo 'x' \x00", context="feedback.body", row=ROW)
+    assert re.fullmatch(r"v2:a:[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+", token)
+    assert keys.decrypt(token, context="feedback.body", row=ROW) == "héllo 'x' \x00"
+    assert keys.encrypt("same", context="c", row=ROW) != keys.encrypt("same", context="c", row=ROW)  # fresh nonce
+    assert keys.key_id_of(keys.encrypt("x", context="c", row=ROW, key_id="b")) == "b"
 
 
 def test_keyring_old_keys_decrypt_and_missing_key_is_named() -> None:
     old = make_keys("old")
-    token = old.encrypt("secret", context="reminders.body")
+    token = old.encrypt("secret", context="reminders.body", row=ROW)
     rotated = make_keys("new", "old")
-    assert rotated.decrypt(token, context="reminders.body") == "secret"
+    assert rotated.decrypt(token, context="reminders.body", row=ROW) == "secret"
     assert not rotated.is_current(token)
-    assert rotated.is_current(rotated.encrypt("x", context="c"))
+    assert rotated.is_current(rotated.encrypt("x", context="c", row=ROW))
     with pytest.raises(ConfigError) as info:
-        make_keys("new").decrypt(token, context="reminders.body")
+        make_keys("new").decrypt(token, context="reminders.body", row=ROW)
     assert "'old'" in info.value.message and info.value.context["variable"] == "INNKEEPER_ENCRYPTION_KEYS"
 
 
-def test_keyring_detects_tampering_and_wrong_column() -> None:
+def test_keyring_detects_tampering_wrong_column_and_wrong_row() -> None:
     keys = make_keys()
-    token = keys.encrypt("secret", context="feedback.body")
-    with pytest.raises(DatabaseError) as info:
-        keys.decrypt(token, context="reminders.body")
-    assert info.value.code is ErrorCode.DB_BAD_VALUE
+    token = keys.encrypt("secret", context="feedback.body", row=ROW)
+    for context, row in (("reminders.body", ROW), ("feedback.body", row_binding(18, 331234567890123456)),
+                         ("feedback.body", row_binding(17, 441234567890123456)),
+                         ("feedback.body", row_binding(17, None))):
+        with pytest.raises(DatabaseError) as info:  # copied into another column, another row, or re-owned
+            keys.decrypt(token, context=context, row=row)
+        assert info.value.code is ErrorCode.DB_BAD_VALUE
     head, _, ct = token.rpartition(":")
     for i in range(len(base64.b64decode(ct))):  # any flipped bit anywhere is caught
         raw = bytearray(base64.b64decode(ct))
         raw[i] ^= 0x01
         with pytest.raises(DatabaseError):
-            keys.decrypt(f"{head}:{base64.b64encode(bytes(raw)).decode()}", context="feedback.body")
+            keys.decrypt(f"{head}:{base64.b64encode(bytes(raw)).decode()}", context="feedback.body", row=ROW)
     with pytest.raises(DatabaseError):
-        keys.decrypt("plaintext", context="feedback.body")
+        keys.decrypt("plaintext", context="feedback.body", row=ROW)
+
+
+def test_values_from_before_row_binding_are_read_only_by_the_upgrade() -> None:
+    keys = make_keys()
+    old = legacy_value("t1", "from before", "feedback.body")
+    assert keys.is_legacy(old)
+    with pytest.raises(DatabaseError) as info:  # an ordinary read never trusts a value not bound to its row
+        keys.decrypt(old, context="feedback.body", row=ROW)
+    assert info.value.code is ErrorCode.DB_LEGACY_CIPHERTEXT
+    assert keys.decrypt(old, context="feedback.body", row=ROW, legacy=True) == "from before"
+    with pytest.raises(DatabaseError):
+        keys.decrypt(old, context="reminders.body", row=ROW, legacy=True)  # still bound to its column
 
 
 def test_keyring_parse_errors_name_the_variable() -> None:
@@ -113,7 +132,7 @@ def test_keyring_parse_errors_name_the_variable() -> None:
         assert fragment in info.value.message
         assert info.value.context["variable"] == "INNKEEPER_ENCRYPTION_KEYS"
     entry = generate_key("k2")
-    assert KeyRing.parse([entry, "dev"]).key_ids == ("k2", "dev")
+    assert KeyRing.parse([entry, "dev"], allow_dev=True).key_ids == ("k2", "dev")
 
 
 # --- error translation --------------------------------------------------------------------------------
@@ -183,7 +202,9 @@ def test_feedback_list_builder() -> None:
 # --- migrations on disk ---------------------------------------------------------------------------------
 def test_discover_project_migrations() -> None:
     migrations = discover()
-    assert [m.version for m in migrations] == list(range(1, len(migrations) + 1))
+    versions = [m.version for m in migrations]
+    # ascending and unique; V5 is reserved for another branch of the same release (merged separately)
+    assert versions == sorted(set(versions)) and set(range(1, 5)) <= set(versions)
     assert migrations[-1].version == REQUIRED_SCHEMA_VERSION
     assert all(len(m.checksum) == 64 for m in migrations)
 
@@ -221,3 +242,34 @@ def test_settings_drive_the_database_and_retention() -> None:
     assert Settings.from_env(s.as_env()).retention_usage_days == 7
     with pytest.raises(ConfigError):
         Settings.from_env({"INNKEEPER_RETENTION_ERRORS_DAYS": "-1"})
+
+
+async def test_stopping_the_usage_recorder_mid_flush_writes_each_row_once() -> None:
+    """A periodic flush whose INSERT already committed must not be cancelled into putting its rows back."""
+    import asyncio
+
+    from db.usage import UsageRecorder
+
+    class SlowDb:
+        def __init__(self) -> None:
+            self.written: list[dict[str, object]] = []
+            self.committed = asyncio.Event()
+            self.finish = asyncio.Event()
+
+        async def execute(self, name: str, sql: str, rows: list[dict[str, object]], **kwargs: object) -> str:
+            self.written.extend(rows)  # the INSERT has committed …
+            self.committed.set()
+            await self.finish.wait()  # … and the answer is still on its way when stop() comes
+            return f"INSERT 0 {len(rows)}"
+
+    db = SlowDb()
+    rec = UsageRecorder(db, interval=0.001)  # type: ignore[arg-type]
+    await rec.start()
+    rec.record(user_id=1, command="ping")
+    rec.record(user_id=2, command="ping")
+    await asyncio.wait_for(db.committed.wait(), 5)
+    stopping = asyncio.create_task(rec.stop())
+    await asyncio.sleep(0)  # stop() cancels the periodic loop while the INSERT is in flight
+    db.finish.set()
+    await asyncio.wait_for(stopping, 5)
+    assert sorted(r["user_id"] for r in db.written) == [1, 2] and len(rec) == 0

@@ -95,9 +95,11 @@ def test_parse_names_the_variable_and_never_echoes_a_key(caplog: pytest.LogCaptu
         assert info.value.context["variable"] == "INNKEEPER_IPC_KEYS"
         assert key not in str(info.value)
     with caplog.at_level(logging.WARNING, logger="ipc.signing"):
-        dev = FrameSigner.parse(["dev"])
+        dev = FrameSigner.parse(["dev"], allow_dev=True)
     assert dev.key_id == "dev" and "development key" in caplog.text
-    assert FrameSigner.parse(["dev"]).open(CHANNEL, dev.seal(CHANNEL, b"x")).body == b"x"  # every process agrees
+    assert FrameSigner.parse(["dev"], allow_dev=True).open(CHANNEL, dev.seal(CHANNEL, b"x")).body == b"x"  # all agree
+    with pytest.raises(ConfigError, match="local simulator"):  # never against Discord
+        FrameSigner.parse(["dev"])
 
 
 async def test_pack_and_unpack_large_frames_off_the_loop() -> None:

@@ -97,6 +97,23 @@ async def test_local_only_store_expires(loads: list[int]) -> None:
     assert loads == [4, 4]
 
 
+async def test_before_the_shared_cache_connects_copies_are_short_lived_and_writes_still_reach_redis(
+        loads: list[int]) -> None:
+    clock = Clock()
+    cache = FakeCache()
+    cache.connected = False  # Redis was down at start-up: other clusters' invalidations cannot reach us
+    store = GuildConfigStore(None, shared=cache, ttl=300, standalone_ttl=5, clock=clock)  # type: ignore[arg-type]
+    await store.get(5)
+    clock.now = 4
+    await store.get(5)
+    assert loads == [5]
+    clock.now = 6  # a change made on another cluster shows after seconds, not after the 5-minute TTL
+    await store.get(5)
+    assert loads == [5, 5]
+    await store.invalidate(5)  # Redis may still hold a copy from before: it is invalidated all the same
+    assert cache.deleted == [(CACHE_NAMESPACE, "5")]
+
+
 async def test_the_circuit_breaker_fails_fast_then_retries(loads: list[int]) -> None:
     clock = Clock()
     store = GuildConfigStore(None, clock=clock, down_cooldown=5)  # type: ignore[arg-type]

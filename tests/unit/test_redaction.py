@@ -21,6 +21,7 @@ SECRET_ENV = {
     "INNKEEPER_STATUS_TOKEN": "status-token-Very-Secret",
     "INNKEEPER_ENCRYPTION_KEYS": "k1=encryption-key-Very-Secret",
     "INNKEEPER_IPC_KEYS": "ipc1=" + "A" * 43 + "=",
+    "INNKEEPER_PSEUDONYM_KEY": "audit1=" + "P" * 43 + "=",
     "DATABASE_URL": f"postgresql://bot:{PASSWORD}@db.internal:5432/innkeeper",
     "REDIS_URL": f"redis://default:{PASSWORD}@redis.internal:6379/0",
 }
@@ -47,7 +48,8 @@ def test_settings_repr_and_str_show_no_secret() -> None:
     settings = Settings.from_env(SECRET_ENV)
     for shown in (repr(settings), str(settings), f"{settings}", f"{settings!r}"):
         assert PASSWORD not in shown
-        for name in ("DISCORD_TOKEN", "INNKEEPER_STATUS_TOKEN", "INNKEEPER_ENCRYPTION_KEYS", "INNKEEPER_IPC_KEYS"):
+        for name in ("DISCORD_TOKEN", "INNKEEPER_STATUS_TOKEN", "INNKEEPER_ENCRYPTION_KEYS", "INNKEEPER_IPC_KEYS",
+                     "INNKEEPER_PSEUDONYM_KEY"):
             assert SECRET_ENV[name].split("=", 1)[-1] not in shown, name
         assert "discord_token='***'" in shown and "database_url='postgresql://bot:***@db.internal:5432/innkeeper'" \
             in shown and "redis_prefix='innkeeper'" in shown  # the rest stays readable
