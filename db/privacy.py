@@ -37,6 +37,8 @@ from .crypto import LEGACY_VERSION, VERSION, row_binding
 from .sql import P1, P2, P3, Now, PgQuery, Sql, built
 
 if TYPE_CHECKING:
+    from collections.abc import Collection
+
     import asyncpg
 
     from innkeeper.settings import Settings
@@ -45,8 +47,8 @@ if TYPE_CHECKING:
     from .pool import Conn, Database
     from .pseudonyms import Pseudonyms
 
-__all__ = ("export_user", "erase_user", "RetentionPolicy", "run_retention", "rotate_keys", "upgrade_ciphertexts",
-           "ENCRYPTED_COLUMNS")
+__all__ = ("export_user", "erase_user", "erased_since", "RetentionPolicy", "run_retention", "rotate_keys",
+           "upgrade_ciphertexts", "ENCRYPTED_COLUMNS")
 
 _log = logging.getLogger(__name__)
 
@@ -224,6 +226,26 @@ async def export_user(db: Database, keys: KeyRing, user_id: int, *, conn: Conn |
             for e in entries
         ],
     }
+
+
+_ERASED_SINCE = built(
+    PgQuery.from_(_erased).select(_erased.user_id, _erased.erased_at)
+    .where((_erased.user_id == Function("ANY", P1)) & (_erased.erased_at >= P2))
+)
+
+
+async def erased_since(db: Database, user_ids: Collection[int], since: dt.datetime, *,
+                       conn: Conn | None = None) -> dict[int, dt.datetime]:
+    """Those of ``user_ids`` erased at or after ``since``, with when (records are kept :data:`ERASURE_MEMORY`).
+
+    What a process still holds about a user from before an erasure (buffered usage, counted refusals)
+    must not be written after it: ask this before writing it.
+    """
+    if not user_ids:
+        return {}
+    rows = await db.fetch("erased_users.since", _ERASED_SINCE, [v.snowflake("user id", u) for u in user_ids],
+                          since, conn=conn)
+    return {int(r["user_id"]): r["erased_at"] for r in rows}
 
 
 async def erase_user(db: Database, user_id: int, *, pseudonyms: Pseudonyms,

@@ -38,6 +38,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from db import privacy as db_privacy
 from db.crypto import KeyRing
 from db.privacy import RetentionPolicy
 from db.pseudonyms import Pseudonyms
@@ -143,7 +144,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     throttle = RedisThrottle(ctx.redis, ctx.keys)
     pipeline = Pipeline(s, cluster_id=ctx.cluster_id, config=guild_config, throttle=throttle,
                         usage=UsageToDatabase(usage), audit=AuditToDatabase(ctx.database),
-                        errors=ErrorsToDatabase(ctx.database))
+                        errors=ErrorsToDatabase(ctx.database),
+                        erased_since=lambda ids, since: db_privacy.erased_since(ctx.database, ids, since))
     registry = HandlerRegistry()
     bus = Bus(ctx.redis, ctx.keys, ctx.cluster_id, signer=signer, registry=registry)
     tracker = ShardTracker(ctx.shard_ids or range(ctx.shard_count or 1))

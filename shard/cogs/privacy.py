@@ -77,6 +77,8 @@ class Privacy(PipelineCog):
 
         async def erase(interaction: discord.Interaction[Any]) -> None:
             try:
+                # refusals counted here are written first, so that the erasure pseudonymises them
+                await self.deps.pipeline.denials.settle_user(user_id)
                 counts = await db_privacy.erase_user(self.db, user_id, pseudonyms=pseudonyms)
             except (DatabaseError, CommandError) as exc:
                 await component_error(interaction, exc)

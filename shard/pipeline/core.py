@@ -55,7 +55,7 @@ from innkeeper.services import BackgroundTasks
 from .command_metrics import COMMAND_SECONDS, COMMANDS_TOTAL, PIPELINE_FAILURES
 from .config import GuildConfig, GuildConfigSource
 from .context import state_of, tell
-from .denials import DENIAL_WINDOW_S, DeniedAttempts
+from .denials import DENIAL_WINDOW_S, DeniedAttempts, ErasedSince
 from .error_replies import Failure, map_error
 from .events import AuditEvent, AuditSink, ErrorEvent, ErrorSink, UsageEvent, UsageSink
 from .levels import Level, is_moderator, member_level, required_level
@@ -101,11 +101,13 @@ class Pipeline:
     denial_window_s:
         Refused attempts at an audited command are written as one row per user and command per
         this many seconds (:class:`~shard.pipeline.denials.DeniedAttempts`).
+    erased_since:
+        Who was erased since when, so that counted refusals of an erased user are never written.
     """
 
     def __init__(self, settings: Settings, *, cluster_id: int, config: GuildConfigSource, throttle: Throttle,
                  usage: UsageSink, audit: AuditSink, errors: ErrorSink, refusal_rule: ThrottleRule | None = None,
-                 denial_window_s: float | None = None) -> None:
+                 denial_window_s: float | None = None, erased_since: ErasedSince | None = None) -> None:
         self.settings = settings
         self.cluster_id = cluster_id
         self.config = config
@@ -114,7 +116,7 @@ class Pipeline:
         self.audit = audit
         self.errors = errors
         self.refusals = RefusalGate(throttle, owner_ids=settings.owner_ids, rule=refusal_rule or REFUSAL_RULE)
-        self.denials = DeniedAttempts(audit, window_s=denial_window_s or DENIAL_WINDOW_S)
+        self.denials = DeniedAttempts(audit, window_s=denial_window_s or DENIAL_WINDOW_S, erased_since=erased_since)
         self._tasks = BackgroundTasks("pipeline")
 
     # --- stages ----------------------------------------------------------------------------------

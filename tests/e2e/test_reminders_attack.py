@@ -86,7 +86,7 @@ async def test_many_reminders_into_a_refusing_channel_cost_a_few_invalid_request
     # ... and many more reminders, set earlier (the throttle allows 5 a minute), come due together
     due = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2)
     async with Database(migrated_db) as db:
-        keys = KeyRing.parse(["dev"])
+        keys = KeyRing.parse(["dev"], allow_dev=True)
         for user in attackers:
             for channel in (denied, faulty):
                 for _ in range(PER_ATTACKER):

@@ -266,3 +266,17 @@ async def test_a_refusing_guard_puts_every_held_reminder_off_untried(db: Databas
         assert got.attempts == 0 and got.claimed_by is None and got.failed_at is None  # not an attempt
         assert got.next_attempt_at is not None
         assert 100 < (got.next_attempt_at - dt.datetime.now(dt.UTC)).total_seconds() <= 120
+
+
+async def test_a_reminder_written_before_row_binding_waits_for_the_upgrade(db: Database) -> None:
+    """Not marked unreadable: maintenance binds it to its row within a minute, then it is delivered."""
+    from db.testing import legacy_value
+
+    rid = int(await db.fetchval("t", "INSERT INTO reminders (user_id, guild_id, channel_id, body, due_at) "
+                                     "VALUES (42, $1, $2, $3, now() - interval '1 second') RETURNING id",
+                                GUILD, CHANNEL, legacy_value("dev", "old text", db_reminders.BODY_CONTEXT)))
+    assert await db_reminders.claim_due(db, KEYS, "cluster-0") == []
+    row = await db.fetchrow("t", "SELECT attempts, failed_at, claimed_by, next_attempt_at > now() AS later "
+                                 "FROM reminders WHERE id = $1", rid)
+    assert row is not None and row["failed_at"] is None and row["claimed_by"] is None and row["later"]
+    assert row["attempts"] == 0  # put back untried

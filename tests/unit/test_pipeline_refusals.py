@@ -173,3 +173,36 @@ async def test_a_database_outage_before_the_body_is_a_refusal_too() -> None:
     sent = [len((await run(bot, "hello", member(USER_ID))).sent) for _ in range(REFUSAL_RULE.rate + 4)]
     await pipeline.drain()
     assert sum(sent) == REFUSAL_RULE.rate
+
+
+async def test_refusals_of_an_erased_user_are_never_written_by_their_id() -> None:
+    """Counted here before an erasure (in this cluster or another): dropped, or written first to be pseudonymised."""
+    from datetime import UTC, datetime
+
+    clock = Clock()
+    rec = Recorder()
+    erasures: dict[int, datetime] = {}
+
+    async def erased_since(ids: Any, since: datetime) -> dict[int, datetime]:
+        return {u: at for u, at in erasures.items() if u in ids and at >= since}
+
+    log = DeniedAttempts(Sinks(rec), window_s=60, clock=clock, erased_since=erased_since)
+    log.add(denial())
+    log.add(denial(actor=USER_ID + 1))
+    erasures[USER_ID] = datetime.now(UTC)  # erased in another cluster after the attempt
+    clock.now += 61
+    assert await log.flush() == 1 and [a.actor_id for a in rec.audits] == [USER_ID + 1]
+    # the cluster where the user erases themselves writes their windows first, whatever their age
+    log.add(denial(actor=USER_ID + 2))
+    log.add(denial(actor=USER_ID + 3))
+    assert await log.settle_user(USER_ID + 2) == 1 and rec.audits[-1].actor_id == USER_ID + 2
+    assert log.pending == 1  # the others' windows stay open
+
+    async def down(ids: Any, since: datetime) -> dict[int, datetime]:
+        raise OSError("database down")
+
+    log.erased_since = down  # cannot tell: kept for the next flush, never written blind
+    clock.now += 61
+    assert await log.flush() == 0 and log.pending == 1
+    log.erased_since = erased_since
+    assert await log.flush() == 1 and rec.audits[-1].actor_id == USER_ID + 3
