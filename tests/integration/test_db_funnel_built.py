@@ -153,6 +153,7 @@ async def _walk_every_db_function(db: Database) -> None:
                                              upgrade_with=ROTATED)
     assert done is not None and done.deleted is not None
     await privacy.erase_user(db, uid, pseudonyms=PSEUDONYMS)
+    assert uid in await privacy.erased_since(db, [uid], now - dt.timedelta(minutes=1))
     assert await guilds.delete_guild(db, gid)
 
 
