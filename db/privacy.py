@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 from pypika import Criterion, Field, Table
 from pypika.terms import Function
 
+from innkeeper.errors import DatabaseError, ErrorCode
+
 from . import aliases as al
 from . import audit
 from . import feedback as fb
@@ -182,10 +184,24 @@ def _jsonable(value: Any) -> Any:
 
 def _row(record: asyncpg.Record, *, ids: tuple[str, ...] = (), decrypt: dict[str, str] | None = None,
          keys: KeyRing | None = None, owner: str = "") -> dict[str, Any]:
+    """A row as JSON-ready data, encrypted columns decrypted.
+
+    A text that waits to be bound to its row (written before row binding, until the clusters'
+    maintenance upgrades it) is exported as ``null`` with ``<column>_unreadable`` saying so: the rest
+    of the export must not wait for it. A text whose key is not in the ring raises (naming the key: put
+    it back), and one that fails authentication (altered, or moved from another row) raises: that is
+    tampering.
+    """
     out: dict[str, Any] = {}
     for key, value in record.items():
         if value is not None and decrypt and key in decrypt and keys is not None:
-            value = keys.decrypt(value, context=decrypt[key], row=row_binding(record["id"], record[owner]))
+            try:
+                value = keys.decrypt(value, context=decrypt[key], row=row_binding(record["id"], record[owner]))
+            except DatabaseError as exc:
+                if exc.code is not ErrorCode.DB_LEGACY_CIPHERTEXT:
+                    raise
+                value = None
+                out[f"{key}_unreadable"] = exc.message
         if key in ids or key == "id" or key.endswith(("_id", "_by")):
             out[key] = None if value is None else str(value)
         else:

@@ -465,3 +465,14 @@ async def test_the_cli_refuses_the_dev_key_unless_discord_is_a_local_simulator(d
     rc, out, err = await _cli(database_url, "export-user", str(MOD + 1), INNKEEPER_ENCRYPTION_KEYS="dev",
                               DISCORD_API_URL="http://127.0.0.1:8765")
     assert rc == 0, err  # the simulator is Discord: the development key is fine (that user has no text stored)
+
+
+async def test_an_export_does_not_wait_for_the_row_binding_upgrade(db: Database) -> None:
+    """A text from before row binding is exported as unreadable until it is upgraded; the rest is exported."""
+    await db.execute("t", "INSERT INTO reminders (user_id, body, due_at) VALUES ($1, $2, now())", USER,
+                     legacy_value("t1", "old reminder", reminders.BODY_CONTEXT))
+    await feedback.submit_feedback(db, KEYS, author_id=USER, body="readable feedback")
+    data = await privacy.export_user(db, KEYS, USER)
+    (reminder,) = data["reminders"]
+    assert reminder["body"] is None and "re-encrypted" in reminder["body_unreadable"]
+    assert [f["body"] for f in data["feedback"]] == ["readable feedback"]
