@@ -19,10 +19,8 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +34,7 @@ from prometheus_client.registry import Collector
 
 from innkeeper.errors import ConfigError
 from innkeeper.logs import setup_logging
+from innkeeper.port_files import read_port_file, remove_port_file, write_port_file
 from innkeeper.settings import Settings
 from ipc.keys import Keys
 
@@ -212,30 +211,7 @@ def load_settings(settings_file: Path | None) -> Settings:
 
 def read_status_port(run_dir: Path) -> int | None:
     """The port the status service of ``run_dir`` listens on, or ``None`` while it has not said yet."""
-    try:
-        text = (run_dir / PORT_FILE).read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _write_port(path: Path, port: int) -> None:
-    """Write ``port`` atomically: a reader sees no file, or the whole number."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{port}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _remove_port(path: Path, port: int) -> None:
-    """Remove the port file if it still holds ``port`` (not that of a service that replaced this one)."""
-    if read_status_port(path.parent) == port:
-        path.unlink(missing_ok=True)
+    return read_port_file(run_dir / PORT_FILE)
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:
@@ -251,7 +227,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     try:
         await web.TCPSite(runner, host, port).start()
         bound = int(runner.addresses[0][1])
-        _write_port(port_file, bound)
+        write_port_file(port_file, bound)
         _log.info("status service on http://%s:%d/", host, bound)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -260,7 +236,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         await stop.wait()
     finally:
         if bound is not None:
-            _remove_port(port_file, bound)
+            remove_port_file(port_file, bound)
         await runner.cleanup()
 
 

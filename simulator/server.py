@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import signal
-import tempfile
 from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
+
+from innkeeper.port_files import remove_port_file, write_port_file
 
 from . import control, rest
 from .config import SimConfig
@@ -27,8 +27,7 @@ from .gateway import GATEWAY_PATH, Gateway
 from .state import STATE_KEY, SimState, Stats
 from .world import World
 
-__all__ = ("create_app", "run_simulator", "SimulatorServer", "listening_line", "write_port_file",
-           "remove_port_file")
+__all__ = ("create_app", "run_simulator", "SimulatorServer", "listening_line")
 
 _log = logging.getLogger(__name__)
 
@@ -123,27 +122,6 @@ class SimulatorServer:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.stop()
-
-
-def write_port_file(path: Path, port: int) -> None:
-    """Write ``port`` (and a newline) to ``path`` atomically: a reader sees no file or the whole number."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{port}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_port_file(path: Path, port: int) -> None:
-    """Remove ``path`` if it still holds ``port`` (and not the port of a process that replaced ours)."""
-    with contextlib.suppress(OSError):
-        if Path(path).read_text().strip() == str(port):
-            Path(path).unlink()
 
 
 async def run_simulator(config: SimConfig, *, announce: bool = True, port_file: Path | None = None) -> None:

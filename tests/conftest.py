@@ -7,13 +7,15 @@ a new one, created from ``template0`` and dropped afterwards.
 
 from __future__ import annotations
 
+import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.support import PG_ADMIN_DSN, REDIS_TEST_URL, service_missing
+from tests.support import PG_ADMIN_DSN, REDIS_TEST_URL, PrivateRedis, service_missing
 
 
 @pytest.fixture
@@ -75,3 +77,15 @@ async def database_url() -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A ``redis-server`` of this test's own, not started yet: the test starts, kills and restarts it."""
+    if shutil.which("redis-server") is None:
+        service_missing("redis-server", "the binary is not on PATH")
+    server = PrivateRedis(tmp_path / "logs" / "redis.log")
+    try:
+        yield server
+    finally:
+        server.remove()

@@ -97,11 +97,9 @@ def wait_for_sync(predicate: Callable[[], T], *, timeout: float = 10.0, interval
 
 def read_port(path: Path) -> int | None:
     """The port a process wrote to ``path`` (``--port-file``, ``status.port``), or ``None`` while it has not."""
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
+    from innkeeper.port_files import read_port_file
+
+    return read_port_file(path)
 
 
 def view_listening(client: object, custom_id: str) -> bool:

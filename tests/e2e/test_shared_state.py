@@ -20,12 +20,11 @@ import itertools
 import math
 import os
 import re
-import shutil
 import signal
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +55,7 @@ from tests.procs import (
     start_cluster,
     start_simulator,
 )
-from tests.support import DEV_CLI_ENV, INNKEEPER_CLI, PrivateRedis, ipc_signer, service_missing, wait_for
+from tests.support import DEV_CLI_ENV, INNKEEPER_CLI, PrivateRedis, ipc_signer, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -396,16 +395,6 @@ async def _bus_checks(sim: SimulatorProc, procs: list[Proc], bus: Bus, keys: Key
 # --- 3. a Redis outage mid-run ----------------------------------------------------------------------
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    """A private Redis, not started yet: the test starts and kills it."""
-    if shutil.which("redis-server") is None:
-        service_missing("redis-server", "the binary is not on PATH")
-    server = PrivateRedis(tmp_path / "logs" / "redis.log")
-    try:
-        yield server
-    finally:
-        server.remove()
 
 
 async def _prefix_ping(sim: SimulatorProc, guild: dict[str, Any], bot_id: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ the write and its invalidation happen, then the loader is let go and tries to st
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -123,18 +123,11 @@ async def test_a_caller_after_the_invalidation_does_not_join_the_older_load(make
     assert await writer.get("guildcfg", 3) == "revoked"
 
 
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.remove()
 
 
 async def test_an_invalidation_redis_missed_is_retried_and_never_served_meanwhile(
         private_redis: PrivateRedis) -> None:
+    private_redis.start()
     keys = Keys("missed")
     admin = aioredis.from_url(private_redis.url)
     mine = aioredis.from_url(private_redis.url, socket_timeout=0.5)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -26,14 +26,6 @@ from tests.support import PrivateRedis, wait_for
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.remove()
 
 
 @pytest.fixture
@@ -51,6 +43,7 @@ def gauge() -> float | None:
 
 
 async def test_redis_outage_falls_back_and_recovers(private_redis: PrivateRedis, fake_api: FakeDiscord) -> None:
+    private_redis.start()
     keys = Keys("outage")
     redis = aioredis.from_url(private_redis.url, socket_connect_timeout=0.5)
     limiter = SharedRateLimiter(redis, keys, op_timeout=0.5, probe_backoff=Backoff(0.1, 0.3))
