@@ -50,12 +50,12 @@ class CommandInfo:
             parts.append(f"<{a.name}>" if a.required else f"[{a.name}]")
         return " ".join(parts)
 
-    def prefix_example(self, example: str, prefix: str) -> str:
-        """The prefix form of a slash example, arguments in parameter order:
-        ``/alias add name:r command:remind 10m scope:server`` → ``!alias add r server remind 10m``."""
+    def example_values(self, example: str) -> dict[str, str]:
+        """The argument values of a slash example, by parameter name:
+        ``/remind when:10m text:stretch`` → ``{"when": "10m", "text": "stretch"}``."""
         rest = example.lstrip("/")
         if not rest.startswith(self.name):
-            return prefix + rest
+            return {}
         names = {a.name for a in self.arguments}
         values: dict[str, list[str]] = {}
         current: str | None = None
@@ -66,15 +66,23 @@ class CommandInfo:
                 values[current] = [value] if value else []
             elif current is not None:
                 values[current].append(word)
+        return {k: " ".join(v) for k, v in values.items()}
+
+    def prefix_example(self, example: str, prefix: str) -> str:
+        """The prefix form of a slash example, arguments in parameter order:
+        ``/alias add name:r command:remind 10m scope:server`` → ``!alias add r server remind 10m``."""
+        rest = example.lstrip("/")
+        if not rest.startswith(self.name):
+            return prefix + rest
+        values = self.example_values(example)
         out = [prefix + self.name]
         last = self.arguments[-1].name if self.arguments else None
         for arg in self.arguments:
             if arg.name not in values:
                 continue
-            text = " ".join(values[arg.name])
+            text = values[arg.name]
             out.append(text if arg.name == last or " " not in text else f'"{text}"')
         return " ".join(out)
-
 
 def describe_type(converter: Any) -> str:
     """A short, human name for a parameter's type."""

@@ -45,20 +45,6 @@ _CODE = re.compile(r"\((E\d{4})\)")
 KEYS = KeyRing.parse(["dev"], allow_dev=True)  # the bot under test talks to the simulator
 
 
-def example_values(info: CommandInfo, example: str) -> dict[str, str]:
-    names = {a.name for a in info.arguments}
-    values: dict[str, list[str]] = {}
-    current = None
-    for word in example[len(info.name) + 1:].split():
-        key, sep, value = word.partition(":")
-        if sep and key in names:
-            current = key
-            values[current] = [value] if value else []
-        elif current is not None:
-            values[current].append(word)
-    return {k: " ".join(v) for k, v in values.items()}
-
-
 def slash_options(info: CommandInfo, values: dict[str, str], world: World) -> tuple[str, list[dict[str, Any]]]:
     app = info.command.app_command  # type: ignore[attr-defined]
     types = {p.name: p.type for p in app.parameters}
@@ -101,7 +87,7 @@ class Run:
         infos = {i.name: i for i in await _infos()}
         name = max((n for n in infos if line[1:].startswith(n)), key=len)
         info = infos[name]
-        root, opts = slash_options(info, example_values(info, line), self.world)
+        root, opts = slash_options(info, info.example_values(line), self.world)
         text = await answer_text(self.sim, await slash(self.sim, self.world, user, root, opts))
         assert not codes(text), f"setup {line} as {user}: {text}"
 
@@ -232,7 +218,7 @@ async def test_every_example_both_paths(sim: SimulatorProc, migrated_db: str, db
         for example in info.spec.examples:
             needs = NEEDS.get(example, Needs())
             level = max(info.spec.level, needs.level or Level.EVERYONE)
-            name, opts = slash_options(info, example_values(info, example), world)
+            name, opts = slash_options(info, info.example_values(example), world)
             line = info.prefix_example(example, mention).replace("@Helpers", f"<@&{world.member_role}>")
             if level > Level.EVERYONE:  # a plain member is refused, and nothing breaks
                 refused = await answer_text(sim, await slash(sim, world, next(members), name, opts))
