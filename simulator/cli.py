@@ -31,7 +31,8 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("host", str, "interface to listen on"),
     ("port", int, "TCP port (0 picks a free one)"),
     ("guilds", int, "number of guilds in the world"),
-    ("members_per_guild", int, "human members listed per guild (the bot comes on top)"),
+    ("guild_sizes", str, "fixed: every guild has --members-per-guild humans; realistic: a heavy-tailed spread"),
+    ("members_per_guild", int, "humans per guild (fixed) or in the median guild (realistic); the bot comes on top"),
     ("channels_per_guild", int, "channels per guild; the first is always a text channel"),
     ("shards", int, "shard count GET /gateway/bot recommends"),
     ("max_concurrency", int, "session_start_limit.max_concurrency (identify buckets)"),
@@ -48,7 +49,10 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("session_start_total", int, "daily IDENTIFY budget (session_start_limit.total)"),
     ("resume_buffer", int, "dispatches a session keeps for RESUME"),
     ("resume_ttl", float, "seconds a dropped session stays resumable"),
-    ("max_member_count", int, "member_count of the largest guilds (their members are not all sent)"),
+    ("max_member_count", int, "largest member_count a realistic world draws (the bot included)"),
+    ("huge_guilds", int, "guilds of exactly --max-member-count members (realistic sizes only)"),
+    ("size_tail", float, "tail exponent of realistic sizes: P(size > x) ~ x^-tail"),
+    ("member_request_interval", float, "seconds between whole-member-list requests per guild (Discord: 30)"),
 )
 
 #: (field, lowest allowed, highest allowed or None).
@@ -58,8 +62,19 @@ _BOUNDS: dict[str, tuple[float, float | None]] = {
     "identify_window": (0, None), "global_rate": (1, None), "heartbeat_interval_ms": (100, None),
     "message_limit": (1, None), "message_window": (0.001, None), "gateway_send_limit": (1, None),
     "gateway_send_window": (0.001, None), "max_guilds_per_shard": (1, None), "session_start_total": (1, None),
-    "resume_buffer": (1, None), "resume_ttl": (0, None), "max_member_count": (1, None),
+    "resume_buffer": (1, None), "resume_ttl": (0, None), "max_member_count": (2, 1_000_000),
+    "huge_guilds": (0, 1000), "size_tail": (0.3, 5), "member_request_interval": (0, None),
 }
+#: Fields that take one of a few words.
+_CHOICES: dict[str, tuple[str, ...]] = {"guild_sizes": ("fixed", "realistic")}
+
+
+def _metavar(name: str, kind: type) -> str | None:
+    if name in _CHOICES:
+        return None
+    if name == "size_tail":
+        return "ALPHA"
+    return {int: "N", float: "SECONDS"}.get(kind, name.upper())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +82,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, kind, text in _FLAGS:
         default = getattr(_DEFAULTS, name)
         parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=default,
-                            metavar={int: "N", float: "SECONDS"}.get(kind, name.upper()),
+                            choices=_CHOICES.get(name),
+                            metavar=_metavar(name, kind),
                             help=f"{text} (default: {default})")
     parser.add_argument("--port-file", type=Path, default=None, metavar="PATH",
                         help="write the port actually bound to PATH once listening (useful with --port 0)")
@@ -85,6 +101,14 @@ def validate_config(config: SimConfig) -> None:
         if value < low or (high is not None and value > high):
             span = f"between {_num(low)} and {_num(high)}" if high is not None else f"at least {_num(low)}"
             raise UsageError(f"{flag} must be {span}, got {_num(value)}")
+    for name, words in _CHOICES.items():
+        value = getattr(config, name)
+        if value not in words:
+            raise UsageError(f"--{name.replace('_', '-')} must be one of {', '.join(words)}, got {value!r}")
+    if config.guild_sizes == "realistic" and config.max_member_count <= config.members_per_guild:
+        raise UsageError("--max-member-count must be above --members-per-guild with realistic sizes")
+    if config.huge_guilds > config.guilds:
+        raise UsageError(f"--huge-guilds must be at most --guilds ({config.guilds}), got {config.huge_guilds}")
     if not config.token.strip():
         raise UsageError("--token must not be empty")
     if not config.host.strip():

@@ -18,6 +18,9 @@ class SimConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     guilds: int = 100
+    #: ``fixed``: every guild has exactly ``members_per_guild`` humans. ``realistic``: a seeded
+    #: heavy-tailed spread whose median guild has ``members_per_guild`` humans, up to ``max_member_count``.
+    guild_sizes: str = "realistic"
     members_per_guild: int = 20
     channels_per_guild: int = 3
     #: What ``GET /gateway/bot`` recommends.
@@ -45,8 +48,14 @@ class SimConfig:
     resume_buffer: int = 10_000
     #: Seconds a dropped, resumable session stays resumable.
     resume_ttl: float = 120.0
-    #: Largest ``member_count`` of the largest guilds (members are not all sent).
-    max_member_count: int = 100_000
+    #: Largest ``member_count`` a realistic world draws (the bot included).
+    max_member_count: int = 250_000
+    #: Guilds of exactly ``max_member_count`` members on top of the drawn sizes (realistic sizes only).
+    huge_guilds: int = 0
+    #: Tail exponent of the realistic size spread: P(size > x) ~ x^-tail (smaller: fatter tail).
+    size_tail: float = 1.0
+    #: Seconds between two requests for a guild's whole member list (Discord: 30 s per guild per bot).
+    member_request_interval: float = 30.0
 
     @property
     def base_url(self) -> str:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .compression import Encoder
-from .sessions import Frame, LazyGuildCreate
+from .sessions import Frame, LazyFrame
 
 if TYPE_CHECKING:
     from .sessions import Session
@@ -87,7 +87,7 @@ class Connection:
         return self.close_code is not None or self.closed
 
     def send(self, frame: Frame) -> None:
-        """Queue a message (JSON text or a lazy GUILD_CREATE); never blocks."""
+        """Queue a message (JSON text or a lazy frame); never blocks."""
         if self.close_code is not None or self.closed:
             return
         self._queue.append(frame)
@@ -128,7 +128,7 @@ class Connection:
                 item = queue.popleft()
                 if type(item) is str:
                     text = item
-                elif isinstance(item, LazyGuildCreate):
+                elif isinstance(item, LazyFrame):
                     text = item.render()
                 else:
                     assert isinstance(item, CloseRequest)

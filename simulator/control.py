@@ -16,6 +16,7 @@ Routes (bodies and answers are JSON; ids travel as strings; bad input is a 400 `
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,10 @@ _FAULT_STATUSES = (400, 401, 403, 404, 429, 500, 502, 503, 504)
 _GAUGES = {"guilds"}
 
 
+#: Members ``GET /_sim/world`` lists per guild (the owner first); ``member_count`` says how many there are.
+_LISTED_MEMBERS = 100
+
+
 def _shard_count(state: SimState) -> int:
     return state.gateway.shard_count() or state.config.shards
 
@@ -65,7 +70,8 @@ async def world_view(request: web.Request, state: SimState) -> web.Response:
     offset = query_int(request, "offset", 0, lo=0)
     shards = _shard_count(state)
     guilds = [{"id": str(g.id), "name": g.name, "shard_id": (g.id >> 22) % shards, "member_count": g.member_count,
-               "channels": [str(c.id) for c in g.channels], "members": [str(m) for m in g.member_ids]}
+               "channels": [str(c.id) for c in g.channels],
+               "members": [str(g.member_id(k)) for k in itertools.islice(g.positions(), _LISTED_MEMBERS)]}
               for g in world.guilds[offset:offset + limit]]
     return json_response({"guilds": guilds, "total": len(world.guilds), "shard_count": shards,
                           "bot_id": str(world.application_id), "application_id": str(world.application_id)})
@@ -128,6 +134,7 @@ async def start_load(request: web.Request, state: SimState) -> web.Response:
     count = integer(body, "count", 0, lo=0, hi=100_000_000) or None
     content = string(body, "content", required=False, max_len=2000) or "load test message"
     target = choice(body, "target", ("all", "shard"), "all")
+    seed = integer(body, "seed", 0, lo=0, hi=2**63)
     if rate > 0 and seconds is None and count is None:
         raise ControlError(400, "give seconds (or count) with a rate")
     if rate == 0 and seconds is None and count is None:
@@ -142,7 +149,7 @@ async def start_load(request: web.Request, state: SimState) -> web.Response:
             raise ControlError(400, f"shard {shard_id} of {shards} has no guilds")
     else:
         guilds = world.guilds
-    plan = LoadPlan(kind, rate, seconds, count, shard_id, content)
+    plan = LoadPlan(kind, rate, seconds, count, shard_id, content, seed)
     await request.app[LOAD_KEY].start(plan, guilds)
     return json_response({"started": True, "events": plan.events, "kind": kind, "guilds": len(guilds),
                           "shard_id": shard_id}, 202)

@@ -2,10 +2,11 @@
 
 A :class:`LoadGenerator` dispatches ``rate`` events per second for ``seconds`` seconds (or, with
 ``rate`` 0, as fast as the event loop allows, in batches that leave the socket writers time to
-drain), spread round-robin over the world's guilds, or aimed at the guilds of one shard. Payloads
-come from templates built once per guild; each event only gets a fresh id (or timestamp). When
-the gateway hub offers ``dispatch_guild_json(guild_id, event, d_json)`` the events are serialised
-here from pre-serialised fragments and handed over as JSON text, skipping the per-event encode.
+drain) over the world's guilds, or the guilds of one shard. MESSAGE_CREATEs go round-robin over the
+guilds, from templates built once per guild; each event only gets a fresh id. Presence, typing and
+member events are spread in proportion to guild size by :class:`~simulator.guild_traffic.GuildTraffic`.
+When the gateway hub offers ``dispatch_guild_json(guild_id, event, d_json)`` the events are handed
+over as JSON text, skipping the per-event encode.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .guild_traffic import TRAFFIC_KINDS, GuildTraffic
 from .rest_objects import now_iso
 
 if TYPE_CHECKING:
@@ -27,9 +29,9 @@ __all__ = ("LoadGenerator", "LOAD_KINDS", "LoadPlan")
 
 _log = logging.getLogger(__name__)
 
-LOAD_KINDS = ("message_create", "typing_start", "presence_update")
-_EVENT_NAMES = {"message_create": "MESSAGE_CREATE", "typing_start": "TYPING_START",
-                "presence_update": "PRESENCE_UPDATE"}
+#: ``message_create`` goes round-robin over the guilds; the others are spread in proportion to guild size
+#: (:mod:`simulator.guild_traffic`), ``guild_traffic`` being Discord's usual blend of them.
+LOAD_KINDS = ("message_create", *TRAFFIC_KINDS, "guild_traffic")
 #: Distinct guild templates kept (events cycle through them).
 _MAX_TEMPLATES = 2000
 #: Events sent per loop turn when ``rate`` is 0; the gateway's writers yield every 64 frames.
@@ -44,16 +46,18 @@ def _dumps(obj: Any) -> str:
 class LoadPlan:
     """What one load run was asked to do."""
 
-    __slots__ = ("kind", "rate", "seconds", "count", "shard_id", "content")
+    __slots__ = ("kind", "rate", "seconds", "count", "shard_id", "content", "seed")
 
     def __init__(self, kind: str, rate: float, seconds: float | None, count: int | None, shard_id: int | None,
-                 content: str) -> None:
+                 content: str, seed: int = 0) -> None:
         self.kind = kind
         self.rate = rate
         self.seconds = seconds
         self.count = count
         self.shard_id = shard_id
         self.content = content
+        #: Seeds the size-weighted traffic: the same seed over the same world gives the same events.
+        self.seed = seed
 
     @property
     def events(self) -> int | None:
@@ -94,6 +98,8 @@ class LoadGenerator:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self.error: str | None = None
+        #: Events sent per dispatch name in the current run.
+        self.by_event: dict[str, int] = {}
 
     @property
     def running(self) -> bool:
@@ -104,13 +110,15 @@ class LoadGenerator:
         await self.stop()
         if not guilds:
             raise ValueError("no guilds to send events to")
-        templates = [self._template(plan, g) for g in guilds[:_MAX_TEMPLATES]]
+        templates = [self._template(plan, g) for g in guilds[:_MAX_TEMPLATES]] if plan.kind == "message_create" else []
+        traffic = None if plan.kind == "message_create" else GuildTraffic(self.state.world, guilds, plan.seed)
         self.plan = plan
+        self.by_event = {}
         self.sent = self.delivered = 0
         self.error = None
         self.started_at = time.monotonic()
         self.finished_at = None
-        self.task = asyncio.get_running_loop().create_task(self._run(plan, templates), name="sim-load")
+        self.task = asyncio.get_running_loop().create_task(self._run(plan, templates, traffic), name="sim-load")
 
     async def stop(self) -> None:
         task = self.task
@@ -134,6 +142,7 @@ class LoadGenerator:
             "events": plan.events if plan else None, "sent": self.sent, "delivered": self.delivered,
             "undelivered": self.sent - self.delivered, "elapsed_s": round(elapsed, 3),
             "achieved_rate": round(self.sent / elapsed, 1) if elapsed > 0 else 0.0, "error": self.error,
+            "by_event": dict(self.by_event),
         }
 
     # -- payloads --------------------------------------------------------------------------------
@@ -141,9 +150,8 @@ class LoadGenerator:
     def _template(self, plan: LoadPlan, guild: Guild) -> _Template:
         world = self.state.world
         channel = guild.channels[0]
-        member_ids = guild.member_ids
-        author_id = member_ids[guild.index % len(member_ids)]
-        member = world.member(guild.id, author_id)
+        author_id = guild.member_id(guild.index % guild.humans)
+        member = world.member(guild.id, author_id) or world.member(guild.id, guild.owner_id)
         assert member is not None
         if plan.kind == "message_create":
             partial = {k: v for k, v in member.items() if k != "user"}
@@ -152,47 +160,48 @@ class LoadGenerator:
                     "tts": False, "mention_everyone": False, "mentions": [], "mention_roles": [],
                     "attachments": [], "embeds": [], "pinned": False, "type": 0, "flags": 0, "components": []}
             return _Template(guild.id, base, "id")
-        if plan.kind == "typing_start":
-            base = {"timestamp": 0, "channel_id": str(channel.id), "guild_id": str(guild.id),
-                    "user_id": str(author_id), "member": member}
-            return _Template(guild.id, base, "timestamp")
-        base = {"user": {"id": str(author_id)}, "guild_id": str(guild.id), "status": "online",
-                "activities": [], "client_status": {"desktop": "online"}}
-        return _Template(guild.id, base, None)
+        raise ValueError(f"no template for {plan.kind}")
 
-    def _emitter(self, plan: LoadPlan, templates: list[_Template]) -> Callable[[int], bool]:
+    def _emitter(self, plan: LoadPlan, templates: list[_Template],
+                 traffic: GuildTraffic | None) -> Callable[[int], bool]:
         """A function ``(n) -> delivered`` sending the ``n``-th event of the run."""
         hub: Any = self.state.gateway
-        event = _EVENT_NAMES[plan.kind]
+        fast = getattr(hub, "dispatch_guild_json", None)
+        by_event = self.by_event
+        if traffic is not None:
+            kind = plan.kind
+
+            def emit_traffic(n: int) -> bool:
+                guild_id, name, d_json = traffic.next(kind)
+                by_event[name] = by_event.get(name, 0) + 1
+                if callable(fast):
+                    return bool(fast(guild_id, name, d_json))
+                return bool(hub.dispatch_guild(guild_id, name, json.loads(d_json)))
+            return emit_traffic
+        event = "MESSAGE_CREATE"
+        by_event[event] = 0
         ids = self.state.ids
         count = len(templates)
-        fast = getattr(hub, "dispatch_guild_json", None)
-
-        def value_of(t: _Template) -> Any:
-            if t.varying == "id":
-                return str(ids.next())
-            return int(time.time())
 
         if callable(fast):
             def emit_fast(n: int) -> bool:
                 t = templates[n % count]
-                if t.varying is None:
-                    return bool(fast(t.guild_id, event, t.head))
-                return bool(fast(t.guild_id, event, t.head + _dumps(value_of(t)) + t.tail))
+                by_event[event] += 1
+                return bool(fast(t.guild_id, event, t.head + _dumps(str(ids.next())) + t.tail))
             return emit_fast
 
         dispatch = hub.dispatch_guild
 
         def emit(n: int) -> bool:
             t = templates[n % count]
+            by_event[event] += 1
             data = dict(t.base)
-            if t.varying is not None:
-                data[t.varying] = value_of(t)
+            data["id"] = str(ids.next())
             return bool(dispatch(t.guild_id, event, data))
         return emit
 
-    async def _run(self, plan: LoadPlan, templates: list[_Template]) -> None:
-        emit = self._emitter(plan, templates)
+    async def _run(self, plan: LoadPlan, templates: list[_Template], traffic: GuildTraffic | None) -> None:
+        emit = self._emitter(plan, templates, traffic)
         total = plan.events
         start = time.monotonic()
         deadline = start + plan.seconds if plan.seconds is not None else None

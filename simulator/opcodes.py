@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from .member_requests import MemberRequests
 from .sessions import Session, SessionTable, dumps
 
 if TYPE_CHECKING:
@@ -39,9 +40,6 @@ MAX_PAYLOAD_BYTES = 4096
 MAX_SHARDS = 65_536
 #: Every intent bit Discord defines (0–16, 20, 21, 24, 25).
 VALID_INTENTS = sum(1 << b for b in (*range(17), 20, 21, 24, 25))
-GUILD_MEMBERS_INTENT = 1 << 1
-#: Members per GUILD_MEMBERS_CHUNK, as on Discord.
-CHUNK_SIZE = 1000
 #: Heartbeat timeout as a multiple of the interval.
 HEARTBEAT_GRACE = 1.5
 
@@ -84,13 +82,16 @@ class GatewayCore(Protocol):
 class OpcodeHandler:
     """The per-payload logic of a :class:`~simulator.gateway.Gateway`."""
 
-    __slots__ = ("gw", "config", "world", "stats")
+    __slots__ = ("gw", "config", "world", "stats", "members")
 
     def __init__(self, gateway: GatewayCore) -> None:
         self.gw = gateway
         self.config = gateway.config
         self.world = gateway.world
         self.stats = gateway.stats
+        #: Op 8 REQUEST_GUILD_MEMBERS, with the bot-wide whole-list rate limit.
+        self.members = MemberRequests(gateway.world, gateway.stats, gateway.config.member_request_interval,
+                                      gateway.clock)
 
     # -- entry -----------------------------------------------------------------------------------
 
@@ -131,7 +132,7 @@ class OpcodeHandler:
             if conn.session is None:
                 conn.close(4003, "Not authenticated.")
             elif op == 8:
-                self._request_members(conn, conn.session, data)
+                self.members.handle(conn, conn.session, data)
             elif op == 31:
                 self._request_soundboard(conn, conn.session, data)
             elif not isinstance(data, dict):
@@ -220,7 +221,7 @@ class OpcodeHandler:
         gw.sessions.sweep()
         shard_stats = stats.shards[shard_id]
         session = Session(shard_id, shard_count, intents, cfg.resume_buffer, shard_stats, stats,
-                          gw.sessions.next_order())
+                          gw.sessions.next_order(), threshold)
         gw.sessions.add(session)
         session.conn = conn
         conn.session = session
@@ -307,67 +308,6 @@ class OpcodeHandler:
                 continue
             out.append(gid)
         return out
-
-    def _request_members(self, conn: Connection, session: Session, d: object) -> None:
-        if not isinstance(d, dict):
-            conn.close(4002, "Error while decoding payload.")
-            return
-        query, limit, user_ids = d.get("query"), d.get("limit", 0), d.get("user_ids")
-        if (query is not None and not isinstance(query, str)) or not _is_int(limit) or limit < 0:
-            conn.close(4002, "Error while decoding payload (query/limit).")
-            return
-        wanted: list[int] | None = None
-        if user_ids is not None:
-            raw_ids = user_ids if isinstance(user_ids, list) else [user_ids]
-            parsed = [_snowflake(u) for u in raw_ids]
-            if any(u is None for u in parsed) or len(parsed) > 100:
-                conn.close(4002, "Error while decoding payload (user_ids).")
-                return
-            wanted = [u for u in parsed if u is not None]
-        elif query is None:
-            conn.close(4002, "Error while decoding payload (query or user_ids is required).")
-            return
-        guild_ids = self._guild_ids(conn, session, d.get("guild_id"))
-        if guild_ids is None:
-            return
-        nonce = d.get("nonce")
-        if not isinstance(nonce, str) or len(nonce.encode()) > 32:
-            nonce = None
-        world = self.world
-        for gid in guild_ids:
-            guild = world.guild(gid)
-            assert guild is not None
-            not_found: list[str] = []
-            if wanted is not None:
-                members = []
-                for uid in wanted:
-                    member = world.member(gid, uid)
-                    if member is None:
-                        not_found.append(str(uid))
-                    else:
-                        members.append(member)
-            else:
-                members = world.member_payloads(guild)
-                bot = world.member(gid, world.application_id)
-                assert bot is not None
-                members.append(bot)
-                if query:
-                    prefix = query.lower()
-                    members = [m for m in members if m["user"]["username"].startswith(prefix)
-                               or (m["user"]["global_name"] or "").lower().startswith(prefix)]
-                if limit:
-                    members = members[:limit]
-            chunks = [members[i:i + CHUNK_SIZE] for i in range(0, len(members), CHUNK_SIZE)] or [[]]
-            for index, chunk in enumerate(chunks):
-                data: dict[str, Any] = {"guild_id": str(gid), "members": chunk, "chunk_index": index,
-                                        "chunk_count": len(chunks)}
-                if wanted is not None and index == 0:
-                    data["not_found"] = not_found
-                if d.get("presences"):
-                    data["presences"] = []  # everyone in the simulated world is offline
-                if nonce is not None:
-                    data["nonce"] = nonce
-                session.push("GUILD_MEMBERS_CHUNK", dumps(data))
 
     def _request_soundboard(self, conn: Connection, session: Session, d: object) -> None:
         if not isinstance(d, dict):

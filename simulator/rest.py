@@ -9,6 +9,8 @@ and rate limits are applied per route by ``simulator/rest_common.py``.
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -122,16 +124,19 @@ async def guild_roles(request: web.Request, state: SimState) -> web.Response:
 
 
 async def guild_members(request: web.Request, state: SimState) -> web.Response:
-    """``GET /guilds/{id}/members?limit&after``: members sorted by user id, the bot included."""
+    """``GET /guilds/{id}/members?limit&after``: members sorted by user id, the bot included.
+
+    One page costs a pass over the guild's members (no sorted index is kept), so paging through a
+    250,000-member guild is slow here; bots fetch big member lists through the gateway instead.
+    """
     guild = _guild(request, state)
     limit = int_param(request.query.get("limit"), "limit", default=1, lo=1, hi=1000) or 1
     after = int_param(request.query.get("after"), "after", default=0, lo=0) or 0
     world = state.world
-    ids = sorted([*guild.member_ids, world.application_id])
+    candidates = (guild.member_id(k) for k in guild.positions())
+    ids = heapq.nsmallest(limit, (u for u in itertools.chain(candidates, (world.application_id,)) if u > after))
     out = []
     for user_id in ids:
-        if user_id <= after:
-            continue
         member = world.member(guild.id, user_id)
         if member is not None:
             out.append(member)

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .world import World
     from .world_model import Guild
 
-__all__ = ("Session", "SessionSocket", "SessionTable", "LazyGuildCreate", "Frame", "dispatch_frame", "dumps")
+__all__ = ("Session", "SessionSocket", "SessionTable", "LazyFrame", "LazyGuildCreate", "Frame", "dispatch_frame",
+           "dumps")
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 #: Compact JSON as Discord sends it.
@@ -44,22 +45,38 @@ def dispatch_frame(seq: int, event: str, d_json: str) -> str:
     return f'{{"t":{_quote(event)},"s":{seq},"op":0,"d":{d_json}}}'
 
 
-class LazyGuildCreate:
-    """A GUILD_CREATE rendered only when written, so buffers of big guilds stay small."""
+class LazyFrame:
+    """A dispatch rendered only when a socket writes it, so queues and RESUME buffers of big guilds stay small."""
 
-    __slots__ = ("seq", "guild", "world")
+    __slots__ = ("seq",)
 
-    def __init__(self, seq: int, guild: Guild, world: World) -> None:
+    seq: int
+
+    def render(self) -> str:
+        """The whole op 0 message as JSON text."""
+        raise NotImplementedError
+
+
+class LazyGuildCreate(LazyFrame):
+    """A GUILD_CREATE for a session with these intents and ``large_threshold``."""
+
+    __slots__ = ("guild", "world", "intents", "large_threshold")
+
+    def __init__(self, seq: int, guild: Guild, world: World, intents: int = (1 << 26) - 1,
+                 large_threshold: int = 250) -> None:
         self.seq = seq
         self.guild = guild
         self.world = world
+        self.intents = intents
+        self.large_threshold = large_threshold
 
     def render(self) -> str:
-        return dispatch_frame(self.seq, "GUILD_CREATE", dumps(self.world.guild_create_payload(self.guild)))
+        data = self.world.guild_create_payload(self.guild, self.intents, self.large_threshold)
+        return dispatch_frame(self.seq, "GUILD_CREATE", dumps(data))
 
 
-#: What a connection's queue and a session's buffer hold: a ready message or a lazy GUILD_CREATE.
-Frame = str | LazyGuildCreate
+#: What a connection's queue and a session's buffer hold: a ready message or a lazy one.
+Frame = str | LazyFrame
 
 
 class SessionSocket(Protocol):
@@ -100,15 +117,17 @@ class Session:
         Creation order; the newest session of a shard gets its events.
     """
 
-    __slots__ = ("session_id", "shard_id", "shard_count", "intents", "seq", "buffer", "conn", "detached_at",
-                 "invalidated", "stats", "totals", "order", "created")
+    __slots__ = ("session_id", "shard_id", "shard_count", "intents", "large_threshold", "seq", "buffer", "conn",
+                 "detached_at", "invalidated", "stats", "totals", "order", "created")
 
     def __init__(self, shard_id: int, shard_count: int, intents: int, buffer_size: int, stats: ShardStats,
-                 totals: Stats, order: int) -> None:
+                 totals: Stats, order: int, large_threshold: int = 250) -> None:
         self.session_id = secrets.token_hex(16)
         self.shard_id = shard_id
         self.shard_count = shard_count
         self.intents = intents
+        #: IDENTIFY's ``large_threshold`` (50–250): which guilds' GUILD_CREATEs leave offline members out.
+        self.large_threshold = large_threshold
         self.seq = 0
         self.buffer: deque[tuple[int, Frame]] = deque(maxlen=buffer_size)
         self.conn: SessionSocket | None = None
@@ -150,13 +169,27 @@ class Session:
         self.totals.dispatched += 1
         return True
 
+    def push_lazy(self, make: Callable[[int], LazyFrame]) -> bool:
+        """Like :meth:`push` for a frame rendered when written: ``make(seq)`` builds it."""
+        self.seq = seq = self.seq + 1
+        frame = make(seq)
+        self.buffer.append((seq, frame))
+        conn = self.conn
+        if conn is None:
+            return False
+        conn.send(frame)
+        self.stats.dispatched += 1
+        self.totals.dispatched += 1
+        return True
+
     def push_guild_creates(self, guilds: list[Guild], world: World) -> None:
-        """Queue one lazy GUILD_CREATE per guild (rendered when written)."""
+        """Queue one lazy GUILD_CREATE per guild (rendered when written, for this session's intents)."""
         conn = self.conn
         buffer = self.buffer
+        intents, threshold = self.intents, self.large_threshold
         for guild in guilds:
             self.seq = seq = self.seq + 1
-            item = LazyGuildCreate(seq, guild, world)
+            item = LazyGuildCreate(seq, guild, world, intents, threshold)
             buffer.append((seq, item))
             if conn is not None:
                 conn.send(item)

@@ -80,6 +80,15 @@ class Stats:
     identify_budget_exhausted: int = 0
     #: Dispatches not sent because the target session's intents exclude them (as Discord does).
     intent_filtered: int = 0
+    #: REQUEST_GUILD_MEMBERS received (well-formed, for a guild of the session's shard).
+    member_requests: int = 0
+    #: Whole-member-list requests answered with RATE_LIMITED (one per guild per ``member_request_interval``).
+    member_requests_rate_limited: int = 0
+    #: Whole-member-list requests without the GUILD_MEMBERS intent, left unanswered as Discord does.
+    member_requests_ignored: int = 0
+    #: GUILD_MEMBERS_CHUNKs rendered for a socket, and the members they carried.
+    member_chunks_sent: int = 0
+    members_sent: int = 0
     shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
     started_at: float = field(default_factory=time.monotonic)
 
@@ -103,6 +112,11 @@ class Stats:
             "faults_applied": self.faults_applied,
             "identify_budget_exhausted": self.identify_budget_exhausted,
             "intent_filtered": self.intent_filtered,
+            "member_requests": self.member_requests,
+            "member_requests_rate_limited": self.member_requests_rate_limited,
+            "member_requests_ignored": self.member_requests_ignored,
+            "member_chunks_sent": self.member_chunks_sent,
+            "members_sent": self.members_sent,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
         }

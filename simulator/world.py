@@ -86,9 +86,10 @@ class World(WorldPayloads):
             return None
         if user_id == self.application_id:
             return self._bot_member(guild)
-        if not self.is_member(guild, user_id):
+        position = self.member_position(guild, user_id)
+        if position is None:
             return None
-        return self._member_payload(guild, user_id)
+        return self._member_payload(guild, user_id, position)
 
     # -- routing ---------------------------------------------------------------------------------
 

@@ -39,6 +39,10 @@ _USER_T0, _USER_SPAN = 3_000_000_000, 8 * _YEAR_MS
 #: Everyone joined before this instant (2025-01-01).
 _JOIN_LIMIT_MS = 10 * _YEAR_MS
 _W_GUILD, _W_CHANNEL, _W_ROLE, _W_USER, _W_BOT = 0, 1, 2, 3, 4
+#: Presence shares in percent (the rest is offline).
+_ONLINE_PCT, _IDLE_PCT, _DND_PCT = 10, 4, 2
+#: The first members of a guild, where roles are common; further down few members have one.
+_CORE_MEMBERS = 100
 
 _ADJ = ("amber", "brave", "calm", "dusty", "eager", "fierce", "gentle", "hidden", "icy", "jolly", "keen", "lucky",
         "merry", "noble", "odd", "proud", "quiet", "rusty", "silver", "tidy", "umber", "vivid", "wild", "young",
@@ -79,9 +83,16 @@ class SeededWorld:
         rng = random.Random(config.seed)
         self._salt = rng.getrandbits(64)
         n = config.guilds
-        m = config.members_per_guild
-        #: Users shared across guilds: every user is in about two guilds on average.
-        self.pool_size = max(m, (n * m) // 2)
+        step = _GUILD_SPAN // n
+        if step < 1:
+            raise ValueError("too many guilds for the id space")
+        self._guild_step = step
+        hashes = [_mix(self._salt ^ (i * 0x9E3779B1 + 0x51ED)) for i in range(n)]
+        humans = self._sizes(config, hashes, rng)
+        #: Users shared across guilds: every user is in about two guilds on average; with realistic sizes
+        #: the pool is at least twice the largest guild, so even the largest has outsiders and room to grow.
+        self.pool_size = max(config.members_per_guild, sum(humans) // 2,
+                             2 * max(humans) if config.guild_sizes == "realistic" else 0)
         self._user_step = _USER_SPAN // self.pool_size
         if self._user_step < 1:
             raise ValueError("too many users for the id space")
@@ -91,26 +102,36 @@ class SeededWorld:
         self.bot_discriminator = f"{rng.randrange(1, 10_000):04d}"
         #: A human who owns the application (``/oauth2/applications/@me``).
         self.application_owner_id = self.user_id(rng.randrange(self.pool_size))
-        step = _GUILD_SPAN // n
-        if step < 1:
-            raise ValueError("too many guilds for the id space")
-        self._guild_step = step
-        large_pick = rng.randrange(n)
         guilds: list[Guild] = []
-        small_count = m + 1
-        big_floor = max(1000, small_count + 1)
-        for i in range(n):
-            h = _mix(self._salt ^ (i * 0x9E3779B1 + 0x51ED))
+        for i, h in enumerate(hashes):
             ms = _GUILD_T0 + i * step + h % step
             name = f"{_ADJ[(h >> 20) & 31].title()} {_NOUN[(h >> 25) & 31].title()} {i}"
-            count = small_count
-            if (i == large_pick or (h >> 40) % 100 == 0) and self.max_member_count >= big_floor:
-                # Log-uniform between big_floor and max_member_count.
-                frac = ((h >> 12) & 0xFFFF) / 0xFFFF
-                count = int(big_floor * (self.max_member_count / big_floor) ** frac)
-            guilds.append(Guild(self, i, snowflake(ms, _W_GUILD, 0), name, count, h))
+            guilds.append(Guild(self, i, snowflake(ms, _W_GUILD, 0), name, humans[i], h))
         #: Every guild, sorted by id.
         self.guilds: list[Guild] = guilds
+
+    @staticmethod
+    def _sizes(config: SimConfig, hashes: list[int], rng: random.Random) -> list[int]:
+        """Human members per guild (the bot comes on top).
+
+        ``fixed``: ``members_per_guild`` each. ``realistic``: a Pareto spread with tail exponent
+        ``size_tail`` whose median is ``members_per_guild``, at most ``max_member_count - 1``; with
+        tail 1 and median 20, 90 % of guilds have under 100 members, 1 % over 1,000 and 0.1 % over
+        10,000. ``huge_guilds`` guilds, picked by the seed, get exactly ``max_member_count - 1``.
+        """
+        m = config.members_per_guild
+        if config.guild_sizes == "fixed":
+            return [m] * len(hashes)
+        alpha = config.size_tail
+        cap = config.max_member_count - 1
+        floor = m / 2 ** (1 / alpha)  # the Pareto scale whose median is m
+        sizes = []
+        for h in hashes:
+            u = ((h >> 11) & 0xFFFFFFFFF) / 0x1000000000 or 1e-12  # uniform in (0, 1)
+            sizes.append(max(1, min(cap, int(floor * u ** (-1 / alpha)))))
+        for i in rng.sample(range(len(hashes)), min(config.huge_guilds, len(hashes))):
+            sizes[i] = cap
+        return sizes
 
     # -- ids and their inverses ------------------------------------------------------------------
 
@@ -149,24 +170,48 @@ class SeededWorld:
 
     def _progression(self, guild: Guild) -> tuple[int, int]:
         """(start, stride) of the guild's members in the user pool; stride is coprime to the pool."""
+        if guild._prog is not None:
+            return guild._prog
         pool = self.pool_size
         h = _mix(guild._h ^ 0xA5A5)
         start = h % pool
         if pool == 1:
+            guild._prog = (start, 1)
             return start, 1
         stride = 1 + (h >> 32) % (pool - 1)
         while math.gcd(stride, pool) != 1:
             stride = stride % (pool - 1) + 1
+        guild._prog = (start, stride)
         return start, stride
 
-    def is_member(self, guild: Guild, user_id: int) -> bool:
-        """Whether ``user_id`` is a listed (human) member of ``guild``."""
+    def _pool_index(self, guild: Guild, position: int) -> int:
+        """The pool index of the user at ``position`` of ``guild``."""
+        start, stride = self._progression(guild)
+        return (start + position * stride) % self.pool_size
+
+    def member_position(self, guild: Guild, user_id: int) -> int | None:
+        """The position of human ``user_id`` in ``guild``'s member list (0 is the owner), or None."""
         i = self.user_index(user_id)
         if i is None:
-            return False
+            return None
         start, stride = self._progression(guild)
         k = ((i - start) * pow(stride, -1, self.pool_size)) % self.pool_size
-        return k < self.members_per_guild
+        return k if guild.has_position(k) else None
+
+    def is_member(self, guild: Guild, user_id: int) -> bool:
+        """Whether ``user_id`` is a (human) member of ``guild`` now."""
+        return self.member_position(guild, user_id) is not None
+
+    def user_status(self, index: int) -> str:
+        """The presence of pool user ``index``: offline for most, as on Discord (a user's status is global)."""
+        r = _mix(self._salt ^ (index * 0x27D4EB2F + 0x9E37)) % 100
+        if r < _ONLINE_PCT:
+            return "online"
+        if r < _ONLINE_PCT + _IDLE_PCT:
+            return "idle"
+        if r < _ONLINE_PCT + _IDLE_PCT + _DND_PCT:
+            return "dnd"
+        return "offline"
 
     # -- derived parts ---------------------------------------------------------------------------
 
@@ -205,15 +250,22 @@ class SeededWorld:
             Role(snowflake(ms, _W_ROLE, 4), "Innkeeper", Perm.BOT, 4, 0, managed=True, bot_id=self.application_id),
         )
 
-    def _member_roles(self, guild: Guild, user_id: int, owner_id: int) -> list[str]:
+    def _member_roles(self, guild: Guild, user_id: int, position: int) -> list[str]:
+        """Role ids of the member at ``position``: the owner is Admin; among the first hundred members one in
+        ten is a Moderator and two in three have the Member role; further down roles are rare, as in big
+        guilds (one in a thousand moderates, one in twenty has a role)."""
         ms = guild.created_ms
         member_role = str(snowflake(ms, _W_ROLE, 1))
-        if user_id == owner_id:
+        if position == 0:
             return [str(snowflake(ms, _W_ROLE, 3)), member_role]
         h = _mix(guild._h ^ user_id)
-        if h % 10 == 0:
+        if position < _CORE_MEMBERS:
+            if h % 10 == 0:
+                return [str(snowflake(ms, _W_ROLE, 2)), member_role]
+            return [member_role] if h % 3 else []
+        if h % 1000 == 0:
             return [str(snowflake(ms, _W_ROLE, 2)), member_role]
-        return [member_role] if h % 3 else []
+        return [member_role] if h % 20 == 0 else []
 
     def _bot_roles(self, guild: Guild) -> list[str]:
         """The bot's roles in ``guild``: its managed role."""

@@ -9,6 +9,7 @@ seeded world on first use, through the :class:`GuildSource` it was made by (in t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 __all__ = ("Perm", "Channel", "Role", "Guild", "GuildSource", "CHANNEL_TEXT", "CHANNEL_VOICE", "CHANNEL_CATEGORY",
@@ -140,8 +141,6 @@ class GuildSource(Protocol):
         """Users in the shared pool that members are drawn from."""
         ...
 
-    @property
-    def members_per_guild(self) -> int: ...
 
     def user_id(self, index: int) -> int:
         """The id of pool user ``index``."""
@@ -159,18 +158,22 @@ class GuildSource(Protocol):
 class Guild:
     """The compact record of one guild; channels, roles and members are derived on demand."""
 
-    __slots__ = ("world", "index", "id", "name", "member_count", "_h", "_channels", "_roles")
+    __slots__ = ("world", "index", "id", "name", "humans", "departed", "_h", "_channels", "_roles", "_prog")
 
-    def __init__(self, world: GuildSource, index: int, guild_id: int, name: str, member_count: int, h: int) -> None:
+    def __init__(self, world: GuildSource, index: int, guild_id: int, name: str, humans: int, h: int) -> None:
         self.world = world
         self.index = index
         self.id = guild_id
         self.name = name
-        #: What Discord reports: large for a few guilds; the listed members + the bot otherwise.
-        self.member_count = member_count
+        #: Human member positions ``0 .. humans - 1`` (0 is the owner); the bot comes on top.
+        self.humans = humans
+        #: Positions of members who left (GUILD_MEMBER_REMOVE) and have not come back; None while nobody left.
+        self.departed: set[int] | None = None
         self._h = h
         self._channels: tuple[Channel, ...] | None = None
         self._roles: tuple[Role, ...] | None = None
+        #: (start, stride) of the members in the user pool, once computed.
+        self._prog: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         return f"<Guild id={self.id} name={self.name!r} member_count={self.member_count}>"
@@ -180,8 +183,34 @@ class Guild:
         return self.id >> 22
 
     @property
+    def member_count(self) -> int:
+        """Members now, the bot included: what GUILD_CREATE reports and every member list adds up to."""
+        departed = self.departed
+        return self.humans + 1 - (len(departed) if departed else 0)
+
+    @property
     def large(self) -> bool:
+        """Large for a client that identified with the default ``large_threshold`` of 250."""
         return self.member_count > LARGE_THRESHOLD
+
+    def has_position(self, position: int) -> bool:
+        """Whether the human at ``position`` is a member now."""
+        departed = self.departed
+        return 0 <= position < self.humans and not (departed and position in departed)
+
+    def member_id(self, position: int) -> int:
+        """The user id at ``position`` of the member list (whether or not that member left)."""
+        w = self.world
+        start, stride = w._progression(self)
+        return w.user_id((start + position * stride) % w.pool_size)
+
+    def positions(self, start: int = 0, stop: int | None = None) -> Iterator[int]:
+        """The positions of current human members in ``[start, stop)``, in order."""
+        end = self.humans if stop is None else min(stop, self.humans)
+        departed = self.departed
+        if not departed:
+            return iter(range(start, end))
+        return (k for k in range(start, end) if k not in departed)
 
     @property
     def channels(self) -> tuple[Channel, ...]:
@@ -201,11 +230,11 @@ class Guild:
 
     @property
     def member_ids(self) -> list[int]:
-        """The human members (never the bot), the owner first."""
+        """The current human members (never the bot), the owner first; O(members), for small guilds and tests."""
         w = self.world
         start, stride = w._progression(self)
         pool = w.pool_size
-        return [w.user_id((start + k * stride) % pool) for k in range(w.members_per_guild)]
+        return [w.user_id((start + k * stride) % pool) for k in self.positions()]
 
     @property
     def owner_id(self) -> int:

@@ -7,15 +7,23 @@ seeded parts of :class:`~simulator.world_gen.SeededWorld`; nothing here is store
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .world_gen import SeededWorld
+from .world_model import LARGE_THRESHOLD
+
+#: Every intent bit (a session that asked for everything).
+ALL_INTENTS = (1 << 26) - 1
+GUILD_PRESENCES_INTENT = 1 << 8
+#: Above this many members GUILD_CREATE carries only the bot (and voice members), whatever the intents.
+FULL_GUILD_CREATE_LIMIT = 75_000
 
 if TYPE_CHECKING:
     from .world_model import Channel, Guild
 
-__all__ = ("WorldPayloads",)
+__all__ = ("WorldPayloads", "ALL_INTENTS", "FULL_GUILD_CREATE_LIMIT")
 
 
 class WorldPayloads(SeededWorld):
@@ -37,11 +45,10 @@ class WorldPayloads(SeededWorld):
                 "flags": 0, "public_flags": 0, "email": None, "locale": "en-US", "banner": None,
                 "accent_color": None, "avatar_decoration_data": None}
 
-    def _member_payload(self, guild: Guild, user_id: int, owner_id: int | None = None) -> dict[str, Any]:
+    def _member_payload(self, guild: Guild, user_id: int, position: int) -> dict[str, Any]:
         i = self.user_index(user_id)
         assert i is not None
-        owner = guild.owner_id if owner_id is None else owner_id
-        return {"user": self._user_payload(i, user_id), "roles": self._member_roles(guild, user_id, owner),
+        return {"user": self._user_payload(i, user_id), "roles": self._member_roles(guild, user_id, position),
                 "joined_at": self._joined_at(guild, user_id), "premium_since": None, "deaf": False, "mute": False,
                 "flags": 0, "pending": False, "nick": None, "avatar": None, "banner": None,
                 "communication_disabled_until": None}
@@ -52,10 +59,22 @@ class WorldPayloads(SeededWorld):
                 "mute": False, "flags": 0, "pending": False, "nick": None, "avatar": None, "banner": None,
                 "communication_disabled_until": None}
 
-    def member_payloads(self, guild: Guild) -> list[dict[str, Any]]:
-        """Every listed member's object (humans only; see :meth:`~simulator.world.World.member` for the bot)."""
-        owner = guild.owner_id
-        return [self._member_payload(guild, uid, owner) for uid in guild.member_ids]
+    def member_payloads(self, guild: Guild, positions: Iterable[int] | None = None) -> list[dict[str, Any]]:
+        """Member objects of the humans at ``positions`` (default: every current one; the bot is not among them).
+
+        Linear in the members asked for: GUILD_MEMBERS_CHUNKs of big guilds are rendered by
+        :mod:`simulator.member_lists` instead.
+        """
+        return [self._member_payload(guild, guild.member_id(k), k)
+                for k in (guild.positions() if positions is None else positions)]
+
+    def presence_payload(self, user_id: int, status: str, guild_id: int | None = None) -> dict[str, Any]:
+        """A partial presence (GUILD_CREATE's ``presences``, chunks, PRESENCE_UPDATE without ``guild_id``)."""
+        data: dict[str, Any] = {"user": {"id": str(user_id)}, "status": status, "activities": [],
+                                "client_status": {"desktop": status} if status != "offline" else {}}
+        if guild_id is not None:
+            data["guild_id"] = str(guild_id)
+        return data
 
     # -- guilds and channels ---------------------------------------------------------------------
 
@@ -75,17 +94,38 @@ class WorldPayloads(SeededWorld):
             "premium_progress_bar_enabled": False, "incidents_data": None, "region": "deprecated",
         }
 
-    def guild_create_payload(self, guild: Guild) -> dict[str, Any]:
-        """GUILD_CREATE's ``d``: the guild, its channels, roles and the listed members plus the bot."""
+    def guild_create_payload(self, guild: Guild, intents: int = ALL_INTENTS,
+                             large_threshold: int = LARGE_THRESHOLD) -> dict[str, Any]:
+        """GUILD_CREATE's ``d`` for a session with these ``intents`` and ``large_threshold``.
+
+        Members and presences follow Discord's rule (``developers/events/gateway-events.mdx``, Guild
+        Create and Request Guild Members): without GUILD_PRESENCES, or over 75,000 members, only the
+        bot and members in voice (nobody is in voice here); over ``large_threshold``, the members who
+        are online or have a role (nobody has a nickname); otherwise everyone. ``presences`` carry the
+        non-offline members sent.
+        """
         data = self.guild_payload(guild)
-        members = self.member_payloads(guild)
+        count = guild.member_count
+        members: list[dict[str, Any]] = []
+        presences: list[dict[str, Any]] = []
+        if intents & GUILD_PRESENCES_INTENT and count <= FULL_GUILD_CREATE_LIMIT:
+            large = count > large_threshold
+            for k in guild.positions():
+                uid = guild.member_id(k)
+                status = self.user_status(self._pool_index(guild, k))
+                member = self._member_payload(guild, uid, k)
+                if status != "offline":
+                    presences.append(self.presence_payload(uid, status))
+                elif large and not member["roles"]:
+                    continue
+                members.append(member)
         members.append(self._bot_member(guild))
         data.update(
             channels=[c.payload(with_guild_id=False) for c in guild.channels], members=members,
-            member_count=guild.member_count, large=guild.large, unavailable=False,
+            member_count=count, large=count > large_threshold, unavailable=False,
             joined_at=self._joined_at(guild, self.application_id), threads=[], stage_instances=[],
-            guild_scheduled_events=[], voice_states=[], presences=[], soundboard_sounds=[], embedded_activities=[],
-            lazy=True, application_command_counts={},
+            guild_scheduled_events=[], voice_states=[], presences=presences, soundboard_sounds=[],
+            embedded_activities=[], lazy=True, application_command_counts={},
         )
         return data
 

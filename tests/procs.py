@@ -142,13 +142,19 @@ _SIMULATORS = itertools.count()
 
 @contextmanager
 def start_simulator(log_dir: Path, *, guilds: int = 50, shards: int = 1, max_concurrency: int = 1,
-                    identify_window: float = 0.2, extra_args: tuple[str, ...] = ()) -> Iterator[SimulatorProc]:
-    """Run ``python -m simulator`` on a port it binds itself until the block exits."""
+                    identify_window: float = 0.2, guild_sizes: str = "fixed",
+                    extra_args: tuple[str, ...] = ()) -> Iterator[SimulatorProc]:
+    """Run ``python -m simulator`` on a port it binds itself until the block exits.
+
+    Guilds have ``fixed`` sizes by default (20 humans each), so tests can name members by position;
+    ``realistic`` gives the heavy-tailed world of the demo and the benchmarks.
+    """
     name = f"simulator-{next(_SIMULATORS)}"
     port_file = log_dir / f"{name}.port"
     args = ["-m", "simulator", "--port", "0", "--port-file", str(port_file), "--guilds", str(guilds),
             "--shards", str(shards), "--max-concurrency", str(max_concurrency),
-            "--identify-window", str(identify_window), "--token", SIM_TOKEN, *extra_args]
+            "--identify-window", str(identify_window), "--guild-sizes", guild_sizes, "--token", SIM_TOKEN,
+            *extra_args]
     base = spawn(name, args, log_dir)
     sim = SimulatorProc(base.name, base.popen, base.log, identify_window=identify_window)
     try:

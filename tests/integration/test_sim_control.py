@@ -23,7 +23,8 @@ async def sim() -> AsyncIterator[SimApp]:
 
 @pytest.fixture
 async def sharded() -> AsyncIterator[SimApp]:
-    async with running_sim(SimConfig(guilds=40, members_per_guild=6, shards=3, token="sim-token"), shards=4) as app:
+    async with running_sim(SimConfig(guilds=40, guild_sizes="fixed", members_per_guild=6, shards=3,
+                                     token="sim-token"), shards=4) as app:
         yield app
 
 
@@ -312,7 +313,7 @@ async def test_pending_interactions_are_bounded(sim: SimApp, monkeypatch: pytest
 @pytest.mark.parametrize("kind", ["message_create", "typing_start", "presence_update"])
 async def test_load_uses_a_pre_serialised_fast_path_when_the_hub_has_one(kind: str) -> None:
     """A hub with ``dispatch_guild_json`` gets JSON text that decodes to the same events as the dict path."""
-    async with running_sim(SimConfig(guilds=6, members_per_guild=4, token="sim-token")) as app:
+    async with running_sim(SimConfig(guilds=6, guild_sizes="fixed", members_per_guild=4, token="sim-token")) as app:
         raw: list[tuple[int, str, dict[str, Any]]] = []
 
         def dispatch_guild_json(guild_id: int, event: str, d_json: str) -> bool:

@@ -49,9 +49,10 @@ class GatewayClient:
              "properties": {"os": "linux", "browser": "test", "device": "test"}, **extra}
         await self.send(2, d)
 
-    async def ready(self, shard: tuple[int, int] = (0, 1)) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def ready(self, shard: tuple[int, int] = (0, 1),
+                    **extra: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """IDENTIFY, then READY and every GUILD_CREATE it announces."""
-        await self.identify(shard)
+        await self.identify(shard, **extra)
         ready = await self.recv()
         assert ready["t"] == "READY", ready
         self.session_id = ready["d"]["session_id"]
@@ -78,8 +79,9 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def _config(**overrides: Any) -> SimConfig:
-    base: dict[str, Any] = {"port": 0, "guilds": 24, "members_per_guild": 5, "shards": 2, "max_concurrency": 2,
-                            "identify_window": 0.2, "token": TOKEN, "heartbeat_interval_ms": 30_000}
+    base: dict[str, Any] = {"port": 0, "guilds": 24, "guild_sizes": "fixed", "members_per_guild": 5, "shards": 2,
+                            "max_concurrency": 2, "identify_window": 0.2, "token": TOKEN,
+                            "heartbeat_interval_ms": 30_000}
     base.update(overrides)
     return SimConfig(**base)
 
@@ -309,7 +311,7 @@ async def test_second_identify_on_one_connection_closes_4005(sim: SimulatorServe
 async def test_request_guild_members_answers_chunks(sim: SimulatorServer, connect: Connect) -> None:
     world = sim.state.world
     client = await connect()
-    _, creates = await client.ready((0, 2))
+    _, creates = await client.ready((0, 2), intents=INTENTS | 2)  # + GUILD_MEMBERS, for the whole list
     guild = world.guild(int(creates[0]["d"]["id"]))
     assert guild is not None
     await client.send(8, {"guild_id": str(guild.id), "query": "", "limit": 0, "nonce": "abc"})

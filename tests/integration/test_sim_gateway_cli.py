@@ -37,6 +37,9 @@ def test_flags_build_a_config() -> None:
     (["--shards", "-1"], "--shards"),
     (["--identify-window", "-1"], "--identify-window must be at least 0"),
     (["--token", " "], "--token must not be empty"),
+    (["--huge-guilds", "5", "--guilds", "2"], "--huge-guilds must be at most --guilds (2)"),
+    (["--max-member-count", "10", "--members-per-guild", "20"], "--max-member-count must be above"),
+    (["--size-tail", "0.1"], "--size-tail must be between 0.3 and 5"),
 ])
 def test_bad_flags_exit_2_with_one_clear_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2

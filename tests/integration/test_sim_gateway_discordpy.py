@@ -19,8 +19,8 @@ TOKEN = "dpy-token"
 
 async def test_autosharded_bot_connects_two_shards_sees_every_guild_and_resumes(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    config = SimConfig(port=0, guilds=30, members_per_guild=6, shards=2, max_concurrency=2, identify_window=0.2,
-                       token=TOKEN)
+    config = SimConfig(port=0, guilds=30, guild_sizes="fixed", members_per_guild=6, shards=2, max_concurrency=2,
+                       identify_window=0.2, token=TOKEN)
     async with SimulatorServer(config) as sim:
         monkeypatch.setattr(discord.http.Route, "BASE", f"{sim.url}/api/v10")
         monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(sim.gateway_url))
@@ -85,9 +85,12 @@ def _member(world: object, guild_id: int, user_id: int) -> dict[str, object]:
     return {k: v for k, v in member.items() if k != "user"}
 
 
-async def test_plain_client_with_members_intent_chunks_the_large_guilds(monkeypatch: pytest.MonkeyPatch,
-                                                                       caplog: pytest.LogCaptureFixture) -> None:
-    config = SimConfig(port=0, guilds=12, members_per_guild=4, token=TOKEN, max_member_count=50_000)
+async def test_plain_client_with_members_intent_chunks_every_guild_completely(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Without GUILD_PRESENCES, GUILD_CREATE carries only the bot: discord.py chunks every guild, and the
+    chunks add up to each guild's member_count, a 5,000-member guild included."""
+    config = SimConfig(port=0, guilds=12, guild_sizes="realistic", members_per_guild=20, max_member_count=5_000,
+                       huge_guilds=1, token=TOKEN)
     async with SimulatorServer(config) as sim:
         monkeypatch.setattr(discord.http.Route, "BASE", f"{sim.url}/api/v10")
         monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(sim.gateway_url))
@@ -102,16 +105,17 @@ async def test_plain_client_with_members_intent_chunks_the_large_guilds(monkeypa
                 return client.is_ready()
 
             await wait_for(ready, timeout=60, message="the client to be READY")
-            world = sim.state.world
-            large = [g for g in world.guilds if g.large]
-            assert large, "the world has at least one large guild"
+            world, stats = sim.state.world, sim.state.stats
+            assert max(g.member_count for g in world.guilds) == 5_000
             assert len(client.guilds) == 12
-            # READY + one GUILD_CREATE per guild + one GUILD_MEMBERS_CHUNK per large guild (discord.py
-            # chunks the guilds whose member_count exceeds the members it got).
-            assert sim.state.stats.shards[0].dispatched == 1 + 12 + len(large)
-            for g in large:
+            for g in world.guilds:
                 guild = client.get_guild(g.id)
-                assert guild is not None and guild.large and len(guild.members) == 5
+                assert guild is not None and guild.chunked
+                assert {m.id for m in guild.members} == {*g.member_ids, world.application_id}
+            # READY + one GUILD_CREATE and ceil(member_count / 1000) chunks per guild.
+            chunks = sum(-(-g.member_count // 1000) for g in world.guilds)
+            assert stats.shards[0].dispatched == 1 + 12 + chunks == 1 + 12 + stats.member_chunks_sent
+            assert stats.members_sent == sum(g.member_count for g in world.guilds)
             assert "timed out waiting for chunks" not in caplog.text
         finally:
             await client.close()

@@ -135,7 +135,8 @@ async def running_sim(config: SimConfig | None = None, shards: int = 1) -> Async
 
 
 def default_config() -> SimConfig:
-    return SimConfig(guilds=8, members_per_guild=12, channels_per_guild=4, token=TOKEN, global_rate=1000)
+    return SimConfig(guilds=8, guild_sizes="fixed", members_per_guild=12, channels_per_guild=4, token=TOKEN,
+                     global_rate=1000)
 
 
 @pytest.fixture
@@ -482,7 +483,7 @@ async def test_message_bucket_429_has_discords_shape(sim: SimApp) -> None:
 
 
 async def test_global_limit_and_exempt_callbacks() -> None:
-    async with running_sim(SimConfig(guilds=4, token=TOKEN, global_rate=5)) as sim:
+    async with running_sim(SimConfig(guilds=4, guild_sizes="fixed", token=TOKEN, global_rate=5)) as sim:
         statuses = [(await sim.api("GET", f"/guilds/{sim.guild(i % 4).id}")).status for i in range(8)]
         assert statuses.count(429) >= 1 and statuses[:5] == [200] * 5
         resp = await sim.api("GET", "/users/@me")

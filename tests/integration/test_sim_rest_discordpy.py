@@ -112,7 +112,8 @@ def _build_bot(harness_errors: list[BaseException], guild_id: int) -> commands.B
 
 @contextlib.asynccontextmanager
 async def running(monkeypatch: pytest.MonkeyPatch, **config: Any) -> AsyncIterator[Harness]:
-    cfg = SimConfig(port=0, guilds=4, members_per_guild=6, token=TOKEN, identify_window=0.2, **config)
+    cfg = SimConfig(port=0, guilds=4, guild_sizes="fixed", members_per_guild=6, token=TOKEN, identify_window=0.2,
+                    **config)
     async with SimulatorServer(cfg) as sim:
         monkeypatch.setattr(discord.http.Route, "BASE", f"{sim.url}/api/v10")
         monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(sim.gateway_url))

@@ -62,7 +62,7 @@ def test_session_buffers_while_detached_and_replays_after_a_sequence() -> None:
 
 
 def test_lazy_guild_create_renders_the_world_payload() -> None:
-    world = World(SimConfig(guilds=3))
+    world = World(SimConfig(guilds=3, guild_sizes="fixed"))
     table = SessionTable(ttl=10)
     s = _session(table)
     s.push_guild_creates(world.guilds, world)
@@ -71,7 +71,8 @@ def test_lazy_guild_create_renders_the_world_payload() -> None:
     assert isinstance(item, LazyGuildCreate)
     payload = json.loads(item.render())
     assert payload["t"] == "GUILD_CREATE" and payload["s"] == 2
-    assert payload["d"] == json.loads(json.dumps(world.guild_create_payload(world.guilds[1])))
+    expected = world.guild_create_payload(world.guilds[1], s.intents, s.large_threshold)
+    assert payload["d"] == json.loads(json.dumps(expected))
 
 
 def test_target_is_the_newest_live_session_else_the_newest_resumable_one() -> None:

@@ -12,12 +12,13 @@ import pytest
 from simulator.config import SimConfig
 from simulator.snowflakes import shard_for
 from simulator.world import World
-from simulator.world_model import CHANNEL_TEXT, LARGE_THRESHOLD
+from simulator.world_model import CHANNEL_TEXT
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
 
 
 def _world(**kw: object) -> World:
+    kw.setdefault("guild_sizes", "fixed")
     return World(SimConfig(**kw))  # type: ignore[arg-type]
 
 
@@ -92,18 +93,6 @@ def test_channels_roles_and_members_of_a_guild() -> None:
     outsider = next(u for u in (world.user_id(i) for i in range(world.pool_size))
                     if not world.is_member(world.guilds[0], u))
     assert world.member(world.guilds[0].id, outsider) is None
-
-
-def test_a_few_guilds_are_large_without_sending_every_member() -> None:
-    world = _world(guilds=400, members_per_guild=20, max_member_count=100_000)
-    large = [g for g in world.guilds if g.large]
-    assert 1 <= len(large) <= 40
-    assert all(LARGE_THRESHOLD < g.member_count <= 100_000 for g in large)
-    payload = world.guild_create_payload(large[0])
-    assert payload["large"] is True and payload["member_count"] == large[0].member_count
-    assert len(payload["members"]) == 21
-    small = next(g for g in world.guilds if not g.large)
-    assert world.guild_create_payload(small)["member_count"] == 21
 
 
 def test_guild_create_parses_with_discord_py() -> None:
