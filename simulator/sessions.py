@@ -71,8 +71,8 @@ class LazyGuildCreate(LazyFrame):
         self.large_threshold = large_threshold
 
     def render(self) -> str:
-        data = self.world.guild_create_payload(self.guild, self.intents, self.large_threshold)
-        return dispatch_frame(self.seq, "GUILD_CREATE", dumps(data))
+        return dispatch_frame(self.seq, "GUILD_CREATE",
+                              self.world.guild_create_json(self.guild, self.intents, self.large_threshold))
 
 
 #: What a connection's queue and a session's buffer hold: a ready message or a lazy one.

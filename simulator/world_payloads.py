@@ -7,7 +7,7 @@ seeded parts of :class:`~simulator.world_gen.SeededWorld`; nothing here is store
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -94,40 +94,67 @@ class WorldPayloads(SeededWorld):
             "premium_progress_bar_enabled": False, "incidents_data": None, "region": "deprecated",
         }
 
+    def _guild_create_fields(self, guild: Guild, large_threshold: int) -> dict[str, Any]:
+        """GUILD_CREATE's ``d`` without ``members`` and ``presences``."""
+        data = self.guild_payload(guild)
+        count = guild.member_count
+        data.update(
+            channels=[c.payload(with_guild_id=False) for c in guild.channels], member_count=count,
+            large=count > large_threshold, unavailable=False, joined_at=self._joined_at(guild, self.application_id),
+            threads=[], stage_instances=[], guild_scheduled_events=[], voice_states=[], soundboard_sounds=[],
+            embedded_activities=[], lazy=True, application_command_counts={},
+        )
+        return data
+
+    def guild_create_members(self, guild: Guild, intents: int, large_threshold: int) -> Iterator[int]:
+        """The positions of the humans a GUILD_CREATE carries (the bot always comes on top).
+
+        Discord's rule (``developers/events/gateway-events.mdx``, Guild Create and Request Guild
+        Members): without GUILD_PRESENCES, or over 75,000 members, only the bot and members in voice
+        (nobody is in voice here); over ``large_threshold``, the members who are online or have a role
+        (nobody has a nickname); otherwise everyone.
+        """
+        count = guild.member_count
+        if not intents & GUILD_PRESENCES_INTENT or count > FULL_GUILD_CREATE_LIMIT:
+            return
+        if count <= large_threshold:
+            yield from guild.positions()
+            return
+        for k in guild.positions():
+            index = self._pool_index(guild, k)
+            if self.user_status(index) != "offline" or self._member_roles(guild, self.user_id(index), k):
+                yield k
+
     def guild_create_payload(self, guild: Guild, intents: int = ALL_INTENTS,
                              large_threshold: int = LARGE_THRESHOLD) -> dict[str, Any]:
         """GUILD_CREATE's ``d`` for a session with these ``intents`` and ``large_threshold``.
 
-        Members and presences follow Discord's rule (``developers/events/gateway-events.mdx``, Guild
-        Create and Request Guild Members): without GUILD_PRESENCES, or over 75,000 members, only the
-        bot and members in voice (nobody is in voice here); over ``large_threshold``, the members who
-        are online or have a role (nobody has a nickname); otherwise everyone. ``presences`` carry the
-        non-offline members sent.
+        Members follow :meth:`guild_create_members`; ``presences`` carry the non-offline ones sent.
+        The reference for :meth:`guild_create_json`, which sessions send.
         """
-        data = self.guild_payload(guild)
-        count = guild.member_count
+        data = self._guild_create_fields(guild, large_threshold)
         members: list[dict[str, Any]] = []
         presences: list[dict[str, Any]] = []
-        if intents & GUILD_PRESENCES_INTENT and count <= FULL_GUILD_CREATE_LIMIT:
-            large = count > large_threshold
-            for k in guild.positions():
-                uid = guild.member_id(k)
-                status = self.user_status(self._pool_index(guild, k))
-                member = self._member_payload(guild, uid, k)
-                if status != "offline":
-                    presences.append(self.presence_payload(uid, status))
-                elif large and not member["roles"]:
-                    continue
-                members.append(member)
+        for k in self.guild_create_members(guild, intents, large_threshold):
+            uid = guild.member_id(k)
+            members.append(self._member_payload(guild, uid, k))
+            status = self.user_status(self._pool_index(guild, k))
+            if status != "offline":
+                presences.append(self.presence_payload(uid, status))
         members.append(self._bot_member(guild))
-        data.update(
-            channels=[c.payload(with_guild_id=False) for c in guild.channels], members=members,
-            member_count=count, large=count > large_threshold, unavailable=False,
-            joined_at=self._joined_at(guild, self.application_id), threads=[], stage_instances=[],
-            guild_scheduled_events=[], voice_states=[], presences=presences, soundboard_sounds=[],
-            embedded_activities=[], lazy=True, application_command_counts={},
-        )
+        data.update(members=members, presences=presences)
         return data
+
+    def guild_create_json(self, guild: Guild, intents: int = ALL_INTENTS,
+                          large_threshold: int = LARGE_THRESHOLD) -> str:
+        """:meth:`guild_create_payload` as JSON text, its members rendered without a dict each."""
+        from .member_lists import members_json
+        from .sessions import dumps
+
+        head = dumps(self._guild_create_fields(guild, large_threshold))
+        members, presences, _ = members_json(self, guild, self.guild_create_members(guild, intents, large_threshold),
+                                             with_bot=True, presences=True, bot_presence=False)
+        return f'{head[:-1]},"members":{members},"presences":{presences}}}'
 
     def channel_payload(self, channel: Channel) -> dict[str, Any]:
         """The channel object as REST returns it (with ``guild_id``)."""

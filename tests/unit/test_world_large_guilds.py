@@ -157,3 +157,11 @@ def test_traffic_is_spread_in_proportion_to_guild_size() -> None:
     traffic = GuildTraffic(world, world.guilds, seed=1)
     hits = sum(traffic.next("presence_update")[0] == big.id for _ in range(5_000))
     assert abs(hits / 5_000 - share) < 0.05
+
+
+@pytest.mark.parametrize(("intents", "threshold"), [(ALL, 250), (ALL, 50), (NO_PRESENCES, 250)])
+def test_guild_create_json_equals_the_reference_payload(intents: int, threshold: int) -> None:
+    world = _world(guilds=40, members_per_guild=60, max_member_count=2_000, huge_guilds=1)
+    for guild in world.guilds:
+        assert json.loads(world.guild_create_json(guild, intents, threshold)) == json.loads(
+            json.dumps(world.guild_create_payload(guild, intents, threshold)))
