@@ -80,6 +80,9 @@ class Stats:
     identify_budget_exhausted: int = 0
     #: Dispatches not sent because the target session's intents exclude them (as Discord does).
     intent_filtered: int = 0
+    #: Gateway connections accepted (HELLO sent), by the transport compression they asked for.
+    connections_by_compress: dict[str, int] = field(
+        default_factory=lambda: {"none": 0, "zlib-stream": 0, "zstd-stream": 0})
     shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
     started_at: float = field(default_factory=time.monotonic)
 
@@ -103,6 +106,7 @@ class Stats:
             "faults_applied": self.faults_applied,
             "identify_budget_exhausted": self.identify_budget_exhausted,
             "intent_filtered": self.intent_filtered,
+            "connections_by_compress": dict(self.connections_by_compress),
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
         }
