@@ -1,16 +1,20 @@
 """Simulator throughput to one connection, and its memory for a large world.
 
-``python -m bench sim_dispatch [--events 100000] [--runs 5] [--guilds 10000] [--no-compress]``
+``python -m bench sim_dispatch [--events 100000] [--runs 5] [--guilds 10000] [--compress {zlib,zstd,none}]``
 
 1. Throughput: a simulator process (``python -m simulator``) and one raw gateway client in this
-   process (aiohttp websocket, zlib-stream like discord.py, with ``zlib`` decompression and
-   ``json.loads`` of every frame). After READY the client asks ``POST /_sim/load`` for ``--events``
+   process (aiohttp websocket; ``--compress zlib`` (the default) asks for zlib-stream and inflates
+   with ``zlib``, ``zstd`` asks for zstd-stream, as discord.py does with ``zstandard`` installed, and
+   decompresses with a ``zstandard`` ``decompressobj``, ``none`` gets text frames; ``json.loads`` of
+   every frame). After READY the client asks ``POST /_sim/load`` for ``--events``
    MESSAGE_CREATEs at full speed aimed at its shard and times their arrival. The figure is a lower
    bound of what the simulator delivers: the client's own decompress-and-parse runs on the same
    2 cores. The goal is ≥ 20,000 dispatches/s, so that the simulator never limits what we measure
    of the bot (bare discord.py parses ~25k/s on this machine).
 2. Memory: a simulator with ``--guilds`` guilds over 10 shards; its RSS after start, and again
-   after 10 raw clients identified and received every GUILD_CREATE.
+   after 10 raw clients (with the same ``--compress``) identified and received every GUILD_CREATE.
+
+``--no-compress`` is an alias of ``--compress none``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
+import zstandard
 
 __all__ = ("main",)
 
@@ -37,6 +42,8 @@ TOKEN = "bench-token"
 _ZLIB_SUFFIX = b"\x00\x00\xff\xff"
 #: GUILDS | GUILD_MESSAGES | MESSAGE_CONTENT
 _INTENTS = (1 << 0) | (1 << 9) | (1 << 15)
+#: ``--compress`` choice → the gateway's ``compress`` query value (None: plain text frames).
+CODECS: dict[str, str | None] = {"zlib": "zlib-stream", "zstd": "zstd-stream", "none": None}
 
 
 def _free_port() -> int:
@@ -55,17 +62,22 @@ def _rss_bytes(pid: int) -> int:
 class _Client:
     """A minimal gateway client: HELLO, IDENTIFY, then count dispatches by type."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str, shard: tuple[int, int], compress: bool) -> None:
+    def __init__(self, session: aiohttp.ClientSession, url: str, shard: tuple[int, int],
+                 compress: str | None) -> None:
         self.session, self.url, self.shard, self.compress = session, url, shard, compress
         self.counts: dict[str, int] = {}
         self.ready = asyncio.Event()
         self._inflator = zlib.decompressobj()
+        self._zstd = zstandard.ZstdDecompressor().decompressobj() if compress == "zstd-stream" else None
         self._buffer = bytearray()
         self.ws: aiohttp.ClientWebSocketResponse | None = None
 
     def _decode(self, msg: aiohttp.WSMessage) -> dict[str, Any] | None:
         if msg.type is aiohttp.WSMsgType.TEXT:
             return cast(dict[str, Any], json.loads(msg.data))
+        if msg.type is aiohttp.WSMsgType.BINARY and self._zstd is not None:
+            # zstd-stream: each frame is one whole message of the connection's single zstd frame.
+            return cast(dict[str, Any], json.loads(self._zstd.decompress(msg.data)))
         if msg.type is aiohttp.WSMsgType.BINARY:
             self._buffer.extend(msg.data)
             if len(msg.data) < 4 or msg.data[-4:] != _ZLIB_SUFFIX:
@@ -76,7 +88,7 @@ class _Client:
         raise ConnectionError(f"gateway closed: {msg.type} {msg.data!r}")
 
     async def run(self) -> None:
-        query = "?v=10&encoding=json" + ("&compress=zlib-stream" if self.compress else "")
+        query = "?v=10&encoding=json" + (f"&compress={self.compress}" if self.compress else "")
         async with self.session.ws_connect(self.url + query, max_msg_size=0) as ws:
             self.ws = ws
             async for msg in ws:
@@ -127,7 +139,7 @@ async def _until(predicate: Any, timeout: float) -> None:
         await asyncio.sleep(0.005)
 
 
-async def throughput(events: int, runs: int, compress: bool) -> list[float]:
+async def throughput(events: int, runs: int, compress: str | None) -> list[float]:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _start_simulator(port, guilds=100, shards=1)
@@ -154,7 +166,7 @@ async def throughput(events: int, runs: int, compress: bool) -> list[float]:
     return rates
 
 
-async def memory(guilds: int, shards: int = 10) -> tuple[int, int, float]:
+async def memory(guilds: int, compress: str | None, shards: int = 10) -> tuple[int, int, float]:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _start_simulator(port, guilds=guilds, shards=shards)
@@ -163,7 +175,8 @@ async def memory(guilds: int, shards: int = 10) -> tuple[int, int, float]:
             await _wait_up(session, base)
             idle = _rss_bytes(proc.pid)
             started = time.perf_counter()
-            clients = [_Client(session, f"ws://127.0.0.1:{port}/gateway", (i, shards), True) for i in range(shards)]
+            clients = [_Client(session, f"ws://127.0.0.1:{port}/gateway", (i, shards), compress)
+                       for i in range(shards)]
             tasks = [asyncio.create_task(c.run()) for c in clients]
             await _until(lambda: sum(c.counts.get("GUILD_CREATE", 0) for c in clients) == guilds, 120)
             elapsed = time.perf_counter() - started
@@ -181,14 +194,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--guilds", type=int, default=10_000)
-    parser.add_argument("--no-compress", action="store_true")
+    parser.add_argument("--compress", choices=tuple(CODECS), default="zlib",
+                        help="the gateway transport compression the client asks for (default: zlib)")
+    parser.add_argument("--no-compress", dest="compress", action="store_const", const="none",
+                        help="alias of --compress none")
     args = parser.parse_args(argv)
-    rates = asyncio.run(throughput(args.events, args.runs, not args.no_compress))
-    print(f"dispatch to one connection ({'plain' if args.no_compress else 'zlib-stream'}), "
+    compress = CODECS[args.compress]
+    rates = asyncio.run(throughput(args.events, args.runs, compress))
+    print(f"dispatch to one connection ({compress or 'plain'}), "
           f"{args.events} MESSAGE_CREATE x {args.runs}: median {statistics.median(rates):,.0f}/s "
           f"(runs: {', '.join(f'{r:,.0f}' for r in rates)}); goal >= 20,000/s")
-    idle, loaded, elapsed = asyncio.run(memory(args.guilds))
+    idle, loaded, elapsed = asyncio.run(memory(args.guilds, compress))
     print(f"memory, {args.guilds} guilds: RSS {idle / 2**20:.1f} MiB at start, {loaded / 2**20:.1f} MiB after "
-          f"10 shards received every GUILD_CREATE ({elapsed:.1f} s)")
+          f"10 shards received every GUILD_CREATE over {compress or 'plain'} ({elapsed:.1f} s)")
     print(f"host: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.2f}")
     return 0

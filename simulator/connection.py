@@ -1,8 +1,8 @@
 """One gateway websocket: an ordered send queue drained by a writer task, and a server-side close.
 
 Producers never await: :meth:`Connection.send` appends to a deque and wakes the writer, so the
-synchronous hub methods (``dispatch_guild`` …) can feed sockets. The writer encodes (zlib-stream
-or text), writes with aiohttp and yields to the loop every few frames; aiohttp applies
+synchronous hub methods (``dispatch_guild`` …) can feed sockets. The writer encodes (zstd-stream,
+zlib-stream or text), writes with aiohttp and yields to the loop every few frames; aiohttp applies
 backpressure when the peer reads slowly. A close goes through the same queue, so everything sent
 before it (an op 9, the last dispatches) reaches the client first.
 """

@@ -220,7 +220,7 @@ def reset_stats(stats: Stats) -> None:
             continue
         elif isinstance(value, int):
             setattr(stats, f.name, 0)
-        elif f.name == "rate_limited":
+        elif f.name in ("rate_limited", "connections_by_compress"):
             for key in value:
                 value[key] = 0
     for shard in stats.shards.values():

@@ -85,7 +85,8 @@ class Gateway:
         problem = _check_query(request.query)
         compress = request.query.get("compress") if problem is None else None
         peer = request.remote or "?"
-        conn = Connection(ws, make_encoder(compress), peer)
+        encoder = make_encoder(compress)
+        conn = Connection(ws, encoder, peer)
         conn.start()
         self.connections.add(conn)
         self._idle.clear()
@@ -94,6 +95,7 @@ class Gateway:
                 _log.info("gateway connection from %s refused: %s", peer, problem[1])
                 conn.close(*problem, keep_session=False)
             else:
+                self.stats.connections_by_compress[encoder.name] += 1
                 conn.send(dumps({"t": None, "s": None, "op": 10, "d": {
                     "heartbeat_interval": self.config.heartbeat_interval_ms, "_trace": ["[\"innkeeper-sim\"]"]}}))
                 self._ops.arm_heartbeat(conn)
@@ -316,5 +318,5 @@ def _check_query(query: Any) -> tuple[int, str] | None:
         return 4002, f"Unknown encoding {encoding[:20]!r}."
     compress = query.get("compress")
     if compress not in SUPPORTED_COMPRESS:
-        return 4002, f"Unknown compress {compress[:20]!r}; use zlib-stream."
+        return 4002, f"Unknown compress {compress[:20]!r}; use zlib-stream or zstd-stream."
     return None

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from .world_gen import _ADJ, _NOUN
 
 if TYPE_CHECKING:
-    from .world_payloads import WorldPayloads
     from .world_model import Guild
+    from .world_payloads import WorldPayloads
 
 __all__ = ("member_json", "members_json", "matches_query", "CHUNK_SIZE")
 

@@ -89,6 +89,9 @@ class Stats:
     #: GUILD_MEMBERS_CHUNKs rendered for a socket, and the members they carried.
     member_chunks_sent: int = 0
     members_sent: int = 0
+    #: Gateway connections accepted (HELLO sent), by the transport compression they asked for.
+    connections_by_compress: dict[str, int] = field(
+        default_factory=lambda: {"none": 0, "zlib-stream": 0, "zstd-stream": 0})
     shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
     started_at: float = field(default_factory=time.monotonic)
 
@@ -117,6 +120,7 @@ class Stats:
             "member_requests_ignored": self.member_requests_ignored,
             "member_chunks_sent": self.member_chunks_sent,
             "members_sent": self.members_sent,
+            "connections_by_compress": dict(self.connections_by_compress),
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
         }

@@ -3,22 +3,36 @@
 Used by the e2e tests to prove that (a) plain discord.py connects to the simulator and (b)
 processes that do not coordinate their identifies trip the simulator's concurrency check.
 
-Usage: ``python tests/e2e/naive_bot.py API_URL TOKEN SHARD_IDS SHARD_COUNT``
+Usage: ``python tests/e2e/naive_bot.py [--no-zstd] API_URL TOKEN SHARD_IDS SHARD_COUNT``
+
+discord.py picks its gateway compression once, when ``discord.utils`` is imported: ``zstd-stream``
+when a zstd package (``zstandard``, or ``compression.zstd`` on Python 3.14) is importable, else
+``zlib-stream``. ``--no-zstd`` hides those modules before discord is imported, so the same bot runs
+with zlib-stream. The READY line names the codec the bot asked for.
 """
 
 from __future__ import annotations
 
 import sys
 
-import discord
-import yarl
-from discord.ext import commands
-from discord.gateway import DiscordWebSocket
-from discord.http import Route
+#: The zstd modules discord.py tries; a ``None`` in ``sys.modules`` makes their import fail.
+_ZSTD_MODULES = ("zstandard", "compression.zstd")
 
 
-def main() -> None:
-    api_url, token, shard_ids, shard_count = sys.argv[1:5]
+def main(argv: list[str]) -> None:
+    no_zstd = "--no-zstd" in argv
+    api_url, token, shard_ids, shard_count = [a for a in argv if a != "--no-zstd"][:4]
+    if no_zstd:
+        for name in _ZSTD_MODULES:
+            sys.modules[name] = None  # type: ignore[assignment]
+
+    import discord
+    import yarl
+    from discord.ext import commands
+    from discord.gateway import DiscordWebSocket
+    from discord.http import Route
+
+    compress = discord.utils._ActiveDecompressionContext.COMPRESSION_TYPE
     Route.BASE = f"{api_url}/api/v10"
     DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(api_url.replace("http", "ws", 1) + "/gateway")
     intents = discord.Intents.default()
@@ -29,10 +43,10 @@ def main() -> None:
 
     @bot.event
     async def on_ready() -> None:
-        print(f"READY guilds={len(bot.guilds)}", flush=True)
+        print(f"READY guilds={len(bot.guilds)} compress={compress}", flush=True)
 
     bot.run(token, log_handler=None)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -72,12 +72,16 @@ async def test_prefix_ping_gets_a_reply_message(sim, start_bot: BotFactory) -> N
 
 
 def test_uncoordinated_processes_are_caught(tmp_path: Path) -> None:
-    """Two plain discord.py processes identifying at once in one bucket trip the simulator."""
+    """Two plain discord.py processes identifying at once in one bucket trip the simulator.
+
+    One runs as installed (zstd-stream), the other with zstd hidden (zlib-stream): both come up.
+    """
     with start_simulator(tmp_path, guilds=40, shards=4, max_concurrency=1, identify_window=1.0) as sim:
         script = str(PROJECT_ROOT / "tests" / "e2e" / "naive_bot.py")
+        runs: list[tuple[tuple[str, ...], str]] = [((), "0,1"), (("--no-zstd",), "2,3")]
         procs: list[Proc] = [
-            spawn(f"naive-{i}", [script, sim.url, SIM_TOKEN, ids, "4"], tmp_path)
-            for i, ids in enumerate(("0,1", "2,3"))
+            spawn(f"naive-{i}", [script, *flags, sim.url, SIM_TOKEN, ids, "4"], tmp_path)
+            for i, (flags, ids) in enumerate(runs)
         ]
         try:
             wait_for_sync(lambda: sim.stats()["identify_violations"] > 0, timeout=30,
@@ -86,6 +90,9 @@ def test_uncoordinated_processes_are_caught(tmp_path: Path) -> None:
             wait_for_sync(lambda: all("READY" in p.output() for p in procs), timeout=60,
                           message="both naive processes READY")
             assert all(p.alive() for p in procs)
+            assert "compress=zstd-stream" in procs[0].output() and "compress=zlib-stream" in procs[1].output()
+            by_codec = sim.stats()["connections_by_compress"]
+            assert by_codec["zstd-stream"] >= 2 and by_codec["zlib-stream"] >= 2 and by_codec["none"] == 0
         finally:
             for p in procs:
                 p.stop()

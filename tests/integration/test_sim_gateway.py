@@ -367,12 +367,6 @@ async def test_fault_reconnect_and_invalid_session(sim: SimulatorServer, connect
         gateway.apply_fault("explode", None, resumable=True, code=4000)
 
 
-async def test_zstd_request_gets_plain_text_frames(sim: SimulatorServer, connect: Connect) -> None:
-    client = await connect("?v=10&encoding=json&compress=zstd-stream", hello=False)
-    msg = await client.ws.receive(timeout=10)
-    assert msg.type is aiohttp.WSMsgType.TEXT and json.loads(msg.data)["op"] == 10
-
-
 async def test_shutdown_closes_every_socket_with_1001(http: aiohttp.ClientSession) -> None:
     server = SimulatorServer(_config())
     await server.start()

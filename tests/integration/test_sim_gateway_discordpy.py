@@ -1,17 +1,25 @@
-"""Unmodified discord.py against the simulator: an AutoShardedBot connects two shards and sees every guild."""
+"""Unmodified discord.py against the simulator: an AutoShardedBot connects two shards and sees every guild.
+
+With ``zstandard`` installed (a main dependency) discord.py asks for ``compress=zstd-stream``; the
+zlib-stream path is forced by handing discord.py its own zlib decompression context.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
+import aiohttp
 import discord
+import discord.utils
 import pytest
 import yarl
 from discord.ext import commands
 
 from simulator.config import SimConfig
 from simulator.server import SimulatorServer
+from tests.dpy_codecs import zlib_context, zstd_context
 from tests.support import wait_for
 
 TOKEN = "dpy-token"
@@ -121,3 +129,53 @@ async def test_plain_client_with_members_intent_chunks_every_guild_completely(
             await client.close()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.mark.parametrize("codec", ["zstd-stream", "zlib-stream"])
+async def test_both_codecs_reach_ready_with_every_guild_and_receive_events(monkeypatch: pytest.MonkeyPatch,
+                                                                            codec: str) -> None:
+    if codec == "zlib-stream":
+        # What discord.py uses when no zstd package is importable: its URL then says zlib-stream.
+        monkeypatch.setattr(discord.utils, "_ActiveDecompressionContext", zlib_context())
+    else:
+        assert discord.utils._ActiveDecompressionContext is zstd_context()  # type: ignore[attr-defined]
+    config = SimConfig(port=0, guilds=20, members_per_guild=4, shards=2, max_concurrency=2, identify_window=0.05,
+                       token=TOKEN)
+    async with SimulatorServer(config) as sim, aiohttp.ClientSession() as http:
+        monkeypatch.setattr(discord.http.Route, "BASE", f"{sim.url}/api/v10")
+        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(sim.gateway_url))
+        intents = discord.Intents.default()
+        intents.message_content = True
+        bot = commands.AutoShardedBot(command_prefix="!", intents=intents)
+        seen: list[discord.Message] = []
+
+        async def on_message(message: discord.Message) -> None:
+            seen.append(message)
+
+        bot.add_listener(on_message)
+        task = asyncio.create_task(bot.start(TOKEN))
+        try:
+            def ready() -> bool:
+                if task.done():
+                    task.result()
+                return bot.is_ready()
+
+            await wait_for(ready, timeout=60, message=f"the bot to be READY over {codec}")
+            world, stats = sim.state.world, sim.state.stats
+            assert sorted(g.id for g in bot.guilds) == [g.id for g in world.guilds]
+            assert stats.connections_by_compress == {"none": 0, "zlib-stream": 0, "zstd-stream": 0} | {codec: 2}
+            # One message into a guild of each shard, injected as a user would post it.
+            targets = [next(g for g in world.guilds if (g.id >> 22) % 2 == shard) for shard in (0, 1)]
+            for i, guild in enumerate(targets):
+                body: dict[str, Any] = {"guild_id": str(guild.id), "channel_id": str(guild.channels[0].id),
+                                        "author_id": str(guild.member_ids[0]), "content": f"over {codec} {i}"}
+                async with http.post(sim.url + "/_sim/messages", json=body) as resp:
+                    assert resp.status == 200 and (await resp.json())["delivered"] is True
+            await wait_for(lambda: len(seen) == 2, timeout=15, message="both messages")
+            assert sorted(m.content for m in seen) == [f"over {codec} 0", f"over {codec} 1"]
+            assert {m.guild.id for m in seen if m.guild is not None} == {g.id for g in targets}
+        finally:
+            await bot.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
+        await wait_for(lambda: not sim.state.gateway.live_shards(), message="the bot's sockets to close")

@@ -1,12 +1,9 @@
-"""Gateway building blocks without sockets: compression, sessions and their buffer, routing, query checks."""
+"""Gateway building blocks without sockets: sessions and their buffer, routing, query checks."""
 
 from __future__ import annotations
 
 import json
 
-from discord import utils as dutils
-
-from simulator.compression import PlainEncoder, ZlibStreamEncoder, make_encoder
 from simulator.config import SimConfig
 from simulator.gateway import _check_query
 from simulator.sessions import LazyGuildCreate, Session, SessionTable, dispatch_frame
@@ -26,18 +23,6 @@ def _session(table: SessionTable, shard: int = 0, count: int = 1, buffer: int = 
     s = Session(shard, count, 513, buffer, ShardStats(), Stats(), table.next_order())
     table.add(s)
     return s
-
-
-def test_zlib_stream_inflates_with_discord_py_context() -> None:
-    encoder = ZlibStreamEncoder()
-    inflater = dutils._ZlibDecompressionContext()  # type: ignore[attr-defined]
-    messages = [dispatch_frame(i, "MESSAGE_CREATE", json.dumps({"content": "x" * i, "i": i})) for i in range(1, 50)]
-    for text in messages:
-        frame = encoder.encode(text)
-        assert frame.endswith(b"\x00\x00\xff\xff")
-        assert inflater.decompress(frame) == text
-    assert make_encoder(None).binary is False and isinstance(make_encoder("zstd-stream"), PlainEncoder)
-    assert make_encoder("zlib-stream").binary is True
 
 
 def test_dispatch_frame_is_a_gateway_payload() -> None:
