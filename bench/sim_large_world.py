@@ -95,7 +95,8 @@ class _Shard:
                 await self._on(json.loads(text), ws)
 
     async def _on(self, payload: dict[str, Any], ws: aiohttp.ClientWebSocketResponse) -> None:
-        op, t, d = payload["op"], payload.get("t"), payload.get("d")
+        op, t = payload["op"], payload.get("t")
+        d: Any = payload.get("d")
         if op == 10:
             await ws.send_json({"op": 2, "d": {
                 "token": TOKEN, "intents": self.intents, "shard": list(self.shard), "large_threshold": 250,
