@@ -3,12 +3,17 @@
 Used by the e2e tests to prove that (a) plain discord.py connects to the simulator and (b)
 processes that do not coordinate their identifies trip the simulator's concurrency check.
 
-Usage: ``python tests/e2e/naive_bot.py [--no-zstd] API_URL TOKEN SHARD_IDS SHARD_COUNT``
+Usage: ``python tests/e2e/naive_bot.py [--no-zstd] [--members] API_URL TOKEN SHARD_IDS SHARD_COUNT``
 
 discord.py picks its gateway compression once, when ``discord.utils`` is imported: ``zstd-stream``
 when a zstd package (``zstandard``, or ``compression.zstd`` on Python 3.14) is importable, else
 ``zlib-stream``. ``--no-zstd`` hides those modules before discord is imported, so the same bot runs
 with zlib-stream. The READY line names the codec the bot asked for.
+
+``--members`` turns the members intent on, as a bot that keeps every member does: discord.py then
+chunks every guild at start-up (``chunk_guilds_at_startup`` follows the intent). Once every guild
+is chunked the bot prints one ``GUILD id=… members=… member_count=…`` line per guild, then
+``ALL-CHUNKED``; discord.py's READY may come first if a huge guild's chunks outlast its timeout.
 """
 
 from __future__ import annotations
@@ -17,14 +22,18 @@ import sys
 
 #: The zstd modules discord.py tries; a ``None`` in ``sys.modules`` makes their import fail.
 _ZSTD_MODULES = ("zstandard", "compression.zstd")
+_FLAGS = ("--no-zstd", "--members")
 
 
 def main(argv: list[str]) -> None:
     no_zstd = "--no-zstd" in argv
-    api_url, token, shard_ids, shard_count = [a for a in argv if a != "--no-zstd"][:4]
+    members = "--members" in argv
+    api_url, token, shard_ids, shard_count = [a for a in argv if a not in _FLAGS][:4]
     if no_zstd:
         for name in _ZSTD_MODULES:
             sys.modules[name] = None  # type: ignore[assignment]
+
+    import asyncio
 
     import discord
     import yarl
@@ -36,14 +45,24 @@ def main(argv: list[str]) -> None:
     Route.BASE = f"{api_url}/api/v10"
     DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(api_url.replace("http", "ws", 1) + "/gateway")
     intents = discord.Intents.default()
+    intents.members = members
     bot = commands.AutoShardedBot(
         command_prefix="!", intents=intents, shard_ids=[int(s) for s in shard_ids.split(",")],
         shard_count=int(shard_count),
     )
 
+    async def report_when_chunked() -> None:
+        while not all(g.chunked for g in bot.guilds):  # noqa: ASYNC110 - discord.py has no "chunked" event to wait on
+            await asyncio.sleep(0.2)
+        for g in bot.guilds:
+            print(f"GUILD id={g.id} members={len(g.members)} member_count={g.member_count}", flush=True)
+        print("ALL-CHUNKED", flush=True)
+
     @bot.event
     async def on_ready() -> None:
         print(f"READY guilds={len(bot.guilds)} compress={compress}", flush=True)
+        if members:
+            bot.loop.create_task(report_when_chunked())
 
     bot.run(token, log_handler=None)
 
