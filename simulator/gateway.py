@@ -4,6 +4,10 @@
 (``(guild_id >> 22) % shard_count``), to the newest live session of the shard, else into the
 buffer of its newest resumable session, else counts them lost. The opcodes a client sends are
 handled in :mod:`simulator.opcodes`; this module holds the socket lifecycle, routing and faults.
+
+When a socket ends, its session follows the close-code table (:mod:`simulator.close_codes`): a
+server close with a fatal or "new session" code, or any close with 1000/1001, ends it; other
+drops keep it resumable for ``--resume-ttl`` seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from .close_codes import CLEAN_CLOSE_CODES, FATAL_CLOSE_CODES, ends_session
 from .compression import SUPPORTED_COMPRESS, make_encoder
 from .connection import Connection
 from .identify import IdentifyLimiter, SessionStartBudget
@@ -36,8 +41,6 @@ __all__ = ("Gateway", "FATAL_CLOSE_CODES", "FAULT_KINDS", "GATEWAY_PATH")
 _log = logging.getLogger(__name__)
 
 GATEWAY_PATH = "/gateway"
-#: Close codes after which a client must not reconnect (and whose session is gone).
-FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
 FAULT_KINDS = ("disconnect", "reconnect", "invalid_session")
 #: Seconds a client gets to act on op 7 RECONNECT before the server closes the socket itself.
 RECONNECT_GRACE = 5.0
@@ -129,19 +132,20 @@ class Gateway:
             self._ops.on_message(conn, raw, resume_url)
 
     def _detach(self, conn: Connection) -> None:
-        """The socket is gone: end or keep its session, count the close."""
+        """The socket is gone: end or keep its session (the close-code table decides), count the close."""
         session = conn.session
         conn.session = None
-        if conn.close_code is not None:
-            code, keep = conn.close_code, conn.keep_session
-        else:
+        if conn.close_code is not None:  # the server closed it: Discord's table applies
+            code = conn.close_code
+            keep = conn.keep_session and not ends_session(code)
+        else:  # the client closed it (or the TCP connection dropped): only 1000/1001 end the session
             code = conn.ws.close_code if conn.ws.close_code is not None else 1006
-            keep = code not in (1000, 1001)
+            keep = code not in CLEAN_CLOSE_CODES
         if session is None or session.conn is not conn:
             return
         session.conn = None
         session.stats.closes[code] += 1
-        if keep and not session.invalidated and code not in FATAL_CLOSE_CODES:
+        if keep and not session.invalidated:
             session.detached_at = self.clock()
             _log.info("shard %s/%s session %s detached (close %s); resumable for %.0fs", session.shard_id,
                       session.shard_count, session.session_id[:8], code, self.config.resume_ttl)
@@ -247,7 +251,8 @@ class Gateway:
         """Apply a gateway fault to every live session of ``shard_id`` (every live session when None).
 
         ``disconnect`` closes with ``code``; the session stays resumable unless ``resumable`` is
-        False, the code is fatal, or it is 1000/1001. ``reconnect`` sends op 7 (the client resumes).
+        False or the code ends sessions (fatal, "new session", 1000/1001: :mod:`simulator.close_codes`).
+        ``reconnect`` sends op 7 (the client resumes).
         ``invalid_session`` sends op 9 with ``d=resumable``; when False the session is ended.
         """
         if kind not in FAULT_KINDS:
@@ -259,8 +264,7 @@ class Gateway:
             conn = session.conn
             assert conn is not None
             if kind == "disconnect":
-                keep = resumable and code not in FATAL_CLOSE_CODES and code not in (1000, 1001)
-                conn.close(code, "simulated fault", keep_session=keep)
+                conn.close(code, "simulated fault", keep_session=resumable and not ends_session(code))
             elif kind == "reconnect":
                 conn.send('{"t":null,"s":null,"op":7,"d":null}')
                 conn.set_timer("reconnect", RECONNECT_GRACE,

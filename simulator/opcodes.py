@@ -7,7 +7,8 @@ Discord's rules, as the simulator enforces them:
 - anything but HEARTBEAT, IDENTIFY and RESUME before a session exists → close 4003; a second
   IDENTIFY or RESUME on a connection with a session → 4005;
 - op 2 IDENTIFY and op 6 RESUME: :mod:`simulator.session_start`;
-- no heartbeat for 1.5 heartbeat intervals → close 4009 (the session stays resumable).
+- no heartbeat for 1.5 heartbeat intervals → close 4009 Session timed out, which ends the session:
+  the table says "Reconnect and start a new one" (see :mod:`simulator.close_codes`).
 """
 
 from __future__ import annotations
@@ -111,14 +112,14 @@ class OpcodeHandler:
     # -- heartbeat -------------------------------------------------------------------------------
 
     def arm_heartbeat(self, conn: Connection) -> None:
-        """Close the connection (4009, resumable) when heartbeats stop."""
+        """Close the connection 4009 Session timed out (the session ends) when heartbeats stop."""
         timeout = self.config.heartbeat_interval_ms / 1000 * HEARTBEAT_GRACE
 
         def check() -> None:
             idle = self.gw.clock() - conn.last_heartbeat
             if idle >= timeout:
                 _log.info("gateway client %s sent no heartbeat for %.1fs: close 4009", conn.peer, idle)
-                conn.close(4009, "Session timed out.", keep_session=True)
+                conn.close(4009, "Session timed out.", keep_session=False)
             else:
                 conn.set_timer("heartbeat", timeout - idle, check)
 

@@ -6,8 +6,10 @@ Discord's rules, as the simulator enforces them:
   or unknown ``intents`` → 4013; a second IDENTIFY of a bucket (``shard_id % max_concurrency``)
   inside the identify window → op 9 INVALID_SESSION ``false`` and no session; an exhausted daily
   budget → 4004;
-- RESUME of an unknown, ended or expired session, or from a sequence the buffer no longer holds →
-  op 9 ``false``; otherwise the missed dispatches, then RESUMED.
+- RESUME of an unknown, ended or expired session → op 9 ``false`` (``gateway.mdx``, "Resuming");
+  with a ``seq`` the session never sent, or one its buffer no longer holds → close 4007 Invalid
+  ``seq``, and the session ends ("Reconnect and start a new session"); otherwise the missed
+  dispatches, then RESUMED.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ def identify(gw: GatewayCore, conn: Connection, d: object, resume_url: str) -> N
 
 
 def resume(gw: GatewayCore, conn: Connection, d: object) -> None:
-    """Handle op 6 RESUME: replay what the session missed, then RESUMED; or op 9."""
+    """Handle op 6 RESUME: replay what the session missed, then RESUMED; or op 9, or close 4007."""
     stats = gw.stats
     if conn.session is not None:
         conn.close(4005, "Already authenticated.")
@@ -156,15 +158,22 @@ def resume(gw: GatewayCore, conn: Connection, d: object) -> None:
         return
     session = gw.sessions.get(d["session_id"])
     seq = d.get("seq") or 0
-    frames = None
-    if session is not None and session.resumable(gw.clock(), gw.config.resume_ttl):
-        frames = session.replay_after(seq)
-    if session is None or frames is None:
+    if session is None or not session.resumable(gw.clock(), gw.config.resume_ttl):
         stats.failed_resumes += 1
         if session is not None and session.conn is None:
             gw.end_session(session)
         _log.info("RESUME of session %s at seq %s refused: op 9", str(d["session_id"])[:8], seq)
         conn.send(INVALID_SESSION_FALSE)
+        return
+    frames = session.replay_after(seq)
+    if frames is None:
+        # A seq the session never sent, or one the buffer no longer covers: 4007, start a new session.
+        stats.failed_resumes += 1
+        if session.conn is None:
+            gw.end_session(session)
+        _log.info("RESUME of session %s at seq %s (the session is at %d): close 4007", session.session_id[:8],
+                  seq, session.seq)
+        conn.close(4007, "Invalid seq.", keep_session=False)
         return
     old = session.conn
     if old is not None:

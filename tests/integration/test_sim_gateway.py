@@ -324,7 +324,8 @@ async def test_request_guild_members_answers_chunks(sim: SimulatorServer, connec
     assert chunk["d"]["not_found"] == ["42"]
 
 
-async def test_missing_heartbeats_close_4009_and_keep_the_session(http: aiohttp.ClientSession) -> None:
+async def test_missing_heartbeats_close_4009_and_end_the_session(http: aiohttp.ClientSession) -> None:
+    """4009 Session timed out: "Reconnect and start a new one" (the close-code table), so RESUME is refused."""
     async with SimulatorServer(_config(heartbeat_interval_ms=1000)) as server:
         connect = connector(http, server)
         client = await connect()
@@ -332,7 +333,10 @@ async def test_missing_heartbeats_close_4009_and_keep_the_session(http: aiohttp.
         assert await client.close_code(timeout=5) == 4009
         again = await connect()
         await again.send(6, {"token": TOKEN, "session_id": client.session_id, "seq": client.seq})
-        assert (await again.recv())["t"] == "RESUMED"
+        refused = await again.recv()
+        assert refused["op"] == 9 and refused["d"] is False
+        await again.ready((0, 2))  # a new session instead
+        assert server.state.stats.failed_resumes == 1 and server.state.stats.identifies == 2
 
 
 async def test_fault_disconnect_keeps_the_session_resumable(sim: SimulatorServer, connect: Connect) -> None:
