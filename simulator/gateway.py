@@ -5,6 +5,11 @@
 buffer of its newest resumable session, else counts them lost. The opcodes a client sends are
 handled in :mod:`simulator.opcodes`; this module holds the socket lifecycle, routing and faults.
 
+The websocket answers on two paths: ``/gateway`` (what ``GET /gateway/bot`` names) and
+``/gateway/resume``, READY's ``resume_gateway_url``, which a client "should use when it Resumes
+after a disconnect" (``developers/events/gateway.mdx``, "Ready event" and "Preparing to Resume").
+Both accept everything; a RESUME that arrives elsewhere is counted (``resumes_off_resume_url``).
+
 When a socket ends, its session follows the close-code table (:mod:`simulator.close_codes`): a
 server close with a fatal or "new session" code, or any close with 1000/1001, ends it; other
 drops keep it resumable for ``--resume-ttl`` seconds.
@@ -36,11 +41,13 @@ if TYPE_CHECKING:
     from .state import Stats
     from .world import World
 
-__all__ = ("Gateway", "FATAL_CLOSE_CODES", "FAULT_KINDS", "GATEWAY_PATH")
+__all__ = ("Gateway", "FATAL_CLOSE_CODES", "FAULT_KINDS", "GATEWAY_PATH", "GATEWAY_RESUME_PATH")
 
 _log = logging.getLogger(__name__)
 
 GATEWAY_PATH = "/gateway"
+#: READY's ``resume_gateway_url`` points here.
+GATEWAY_RESUME_PATH = "/gateway/resume"
 FAULT_KINDS = ("disconnect", "reconnect", "invalid_session")
 #: Seconds a client gets to act on op 7 RECONNECT before the server closes the socket itself.
 RECONNECT_GRACE = 5.0
@@ -79,7 +86,7 @@ class Gateway:
     # -- the websocket ---------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The ``GET /gateway`` websocket handler."""
+        """The ``GET /gateway`` (and ``GET /gateway/resume``) websocket handler."""
         ws = web.WebSocketResponse(max_msg_size=1 << 20, autoping=True)
         if not ws.can_prepare(request).ok:
             return web.json_response({"message": "400: Bad Request (expected a websocket upgrade)", "code": 0},
@@ -100,7 +107,8 @@ class Gateway:
                 conn.send(dumps({"t": None, "s": None, "op": 10, "d": {
                     "heartbeat_interval": self.config.heartbeat_interval_ms, "_trace": ["[\"innkeeper-sim\"]"]}}))
                 self._ops.arm_heartbeat(conn)
-            await self._read_loop(conn, f"ws://{request.host}{GATEWAY_PATH}")
+            via_resume = request.path.rstrip("/") == GATEWAY_RESUME_PATH
+            await self._read_loop(conn, f"ws://{request.host}{GATEWAY_RESUME_PATH}", via_resume)
         except Exception:  # noqa: BLE001 - a broken client must never take the server down
             _log.exception("gateway connection from %s failed", peer)
         finally:
@@ -111,7 +119,7 @@ class Gateway:
                 self._idle.set()
         return ws
 
-    async def _read_loop(self, conn: Connection, resume_url: str) -> None:
+    async def _read_loop(self, conn: Connection, resume_url: str, via_resume: bool) -> None:
         ws = conn.ws
         while True:
             msg = await ws.receive()
@@ -129,7 +137,7 @@ class Gateway:
                 continue
             if conn.closing:
                 continue
-            self._ops.on_message(conn, raw, resume_url)
+            self._ops.on_message(conn, raw, resume_url, via_resume)
 
     def _detach(self, conn: Connection) -> None:
         """The socket is gone: end or keep its session (the close-code table decides), count the close."""

@@ -63,8 +63,11 @@ class OpcodeHandler:
 
     # -- entry -----------------------------------------------------------------------------------
 
-    def on_message(self, conn: Connection, raw: str, resume_url: str) -> None:
-        """Handle one text payload from the client."""
+    def on_message(self, conn: Connection, raw: str, resume_url: str, via_resume: bool = False) -> None:
+        """Handle one text payload from the client.
+
+        ``resume_url`` is READY's ``resume_gateway_url``; ``via_resume`` whether the client connected to it.
+        """
         if len(raw) > MAX_PAYLOAD_BYTES // 4 and len(raw.encode()) > MAX_PAYLOAD_BYTES:
             conn.close(4002, "Payload too large (4096 bytes at most).")
             return
@@ -95,6 +98,8 @@ class OpcodeHandler:
         elif op == 2:
             identify(self.gw, conn, data, resume_url)
         elif op == 6:
+            if not via_resume:
+                self.stats.resumes_off_resume_url += 1
             resume(self.gw, conn, data)
         elif op in (3, 4, 8, 31):
             if conn.session is None:

@@ -23,7 +23,7 @@ from innkeeper.port_files import remove_port_file, write_port_file
 
 from . import control, rest
 from .config import SimConfig
-from .gateway import GATEWAY_PATH, Gateway
+from .gateway import GATEWAY_PATH, GATEWAY_RESUME_PATH, Gateway
 from .state import STATE_KEY, SimState, Stats
 from .world import World
 
@@ -39,9 +39,10 @@ def create_app(config: SimConfig) -> web.Application:
     gateway = Gateway(config, world, stats)
     app = web.Application(client_max_size=32 * 1024 * 1024)
     app[STATE_KEY] = SimState(config=config, world=world, gateway=gateway, stats=stats)
-    app.router.add_get(GATEWAY_PATH, gateway.handle)
-    # The websocket also answers on the trailing-slash form discord.py's default URL has.
-    app.router.add_get(GATEWAY_PATH + "/", gateway.handle)
+    # The websocket also answers on the trailing-slash form discord.py's default URL has, and on
+    # READY's resume_gateway_url.
+    for path in (GATEWAY_PATH, GATEWAY_PATH + "/", GATEWAY_RESUME_PATH, GATEWAY_RESUME_PATH + "/"):
+        app.router.add_get(path, gateway.handle)
     rest.setup(app)
     control.setup(app)
 
@@ -85,6 +86,11 @@ class SimulatorServer:
     @property
     def gateway_url(self) -> str:
         return f"ws://{self.config.host}:{self.config.port}{GATEWAY_PATH}"
+
+    @property
+    def resume_gateway_url(self) -> str:
+        """READY's ``resume_gateway_url``: where a client should RESUME."""
+        return f"ws://{self.config.host}:{self.config.port}{GATEWAY_RESUME_PATH}"
 
     @property
     def state(self) -> SimState:

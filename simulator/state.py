@@ -80,6 +80,8 @@ class Stats:
     identify_budget_exhausted: int = 0
     #: Dispatches not sent because the target session's intents exclude them (as Discord does).
     intent_filtered: int = 0
+    #: RESUMEs sent to the gateway URL instead of READY's ``resume_gateway_url``.
+    resumes_off_resume_url: int = 0
     shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
     started_at: float = field(default_factory=time.monotonic)
 
@@ -103,6 +105,7 @@ class Stats:
             "faults_applied": self.faults_applied,
             "identify_budget_exhausted": self.identify_budget_exhausted,
             "intent_filtered": self.intent_filtered,
+            "resumes_off_resume_url": self.resumes_off_resume_url,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
         }

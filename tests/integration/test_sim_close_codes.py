@@ -1,4 +1,4 @@
-"""Server-side closes follow Discord's close-code table.
+"""Server-side closes follow Discord's close-code table, and RESUME belongs on READY's ``resume_gateway_url``.
 
 ``opcodes-and-status-codes.mdx`` ("Gateway Close Event Codes"): 4004 and 4010–4014 are not
 reconnectable, 4007 and 4009 mean "start a new session", the others leave the session resumable.
@@ -121,7 +121,37 @@ async def test_resume_from_a_seq_the_buffer_lost_closes_4007(sim: SimulatorServe
     assert await stale.close_code() == 4007
 
 
-async def test_discord_py_starts_a_new_session_after_4009(
+async def test_resume_belongs_on_the_resume_gateway_url(sim: SimulatorServer, connect: Connect,
+                                                         http: aiohttp.ClientSession) -> None:
+    stats = sim.state.stats
+    client = await connect()
+    ready, _ = await client.ready((0, 2))
+    resume_url = ready["d"]["resume_gateway_url"]
+    assert resume_url == sim.resume_gateway_url and resume_url != sim.gateway_url
+    for on_resume_url in (True, False):
+        assert sim.state.gateway.apply_fault("disconnect", 0, resumable=True, code=4000) == 1
+        assert await client.close_code() == 4000
+        query = "?v=10&encoding=json&compress=zlib-stream"
+        again = await _connect_to(http, resume_url + query) if on_resume_url else await connect(query)
+        await again.send(6, {"token": TOKEN, "session_id": client.session_id, "seq": client.seq})
+        assert (await again.recv())["t"] == "RESUMED"
+        assert stats.resumes_off_resume_url == (0 if on_resume_url else 1)
+        again.session_id, client = client.session_id, again
+    # The resume URL is a gateway URL like the other: a new session may start there too.
+    fresh = await _connect_to(http, resume_url + "?v=10&encoding=json")
+    await fresh.ready((1, 2))
+    assert stats.resumes == 2 and stats.identifies == 2
+
+
+async def _connect_to(http: aiohttp.ClientSession, url: str) -> GatewayClient:
+    ws = await http.ws_connect(url, max_msg_size=0)
+    client = GatewayClient(ws, "compress=zlib-stream" in url)
+    client.hello = await client.recv()
+    assert client.hello["op"] == 10
+    return client
+
+
+async def test_discord_py_starts_a_new_session_after_4009_and_resumes_on_the_resume_url(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """discord.py resumes after every close it can handle; after 4009 the RESUME is refused and it identifies."""
     config = _config(token="dpy-token", shards=1, max_concurrency=1)
@@ -140,6 +170,7 @@ async def test_discord_py_starts_a_new_session_after_4009(
             await wait_for(live, timeout=60, message="the client to be READY")
             assert gateway.apply_fault("disconnect", 0, resumable=True, code=4000) == 1
             await wait_for(lambda: stats.resumes == 1 and live(), timeout=30, message="a RESUME")
+            assert stats.resumes_off_resume_url == 0  # discord.py went to READY's resume_gateway_url
             assert gateway.apply_fault("disconnect", 0, resumable=True, code=4009) == 1
             await wait_for(lambda: stats.identifies == 2 and live(), timeout=30, message="a new session")
             assert stats.failed_resumes == 1 and stats.resumes == 1

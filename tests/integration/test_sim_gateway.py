@@ -129,7 +129,7 @@ async def test_identify_sends_ready_and_exactly_the_shards_guilds(sim: Simulator
         assert d["shard"] == [shard, 2] and d["v"] == 10
         assert d["user"]["id"] == str(world.application_id) and d["user"]["bot"] is True
         assert d["application"]["id"] == str(world.application_id)
-        assert d["resume_gateway_url"] == sim.gateway_url
+        assert d["resume_gateway_url"] == sim.resume_gateway_url  # a URL of its own, for RESUME
         assert [c["t"] for c in creates] == ["GUILD_CREATE"] * len(expected)
         assert [c["d"]["id"] for c in creates] == expected
         assert [m["s"] for m in [ready, *creates]] == list(range(1, len(expected) + 2))
