@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from innkeeper.errors import UsageError
 
+from .application import parse_privileged_intents
 from .config import SimConfig
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("resume_buffer", int, "dispatches a session keeps for RESUME"),
     ("resume_ttl", float, "seconds a dropped session stays resumable"),
     ("max_member_count", int, "member_count of the largest guilds (their members are not all sent)"),
+    ("privileged_intents", str, "privileged intents the application is granted: comma-separated presences, "
+                                "members, message_content, or none (others close 4014)"),
 )
 
 #: (field, lowest allowed, highest allowed or None).
@@ -89,6 +92,11 @@ def validate_config(config: SimConfig) -> None:
         raise UsageError("--token must not be empty")
     if not config.host.strip():
         raise UsageError("--host must not be empty")
+    try:
+        parse_privileged_intents(config.privileged_intents)
+    except ValueError as exc:
+        raise UsageError(f"--privileged-intents: {exc}; use a comma-separated list of presences, members, "
+                         "message_content, or none") from None
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:

@@ -47,6 +47,9 @@ class SimConfig:
     resume_ttl: float = 120.0
     #: Largest ``member_count`` of the largest guilds (members are not all sent).
     max_member_count: int = 100_000
+    #: Privileged intents the application's flags grant (``presences``, ``members``, ``message_content``,
+    #: comma-separated, or ``none``); an IDENTIFY asking for another one is closed 4014.
+    privileged_intents: str = "presences,members,message_content"
 
     @property
     def base_url(self) -> str:

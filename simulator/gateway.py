@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from .application import Application
 from .close_codes import CLEAN_CLOSE_CODES, FATAL_CLOSE_CODES, ends_session
 from .compression import SUPPORTED_COMPRESS, make_encoder
 from .connection import Connection
@@ -66,14 +67,17 @@ class Gateway:
         The simulator's counters (shared with the REST side).
     clock:
         Monotonic seconds, for the identify limits and resume TTL; injectable for tests.
+    application:
+        The application's flags and token (shared with REST); built from ``config`` when not given.
     """
 
     def __init__(self, config: SimConfig, world: World, stats: Stats,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, application: Application | None = None) -> None:
         self.config = config
         self.world = world
         self.stats = stats
         self.clock = clock
+        self.application = application if application is not None else Application.from_config(config)
         self.limiter = IdentifyLimiter(config.max_concurrency, config.identify_window, clock)
         self.budget = SessionStartBudget(config.session_start_total, clock=clock)
         self.sessions = SessionTable(config.resume_ttl, clock)
@@ -287,6 +291,24 @@ class Gateway:
         _log.info("gateway fault %s (shard=%s, resumable=%s, code=%s) hit %d session(s)", kind, shard_id,
                   resumable, code, len(targets))
         return len(targets)
+
+    def close_disallowed_sessions(self) -> int:
+        """Close 4014 (and end) every session that identified with an intent the application no longer has.
+
+        discord.py warns that editing the limited intent flags "leads to the termination of the bot"
+        (``AppInfo.edit``); the simulator ends exactly the sessions that use a removed intent.
+        """
+        ended = 0
+        for session in list(self.sessions):
+            if not self.application.disallowed(session.intents):
+                continue
+            conn = session.conn
+            if conn is not None:
+                self.stats.privileged_intent_closes += 1
+                conn.close(4014, "Disallowed intent(s).", keep_session=False)
+            self.end_session(session)
+            ended += 1
+        return ended
 
     def shard_count(self) -> int | None:
         """The shard count of the newest live session, or None when none is live."""

@@ -22,6 +22,7 @@ from aiohttp import web
 from innkeeper.port_files import remove_port_file, write_port_file
 
 from . import control, rest
+from .application import Application
 from .config import SimConfig
 from .gateway import GATEWAY_PATH, GATEWAY_RESUME_PATH, Gateway
 from .state import STATE_KEY, SimState, Stats
@@ -36,9 +37,10 @@ def create_app(config: SimConfig) -> web.Application:
     """The simulator's aiohttp application for ``config`` (state under :data:`~simulator.state.STATE_KEY`)."""
     world = World(config)
     stats = Stats()
-    gateway = Gateway(config, world, stats)
+    application = Application.from_config(config)
+    gateway = Gateway(config, world, stats, application=application)
     app = web.Application(client_max_size=32 * 1024 * 1024)
-    app[STATE_KEY] = SimState(config=config, world=world, gateway=gateway, stats=stats)
+    app[STATE_KEY] = SimState(config=config, world=world, gateway=gateway, stats=stats, application=application)
     # The websocket also answers on the trailing-slash form discord.py's default URL has, and on
     # READY's resume_gateway_url.
     for path in (GATEWAY_PATH, GATEWAY_PATH + "/", GATEWAY_RESUME_PATH, GATEWAY_RESUME_PATH + "/"):

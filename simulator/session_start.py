@@ -3,7 +3,11 @@
 Discord's rules, as the simulator enforces them:
 
 - IDENTIFY: bad token → 4004, bad ``shard`` → 4010, too many guilds for one shard → 4011, missing
-  or unknown ``intents`` → 4013; a second IDENTIFY of a bucket (``shard_id % max_concurrency``)
+  or unknown ``intents`` → 4013, a privileged intent the application's flags do not grant → 4014
+  (``developers/events/gateway.mdx``, "Privileged Intents" → "Gateway Restrictions": "If you pass a
+  privileged intent in the ``intents`` parameter without configuring it in your app's settings …
+  your Gateway connection will be closed with a ``4014`` close code"; MESSAGE_CONTENT is one of the
+  privileged intents listed there). A second IDENTIFY of a bucket (``shard_id % max_concurrency``)
   inside the identify window → op 9 INVALID_SESSION ``false`` and no session; an exhausted daily
   budget → 4004;
 - RESUME of an unknown, ended or expired session → op 9 ``false`` (``gateway.mdx``, "Resuming");
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 from .sessions import Session, SessionTable, dumps
 
 if TYPE_CHECKING:
+    from .application import Application
     from .config import SimConfig
     from .connection import Connection
     from .identify import IdentifyLimiter, SessionStartBudget
@@ -45,8 +50,8 @@ def _is_int(value: object) -> bool:
 class GatewayCore(Protocol):
     """What the opcode handlers use of their gateway (:class:`~simulator.gateway.Gateway`).
 
-    Its configuration, world and counters, the identify limits, the session table, and the two
-    notifications a new or ended session owes the gateway's routing.
+    Its configuration, world and counters, the identify limits, the session table, the application
+    (flags and token), and the two notifications a new or ended session owes the gateway's routing.
     """
 
     config: SimConfig
@@ -56,6 +61,7 @@ class GatewayCore(Protocol):
     limiter: IdentifyLimiter
     budget: SessionStartBudget
     sessions: SessionTable
+    application: Application
 
     def routes_changed(self) -> None: ...
 
@@ -95,6 +101,13 @@ def identify(gw: GatewayCore, conn: Connection, d: object, resume_url: str) -> N
     if not isinstance(intents, int) or isinstance(intents, bool) or intents < 0 or intents & ~VALID_INTENTS:
         conn.close(4013, "Invalid intent(s).", keep_session=False)
         return
+    denied = gw.application.disallowed(intents)
+    if denied:
+        stats.privileged_intent_closes += 1
+        _log.info("shard %d IDENTIFY asks for privileged intents %d the application lacks: close 4014", shard_id,
+                  denied)
+        conn.close(4014, "Disallowed intent(s).", keep_session=False)
+        return
     guilds = gw.world.guilds_for_shard(shard_id, shard_count)
     if len(guilds) > cfg.max_guilds_per_shard:
         stats.sharding_required_closes += 1
@@ -132,7 +145,8 @@ def identify(gw: GatewayCore, conn: Connection, d: object, resume_url: str) -> N
     ready = {
         "v": 10, "user": world.bot_user(), "guilds": world.ready_guilds(shard_id, shard_count),
         "session_id": session.session_id, "resume_gateway_url": resume_url, "shard": [shard_id, shard_count],
-        "application": world.application, "private_channels": [], "relationships": [], "presences": [],
+        "application": {"id": str(world.application_id), "flags": gw.application.flags}, "private_channels": [],
+        "relationships": [], "presences": [],
         "guild_join_requests": [], "user_settings": {}, "session_type": "normal", "auth": {},
         "geo_ordered_rtc_regions": ["us-east", "us-central"], "_trace": ['["innkeeper-sim",{"micros":0}]'],
     }

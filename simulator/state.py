@@ -13,8 +13,9 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from .application import Application
 from .snowflakes import DISCORD_EPOCH_MS
 
 if TYPE_CHECKING:
@@ -80,6 +81,9 @@ class Stats:
     identify_budget_exhausted: int = 0
     #: Dispatches not sent because the target session's intents exclude them (as Discord does).
     intent_filtered: int = 0
+    #: Sessions closed 4014: an IDENTIFY with a privileged intent the application's flags do not grant,
+    #: or a live session whose intent a ``PATCH /applications/@me`` took away.
+    privileged_intent_closes: int = 0
     #: RESUMEs sent to the gateway URL instead of READY's ``resume_gateway_url``.
     resumes_off_resume_url: int = 0
     shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
@@ -105,6 +109,7 @@ class Stats:
             "faults_applied": self.faults_applied,
             "identify_budget_exhausted": self.identify_budget_exhausted,
             "intent_filtered": self.intent_filtered,
+            "privileged_intent_closes": self.privileged_intent_closes,
             "resumes_off_resume_url": self.resumes_off_resume_url,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
@@ -314,6 +319,9 @@ class GatewayHub(Protocol):
     def identify_reset_after_ms(self) -> int:
         """Milliseconds until the daily budget is full again (``session_start_limit.reset_after``)."""
 
+    def close_disallowed_sessions(self) -> int:
+        """Close 4014 every session whose intents the application's flags no longer grant; returns how many."""
+
 
 @dataclass(slots=True)
 class SimState:
@@ -333,9 +341,13 @@ class SimState:
     dm_channels: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Users whose DMs are closed to the bot (``POST /_sim/users/{id}/dms``): sends there are 403 50007.
     closed_dms: set[int] = field(default_factory=set)
+    #: The application (flags, token), shared with the gateway; built from ``config`` when not given.
+    application: Application = field(default=cast("Application", None))
 
     def __post_init__(self) -> None:
         self.commands = CommandStore(self.ids)
+        if self.application is None:
+            self.application = Application.from_config(self.config)
 
 
 def _state_key() -> Any:

@@ -130,6 +130,7 @@ async def test_identify_sends_ready_and_exactly_the_shards_guilds(sim: Simulator
         assert d["user"]["id"] == str(world.application_id) and d["user"]["bot"] is True
         assert d["application"]["id"] == str(world.application_id)
         assert d["resume_gateway_url"] == sim.resume_gateway_url  # a URL of its own, for RESUME
+        assert d["application"]["flags"] == (1 << 13) | (1 << 15) | (1 << 19)  # the three _LIMITED intent flags
         assert [c["t"] for c in creates] == ["GUILD_CREATE"] * len(expected)
         assert [c["d"]["id"] for c in creates] == expected
         assert [m["s"] for m in [ready, *creates]] == list(range(1, len(expected) + 2))

@@ -30,6 +30,13 @@ def test_flags_build_a_config() -> None:
     assert cli.config_from_args(cli.build_parser().parse_args([])) == SimConfig()
 
 
+def test_the_privileged_intents_flag_builds_a_config() -> None:
+    args = cli.build_parser().parse_args(["--privileged-intents", "members,message_content"])
+    assert cli.config_from_args(args) == SimConfig(privileged_intents="members,message_content")
+    assert cli.config_from_args(cli.build_parser().parse_args(["--privileged-intents", "none"])).privileged_intents \
+        == "none"
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--guilds", "0"], "--guilds must be between 1 and"),
     (["--port", "70000"], "--port must be between 0 and 65535"),
@@ -37,6 +44,7 @@ def test_flags_build_a_config() -> None:
     (["--shards", "-1"], "--shards"),
     (["--identify-window", "-1"], "--identify-window must be at least 0"),
     (["--token", " "], "--token must not be empty"),
+    (["--privileged-intents", "presence"], "--privileged-intents: unknown privileged intent 'presence'"),
 ])
 def test_bad_flags_exit_2_with_one_clear_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2

@@ -77,6 +77,9 @@ class FakeHub:
     def identify_reset_after_ms(self) -> int:
         return 12_345
 
+    def close_disallowed_sessions(self) -> int:
+        return 0
+
     def of(self, event: str) -> list[dict[str, Any]]:
         return [d for _, e, _, d in self.events if e == event]
 

@@ -1,10 +1,31 @@
-"""The simulator's rules without sockets: the close-code table."""
+"""The simulator's rules without sockets: application flags, the close-code table."""
 
 from __future__ import annotations
 
 import pytest
 
+from simulator.application import EDITABLE_FLAGS, Application, parse_privileged_intents
 from simulator.close_codes import ends_session
+from simulator.intents import Intent
+
+
+def test_privileged_intents_parse_into_the_limited_flags() -> None:
+    assert parse_privileged_intents("presences,members,message_content") == EDITABLE_FLAGS
+    assert parse_privileged_intents(" Members , message-content ") == (1 << 15) | (1 << 19)
+    assert parse_privileged_intents("none") == 0
+    with pytest.raises(ValueError, match="unknown privileged intent 'everything'"):
+        parse_privileged_intents("members,everything")
+
+
+@pytest.mark.parametrize(("flags", "intents", "denied"), [
+    (0, Intent.GUILDS | Intent.GUILD_MESSAGES, 0),  # no privileged intent asked for
+    (0, Intent.GUILD_PRESENCES | Intent.MESSAGE_CONTENT, Intent.GUILD_PRESENCES | Intent.MESSAGE_CONTENT),
+    (1 << 12, Intent.GUILD_PRESENCES, 0),  # the non-limited flag grants it too
+    (1 << 14, Intent.GUILD_MEMBERS | Intent.MESSAGE_CONTENT, Intent.MESSAGE_CONTENT),
+    (1 << 18 | 1 << 15, Intent.GUILD_MEMBERS | Intent.MESSAGE_CONTENT, 0),
+])
+def test_disallowed_names_the_privileged_intents_the_flags_lack(flags: int, intents: int, denied: int) -> None:
+    assert Application(flags, "t").disallowed(intents) == denied
 
 
 @pytest.mark.parametrize(("code", "ended"), [
