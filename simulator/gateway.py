@@ -33,7 +33,7 @@ from .close_codes import CLEAN_CLOSE_CODES, FATAL_CLOSE_CODES, ends_session
 from .compression import SUPPORTED_COMPRESS, make_encoder
 from .connection import Connection
 from .identify import IdentifyLimiter, SessionStartBudget
-from .intents import MESSAGE_EVENTS, Intent, allows, strip_content
+from .intents import MESSAGE_EVENTS, SELF_EVENTS, Intent, allows, allows_dispatch, strip_content
 from .opcodes import OpcodeHandler
 from .sessions import Session, SessionTable, dumps
 
@@ -197,7 +197,7 @@ class Gateway:
             self.stats.lost += 1
             return False
         intents = target.intents
-        if not allows(intents, event, in_guild=True):
+        if not allows_dispatch(intents, event, data, in_guild=True, bot_id=self.world.application_id):
             self.stats.intent_filtered += 1
             return False
         if event in MESSAGE_EVENTS and not intents & Intent.MESSAGE_CONTENT:
@@ -212,7 +212,9 @@ class Gateway:
             self.stats.lost += 1
             return False
         intents = target.intents
-        if not allows(intents, event, in_guild=True):
+        if not allows(intents, event, in_guild=True) and not (
+                event in SELF_EVENTS and allows_dispatch(intents, event, json.loads(d_json), in_guild=True,
+                                                         bot_id=self.world.application_id)):
             self.stats.intent_filtered += 1
             return False
         if event in MESSAGE_EVENTS and not intents & Intent.MESSAGE_CONTENT:
@@ -251,8 +253,9 @@ class Gateway:
         in_guild = "guild_id" in data
         d_json = dumps(data)
         sent = 0
+        bot_id = self.world.application_id
         for session in targets:
-            if not allows(session.intents, event, in_guild=in_guild):
+            if not allows_dispatch(session.intents, event, data, in_guild=in_guild, bot_id=bot_id):
                 self.stats.intent_filtered += 1
                 continue
             session.push(event, d_json)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -169,6 +170,27 @@ async def test_rest_reads_follow_the_message_content_flag(http: aiohttp.ClientSe
         flags = server.state.application.flags | CONTENT_LIMITED
         assert (await api(http, server, "PATCH", "/applications/@me", json={"flags": flags}))[0] == 200
         assert (await api(http, server, "GET", f"{base}/{message_id}"))[1]["content"] == "a secret"
+
+
+async def test_the_bots_own_member_update_needs_no_members_intent(sim: SimulatorServer, connect: Connect) -> None:
+    gateway, world, stats = sim.state.gateway, sim.state.world, sim.state.stats
+    client = await connect()
+    await client.identify((0, 2), intents=GUILDS | GUILD_MESSAGES)  # no GUILD_MEMBERS
+    ready = await client.recv()
+    creates = [await client.recv() for _ in ready["d"]["guilds"]]
+    guild_id = int(creates[0]["d"]["id"])
+    other = world.member(guild_id, world.guild(guild_id).member_ids[0])  # type: ignore[union-attr]
+    assert not gateway.dispatch_guild(guild_id, "GUILD_MEMBER_UPDATE", {"guild_id": str(guild_id), **other})
+    assert stats.intent_filtered == 1
+    bot = world.member(guild_id, world.application_id)
+    assert bot is not None
+    assert gateway.dispatch_guild(guild_id, "GUILD_MEMBER_UPDATE", {"guild_id": str(guild_id), **bot})
+    got = await client.recv()
+    assert got["t"] == "GUILD_MEMBER_UPDATE" and got["d"]["user"]["id"] == str(world.application_id)
+    assert gateway.dispatch_guild_json(guild_id, "GUILD_MEMBER_UPDATE", json.dumps({"guild_id": str(guild_id), **bot}))
+    assert (await client.recv())["t"] == "GUILD_MEMBER_UPDATE"
+    assert not gateway.dispatch_guild(guild_id, "GUILD_MEMBER_ADD", {"guild_id": str(guild_id), **bot})
+    assert stats.intent_filtered == 2
 
 
 async def test_discord_py_raises_privileged_intents_required(http: aiohttp.ClientSession,
