@@ -12,10 +12,15 @@ is one of the three privileged intents listed there).
 The simulated application is an app whose intents are toggled on the Bot page, so ``--privileged-
 intents`` grants them through the ``_LIMITED`` flags: the only flags ``PATCH /applications/@me``
 may change ("Edit Current Application": "Only limited intent flags … can be updated via the API").
+
+The token is state too: exhausting the daily IDENTIFY budget resets it (``gateway.mdx``,
+"Identifying": "all active sessions for the app will be terminated, the bot token will be reset"),
+and ``POST /_sim/token/reset`` issues a new one, as the owner does in the developer portal.
 """
 
 from __future__ import annotations
 
+import secrets
 from typing import TYPE_CHECKING
 
 from .intents import Intent
@@ -105,3 +110,8 @@ class Application:
             if intents & intent and not self.flags & granting:
                 denied |= intent
         return denied
+
+    def reset_token(self, token: str | None = None) -> str:
+        """Replace the bot token (a new random one unless ``token`` is given); the old one stops working."""
+        self.token = token if token is not None else f"sim.{secrets.token_urlsafe(24)}"
+        return self.token

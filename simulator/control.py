@@ -10,7 +10,8 @@ Routes (bodies and answers are JSON; ids travel as strings; bad input is a 400 `
 - ``GET /_sim/stats``, ``POST /_sim/reset-stats``;
 - ``GET /_sim/dms/{user_id}``: the DM channel the bot opened with a user and its messages;
 - ``POST /_sim/channels/{id}/overwrites``, ``DELETE …/overwrites/{target}``, ``POST
-  /_sim/users/{id}/dms``: channel permissions and closed DMs, see ``control_permissions``.
+  /_sim/users/{id}/dms``: channel permissions and closed DMs, see ``control_permissions``;
+- ``POST /_sim/token/reset``: a new bot token and a refilled IDENTIFY budget, see ``control_token``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import control_permissions
+from . import control_permissions, control_token
 from .control_input import (
     ControlError,
     boolean,
@@ -271,3 +272,4 @@ def setup(app: web.Application) -> None:
     r.add_get("/_sim/stats", control_handler(get_stats))
     r.add_post("/_sim/reset-stats", control_handler(post_reset_stats))
     control_permissions.setup(app)
+    control_token.setup(app)

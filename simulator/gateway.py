@@ -295,6 +295,29 @@ class Gateway:
                   resumable, code, len(targets))
         return len(targets)
 
+    def terminate_sessions(self, code: int, reason: str) -> int:
+        """Close every live session with ``code`` and end every session, live or resumable.
+
+        Returns how many sessions ended. Used when the token is reset (4004, as a client with the
+        old token would be told).
+        """
+        ended = 0
+        for session in list(self.sessions):
+            conn = session.conn
+            if conn is not None:
+                conn.close(code, reason, keep_session=False)
+            self.end_session(session)
+            ended += 1
+        return ended
+
+    def reset_token(self, token: str | None = None, *, why: str) -> str:
+        """Reset the bot token and end every session (4004); returns the new token."""
+        new = self.application.reset_token(token)
+        self.stats.token_resets += 1
+        ended = self.terminate_sessions(4004, "Authentication failed.")
+        _log.warning("bot token reset (%s): %d session(s) terminated", why, ended)
+        return new
+
     def close_disallowed_sessions(self) -> int:
         """Close 4014 (and end) every session that identified with an intent the application no longer has.
 
@@ -329,6 +352,9 @@ class Gateway:
 
     def identify_reset_after_ms(self) -> int:
         return self.budget.reset_after_ms()
+
+    def set_identify_remaining(self, remaining: int | None) -> None:
+        self.budget.set_remaining(remaining)
 
     async def close_all(self, timeout: float = 5.0) -> None:
         """Close every socket with 1001 (server shutdown) and wait for them to finish."""

@@ -5,7 +5,8 @@ token, whether it is exempt from the global limit) and registered under ``/api/v
 ``/api/v9`` by :func:`register`. The wrapper built by :func:`_wrap` runs, per request:
 
 1. ``stats.requests += 1``;
-2. the ``Authorization: Bot <token>`` check (401, counted as invalid);
+2. the ``Authorization: Bot <token>`` check against the application's current token (401, counted
+   as invalid);
 3. REST faults from ``state.rest_faults`` (latency, then an injected error status);
 4. the global limit and the route bucket (429 with Discord's body and headers);
 5. the handler, whose :class:`RestError` becomes Discord's JSON error shape and whose unexpected
@@ -298,7 +299,7 @@ def _wrap(r: RestRoute, spec: BucketSpec) -> Callable[[web.Request], Awaitable[w
         app = request.app
         state = app[STATE_KEY]
         state.stats.requests += 1
-        if needs_auth and request.headers.get("Authorization") != "Bot " + state.config.token:
+        if needs_auth and request.headers.get("Authorization") != "Bot " + state.application.token:
             state.stats.invalid_requests += 1
             return error_response(401, 0, "401: Unauthorized")
         if state.rest_faults:

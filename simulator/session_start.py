@@ -8,8 +8,11 @@ Discord's rules, as the simulator enforces them:
   privileged intent in the ``intents`` parameter without configuring it in your app's settings …
   your Gateway connection will be closed with a ``4014`` close code"; MESSAGE_CONTENT is one of the
   privileged intents listed there). A second IDENTIFY of a bucket (``shard_id % max_concurrency``)
-  inside the identify window → op 9 INVALID_SESSION ``false`` and no session; an exhausted daily
-  budget → 4004;
+  inside the identify window → op 9 INVALID_SESSION ``false`` and no session. An IDENTIFY that
+  finds the daily budget used up → 4004, and the token is reset and every session of the bot ends
+  (``gateway.mdx``, "Identifying": "Upon hitting this limit, all active sessions for the app will
+  be terminated, the bot token will be reset"); a reset token is what 4004 Authentication failed
+  says (``opcodes-and-status-codes.mdx``).
 - RESUME of an unknown, ended or expired session → op 9 ``false`` (``gateway.mdx``, "Resuming");
   with a ``seq`` the session never sent, or one its buffer no longer holds → close 4007 Invalid
   ``seq``, and the session ends ("Reconnect and start a new session"); otherwise the missed
@@ -51,7 +54,8 @@ class GatewayCore(Protocol):
     """What the opcode handlers use of their gateway (:class:`~simulator.gateway.Gateway`).
 
     Its configuration, world and counters, the identify limits, the session table, the application
-    (flags and token), and the two notifications a new or ended session owes the gateway's routing.
+    (flags and token), the two notifications a new or ended session owes the gateway's routing, and
+    the token reset an exhausted identify budget causes.
     """
 
     config: SimConfig
@@ -67,6 +71,8 @@ class GatewayCore(Protocol):
 
     def end_session(self, session: Session) -> None: ...
 
+    def reset_token(self, token: str | None = None, *, why: str) -> str: ...
+
 
 def identify(gw: GatewayCore, conn: Connection, d: object, resume_url: str) -> None:
     """Handle op 2 IDENTIFY (see the module for what is refused and how)."""
@@ -77,7 +83,7 @@ def identify(gw: GatewayCore, conn: Connection, d: object, resume_url: str) -> N
     if not isinstance(d, dict):
         conn.close(4002, "Error while decoding payload.")
         return
-    if d.get("token") != cfg.token:
+    if d.get("token") != gw.application.token:
         stats.auth_failures += 1
         _log.info("gateway IDENTIFY from %s with a bad token: close 4004", conn.peer)
         conn.close(4004, "Authentication failed.", keep_session=False)
@@ -123,8 +129,9 @@ def identify(gw: GatewayCore, conn: Connection, d: object, resume_url: str) -> N
         return
     if not gw.budget.try_use():
         stats.identify_budget_exhausted += 1
-        _log.warning("daily IDENTIFY budget (%d) used up: close 4004", cfg.session_start_total)
-        conn.close(4004, "Authentication failed (session start limit reached).", keep_session=False)
+        _log.warning("daily IDENTIFY budget (%d) used up: close 4004, token reset", cfg.session_start_total)
+        conn.close(4004, "Authentication failed.", keep_session=False)
+        gw.reset_token(why="session start limit exhausted")
         return
     gw.sessions.sweep()
     shard_stats = stats.shards[shard_id]
@@ -166,7 +173,7 @@ def resume(gw: GatewayCore, conn: Connection, d: object) -> None:
             d.get("seq") is None or _is_int(d.get("seq"))):
         conn.close(4002, "Error while decoding payload.")
         return
-    if d.get("token") != gw.config.token:
+    if d.get("token") != gw.application.token:
         stats.auth_failures += 1
         conn.close(4004, "Authentication failed.", keep_session=False)
         return

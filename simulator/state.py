@@ -84,6 +84,8 @@ class Stats:
     #: Sessions closed 4014: an IDENTIFY with a privileged intent the application's flags do not grant,
     #: or a live session whose intent a ``PATCH /applications/@me`` took away.
     privileged_intent_closes: int = 0
+    #: Bot tokens reset (an exhausted IDENTIFY budget, or ``POST /_sim/token/reset``).
+    token_resets: int = 0
     #: RESUMEs sent to the gateway URL instead of READY's ``resume_gateway_url``.
     resumes_off_resume_url: int = 0
     shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
@@ -110,6 +112,7 @@ class Stats:
             "identify_budget_exhausted": self.identify_budget_exhausted,
             "intent_filtered": self.intent_filtered,
             "privileged_intent_closes": self.privileged_intent_closes,
+            "token_resets": self.token_resets,
             "resumes_off_resume_url": self.resumes_off_resume_url,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
@@ -318,6 +321,12 @@ class GatewayHub(Protocol):
 
     def identify_reset_after_ms(self) -> int:
         """Milliseconds until the daily budget is full again (``session_start_limit.reset_after``)."""
+
+    def set_identify_remaining(self, remaining: int | None) -> None:
+        """Refill the daily budget (``None``), or set how many IDENTIFYs it has left."""
+
+    def terminate_sessions(self, code: int, reason: str) -> int:
+        """Close every live session with ``code`` and end every session (live or resumable); returns how many."""
 
     def close_disallowed_sessions(self) -> int:
         """Close 4014 every session whose intents the application's flags no longer grant; returns how many."""

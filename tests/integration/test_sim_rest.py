@@ -77,6 +77,12 @@ class FakeHub:
     def identify_reset_after_ms(self) -> int:
         return 12_345
 
+    def set_identify_remaining(self, remaining: int | None) -> None:
+        return None
+
+    def terminate_sessions(self, code: int, reason: str) -> int:
+        return 0
+
     def close_disallowed_sessions(self) -> int:
         return 0
 

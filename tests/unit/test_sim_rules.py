@@ -28,6 +28,13 @@ def test_disallowed_names_the_privileged_intents_the_flags_lack(flags: int, inte
     assert Application(flags, "t").disallowed(intents) == denied
 
 
+def test_a_token_reset_replaces_the_token() -> None:
+    app = Application(0, "old")
+    new = app.reset_token()
+    assert new != "old" and app.token == new
+    assert app.reset_token("chosen") == "chosen" == app.token
+
+
 @pytest.mark.parametrize(("code", "ended"), [
     (4000, False), (4001, False), (4002, False), (4003, False), (4005, False), (4008, False), (1006, False),
     (4004, True), (4007, True), (4009, True), (4010, True), (4011, True), (4012, True), (4013, True), (4014, True),
