@@ -52,6 +52,8 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("max_member_count", int, "member_count of the largest guilds (their members are not all sent)"),
     ("privileged_intents", str, "privileged intents the application is granted: comma-separated presences, "
                                 "members, message_content, or none (others close 4014)"),
+    ("interaction_deadline", float, "seconds an interaction's initial response may take (Discord: 3)"),
+    ("interaction_token_ttl", float, "seconds an interaction token works for follow-ups and edits (Discord: 900)"),
 )
 
 #: (field, lowest allowed, highest allowed or None).
@@ -62,6 +64,7 @@ _BOUNDS: dict[str, tuple[float, float | None]] = {
     "message_limit": (1, None), "message_window": (0.001, None), "gateway_send_limit": (1, None),
     "gateway_send_window": (0.001, None), "max_guilds_per_shard": (1, None), "session_start_total": (1, None),
     "resume_buffer": (1, None), "resume_ttl": (0, None), "max_member_count": (1, None),
+    "interaction_deadline": (0.001, None), "interaction_token_ttl": (0.001, None),
 }
 
 
@@ -97,6 +100,8 @@ def validate_config(config: SimConfig) -> None:
     except ValueError as exc:
         raise UsageError(f"--privileged-intents: {exc}; use a comma-separated list of presences, members, "
                          "message_content, or none") from None
+    if config.interaction_token_ttl < config.interaction_deadline:
+        raise UsageError("--interaction-token-ttl must be at least --interaction-deadline")
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:

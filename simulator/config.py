@@ -50,6 +50,10 @@ class SimConfig:
     #: Privileged intents the application's flags grant (``presences``, ``members``, ``message_content``,
     #: comma-separated, or ``none``); an IDENTIFY asking for another one is closed 4014.
     privileged_intents: str = "presences,members,message_content"
+    #: Seconds after INTERACTION_CREATE within which the initial response must arrive (Discord: 3).
+    interaction_deadline: float = 3.0
+    #: Seconds an interaction token works for follow-ups and edits (Discord: 15 minutes).
+    interaction_token_ttl: float = 900.0
 
     @property
     def base_url(self) -> str:

@@ -208,7 +208,7 @@ def register(app: web.Application, routes: list[RestRoute]) -> None:
     """Add ``routes`` under every prefix in :data:`API_PREFIXES` (creates the limiter once per app)."""
     state = app[STATE_KEY]
     if LIMITER_KEY not in app:
-        app[LIMITER_KEY] = RateLimiter(state.config.global_rate)
+        app[LIMITER_KEY] = RateLimiter(state.config.global_rate, clock=state.clock)
         app[_BUCKETS_KEY] = default_buckets(state.config)
     buckets: dict[str, BucketSpec] = app[_BUCKETS_KEY]
     for r in routes:

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -88,6 +88,10 @@ class Stats:
     token_resets: int = 0
     #: RESUMEs sent to the gateway URL instead of READY's ``resume_gateway_url``.
     resumes_off_resume_url: int = 0
+    #: Initial interaction responses refused (404 10062) because they came after the deadline.
+    late_interaction_callbacks: int = 0
+    #: Follow-ups and edits refused (401 50027) because the interaction token had expired.
+    expired_interaction_tokens: int = 0
     shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
     started_at: float = field(default_factory=time.monotonic)
 
@@ -114,6 +118,8 @@ class Stats:
             "privileged_intent_closes": self.privileged_intent_closes,
             "token_resets": self.token_resets,
             "resumes_off_resume_url": self.resumes_off_resume_url,
+            "late_interaction_callbacks": self.late_interaction_callbacks,
+            "expired_interaction_tokens": self.expired_interaction_tokens,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
         }
@@ -179,8 +185,10 @@ class PendingInteraction:
     original: dict[str, Any] | None = None
     #: Follow-up messages by id (``/webhooks/{app}/{token}/messages/{id}``).
     followup_messages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: ``time.monotonic()`` when the callback arrived.
+    #: The simulator's clock when the callback arrived (``created`` is its time at the dispatch).
     acknowledged_at: float | None = None
+    #: Initial responses refused because they came after the deadline.
+    late_callbacks: int = 0
 
 
 class InteractionWaiters:
@@ -196,8 +204,10 @@ class InteractionWaiters:
         self._by_id: dict[int, PendingInteraction] = {}
         self._by_token: dict[str, PendingInteraction] = {}
 
-    def register(self, interaction_id: int, token: str, guild_id: int | None, channel_id: int) -> PendingInteraction:
-        pending = PendingInteraction(interaction_id, token, guild_id, channel_id, time.monotonic(),
+    def register(self, interaction_id: int, token: str, guild_id: int | None, channel_id: int,
+                 created: float) -> PendingInteraction:
+        """Remember an interaction dispatched at ``created`` (the simulator's clock)."""
+        pending = PendingInteraction(interaction_id, token, guild_id, channel_id, created,
                                      asyncio.get_running_loop().create_future())
         self._by_id[interaction_id] = pending
         self._by_token[token] = pending
@@ -237,8 +247,9 @@ class InteractionWaiters:
             dropped += 1
         return dropped
 
-    def forget_older_than(self, seconds: float) -> None:
-        cutoff = time.monotonic() - seconds
+    def forget_older_than(self, seconds: float, now: float) -> None:
+        """Forget the interactions created more than ``seconds`` before ``now``."""
+        cutoff = now - seconds
         for iid, p in list(self._by_id.items()):
             if p.created < cutoff:
                 del self._by_id[iid]
@@ -352,6 +363,8 @@ class SimState:
     closed_dms: set[int] = field(default_factory=set)
     #: The application (flags, token), shared with the gateway; built from ``config`` when not given.
     application: Application = field(default=cast("Application", None))
+    #: Monotonic seconds for interaction deadlines, token lifetimes and REST rate limits; injectable for tests.
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self.commands = CommandStore(self.ids)

@@ -37,6 +37,11 @@ def test_the_privileged_intents_flag_builds_a_config() -> None:
         == "none"
 
 
+def test_the_interaction_deadline_flags_build_a_config() -> None:
+    args = cli.build_parser().parse_args(["--interaction-deadline", "5", "--interaction-token-ttl", "60"])
+    assert cli.config_from_args(args) == SimConfig(interaction_deadline=5.0, interaction_token_ttl=60.0)
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--guilds", "0"], "--guilds must be between 1 and"),
     (["--port", "70000"], "--port must be between 0 and 65535"),
@@ -45,6 +50,8 @@ def test_the_privileged_intents_flag_builds_a_config() -> None:
     (["--identify-window", "-1"], "--identify-window must be at least 0"),
     (["--token", " "], "--token must not be empty"),
     (["--privileged-intents", "presence"], "--privileged-intents: unknown privileged intent 'presence'"),
+    (["--interaction-deadline", "0"], "--interaction-deadline must be at least 0.001"),
+    (["--interaction-deadline", "10", "--interaction-token-ttl", "5"], "--interaction-token-ttl must be at least"),
 ])
 def test_bad_flags_exit_2_with_one_clear_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2
