@@ -54,6 +54,10 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
                                 "members, message_content, or none (others close 4014)"),
     ("interaction_deadline", float, "seconds an interaction's initial response may take (Discord: 3)"),
     ("interaction_token_ttl", float, "seconds an interaction token works for follow-ups and edits (Discord: 900)"),
+    ("invalid_request_limit", int, "401/403/429 answers per --invalid-request-window before an IP is banned "
+                                   "(0: never ban)"),
+    ("invalid_request_window", float, "seconds of the invalid-request limit (Discord: 600)"),
+    ("invalid_request_ban", float, "seconds a banned IP is refused"),
 )
 
 #: (field, lowest allowed, highest allowed or None).
@@ -64,7 +68,8 @@ _BOUNDS: dict[str, tuple[float, float | None]] = {
     "message_limit": (1, None), "message_window": (0.001, None), "gateway_send_limit": (1, None),
     "gateway_send_window": (0.001, None), "max_guilds_per_shard": (1, None), "session_start_total": (1, None),
     "resume_buffer": (1, None), "resume_ttl": (0, None), "max_member_count": (1, None),
-    "interaction_deadline": (0.001, None), "interaction_token_ttl": (0.001, None),
+    "interaction_deadline": (0.001, None), "interaction_token_ttl": (0.001, None), "invalid_request_limit": (0, None),
+    "invalid_request_window": (0.001, None), "invalid_request_ban": (0, None),
 }
 
 

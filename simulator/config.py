@@ -54,6 +54,11 @@ class SimConfig:
     interaction_deadline: float = 3.0
     #: Seconds an interaction token works for follow-ups and edits (Discord: 15 minutes).
     interaction_token_ttl: float = 900.0
+    #: 401/403/429 answers per ``invalid_request_window`` seconds and IP before a ban (0: never ban).
+    invalid_request_limit: int = 10_000
+    invalid_request_window: float = 600.0
+    #: Seconds a banned IP is refused (Discord documents no duration).
+    invalid_request_ban: float = 3600.0
 
     @property
     def base_url(self) -> str:

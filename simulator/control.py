@@ -39,7 +39,7 @@ from .control_input import (
 from .control_interactions import get_interaction, inject_interaction
 from .load import LOAD_KINDS, LoadGenerator, LoadPlan
 from .rest_channels import deliver
-from .rest_common import LIMITER_KEY, json_response
+from .rest_common import INVALID_REQUESTS_KEY, LIMITER_KEY, json_response
 from .rest_objects import build_message, dm_channel, dm_channel_id
 from .state import STATE_KEY, ShardStats, Stats
 
@@ -246,6 +246,7 @@ async def post_reset_stats(request: web.Request, state: SimState) -> web.Respons
     reset_stats(state.stats)
     if boolean(body, "rate_limits", False) and LIMITER_KEY in request.app:
         request.app[LIMITER_KEY].reset()
+        request.app[INVALID_REQUESTS_KEY].lift()
     return json_response({"reset": True})
 
 

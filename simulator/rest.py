@@ -3,8 +3,8 @@
 :func:`setup` registers every route; the routes for users, the gateway, guilds and application
 commands live here, the application itself in ``simulator/rest_application.py``, channels and
 messages in ``simulator/rest_channels.py``, interaction callbacks and webhook follow-ups in
-``simulator/rest_interactions.py``. Auth, faults and rate limits are applied per route by
-``simulator/rest_common.py``.
+``simulator/rest_interactions.py``. Auth, faults, rate limits and the invalid-request ban are
+applied per route by ``simulator/rest_common.py``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .rest_common import (
     RestRoute,
     error_response,
     form_error,
+    guarded,
     int_param,
     json_response,
     read_body,
@@ -30,7 +31,6 @@ from .rest_common import (
     route,
 )
 from .rest_interactions import INTERACTION_ROUTES
-from .state import STATE_KEY
 
 if TYPE_CHECKING:
     from .state import SimState
@@ -247,10 +247,13 @@ ROUTES: list[RestRoute] = [
 ]
 
 
-async def unknown_route(request: web.Request) -> web.Response:
-    """Anything else under the API prefix: Discord's JSON 404 (aiohttp's would be text/plain)."""
-    request.app[STATE_KEY].stats.requests += 1
+async def _not_found(request: web.Request, state: SimState) -> web.Response:
     return error_response(404, 0, "404: Not Found")
+
+
+async def unknown_route(request: web.Request) -> web.StreamResponse:
+    """Anything else under the API prefix: Discord's JSON 404 (aiohttp's would be text/plain), or a ban."""
+    return await guarded(request, _not_found)
 
 
 def setup(app: web.Application) -> None:

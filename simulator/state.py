@@ -92,6 +92,10 @@ class Stats:
     late_interaction_callbacks: int = 0
     #: Follow-ups and edits refused (401 50027) because the interaction token had expired.
     expired_interaction_tokens: int = 0
+    #: REST requests refused because their IP was banned for too many invalid requests.
+    banned_requests: int = 0
+    #: Bans imposed for too many invalid requests.
+    invalid_request_bans: int = 0
     shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
     started_at: float = field(default_factory=time.monotonic)
 
@@ -120,6 +124,8 @@ class Stats:
             "resumes_off_resume_url": self.resumes_off_resume_url,
             "late_interaction_callbacks": self.late_interaction_callbacks,
             "expired_interaction_tokens": self.expired_interaction_tokens,
+            "banned_requests": self.banned_requests,
+            "invalid_request_bans": self.invalid_request_bans,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
         }
@@ -363,7 +369,8 @@ class SimState:
     closed_dms: set[int] = field(default_factory=set)
     #: The application (flags, token), shared with the gateway; built from ``config`` when not given.
     application: Application = field(default=cast("Application", None))
-    #: Monotonic seconds for interaction deadlines, token lifetimes and REST rate limits; injectable for tests.
+    #: Monotonic seconds for interaction deadlines, token lifetimes, REST rate limits and the invalid-request
+    #: ban; injectable for tests.
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:

@@ -42,6 +42,13 @@ def test_the_interaction_deadline_flags_build_a_config() -> None:
     assert cli.config_from_args(args) == SimConfig(interaction_deadline=5.0, interaction_token_ttl=60.0)
 
 
+def test_the_invalid_request_flags_build_a_config() -> None:
+    args = cli.build_parser().parse_args(["--invalid-request-limit", "0", "--invalid-request-window", "30",
+                                          "--invalid-request-ban", "10"])
+    assert cli.config_from_args(args) == SimConfig(invalid_request_limit=0, invalid_request_window=30.0,
+                                                   invalid_request_ban=10.0)
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--guilds", "0"], "--guilds must be between 1 and"),
     (["--port", "70000"], "--port must be between 0 and 65535"),
@@ -52,6 +59,9 @@ def test_the_interaction_deadline_flags_build_a_config() -> None:
     (["--privileged-intents", "presence"], "--privileged-intents: unknown privileged intent 'presence'"),
     (["--interaction-deadline", "0"], "--interaction-deadline must be at least 0.001"),
     (["--interaction-deadline", "10", "--interaction-token-ttl", "5"], "--interaction-token-ttl must be at least"),
+    (["--invalid-request-limit", "-1"], "--invalid-request-limit must be at least 0"),
+    (["--invalid-request-window", "0"], "--invalid-request-window must be at least"),
+    (["--invalid-request-ban", "-5"], "--invalid-request-ban must be at least 0"),
 ])
 def test_bad_flags_exit_2_with_one_clear_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2

@@ -1,4 +1,4 @@
-"""The simulator's rules without sockets: application flags, the close-code table."""
+"""The simulator's rules without sockets: application flags, the close-code table, the invalid-request limit."""
 
 from __future__ import annotations
 
@@ -7,6 +7,15 @@ import pytest
 from simulator.application import EDITABLE_FLAGS, Application, parse_privileged_intents
 from simulator.close_codes import ends_session
 from simulator.intents import Intent
+from simulator.invalid_requests import InvalidRequestLimit
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def test_privileged_intents_parse_into_the_limited_flags() -> None:
@@ -42,3 +51,22 @@ def test_a_token_reset_replaces_the_token() -> None:
 ])
 def test_the_close_code_table(code: int, ended: bool) -> None:
     assert ends_session(code) is ended
+
+
+def test_invalid_requests_ban_one_past_the_limit_per_ip_in_a_sliding_window() -> None:
+    clock = FakeClock()
+    limit = InvalidRequestLimit(3, window=10.0, ban=5.0, clock=clock)
+    assert not any(limit.record("a") for _ in range(3))
+    clock.now += 10.0  # the first three left the window
+    assert not any(limit.record("a") for _ in range(3))
+    assert not limit.record("b")  # another IP counts apart
+    assert limit.record("a") and limit.banned_for("a") == 5.0 and limit.banned_for("b") == 0.0
+    clock.now += 4.5
+    assert limit.banned_for("a") == pytest.approx(0.5)
+    clock.now += 0.5
+    assert limit.banned_for("a") == 0.0
+    assert not limit.record("a")  # a ban starts the count afresh
+    never = InvalidRequestLimit(0, window=10.0, ban=5.0, clock=clock)
+    assert not any(never.record("a") for _ in range(100)) and never.banned_for("a") == 0.0
+    with pytest.raises(ValueError):
+        InvalidRequestLimit(-1, window=10.0, ban=5.0)
