@@ -8,6 +8,9 @@ The bot's permissions in a guild channel are checked as Discord checks them
 VIEW_CHANNEL a channel route answers 403 50001 Missing Access; sending also needs SEND_MESSAGES
 (else 403 50013 Missing Permissions); listing messages without READ_MESSAGE_HISTORY returns none.
 A message to a user whose DMs are closed to the bot (``POST /_sim/users/{id}/dms``) is 403 50007.
+Deleting another user's message needs MANAGE_MESSAGES, and so does changing the ``flags`` of one
+(``developers/resources/message.mdx``, "Delete Message", "Edit Message"): else 403 50013; in a DM
+another user's message cannot be deleted at all (403 50003).
 
 Without MESSAGE_CONTENT in the application's flags, guild messages read over REST come with
 empty content fields, except the bot's own and those that mention it (``developers/events/
@@ -185,9 +188,11 @@ async def edit_message(request: web.Request, state: SimState) -> web.Response:
     channel_id, guild, msg = _stored(state, request)
     body = await read_body(request)
     fields = validate_message_body(body.payload, files=len(body.files), edit=True)
-    # Only the author may change the content; others may at most suppress embeds.
-    if msg["author"]["id"] != str(state.world.application_id) and set(fields) - {"flags"}:
-        raise RestError(403, 50005, "Cannot edit a message authored by another user")
+    # Only the author may change the content; others may at most change flags, with MANAGE_MESSAGES.
+    if msg["author"]["id"] != str(state.world.application_id):
+        if set(fields) - {"flags"}:
+            raise RestError(403, 50005, "Cannot edit a message authored by another user")
+        _require(state, channel_id, Perm.MANAGE_MESSAGES)
     apply_edit(state, msg, fields, guild, attachments_from_files(state, channel_id, body.files))
     deliver(state, guild, "MESSAGE_UPDATE", _gateway_copy(state, guild, msg))
     return json_response(msg)
@@ -195,6 +200,10 @@ async def edit_message(request: web.Request, state: SimState) -> web.Response:
 
 async def delete_message(request: web.Request, state: SimState) -> web.Response:
     channel_id, guild, msg = _stored(state, request)
+    if msg["author"]["id"] != str(state.world.application_id):  # another user's message
+        if guild is None:
+            raise RestError(403, 50003, "Cannot execute action on a DM channel")
+        _require(state, channel_id, Perm.MANAGE_MESSAGES)
     state.messages.remove(channel_id, int(msg["id"]))
     event: dict[str, Any] = {"id": msg["id"], "channel_id": str(channel_id)}
     if guild is not None:
