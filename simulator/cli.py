@@ -13,7 +13,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from innkeeper.errors import UsageError
 
@@ -143,8 +143,15 @@ def add_commands(subparsers: Any) -> None:
     parser.set_defaults(handler=_handler)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag (``--guilds many``) is one line on stderr and exit 2, like a bad value."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"simulator: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="python -m simulator",
         description="A Discord-compatible gateway and REST server that unmodified discord.py connects to.")
     add_arguments(parser)
@@ -160,7 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from innkeeper.logs import setup_logging
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a bad flag (exit 2) or --help (exit 0)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         config = config_from_args(args)
     except UsageError as exc:

@@ -62,6 +62,8 @@ def test_the_invalid_request_flags_build_a_config() -> None:
     (["--invalid-request-limit", "-1"], "--invalid-request-limit must be at least 0"),
     (["--invalid-request-window", "0"], "--invalid-request-window must be at least"),
     (["--invalid-request-ban", "-5"], "--invalid-request-ban must be at least 0"),
+    (["--guilds", "many"], "argument --guilds: invalid int value: 'many'"),
+    (["--interaction-token-ttl", "soon"], "invalid float value: 'soon'"),
 ])
 def test_bad_flags_exit_2_with_one_clear_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2
