@@ -98,13 +98,15 @@ def wait_for_sync(predicate: Callable[[], T], *, timeout: float = 10.0, interval
 class ManualClock:
     """A monotonic clock a test moves by hand (``clock.advance(3.5)``), for code that takes a ``clock``.
 
-    It starts at the real ``time.monotonic()``, so timers armed by the event loop keep their meaning.
+    It starts near the real ``time.monotonic()``, at a whole second: whole-second steps then add up
+    exactly, so a test that steps to a boundary (a window of 600 s) lands on it, not a rounding
+    error away.
     """
 
     __slots__ = ("now",)
 
     def __init__(self) -> None:
-        self.now = time.monotonic()
+        self.now = float(int(time.monotonic()))
 
     def __call__(self) -> float:
         return self.now
