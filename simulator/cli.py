@@ -13,10 +13,11 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from innkeeper.errors import UsageError
 
+from .application import parse_privileged_intents
 from .config import SimConfig
 
 if TYPE_CHECKING:
@@ -53,6 +54,14 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("huge_guilds", int, "guilds of exactly --max-member-count members (realistic sizes only)"),
     ("size_tail", float, "tail exponent of realistic sizes: P(size > x) ~ x^-tail"),
     ("member_request_interval", float, "seconds between whole-member-list requests per guild (Discord: 30)"),
+    ("privileged_intents", str, "privileged intents the application is granted: comma-separated presences, "
+                                "members, message_content, or none (others close 4014)"),
+    ("interaction_deadline", float, "seconds an interaction's initial response may take (Discord: 3)"),
+    ("interaction_token_ttl", float, "seconds an interaction token works for follow-ups and edits (Discord: 900)"),
+    ("invalid_request_limit", int, "401/403/429 answers per --invalid-request-window before an IP is banned "
+                                   "(0: never ban)"),
+    ("invalid_request_window", float, "seconds of the invalid-request limit (Discord: 600)"),
+    ("invalid_request_ban", float, "seconds a banned IP is refused"),
 )
 
 #: (field, lowest allowed, highest allowed or None).
@@ -64,6 +73,8 @@ _BOUNDS: dict[str, tuple[float, float | None]] = {
     "gateway_send_window": (0.001, None), "max_guilds_per_shard": (1, None), "session_start_total": (1, None),
     "resume_buffer": (1, None), "resume_ttl": (0, None), "max_member_count": (2, 1_000_000),
     "huge_guilds": (0, 1000), "size_tail": (0.3, 5), "member_request_interval": (0, None),
+    "interaction_deadline": (0.001, None), "interaction_token_ttl": (0.001, None), "invalid_request_limit": (0, None),
+    "invalid_request_window": (0.001, None), "invalid_request_ban": (0, None),
 }
 #: Fields that take one of a few words.
 _CHOICES: dict[str, tuple[str, ...]] = {"guild_sizes": ("fixed", "realistic")}
@@ -113,6 +124,13 @@ def validate_config(config: SimConfig) -> None:
         raise UsageError("--token must not be empty")
     if not config.host.strip():
         raise UsageError("--host must not be empty")
+    try:
+        parse_privileged_intents(config.privileged_intents)
+    except ValueError as exc:
+        raise UsageError(f"--privileged-intents: {exc}; use a comma-separated list of presences, members, "
+                         "message_content, or none") from None
+    if config.interaction_token_ttl < config.interaction_deadline:
+        raise UsageError("--interaction-token-ttl must be at least --interaction-deadline")
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -149,8 +167,15 @@ def add_commands(subparsers: Any) -> None:
     parser.set_defaults(handler=_handler)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag (``--guilds many``) is one line on stderr and exit 2, like a bad value."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"simulator: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="python -m simulator",
         description="A Discord-compatible gateway and REST server that unmodified discord.py connects to.")
     add_arguments(parser)
@@ -166,7 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from innkeeper.logs import setup_logging
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a bad flag (exit 2) or --help (exit 0)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         config = config_from_args(args)
     except UsageError as exc:

@@ -56,6 +56,18 @@ class SimConfig:
     size_tail: float = 1.0
     #: Seconds between two requests for a guild's whole member list (Discord: 30 s per guild per bot).
     member_request_interval: float = 30.0
+    #: Privileged intents the application's flags grant (``presences``, ``members``, ``message_content``,
+    #: comma-separated, or ``none``); an IDENTIFY asking for another one is closed 4014.
+    privileged_intents: str = "presences,members,message_content"
+    #: Seconds after INTERACTION_CREATE within which the initial response must arrive (Discord: 3).
+    interaction_deadline: float = 3.0
+    #: Seconds an interaction token works for follow-ups and edits (Discord: 15 minutes).
+    interaction_token_ttl: float = 900.0
+    #: 401/403/429 answers per ``invalid_request_window`` seconds and IP before a ban (0: never ban).
+    invalid_request_limit: int = 10_000
+    invalid_request_window: float = 600.0
+    #: Seconds a banned IP is refused (Discord documents no duration).
+    invalid_request_ban: float = 3600.0
 
     @property
     def base_url(self) -> str:

@@ -10,7 +10,8 @@ Routes (bodies and answers are JSON; ids travel as strings; bad input is a 400 `
 - ``GET /_sim/stats``, ``POST /_sim/reset-stats``;
 - ``GET /_sim/dms/{user_id}``: the DM channel the bot opened with a user and its messages;
 - ``POST /_sim/channels/{id}/overwrites``, ``DELETE …/overwrites/{target}``, ``POST
-  /_sim/users/{id}/dms``: channel permissions and closed DMs, see ``control_permissions``.
+  /_sim/users/{id}/dms``: channel permissions and closed DMs, see ``control_permissions``;
+- ``POST /_sim/token/reset``: a new bot token and a refilled IDENTIFY budget, see ``control_token``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import control_permissions
+from . import control_permissions, control_token
 from .control_input import (
     ControlError,
     boolean,
@@ -39,7 +40,7 @@ from .control_input import (
 from .control_interactions import get_interaction, inject_interaction
 from .load import LOAD_KINDS, LoadGenerator, LoadPlan
 from .rest_channels import deliver
-from .rest_common import LIMITER_KEY, json_response
+from .rest_common import INVALID_REQUESTS_KEY, LIMITER_KEY, json_response
 from .rest_objects import build_message, dm_channel, dm_channel_id
 from .state import STATE_KEY, ShardStats, Stats
 
@@ -252,6 +253,7 @@ async def post_reset_stats(request: web.Request, state: SimState) -> web.Respons
     reset_stats(state.stats)
     if boolean(body, "rate_limits", False) and LIMITER_KEY in request.app:
         request.app[LIMITER_KEY].reset()
+        request.app[INVALID_REQUESTS_KEY].lift()
     return json_response({"reset": True})
 
 
@@ -278,3 +280,4 @@ def setup(app: web.Application) -> None:
     r.add_get("/_sim/stats", control_handler(get_stats))
     r.add_post("/_sim/reset-stats", control_handler(post_reset_stats))
     control_permissions.setup(app)
+    control_token.setup(app)

@@ -6,6 +6,12 @@ discord.py's ``Interaction._from_data`` reads): slash and context-menu commands 
 (``"modal_submit"``), in a guild or in the bot's DMs (no ``guild_id``). It goes to the shard that
 owns the guild (shard 0 for DMs); the request waits for the bot's callback and answers it with the
 latency, or 504 after ``timeout`` seconds.
+
+The deadlines the REST side enforces start at the dispatch: the initial response within
+``--interaction-deadline`` seconds, follow-ups and edits within ``--interaction-token-ttl``
+(``developers/interactions/receiving-and-responding.mdx``, "Responding to an Interaction"). The
+control API keeps an interaction for twice the token's lifetime, so a late follow-up is answered
+"Invalid Webhook Token" and the report can still be read.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -42,11 +47,11 @@ __all__ = ("inject_interaction", "get_interaction", "member_permissions")
 
 _KINDS = ("command", "component", "modal_submit")
 _KIND_TYPES = {"command": 2, "component": 3, "modal_submit": 5}
-#: Pending interactions are dropped after Discord's 15-minute token lifetime...
-_TOKEN_TTL = 900.0
+#: Pending interactions are dropped after twice the token lifetime (``--interaction-token-ttl``)...
+KEEP_TOKEN_TTLS = 2
 #: ...or, oldest first, when more than this many are kept (interaction benchmarks inject thousands).
 MAX_PENDING = 20_000
-_last_sweep = 0.0
+_last_sweep: float | None = None
 
 
 def _synthetic_command_id(name: str, guild_id: int | None) -> str:
@@ -249,33 +254,37 @@ def build_interaction(state: SimState, body: dict[str, Any]) -> tuple[dict[str, 
 def _sweep(state: SimState) -> None:
     global _last_sweep
     state.interactions.trim(MAX_PENDING - 1)
-    now = time.monotonic()
-    if now - _last_sweep > 10.0:
+    now = state.clock()
+    if _last_sweep is None or abs(now - _last_sweep) > 10.0:
         _last_sweep = now
-        state.interactions.forget_older_than(_TOKEN_TTL)
+        state.interactions.forget_older_than(KEEP_TOKEN_TTLS * state.config.interaction_token_ttl, now)
 
 
-def _report(pending: PendingInteraction) -> dict[str, Any]:
+def _report(state: SimState, pending: PendingInteraction) -> dict[str, Any]:
     done = pending.callback.done() and not pending.callback.cancelled()
     latency = None
     if pending.acknowledged_at is not None:
         latency = round((pending.acknowledged_at - pending.created) * 1000, 3)
+    age = state.clock() - pending.created
     return {
         "interaction_id": str(pending.interaction_id), "type": pending.payload.get("type"),
         "acknowledged": done, "callback": pending.callback.result() if done else None, "latency_ms": latency,
         "followups": pending.followups, "original_edits": pending.original_edits, "original": pending.original,
+        "deadline_missed": not done and age > state.config.interaction_deadline,
+        "token_expired": age > state.config.interaction_token_ttl, "late_callbacks": pending.late_callbacks,
     }
 
 
 async def inject_interaction(request: web.Request, state: SimState) -> web.Response:
     body = await json_body(request)
-    timeout = number(body, "timeout", 10.0, lo=0.001, hi=_TOKEN_TTL)
+    timeout = number(body, "timeout", 10.0, lo=0.001, hi=state.config.interaction_token_ttl)
     wait = boolean(body, "wait", True)
     d, guild, channel_id, message = build_interaction(state, body)
     _sweep(state)
     interaction_id = int(d["id"])
+    # The deadlines start here: registering and dispatching happen in one step of the event loop.
     pending = state.interactions.register(interaction_id, d["token"], guild.id if guild is not None else None,
-                                          channel_id)
+                                          channel_id, state.clock())
     pending.payload = d
     if d["type"] in (3, 5) and message is not None:
         pending.original = message
@@ -297,7 +306,7 @@ async def inject_interaction(request: web.Request, state: SimState) -> web.Respo
     except TimeoutError:
         raise ControlError(504, f"no callback within {timeout:g}s", interaction_id=str(interaction_id),
                            shard_id=shard_id) from None
-    report = _report(pending)
+    report = _report(state, pending)
     return json_response({"interaction_id": str(interaction_id), "callback": callback,
                           "latency_ms": report["latency_ms"], "shard_id": shard_id,
                           "response_message_id": pending.original["id"] if pending.original else None})
@@ -309,5 +318,6 @@ async def get_interaction(request: web.Request, state: SimState) -> web.Response
         raise ControlError(400, f"interaction id must be digits, got {raw[:30]!r}")
     pending = state.interactions.by_id(int(raw))
     if pending is None:
-        raise ControlError(404, f"unknown interaction {raw} (never injected, or older than 15 minutes)")
-    return json_response(_report(pending))
+        raise ControlError(404, f"unknown interaction {raw} (never injected, or older than twice the token's "
+                                f"lifetime, {KEEP_TOKEN_TTLS * state.config.interaction_token_ttl:g}s)")
+    return json_response(_report(state, pending))

@@ -4,6 +4,15 @@
 (``(guild_id >> 22) % shard_count``), to the newest live session of the shard, else into the
 buffer of its newest resumable session, else counts them lost. The opcodes a client sends are
 handled in :mod:`simulator.opcodes`; this module holds the socket lifecycle, routing and faults.
+
+The websocket answers on two paths: ``/gateway`` (what ``GET /gateway/bot`` names) and
+``/gateway/resume``, READY's ``resume_gateway_url``, which a client "should use when it Resumes
+after a disconnect" (``developers/events/gateway.mdx``, "Ready event" and "Preparing to Resume").
+Both accept everything; a RESUME that arrives elsewhere is counted (``resumes_off_resume_url``).
+
+When a socket ends, its session follows the close-code table (:mod:`simulator.close_codes`): a
+server close with a fatal or "new session" code, or any close with 1000/1001, ends it; other
+drops keep it resumable for ``--resume-ttl`` seconds.
 """
 
 from __future__ import annotations
@@ -19,10 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from .application import Application
+from .close_codes import CLEAN_CLOSE_CODES, FATAL_CLOSE_CODES, ends_session
 from .compression import SUPPORTED_COMPRESS, make_encoder
 from .connection import Connection
 from .identify import IdentifyLimiter, SessionStartBudget
-from .intents import MESSAGE_EVENTS, Intent, allows, strip_content
+from .intents import MESSAGE_EVENTS, SELF_EVENTS, Intent, allows, allows_dispatch, strip_content
 from .opcodes import OpcodeHandler
 from .sessions import Session, SessionTable, dumps
 
@@ -31,13 +42,13 @@ if TYPE_CHECKING:
     from .state import Stats
     from .world import World
 
-__all__ = ("Gateway", "FATAL_CLOSE_CODES", "FAULT_KINDS", "GATEWAY_PATH")
+__all__ = ("Gateway", "FATAL_CLOSE_CODES", "FAULT_KINDS", "GATEWAY_PATH", "GATEWAY_RESUME_PATH")
 
 _log = logging.getLogger(__name__)
 
 GATEWAY_PATH = "/gateway"
-#: Close codes after which a client must not reconnect (and whose session is gone).
-FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
+#: READY's ``resume_gateway_url`` points here.
+GATEWAY_RESUME_PATH = "/gateway/resume"
 FAULT_KINDS = ("disconnect", "reconnect", "invalid_session")
 #: Seconds a client gets to act on op 7 RECONNECT before the server closes the socket itself.
 RECONNECT_GRACE = 5.0
@@ -56,14 +67,17 @@ class Gateway:
         The simulator's counters (shared with the REST side).
     clock:
         Monotonic seconds, for the identify limits and resume TTL; injectable for tests.
+    application:
+        The application's flags and token (shared with REST); built from ``config`` when not given.
     """
 
     def __init__(self, config: SimConfig, world: World, stats: Stats,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, application: Application | None = None) -> None:
         self.config = config
         self.world = world
         self.stats = stats
         self.clock = clock
+        self.application = application if application is not None else Application.from_config(config)
         self.limiter = IdentifyLimiter(config.max_concurrency, config.identify_window, clock)
         self.budget = SessionStartBudget(config.session_start_total, clock=clock)
         self.sessions = SessionTable(config.resume_ttl, clock)
@@ -76,7 +90,7 @@ class Gateway:
     # -- the websocket ---------------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """The ``GET /gateway`` websocket handler."""
+        """The ``GET /gateway`` (and ``GET /gateway/resume``) websocket handler."""
         ws = web.WebSocketResponse(max_msg_size=1 << 20, autoping=True)
         if not ws.can_prepare(request).ok:
             return web.json_response({"message": "400: Bad Request (expected a websocket upgrade)", "code": 0},
@@ -99,7 +113,8 @@ class Gateway:
                 conn.send(dumps({"t": None, "s": None, "op": 10, "d": {
                     "heartbeat_interval": self.config.heartbeat_interval_ms, "_trace": ["[\"innkeeper-sim\"]"]}}))
                 self._ops.arm_heartbeat(conn)
-            await self._read_loop(conn, f"ws://{request.host}{GATEWAY_PATH}")
+            via_resume = request.path.rstrip("/") == GATEWAY_RESUME_PATH
+            await self._read_loop(conn, f"ws://{request.host}{GATEWAY_RESUME_PATH}", via_resume)
         except Exception:  # noqa: BLE001 - a broken client must never take the server down
             _log.exception("gateway connection from %s failed", peer)
         finally:
@@ -110,7 +125,7 @@ class Gateway:
                 self._idle.set()
         return ws
 
-    async def _read_loop(self, conn: Connection, resume_url: str) -> None:
+    async def _read_loop(self, conn: Connection, resume_url: str, via_resume: bool) -> None:
         ws = conn.ws
         while True:
             msg = await ws.receive()
@@ -128,22 +143,23 @@ class Gateway:
                 continue
             if conn.closing:
                 continue
-            self._ops.on_message(conn, raw, resume_url)
+            self._ops.on_message(conn, raw, resume_url, via_resume)
 
     def _detach(self, conn: Connection) -> None:
-        """The socket is gone: end or keep its session, count the close."""
+        """The socket is gone: end or keep its session (the close-code table decides), count the close."""
         session = conn.session
         conn.session = None
-        if conn.close_code is not None:
-            code, keep = conn.close_code, conn.keep_session
-        else:
+        if conn.close_code is not None:  # the server closed it: Discord's table applies
+            code = conn.close_code
+            keep = conn.keep_session and not ends_session(code)
+        else:  # the client closed it (or the TCP connection dropped): only 1000/1001 end the session
             code = conn.ws.close_code if conn.ws.close_code is not None else 1006
-            keep = code not in (1000, 1001)
+            keep = code not in CLEAN_CLOSE_CODES
         if session is None or session.conn is not conn:
             return
         session.conn = None
         session.stats.closes[code] += 1
-        if keep and not session.invalidated and code not in FATAL_CLOSE_CODES:
+        if keep and not session.invalidated:
             session.detached_at = self.clock()
             _log.info("shard %s/%s session %s detached (close %s); resumable for %.0fs", session.shard_id,
                       session.shard_count, session.session_id[:8], code, self.config.resume_ttl)
@@ -183,7 +199,7 @@ class Gateway:
             self.stats.lost += 1
             return False
         intents = target.intents
-        if not allows(intents, event, in_guild=True):
+        if not allows_dispatch(intents, event, data, in_guild=True, bot_id=self.world.application_id):
             self.stats.intent_filtered += 1
             return False
         if event in MESSAGE_EVENTS and not intents & Intent.MESSAGE_CONTENT:
@@ -198,7 +214,9 @@ class Gateway:
             self.stats.lost += 1
             return False
         intents = target.intents
-        if not allows(intents, event, in_guild=True):
+        if not allows(intents, event, in_guild=True) and not (
+                event in SELF_EVENTS and allows_dispatch(intents, event, json.loads(d_json), in_guild=True,
+                                                         bot_id=self.world.application_id)):
             self.stats.intent_filtered += 1
             return False
         if event in MESSAGE_EVENTS and not intents & Intent.MESSAGE_CONTENT:
@@ -237,8 +255,9 @@ class Gateway:
         in_guild = "guild_id" in data
         d_json = dumps(data)
         sent = 0
+        bot_id = self.world.application_id
         for session in targets:
-            if not allows(session.intents, event, in_guild=in_guild):
+            if not allows_dispatch(session.intents, event, data, in_guild=in_guild, bot_id=bot_id):
                 self.stats.intent_filtered += 1
                 continue
             session.push(event, d_json)
@@ -249,7 +268,8 @@ class Gateway:
         """Apply a gateway fault to every live session of ``shard_id`` (every live session when None).
 
         ``disconnect`` closes with ``code``; the session stays resumable unless ``resumable`` is
-        False, the code is fatal, or it is 1000/1001. ``reconnect`` sends op 7 (the client resumes).
+        False or the code ends sessions (fatal, "new session", 1000/1001: :mod:`simulator.close_codes`).
+        ``reconnect`` sends op 7 (the client resumes).
         ``invalid_session`` sends op 9 with ``d=resumable``; when False the session is ended.
         """
         if kind not in FAULT_KINDS:
@@ -261,8 +281,7 @@ class Gateway:
             conn = session.conn
             assert conn is not None
             if kind == "disconnect":
-                keep = resumable and code not in FATAL_CLOSE_CODES and code not in (1000, 1001)
-                conn.close(code, "simulated fault", keep_session=keep)
+                conn.close(code, "simulated fault", keep_session=resumable and not ends_session(code))
             elif kind == "reconnect":
                 conn.send('{"t":null,"s":null,"op":7,"d":null}')
                 conn.set_timer("reconnect", RECONNECT_GRACE,
@@ -277,6 +296,47 @@ class Gateway:
         _log.info("gateway fault %s (shard=%s, resumable=%s, code=%s) hit %d session(s)", kind, shard_id,
                   resumable, code, len(targets))
         return len(targets)
+
+    def terminate_sessions(self, code: int, reason: str) -> int:
+        """Close every live session with ``code`` and end every session, live or resumable.
+
+        Returns how many sessions ended. Used when the token is reset (4004, as a client with the
+        old token would be told).
+        """
+        ended = 0
+        for session in list(self.sessions):
+            conn = session.conn
+            if conn is not None:
+                conn.close(code, reason, keep_session=False)
+            self.end_session(session)
+            ended += 1
+        return ended
+
+    def reset_token(self, token: str | None = None, *, why: str) -> str:
+        """Reset the bot token and end every session (4004); returns the new token."""
+        new = self.application.reset_token(token)
+        self.stats.token_resets += 1
+        ended = self.terminate_sessions(4004, "Authentication failed.")
+        _log.warning("bot token reset (%s): %d session(s) terminated", why, ended)
+        return new
+
+    def close_disallowed_sessions(self) -> int:
+        """Close 4014 (and end) every session that identified with an intent the application no longer has.
+
+        discord.py warns that editing the limited intent flags "leads to the termination of the bot"
+        (``AppInfo.edit``); the simulator ends exactly the sessions that use a removed intent.
+        """
+        ended = 0
+        for session in list(self.sessions):
+            if not self.application.disallowed(session.intents):
+                continue
+            conn = session.conn
+            if conn is not None:
+                self.stats.privileged_intent_closes += 1
+                conn.close(4014, "Disallowed intent(s).", keep_session=False)
+            self.end_session(session)
+            ended += 1
+        return ended
 
     def shard_count(self) -> int | None:
         """The shard count of the newest live session, or None when none is live."""
@@ -294,6 +354,9 @@ class Gateway:
 
     def identify_reset_after_ms(self) -> int:
         return self.budget.reset_after_ms()
+
+    def set_identify_remaining(self, remaining: int | None) -> None:
+        self.budget.set_remaining(remaining)
 
     async def close_all(self, timeout: float = 5.0) -> None:
         """Close every socket with 1001 (server shutdown) and wait for them to finish."""

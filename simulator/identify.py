@@ -4,6 +4,7 @@
   window (5 s on Discord). An IDENTIFY that comes too early is refused and does not use the window.
 - :class:`SessionStartBudget`: the daily budget (``session_start_limit.total``, 1000 on Discord),
   counted over all shards; RESUME does not count. The 24 h period starts with the first IDENTIFY.
+  What an exhausted budget does (every session ends, the token is reset) is the gateway's part.
 """
 
 from __future__ import annotations
@@ -103,6 +104,19 @@ class SessionStartBudget:
         if self._started is None:
             return int(self.period * 1000)
         return max(0, int((self.period - (self._clock() - self._started)) * 1000))
+
+    def set_remaining(self, remaining: int | None = None) -> None:
+        """Refill the budget (``None``: a fresh period), or leave ``remaining`` IDENTIFYs in the current one."""
+        if remaining is None or remaining >= self.total:
+            self._used = 0
+            self._started = None
+            return
+        if remaining < 0:
+            raise ValueError("remaining must be >= 0")
+        self._roll()
+        self._used = self.total - remaining
+        if self._started is None:
+            self._started = self._clock()
 
     def try_use(self) -> bool:
         """Use one IDENTIFY; False when the budget is exhausted."""

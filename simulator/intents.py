@@ -3,13 +3,18 @@
 As on Discord, a session only gets the events of the intents it identified with (events that
 belong to no intent always go out), and without ``MESSAGE_CONTENT`` the content fields of guild
 messages arrive empty, except for messages the bot wrote and messages that mention it.
+
+One event crosses the intents: a GUILD_MEMBER_UPDATE of the bot itself "is sent for current-user
+updates regardless of whether the ``GUILD_MEMBERS`` intent is set" (``developers/events/gateway.mdx``,
+"Gateway Intents" → "Caveats"); :func:`allows_dispatch` knows it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ("Intent", "allows", "strip_content", "MESSAGE_EVENTS")
+__all__ = ("Intent", "allows", "allows_dispatch", "is_self_member_update", "strip_content", "MESSAGE_EVENTS",
+           "SELF_EVENTS")
 
 
 class Intent:
@@ -91,6 +96,23 @@ def allows(intents: int, event: str, *, in_guild: bool) -> bool:
     """Whether a session that identified with ``intents`` receives ``event``."""
     need = (_GUILD if in_guild else _DIRECT).get(event)
     return need is None or bool(intents & need)
+
+
+#: Events that may be sent past the intents when they are about the bot itself.
+SELF_EVENTS = frozenset({"GUILD_MEMBER_UPDATE"})
+
+
+def is_self_member_update(event: str, data: dict[str, Any], bot_id: int) -> bool:
+    """Whether ``event`` is a GUILD_MEMBER_UPDATE of the bot itself (sent whatever the intents)."""
+    if event != "GUILD_MEMBER_UPDATE":
+        return False
+    user = data.get("user")
+    return isinstance(user, dict) and user.get("id") == str(bot_id)
+
+
+def allows_dispatch(intents: int, event: str, data: dict[str, Any], *, in_guild: bool, bot_id: int) -> bool:
+    """:func:`allows`, plus the bot's own GUILD_MEMBER_UPDATE, which needs no intent."""
+    return allows(intents, event, in_guild=in_guild) or is_self_member_update(event, data, bot_id)
 
 
 def strip_content(data: dict[str, Any], bot_id: int) -> dict[str, Any]:

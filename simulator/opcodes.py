@@ -6,45 +6,34 @@ Discord's rules, as the simulator enforces them:
 - more than ``gateway_send_limit`` payloads per ``gateway_send_window`` seconds → close 4008;
 - anything but HEARTBEAT, IDENTIFY and RESUME before a session exists → close 4003; a second
   IDENTIFY or RESUME on a connection with a session → 4005;
-- IDENTIFY: bad token → 4004, bad ``shard`` → 4010, too many guilds for one shard → 4011, missing
-  or unknown ``intents`` → 4013; a second IDENTIFY of a bucket (``shard_id % max_concurrency``)
-  inside the identify window → op 9 INVALID_SESSION ``false`` and no session;
-- RESUME of an unknown, ended or expired session, or from a sequence the buffer no longer holds →
-  op 9 ``false``; otherwise the missed dispatches, then RESUMED;
-- no heartbeat for 1.5 heartbeat intervals → close 4009 (the session stays resumable).
+- op 2 IDENTIFY and op 6 RESUME: :mod:`simulator.session_start`;
+- no heartbeat for 1.5 heartbeat intervals → close 4009 Session timed out, which ends the session:
+  the table says "Reconnect and start a new one" (see :mod:`simulator.close_codes`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from .member_requests import MemberRequests
-from .sessions import Session, SessionTable, dumps
+from .session_start import VALID_INTENTS, GatewayCore, identify, resume
+from .sessions import dumps
 
 if TYPE_CHECKING:
-    from .config import SimConfig
     from .connection import Connection
-    from .identify import IdentifyLimiter, SessionStartBudget
-    from .state import Stats
-    from .world import World
+    from .sessions import Session
 
 __all__ = ("OpcodeHandler", "GatewayCore", "VALID_INTENTS", "MAX_PAYLOAD_BYTES")
 
 _log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 4096
-#: The largest shard count IDENTIFY accepts (close 4010 above).
-MAX_SHARDS = 65_536
-#: Every intent bit Discord defines (0–16, 20, 21, 24, 25).
-VALID_INTENTS = sum(1 << b for b in (*range(17), 20, 21, 24, 25))
 #: Heartbeat timeout as a multiple of the interval.
 HEARTBEAT_GRACE = 1.5
 
 _ACK = '{"t":null,"s":null,"op":11,"d":null}'
-_INVALID_SESSION_FALSE = '{"t":null,"s":null,"op":9,"d":false}'
 
 
 def _is_int(value: object) -> bool:
@@ -57,26 +46,6 @@ def _snowflake(value: object) -> int | None:
     if isinstance(value, str) and value.isdigit() and len(value) < 21:
         return int(value)
     return None
-
-
-class GatewayCore(Protocol):
-    """What the opcode handler uses of its gateway (:class:`~simulator.gateway.Gateway`).
-
-    Its configuration, world and counters, the identify limits, the session table, and the two
-    notifications a new or ended session owes the gateway's routing.
-    """
-
-    config: SimConfig
-    world: World
-    stats: Stats
-    clock: Callable[[], float]
-    limiter: IdentifyLimiter
-    budget: SessionStartBudget
-    sessions: SessionTable
-
-    def routes_changed(self) -> None: ...
-
-    def end_session(self, session: Session) -> None: ...
 
 
 class OpcodeHandler:
@@ -95,8 +64,11 @@ class OpcodeHandler:
 
     # -- entry -----------------------------------------------------------------------------------
 
-    def on_message(self, conn: Connection, raw: str, resume_url: str) -> None:
-        """Handle one text payload from the client."""
+    def on_message(self, conn: Connection, raw: str, resume_url: str, via_resume: bool = False) -> None:
+        """Handle one text payload from the client.
+
+        ``resume_url`` is READY's ``resume_gateway_url``; ``via_resume`` whether the client connected to it.
+        """
         if len(raw) > MAX_PAYLOAD_BYTES // 4 and len(raw.encode()) > MAX_PAYLOAD_BYTES:
             conn.close(4002, "Payload too large (4096 bytes at most).")
             return
@@ -125,9 +97,11 @@ class OpcodeHandler:
         if op == 1:
             self._heartbeat(conn, data)
         elif op == 2:
-            self._identify(conn, data, resume_url)
+            identify(self.gw, conn, data, resume_url)
         elif op == 6:
-            self._resume(conn, data)
+            if not via_resume:
+                self.stats.resumes_off_resume_url += 1
+            resume(self.gw, conn, data)
         elif op in (3, 4, 8, 31):
             if conn.session is None:
                 conn.close(4003, "Not authenticated.")
@@ -144,14 +118,14 @@ class OpcodeHandler:
     # -- heartbeat -------------------------------------------------------------------------------
 
     def arm_heartbeat(self, conn: Connection) -> None:
-        """Close the connection (4009, resumable) when heartbeats stop."""
+        """Close the connection 4009 Session timed out (the session ends) when heartbeats stop."""
         timeout = self.config.heartbeat_interval_ms / 1000 * HEARTBEAT_GRACE
 
         def check() -> None:
             idle = self.gw.clock() - conn.last_heartbeat
             if idle >= timeout:
                 _log.info("gateway client %s sent no heartbeat for %.1fs: close 4009", conn.peer, idle)
-                conn.close(4009, "Session timed out.", keep_session=True)
+                conn.close(4009, "Session timed out.", keep_session=False)
             else:
                 conn.set_timer("heartbeat", timeout - idle, check)
 
@@ -165,132 +139,6 @@ class OpcodeHandler:
         conn.last_heartbeat = self.gw.clock()
         self.stats.heartbeats += 1
         conn.send(_ACK)
-
-    # -- identify --------------------------------------------------------------------------------
-
-    def _identify(self, conn: Connection, d: object, resume_url: str) -> None:
-        gw, cfg, stats = self.gw, self.config, self.stats
-        if conn.session is not None:
-            conn.close(4005, "Already authenticated.")
-            return
-        if not isinstance(d, dict):
-            conn.close(4002, "Error while decoding payload.")
-            return
-        if d.get("token") != cfg.token:
-            stats.auth_failures += 1
-            _log.info("gateway IDENTIFY from %s with a bad token: close 4004", conn.peer)
-            conn.close(4004, "Authentication failed.", keep_session=False)
-            return
-        props = d.get("properties")
-        if not isinstance(props, dict) or not all(isinstance(props.get(k, ""), str) for k in ("os", "browser",
-                                                                                              "device")):
-            conn.close(4002, "Error while decoding payload (properties).")
-            return
-        threshold = d.get("large_threshold", 50)
-        if not _is_int(threshold) or not 50 <= threshold <= 250:
-            conn.close(4002, "Error while decoding payload (large_threshold must be 50..250).")
-            return
-        shard = d.get("shard", [0, 1])
-        if (not isinstance(shard, list) or len(shard) != 2 or not all(_is_int(x) for x in shard)
-                or not 1 <= shard[1] <= MAX_SHARDS or not 0 <= shard[0] < shard[1]):
-            conn.close(4010, "Invalid shard.", keep_session=False)
-            return
-        shard_id, shard_count = shard
-        intents = d.get("intents")
-        if not isinstance(intents, int) or isinstance(intents, bool) or intents < 0 or intents & ~VALID_INTENTS:
-            conn.close(4013, "Invalid intent(s).", keep_session=False)
-            return
-        guilds = self.world.guilds_for_shard(shard_id, shard_count)
-        if len(guilds) > cfg.max_guilds_per_shard:
-            stats.sharding_required_closes += 1
-            _log.info("shard %d/%d would carry %d guilds (> %d): close 4011", shard_id, shard_count, len(guilds),
-                      cfg.max_guilds_per_shard)
-            conn.close(4011, "Sharding required.", keep_session=False)
-            return
-        if not gw.limiter.try_acquire(shard_id):
-            stats.identify_violations += 1
-            _log.info("shard %d IDENTIFY inside bucket %d's window (%.2fs left): op 9", shard_id,
-                      gw.limiter.bucket(shard_id), gw.limiter.retry_after(shard_id))
-            conn.send(_INVALID_SESSION_FALSE)
-            return
-        if not gw.budget.try_use():
-            stats.identify_budget_exhausted += 1
-            _log.warning("daily IDENTIFY budget (%d) used up: close 4004", cfg.session_start_total)
-            conn.close(4004, "Authentication failed (session start limit reached).", keep_session=False)
-            return
-        gw.sessions.sweep()
-        shard_stats = stats.shards[shard_id]
-        session = Session(shard_id, shard_count, intents, cfg.resume_buffer, shard_stats, stats,
-                          gw.sessions.next_order(), threshold)
-        gw.sessions.add(session)
-        session.conn = conn
-        conn.session = session
-        gw.routes_changed()
-        stats.identifies += 1
-        shard_stats.identifies += 1
-        shard_stats.sessions += 1
-        shard_stats.guilds = len(guilds)
-        live_counts = {s.shard_count for s in gw.sessions.live()}
-        if len(live_counts) > 1:
-            _log.info("sessions with shard counts %s overlap (resharding)", sorted(live_counts))
-        world = self.world
-        ready = {
-            "v": 10, "user": world.bot_user(), "guilds": world.ready_guilds(shard_id, shard_count),
-            "session_id": session.session_id, "resume_gateway_url": resume_url, "shard": [shard_id, shard_count],
-            "application": world.application, "private_channels": [], "relationships": [], "presences": [],
-            "guild_join_requests": [], "user_settings": {}, "session_type": "normal", "auth": {},
-            "geo_ordered_rtc_regions": ["us-east", "us-central"], "_trace": ['["innkeeper-sim",{"micros":0}]'],
-        }
-        session.push("READY", dumps(ready))
-        session.push_guild_creates(guilds, world)
-        _log.info("shard %d/%d identified (session %s, %d guilds)", shard_id, shard_count, session.session_id[:8],
-                  len(guilds))
-
-    # -- resume ----------------------------------------------------------------------------------
-
-    def _resume(self, conn: Connection, d: object) -> None:
-        gw, stats = self.gw, self.stats
-        if conn.session is not None:
-            conn.close(4005, "Already authenticated.")
-            return
-        if not isinstance(d, dict) or not isinstance(d.get("session_id"), str) or not (
-                d.get("seq") is None or _is_int(d.get("seq"))):
-            conn.close(4002, "Error while decoding payload.")
-            return
-        if d.get("token") != self.config.token:
-            stats.auth_failures += 1
-            conn.close(4004, "Authentication failed.", keep_session=False)
-            return
-        session = gw.sessions.get(d["session_id"])
-        seq = d.get("seq") or 0
-        frames = None
-        if session is not None and session.resumable(gw.clock(), self.config.resume_ttl):
-            frames = session.replay_after(seq)
-        if session is None or frames is None:
-            stats.failed_resumes += 1
-            if session is not None and session.conn is None:
-                gw.end_session(session)
-            _log.info("RESUME of session %s at seq %s refused: op 9", str(d["session_id"])[:8], seq)
-            conn.send(_INVALID_SESSION_FALSE)
-            return
-        old = session.conn
-        if old is not None:
-            # A new socket took the session over; the old one (a zombie) is closed without touching it.
-            old.session = None
-            old.close(4000, "Session resumed on another connection.")
-        session.conn = conn
-        session.detached_at = None
-        conn.session = session
-        gw.routes_changed()
-        for frame in frames:
-            conn.send(frame)
-        session.stats.dispatched += len(frames)
-        stats.dispatched += len(frames)
-        session.push("RESUMED", '{"_trace":["[\\"innkeeper-sim\\"]"]}')
-        stats.resumes += 1
-        session.stats.resumes += 1
-        _log.info("shard %d/%d resumed session %s from seq %d (%d replayed)", session.shard_id,
-                  session.shard_count, session.session_id[:8], seq, len(frames))
 
     # -- member chunking and soundboard ----------------------------------------------------------
 

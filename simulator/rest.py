@@ -1,14 +1,14 @@
 """The simulator's Discord REST API (``/api/v10`` and ``/api/v9``): what unmodified discord.py uses.
 
-:func:`setup` registers every route; the routes for users, the application, the gateway, guilds
-and application commands live here, channels and messages in ``simulator/rest_channels.py``,
-interaction callbacks and webhook follow-ups in ``simulator/rest_interactions.py``. Auth, faults
-and rate limits are applied per route by ``simulator/rest_common.py``.
+:func:`setup` registers every route; the routes for users, the gateway, guilds and application
+commands live here, the application itself in ``simulator/rest_application.py``, channels and
+messages in ``simulator/rest_channels.py``, interaction callbacks and webhook follow-ups in
+``simulator/rest_interactions.py``. Auth, faults, rate limits and the invalid-request ban are
+applied per route by ``simulator/rest_common.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import itertools
 import re
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .intents import Intent
+from .rest_application import APPLICATION_ROUTES
 from .rest_channels import CHANNEL_ROUTES
 from .rest_common import (
     API_PREFIXES,
@@ -23,6 +25,7 @@ from .rest_common import (
     RestRoute,
     error_response,
     form_error,
+    guarded,
     int_param,
     json_response,
     read_body,
@@ -30,7 +33,6 @@ from .rest_common import (
     route,
 )
 from .rest_interactions import INTERACTION_ROUTES
-from .state import STATE_KEY
 
 if TYPE_CHECKING:
     from .state import SimState
@@ -52,21 +54,6 @@ async def get_user(request: web.Request, state: SimState) -> web.Response:
     if user is None:
         raise RestError(404, 10013, "Unknown User")
     return json_response(user)
-
-
-async def application_me(request: web.Request, state: SimState) -> web.Response:
-    world = state.world
-    app_id = world.application_id
-    verify_key = hashlib.sha256(f"{world.seed}:{app_id}".encode()).hexdigest()
-    return json_response({
-        "id": str(app_id), "name": "Innkeeper", "icon": None, "description": "A simulated Innkeeper application.",
-        "summary": "", "type": None, "hook": True, "bot_public": True, "bot_require_code_grant": False,
-        "verify_key": verify_key, "flags": world.application["flags"], "owner": world.user(world.application_owner_id),
-        "team": None, "rpc_origins": [], "tags": [], "install_params": None, "interactions_endpoint_url": None,
-        "redirect_uris": [], "role_connections_verification_url": None, "approximate_guild_count": len(world.guilds),
-        "approximate_user_install_count": 0, "integration_types_config": {"0": {}}, "bot": world.bot_user(),
-        "terms_of_service_url": None, "privacy_policy_url": None, "custom_install_url": None,
-    })
 
 
 def _gateway_url(request: web.Request, state: SimState) -> str:
@@ -126,10 +113,16 @@ async def guild_roles(request: web.Request, state: SimState) -> web.Response:
 async def guild_members(request: web.Request, state: SimState) -> web.Response:
     """``GET /guilds/{id}/members?limit&after``: members sorted by user id, the bot included.
 
+    "This endpoint requires the ``GUILD_MEMBERS`` Privileged Intent" (``developers/resources/guild.mdx``,
+    "List Guild Members"; ``developers/events/gateway.mdx``, "HTTP Restrictions": independent of the
+    intents a session identified with): without it in the application's flags, 403 50001 Missing Access.
+
     One page costs a pass over the guild's members (no sorted index is kept), so paging through a
     250,000-member guild is slow here; bots fetch big member lists through the gateway instead.
     """
     guild = _guild(request, state)
+    if state.application.disallowed(Intent.GUILD_MEMBERS):
+        raise RestError(403, 50001, "Missing Access")
     limit = int_param(request.query.get("limit"), "limit", default=1, lo=1, hi=1000) or 1
     after = int_param(request.query.get("after"), "after", default=0, lo=0) or 0
     world = state.world
@@ -241,8 +234,7 @@ async def put_commands(request: web.Request, state: SimState) -> web.Response:
 ROUTES: list[RestRoute] = [
     route("GET", "/users/@me", users_me, "users-me"),
     route("GET", "/users/{user_id:\\d+}", get_user, "users-me"),
-    route("GET", "/oauth2/applications/@me", application_me, "application-get"),
-    route("GET", "/applications/@me", application_me, "application-get"),
+    *APPLICATION_ROUTES,
     route("GET", "/gateway", gateway, "gateway", auth=False),
     route("GET", "/gateway/bot", gateway_bot, "gateway"),
     route("GET", "/guilds/{guild_id}", get_guild, "guild-get"),
@@ -259,10 +251,13 @@ ROUTES: list[RestRoute] = [
 ]
 
 
-async def unknown_route(request: web.Request) -> web.Response:
-    """Anything else under the API prefix: Discord's JSON 404 (aiohttp's would be text/plain)."""
-    request.app[STATE_KEY].stats.requests += 1
+async def _not_found(request: web.Request, state: SimState) -> web.Response:
     return error_response(404, 0, "404: Not Found")
+
+
+async def unknown_route(request: web.Request) -> web.StreamResponse:
+    """Anything else under the API prefix: Discord's JSON 404 (aiohttp's would be text/plain), or a ban."""
+    return await guarded(request, _not_found)
 
 
 def setup(app: web.Application) -> None:

@@ -8,6 +8,14 @@ The bot's permissions in a guild channel are checked as Discord checks them
 VIEW_CHANNEL a channel route answers 403 50001 Missing Access; sending also needs SEND_MESSAGES
 (else 403 50013 Missing Permissions); listing messages without READ_MESSAGE_HISTORY returns none.
 A message to a user whose DMs are closed to the bot (``POST /_sim/users/{id}/dms``) is 403 50007.
+Deleting another user's message needs MANAGE_MESSAGES, and so does changing the ``flags`` of one
+(``developers/resources/message.mdx``, "Delete Message", "Edit Message"): else 403 50013; in a DM
+another user's message cannot be deleted at all (403 50003).
+
+Without MESSAGE_CONTENT in the application's flags, guild messages read over REST come with
+empty content fields, except the bot's own and those that mention it (``developers/events/
+gateway.mdx``, "Message Content Intent": it "permits your app to receive message content data
+across the APIs"; "HTTP Restrictions" are independent of a session's intents).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .intents import Intent, strip_content
 from .permissions import channel_permissions
 from .rest_common import RestError, RestRoute, empty_response, int_param, json_response, read_body, route
 from .rest_objects import (
@@ -70,6 +79,14 @@ def _require(state: SimState, channel_id: int, needed: int = 0) -> int | None:
     if perms & needed != needed:
         raise RestError(403, 50013, "Missing Permissions")
     return perms
+
+
+def _readable(state: SimState, guild: Guild | None, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Guild messages as an application without the MESSAGE_CONTENT flag reads them (DMs keep theirs)."""
+    if guild is None or not state.application.disallowed(Intent.MESSAGE_CONTENT):
+        return messages
+    bot_id = state.world.application_id
+    return [strip_content(m, bot_id) for m in messages]
 
 
 def _dm_recipient(channel: dict[str, Any]) -> int | None:
@@ -134,7 +151,7 @@ async def create_message(request: web.Request, state: SimState) -> web.Response:
 async def list_messages(request: web.Request, state: SimState) -> web.Response:
     """Newest first; ``before``/``after``/``around`` as on Discord; ``limit`` 1–100 (default 50)."""
     channel_id = _channel_id(request)
-    resolve_channel(state, channel_id)
+    guild, _ = resolve_channel(state, channel_id)
     perms = _require(state, channel_id)
     q = request.query
     limit = int_param(q.get("limit"), "limit", default=50, lo=1, hi=100) or 50
@@ -146,8 +163,9 @@ async def list_messages(request: web.Request, state: SimState) -> web.Response:
     if around is not None:
         newer = state.messages.list(channel_id, limit=limit // 2, after=around)
         older = state.messages.list(channel_id, limit=limit - len(newer), before=around + 1)
-        return json_response(newer + older)
-    return json_response(state.messages.list(channel_id, limit=limit, before=before, after=after))
+        return json_response(_readable(state, guild, newer + older))
+    listed = state.messages.list(channel_id, limit=limit, before=before, after=after)
+    return json_response(_readable(state, guild, listed))
 
 
 def _stored(state: SimState, request: web.Request) -> tuple[int, Guild | None, dict[str, Any]]:
@@ -162,17 +180,19 @@ def _stored(state: SimState, request: web.Request) -> tuple[int, Guild | None, d
 
 
 async def get_message(request: web.Request, state: SimState) -> web.Response:
-    _, _, msg = _stored(state, request)
-    return json_response(msg)
+    _, guild, msg = _stored(state, request)
+    return json_response(_readable(state, guild, [msg])[0])
 
 
 async def edit_message(request: web.Request, state: SimState) -> web.Response:
     channel_id, guild, msg = _stored(state, request)
     body = await read_body(request)
     fields = validate_message_body(body.payload, files=len(body.files), edit=True)
-    # Only the author may change the content; others may at most suppress embeds.
-    if msg["author"]["id"] != str(state.world.application_id) and set(fields) - {"flags"}:
-        raise RestError(403, 50005, "Cannot edit a message authored by another user")
+    # Only the author may change the content; others may at most change flags, with MANAGE_MESSAGES.
+    if msg["author"]["id"] != str(state.world.application_id):
+        if set(fields) - {"flags"}:
+            raise RestError(403, 50005, "Cannot edit a message authored by another user")
+        _require(state, channel_id, Perm.MANAGE_MESSAGES)
     apply_edit(state, msg, fields, guild, attachments_from_files(state, channel_id, body.files))
     deliver(state, guild, "MESSAGE_UPDATE", _gateway_copy(state, guild, msg))
     return json_response(msg)
@@ -180,6 +200,10 @@ async def edit_message(request: web.Request, state: SimState) -> web.Response:
 
 async def delete_message(request: web.Request, state: SimState) -> web.Response:
     channel_id, guild, msg = _stored(state, request)
+    if msg["author"]["id"] != str(state.world.application_id):  # another user's message
+        if guild is None:
+            raise RestError(403, 50003, "Cannot execute action on a DM channel")
+        _require(state, channel_id, Perm.MANAGE_MESSAGES)
     state.messages.remove(channel_id, int(msg["id"]))
     event: dict[str, Any] = {"id": msg["id"], "channel_id": str(channel_id)}
     if guild is not None:

@@ -5,12 +5,15 @@ token, whether it is exempt from the global limit) and registered under ``/api/v
 ``/api/v9`` by :func:`register`. The wrapper built by :func:`_wrap` runs, per request:
 
 1. ``stats.requests += 1``;
-2. the ``Authorization: Bot <token>`` check (401, counted as invalid);
-3. REST faults from ``state.rest_faults`` (latency, then an injected error status);
-4. the global limit and the route bucket (429 with Discord's body and headers);
-5. the handler, whose :class:`RestError` becomes Discord's JSON error shape and whose unexpected
-   exceptions become a logged 500, never a crash; its 401s and 403s (a missing permission, closed
-   DMs) count in ``invalid_requests`` like the others.
+2. the invalid-request ban: a banned IP gets Cloudflare's 429 and nothing else
+   (:mod:`simulator.invalid_requests`);
+3. the ``Authorization: Bot <token>`` check against the application's current token (401);
+4. REST faults from ``state.rest_faults`` (latency, then an injected error status);
+5. the global limit and the route bucket (429 with Discord's body and headers);
+6. the handler, whose :class:`RestError` becomes Discord's JSON error shape and whose unexpected
+   exceptions become a logged 500, never a crash;
+7. whatever answered, a 401, a 403 or a 429 that is not ``shared`` counts in ``invalid_requests``
+   and toward the IP's ban, as Discord counts them.
 
 Every JSON answer has ``Content-Type: application/json`` exactly: discord.py parses a body as JSON
 only when the header is exactly that (``json_or_text`` in ``discord/http.py``).
@@ -29,13 +32,14 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .invalid_requests import InvalidRequestLimit, banned_response, counts_as_invalid
 from .ratelimit import DEFAULT_BUCKET, BucketSpec, RateLimiter, default_buckets
 from .state import STATE_KEY, SimState
 
 __all__ = (
     "API_PREFIXES", "JSON_CT", "LIMITER_KEY", "RestError", "RestRoute", "Handler", "dumps", "json_response",
     "error_response", "empty_response", "form_error", "read_body", "int_param", "register", "route", "take_faults",
-    "rate_limited_response", "ParsedBody", "MAX_UPLOAD_BYTES",
+    "rate_limited_response", "ParsedBody", "MAX_UPLOAD_BYTES", "INVALID_REQUESTS_KEY", "guarded",
 )
 
 _log = logging.getLogger(__name__)
@@ -46,6 +50,8 @@ JSON_CT = "application/json"
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 #: Where :func:`register` keeps the app's :class:`RateLimiter` and bucket table.
 LIMITER_KEY = web.AppKey("innkeeper_sim_ratelimiter", RateLimiter)
+#: Where :func:`register` keeps the app's :class:`~simulator.invalid_requests.InvalidRequestLimit`.
+INVALID_REQUESTS_KEY = web.AppKey("innkeeper_sim_invalid_requests", InvalidRequestLimit)
 _BUCKETS_KEY = web.AppKey("innkeeper_sim_buckets", dict)
 
 Handler = Callable[[web.Request, SimState], Awaitable[web.StreamResponse]]
@@ -207,8 +213,11 @@ def register(app: web.Application, routes: list[RestRoute]) -> None:
     """Add ``routes`` under every prefix in :data:`API_PREFIXES` (creates the limiter once per app)."""
     state = app[STATE_KEY]
     if LIMITER_KEY not in app:
-        app[LIMITER_KEY] = RateLimiter(state.config.global_rate)
-        app[_BUCKETS_KEY] = default_buckets(state.config)
+        config = state.config
+        app[LIMITER_KEY] = RateLimiter(config.global_rate, clock=state.clock)
+        app[_BUCKETS_KEY] = default_buckets(config)
+        app[INVALID_REQUESTS_KEY] = InvalidRequestLimit(config.invalid_request_limit, config.invalid_request_window,
+                                                        config.invalid_request_ban, state.clock)
     buckets: dict[str, BucketSpec] = app[_BUCKETS_KEY]
     for r in routes:
         spec = buckets.get(r.bucket, DEFAULT_BUCKET)
@@ -260,11 +269,9 @@ def _fault_matches(pattern: str | None, method: str, path: str) -> bool:
 def rate_limited_response(state: SimState, retry_after: float, scope: str, headers: dict[str, str]) -> web.Response:
     """A 429 discord.py rides out: JSON body with ``retry_after``/``global``, ``Via`` header, scope.
 
-    Counts ``stats.rate_limited[scope]``; user and global 429s also count as invalid requests.
+    Counts ``stats.rate_limited[scope]`` (``_wrap`` counts user and global 429s as invalid requests).
     """
     state.stats.rate_limited[scope] = state.stats.rate_limited.get(scope, 0) + 1
-    if scope != "shared":
-        state.stats.invalid_requests += 1
     message = "The resource is being rate limited." if scope == "shared" else "You are being rate limited."
     body = {"message": message, "retry_after": round(retry_after, 3), "global": scope == "global", "code": 0}
     headers = dict(headers)
@@ -284,8 +291,6 @@ def _injected_error(state: SimState, fault: dict[str, Any], spec: BucketSpec) ->
         else:
             headers["X-RateLimit-Bucket"] = spec.hash
         return rate_limited_response(state, retry, scope, headers)
-    if status in (401, 403):
-        state.stats.invalid_requests += 1
     return error_response(status)
 
 
@@ -294,12 +299,9 @@ def _wrap(r: RestRoute, spec: BucketSpec) -> Callable[[web.Request], Awaitable[w
     needs_auth = r.auth
     exempt = r.exempt_global
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    async def respond(request: web.Request, state: SimState) -> web.StreamResponse:
         app = request.app
-        state = app[STATE_KEY]
-        state.stats.requests += 1
-        if needs_auth and request.headers.get("Authorization") != "Bot " + state.config.token:
-            state.stats.invalid_requests += 1
+        if needs_auth and request.headers.get("Authorization") != "Bot " + state.application.token:
             return error_response(401, 0, "401: Unauthorized")
         if state.rest_faults:
             latency, error = take_faults(state, request.method, request.path)
@@ -320,10 +322,32 @@ def _wrap(r: RestRoute, spec: BucketSpec) -> Callable[[web.Request], Awaitable[w
         except Exception:
             _log.exception("simulator REST handler failed", extra={"method": request.method, "path": request.path})
             response = error_response(500)
-        if response.status in (401, 403):  # every 401/403 counts toward Discord's ban, whatever answered it
-            state.stats.invalid_requests += 1
         response.headers.update(headers)
         return response
 
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await guarded(request, respond)
+
     handle.__name__ = getattr(handler, "__name__", "handle")
     return handle
+
+
+async def guarded(request: web.Request, respond: Handler) -> web.StreamResponse:
+    """Serve ``request`` with ``respond`` unless its IP is banned; count invalid answers toward the ban."""
+    app = request.app
+    state = app[STATE_KEY]
+    state.stats.requests += 1
+    limit = app[INVALID_REQUESTS_KEY]
+    ip = request.remote or "?"
+    left = limit.banned_for(ip)
+    if left:
+        state.stats.banned_requests += 1
+        return banned_response(left)
+    response = await respond(request, state)
+    if counts_as_invalid(response):  # every 401/403/429 counts toward Discord's ban, whatever answered it
+        state.stats.invalid_requests += 1
+        if limit.record(ip):
+            state.stats.invalid_request_bans += 1
+            _log.warning("%s made more than %d invalid requests in %.0fs: banned for %.0fs", ip, limit.limit,
+                         limit.window, limit.ban)
+    return response

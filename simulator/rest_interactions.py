@@ -8,11 +8,30 @@ they are recorded on the pending interaction so the control API can report them.
 
 Responses that create or change a visible (non-ephemeral) message store it in the channel and
 dispatch MESSAGE_CREATE/UPDATE/DELETE, as Discord does.
+
+Deadlines (``developers/interactions/receiving-and-responding.mdx``, "Responding to an
+Interaction": "Interaction tokens are valid for 15 minutes … but you must send an initial response
+within 3 seconds of receiving the event. If the 3 second deadline is exceeded, the token will be
+invalidated"), both counted from the INTERACTION_CREATE dispatch on the simulator's clock:
+
+- an initial response after ``--interaction-deadline`` (3 s) is 404 10062 Unknown interaction
+  (``late_interaction_callbacks``); a second one is 400 40060 "Interaction has already been
+  acknowledged" (``opcodes-and-status-codes.mdx``, "JSON Error Codes");
+- follow-ups and ``@original``/follow-up reads, edits and deletes after ``--interaction-token-ttl``
+  (15 min) are 401 50027 Invalid Webhook Token (``expired_interaction_tokens``). The docs name no
+  status for an expired token; 50027 is the code of the table ("Invalid webhook token provided")
+  and the answer Discord gives (discord/discord-api-docs#6851: "After the 15 mins window, any API
+  request made to it returns 401"; Rapptz/discord.py#9856). Before that, a follow-up for an
+  interaction that was never acknowledged is 404 10015 Unknown Webhook (the same thread: "While the
+  token is still active in the 15 minutes window, any API requests send to it return with 404").
+
+"Create Followup Message … functions the same as Execute Webhook, but ``wait`` is always true"
+(``receiving-and-responding.mdx``): a follow-up always answers 200 with the message, and discord.py
+always sends ``wait=1`` for application webhooks (``Webhook.send``).
 """
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -106,6 +125,10 @@ async def interaction_callback(request: web.Request, state: SimState) -> web.Res
         raise RestError(404, 10062, "Unknown interaction")
     if pending.callback.done():
         raise RestError(400, 40060, "Interaction has already been acknowledged.")
+    if state.clock() - pending.created > state.config.interaction_deadline:
+        pending.late_callbacks += 1
+        state.stats.late_interaction_callbacks += 1
+        raise RestError(404, 10062, "Unknown interaction")
     body = await read_body(request)
     payload = body.payload
     if not isinstance(payload, dict):
@@ -146,7 +169,7 @@ async def interaction_callback(request: web.Request, state: SimState) -> web.Res
     record = dict(payload)
     if body.files:
         record["files"] = _files_record(body.files)
-    pending.acknowledged_at = time.monotonic()
+    pending.acknowledged_at = state.clock()
     state.stats.acknowledged += 1
     pending.callback.set_result(record)
     if request.query.get("with_response", "").lower() not in ("1", "true"):
@@ -164,15 +187,15 @@ async def interaction_callback(request: web.Request, state: SimState) -> web.Res
 
 
 def _pending_for_webhook(request: web.Request, state: SimState) -> PendingInteraction:
+    """The interaction of ``/webhooks/{application_id}/{token}``: 404 10015 when unknown, 401 50027 once expired."""
     webhook_id = int_param(request.match_info["webhook_id"], "webhook_id") or 0
     pending = state.interactions.by_token(request.match_info["webhook_token"])
     if pending is None or webhook_id != state.world.application_id:
         raise RestError(404, 10015, "Unknown Webhook")
+    if state.clock() - pending.created > state.config.interaction_token_ttl:
+        state.stats.expired_interaction_tokens += 1
+        raise RestError(401, 50027, "Invalid Webhook Token")
     return pending
-
-
-def _wants_wait(request: web.Request) -> bool:
-    return request.query.get("wait", "").lower() in ("1", "true")
 
 
 async def execute_webhook(request: web.Request, state: SimState) -> web.Response:
@@ -197,7 +220,7 @@ async def execute_webhook(request: web.Request, state: SimState) -> web.Response
         record["message_id"] = message["id"]
         _publish(state, pending, message, "MESSAGE_CREATE")
     pending.followups.append(record)
-    return json_response(message) if _wants_wait(request) else empty_response()
+    return json_response(message)  # "wait is always true" for interaction follow-ups
 
 
 def _webhook_message(request: web.Request, state: SimState) -> tuple[PendingInteraction, dict[str, Any], bool]:

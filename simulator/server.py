@@ -14,6 +14,8 @@ import contextlib
 import dataclasses
 import logging
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -22,8 +24,9 @@ from aiohttp import web
 from innkeeper.port_files import remove_port_file, write_port_file
 
 from . import control, rest
+from .application import Application
 from .config import SimConfig
-from .gateway import GATEWAY_PATH, Gateway
+from .gateway import GATEWAY_PATH, GATEWAY_RESUME_PATH, Gateway
 from .state import STATE_KEY, SimState, Stats
 from .world import World
 
@@ -32,16 +35,23 @@ __all__ = ("create_app", "run_simulator", "SimulatorServer", "listening_line")
 _log = logging.getLogger(__name__)
 
 
-def create_app(config: SimConfig) -> web.Application:
-    """The simulator's aiohttp application for ``config`` (state under :data:`~simulator.state.STATE_KEY`)."""
+def create_app(config: SimConfig, *, clock: Callable[[], float] = time.monotonic) -> web.Application:
+    """The simulator's aiohttp application for ``config`` (state under :data:`~simulator.state.STATE_KEY`).
+
+    ``clock`` (monotonic seconds) drives the identify limits, resume TTLs, interaction deadlines
+    and the invalid-request ban; tests inject one to move time without sleeping.
+    """
     world = World(config)
     stats = Stats()
-    gateway = Gateway(config, world, stats)
+    application = Application.from_config(config)
+    gateway = Gateway(config, world, stats, clock, application)
     app = web.Application(client_max_size=32 * 1024 * 1024)
-    app[STATE_KEY] = SimState(config=config, world=world, gateway=gateway, stats=stats)
-    app.router.add_get(GATEWAY_PATH, gateway.handle)
-    # The websocket also answers on the trailing-slash form discord.py's default URL has.
-    app.router.add_get(GATEWAY_PATH + "/", gateway.handle)
+    app[STATE_KEY] = SimState(config=config, world=world, gateway=gateway, stats=stats, application=application,
+                              clock=clock)
+    # The websocket also answers on the trailing-slash form discord.py's default URL has, and on
+    # READY's resume_gateway_url.
+    for path in (GATEWAY_PATH, GATEWAY_PATH + "/", GATEWAY_RESUME_PATH, GATEWAY_RESUME_PATH + "/"):
+        app.router.add_get(path, gateway.handle)
     rest.setup(app)
     control.setup(app)
 
@@ -65,6 +75,8 @@ class SimulatorServer:
     ----------
     config:
         The settings; ``port=0`` picks a free port (``.url`` and ``.config`` then carry the real one).
+    clock:
+        Monotonic seconds for every deadline and limit (see :func:`create_app`); injectable for tests.
 
     Examples
     --------
@@ -72,8 +84,9 @@ class SimulatorServer:
     ...     print(sim.url, sim.state.stats.identifies)
     """
 
-    def __init__(self, config: SimConfig) -> None:
+    def __init__(self, config: SimConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self.clock = clock
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
 
@@ -87,13 +100,18 @@ class SimulatorServer:
         return f"ws://{self.config.host}:{self.config.port}{GATEWAY_PATH}"
 
     @property
+    def resume_gateway_url(self) -> str:
+        """READY's ``resume_gateway_url``: where a client should RESUME."""
+        return f"ws://{self.config.host}:{self.config.port}{GATEWAY_RESUME_PATH}"
+
+    @property
     def state(self) -> SimState:
         if self.app is None:
             raise RuntimeError("the simulator is not running")
         return self.app[STATE_KEY]
 
     async def start(self) -> None:
-        self.app = create_app(self.config)
+        self.app = create_app(self.config, clock=self.clock)
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)

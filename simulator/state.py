@@ -11,10 +11,11 @@ import asyncio
 import itertools
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from .application import Application
 from .snowflakes import DISCORD_EPOCH_MS
 
 if TYPE_CHECKING:
@@ -92,6 +93,21 @@ class Stats:
     #: Gateway connections accepted (HELLO sent), by the transport compression they asked for.
     connections_by_compress: dict[str, int] = field(
         default_factory=lambda: {"none": 0, "zlib-stream": 0, "zstd-stream": 0})
+    #: Sessions closed 4014: an IDENTIFY with a privileged intent the application's flags do not grant,
+    #: or a live session whose intent a ``PATCH /applications/@me`` took away.
+    privileged_intent_closes: int = 0
+    #: Bot tokens reset (an exhausted IDENTIFY budget, or ``POST /_sim/token/reset``).
+    token_resets: int = 0
+    #: RESUMEs sent to the gateway URL instead of READY's ``resume_gateway_url``.
+    resumes_off_resume_url: int = 0
+    #: Initial interaction responses refused (404 10062) because they came after the deadline.
+    late_interaction_callbacks: int = 0
+    #: Follow-ups and edits refused (401 50027) because the interaction token had expired.
+    expired_interaction_tokens: int = 0
+    #: REST requests refused because their IP was banned for too many invalid requests.
+    banned_requests: int = 0
+    #: Bans imposed for too many invalid requests.
+    invalid_request_bans: int = 0
     shards: dict[int, ShardStats] = field(default_factory=lambda: defaultdict(ShardStats))
     started_at: float = field(default_factory=time.monotonic)
 
@@ -121,6 +137,13 @@ class Stats:
             "member_chunks_sent": self.member_chunks_sent,
             "members_sent": self.members_sent,
             "connections_by_compress": dict(self.connections_by_compress),
+            "privileged_intent_closes": self.privileged_intent_closes,
+            "token_resets": self.token_resets,
+            "resumes_off_resume_url": self.resumes_off_resume_url,
+            "late_interaction_callbacks": self.late_interaction_callbacks,
+            "expired_interaction_tokens": self.expired_interaction_tokens,
+            "banned_requests": self.banned_requests,
+            "invalid_request_bans": self.invalid_request_bans,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "shards": {str(k): v.as_dict() for k, v in sorted(self.shards.items())},
         }
@@ -186,8 +209,10 @@ class PendingInteraction:
     original: dict[str, Any] | None = None
     #: Follow-up messages by id (``/webhooks/{app}/{token}/messages/{id}``).
     followup_messages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: ``time.monotonic()`` when the callback arrived.
+    #: The simulator's clock when the callback arrived (``created`` is its time at the dispatch).
     acknowledged_at: float | None = None
+    #: Initial responses refused because they came after the deadline.
+    late_callbacks: int = 0
 
 
 class InteractionWaiters:
@@ -203,8 +228,10 @@ class InteractionWaiters:
         self._by_id: dict[int, PendingInteraction] = {}
         self._by_token: dict[str, PendingInteraction] = {}
 
-    def register(self, interaction_id: int, token: str, guild_id: int | None, channel_id: int) -> PendingInteraction:
-        pending = PendingInteraction(interaction_id, token, guild_id, channel_id, time.monotonic(),
+    def register(self, interaction_id: int, token: str, guild_id: int | None, channel_id: int,
+                 created: float) -> PendingInteraction:
+        """Remember an interaction dispatched at ``created`` (the simulator's clock)."""
+        pending = PendingInteraction(interaction_id, token, guild_id, channel_id, created,
                                      asyncio.get_running_loop().create_future())
         self._by_id[interaction_id] = pending
         self._by_token[token] = pending
@@ -244,8 +271,9 @@ class InteractionWaiters:
             dropped += 1
         return dropped
 
-    def forget_older_than(self, seconds: float) -> None:
-        cutoff = time.monotonic() - seconds
+    def forget_older_than(self, seconds: float, now: float) -> None:
+        """Forget the interactions created more than ``seconds`` before ``now``."""
+        cutoff = now - seconds
         for iid, p in list(self._by_id.items()):
             if p.created < cutoff:
                 del self._by_id[iid]
@@ -329,6 +357,15 @@ class GatewayHub(Protocol):
     def identify_reset_after_ms(self) -> int:
         """Milliseconds until the daily budget is full again (``session_start_limit.reset_after``)."""
 
+    def set_identify_remaining(self, remaining: int | None) -> None:
+        """Refill the daily budget (``None``), or set how many IDENTIFYs it has left."""
+
+    def terminate_sessions(self, code: int, reason: str) -> int:
+        """Close every live session with ``code`` and end every session (live or resumable); returns how many."""
+
+    def close_disallowed_sessions(self) -> int:
+        """Close 4014 every session whose intents the application's flags no longer grant; returns how many."""
+
 
 @dataclass(slots=True)
 class SimState:
@@ -348,9 +385,16 @@ class SimState:
     dm_channels: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Users whose DMs are closed to the bot (``POST /_sim/users/{id}/dms``): sends there are 403 50007.
     closed_dms: set[int] = field(default_factory=set)
+    #: The application (flags, token), shared with the gateway; built from ``config`` when not given.
+    application: Application = field(default=cast("Application", None))
+    #: Monotonic seconds for interaction deadlines, token lifetimes, REST rate limits and the invalid-request
+    #: ban; injectable for tests.
+    clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
         self.commands = CommandStore(self.ids)
+        if self.application is None:
+            self.application = Application.from_config(self.config)
 
 
 def _state_key() -> Any:

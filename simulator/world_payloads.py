@@ -1,14 +1,13 @@
 """The world as Discord's JSON: user, member, guild and channel objects, GUILD_CREATE and READY's parts.
 
 Payloads are built when they are sent, from the records of :mod:`simulator.world_model` and the
-seeded parts of :class:`~simulator.world_gen.SeededWorld`; nothing here is stored but READY's
-``application``.
+seeded parts of :class:`~simulator.world_gen.SeededWorld`; nothing here is stored. (READY's
+``application`` comes from :class:`~simulator.application.Application`, whose flags are state.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from .world_gen import SeededWorld
@@ -159,8 +158,3 @@ class WorldPayloads(SeededWorld):
     def channel_payload(self, channel: Channel) -> dict[str, Any]:
         """The channel object as REST returns it (with ``guild_id``)."""
         return channel.payload(with_guild_id=True)
-
-    @cached_property
-    def application(self) -> dict[str, Any]:
-        """READY's ``application`` (id and flags: the privileged intents are enabled)."""
-        return {"id": str(self.application_id), "flags": (1 << 13) | (1 << 15) | (1 << 19)}

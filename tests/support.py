@@ -95,6 +95,26 @@ def wait_for_sync(predicate: Callable[[], T], *, timeout: float = 10.0, interval
         time.sleep(interval)
 
 
+class ManualClock:
+    """A monotonic clock a test moves by hand (``clock.advance(3.5)``), for code that takes a ``clock``.
+
+    It starts near the real ``time.monotonic()``, at a whole second: whole-second steps then add up
+    exactly, so a test that steps to a boundary (a window of 600 s) lands on it, not a rounding
+    error away.
+    """
+
+    __slots__ = ("now",)
+
+    def __init__(self) -> None:
+        self.now = float(int(time.monotonic()))
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def read_port(path: Path) -> int | None:
     """The port a process wrote to ``path`` (``--port-file``, ``status.port``), or ``None`` while it has not."""
     from innkeeper.port_files import read_port_file

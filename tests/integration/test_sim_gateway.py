@@ -131,7 +131,8 @@ async def test_identify_sends_ready_and_exactly_the_shards_guilds(sim: Simulator
         assert d["shard"] == [shard, 2] and d["v"] == 10
         assert d["user"]["id"] == str(world.application_id) and d["user"]["bot"] is True
         assert d["application"]["id"] == str(world.application_id)
-        assert d["resume_gateway_url"] == sim.gateway_url
+        assert d["resume_gateway_url"] == sim.resume_gateway_url  # a URL of its own, for RESUME
+        assert d["application"]["flags"] == (1 << 13) | (1 << 15) | (1 << 19)  # the three _LIMITED intent flags
         assert [c["t"] for c in creates] == ["GUILD_CREATE"] * len(expected)
         assert [c["d"]["id"] for c in creates] == expected
         assert [m["s"] for m in [ready, *creates]] == list(range(1, len(expected) + 2))
@@ -326,7 +327,8 @@ async def test_request_guild_members_answers_chunks(sim: SimulatorServer, connec
     assert chunk["d"]["not_found"] == ["42"]
 
 
-async def test_missing_heartbeats_close_4009_and_keep_the_session(http: aiohttp.ClientSession) -> None:
+async def test_missing_heartbeats_close_4009_and_end_the_session(http: aiohttp.ClientSession) -> None:
+    """4009 Session timed out: "Reconnect and start a new one" (the close-code table), so RESUME is refused."""
     async with SimulatorServer(_config(heartbeat_interval_ms=1000)) as server:
         connect = connector(http, server)
         client = await connect()
@@ -334,7 +336,10 @@ async def test_missing_heartbeats_close_4009_and_keep_the_session(http: aiohttp.
         assert await client.close_code(timeout=5) == 4009
         again = await connect()
         await again.send(6, {"token": TOKEN, "session_id": client.session_id, "seq": client.seq})
-        assert (await again.recv())["t"] == "RESUMED"
+        refused = await again.recv()
+        assert refused["op"] == 9 and refused["d"] is False
+        await again.ready((0, 2))  # a new session instead
+        assert server.state.stats.failed_resumes == 1 and server.state.stats.identifies == 2
 
 
 async def test_fault_disconnect_keeps_the_session_resumable(sim: SimulatorServer, connect: Connect) -> None:

@@ -30,6 +30,25 @@ def test_flags_build_a_config() -> None:
     assert cli.config_from_args(cli.build_parser().parse_args([])) == SimConfig()
 
 
+def test_the_privileged_intents_flag_builds_a_config() -> None:
+    args = cli.build_parser().parse_args(["--privileged-intents", "members,message_content"])
+    assert cli.config_from_args(args) == SimConfig(privileged_intents="members,message_content")
+    assert cli.config_from_args(cli.build_parser().parse_args(["--privileged-intents", "none"])).privileged_intents \
+        == "none"
+
+
+def test_the_interaction_deadline_flags_build_a_config() -> None:
+    args = cli.build_parser().parse_args(["--interaction-deadline", "5", "--interaction-token-ttl", "60"])
+    assert cli.config_from_args(args) == SimConfig(interaction_deadline=5.0, interaction_token_ttl=60.0)
+
+
+def test_the_invalid_request_flags_build_a_config() -> None:
+    args = cli.build_parser().parse_args(["--invalid-request-limit", "0", "--invalid-request-window", "30",
+                                          "--invalid-request-ban", "10"])
+    assert cli.config_from_args(args) == SimConfig(invalid_request_limit=0, invalid_request_window=30.0,
+                                                   invalid_request_ban=10.0)
+
+
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--guilds", "0"], "--guilds must be between 1 and"),
     (["--port", "70000"], "--port must be between 0 and 65535"),
@@ -40,6 +59,14 @@ def test_flags_build_a_config() -> None:
     (["--huge-guilds", "5", "--guilds", "2"], "--huge-guilds must be at most --guilds (2)"),
     (["--max-member-count", "10", "--members-per-guild", "20"], "--max-member-count must be above"),
     (["--size-tail", "0.1"], "--size-tail must be between 0.3 and 5"),
+    (["--privileged-intents", "presence"], "--privileged-intents: unknown privileged intent 'presence'"),
+    (["--interaction-deadline", "0"], "--interaction-deadline must be at least 0.001"),
+    (["--interaction-deadline", "10", "--interaction-token-ttl", "5"], "--interaction-token-ttl must be at least"),
+    (["--invalid-request-limit", "-1"], "--invalid-request-limit must be at least 0"),
+    (["--invalid-request-window", "0"], "--invalid-request-window must be at least"),
+    (["--invalid-request-ban", "-5"], "--invalid-request-ban must be at least 0"),
+    (["--guilds", "many"], "argument --guilds: invalid int value: 'many'"),
+    (["--interaction-token-ttl", "soon"], "invalid float value: 'soon'"),
 ])
 def test_bad_flags_exit_2_with_one_clear_line(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(argv) == 2

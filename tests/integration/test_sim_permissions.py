@@ -120,3 +120,37 @@ async def test_bad_permission_requests_are_400s_or_404s(sim: SimApp) -> None:
     for method, path, body, expected in cases:
         status, answer = await sim.control(method, path, body)
         assert status == expected and "error" in answer, (path, body, status, answer)
+
+
+async def test_another_users_message_needs_manage_messages_to_delete_or_reflag(sim: SimApp) -> None:
+    """``message.mdx``: "Delete Message" and "Edit Message" need MANAGE_MESSAGES for others' messages."""
+    guild, channel = sim.guild(), sim.text_channel()
+    posted = []
+    for i in range(2):
+        status, reply = await sim.control("POST", "messages", {"guild_id": str(guild.id), "channel_id": str(channel),
+                                                               "author_id": str(guild.member_ids[0]),
+                                                               "content": f"user {i}"})
+        assert status == 200
+        posted.append(reply["id"])
+    status, own = await send(sim, channel, "the bot's")
+    bot = str(sim.world.application_id)
+    await sim.control("POST", f"channels/{channel}/overwrites",
+                      {"id": bot, "type": "member", "deny": str(Perm.MANAGE_MESSAGES)})
+    missing = {"message": "Missing Permissions", "code": 50013}
+    resp = await sim.api("DELETE", f"/channels/{channel}/messages/{posted[0]}")
+    assert resp.status == 403 and await resp.json() == missing
+    resp = await sim.api("PATCH", f"/channels/{channel}/messages/{posted[0]}", json={"flags": 4})
+    assert resp.status == 403 and await resp.json() == missing
+    assert (await sim.api("DELETE", f"/channels/{channel}/messages/{own['id']}")).status == 204  # its own: fine
+    await sim.control("POST", f"channels/{channel}/overwrites", {"id": bot, "type": "member"})
+    assert (await sim.api("PATCH", f"/channels/{channel}/messages/{posted[0]}", json={"flags": 4})).status == 200
+    assert (await sim.api("DELETE", f"/channels/{channel}/messages/{posted[1]}")).status == 204
+
+
+async def test_a_users_dm_message_cannot_be_deleted(sim: SimApp) -> None:
+    user = sim.guild().member_ids[0]
+    status, reply = await sim.control("POST", "messages", {"author_id": str(user), "content": "hello bot"})
+    assert status == 200
+    resp = await sim.api("DELETE", f"/channels/{reply['channel_id']}/messages/{reply['id']}")
+    assert resp.status == 403 and await resp.json() == {"message": "Cannot execute action on a DM channel",
+                                                         "code": 50003}

@@ -77,6 +77,15 @@ class FakeHub:
     def identify_reset_after_ms(self) -> int:
         return 12_345
 
+    def set_identify_remaining(self, remaining: int | None) -> None:
+        return None
+
+    def terminate_sessions(self, code: int, reason: str) -> int:
+        return 0
+
+    def close_disallowed_sessions(self) -> int:
+        return 0
+
     def of(self, event: str) -> list[dict[str, Any]]:
         return [d for _, e, _, d in self.events if e == event]
 

@@ -162,7 +162,9 @@ async def test_deferred_then_followups_and_original_edits(sim: SimApp) -> None:
     assert (await resp.json())["content"] == "more!"
     assert (await sim.api("DELETE", base + f"/messages/{second['id']}", auth=False)).status == 204
     assert (await sim.api("GET", base + f"/messages/{second['id']}", auth=False)).status == 404
-    assert (await sim.api("POST", base, auth=False, json={"content": "nowait"})).status == 204
+    # "wait is always true" for interaction follow-ups: 200 and the message, whatever ?wait says
+    resp = await sim.api("POST", base + "?wait=false", auth=False, json={"content": "nowait"})
+    assert resp.status == 200 and (await resp.json())["content"] == "nowait"
 
     status, report = await sim.control("GET", f"interactions/{d['id']}")
     assert status == 200

@@ -61,3 +61,21 @@ def test_daily_budget_counts_down_and_resets_after_the_period() -> None:
     assert budget.remaining() == 3
     assert budget.try_use()
     assert budget.remaining() == 2
+
+
+def test_daily_budget_can_be_refilled_or_set() -> None:
+    clock = FakeClock()
+    budget = SessionStartBudget(total=3, period=100.0, clock=clock)
+    assert budget.try_use() and budget.try_use() and budget.try_use() and not budget.try_use()
+    clock.now += 30
+    budget.set_remaining(None)  # a fresh period: full, and reset_after a whole period away
+    assert budget.remaining() == 3 and budget.reset_after_ms() == 100_000
+    budget.set_remaining(1)  # one left of a period that starts now
+    assert budget.remaining() == 1 and budget.reset_after_ms() == 100_000
+    assert budget.try_use() and not budget.try_use()
+    budget.set_remaining(0)
+    assert budget.remaining() == 0
+    budget.set_remaining(5)  # more than the total is a full budget
+    assert budget.remaining() == 3
+    with pytest.raises(ValueError):
+        budget.set_remaining(-1)
