@@ -11,13 +11,14 @@ test holds the two equal).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .jsontext import dumps
 from .world_gen import _ADJ, _NOUN
 
 if TYPE_CHECKING:
+    from .world_gen import SeededWorld
     from .world_model import Guild
-    from .world_payloads import WorldPayloads
 
 __all__ = ("member_json", "members_json", "matches_query", "CHUNK_SIZE")
 
@@ -32,7 +33,7 @@ _MEMBER = ('{{"user":{{"id":"{uid}","username":"{adj}_{noun}{index}","discrimina
 _PRESENCE = '{{"user":{{"id":"{uid}"}},"status":"{status}","activities":[],"client_status":{{"desktop":"{status}"}}}}'
 
 
-def member_json(world: WorldPayloads, guild: Guild, position: int) -> tuple[str, str | None]:
+def member_json(world: SeededWorld, guild: Guild, position: int) -> tuple[str, str | None]:
     """The member object at ``position`` as JSON, and its presence as JSON (None when offline)."""
     index = world._pool_index(guild, position)
     uid = world.user_id(index)
@@ -45,15 +46,13 @@ def member_json(world: WorldPayloads, guild: Guild, position: int) -> tuple[str,
     return text, presence
 
 
-def members_json(world: WorldPayloads, guild: Guild, positions: Iterable[int], *, with_bot: bool,
+def members_json(world: SeededWorld, guild: Guild, positions: Iterable[int], *, bot_member: dict[str, Any] | None,
                  presences: bool, bot_presence: bool = True) -> tuple[str, str | None, int]:
     """``members`` (and ``presences`` when asked) of a chunk as JSON arrays, and how many members it holds.
 
-    ``with_bot`` appends the bot's own member object, which every whole member list includes;
-    ``bot_presence`` says whether the bot's (online) presence goes with it.
+    ``bot_member`` (the bot's own member object, which every whole member list includes) is appended
+    when given; ``bot_presence`` says whether the bot's (online) presence goes with it.
     """
-    from .sessions import dumps
-
     parts: list[str] = []
     online: list[str] = []
     for k in positions:
@@ -61,15 +60,15 @@ def members_json(world: WorldPayloads, guild: Guild, positions: Iterable[int], *
         parts.append(text)
         if presence is not None:
             online.append(presence)
-    if with_bot:
-        parts.append(dumps(world._bot_member(guild)))
+    if bot_member is not None:
+        parts.append(dumps(bot_member))
         if bot_presence:
             online.append(_PRESENCE.format(uid=world.application_id, status="online"))
     members = "[" + ",".join(parts) + "]"
     return members, ("[" + ",".join(online) + "]") if presences else None, len(parts)
 
 
-def matches_query(world: WorldPayloads, guild: Guild, position: int, prefix: str) -> bool:
+def matches_query(world: SeededWorld, guild: Guild, position: int, prefix: str) -> bool:
     """Whether the member at ``position`` has a username or display name starting with ``prefix`` (lower case)."""
     index = world._pool_index(guild, position)
     adj, noun = world._user_name(index)

@@ -91,7 +91,7 @@ class LazyMembersChunk(LazyFrame):
         positions = range(self.start, min(self.stop, self.humans))
         members, presences, n = members_json(
             self.world, guild, (k for k in positions if k not in departed) if departed else positions,
-            with_bot=self.stop > self.humans, presences=self.presences)
+            bot_member=self.world._bot_member(guild) if self.stop > self.humans else None, presences=self.presences)
         self.stats.members_sent += n
         self.stats.member_chunks_sent += 1
         body = f'{{"guild_id":"{guild.id}","members":{members},"chunk_index":{self.index},"chunk_count":{self.count}'

@@ -12,12 +12,13 @@ question: the newest live session, else the newest resumable one.
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from .jsontext import dumps
 
 if TYPE_CHECKING:
     from .state import ShardStats, Stats
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
 __all__ = ("Session", "SessionSocket", "SessionTable", "LazyFrame", "LazyGuildCreate", "Frame", "dispatch_frame",
            "dumps")
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-#: Compact JSON as Discord sends it.
-dumps: Callable[[Any], str] = _ENCODER.encode
 _QUOTED: dict[str, str] = {}
 
 

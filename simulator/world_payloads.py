@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .jsontext import dumps
+from .member_lists import members_json
 from .world_gen import SeededWorld
 from .world_model import LARGE_THRESHOLD
 
@@ -147,12 +149,9 @@ class WorldPayloads(SeededWorld):
     def guild_create_json(self, guild: Guild, intents: int = ALL_INTENTS,
                           large_threshold: int = LARGE_THRESHOLD) -> str:
         """:meth:`guild_create_payload` as JSON text, its members rendered without a dict each."""
-        from .member_lists import members_json
-        from .sessions import dumps
-
         head = dumps(self._guild_create_fields(guild, large_threshold))
         members, presences, _ = members_json(self, guild, self.guild_create_members(guild, intents, large_threshold),
-                                             with_bot=True, presences=True, bot_presence=False)
+                                             bot_member=self._bot_member(guild), presences=True, bot_presence=False)
         return f'{head[:-1]},"members":{members},"presences":{presences}}}'
 
     def channel_payload(self, channel: Channel) -> dict[str, Any]:

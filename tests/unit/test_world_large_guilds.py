@@ -75,7 +75,8 @@ def test_fast_member_json_equals_the_reference_payload(position: int, seed: int)
 def test_statuses_and_roles_are_realistic_in_a_big_guild() -> None:
     world = _world(guilds=3, max_member_count=20_000, huge_guilds=1)
     guild = max(world.guilds, key=lambda g: g.member_count)
-    members, presences, n = members_json(world, guild, range(guild.humans), with_bot=True, presences=True)
+    members, presences, n = members_json(world, guild, range(guild.humans), bot_member=world._bot_member(guild),
+                                         presences=True)
     assert n == guild.member_count
     online = json.loads(presences or "[]")
     assert 0.1 < len(online) / n < 0.25  # most users are offline
