@@ -31,18 +31,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench._procs import free_port
+
 __all__ = ("main",)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get_json(url: str) -> Any:
@@ -54,7 +48,7 @@ class Simulator:
     """``python -m simulator`` on a free port, for one measurement."""
 
     def __init__(self, log: Path, *, guilds: int, shards: int, mc: int, window: float) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "simulator", "--port", str(self.port), "--guilds", str(guilds), "--shards",
                 str(shards), "--max-concurrency", str(mc), "--identify-window", str(window), "--token", TOKEN,
@@ -97,7 +91,7 @@ async def measure_ours(args: argparse.Namespace, mc: int, work: Path) -> dict[st
     settings = Settings.from_env({
         **{k: v for k, v in os.environ.items() if k in ("REDIS_URL", "DATABASE_URL", "PATH")},
         "DISCORD_TOKEN": TOKEN, "DISCORD_API_URL": sim.url, "INNKEEPER_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
-        "INNKEEPER_RUN_DIR": str(run_dir), "INNKEEPER_STATUS_PORT": str(_free_port()),
+        "INNKEEPER_RUN_DIR": str(run_dir), "INNKEEPER_STATUS_PORT": str(free_port()),
         "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_IDENTIFY_WINDOW": str(args.window),
         "INNKEEPER_IDENTIFY_MARGIN": str(args.margin), "INNKEEPER_HEARTBEAT_INTERVAL": "1",
         "INNKEEPER_SYNC_COMMANDS": "false", "INNKEEPER_LOG_LEVEL": "WARNING",

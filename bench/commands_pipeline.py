@@ -39,19 +39,13 @@ from typing import Any
 import discord
 from discord.ext import commands
 
+from bench._procs import free_port
+
 __all__ = ("main",)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
 _CODE = re.compile(r"\((E\d{4})\)")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _http(method: str, url: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
@@ -83,7 +77,7 @@ def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> sub
 
 @asynccontextmanager
 async def _simulator(guilds: int, shards: int, log: Path) -> AsyncIterator[str]:
-    port = _free_port()
+    port = free_port()
     proc = _spawn(["-m", "simulator", "--port", str(port), "--guilds", str(guilds), "--shards", str(shards),
                    "--max-concurrency", str(shards), "--identify-window", "0.2", "--token", TOKEN,
                    "--log-level", "WARNING"], log)
@@ -112,7 +106,7 @@ async def _simulator(guilds: int, shards: int, log: Path) -> AsyncIterator[str]:
 def _env(sim_url: str, dsn: str, prefix: str) -> dict[str, str]:
     return {"DISCORD_TOKEN": TOKEN, "DISCORD_API_URL": sim_url, "DATABASE_URL": dsn, "INNKEEPER_REDIS_PREFIX": prefix,
             "INNKEEPER_ENCRYPTION_KEYS": "dev", "INNKEEPER_LOG_LEVEL": "WARNING", "INNKEEPER_LOG_FORMAT": "json",
-            "INNKEEPER_METRICS_PORT_BASE": str(_free_port())}
+            "INNKEEPER_METRICS_PORT_BASE": str(free_port())}
 
 
 async def _cleanup_redis(prefix: str) -> None:

@@ -32,21 +32,13 @@ import urllib.request
 import uuid
 from typing import Any
 
+from bench._procs import free_port
 from innkeeper.settings import PROJECT_ROOT
 
 __all__ = ("main",)
 
 TOKEN = "sim-token"
 MESSAGE_LIMIT, MESSAGE_WINDOW, GLOBAL_RATE = 5, 1.0, 50
-
-
-def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (good enough for a benchmark run alone)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(url: str) -> Any:
@@ -189,7 +181,7 @@ def main(argv: list[str]) -> int:
     sim = None
     api = args.api
     if api is None:
-        port = _free_port()
+        port = free_port()
         sim = _start_simulator(port)
         api = f"http://127.0.0.1:{port}"
     try:

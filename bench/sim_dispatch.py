@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from typing import Any, cast
 import aiohttp
 import zstandard
 
+from bench._procs import free_port, rss_bytes, until, wait_http_ok
+
 __all__ = ("main",)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,19 +45,6 @@ _ZLIB_SUFFIX = b"\x00\x00\xff\xff"
 _INTENTS = (1 << 0) | (1 << 9) | (1 << 15)
 #: ``--compress`` choice → the gateway's ``compress`` query value (None: plain text frames).
 CODECS: dict[str, str | None] = {"zlib": "zlib-stream", "zstd": "zstd-stream", "none": None}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 class _Client:
@@ -117,47 +105,25 @@ def _start_simulator(port: int, guilds: int, shards: int) -> subprocess.Popen[by
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def _wait_up(session: aiohttp.ClientSession, base: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            async with session.get(base + "/_sim/stats") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError("the simulator did not come up")
-        await asyncio.sleep(0.1)
-
-
-async def _until(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark condition not met in time")
-        await asyncio.sleep(0.005)
-
-
 async def throughput(events: int, runs: int, compress: str | None) -> list[float]:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _start_simulator(port, guilds=100, shards=1)
     rates: list[float] = []
     try:
         async with aiohttp.ClientSession() as session:
-            await _wait_up(session, base)
+            await wait_http_ok(session, base + "/_sim/stats")
             client = _Client(session, f"ws://127.0.0.1:{port}/gateway", (0, 1), compress)
             task = asyncio.create_task(client.run())
             await asyncio.wait_for(client.ready.wait(), 30)
-            await _until(lambda: client.counts.get("GUILD_CREATE", 0) == 100, 30)
+            await until(lambda: client.counts.get("GUILD_CREATE", 0) == 100, 30)
             for _ in range(runs):
                 before = client.counts.get("MESSAGE_CREATE", 0)
                 started = time.perf_counter()
                 async with session.post(base + "/_sim/load", json={
                         "kind": "message_create", "rate": 0, "count": events, "target": "shard", "shard_id": 0}) as r:
                     assert r.status == 202, await r.text()
-                await _until(lambda b=before: client.counts.get("MESSAGE_CREATE", 0) - b >= events, 120)
+                await until(lambda b=before: client.counts.get("MESSAGE_CREATE", 0) - b >= events, 120)
                 rates.append(events / (time.perf_counter() - started))
             task.cancel()
     finally:
@@ -167,20 +133,20 @@ async def throughput(events: int, runs: int, compress: str | None) -> list[float
 
 
 async def memory(guilds: int, compress: str | None, shards: int = 10) -> tuple[int, int, float]:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = _start_simulator(port, guilds=guilds, shards=shards)
     try:
         async with aiohttp.ClientSession() as session:
-            await _wait_up(session, base)
-            idle = _rss_bytes(proc.pid)
+            await wait_http_ok(session, base + "/_sim/stats")
+            idle = rss_bytes(proc.pid)
             started = time.perf_counter()
             clients = [_Client(session, f"ws://127.0.0.1:{port}/gateway", (i, shards), compress)
                        for i in range(shards)]
             tasks = [asyncio.create_task(c.run()) for c in clients]
-            await _until(lambda: sum(c.counts.get("GUILD_CREATE", 0) for c in clients) == guilds, 120)
+            await until(lambda: sum(c.counts.get("GUILD_CREATE", 0) for c in clients) == guilds, 120)
             elapsed = time.perf_counter() - started
-            loaded = _rss_bytes(proc.pid)
+            loaded = rss_bytes(proc.pid)
             for t in tasks:
                 t.cancel()
     finally:

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,31 +35,12 @@ from typing import Any
 
 import aiohttp
 
+from bench._procs import cpu_seconds, free_port, rss_bytes, until, wait_http_ok
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
 GUILDS, MEMBERS, PRESENCES = 1, 1 << 1, 1 << 8
 _SUFFIX = b"\x00\x00\xff\xff"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds the process has used."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 class _Shard:
@@ -117,16 +97,8 @@ class _Shard:
         return self.expected is not None and self.guild_creates == self.expected
 
 
-async def _until(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def one_run(guilds: int, huge: int, shards: int, compress: bool) -> dict[str, float]:
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
     proc = subprocess.Popen(  # noqa: S603, ASYNC220 - fixed argv; spawned once, before any socket is open
@@ -138,35 +110,26 @@ async def one_run(guilds: int, huge: int, shards: int, compress: bool) -> dict[s
     out: dict[str, float] = {}
     try:
         async with aiohttp.ClientSession() as http:
-            while True:
-                try:
-                    async with http.get(base + "/_sim/world?limit=1") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    pass
-                if time.perf_counter() - started > 60:
-                    raise TimeoutError("the simulator did not come up")
-                await asyncio.sleep(0.05)
+            await wait_http_ok(http, base + "/_sim/world?limit=1", timeout=60)
             out["start_s"] = time.perf_counter() - started
-            out["rss_start_mib"] = _rss_bytes(proc.pid) / 2**20
+            out["rss_start_mib"] = rss_bytes(proc.pid) / 2**20
             members = await _world_members(http, base, guilds)
             url = f"ws://127.0.0.1:{port}/gateway"
             for label, intents in (("lean", GUILDS | MEMBERS), ("presences", GUILDS | MEMBERS | PRESENCES)):
                 clients = [_Shard(http, url, (i, shards), intents, compress) for i in range(shards)]
-                cpu0 = _cpu_s(proc.pid)
+                cpu0 = cpu_seconds(proc.pid)
                 t0 = time.perf_counter()
                 tasks = [asyncio.create_task(c.run()) for c in clients]
-                await _until(lambda cs=clients: all(c.done for c in cs), 600, f"every GUILD_CREATE ({label})")
+                await until(lambda cs=clients: all(c.done for c in cs), 600, f"every GUILD_CREATE ({label})")
                 out[f"guild_create_{label}_s"] = time.perf_counter() - t0
-                out[f"guild_create_{label}_sim_cpu_s"] = _cpu_s(proc.pid) - cpu0
-                out[f"rss_after_{label}_mib"] = _rss_bytes(proc.pid) / 2**20
+                out[f"guild_create_{label}_sim_cpu_s"] = cpu_seconds(proc.pid) - cpu0
+                out[f"rss_after_{label}_mib"] = rss_bytes(proc.pid) / 2**20
                 print(f"  ... {label}: {out[f'guild_create_{label}_s']:.1f} s", file=sys.stderr, flush=True)
                 if label == "presences":
-                    cpu0 = _cpu_s(proc.pid)
+                    cpu0 = cpu_seconds(proc.pid)
                     out["chunk_members_per_s"], out["rss_chunking_peak_mib"], out["chunked_members"] = \
                         await _chunk_huge(clients, members, shards, proc.pid)
-                    out["chunk_sim_cpu_us_per_member"] = (_cpu_s(proc.pid) - cpu0) / out["chunked_members"] * 1e6
+                    out["chunk_sim_cpu_us_per_member"] = (cpu_seconds(proc.pid) - cpu0) / out["chunked_members"] * 1e6
                 for c in clients:
                     if c.ws is not None:
                         await c.ws.close()
@@ -200,7 +163,7 @@ async def _chunk_huge(clients: list[_Shard], members: dict[str, int], shards: in
 
     def finished() -> bool:
         nonlocal peak
-        peak = max(peak, _rss_bytes(pid))
+        peak = max(peak, rss_bytes(pid))
         return all(clients[(int(g) >> 22) % shards].chunks_left.get(g) == 0 for g in huge)
 
     deadline = time.monotonic() + 900

@@ -28,6 +28,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .fields import snowflake_of
 from .member_lists import CHUNK_SIZE, matches_query, members_json
 from .sessions import LazyFrame, dispatch_frame, dumps
 
@@ -51,13 +52,6 @@ USER_IDS_LIMIT = 100
 #: Rate-limit entries kept before expired ones are swept.
 _SWEEP_AT = 10_000
 
-
-def _snowflake(value: object) -> int | None:
-    if type(value) is int and value > 0:
-        return value
-    if isinstance(value, str) and value.isdigit() and len(value) < 21:
-        return int(value)
-    return None
 
 
 class LazyMembersChunk(LazyFrame):
@@ -136,7 +130,7 @@ class MemberRequests:
         wanted: list[int] | None = None
         if user_ids is not None:
             raw_ids = user_ids if isinstance(user_ids, list) else [user_ids]
-            parsed = [_snowflake(u) for u in raw_ids]
+            parsed = [snowflake_of(u) for u in raw_ids]
             if any(u is None for u in parsed) or len(parsed) > USER_IDS_LIMIT:
                 conn.close(4002, "Error while decoding payload (user_ids).")
                 return
@@ -150,7 +144,7 @@ class MemberRequests:
                 conn.close(4002, "Error while decoding payload (one guild_id per request).")
                 return
             raw_guild = raw_guild[0]
-        guild_id = _snowflake(raw_guild)
+        guild_id = snowflake_of(raw_guild)
         if guild_id is None:
             conn.close(4002, "Error while decoding payload (guild_id).")
             return

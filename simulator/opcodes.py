@@ -17,6 +17,7 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
+from .fields import is_int, snowflake_of
 from .member_requests import MemberRequests
 from .session_start import VALID_INTENTS, GatewayCore, identify, resume
 from .sessions import dumps
@@ -36,16 +37,6 @@ HEARTBEAT_GRACE = 1.5
 _ACK = '{"t":null,"s":null,"op":11,"d":null}'
 
 
-def _is_int(value: object) -> bool:
-    return type(value) is int
-
-
-def _snowflake(value: object) -> int | None:
-    if type(value) is int and value > 0:
-        return value
-    if isinstance(value, str) and value.isdigit() and len(value) < 21:
-        return int(value)
-    return None
 
 
 class OpcodeHandler:
@@ -113,7 +104,7 @@ class OpcodeHandler:
                 conn.close(4002, "Error while decoding payload.")
             # op 3 PRESENCE_UPDATE and op 4 VOICE_STATE_UPDATE are accepted without effect.
         else:
-            conn.close(4001, "Unknown opcode." if _is_int(op) else "Invalid opcode.")
+            conn.close(4001, "Unknown opcode." if is_int(op) else "Invalid opcode.")
 
     # -- heartbeat -------------------------------------------------------------------------------
 
@@ -133,7 +124,7 @@ class OpcodeHandler:
         conn.set_timer("heartbeat", timeout, check)
 
     def _heartbeat(self, conn: Connection, data: object) -> None:
-        if data is not None and not _is_int(data):
+        if data is not None and not is_int(data):
             conn.close(4002, "Error while decoding payload.")
             return
         conn.last_heartbeat = self.gw.clock()
@@ -144,7 +135,7 @@ class OpcodeHandler:
 
     def _guild_ids(self, conn: Connection, session: Session, raw: object) -> list[int] | None:
         values = raw if isinstance(raw, list) else [raw]
-        ids = [_snowflake(v) for v in values]
+        ids = [snowflake_of(v) for v in values]
         if not ids or any(i is None for i in ids):
             conn.close(4002, "Error while decoding payload (guild_id).")
             return None

@@ -25,6 +25,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from .fields import is_int
 from .sessions import Session, SessionTable, dumps
 
 if TYPE_CHECKING:
@@ -45,9 +46,6 @@ MAX_SHARDS = 65_536
 VALID_INTENTS = sum(1 << b for b in (*range(17), 20, 21, 24, 25))
 INVALID_SESSION_FALSE = '{"t":null,"s":null,"op":9,"d":false}'
 
-
-def _is_int(value: object) -> bool:
-    return type(value) is int
 
 
 class GatewayCore(Protocol):
@@ -94,11 +92,11 @@ def identify(gw: GatewayCore, conn: Connection, d: object, resume_url: str) -> N
         conn.close(4002, "Error while decoding payload (properties).")
         return
     threshold = d.get("large_threshold", 50)
-    if not _is_int(threshold) or not 50 <= threshold <= 250:
+    if not is_int(threshold) or not 50 <= threshold <= 250:
         conn.close(4002, "Error while decoding payload (large_threshold must be 50..250).")
         return
     shard = d.get("shard", [0, 1])
-    if (not isinstance(shard, list) or len(shard) != 2 or not all(_is_int(x) for x in shard)
+    if (not isinstance(shard, list) or len(shard) != 2 or not all(is_int(x) for x in shard)
             or not 1 <= shard[1] <= MAX_SHARDS or not 0 <= shard[0] < shard[1]):
         conn.close(4010, "Invalid shard.", keep_session=False)
         return
@@ -170,7 +168,7 @@ def resume(gw: GatewayCore, conn: Connection, d: object) -> None:
         conn.close(4005, "Already authenticated.")
         return
     if not isinstance(d, dict) or not isinstance(d.get("session_id"), str) or not (
-            d.get("seq") is None or _is_int(d.get("seq"))):
+            d.get("seq") is None or is_int(d.get("seq"))):
         conn.close(4002, "Error while decoding payload.")
         return
     if d.get("token") != gw.application.token:

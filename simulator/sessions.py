@@ -157,20 +157,15 @@ class Session:
         Returns whether it went to a live socket.
         """
         self.seq = seq = self.seq + 1
-        frame = dispatch_frame(seq, event, d_json)
-        self.buffer.append((seq, frame))
-        conn = self.conn
-        if conn is None:
-            return False
-        conn.send(frame)
-        self.stats.dispatched += 1
-        self.totals.dispatched += 1
-        return True
+        return self._write(seq, dispatch_frame(seq, event, d_json))
 
     def push_lazy(self, make: Callable[[int], LazyFrame]) -> bool:
         """Like :meth:`push` for a frame rendered when written: ``make(seq)`` builds it."""
         self.seq = seq = self.seq + 1
-        frame = make(seq)
+        return self._write(seq, make(seq))
+
+    def _write(self, seq: int, frame: Frame) -> bool:
+        """Buffer the frame for RESUME and write it if a socket is attached."""
         self.buffer.append((seq, frame))
         conn = self.conn
         if conn is None:

@@ -13,9 +13,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import pytest
 
 from tests.support import PG_ADMIN_DSN, REDIS_TEST_URL, PrivateRedis, service_missing
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp client session for the test (raw gateway and REST clients)."""
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @pytest.fixture

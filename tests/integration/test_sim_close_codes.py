@@ -25,12 +25,6 @@ ENDED = (4004, 4007, 4009, 4010, 4011, 4012, 4013, 4014, 1000)
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
     async with SimulatorServer(_config(gateway_send_limit=6, resume_buffer=4)) as server:
         yield server

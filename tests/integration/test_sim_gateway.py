@@ -72,12 +72,6 @@ class GatewayClient:
 Connect = Callable[..., Awaitable[GatewayClient]]
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def _config(**overrides: Any) -> SimConfig:
     base: dict[str, Any] = {"port": 0, "guilds": 24, "guild_sizes": "fixed", "members_per_guild": 5, "shards": 2,
                             "max_concurrency": 2, "identify_window": 0.2, "token": TOKEN,

@@ -77,12 +77,6 @@ class CodecClient:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
     config = SimConfig(port=0, guilds=12, members_per_guild=5, shards=1, token=TOKEN, heartbeat_interval_ms=30_000,
                        identify_window=0.01, max_concurrency=1)

@@ -25,12 +25,6 @@ def _config(**overrides: Any) -> SimConfig:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
     async with SimulatorServer(_config(member_request_interval=3600)) as server:
         yield server

@@ -26,12 +26,6 @@ PRESENCE_LIMITED, MEMBERS_LIMITED, CONTENT_LIMITED = 1 << 13, 1 << 15, 1 << 19
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
     async with SimulatorServer(_config(identify_window=0.0)) as server:
         yield server

@@ -21,12 +21,6 @@ UNAUTHORIZED = {"message": "401: Unauthorized", "code": 0}
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def sim() -> AsyncIterator[SimulatorServer]:
     async with SimulatorServer(_config(session_start_total=3, identify_window=0.0)) as server:
         yield server
