@@ -136,6 +136,10 @@ async def start_load(request: web.Request, state: SimState) -> web.Response:
     content = string(body, "content", required=False, max_len=2000) or "load test message"
     target = choice(body, "target", ("all", "shard"), "all")
     seed = integer(body, "seed", 0, lo=0, hi=2**63)
+    command = string(body, "command", required=False, max_len=2000) or None
+    command_every = integer(body, "command_every", 0, lo=0, hi=1_000_000)
+    if (command is None) != (command_every == 0) or (command is not None and kind != "message_create"):
+        raise ControlError(400, "command and command_every go together, with kind message_create")
     if rate > 0 and seconds is None and count is None:
         raise ControlError(400, "give seconds (or count) with a rate")
     if rate == 0 and seconds is None and count is None:
@@ -150,7 +154,7 @@ async def start_load(request: web.Request, state: SimState) -> web.Response:
             raise ControlError(400, f"shard {shard_id} of {shards} has no guilds")
     else:
         guilds = world.guilds
-    plan = LoadPlan(kind, rate, seconds, count, shard_id, content, seed)
+    plan = LoadPlan(kind, rate, seconds, count, shard_id, content, seed, command, command_every)
     await request.app[LOAD_KEY].start(plan, guilds)
     return json_response({"started": True, "events": plan.events, "kind": kind, "guilds": len(guilds),
                           "shard_id": shard_id}, 202)

@@ -46,10 +46,10 @@ def _dumps(obj: Any) -> str:
 class LoadPlan:
     """What one load run was asked to do."""
 
-    __slots__ = ("kind", "rate", "seconds", "count", "shard_id", "content", "seed")
+    __slots__ = ("kind", "rate", "seconds", "count", "shard_id", "content", "seed", "command", "command_every")
 
     def __init__(self, kind: str, rate: float, seconds: float | None, count: int | None, shard_id: int | None,
-                 content: str, seed: int = 0) -> None:
+                 content: str, seed: int = 0, command: str | None = None, command_every: int = 0) -> None:
         self.kind = kind
         self.rate = rate
         self.seconds = seconds
@@ -58,6 +58,10 @@ class LoadPlan:
         self.content = content
         #: Seeds the size-weighted traffic: the same seed over the same world gives the same events.
         self.seed = seed
+        #: MESSAGE_CREATE only: every ``command_every``-th message says ``command`` instead of ``content``,
+        #: each from the next member of its guild, so a command stream comes from many distinct users.
+        self.command = command
+        self.command_every = command_every
 
     @property
     def events(self) -> int | None:
@@ -183,22 +187,58 @@ class LoadGenerator:
         ids = self.state.ids
         count = len(templates)
 
+        every = plan.command_every if plan.command else 0
+        command_json = self._command_json(plan, templates) if every else None
+
         if callable(fast):
             def emit_fast(n: int) -> bool:
-                t = templates[n % count]
                 by_event[event] += 1
+                if every and n % every == 0:
+                    assert command_json is not None
+                    guild_id, d_json = command_json(n // every, str(ids.next()))
+                    return bool(fast(guild_id, event, d_json))
+                t = templates[n % count]
                 return bool(fast(t.guild_id, event, t.head + _dumps(str(ids.next())) + t.tail))
             return emit_fast
 
         dispatch = hub.dispatch_guild
 
         def emit(n: int) -> bool:
-            t = templates[n % count]
             by_event[event] += 1
+            if every and n % every == 0:
+                assert command_json is not None
+                guild_id, d_json = command_json(n // every, str(ids.next()))
+                return bool(dispatch(guild_id, event, json.loads(d_json)))
+            t = templates[n % count]
             data = dict(t.base)
             data["id"] = str(ids.next())
             return bool(dispatch(t.guild_id, event, data))
         return emit
+
+    def _command_json(self, plan: LoadPlan, templates: list[_Template]) -> Callable[[int, str], tuple[int, str]]:
+        """A function ``(k, id) -> (guild_id, d)`` for the ``k``-th command message of the run.
+
+        Commands go round-robin over the guilds, and within a guild to its members in turn, so
+        consecutive commands of one user are ``guilds × members`` commands apart.
+        """
+        world = self.state.world
+        guilds = [world.guild(t.guild_id) for t in templates]
+        content = _dumps(plan.command)
+
+        def make(k: int, message_id: str) -> tuple[int, str]:
+            guild = guilds[k % len(guilds)]
+            assert guild is not None
+            author = guild.member_id((k // len(guilds)) % guild.humans)
+            member = world.member(guild.id, author) or world.member(guild.id, guild.owner_id)
+            assert member is not None
+            partial = _dumps({k2: v for k2, v in member.items() if k2 != "user"})
+            base = templates[k % len(templates)].base
+            return guild.id, (f'{{"id":"{message_id}","channel_id":"{base["channel_id"]}","guild_id":"{guild.id}",'
+                              f'"author":{_dumps(member["user"])},"member":{partial},"content":{content},'
+                              f'"timestamp":"{base["timestamp"]}","edited_timestamp":null,"tts":false,'
+                              '"mention_everyone":false,"mentions":[],"mention_roles":[],"attachments":[],'
+                              '"embeds":[],"pinned":false,"type":0,"flags":0,"components":[]}')
+        return make
 
     async def _run(self, plan: LoadPlan, templates: list[_Template], traffic: GuildTraffic | None) -> None:
         emit = self._emitter(plan, templates, traffic)

@@ -338,3 +338,25 @@ async def test_load_uses_a_pre_serialised_fast_path_when_the_hub_has_one(kind: s
             assert d1 == d2
         if kind == "message_create":
             assert len({d["channel_id"] for _, _, d in raw}) == 6
+
+
+async def test_load_mixes_in_commands_from_distinct_members() -> None:
+    """``command``/``command_every``: every k-th MESSAGE_CREATE is the command, each from the next user."""
+    async with running_sim(SimConfig(guilds=3, guild_sizes="fixed", members_per_guild=4, token="sim-token")) as app:
+        status, _ = await app.control("POST", "load", {"rate": 0, "count": 30, "command": "!ping",
+                                                        "command_every": 5})
+        assert status == 202
+        await wait_for(lambda: len(app.hub.events) == 30, message="30 events")
+        contents = [data["content"] for _, _, _, data in app.hub.events]
+        assert [i for i, c in enumerate(contents) if c == "!ping"] == [0, 5, 10, 15, 20, 25]
+        pings = [data for _, _, _, data in app.hub.events if data["content"] == "!ping"]
+        authors = [(p["guild_id"], p["author"]["id"]) for p in pings]
+        assert len(set(authors)) == 6 and len({g for g, _ in authors}) == 3
+        world = app.state.world
+        for p in pings:
+            guild = world.guild(int(p["guild_id"]))
+            assert world.is_member(guild, int(p["author"]["id"])) and p["member"]["roles"] is not None
+        for body, error in (({"command": "!ping"}, "go together"), ({"command_every": 3}, "go together"),
+                            ({"command": "!x", "command_every": 2, "kind": "presence_update"}, "go together")):
+            status, reply = await app.control("POST", "load", {"rate": 0, "count": 5, **body})
+            assert status == 400 and error in reply["error"]

@@ -1,0 +1,264 @@
+"""Our stack against bare discord.py on the same simulator stream, side by side, interleaved.
+
+``python -m bench dispatch [--events 20000] [--runs 3] [--guilds 1000] [--workloads messages,commands]
+[--json PATH]``
+
+Two bots, each in a process of its own, against one simulator process (1 shard, ``--guilds`` guilds
+of 200 members, REST limits raised so that only the bots' own speed counts):
+
+- **bare**: ``bench/_bare_bot.py``, an unmodified ``AutoShardedBot`` whose ``on_message`` hands
+  every message to ``process_commands``, with a ``!ping`` command;
+- **stack**: ``python -m shard``, the cluster process with every service (Redis, PostgreSQL, the
+  pipeline, metrics), as the launcher runs it.
+
+Workloads, each run once per bot per round, the bots alternating (bare, stack, bare, stack, …) so
+that a noisy neighbour hurts both alike:
+
+- ``messages``: ``--events`` MESSAGE_CREATEs of plain chat, the first and the last of them a
+  ``!ping`` from distinct users; the time runs from the load's start to the reply to the last ping,
+  which the bot can only send after handling every message before it (discord.py handles a shard's
+  events in order);
+- ``commands``: the same stream with every tenth message a ``!ping`` from the next member in turn
+  (distinct users, so no throttle binds); the time runs until every reply was created.
+
+Both are measured outside the bots, by the simulator's ``messages_created``. Memory is each bot's
+RSS once READY and after the last run. The ratios are stack / bare of the medians (above 1: our
+stack is faster). ``--json`` writes every figure for the performance gate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench._db_common import scratch_database
+from bench._procs import free_port, rss_bytes, wait_http_ok
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token"
+WORKLOADS = ("messages", "commands")
+
+
+def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("ab") as fh:
+        return subprocess.Popen(  # noqa: S603 - fixed argv
+            [sys.executable, *args], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **(env or {})})
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+class _Sim:
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+        self.http, self.url = http, url
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.http.get(self.url + "/_sim/stats") as resp:
+            return await resp.json()
+
+    async def created(self) -> int:
+        return int((await self.stats())["messages_created"])
+
+    async def load(self, body: dict[str, Any]) -> None:
+        async with self.http.post(self.url + "/_sim/load", json=body) as resp:
+            if resp.status != 202:
+                raise RuntimeError(f"load refused: {resp.status} {await resp.text()}")
+
+
+@asynccontextmanager
+async def _simulator(http: aiohttp.ClientSession, guilds: int, log: Path) -> AsyncIterator[_Sim]:
+    port = free_port()
+    proc = _spawn(["-m", "simulator", "--port", str(port), "--guilds", str(guilds), "--shards", "1",
+                   "--guild-sizes", "fixed", "--members-per-guild", "200", "--identify-window", "0.1",
+                   "--token", TOKEN, "--global-rate", "1000000", "--message-limit", "1000000",
+                   "--message-window", "1", "--resume-buffer", "1000", "--log-level", "WARNING"], log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await wait_http_ok(http, url + "/_sim/stats")
+        yield _Sim(http, url)
+    finally:
+        _stop(proc)
+
+
+class _Bot:
+    """One bot process: how to start it, and whether it is READY."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], ready_url: str, log: Path) -> None:
+        self.name, self.args, self.env, self.ready_url, self.log = name, args, env, ready_url, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        self.proc = _spawn(self.args, self.log, self.env)
+
+        async def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log}")
+            try:
+                async with http.get(self.ready_url) as resp:
+                    body = await resp.text()
+                    return resp.status == 200 and ('"ready": true' in body or _shard_up(body))
+            except aiohttp.ClientError:
+                return False
+
+        deadline = time.monotonic() + 90
+        while not await ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} did not become READY; see {self.log}")
+            await asyncio.sleep(0.2)
+
+    def rss_mib(self) -> float:
+        assert self.proc is not None
+        return rss_bytes(self.proc.pid) / 2**20
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+
+def _shard_up(metrics: str) -> bool:
+    """Whether the cluster's ``/metrics`` says its shard is READY (``innkeeper_shard_up`` 1)."""
+    for line in metrics.splitlines():
+        if line.startswith("innkeeper_shard_up{"):
+            return float(line.rsplit(" ", 1)[1]) >= 1
+    return False
+
+
+async def _run(sim: _Sim, workload: str, events: int, guilds: int) -> float:
+    """Events per second the bot handled in one run of ``workload``."""
+    before = await sim.created()
+    if workload == "messages":
+        body = {"rate": 0, "count": events + 1, "command": "!ping", "command_every": events}
+        replies = 2
+    else:
+        body = {"rate": 0, "count": events, "command": "!ping", "command_every": 10}
+        replies = (events + 9) // 10
+    started = time.perf_counter()
+    await sim.load(body)
+    done = [0]
+
+    async def poll() -> None:
+        while True:
+            done[0] = await sim.created() - before
+            if done[0] >= replies:
+                return
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.wait_for(poll(), timeout=300)
+    except TimeoutError as exc:
+        raise RuntimeError(f"{workload}: only {done[0]} of {replies} replies after 300 s") from exc
+    elapsed = time.perf_counter() - started
+    extra = await sim.created() - before - replies
+    if extra:
+        raise RuntimeError(f"{workload}: {extra} replies more than commands sent (a late or duplicate reply)")
+    return events / elapsed
+
+
+async def benchmark(events: int, runs: int, guilds: int, workloads: list[str]) -> dict[str, Any]:
+    logs = Path(tempfile.mkdtemp(prefix="ik-bench-dispatch-"))
+    prefix = f"ikbench-{uuid.uuid4().hex[:10]}"
+    results: dict[str, dict[str, list[float]]] = {w: {"bare": [], "stack": []} for w in workloads}
+    memory: dict[str, dict[str, float]] = {}
+    async with aiohttp.ClientSession() as http, scratch_database() as dsn, _simulator(
+            http, guilds, logs / "simulator.log") as sim:
+        bare_port, metrics_base = free_port(), free_port()
+        bots = {
+            "bare": _Bot("bare", [str(ROOT / "bench" / "_bare_bot.py"), sim.url, TOKEN, str(bare_port)], {},
+                         f"http://127.0.0.1:{bare_port}/count", logs / "bare.log"),
+            "stack": _Bot("stack", ["-m", "shard", "--cluster", "0", "--shard-ids", "0", "--shard-count", "1",
+                                    "--max-concurrency", "1"],
+                          {"DISCORD_TOKEN": TOKEN, "DISCORD_API_URL": sim.url, "DATABASE_URL": dsn,
+                           "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_ENCRYPTION_KEYS": "dev",
+                           "INNKEEPER_LOG_LEVEL": "WARNING", "INNKEEPER_LOG_FORMAT": "json",
+                           "INNKEEPER_METRICS_PORT_BASE": str(metrics_base), "INNKEEPER_IDENTIFY_WINDOW": "0.1"},
+                          f"http://127.0.0.1:{metrics_base}/metrics", logs / "stack.log"),
+        }
+        try:
+            for name, bot in bots.items():
+                await bot.start(http)
+                memory[name] = {"rss_ready_mib": bot.rss_mib()}
+                bot.stop()
+            for _ in range(runs):
+                for name, bot in bots.items():
+                    await bot.start(http)
+                    try:
+                        for workload in workloads:
+                            results[workload][name].append(await _run(sim, workload, events, guilds))
+                        memory[name]["rss_after_burst_mib"] = bot.rss_mib()
+                    finally:
+                        bot.stop()
+        finally:
+            for bot in bots.values():
+                bot.stop()
+            await _cleanup_redis(prefix)
+    out: dict[str, Any] = {"events": events, "runs": runs, "guilds": guilds, "logs": str(logs), "workloads": {},
+                           "memory": memory, "load_average": os.getloadavg()[0]}
+    for workload, by_bot in results.items():
+        medians = {name: statistics.median(v) for name, v in by_bot.items()}
+        out["workloads"][workload] = {"runs": by_bot, "median": medians,
+                                      "ratio": medians["stack"] / medians["bare"]}
+    return out
+
+
+async def _cleanup_redis(prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench dispatch", description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--guilds", type=int, default=1000)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    args = parser.parse_args(argv)
+    workloads = [w for w in args.workloads.split(",") if w]
+    if any(w not in WORKLOADS for w in workloads):
+        parser.error(f"--workloads: choose from {', '.join(WORKLOADS)}")
+    out = asyncio.run(benchmark(args.events, args.runs, args.guilds, workloads))
+    print(f"dispatch: {args.events} MESSAGE_CREATEs over {args.guilds} guilds on one shard, {args.runs} interleaved "
+          f"runs per bot; medians (events/s handled; ratio stack/bare)")
+    for workload, fig in out["workloads"].items():
+        runs = {k: ", ".join(f"{v:,.0f}" for v in vals) for k, vals in fig["runs"].items()}
+        print(f"  {workload:9s} bare {fig['median']['bare']:>9,.0f}/s ({runs['bare']})   "
+              f"stack {fig['median']['stack']:>9,.0f}/s ({runs['stack']})   ratio {fig['ratio']:.2f}")
+    for name, mem in out["memory"].items():
+        print(f"  memory {name:5s} RSS ready {mem['rss_ready_mib']:.1f} MiB, after the bursts "
+              f"{mem.get('rss_after_burst_mib', float('nan')):.1f} MiB")
+    print(f"  host: {os.cpu_count()} cpus, load average {out['load_average']:.2f}; logs in {out['logs']}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=2))
+    return 0
