@@ -409,22 +409,27 @@ async def _cli(database_url: str, *argv: str, **env: str) -> tuple[int, str, str
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_privacy_cli(db: Database, database_url: str) -> None:
+async def test_cli_export_user_needs_the_right_key(db: Database, database_url: str) -> None:
     await _fill(db)
     wrong = generate_key("t1")  # same id, different key: decryption must fail clearly, not return garbage
-    rc, out, err = await _cli(database_url, "export-user", str(USER), INNKEEPER_ENCRYPTION_KEYS=wrong)
-    assert rc == 1 and "failed authentication" in err
-    rc, out, err = await _cli(database_url, "export-user", str(USER), INNKEEPER_ENCRYPTION_KEYS=generate_key("zz"))
-    assert rc == 2 and "encrypted with key 't1'" in err
-    rc, out, err = await _cli(database_url, "export-user", str(USER))
-    assert rc == 2 and "INNKEEPER_ENCRYPTION_KEYS is not set" in err
-    rc, out, err = await _cli(database_url, "export-user", str(USER), INNKEEPER_ENCRYPTION_KEYS=_test_key_entry())
-    assert rc == 0, err
+    (rc1, _, err1), (rc2, _, err2), (rc3, _, err3), (rc4, out, err4) = await asyncio.gather(
+        _cli(database_url, "export-user", str(USER), INNKEEPER_ENCRYPTION_KEYS=wrong),
+        _cli(database_url, "export-user", str(USER), INNKEEPER_ENCRYPTION_KEYS=generate_key("zz")),
+        _cli(database_url, "export-user", str(USER)),
+        _cli(database_url, "export-user", str(USER), INNKEEPER_ENCRYPTION_KEYS=_test_key_entry()))
+    assert rc1 == 1 and "failed authentication" in err1
+    assert rc2 == 2 and "encrypted with key 't1'" in err2
+    assert rc3 == 2 and "INNKEEPER_ENCRYPTION_KEYS is not set" in err3
+    assert rc4 == 0, err4
     assert json.loads(out)["reminders"][0]["body"] == "buy milk"
-    rc, out, err = await _cli(database_url, "erase-user", str(USER))
-    assert rc == 2 and "--yes" in err
-    rc, out, err = await _cli(database_url, "erase-user", str(USER), "--yes")
-    assert rc == 2 and "INNKEEPER_PSEUDONYM_KEY is not set" in err  # never erased without accountability
+
+
+async def test_cli_erase_user_keeps_accountability(db: Database, database_url: str) -> None:
+    await _fill(db)
+    (rc1, _, err1), (rc2, _, err2) = await asyncio.gather(
+        _cli(database_url, "erase-user", str(USER)), _cli(database_url, "erase-user", str(USER), "--yes"))
+    assert rc1 == 2 and "--yes" in err1
+    assert rc2 == 2 and "INNKEEPER_PSEUDONYM_KEY is not set" in err2  # never erased without accountability
     rc, out, err = await _cli(database_url, "erase-user", str(USER), "--yes", INNKEEPER_PSEUDONYM_KEY=PSEUDONYM_KEY)
     assert rc == 0, err
     assert await _rows_mentioning(db, USER) == {"audit_log": 1, "erased_users": 1}  # the note; a week-long record
@@ -432,18 +437,29 @@ async def test_privacy_cli(db: Database, database_url: str) -> None:
     assert rc == 0 and out.strip() == PSEUDONYMS.of(USER)  # what operators resolve a legal claim with
     assert await db.fetchval("t", "SELECT count(*) FROM audit_log WHERE target_pseudonym = $1 OR actor_pseudonym = $1",
                              out.strip()) == 2
+
+
+async def test_cli_audit_verify_finds_tampering(db: Database, database_url: str) -> None:
+    await _fill(db)
     rc, out, err = await _cli(database_url, "audit-verify")
     assert rc == 0 and "OK" in out
     await db.execute("tamper", "UPDATE audit_log SET action = 'x' WHERE id = 2")
     rc, out, err = await _cli(database_url, "audit-verify")
     assert rc == 1 and "row 2" in err
-    rc, out, err = await _cli(database_url, "keygen", "k9")
-    assert rc == 0 and out.startswith("k9=")
-    rc, out, err = await _cli(database_url, "retention")
-    assert rc == 0 and "command_usage: deleted 0 rows" in out
+
+
+async def test_cli_keygen_retention_and_key_rotation(db: Database, database_url: str) -> None:
+    await _fill(db)
     rotated = f"{generate_key('k2')},{_test_key_entry()}"
+    (rc1, out1, _), (rc2, out2, _) = await asyncio.gather(_cli(database_url, "keygen", "k9"),
+                                                          _cli(database_url, "retention"))
+    assert rc1 == 0 and out1.startswith("k9=")
+    assert rc2 == 0 and "command_usage: deleted 0 rows" in out2
     rc, out, err = await _cli(database_url, "rotate-keys", INNKEEPER_ENCRYPTION_KEYS=rotated)
-    assert rc == 0 and "feedback.body: re-encrypted 1 values under key k2" in out, err
+    assert rc == 0, err  # everything _fill encrypted under t1 moves to k2
+    assert out.splitlines() == ["feedback.body: re-encrypted 2 values under key k2",
+                                "feedback.resolution: re-encrypted 1 values under key k2",
+                                "reminders.body: re-encrypted 2 values under key k2"]
 
 
 def _test_key_entry() -> str:

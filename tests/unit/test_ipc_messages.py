@@ -149,7 +149,7 @@ def test_random_msgpack_values_never_escape_ipcerror(value: Any) -> None:
     _decode_is_total(msgpack.packb(value, use_bin_type=True))
 
 
-@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(_message_like)
 def test_random_message_like_maps_never_escape_ipcerror(value: dict[str, Any]) -> None:
     _decode_is_total(msgpack.packb(value, use_bin_type=True))
