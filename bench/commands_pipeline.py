@@ -105,7 +105,8 @@ async def _simulator(guilds: int, shards: int, log: Path) -> AsyncIterator[str]:
 
 def _env(sim_url: str, dsn: str, prefix: str) -> dict[str, str]:
     return {"DISCORD_TOKEN": TOKEN, "DISCORD_API_URL": sim_url, "DATABASE_URL": dsn, "INNKEEPER_REDIS_PREFIX": prefix,
-            "INNKEEPER_ENCRYPTION_KEYS": "dev", "INNKEEPER_LOG_LEVEL": "WARNING", "INNKEEPER_LOG_FORMAT": "json",
+            "INNKEEPER_ENCRYPTION_KEYS": "dev", "INNKEEPER_IPC_KEYS": "dev", "INNKEEPER_LOG_LEVEL": "WARNING",
+            "INNKEEPER_LOG_FORMAT": "json",
             "INNKEEPER_METRICS_PORT_BASE": str(free_port())}
 
 

@@ -21,7 +21,8 @@ that a noisy neighbour hurts both alike:
 - ``commands``: the same stream with every tenth message a ``!ping`` from the next member in turn
   (distinct users, so no throttle binds); the time runs until every reply was created.
 
-Both are measured outside the bots, by the simulator's ``messages_created``. Memory is each bot's
+Both are measured outside the bots, by the simulator's ``messages_created``. Each bot start is
+warmed up with one message per guild first (a long-running bot has its guilds' settings cached). Memory is each bot's
 RSS once READY and after the last run. The ratios are stack / bare of the medians (above 1: our
 stack is faster). ``--json`` writes every figure for the performance gate.
 """
@@ -47,7 +48,7 @@ from typing import Any
 import aiohttp
 
 from bench._db_common import scratch_database
-from bench._procs import free_port, rss_bytes, wait_http_ok
+from bench._procs import cpu_seconds, free_port, rss_bytes, wait_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -131,6 +132,20 @@ class _Bot:
                 raise TimeoutError(f"{self.name} did not become READY; see {self.log}")
             await asyncio.sleep(0.2)
 
+    async def metric(self, http: aiohttp.ClientSession, name: str) -> float | None:
+        """A metric's value from the bot's ``/metrics`` (the stack's), or None."""
+        if not self.ready_url.endswith("/metrics"):
+            return None
+        async with http.get(self.ready_url) as resp:
+            for line in (await resp.text()).splitlines():
+                if line.startswith((name + " ", name + "{")):
+                    return float(line.rsplit(" ", 1)[1])
+        return None
+
+    def cpu_s(self) -> float:
+        assert self.proc is not None
+        return cpu_seconds(self.proc.pid)
+
     def rss_mib(self) -> float:
         assert self.proc is not None
         return rss_bytes(self.proc.pid) / 2**20
@@ -148,9 +163,10 @@ def _shard_up(metrics: str) -> bool:
     return False
 
 
-async def _run(sim: _Sim, workload: str, events: int, guilds: int) -> float:
-    """Events per second the bot handled in one run of ``workload``."""
+async def _run(sim: _Sim, bot: _Bot, workload: str, events: int) -> tuple[float, float]:
+    """Events per second the bot handled in one run of ``workload``, and its CPU µs per event."""
     before = await sim.created()
+    cpu0 = bot.cpu_s()
     if workload == "messages":
         body = {"rate": 0, "count": events + 1, "command": "!ping", "command_every": events}
         replies = 2
@@ -173,28 +189,40 @@ async def _run(sim: _Sim, workload: str, events: int, guilds: int) -> float:
     except TimeoutError as exc:
         raise RuntimeError(f"{workload}: only {done[0]} of {replies} replies after 300 s") from exc
     elapsed = time.perf_counter() - started
+    cpu = bot.cpu_s() - cpu0
     extra = await sim.created() - before - replies
     if extra:
         raise RuntimeError(f"{workload}: {extra} replies more than commands sent (a late or duplicate reply)")
-    return events / elapsed
+    return events / elapsed, cpu / events * 1e6
 
 
-async def benchmark(events: int, runs: int, guilds: int, workloads: list[str]) -> dict[str, Any]:
+def _profiled(args: list[str], out: Path | None) -> list[str]:
+    """``args`` run under cProfile writing to ``out`` (unchanged when ``out`` is None)."""
+    return args if out is None else ["-m", "cProfile", "-o", str(out), *args]
+
+
+async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
+                    profile: Path | None = None) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix="ik-bench-dispatch-"))
     prefix = f"ikbench-{uuid.uuid4().hex[:10]}"
     results: dict[str, dict[str, list[float]]] = {w: {"bare": [], "stack": []} for w in workloads}
+    cpu: dict[str, dict[str, list[float]]] = {w: {"bare": [], "stack": []} for w in workloads}
+    lean: dict[str, list[float]] = {w: [] for w in workloads}
     memory: dict[str, dict[str, float]] = {}
     async with aiohttp.ClientSession() as http, scratch_database() as dsn, _simulator(
             http, guilds, logs / "simulator.log") as sim:
         bare_port, metrics_base = free_port(), free_port()
         bots = {
-            "bare": _Bot("bare", [str(ROOT / "bench" / "_bare_bot.py"), sim.url, TOKEN, str(bare_port)], {},
+            "bare": _Bot("bare", _profiled([str(ROOT / "bench" / "_bare_bot.py"), sim.url, TOKEN, str(bare_port)],
+                                           profile / "bare.prof" if profile else None), {},
                          f"http://127.0.0.1:{bare_port}/count", logs / "bare.log"),
-            "stack": _Bot("stack", ["-m", "shard", "--cluster", "0", "--shard-ids", "0", "--shard-count", "1",
-                                    "--max-concurrency", "1"],
+            "stack": _Bot("stack", _profiled(["-m", "shard", "--cluster", "0", "--shard-ids", "0", "--shard-count",
+                                              "1", "--max-concurrency", "1"],
+                                             profile / "stack.prof" if profile else None),
                           {"DISCORD_TOKEN": TOKEN, "DISCORD_API_URL": sim.url, "DATABASE_URL": dsn,
                            "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_ENCRYPTION_KEYS": "dev",
-                           "INNKEEPER_LOG_LEVEL": "WARNING", "INNKEEPER_LOG_FORMAT": "json",
+                           "INNKEEPER_IPC_KEYS": "dev", "INNKEEPER_LOG_LEVEL": "WARNING",
+                           "INNKEEPER_LOG_FORMAT": "json",
                            "INNKEEPER_METRICS_PORT_BASE": str(metrics_base), "INNKEEPER_IDENTIFY_WINDOW": "0.1"},
                           f"http://127.0.0.1:{metrics_base}/metrics", logs / "stack.log"),
         }
@@ -207,8 +235,15 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str]) -
                 for name, bot in bots.items():
                     await bot.start(http)
                     try:
+                        await _run(sim, bot, "messages", guilds)  # warm-up: one message per guild
                         for workload in workloads:
-                            results[workload][name].append(await _run(sim, workload, events, guilds))
+                            skipped = await bot.metric(http, "innkeeper_messages_skipped_total")
+                            rate, us = await _run(sim, bot, workload, events)
+                            if skipped is not None:
+                                after = await bot.metric(http, "innkeeper_messages_skipped_total") or 0.0
+                                lean[workload].append((after - skipped) / events)
+                            results[workload][name].append(rate)
+                            cpu[workload][name].append(us)
                         memory[name]["rss_after_burst_mib"] = bot.rss_mib()
                     finally:
                         bot.stop()
@@ -221,7 +256,10 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str]) -
     for workload, by_bot in results.items():
         medians = {name: statistics.median(v) for name, v in by_bot.items()}
         out["workloads"][workload] = {"runs": by_bot, "median": medians,
-                                      "ratio": medians["stack"] / medians["bare"]}
+                                      "ratio": medians["stack"] / medians["bare"],
+                                      "cpu_us_per_event": {k: statistics.median(v) for k, v in cpu[workload].items()},
+                                      "stack_unparsed_share": (statistics.median(lean[workload])
+                                                               if lean[workload] else None)}
     return out
 
 
@@ -244,17 +282,24 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--guilds", type=int, default=1000)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="run each bot under cProfile, writing DIR/bare.prof and DIR/stack.prof (the last run's)")
     args = parser.parse_args(argv)
     workloads = [w for w in args.workloads.split(",") if w]
     if any(w not in WORKLOADS for w in workloads):
         parser.error(f"--workloads: choose from {', '.join(WORKLOADS)}")
-    out = asyncio.run(benchmark(args.events, args.runs, args.guilds, workloads))
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    out = asyncio.run(benchmark(args.events, args.runs, args.guilds, workloads, args.profile))
     print(f"dispatch: {args.events} MESSAGE_CREATEs over {args.guilds} guilds on one shard, {args.runs} interleaved "
           f"runs per bot; medians (events/s handled; ratio stack/bare)")
     for workload, fig in out["workloads"].items():
         runs = {k: ", ".join(f"{v:,.0f}" for v in vals) for k, vals in fig["runs"].items()}
         print(f"  {workload:9s} bare {fig['median']['bare']:>9,.0f}/s ({runs['bare']})   "
-              f"stack {fig['median']['stack']:>9,.0f}/s ({runs['stack']})   ratio {fig['ratio']:.2f}")
+              f"stack {fig['median']['stack']:>9,.0f}/s ({runs['stack']})   ratio {fig['ratio']:.2f}   "
+              f"CPU/event bare {fig['cpu_us_per_event']['bare']:.0f} µs, "
+              f"stack {fig['cpu_us_per_event']['stack']:.0f} µs; "
+              f"stack left {fig['stack_unparsed_share'] or 0:.0%} unparsed")
     for name, mem in out["memory"].items():
         print(f"  memory {name:5s} RSS ready {mem['rss_ready_mib']:.1f} MiB, after the bursts "
               f"{mem.get('rss_after_burst_mib', float('nan')):.1f} MiB")

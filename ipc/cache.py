@@ -396,6 +396,15 @@ class SharedCache:
     def local_size(self) -> int:
         return len(self._local)
 
+    def peek_local(self, namespace: str, key: str | int) -> tuple[bool, Any]:
+        """``(True, value)`` when this process holds a fresh copy of the key, else ``(False, None)``.
+
+        Synchronous and free of I/O, for decisions made inside discord.py's event parsers: a fresh
+        local copy is exactly what :meth:`get_or_load` would answer with right now.
+        """
+        value = self._local_get(namespace, str(key))
+        return (False, None) if value is _MISSING else (True, value)
+
     def _local_get(self, ns: str, k: str) -> Any:
         entry = self._local.get((ns, k))
         if entry is None:

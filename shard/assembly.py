@@ -61,6 +61,7 @@ from .context import ClusterContext
 from .database import DatabaseService
 from .heartbeat_writer import Heartbeat
 from .identify import IdentifyGate
+from .lean_messages import LeanMessages
 from .maintenance import MaintenanceService
 from .metrics_server import ClusterMetrics
 from .pipeline.alias_cache import AliasCache
@@ -167,6 +168,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     bot = ClusterBot(deps=deps, identify=gate, services=services, cluster_id=ctx.cluster_id,
                      shard_ids=ctx.shard_ids, shard_count=ctx.shard_count, extensions=extensions,
                      sync_commands=s.sync_commands, **bot_options)
+    # before the tracker wraps the parsers, so it still counts the messages the filter drops
+    LeanMessages(s.default_prefix, guild_config).install(bot)
     tracker.attach(bot)
     # before login: every REST, webhook and interaction call goes through it
     install(bot, limiter, guard=LocalInvalidGuard.from_settings(s))

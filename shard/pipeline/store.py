@@ -65,6 +65,8 @@ class SharedCacheLike(Protocol):
 
     async def delete(self, namespace: str, *keys: str | int) -> None: ...
 
+    def peek_local(self, namespace: str, key: str | int) -> tuple[bool, Any]: ...
+
 
 ConfigLoader = Callable[["Database", int], Awaitable[GuildConfig]]
 
@@ -161,6 +163,28 @@ class GuildConfigStore:
         if self._writes == writes:  # a load that overlapped a write may be older than it
             self._know(cfg)
         return cfg
+
+    def cached_prefix(self, guild_id: int) -> tuple[bool, str | None]:
+        """``(True, prefix)`` when this process holds a fresh copy of the guild's configuration, else ``(False, None)``.
+
+        Synchronous, for the lean message filter: it answers what :meth:`get` would answer right now
+        (``prefix`` is None when the guild uses the default), and says so when only a load could tell.
+        """
+        if self._use_shared() and self.shared is not None:
+            found, raw = self.shared.peek_local(CACHE_NAMESPACE, guild_id)
+            if not found:
+                return False, None
+            memo = self._parsed.get(guild_id)
+            if memo is not None and memo[0] is raw:
+                return True, memo[1].prefix
+            try:
+                return True, GuildConfig.from_wire(raw).prefix
+            except (KeyError, TypeError, ValueError):
+                return False, None
+        entry = self._local.get(guild_id)
+        if entry is None or entry[0] < self._clock():
+            return False, None
+        return True, entry[1].prefix
 
     def _know(self, cfg: GuildConfig) -> None:
         known = self._known

@@ -1,0 +1,96 @@
+"""Lean parsing: MESSAGE_CREATEs that cannot invoke a command are counted and never parsed, exactly."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import discord
+import pytest
+import redis.asyncio as aioredis
+from discord.ext import commands
+
+from db import guilds as db_guilds
+from db.pool import Database
+from db.testing import migrated
+from ipc.cache import SharedCache
+from ipc.keys import Keys
+from shard.lean_messages import LeanMessages
+from shard.pipeline.store import GuildConfigStore
+from tests.support import ipc_signer
+
+pytestmark = pytest.mark.integration
+
+GUILD, OTHER, CHANNEL, BOT_ID = 424242, 434343, 555, 99
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    async with migrated(database_url) as database:
+        yield database
+
+
+@pytest.fixture
+async def store(db: Database, redis_url: str, redis_prefix: str) -> AsyncIterator[GuildConfigStore]:
+    client = aioredis.from_url(redis_url)
+    cache = SharedCache(client, Keys(redis_prefix), signer=ipc_signer())
+    await cache.start()
+    try:
+        yield GuildConfigStore(db, shared=cache)
+    finally:
+        await cache.stop()
+        await client.aclose()
+
+
+def _message(content: str, guild_id: int | None = GUILD, *, bot: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": "1001", "channel_id": str(CHANNEL), "content": content,
+                            "author": {"id": "7", "username": "u", "discriminator": "0", "bot": bot}}
+    if guild_id is not None:
+        data["guild_id"] = str(guild_id)
+    return data
+
+
+async def test_only_messages_that_could_invoke_a_command_need_parsing(db: Database, store: GuildConfigStore) -> None:
+    await db_guilds.set_prefix(db, GUILD, "?")
+    lean = LeanMessages("!", store)
+    # Nothing cached yet: only a load could tell, so the message takes discord.py's full path.
+    assert lean.needed(_message("hello there"))
+    await store.get(GUILD)
+    await store.get(OTHER)  # no settings row: the default prefix
+    assert not lean.needed(_message("hello there"))
+    assert not lean.needed(_message("!ping"))  # the default prefix is not this guild's
+    assert lean.needed(_message("?ping"))
+    assert lean.needed(_message("!ping", OTHER)) and not lean.needed(_message("?ping", OTHER))
+    assert lean.needed(_message(f"<@{BOT_ID}> ping"))  # a mention may be the bot's
+    assert not lean.needed(_message(""))  # attachments only
+    assert not lean.needed(_message("?ping", bot=True))  # commands never run for bots
+    assert lean.needed(_message("!ping", None)) and not lean.needed(_message("hi", None))  # DMs: the default
+    # A change of prefix drops the local copy: the next message takes the full path again.
+    await db_guilds.set_prefix(db, GUILD, "$")
+    await store.invalidate(GUILD)
+    assert lean.needed(_message("hello there"))
+    await store.get(GUILD)
+    assert lean.needed(_message("$ping")) and not lean.needed(_message("?ping"))
+
+
+async def test_the_filter_wraps_discord_py_and_keeps_the_channel_current(db: Database,
+                                                                       store: GuildConfigStore) -> None:
+    bot = commands.AutoShardedBot(command_prefix="!", intents=discord.Intents.default())
+    parsed: list[dict[str, Any]] = []
+    bot._connection.parsers["MESSAGE_CREATE"] = parsed.append
+    lean = LeanMessages("!", store)
+    lean.install(bot)
+    await store.get(GUILD)
+    parse = bot._connection.parsers["MESSAGE_CREATE"]
+    parse(_message("just chat"))
+    parse(_message("!ping"))
+    assert [d["content"] for d in parsed] == ["!ping"] and lean.skipped == 1
+
+
+async def test_a_burst_of_first_messages_leaves_every_guild_known(db: Database, store: GuildConfigStore) -> None:
+    """Loads started together (a cold cluster's first messages) all end up in the local layer."""
+    import asyncio
+
+    guilds = list(range(1000, 1400))
+    await asyncio.gather(*(store.get(g) for g in guilds for _ in range(3)))
+    assert sum(store.cached_prefix(g)[0] for g in guilds) == len(guilds)
