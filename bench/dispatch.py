@@ -163,8 +163,9 @@ def _shard_up(metrics: str) -> bool:
     return False
 
 
-async def _run(sim: _Sim, bot: _Bot, workload: str, events: int) -> tuple[float, float]:
-    """Events per second the bot handled in one run of ``workload``, and its CPU µs per event."""
+async def _run(sim: _Sim, bot: _Bot, workload: str, events: int) -> tuple[float, float, int]:
+    """Events per second the bot handled in one run of ``workload``, its CPU µs per event, and the replies
+    beyond one per command (late or duplicate replies; any is a bug)."""
     before = await sim.created()
     cpu0 = bot.cpu_s()
     if workload == "messages":
@@ -190,10 +191,9 @@ async def _run(sim: _Sim, bot: _Bot, workload: str, events: int) -> tuple[float,
         raise RuntimeError(f"{workload}: only {done[0]} of {replies} replies after 300 s") from exc
     elapsed = time.perf_counter() - started
     cpu = bot.cpu_s() - cpu0
+    await asyncio.sleep(1.0)  # a reply that comes later still than this is not seen: a lower bound
     extra = await sim.created() - before - replies
-    if extra:
-        raise RuntimeError(f"{workload}: {extra} replies more than commands sent (a late or duplicate reply)")
-    return events / elapsed, cpu / events * 1e6
+    return events / elapsed, cpu / events * 1e6, extra
 
 
 def _profiled(args: list[str], out: Path | None) -> list[str]:
@@ -208,6 +208,7 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
     results: dict[str, dict[str, list[float]]] = {w: {"bare": [], "stack": []} for w in workloads}
     cpu: dict[str, dict[str, list[float]]] = {w: {"bare": [], "stack": []} for w in workloads}
     lean: dict[str, list[float]] = {w: [] for w in workloads}
+    extras: dict[str, dict[str, int]] = {w: {"bare": 0, "stack": 0} for w in workloads}
     memory: dict[str, dict[str, float]] = {}
     async with aiohttp.ClientSession() as http, scratch_database() as dsn, _simulator(
             http, guilds, logs / "simulator.log") as sim:
@@ -238,7 +239,8 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
                         await _run(sim, bot, "messages", guilds)  # warm-up: one message per guild
                         for workload in workloads:
                             skipped = await bot.metric(http, "innkeeper_messages_skipped_total")
-                            rate, us = await _run(sim, bot, workload, events)
+                            rate, us, extra = await _run(sim, bot, workload, events)
+                            extras[workload][name] += extra
                             if skipped is not None:
                                 after = await bot.metric(http, "innkeeper_messages_skipped_total") or 0.0
                                 lean[workload].append((after - skipped) / events)
@@ -258,6 +260,7 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
         out["workloads"][workload] = {"runs": by_bot, "median": medians,
                                       "ratio": medians["stack"] / medians["bare"],
                                       "cpu_us_per_event": {k: statistics.median(v) for k, v in cpu[workload].items()},
+                                      "extra_replies": extras[workload],
                                       "stack_unparsed_share": (statistics.median(lean[workload])
                                                                if lean[workload] else None)}
     return out
@@ -299,7 +302,8 @@ def main(argv: list[str]) -> int:
               f"stack {fig['median']['stack']:>9,.0f}/s ({runs['stack']})   ratio {fig['ratio']:.2f}   "
               f"CPU/event bare {fig['cpu_us_per_event']['bare']:.0f} µs, "
               f"stack {fig['cpu_us_per_event']['stack']:.0f} µs; "
-              f"stack left {fig['stack_unparsed_share'] or 0:.0%} unparsed")
+              f"stack left {fig['stack_unparsed_share'] or 0:.0%} unparsed; late or duplicate replies "
+              f"bare {fig['extra_replies']['bare']}, stack {fig['extra_replies']['stack']}")
     for name, mem in out["memory"].items():
         print(f"  memory {name:5s} RSS ready {mem['rss_ready_mib']:.1f} MiB, after the bursts "
               f"{mem.get('rss_after_burst_mib', float('nan')):.1f} MiB")
