@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-__all__ = ("free_port", "rss_bytes", "cpu_seconds", "wait_http_ok", "until")
+__all__ = ("free_port", "rss_bytes", "cpu_seconds", "wait_http_ok", "until", "delete_redis_prefix")
 
 
 def free_port() -> int:
@@ -58,3 +58,16 @@ async def until(predicate: Callable[..., object], timeout: float, what: str = "t
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def delete_redis_prefix(prefix: str) -> None:
+    """Delete every key under ``prefix`` on ``REDIS_URL`` (what a benchmark's cluster left behind)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

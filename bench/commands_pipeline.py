@@ -39,7 +39,7 @@ from typing import Any
 import discord
 from discord.ext import commands
 
-from bench._procs import free_port
+from bench._procs import delete_redis_prefix, free_port
 
 __all__ = ("main",)
 
@@ -109,17 +109,6 @@ def _env(sim_url: str, dsn: str, prefix: str) -> dict[str, str]:
             "INNKEEPER_LOG_FORMAT": "json",
             "INNKEEPER_METRICS_PORT_BASE": str(free_port())}
 
-
-async def _cleanup_redis(prefix: str) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 # --- overhead ---------------------------------------------------------------------------------------
@@ -222,7 +211,7 @@ async def overhead(n: int) -> dict[str, Any]:
             with suppress(Exception):
                 await asyncio.wait_for(task, 10)
             await ctx.aclose()
-            await _cleanup_redis(prefix)
+            await delete_redis_prefix(prefix)
     cpu = await _cpu_cost(20_000)
     out: dict[str, Any] = {"n": n, "cpu_us_per_command": round(cpu, 1)}
     for name, values in lat.items():
@@ -330,7 +319,7 @@ async def load(rate: float, seconds: float, clusters: int) -> dict[str, Any]:
                     p.wait(20)
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
-            await _cleanup_redis(prefix)
+            await delete_redis_prefix(prefix)
     ok = [r for r in results if r[1] == 200 and r[2] is not None]
     lat = [float(r[2]) for r in ok if r[2] is not None]
     by_label: dict[str, list[float]] = {}

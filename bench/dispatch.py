@@ -48,7 +48,7 @@ from typing import Any
 import aiohttp
 
 from bench._db_common import scratch_database
-from bench._procs import cpu_seconds, free_port, rss_bytes, wait_http_ok
+from bench._procs import cpu_seconds, delete_redis_prefix, free_port, rss_bytes, wait_http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -252,7 +252,7 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
         finally:
             for bot in bots.values():
                 bot.stop()
-            await _cleanup_redis(prefix)
+            await delete_redis_prefix(prefix)
     out: dict[str, Any] = {"events": events, "runs": runs, "guilds": guilds, "logs": str(logs), "workloads": {},
                            "memory": memory, "load_average": os.getloadavg()[0]}
     for workload, by_bot in results.items():
@@ -265,17 +265,6 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
                                                                if lean[workload] else None)}
     return out
 
-
-async def _cleanup_redis(prefix: str) -> None:
-    import redis.asyncio as aioredis
-
-    client = aioredis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 def main(argv: list[str]) -> int:
