@@ -21,6 +21,7 @@ invalid-request ban):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -48,7 +49,8 @@ DM_CLOSED = ("I couldn't DM you the answer (your DMs are closed to me). Allow DM
 class InvocationState:
     """What the pipeline knows about one invocation so far."""
 
-    __slots__ = ("started", "level", "ran", "finished", "outcome", "arguments", "dm_pointed", "dm_refused")
+    __slots__ = ("started", "level", "ran", "finished", "outcome", "arguments", "dm_pointed", "dm_refused",
+                 "replied")
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
@@ -62,6 +64,8 @@ class InvocationState:
         self.dm_pointed = False
         #: ...or that the DM was refused (then the rest of the answer is not sent either).
         self.dm_refused = False
+        #: An answer was handed to Discord (it may still be on its way): a timeout then sends no second one.
+        self.replied = False
 
 
 class PipelineContext(commands.Context[Any]):
@@ -72,6 +76,19 @@ class PipelineContext(commands.Context[Any]):
         super().__init__(**attrs)
         self.pipeline_state = InvocationState()
         self.refused_targets: RefusedTargets | None = None
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        """discord.py's ``send``, shielded from the command's timeout.
+
+        A command whose time runs out while its answer is on its way must not cut the request off
+        halfway (Discord may have the message already) and then answer a second time: the request
+        finishes, and the pipeline sends no timeout error once an answer was handed over.
+        """
+        self.pipeline_state.replied = True
+        return await asyncio.shield(self._deliver(*args, **kwargs))
+
+    async def _deliver(self, *args: Any, **kwargs: Any) -> Any:
+        return await super().send(*args, **kwargs)
 
 
 def state_of(ctx: commands.Context[Any]) -> InvocationState:

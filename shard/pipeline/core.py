@@ -166,10 +166,14 @@ class Pipeline:
             async with asyncio.timeout(limit) as window:
                 result = await call()
         except TimeoutError:
-            if window.expired():
-                raise CommandError(f"/{name} took longer than {limit:g} s and was stopped; try again later.",
-                                   code=ErrorCode.COMMAND_TIMEOUT) from None
-            raise
+            if not window.expired():
+                raise
+            if state.replied:  # its answer went out (or is on its way): a second one would be a duplicate
+                _log.info("/%s timed out after %g s, after answering; no error message sent", name, limit)
+                self.finish(ctx, "timeout")
+                return None
+            raise CommandError(f"/{name} took longer than {limit:g} s and was stopped; try again later.",
+                               code=ErrorCode.COMMAND_TIMEOUT) from None
         # 7. audit, 8. usage and metrics
         if spec.audit:
             await self._audit(ctx, name, "ok")

@@ -16,9 +16,10 @@ from innkeeper.settings import Settings
 from ipc.throttle import ThrottleResult
 from shard.pipeline import GuildConfig, Level, Override, Pipeline, ThrottleRule, command
 from shard.pipeline.command_metrics import COMMANDS_TOTAL
-from shard.pipeline.context import state_of
+from shard.pipeline.context import PipelineContext, state_of
 from shard.pipeline.core import AuditEvent, ErrorEvent, UsageEvent
 from shard.pipeline.refusals import REFUSAL_KEY
+from tests.support import wait_for
 
 GUILD_ID, OWNER_ID, GUILD_OWNER_ID, USER_ID, MOD_ROLE = 1000, 1, 2, 3, 77
 
@@ -118,6 +119,12 @@ class Cog(commands.Cog):
     async def slow(self, ctx: commands.Context[Any]) -> None:
         self.rec.events.append("body")
         await asyncio.Event().wait()  # never finishes: only the command timeout ends it
+
+    @command("slowreply", description="Answers just as its time runs out.", timeout=0.05)
+    async def slowreply(self, ctx: commands.Context[Any]) -> None:
+        self.rec.events.append("body")
+        await ctx.send("the answer")  # still on its way when the timeout fires
+        await asyncio.Event().wait()
 
     @command("feed", description="Toggleable.", feature="feedback")
     async def feed(self, ctx: commands.Context[Any]) -> None:
@@ -262,6 +269,36 @@ async def test_timeouts_stop_the_command() -> None:
     ctx = await run(bot, "slow", member(USER_ID))
     assert state_of(ctx).outcome == "timeout"
     assert "E5005" in ctx.sent[0]["content"]
+
+
+class SlowSendCtx(PipelineContext):
+    """The pipeline's real context over a fake message; its delivery to Discord takes 0.2 s."""
+
+    def __init__(self, bot: commands.Bot, cmd: commands.Command[Any, ..., Any], author: Any, guild: Any) -> None:
+        message = SimpleNamespace(guild=guild, author=author, channel=SimpleNamespace(id=5), _state=None,
+                                  to_reference=lambda **kw: None, content="")
+        super().__init__(message=message, bot=bot, view=StringView(""), prefix="!")
+        self.command = cmd
+        self.sent: list[str | None] = []
+
+    async def _deliver(self, content: str | None = None, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.2)
+        self.sent.append(content)
+
+
+async def test_a_timeout_during_the_answer_lets_it_finish_and_sends_no_second_one() -> None:
+    bot, rec, _, _ = await setup()
+    cmd = bot.get_command("slowreply")
+    assert cmd is not None
+    ctx = SlowSendCtx(bot, cmd, member(USER_ID), GUILD)
+    try:
+        await cmd.callback(cmd.cog, ctx)  # type: ignore[arg-type]
+    except Exception as exc:
+        await bot.pipeline.on_command_error(ctx, exc)  # type: ignore[attr-defined]
+    # The error path is done; the shielded delivery outlives the cancelled body and lands once.
+    await wait_for(lambda: ctx.sent, timeout=5, message="the answer to land")
+    assert ctx.sent == ["the answer"]  # and no "took longer than" error besides it
+    assert state_of(ctx).outcome == "timeout"
 
 
 async def test_unexpected_errors_are_hidden_and_stored() -> None:
