@@ -32,7 +32,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -202,8 +201,7 @@ class SharedRateLimiter:
         self._tasks = BackgroundTasks("ratelimit")
         self._probing = False
         self._bucket_locks = _KeyedLocks()
-        #: ``time.monotonic()`` when the global window Redis last reported full opens again.
-        self._global_open_at = 0.0
+        self._global_turn: asyncio.Lock | None = None
         self._orphans: collections.deque[Ticket] = collections.deque(maxlen=10_000)
         self._inflight = asyncio.Semaphore(max_inflight)
         self._closed = False
@@ -263,17 +261,19 @@ class SharedRateLimiter:
         token = uuid.uuid4().hex
         async with self._bucket_locks.hold(f"{route_key}\x00{major}"):
             while True:
-                if not global_exempt:
-                    # A global window another request found full: wait for it here, without asking Redis.
-                    # No lock is held across a Redis call, so one slow reply never holds up the others.
-                    await self._global_gate(max_wait)
-                reply = await self._acquire_once(route_key, major, token, global_exempt, bucket_exempt,
-                                                 guard_served, guard_exempt)
-                while reply is not None and reply[0] == lua.WAIT_GLOBAL:
-                    self._global_open_at = max(self._global_open_at, time.monotonic() + reply[1] / 1000.0)
-                    await self._wait(reply, max_wait)
-                    reply = await self._acquire_once(route_key, major, token, global_exempt, bucket_exempt,
-                                                     guard_served, guard_exempt)
+                if global_exempt:
+                    reply = await self._acquire_once(route_key, major, token, True, bucket_exempt, guard_served,
+                                                     guard_exempt)
+                else:
+                    # One task per process at a time waits on the global limit; the others queue
+                    # here, so a saturated global window costs one Redis call per process per slot.
+                    async with self._global_lock():
+                        reply = await self._acquire_once(route_key, major, token, False, bucket_exempt,
+                                                         guard_served, guard_exempt)
+                        while reply is not None and reply[0] == lua.WAIT_GLOBAL:
+                            await self._wait(reply, max_wait)
+                            reply = await self._acquire_once(route_key, major, token, False, bucket_exempt,
+                                                             guard_served, guard_exempt)
                 if reply is None:
                     return None
                 status, wait_ms, bucket, window, estimate = reply
@@ -338,16 +338,10 @@ class SharedRateLimiter:
         if done is None:
             self._orphans.append(ticket)
 
-    async def _global_gate(self, max_wait: float | None) -> None:
-        """Sleep until the global window this process last found full opens again."""
-        wait = self._global_open_at - time.monotonic()
-        if wait <= 0:
-            return
-        if max_wait is not None and wait > max_wait:
-            raise WaitTooLong(wait)
-        WAITS.labels("global").inc()
-        WAIT_SECONDS.labels("global").inc(wait)
-        await asyncio.sleep(wait)
+    def _global_lock(self) -> asyncio.Lock:
+        if self._global_turn is None:
+            self._global_turn = asyncio.Lock()
+        return self._global_turn
 
     def _note_estimate(self, estimate: int) -> None:
         self.invalid_estimate = estimate
