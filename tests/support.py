@@ -9,6 +9,7 @@ as long as it needs it (:class:`ReservedPort`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -16,10 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -80,6 +81,28 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}; last={result!r}")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def running_client(client: Any, token: str, *, what: str = "the client",
+                         timeout: float = 60.0) -> AsyncIterator[asyncio.Task[None]]:
+    """Start a discord.py client, wait until it is READY (failing at once if it crashes), close it after.
+
+    Yields the client's task, for predicates that must notice a crash while they wait.
+    """
+    task: asyncio.Task[None] = asyncio.create_task(client.start(token))
+    try:
+        def ready() -> bool:
+            if task.done():
+                task.result()
+            return bool(client.is_ready())
+
+        await wait_for(ready, timeout=timeout, message=f"{what} to be READY")
+        yield task
+    finally:
+        await client.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=10)
 
 
 def wait_for_sync(predicate: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05,

@@ -7,8 +7,6 @@ Raw websocket clients against a real :class:`SimulatorServer`.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -18,7 +16,7 @@ import yarl
 
 from simulator.server import SimulatorServer
 from tests.integration.test_sim_gateway import TOKEN, Connect, GatewayClient, _config, connector
-from tests.support import wait_for
+from tests.support import running_client, wait_for
 
 RESUMABLE = (4000, 4001, 4002, 4003, 4005, 4008)
 ENDED = (4004, 4007, 4009, 4010, 4011, 4012, 4013, 4014, 1000)
@@ -153,15 +151,14 @@ async def test_discord_py_starts_a_new_session_after_4009_and_resumes_on_the_res
         monkeypatch.setattr(discord.http.Route, "BASE", f"{sim.url}/api/v10")
         monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(sim.gateway_url))
         client = discord.Client(intents=discord.Intents.default())
-        task = asyncio.create_task(client.start("dpy-token"))
         stats, gateway = sim.state.stats, sim.state.gateway
-        try:
+        async with running_client(client, "dpy-token") as task:
             def live() -> bool:
                 if task.done():
                     task.result()
                 return client.is_ready() and bool(gateway.live_shards())
 
-            await wait_for(live, timeout=60, message="the client to be READY")
+            await wait_for(live, timeout=60, message="the client's shard to be live")
             assert gateway.apply_fault("disconnect", 0, resumable=True, code=4000) == 1
             await wait_for(lambda: stats.resumes == 1 and live(), timeout=30, message="a RESUME")
             assert stats.resumes_off_resume_url == 0  # discord.py went to READY's resume_gateway_url
@@ -169,7 +166,3 @@ async def test_discord_py_starts_a_new_session_after_4009_and_resumes_on_the_res
             await wait_for(lambda: stats.identifies == 2 and live(), timeout=30, message="a new session")
             assert stats.failed_resumes == 1 and stats.resumes == 1
             assert stats.shards[0].closes[4009] == 1
-        finally:
-            await client.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, timeout=10)

@@ -6,8 +6,6 @@ zlib-stream path is forced by handing discord.py its own zlib decompression cont
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 import aiohttp
@@ -20,7 +18,7 @@ from discord.ext import commands
 from simulator.config import SimConfig
 from simulator.server import SimulatorServer
 from tests.dpy_codecs import zlib_context, zstd_context
-from tests.support import wait_for
+from tests.support import running_client, wait_for
 
 TOKEN = "dpy-token"
 
@@ -46,14 +44,7 @@ async def test_autosharded_bot_connects_two_shards_sees_every_guild_and_resumes(
 
         bot.add_listener(on_message)
         bot.add_listener(on_shard_resumed)
-        task = asyncio.create_task(bot.start(TOKEN))
-        try:
-            def ready() -> bool:
-                if task.done():
-                    task.result()
-                return bot.is_ready()
-
-            await wait_for(ready, timeout=60, message="the bot to be READY")
+        async with running_client(bot, TOKEN, what="the bot"):
             world, stats = sim.state.world, sim.state.stats
             assert bot.shard_count == 2
             assert sorted(g.id for g in bot.guilds) == [g.id for g in world.guilds]
@@ -81,10 +72,6 @@ async def test_autosharded_bot_connects_two_shards_sees_every_guild_and_resumes(
                            message="the missed message")
             assert seen[0].guild is not None and seen[0].guild.id == target.id
             assert stats.resumes == 1 and stats.identifies == 2
-        finally:
-            await bot.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, timeout=10)
         await wait_for(lambda: not sim.state.gateway.live_shards(), message="the bot's sockets to close")
 
 
@@ -105,14 +92,7 @@ async def test_plain_client_with_members_intent_chunks_every_guild_completely(
         intents = discord.Intents.default()
         intents.members = True
         client = discord.Client(intents=intents)  # not sharded: IDENTIFY without "shard"
-        task = asyncio.create_task(client.start(TOKEN))
-        try:
-            def ready() -> bool:
-                if task.done():
-                    task.result()
-                return client.is_ready()
-
-            await wait_for(ready, timeout=60, message="the client to be READY")
+        async with running_client(client, TOKEN, what="the client"):
             world, stats = sim.state.world, sim.state.stats
             assert max(g.member_count for g in world.guilds) == 5_000
             assert len(client.guilds) == 12
@@ -125,10 +105,6 @@ async def test_plain_client_with_members_intent_chunks_every_guild_completely(
             assert stats.shards[0].dispatched == 1 + 12 + chunks == 1 + 12 + stats.member_chunks_sent
             assert stats.members_sent == sum(g.member_count for g in world.guilds)
             assert "timed out waiting for chunks" not in caplog.text
-        finally:
-            await client.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, timeout=10)
 
 
 @pytest.mark.parametrize("codec", ["zstd-stream", "zlib-stream"])
@@ -153,14 +129,7 @@ async def test_both_codecs_reach_ready_with_every_guild_and_receive_events(monke
             seen.append(message)
 
         bot.add_listener(on_message)
-        task = asyncio.create_task(bot.start(TOKEN))
-        try:
-            def ready() -> bool:
-                if task.done():
-                    task.result()
-                return bot.is_ready()
-
-            await wait_for(ready, timeout=60, message=f"the bot to be READY over {codec}")
+        async with running_client(bot, TOKEN, what=f"the bot over {codec}"):
             world, stats = sim.state.world, sim.state.stats
             assert sorted(g.id for g in bot.guilds) == [g.id for g in world.guilds]
             assert stats.connections_by_compress == {"none": 0, "zlib-stream": 0, "zstd-stream": 0} | {codec: 2}
@@ -174,8 +143,4 @@ async def test_both_codecs_reach_ready_with_every_guild_and_receive_events(monke
             await wait_for(lambda: len(seen) == 2, timeout=15, message="both messages")
             assert sorted(m.content for m in seen) == [f"over {codec} 0", f"over {codec} 1"]
             assert {m.guild.id for m in seen if m.guild is not None} == {g.id for g in targets}
-        finally:
-            await bot.close()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, timeout=10)
         await wait_for(lambda: not sim.state.gateway.live_shards(), message="the bot's sockets to close")
