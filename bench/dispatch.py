@@ -146,6 +146,20 @@ class _Bot:
                     return float(line.rsplit(" ", 1)[1])
         return None
 
+    async def save_metrics(self, http: aiohttp.ClientSession, path: Path) -> None:
+        """Keep the bot's ``/metrics`` (the stack's) beside the logs, to check the figures against."""
+        if self.ready_url.endswith("/metrics"):
+            async with http.get(self.ready_url) as resp:
+                path.write_text(await resp.text())
+
+    async def metric_sum(self, http: aiohttp.ClientSession, name: str) -> float | None:
+        """The sum of a metric over all its labels, from the bot's ``/metrics`` (the stack's), or None."""
+        if not self.ready_url.endswith("/metrics"):
+            return None
+        async with http.get(self.ready_url) as resp:
+            return sum(float(line.rsplit(" ", 1)[1]) for line in (await resp.text()).splitlines()
+                       if line.startswith((name + " ", name + "{")))
+
     def cpu_s(self) -> float:
         assert self.proc is not None
         return cpu_seconds(self.proc.pid)
@@ -205,8 +219,14 @@ def _profiled(args: list[str], out: Path | None) -> list[str]:
     return args if out is None else ["-m", "cProfile", "-o", str(out), *args]
 
 
+def _without(args: list[str], modules: str) -> list[str]:
+    """``args`` run as if ``modules`` (comma-separated) were not installed (``bench/_without.py``)."""
+    return args if not modules else [str(ROOT / "bench" / "_without.py"), modules, *args]
+
+
 async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
-                    profile: Path | None = None) -> dict[str, Any]:
+                    profile: Path | None = None, *, stack_env: dict[str, str] | None = None,
+                    stack_without: str = "", bare_without: str = "") -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix="ik-bench-dispatch-"))
     prefix = f"ikbench-{uuid.uuid4().hex[:10]}"
     results: dict[str, dict[str, list[float]]] = {w: {"bare": [], "stack": []} for w in workloads}
@@ -218,18 +238,20 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
             http, guilds, logs / "simulator.log") as sim:
         bare_port, metrics_base = free_port(), free_port()
         bots = {
-            "bare": _Bot("bare", _profiled([str(ROOT / "bench" / "_bare_bot.py"), sim.url, TOKEN, str(bare_port)],
+            "bare": _Bot("bare", _profiled(_without([str(ROOT / "bench" / "_bare_bot.py"), sim.url, TOKEN,
+                                                     str(bare_port)], bare_without),
                                            profile / "bare.prof" if profile else None), {},
                          f"http://127.0.0.1:{bare_port}/count", logs / "bare.log"),
-            "stack": _Bot("stack", _profiled(["-m", "shard", "--cluster", "0", "--shard-ids", "0", "--shard-count",
-                                              "1", "--max-concurrency", "1"],
+            "stack": _Bot("stack", _profiled(_without(["-m", "shard", "--cluster", "0", "--shard-ids", "0",
+                                                       "--shard-count", "1", "--max-concurrency", "1"], stack_without),
                                              profile / "stack.prof" if profile else None),
                           {"DISCORD_TOKEN": TOKEN, "DISCORD_API_URL": sim.url, "DATABASE_URL": dsn,
                            "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_ENCRYPTION_KEYS": "dev",
                            "INNKEEPER_IPC_KEYS": "dev", "INNKEEPER_GLOBAL_RATE": str(SIM_GLOBAL_RATE),
                            "INNKEEPER_LOG_LEVEL": "WARNING",
                            "INNKEEPER_LOG_FORMAT": "json",
-                           "INNKEEPER_METRICS_PORT_BASE": str(metrics_base), "INNKEEPER_IDENTIFY_WINDOW": "0.1"},
+                           "INNKEEPER_METRICS_PORT_BASE": str(metrics_base), "INNKEEPER_IDENTIFY_WINDOW": "0.1",
+                           **(stack_env or {})},
                           f"http://127.0.0.1:{metrics_base}/metrics", logs / "stack.log"),
         }
         try:
@@ -254,6 +276,12 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
                             results[workload][name].append(rate)
                             cpu[workload][name].append(us)
                         memory[name]["rss_after_burst_mib"] = bot.rss_mib()
+                        await bot.save_metrics(http, logs / f"{name}-metrics.txt")
+                        frozen = await bot.metric(http, "innkeeper_gc_frozen_objects")
+                        if frozen is not None:
+                            memory[name]["gc_frozen_objects"] = frozen
+                            paused = await bot.metric_sum(http, "innkeeper_gc_pause_seconds_sum")
+                            memory[name]["gc_pause_s"] = paused or 0.0
                     finally:
                         bot.stop()
         finally:
@@ -261,6 +289,8 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
                 bot.stop()
             await delete_redis_prefix(prefix)
     out: dict[str, Any] = {"events": events, "runs": runs, "guilds": guilds, "logs": str(logs), "workloads": {},
+                           "stack_env": stack_env or {}, "stack_without": stack_without,
+                           "bare_without": bare_without,
                            "memory": memory, "load_average": os.getloadavg()[0]}
     for workload, by_bot in results.items():
         medians = {name: statistics.median(v) for name, v in by_bot.items()}
@@ -283,13 +313,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run each bot under cProfile, writing DIR/bare.prof and DIR/stack.prof (the last run's)")
+    parser.add_argument("--stack-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an extra environment variable for our stack, e.g. INNKEEPER_EVENT_LOOP=asyncio")
+    parser.add_argument("--stack-without", default="", metavar="MODS",
+                        help="run our stack as if these packages were not installed, e.g. orjson,hiredis")
+    parser.add_argument("--bare-without", default="", metavar="MODS",
+                        help="run bare discord.py as if these packages were not installed, e.g. orjson")
     args = parser.parse_args(argv)
+    stack_env = {}
+    for item in args.stack_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--stack-env: expected NAME=VALUE, got {item!r}")
+        stack_env[name] = value
     workloads = [w for w in args.workloads.split(",") if w]
     if any(w not in WORKLOADS for w in workloads):
         parser.error(f"--workloads: choose from {', '.join(WORKLOADS)}")
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    out = asyncio.run(benchmark(args.events, args.runs, args.guilds, workloads, args.profile))
+    out = asyncio.run(benchmark(args.events, args.runs, args.guilds, workloads, args.profile, stack_env=stack_env,
+                                stack_without=args.stack_without, bare_without=args.bare_without))
     print(f"dispatch: {args.events} MESSAGE_CREATEs over {args.guilds} guilds on one shard, {args.runs} interleaved "
           f"runs per bot; medians (events/s handled; ratio stack/bare)")
     for workload, fig in out["workloads"].items():
@@ -301,8 +344,13 @@ def main(argv: list[str]) -> int:
               f"stack left {fig['stack_unparsed_share'] or 0:.0%} unparsed; late or duplicate replies "
               f"bare {fig['extra_replies']['bare']}, stack {fig['extra_replies']['stack']}")
     for name, mem in out["memory"].items():
+        gc_note = (f"; {mem['gc_frozen_objects']:,.0f} objects frozen, {mem['gc_pause_s']:.2f} s in GC pauses "
+                   f"(one bot start)" if "gc_frozen_objects" in mem else "")
         print(f"  memory {name:5s} RSS ready {mem['rss_ready_mib']:.1f} MiB, after the bursts "
-              f"{mem.get('rss_after_burst_mib', float('nan')):.1f} MiB")
+              f"{mem.get('rss_after_burst_mib', float('nan')):.1f} MiB{gc_note}")
+    if stack_env or args.stack_without or args.bare_without:
+        print(f"  variant: stack env {stack_env or '-'}, stack without {args.stack_without or '-'}, "
+              f"bare without {args.bare_without or '-'}")
     print(f"  host: {os.cpu_count()} cpus, load average {out['load_average']:.2f}; logs in {out['logs']}")
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2))

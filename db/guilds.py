@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = (
     "GuildSettings", "get_settings", "set_prefix", "set_feature", "clear_feature", "set_log_channel",
     "set_automod_level", "set_locale", "ensure_guild", "mark_left", "delete_guild", "AUTOMOD_LEVELS",
+    "get_settings_many",
 )
 
 #: off, low, medium, high
@@ -61,6 +62,8 @@ _COLUMNS = (_settings.guild_id, _settings.prefix, _settings.features, _settings.
 _ENSURE_GUILD = built(PgQuery.into(_guilds).columns(_guilds.id).insert(P1)
                       .on_conflict(_guilds.id).do_update(_guilds.left_at, NullValue()))
 _GET = built(PgQuery.from_(_settings).select(*_COLUMNS).where(_settings.guild_id == P1))
+_GET_MANY = built(PgQuery.from_(_settings).select(*_COLUMNS)
+                  .where(_settings.guild_id == Function("ANY", Cast(P1, "bigint[]"))))
 
 
 def _upsert_setting(column: Field, value: Term = P2, merged: Term | None = None) -> Sql:
@@ -103,6 +106,15 @@ async def get_settings(db: Database, guild_id: int, *, conn: Conn | None = None)
     """The guild's settings, or the defaults when it never changed any."""
     row = await db.fetchrow("guild_settings.get", _GET, v.snowflake("guild id", guild_id), conn=conn)
     return GuildSettings.from_record(row) if row else GuildSettings(guild_id)
+
+
+async def get_settings_many(db: Database, guild_ids: list[int], *,
+                            conn: Conn | None = None) -> dict[int, GuildSettings]:
+    """:func:`get_settings` for many guilds in one query: ``{guild_id: settings}`` (defaults where none)."""
+    ids = [v.snowflake("guild id", g) for g in guild_ids]
+    rows = await db.fetch("guild_settings.get_many", _GET_MANY, ids, conn=conn)
+    found = {r["guild_id"]: GuildSettings.from_record(r) for r in rows}
+    return {g: found.get(g) or GuildSettings(g) for g in ids}
 
 
 async def _upsert(db: Database, name: str, sql: Sql, *args: Any, conn: Conn | None) -> GuildSettings:

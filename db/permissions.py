@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = (
     "PermissionLevel", "CommandOverride", "set_role_level", "remove_role_level", "get_role_levels",
     "level_for_roles", "set_command_override", "get_command_override", "list_command_overrides",
-    "clear_command_override",
+    "clear_command_override", "get_role_levels_many", "list_command_overrides_many",
 )
 
 
@@ -62,6 +62,9 @@ _SET_ROLE = built(
 )
 _REMOVE_ROLE = built(PgQuery.from_(_roles).delete().where((_roles.guild_id == P1) & (_roles.role_id == P2)))
 _GET_ROLES = built(PgQuery.from_(_roles).select(_roles.role_id, _roles.level).where(_roles.guild_id == P1))
+_ANY_GUILD_ROLE = _roles.guild_id == Function("ANY", Cast(P1, "bigint[]"))
+_GET_ROLES_MANY = built(PgQuery.from_(_roles).select(_roles.guild_id, _roles.role_id, _roles.level)
+                        .where(_ANY_GUILD_ROLE))
 _LEVEL_FOR_ROLES = built(
     PgQuery.from_(_roles).select(Coalesce(Max(_roles.level), 0))
     .where((_roles.guild_id == P1) & (_roles.role_id == Function("ANY", Cast(P2, "bigint[]"))))
@@ -76,6 +79,11 @@ _OVERRIDE_OF = (_overrides.guild_id == P1) & (_overrides.command == P2)
 _GET_OVERRIDE = built(PgQuery.from_(_overrides).select(*_OVERRIDE_COLUMNS).where(_OVERRIDE_OF))
 _LIST_OVERRIDES = built(
     PgQuery.from_(_overrides).select(*_OVERRIDE_COLUMNS).where(_overrides.guild_id == P1).orderby(_overrides.command)
+)
+_LIST_OVERRIDES_MANY = built(
+    PgQuery.from_(_overrides).select(*_OVERRIDE_COLUMNS)
+    .where(_overrides.guild_id == Function("ANY", Cast(P1, "bigint[]")))
+    .orderby(_overrides.guild_id, _overrides.command)
 )
 _CLEAR_OVERRIDE = built(PgQuery.from_(_overrides).delete().where(_OVERRIDE_OF))
 
@@ -108,6 +116,16 @@ async def get_role_levels(db: Database, guild_id: int, *, conn: Conn | None = No
     """``{role_id: level}`` for every role with a grant in the guild."""
     rows = await db.fetch("role_permissions.list", _GET_ROLES, v.snowflake("guild id", guild_id), conn=conn)
     return {r["role_id"]: r["level"] for r in rows}
+
+
+async def get_role_levels_many(db: Database, guild_ids: list[int], *,
+                               conn: Conn | None = None) -> dict[int, dict[int, int]]:
+    """:func:`get_role_levels` for many guilds in one query: ``{guild_id: {role_id: level}}`` (every guild present)."""
+    ids = [v.snowflake("guild id", g) for g in guild_ids]
+    out: dict[int, dict[int, int]] = {g: {} for g in ids}
+    for r in await db.fetch("role_permissions.list_many", _GET_ROLES_MANY, ids, conn=conn):
+        out[r["guild_id"]][r["role_id"]] = r["level"]
+    return out
 
 
 async def level_for_roles(db: Database, guild_id: int, role_ids: list[int], *, conn: Conn | None = None) -> int:
@@ -151,6 +169,16 @@ async def list_command_overrides(db: Database, guild_id: int, *, conn: Conn | No
     """Every override in the guild, by command name."""
     rows = await db.fetch("command_overrides.list", _LIST_OVERRIDES, v.snowflake("guild id", guild_id), conn=conn)
     return [CommandOverride.from_record(r) for r in rows]
+
+
+async def list_command_overrides_many(db: Database, guild_ids: list[int], *,
+                                      conn: Conn | None = None) -> dict[int, list[CommandOverride]]:
+    """:func:`list_command_overrides` for many guilds in one query (every guild present)."""
+    ids = [v.snowflake("guild id", g) for g in guild_ids]
+    out: dict[int, list[CommandOverride]] = {g: [] for g in ids}
+    for r in await db.fetch("command_overrides.list_many", _LIST_OVERRIDES_MANY, ids, conn=conn):
+        out[r["guild_id"]].append(CommandOverride.from_record(r))
+    return out
 
 
 async def clear_command_override(db: Database, guild_id: int, command: str, *, conn: Conn | None = None) -> bool:

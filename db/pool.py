@@ -9,7 +9,10 @@ stable query *name* and SQL built by pypika at import time (:data:`db.sql.Sql`, 
 
 * times the query into the ``innkeeper_db_query_seconds{query=NAME}`` histogram,
 * logs it when slower than ``INNKEEPER_SLOW_QUERY_MS`` (and every query when
-  ``INNKEEPER_LOG_QUERIES=1``; the SQL and the number of arguments, never their values),
+  ``INNKEEPER_LOG_QUERIES=1``; the SQL and the number of arguments, never their values). With a
+  :class:`~innkeeper.loop_lag.LoopLag` (every cluster has one), the event loop's lag over the
+  query's span is taken off first: a query is slow for what PostgreSQL and the network took, not
+  for the turns the busy loop took to come back to it (the log line gives both),
 * counts failures in ``innkeeper_db_query_errors_total{query, code}``,
 * translates asyncpg's exceptions into :class:`~innkeeper.errors.DatabaseError` (see
   :mod:`db.error_translation`), and
@@ -27,7 +30,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -41,6 +44,7 @@ from . import error_translation as errors
 from .sql import PgQuery, Sql, built
 
 if TYPE_CHECKING:
+    from innkeeper.loop_lag import LoopLag
     from innkeeper.settings import Settings
 
 __all__ = ("Database", "Health", "Conn", "QUERY_SECONDS", "QUERY_ERRORS", "QUERY_RETRIES", "json_dumps")
@@ -51,13 +55,25 @@ _log = logging.getLogger(__name__)
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 QUERY_SECONDS = Histogram(
-    "innkeeper_db_query_seconds", "Time spent in each named database query", ["query"],
+    "innkeeper_db_query_seconds", "Time spent in each named database query (the event loop's lag taken off)",
+    ["query"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 QUERY_ERRORS = Counter("innkeeper_db_query_errors_total", "Failed database queries by error code",
                        ["query", "code"])
 QUERY_RETRIES = Counter("innkeeper_db_query_retries_total",
                         "Queries retried after the connection or server went away", ["query"])
+_OBSERVERS: dict[str, Callable[[float], None]] = {}
+
+
+def _observer(name: str) -> Callable[[float], None]:
+    """The query-time histogram's child for ``name``, looked up once per query name."""
+    observe = _OBSERVERS.get(name)
+    if observe is None:
+        observe = _OBSERVERS[name] = QUERY_SECONDS.labels(name).observe
+    return observe
+
+
 SLOW_QUERIES = Counter("innkeeper_db_slow_queries_total", "Queries slower than the slow-query threshold",
                        ["query"])
 
@@ -113,13 +129,16 @@ class Database:
         How many times a query is retried after a connection failure.
     connect_timeout:
         How long :meth:`connect` keeps retrying while the server is unreachable.
+    loop_lag:
+        The process's event-loop lag probe: its lag over a query's span is not the query's time.
     """
 
     __slots__ = ("dsn", "min_size", "max_size", "slow_query_s", "log_queries", "retries", "connect_timeout",
-                 "_pool")
+                 "loop_lag", "_pool")
 
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10, slow_query_ms: float = 250.0,
-                 log_queries: bool = False, retries: int = 4, connect_timeout: float = 30.0) -> None:
+                 log_queries: bool = False, retries: int = 4, connect_timeout: float = 30.0,
+                 loop_lag: LoopLag | None = None) -> None:
         self.dsn = dsn
         self.min_size = min_size
         self.max_size = max_size
@@ -127,6 +146,7 @@ class Database:
         self.log_queries = log_queries
         self.retries = retries
         self.connect_timeout = connect_timeout
+        self.loop_lag = loop_lag
         self._pool: asyncpg.Pool | None = None
 
     @classmethod
@@ -310,11 +330,14 @@ class Database:
             return await method(sql, *args, timeout=timeout)
         finally:
             elapsed = time.perf_counter() - start
-            QUERY_SECONDS.labels(name).observe(elapsed)
-            if elapsed > self.slow_query_s:
+            lag = 0.0 if self.loop_lag is None else min(elapsed, self.loop_lag.worst_since(start))
+            _observer(name)(elapsed - lag)
+            if elapsed - lag > self.slow_query_s:
                 SLOW_QUERIES.labels(name).inc()
-                _log.warning("slow query %s took %.1f ms", name, elapsed * 1000,
-                             extra={"query": name, "duration_ms": round(elapsed * 1000, 2)})
+                _log.warning("slow query %s took %.1f ms (and %.1f ms more waiting for the busy event loop)",
+                             name, (elapsed - lag) * 1000, lag * 1000,
+                             extra={"query": name, "duration_ms": round((elapsed - lag) * 1000, 2),
+                                    "loop_lag_ms": round(lag * 1000, 2)})
             elif self.log_queries:
                 _log.info("query %s took %.2f ms", name, elapsed * 1000,
                           extra={"query": name, "sql": sql, "arg_count": len(args),

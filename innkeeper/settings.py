@@ -166,6 +166,9 @@ class Settings:
     # Logging
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+    # The cluster process's event loop: uvloop (the default) or the standard library's asyncio
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    gc_freeze: bool = True  # INNKEEPER_GC_FREEZE: freeze the start-up heap out of the garbage collector's reach
     # Sharding and clusters
     shard_count: int | None = None
     clusters: int | None = None
@@ -243,6 +246,9 @@ class Settings:
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError("INNKEEPER_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL",
                               variable="INNKEEPER_LOG_LEVEL")
+        event_loop = e.as_str("INNKEEPER_EVENT_LOOP", "uvloop").lower()
+        if event_loop not in ("uvloop", "asyncio"):
+            raise ConfigError("INNKEEPER_EVENT_LOOP must be uvloop or asyncio", variable="INNKEEPER_EVENT_LOOP")
         hosts = e.as_int("INNKEEPER_HOSTS", 1, minimum=1)
         host_index = e.as_int("INNKEEPER_HOST_INDEX", 0, minimum=0)
         if host_index >= hosts:
@@ -275,6 +281,8 @@ class Settings:
             redis_prefix=prefix,
             log_format=log_format,  # type: ignore[arg-type]
             log_level=log_level,
+            event_loop=event_loop,  # type: ignore[arg-type]
+            gc_freeze=e.as_bool("INNKEEPER_GC_FREEZE", True),
             shard_count=e.opt_int("INNKEEPER_SHARD_COUNT", minimum=1),
             clusters=e.opt_int("INNKEEPER_CLUSTERS", minimum=1),
             shards_per_cluster=e.opt_int("INNKEEPER_SHARDS_PER_CLUSTER", minimum=1),

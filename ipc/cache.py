@@ -5,8 +5,10 @@ msgpack. Writes go to Redis and publish an invalidation on ``keys.cache_channel(
 process drops its local copy. A local copy never outlives the Redis key, nor ``local_ttl``, so a
 lost invalidation (a pub/sub link that dropped) costs at most ``local_ttl`` of staleness; after a
 reconnect the local layer is cleared anyway. A read that raced with an invalidation does not
-repopulate the local layer. Invalidations are signed frames (:mod:`ipc.frames`) like every bus
-message; an unsigned, forged or stale one is dropped and counted, never acted on.
+repopulate the local layer. A read in the last quarter of a local copy's life (``refresh_ahead``)
+also refreshes it from Redis in the background, so a key in steady use is never missed locally
+(a guild's configuration under a burst of its messages). Invalidations are signed frames
+(:mod:`ipc.frames`) like every bus message; an unsigned, forged or stale one is dropped and counted, never acted on.
 
 :meth:`SharedCache.get_or_load` runs the loader once per key per process however many callers
 ask at once (single flight), and stores the result only if the key was not invalidated since the
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import re
 import time
 import uuid
@@ -96,6 +99,10 @@ class SharedCache:
         Longest a value is served from the local layer without asking Redis.
     local_max:
         Entries kept in the local layer (least recently used are dropped first).
+    refresh_ahead:
+        Share of a local copy's life, at its end, in which a read also refreshes it from Redis in the
+        background (once per key), so that a key in use never expires under its readers: a burst of
+        messages for a guild whose copy just expired would each take the slow path at once.
     max_inflight:
         Redis calls this cache makes at once; more wait their turn, so a burst cannot exhaust the
         client's connection pool.
@@ -105,18 +112,23 @@ class SharedCache:
 
     def __init__(self, redis: Redis, keys: Keys, *, signer: FrameSigner, default_ttl: float = 300.0,
                  local_ttl: float = 30.0, local_max: int = 10_000, max_inflight: int = 16,
-                 generation_ttl: float = 86_400.0) -> None:
+                 generation_ttl: float = 86_400.0, refresh_ahead: float = 0.25) -> None:
         check_binary_client(redis)
-        if default_ttl <= 0 or local_ttl < 0 or local_max < 0:
-            raise UsageError("cache TTLs and sizes must be positive")
+        if default_ttl <= 0 or local_ttl < 0 or local_max < 0 or not 0 <= refresh_ahead < 1:
+            raise UsageError("cache TTLs and sizes must be positive, refresh_ahead in [0, 1)")
         self.redis = redis
         self.keys = keys
         self.signer = signer
         self.default_ttl = default_ttl
         self.local_ttl = local_ttl
         self.local_max = local_max
+        self.refresh_ahead = refresh_ahead
         self.instance = uuid.uuid4().hex[:16]
-        self._local: collections.OrderedDict[tuple[str, str], tuple[float, Any]] = collections.OrderedDict()
+        #: (namespace, key) → (expires, value, refresh from): monotonic seconds
+        self._local: collections.OrderedDict[tuple[str, str], tuple[float, Any, float]] = collections.OrderedDict()
+        self._counters: dict[tuple[str, str], Callable[[], None]] = {}
+        #: Background refreshes started so far (refresh-ahead).
+        self.refreshes = 0
         self._generation: collections.Counter[str] = collections.Counter()
         self._versions = Generations(redis, keys, ttl=generation_ttl)
         #: (namespace, key) → (the load's future, the namespace's local generation when it started)
@@ -175,7 +187,7 @@ class SharedCache:
         ns, k = self._check(namespace, key)
         local = self._local_get(ns, k)
         if local is not _MISSING:
-            REQUESTS.labels(ns, "local_hit").inc()
+            self._count(ns, "local_hit")
             return local
         value, _ = await self._read(ns, k, with_generation=False)
         return default if value is _MISSING else value
@@ -193,19 +205,19 @@ class SharedCache:
             async with self._inflight:
                 raw, pttl, *seen = await pipe.execute()
         except (RedisError, OSError) as exc:
-            REQUESTS.labels(ns, "error").inc()
+            self._count(ns, "error")
             raise IPCError(f"cache {ns}: Redis is unreachable ({exc})", code=ErrorCode.REDIS_UNAVAILABLE) from exc
         version: bytes | None = seen[0] if seen else None
         if raw is None:
-            REQUESTS.labels(ns, "miss").inc()
+            self._count(ns, "miss")
             return _MISSING, version
         try:
             value = _unpack(raw)
         except Exception:  # noqa: BLE001 - a corrupt entry is a miss, never a crash
-            REQUESTS.labels(ns, "error").inc()
+            self._count(ns, "error")
             _log.warning("cache %s: undecodable value under %r; treating it as a miss", ns, k)
             return _MISSING, version
-        REQUESTS.labels(ns, "hit").inc()
+        self._count(ns, "hit")
         if self._generation[ns] == generation:
             self._local_put(ns, k, value, pttl / 1000.0 if pttl and pttl > 0 else self.local_ttl)
         return value, version
@@ -222,7 +234,7 @@ class SharedCache:
         ns, k = self._check(namespace, key)
         local = self._local_get(ns, k)
         if local is not _MISSING:
-            REQUESTS.labels(ns, "local_hit").inc()
+            self._count(ns, "local_hit")
             return cast(T, local)
         flight = self._flights.get((ns, k))
         if flight is not None and flight[1] == self._generation[ns]:
@@ -278,6 +290,77 @@ class SharedCache:
         if self._generation[ns] == generation:
             self._local_put(ns, k, value, seconds)
         return value
+
+    async def prefetch(self, namespace: str, keys: Iterable[str | int],
+                       load_many: Callable[[list[str]], Awaitable[dict[str, Any]]], *, ttl: float | None = None) -> int:
+        """Bring into the local layer every key of ``keys`` it does not hold, in a few round trips.
+
+        Made for a cold start: a shard's READY names its guilds, and the first message of each would
+        otherwise load its guild's entry alone. One pipelined read fetches what Redis holds (values,
+        TTLs and generations); ``load_many`` is called once with the keys Redis lacks and returns
+        ``{key: value}`` (a key it leaves out is not cached); one pipelined, version-checked store
+        writes them (a key invalidated since its generation was read is refused, as in
+        :meth:`get_or_load`; one another process stored first is taken from there). Best effort:
+        with Redis unreachable it does nothing and returns 0. Loader exceptions propagate.
+
+        Returns
+        -------
+        int
+            Keys now held locally that were not before.
+        """
+        ns = self._check(namespace, "x")[0]
+        wanted = [k for k in dict.fromkeys(self._check(ns, key)[1] for key in keys)
+                  if (ns, k) not in self._local and k not in self._pending.get(ns, ()) and (ns, k) not in self._flights]
+        if not wanted or self.local_max == 0 or self.local_ttl == 0:
+            return 0
+        generation = self._generation[ns]
+        pipe = self.redis.pipeline(transaction=False)
+        for k in wanted:
+            pipe.get(self.keys.cache(ns, k))
+            pipe.pttl(self.keys.cache(ns, k))
+            self._versions.read(pipe, ns, k)
+        try:
+            async with self._inflight:
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            _log.warning("cache %s: prefetch skipped, Redis is unreachable (%s)", ns, exc)
+            return 0
+        held, missing = 0, []
+        for i, k in enumerate(wanted):
+            raw, pttl, seen = replies[3 * i: 3 * i + 3]
+            if raw is None:
+                missing.append((k, seen))
+                continue
+            try:
+                value = _unpack(raw)
+            except Exception:  # noqa: BLE001 - a corrupt entry is left for get_or_load to report
+                continue
+            if self._generation[ns] == generation:
+                self._local_put(ns, k, value, pttl / 1000.0 if pttl and pttl > 0 else self.local_ttl)
+                held += 1
+        if not missing:
+            return held
+        loaded = await load_many([k for k, _ in missing])
+        seconds = ttl or self.default_ttl
+        stores = [(k, seen, loaded[k], _pack(loaded[k])) for k, seen in missing if k in loaded]
+        if not stores:
+            return held
+        pipe = self.redis.pipeline(transaction=False)
+        for k, seen, _, data in stores:
+            await self._versions.queue_store(pipe, ns, k, data, max(1, int(seconds * 1000)), seen)
+        try:
+            async with self._inflight:
+                results = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            _log.warning("cache %s: prefetched values not stored, Redis is unreachable (%s)", ns, exc)
+            return held
+        for (k, _, value, _), result in zip(stores, results, strict=True):
+            stored, theirs = self._versions.reply(result)
+            if stored is Stored.STALE or self._generation[ns] != generation or k in self._pending.get(ns, ()):
+                continue
+            self._local_put(ns, k, _unpack(theirs) if stored is Stored.TAKEN and theirs is not None else value, seconds)
+            held += 1
+        return held
 
     # --- writes -----------------------------------------------------------------------------------
     async def set(self, namespace: str, key: str | int, value: Any, *, ttl: float | None = None) -> None:
@@ -409,20 +492,46 @@ class SharedCache:
         entry = self._local.get((ns, k))
         if entry is None:
             return _MISSING
-        expires, value = entry
-        if expires <= time.monotonic():
+        expires, value, refresh_from = entry
+        now = time.monotonic()
+        if expires <= now:
             del self._local[(ns, k)]
             return _MISSING
+        if refresh_from <= now:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # a synchronous caller: the copy expires on time
+                pass
+            else:
+                self._local[(ns, k)] = (expires, value, math.inf)  # one refresh at a time
+                self._tasks.spawn(self._refresh(ns, k), name="refresh")
+                self.refreshes += 1
         self._local.move_to_end((ns, k))
         return value
+
+    async def _refresh(self, ns: str, k: str) -> None:
+        """Read a key in use from Redis before its local copy expires (it replaces the copy when unchanged)."""
+        try:
+            await self._read(ns, k, with_generation=False)
+        except IPCError:
+            return  # Redis is down: the copy expires on time and the next read says so
 
     def _local_put(self, ns: str, k: str, value: Any, ttl: float) -> None:
         if self.local_max == 0 or self.local_ttl == 0:
             return
-        self._local[(ns, k)] = (time.monotonic() + min(ttl, self.local_ttl), value)
+        life = min(ttl, self.local_ttl)
+        now = time.monotonic()
+        self._local[(ns, k)] = (now + life, value, now + life * (1.0 - self.refresh_ahead)
+                                if self.refresh_ahead else math.inf)
         self._local.move_to_end((ns, k))
         while len(self._local) > self.local_max:
             self._local.popitem(last=False)
+
+    def _count(self, ns: str, result: str) -> None:
+        inc = self._counters.get((ns, result))
+        if inc is None:
+            inc = self._counters[(ns, result)] = REQUESTS.labels(ns, result).inc
+        inc()
 
     async def _on_invalidation(self, channel: str, data: bytes) -> None:
         try:

@@ -89,6 +89,17 @@ class Generations:
             pipe.incr(name)
             pipe.pexpire(name, self.ttl_ms)
 
+    async def queue_store(self, pipe: Any, ns: str, k: str, data: bytes, ttl_ms: int, seen: bytes | None) -> None:
+        """Queue :meth:`store` on ``pipe`` (no I/O); its reply is ``[status, theirs]`` (see :meth:`reply`)."""
+        await self._store(keys=[self.keys.cache(ns, k), self.keys.cache_generation(ns, k)],
+                    args=[b"" if seen is None else seen, data, ttl_ms], client=pipe)
+
+    @staticmethod
+    def reply(raw: Any) -> tuple[Stored, bytes | None]:
+        """A queued store's reply as ``(what happened, the value another process stored)``."""
+        status, theirs = raw
+        return Stored(int(status)), theirs
+
     async def store(self, ns: str, k: str, data: bytes, ttl_ms: int, seen: bytes | None) -> tuple[Stored, bytes | None]:
         """Store ``data`` unless the generation moved on from ``seen``; returns what happened.
 

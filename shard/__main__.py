@@ -24,13 +24,13 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from innkeeper.errors import ConfigError, InnkeeperError
 from innkeeper.logs import setup_logging
 from innkeeper.settings import Settings
 
-__all__ = ("main", "parse_shard_ids", "EXIT_FATAL")
+__all__ = ("main", "parse_shard_ids", "loop_factory", "EXIT_FATAL")
 
 _log = logging.getLogger("shard")
 
@@ -61,6 +61,19 @@ def parse_shard_ids(text: str) -> list[int]:
     if len(set(ids)) != len(ids):
         raise ValueError("shard ids repeat")
     return sorted(ids)
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The event loop constructor ``INNKEEPER_EVENT_LOOP`` names (``uvloop`` or ``asyncio``).
+
+    uvloop's loop runs the same asyncio code with its I/O, callbacks and timers in C; the
+    ``dispatch`` benchmark in docs/benchmarks.md gives what it is worth to a cluster.
+    """
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,7 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bot.fatal_error
 
     try:
-        fatal = asyncio.run(run())
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            fatal = runner.run(run())
     except discord.LoginFailure as exc:
         _log.critical("login failed: the token was rejected (%s); not retrying", exc)
         return EXIT_FATAL

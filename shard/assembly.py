@@ -8,11 +8,13 @@ extensions load, before the first shard connects) and stop in the reverse order:
 ====================  ======================================================================
 service               what it does
 ====================  ======================================================================
+event-loop lag        probes how late the loop runs (metrics; the query funnel's slow-query log)
 REST limiter          shared REST buckets, global limit and invalid-request guard (installed
                       before login, with the per-process guard, which acts while Redis is down
                       or the shared limiter is off)
 database              connects the pool, or keeps connecting in the background
 shared cache          invalidations over pub/sub (guild configuration and aliases are cached through it)
+config prefetch       caches the guild configurations each READY payload lists, in batches
 IPC bus               answers the cluster's bus actions, asks the others
 usage recorder        batched command-usage rows
 pipeline              drains its background writes at shutdown
@@ -23,6 +25,7 @@ metrics               this cluster's ``/metrics``
 heartbeat             the cluster's record in Redis (and gateway sessions)
 watchdog              revives zombie shards, gives up on a dead cluster
 identify gate         confirmation tasks of the identify queue
+garbage collector     freezes the guild cache once every shard is ready, times every collection
 shard tracker         shard states (stopped first: the cluster reports STOPPING at once)
 ====================  ======================================================================
 
@@ -57,8 +60,11 @@ from .bot import ClusterBot
 from .bus_handlers import register_cluster_handlers
 from .channel_access import RefusedTargets
 from .cogs import EXTENSIONS
+from .config_prefetch import ConfigPrefetch
 from .context import ClusterContext
 from .database import DatabaseService
+from .fair_reader import FairReader
+from .gc_policy import CollectorPolicy
 from .heartbeat_writer import Heartbeat
 from .identify import IdentifyGate
 from .lean_messages import LeanMessages
@@ -170,6 +176,9 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
                      sync_commands=s.sync_commands, **bot_options)
     # before the tracker wraps the parsers, so it still counts the messages the filter drops
     LeanMessages(s.default_prefix, guild_config).install(bot)
+    FairReader().install(bot)  # each shard's reader yields the loop after 2 ms of backlog
+    prefetch = ConfigPrefetch(bot, guild_config)
+    prefetch.install()  # READY payloads start loading their guilds' configurations
     tracker.attach(bot)
     # before login: every REST, webhook and interaction call goes through it
     install(bot, limiter, guard=LocalInvalidGuard.from_settings(s))
@@ -179,10 +188,12 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     metrics = ClusterMetrics(tracker, ctx.cluster_id, host=s.metrics_host, port_base=s.metrics_port_base)
 
     # --- start order (stopped in reverse) ---------------------------------------------------------
+    services.add(ctx.loop_lag)
     if limiter is not None:
         services.add(limiter)
     services.add(database)
     services.add(_SubscribeInBackground(cache))
+    services.add(prefetch)
     services.add(_SubscribeInBackground(bus))
     services.add(usage)
     services.add(pipeline)
@@ -199,6 +210,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
                            shard_count=lambda: bot.shard_count))
     services.add(Watchdog(bot, tracker, give_up=bot.give_up, zombie_after_s=s.zombie_after_s))
     services.add(gate)
+    services.add(CollectorPolicy(bot, tracker, freeze=s.gc_freeze))
     services.add(tracker)
     return bot
 

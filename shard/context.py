@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from db.pool import Database
+from innkeeper.loop_lag import LoopLag
 from innkeeper.settings import Settings
 from ipc.keys import Keys
 
@@ -63,6 +64,8 @@ class ClusterContext:
         The process's Redis client and key names.
     database:
         The process's database pool (connected by the database service).
+    loop_lag:
+        The process's event-loop lag probe (started by the assembly; the pool reads it).
     """
 
     settings: Settings
@@ -73,15 +76,18 @@ class ClusterContext:
     redis: aioredis.Redis
     keys: Keys
     database: Database
+    loop_lag: LoopLag
 
     @classmethod
     def create(cls, settings: Settings, *, cluster_id: int = 0, shard_ids: Sequence[int] | None = None,
                shard_count: int | None = None, max_concurrency: int | None = None) -> ClusterContext:
         """A context with a fresh Redis client and an unconnected database pool."""
+        lag = LoopLag()
         return cls(settings=settings, cluster_id=cluster_id,
                    shard_ids=None if shard_ids is None else tuple(shard_ids), shard_count=shard_count,
                    max_concurrency=max_concurrency, redis=redis_client(settings.redis_url),
-                   keys=Keys(settings.redis_prefix), database=Database.from_settings(settings, connect_timeout=5.0))
+                   keys=Keys(settings.redis_prefix),
+                   database=Database.from_settings(settings, connect_timeout=5.0, loop_lag=lag), loop_lag=lag)
 
     async def aclose(self) -> None:
         """Close the database pool and the Redis client (after every service has stopped)."""

@@ -203,3 +203,31 @@ async def test_reconnect_clears_the_local_layer(make_cache: MakeCache, redis: ai
         if c.get("name") == redis_prefix:
             await redis.client_kill_filter(_id=c["id"])
     await wait_for(lambda: cache.local_size() == 0, timeout=15, message="local layer cleared after reconnect")
+
+
+async def test_a_key_in_steady_use_is_refreshed_ahead_and_never_missed_locally(make_cache: MakeCache) -> None:
+    cache = await make_cache(local_ttl=0.4, refresh_ahead=0.5)
+    other = await make_cache()
+    await other.set("cfg", 7, {"prefix": "?"}, ttl=60)
+    assert await cache.get("cfg", 7) == {"prefix": "?"}  # from Redis: the local copy lives 0.4 s
+    hits = requests("cfg", "hit")
+    deadline = time.monotonic() + 1.5  # several local lifetimes
+    while time.monotonic() < deadline:
+        found, value = cache.peek_local("cfg", 7)  # what the lean message filter asks, synchronously
+        assert found and value == {"prefix": "?"}
+        await asyncio.sleep(0.02)
+    assert cache.refreshes >= 3 and requests("cfg", "hit") >= hits + 3  # refreshed from Redis, in the background
+    await other.set("cfg", 7, {"prefix": "$"}, ttl=60)  # an invalidation still drops the copy at once
+    await wait_for(lambda: not cache.peek_local("cfg", 7)[0], message="the invalidation to drop the copy")
+    assert await cache.get("cfg", 7) == {"prefix": "$"}
+
+
+async def test_refresh_ahead_never_outlives_the_redis_key(make_cache: MakeCache) -> None:
+    cache = await make_cache(local_ttl=10, refresh_ahead=0.9)
+    await cache.set("cfg", 8, "v", ttl=0.3)
+    cache.clear_local()
+    assert await cache.get("cfg", 8) == "v"  # local copy bounded by the key's remaining TTL
+    stored = time.monotonic()
+    await wait_for(lambda: not cache.peek_local("cfg", 8)[0], timeout=5, message="the copy to expire")
+    assert time.monotonic() - stored <= 0.35
+    assert await cache.get("cfg", 8) is None

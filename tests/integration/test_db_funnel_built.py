@@ -69,6 +69,7 @@ async def _walk_every_db_function(db: Database) -> None:
     # guilds
     await guilds.ensure_guild(db, gid)
     await guilds.get_settings(db, gid)
+    assert (await guilds.get_settings_many(db, [gid, gid + 1]))[gid + 1] == guilds.GuildSettings(gid + 1)
     await guilds.set_prefix(db, gid, "?")
     await guilds.set_feature(db, gid, "music", False)
     await guilds.clear_feature(db, gid, "music")
@@ -79,6 +80,8 @@ async def _walk_every_db_function(db: Database) -> None:
     # permissions
     await permissions.set_role_level(db, gid, 10, 2)
     await permissions.get_role_levels(db, gid)
+    assert set(await permissions.get_role_levels_many(db, [gid, gid + 1])) == {gid, gid + 1}
+    assert set(await permissions.list_command_overrides_many(db, [gid])) == {gid}
     assert await permissions.level_for_roles(db, gid, [10, 11]) == 2
     await permissions.remove_role_level(db, gid, 10)
     await permissions.set_command_override(db, gid, "ban", min_level=2, enabled=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -13,6 +14,7 @@ from prometheus_client import REGISTRY
 
 from db.pool import Database
 from innkeeper.errors import DatabaseError, ErrorCode
+from innkeeper.loop_lag import LoopLag
 from tests.support import PG_ADMIN_DSN, ReservedPort, wait_for
 
 pytestmark = pytest.mark.integration
@@ -81,6 +83,28 @@ async def test_slow_queries_and_log_queries(database_url: str, caplog: pytest.Lo
         await db.fetchval("pool_test.logged", "SELECT $1::int", 5)
     logged = [r for r in caplog.records if getattr(r, "query", "") == "pool_test.logged"]
     assert len(logged) == 1 and logged[0].sql == "SELECT $1::int" and logged[0].arg_count == 1  # type: ignore[attr-defined]
+
+
+async def test_a_busy_event_loop_does_not_make_a_fast_query_slow(database_url: str,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="db.pool")
+    lag = LoopLag(interval_s=0.01)
+    await lag.start()
+    try:
+        async with Database(database_url, slow_query_ms=200, loop_lag=lag) as db:
+            await db.fetchval("pool_test.warm", "SELECT 1")
+            loop = asyncio.get_running_loop()
+            loop.call_soon(time.sleep, 0.4)  # the loop is stuck 0.4 s while the fast query is out
+            started = time.perf_counter()
+            await db.fetchval("pool_test.blocked", "SELECT 1")
+            assert time.perf_counter() - started >= 0.4  # the await did take that long...
+            await db.fetchval("pool_test.truly_slow", "SELECT pg_sleep(0.3)")
+    finally:
+        await lag.stop()
+    warned = {getattr(r, "query", "") for r in caplog.records if r.levelno == logging.WARNING}
+    assert "pool_test.blocked" not in warned  # ...but PostgreSQL answered at once
+    assert "pool_test.truly_slow" in warned  # a query that is slow still says so
+    assert max(at_lag for _, at_lag in lag.samples) >= 0.35
 
 
 async def test_reconnects_after_the_server_drops_connections(db: Database, database_url: str) -> None:

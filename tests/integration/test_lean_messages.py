@@ -94,3 +94,52 @@ async def test_a_burst_of_first_messages_leaves_every_guild_known(db: Database, 
     guilds = list(range(1000, 1400))
     await asyncio.gather(*(store.get(g) for g in guilds for _ in range(3)))
     assert sum(store.cached_prefix(g)[0] for g in guilds) == len(guilds)
+
+
+async def test_prefetch_caches_many_guilds_in_three_queries_and_matches_one_by_one_loads(
+        db: Database, store: GuildConfigStore) -> None:
+    from prometheus_client import REGISTRY
+
+    from db import permissions as db_permissions
+    from shard.pipeline.store import load_guild_config
+
+    guilds = list(range(700_001, 701_201))  # 1,200 guilds: three batches of 500
+    await db_guilds.set_prefix(db, guilds[3], "?")
+    await db_guilds.set_automod_level(db, guilds[600], 2)
+    await db_permissions.set_role_level(db, guilds[1100], 55, 2)
+    await db_permissions.set_command_override(db, guilds[1100], "ping", min_level=None, enabled=False)
+    assert store.shared is not None
+    await store.shared.wait_connected(5)  # type: ignore[attr-defined]
+    await store.get(guilds[0])  # one already cached: not fetched again
+    lean = LeanMessages("!", store)
+
+    def queries(name: str) -> float:
+        return REGISTRY.get_sample_value("innkeeper_db_query_seconds_count", {"query": name}) or 0.0
+
+    before = queries("guild_settings.get_many"), queries("guild_settings.get")
+    assert await store.prefetch(guilds) == len(guilds) - 1
+    assert queries("guild_settings.get_many") == before[0] + 3 and queries("guild_settings.get") == before[1]
+    for g in guilds:  # every guild is known to the lean filter now, without a load
+        assert lean.needed(_message("hello", g)) is False
+        assert lean.needed(_message("?ping" if g == guilds[3] else "!ping", g)) is True
+    for g in (guilds[3], guilds[600], guilds[1100], guilds[7]):
+        assert await store.get(g) == await load_guild_config(db, g)
+    assert await store.prefetch(guilds) == 0  # all cached: nothing to do, no query
+    assert queries("guild_settings.get_many") == before[0] + 3
+
+
+async def test_prefetch_never_caches_what_a_write_invalidated_meanwhile(db: Database,
+                                                                      store: GuildConfigStore) -> None:
+    shared = store.shared
+    assert shared is not None
+    await shared.wait_connected(5)  # type: ignore[attr-defined]
+    guild = 711_111
+
+    async def load_then_write(keys: list[str]) -> dict[str, Any]:
+        loaded = {k: {"stale": True} for k in keys}  # what the database said before the write
+        await db_guilds.set_prefix(db, guild, "$")
+        await store.invalidate(guild)  # the write's invalidation lands before the prefetch stores
+        return loaded
+
+    assert await shared.prefetch("guildcfg", [guild], load_then_write) == 0  # type: ignore[attr-defined]
+    assert (await store.get(guild)).prefix == "$"
