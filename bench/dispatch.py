@@ -150,7 +150,8 @@ class _Bot:
         """Keep the bot's ``/metrics`` (the stack's) beside the logs, to check the figures against."""
         if self.ready_url.endswith("/metrics"):
             async with http.get(self.ready_url) as resp:
-                path.write_text(await resp.text())
+                text = await resp.text()
+            await asyncio.to_thread(path.write_text, text)
 
     async def metric_sum(self, http: aiohttp.ClientSession, name: str) -> float | None:
         """The sum of a metric over all its labels, from the bot's ``/metrics`` (the stack's), or None."""
@@ -264,6 +265,7 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
                     await bot.start(http)
                     try:
                         await _run(sim, bot, "messages", guilds)  # warm-up: one message per guild
+                        paused_before = await bot.metric_sum(http, "innkeeper_gc_pause_seconds_sum")
                         for workload in workloads:
                             skipped = await bot.metric(http, "innkeeper_messages_skipped_total")
                             rate, us, extra = await _run(sim, bot, workload, events)
@@ -281,7 +283,7 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
                         if frozen is not None:
                             memory[name]["gc_frozen_objects"] = frozen
                             paused = await bot.metric_sum(http, "innkeeper_gc_pause_seconds_sum")
-                            memory[name]["gc_pause_s"] = paused or 0.0
+                            memory[name]["gc_pause_s"] = (paused or 0.0) - (paused_before or 0.0)
                     finally:
                         bot.stop()
         finally:
@@ -345,7 +347,7 @@ def main(argv: list[str]) -> int:
               f"bare {fig['extra_replies']['bare']}, stack {fig['extra_replies']['stack']}")
     for name, mem in out["memory"].items():
         gc_note = (f"; {mem['gc_frozen_objects']:,.0f} objects frozen, {mem['gc_pause_s']:.2f} s in GC pauses "
-                   f"(one bot start)" if "gc_frozen_objects" in mem else "")
+                   f"during the workloads of one bot start" if "gc_frozen_objects" in mem else "")
         print(f"  memory {name:5s} RSS ready {mem['rss_ready_mib']:.1f} MiB, after the bursts "
               f"{mem.get('rss_after_burst_mib', float('nan')):.1f} MiB{gc_note}")
     if stack_env or args.stack_without or args.bare_without:

@@ -437,6 +437,9 @@ async def test_redis_down_at_start_and_mid_run(tmp_path: Path, migrated_db: str,
 
 async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: aioredis.Redis, keys: Keys,
                   port: int) -> None:
+    async def routes_shared_now() -> bool:  # a response reaches Redis just after its reply is seen
+        return await redis.hlen(keys.rl_route_map()) >= 1
+
     world = sim.world(limit=20)["guilds"]
     guilds = [next(g for g in world if g["shard_id"] == s) for s in (0, 1)]
     bot_id = await _bot_id(sim)
@@ -483,7 +486,7 @@ async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: a
     for guild in guilds:
         assert str((await _prefix_ping(sim, guild, bot_id))["content"]).startswith("Pong!")
         assert await redis.exists(keys.cache("guildcfg", guild["id"])), "guild config cached in Redis"
-    assert await redis.hlen(keys.rl_route_map()) >= 1  # the limiter learned routes in Redis
+    await wait_for(routes_shared_now, timeout=10, message="the limiter to learn routes in Redis")
 
     # 2. Redis dies mid-run: slash and prefix commands keep being answered, every reply arrives
     server.kill()
@@ -511,7 +514,7 @@ async def _outage(sim: SimulatorProc, proc: Proc, server: PrivateRedis, redis: a
     await wait_for(ready_on_bus, timeout=30, interval=0.3, message="the cluster's bus answering again")
     reply = await _prefix_ping(sim, guilds[1], bot_id)
     assert str(reply["content"]).startswith("Pong!")
-    assert await redis.hlen(keys.rl_route_map()) >= 1  # sends go through the shared limiter again
+    await wait_for(routes_shared_now, timeout=10, message="sends going through the shared limiter again")
     stats = sim.stats()
     assert stats["lost"] == lost_before and stats["rate_limited"] == {"user": 0, "global": 0, "shared": 0}, stats
     # the bot's own messages: one per prefix command (9) and one per slash answer (6, plus the start-up
