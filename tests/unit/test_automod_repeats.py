@@ -1,0 +1,118 @@
+"""Copy counters: the repeated-message rule's windows, and memory that stays bounded and comes back."""
+
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shard.automod.repeats import RepeatTracker
+from shard.automod.rules import RepeatRule
+
+HIGH = RepeatRule(3, 10.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_nth_copy_within_the_window_breaks_the_rule_and_spam_keeps_being_caught() -> None:
+    clock = Clock()
+    t = RepeatTracker(clock=clock)
+    assert [t.count(1, 42, HIGH) for _ in range(3)] == [1, 2, 3]
+    clock.now += 9.0
+    assert t.count(1, 42, HIGH) == 4  # caught: the window restarted at the 3rd copy
+    clock.now += 9.0
+    assert t.count(1, 42, HIGH) == 5  # still within 10 s of the last caught copy
+    clock.now += 10.0
+    assert t.count(1, 42, HIGH) == 1  # quiet for a whole window: a fresh start
+    assert t.count(2, 42, HIGH) == 1 and t.count(1, 43, HIGH) == 1  # other guilds, other messages
+
+
+def test_copies_spread_over_more_than_the_window_are_not_repeats() -> None:
+    clock = Clock()
+    t = RepeatTracker(clock=clock)
+    assert t.count(1, 7, HIGH) == 1
+    clock.now += 6.0
+    assert t.count(1, 7, HIGH) == 2
+    clock.now += 6.0  # 12 s after the first copy
+    assert t.count(1, 7, HIGH) == 1
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 50), st.floats(0, 4)), max_size=300))
+@settings(max_examples=100)
+def test_the_caps_always_hold(events: list[tuple[int, int, float]]) -> None:
+    clock = Clock()
+    t = RepeatTracker(per_guild=8, max_entries=40, clock=clock)
+    for guild, key, step in events:
+        clock.now += step
+        t.count(guild, key, HIGH)
+        assert len(t) <= 40
+        assert all(len(c) <= 8 for c in t._guilds.values())
+        assert len(t) == sum(len(c) for c in t._guilds.values())
+    t.sweep(10.0)
+    assert len(t) == sum(len(c) for c in t._guilds.values())
+
+
+def test_a_raid_pushes_out_the_oldest_counters_of_its_guild() -> None:
+    clock = Clock()
+    t = RepeatTracker(per_guild=3, max_entries=100, clock=clock)
+    for key in range(5):
+        t.count(1, key, HIGH)
+    assert len(t) == 3 and list(t._guilds[1]) == [2, 3, 4]
+
+
+def test_past_the_total_the_least_recently_active_guild_loses_first() -> None:
+    clock = Clock()
+    t = RepeatTracker(per_guild=10, max_entries=4, clock=clock)
+    t.count(1, 1, HIGH)
+    t.count(1, 2, HIGH)
+    t.count(2, 1, HIGH)
+    t.count(3, 1, HIGH)
+    assert len(t) == 4
+    t.count(2, 2, HIGH)  # one too many: guild 1, the least recently active, loses its oldest
+    assert len(t) == 4 and list(t._guilds[1]) == [2]
+    t.count(3, 2, HIGH)  # and then its last: it is forgotten
+    assert len(t) == 4 and 1 not in t._guilds and len(t._guilds[2]) == len(t._guilds[3]) == 2
+
+
+def test_memory_comes_back_after_a_burst() -> None:
+    clock = Clock()
+    t = RepeatTracker(per_guild=1000, max_entries=60_000, clock=clock)
+    for i in range(200):  # warm the interpreter's own caches first
+        t.count(i, i, HIGH)
+    clock.now += 11.0
+    t.sweep(10.0)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        for i in range(50_000):  # a burst: 50,000 distinct messages over 500 guilds
+            t.count(i % 500, hash(("author", i)), HIGH)
+        during, _ = tracemalloc.get_traced_memory()
+        assert len(t) == 50_000 and during - base > 5_000_000
+        clock.now += 11.0
+        assert t.sweep(10.0) == 50_000
+        gc.collect()
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(t) == 0 and t.guilds == 0
+    assert after - base < 100_000, (base, during, after)
+
+
+def test_a_busy_guild_that_went_quiet_is_swept_without_a_new_message() -> None:
+    clock = Clock()
+    t = RepeatTracker(clock=clock)
+    for key in range(100):
+        t.count(5, key, HIGH)
+    clock.now += 5.0
+    t.count(5, 1000, HIGH)
+    clock.now += 6.0
+    assert t.sweep(10.0) == 100 and len(t) == 1 and t.guilds == 1
