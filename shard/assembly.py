@@ -16,6 +16,8 @@ shared cache          invalidations over pub/sub (guild configuration and aliase
 IPC bus               answers the cluster's bus actions, asks the others
 usage recorder        batched command-usage rows
 pipeline              drains its background writes at shutdown
+automod               sweeps its repeat counters; at shutdown lets deletes finish and writes
+                      its open log windows (notices, audit rows)
 reminders             claims and delivers due reminders
 maintenance           retention and the row-binding upgrade, one cluster at a time
 snapshots             guild snapshots in Redis
@@ -53,6 +55,7 @@ from ipc.signing import FrameSigner
 from ipc.snapshots import GuildSnapshotStore
 from ipc.throttle import RedisThrottle
 
+from .automod import Automod
 from .bot import ClusterBot
 from .bus_handlers import register_cluster_handlers
 from .channel_access import RefusedTargets
@@ -167,9 +170,14 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
                         session_limits=session_limits)
     bot = ClusterBot(deps=deps, identify=gate, services=services, cluster_id=ctx.cluster_id,
                      shard_ids=ctx.shard_ids, shard_count=ctx.shard_count, extensions=extensions,
-                     sync_commands=s.sync_commands, **bot_options)
+                     sync_commands=s.sync_commands, on_guild_config=lambda gid, cfg: automod.resume(gid, cfg),
+                     **bot_options)
+    # automod runs inside the lean filter, on raw payloads; the prefix lookup of the full path hands
+    # it the messages whose guild configuration was not cached (on_guild_config above)
+    automod = Automod(bot, audit=AuditToDatabase(ctx.database), refused=refused, owner_ids=s.owner_ids,
+                      log_window_s=s.automod_log_window_s)
     # before the tracker wraps the parsers, so it still counts the messages the filter drops
-    LeanMessages(s.default_prefix, guild_config).install(bot)
+    LeanMessages(s.default_prefix, guild_config, automod).install(bot)
     tracker.attach(bot)
     # before login: every REST, webhook and interaction call goes through it
     install(bot, limiter, guard=LocalInvalidGuard.from_settings(s))
@@ -186,6 +194,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(_SubscribeInBackground(bus))
     services.add(usage)
     services.add(pipeline)
+    services.add(automod)
     services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id, refused=refused))
     services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
                                     interval_s=s.retention_interval_s))
