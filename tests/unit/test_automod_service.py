@@ -312,3 +312,15 @@ async def test_stop_writes_the_open_windows(client: FakeClient) -> None:
     mod.inspect(message(MEMBER, "discord.gg/bye"), cfg(2))
     await mod.stop()
     assert len(audit.events) == 1 and len(client.sent) == 1 and client.http.deletes
+
+
+def test_audit_recent_shows_whom_automod_acted_on_and_how_often() -> None:
+    import datetime as dt
+
+    from db.audit import AuditEntry
+    from shard.cogs.audit import render_entry
+
+    entry = AuditEntry(7, GUILD, BOT, "automod.repeated_message", MEMBER, None,
+                       {"rule": "repeated_message", "action": "delete", "count": 4, "channel_ids": [CHAT],
+                        "message_ids": [1, 2, 3, 4]}, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), b"", False)
+    assert render_entry(entry) == f"`#7` <t:1767225600:f> <@{BOT}> automod.repeated_message on <@{MEMBER}> delete ×4"
