@@ -5,10 +5,10 @@ A :class:`LoadGenerator` dispatches ``rate`` events per second for ``seconds`` s
 drain) over the world's guilds, or the guilds of one shard. MESSAGE_CREATEs go round-robin over the
 guilds, from templates built once per guild; each event only gets a fresh id. Presence, typing and
 member events are spread in proportion to guild size by :class:`~simulator.guild_traffic.GuildTraffic`.
-MESSAGE_CREATE streams may vary their text (``vary_content``: the ``n``-th message says ``content``
-followed by `` n``, so no two are copies of each other) and mix in a share of other messages
-(``spam`` every ``spam_every`` messages, off the command positions), e.g. rule-breaking ones for an
-automod benchmark.
+MESSAGE_CREATE streams may vary their text (``vary_content``: each message says ``content``
+followed by its own id, so no two are copies of each other, in one run or across runs) and mix in
+a share of other messages (``spam`` every ``spam_every`` messages, off the command positions),
+e.g. rule-breaking ones for an automod benchmark.
 When the gateway hub offers ``dispatch_guild_json(guild_id, event, d_json)`` the events are handed
 over as JSON text, skipping the per-event encode.
 """
@@ -68,7 +68,7 @@ class LoadPlan:
         #: each from the next member of its guild, so a command stream comes from many distinct users.
         self.command = command
         self.command_every = command_every
-        #: MESSAGE_CREATE only: the ``n``-th message says ``f"{content} {n}"``.
+        #: MESSAGE_CREATE only: each message says ``f"{content} {its id}"``.
         self.vary_content = vary_content
         #: MESSAGE_CREATE only: the message at ``n % spam_every == spam_every // 2`` says ``spam`` instead.
         self.spam = spam
@@ -264,11 +264,12 @@ class LoadGenerator:
                 guild_id, d_json = command_json(n // every, str(ids.next()))
             else:
                 guild_id, id_head, id_tail, tail = parts[n % count]
+                message_id = str(ids.next())
                 if spam_every and n % spam_every == spam_at:
                     text = spam_json
                 else:
-                    text = _dumps(prefix + str(n)) if vary else content_json
-                d_json = id_head + _dumps(str(ids.next())) + id_tail + text + tail
+                    text = _dumps(prefix + message_id) if vary else content_json
+                d_json = id_head + _dumps(message_id) + id_tail + text + tail
             if callable(dispatch_json):
                 return bool(dispatch_json(guild_id, event, d_json))
             return bool(hub.dispatch_guild(guild_id, event, json.loads(d_json)))

@@ -363,7 +363,7 @@ async def test_load_mixes_in_commands_from_distinct_members() -> None:
 
 
 async def test_load_varies_the_text_and_mixes_in_a_share_of_spam() -> None:
-    """``vary_content`` numbers each message's text; ``spam``/``spam_every`` put other messages off the commands."""
+    """``vary_content`` ends each text with the message's id; ``spam``/``spam_every`` mix in other messages."""
     async with running_sim(SimConfig(guilds=3, guild_sizes="fixed", members_per_guild=4, token="sim-token")) as app:
         fast: list[dict[str, Any]] = []
 
@@ -380,12 +380,13 @@ async def test_load_varies_the_text_and_mixes_in_a_share_of_spam() -> None:
         await wait_for(lambda: len(fast) == 21, message="21 fast-path events")
         del app.hub.dispatch_guild_json  # type: ignore[attr-defined]
         slow = [data for _, _, _, data in app.hub.events]
-        expected = ["!ping" if n % 10 == 0 else "discord.gg/spam" if n % 4 == 2 else f"chat {n}" for n in range(21)]
         for run in (slow, fast):
+            expected = ["!ping" if n % 10 == 0 else "discord.gg/spam" if n % 4 == 2 else f"chat {d['id']}"
+                        for n, d in enumerate(run)]
             assert [d["content"] for d in run] == expected
             assert len({d["id"] for d in run}) == 21
         for a, b in zip(slow, fast, strict=True):
-            for key in ("id", "timestamp"):
+            for key in ("id", "timestamp", "content"):
                 a.pop(key), b.pop(key)
             assert a == b
         for bad, error in (({"spam": "x"}, "go together"), ({"vary_content": True, "kind": "typing_start"}, "need")):
