@@ -123,11 +123,12 @@ class LeanMessages:
                          if self.automod is not None else "")
             return
         parse = parsers["MESSAGE_CREATE"]
-        needed = self.route
+        decide = self._decide
+        automod = self.automod
         inc = SKIPPED.inc
 
         def lean_parse(data: Any) -> None:
-            if needed(data):
+            if decide(data, automod):
                 parse(data)
                 return
             self.skipped += 1

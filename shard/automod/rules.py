@@ -18,9 +18,9 @@ rule                   low                                    medium            
 
 Invite links are ``discord.gg/<code>``, ``discord.com/invite/<code>`` and
 ``discordapp.com/invite/<code>`` (any case, with or without a scheme or subdomain). A *copy* is a
-message by the same author in the same server whose text is the same once case and runs of
-whitespace are ignored; once a copy breaks the rule, every further copy is acted on until the author
-has not repeated it for the window's length.
+message by the same author in the same server whose text is the same once case, the ends' spacing
+and runs of spaces, tabs and line breaks are ignored; once a copy breaks the rule, every further
+copy is acted on until the author has not repeated it for the window's length.
 """
 
 from __future__ import annotations
@@ -102,18 +102,27 @@ def raw_violations(data: dict[str, Any], content: str, rules: LevelRules) -> tup
     ``repeated_message`` needs the author's history (:class:`~shard.automod.repeats.RepeatTracker`).
     """
     found = _NONE
-    if _count(data.get("mentions")) + _count(data.get("mention_roles")) > rules.max_mentions:
+    mentions = data.get("mentions")
+    roles = data.get("mention_roles")
+    if (mentions or roles) and _count(mentions) + _count(roles) > rules.max_mentions:
         found = ("mass_mentions",)
-    if rules.everyone and "@" in content and ("@everyone" in content or "@here" in content):
+    if "@" in content and rules.everyone and ("@everyone" in content or "@here" in content):
         found = (*found, "everyone_mention")
-    if rules.invites and "/" in content and INVITE_RE.search(content) is not None:
+    if "/" in content and rules.invites and INVITE_RE.search(content) is not None:
         found = (*found, "invite_link")
     return found
 
 
 def repeat_key(author_id: object, content: str) -> int:
-    """What makes two messages copies of each other: the author, and the text without case or spacing."""
-    return hash((author_id, " ".join(content.casefold().split())))
+    """What makes two messages copies of each other: the author, and the text without case or spacing.
+
+    Case is folded, the ends are stripped, and runs of spaces, tabs and line breaks count as one
+    space (the whitespace is only rebuilt when the text has such a run: most texts have none).
+    """
+    text = content.strip().casefold()
+    if "  " in text or "\n" in text or "\t" in text or "\r" in text:
+        text = " ".join(text.split())
+    return hash((author_id, text))
 
 
 def describe_levels() -> list[str]:

@@ -49,7 +49,7 @@ from .incidents import Incident, IncidentLog
 from .metrics import EXEMPT as EXEMPT_TOTAL
 from .metrics import action_counter, dropped, failure
 from .repeats import RepeatTracker
-from .rules import RULE_LABELS, raw_violations, repeat_key, rules_for
+from .rules import LEVELS, RULE_LABELS, raw_violations, repeat_key
 
 if TYPE_CHECKING:
     import discord
@@ -64,6 +64,7 @@ _log = logging.getLogger(__name__)
 
 #: Messages kept while their guild's configuration loads, at most (the oldest go first).
 MAX_DEFERRED = 5000
+_LEVEL_COUNT = len(LEVELS)
 
 
 class Automod:
@@ -120,15 +121,10 @@ class Automod:
     # --- per message, inside discord.py's parser ------------------------------------------------------
     def inspect(self, data: dict[str, Any], cfg: GuildConfig) -> None:
         """Check one raw message of a guild whose automod is on; act when it breaks a rule. Never raises."""
-        if self._deferred:
-            queued = self._take(cfg.guild_id)
-            if queued:  # earlier messages of the guild waited for this configuration: they go first
-                for earlier in queued:
-                    self._inspect(earlier, cfg)
-        self._inspect(data, cfg)
-
-    def _inspect(self, data: dict[str, Any], cfg: GuildConfig) -> None:
-        rules = rules_for(cfg.automod_level)
+        if self._deferred and cfg.guild_id in self._deferred:
+            self.resume(cfg.guild_id, cfg)  # earlier messages of the guild waited for this configuration
+        level = cfg.automod_level
+        rules = LEVELS[level] if 0 < level < _LEVEL_COUNT else None
         if rules is None:
             return
         try:
@@ -184,7 +180,7 @@ class Automod:
         queued = self._take(guild_id)
         if queued and cfg is not None and cfg.automod_level:
             for data in queued:
-                self._inspect(data, cfg)
+                self.inspect(data, cfg)
 
     # --- acting -----------------------------------------------------------------------------------------
     def _act(self, data: dict[str, Any], cfg: GuildConfig, found: tuple[str, ...]) -> None:

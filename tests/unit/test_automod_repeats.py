@@ -47,39 +47,61 @@ def test_copies_spread_over_more_than_the_window_are_not_repeats() -> None:
 
 @given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 50), st.floats(0, 4)), max_size=300))
 @settings(max_examples=100)
-def test_the_caps_always_hold(events: list[tuple[int, int, float]]) -> None:
+def test_the_caps_always_hold_and_the_size_adds_up(events: list[tuple[int, int, float]]) -> None:
     clock = Clock()
     t = RepeatTracker(per_guild=8, max_entries=40, clock=clock)
     for guild, key, step in events:
         clock.now += step
         t.count(guild, key, HIGH)
         assert len(t) <= 40
-        assert all(len(c) <= 8 for c in t._guilds.values())
-        assert len(t) == sum(len(c) for c in t._guilds.values())
+        assert all(len(g) <= 8 for g in t._guilds.values())
+        assert len(t) == sum(len(g) for g in t._guilds.values())
     t.sweep(10.0)
-    assert len(t) == sum(len(c) for c in t._guilds.values())
+    assert len(t) == sum(len(g) for g in t._guilds.values())
 
 
-def test_a_raid_pushes_out_the_oldest_counters_of_its_guild() -> None:
+@given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 6)), max_size=60))
+@settings(max_examples=200)
+def test_generations_count_exactly_like_a_plain_window(events: list[tuple[int, float]]) -> None:
+    """Against a model that keeps every copy's time: the same answer at every message."""
     clock = Clock()
-    t = RepeatTracker(per_guild=3, max_entries=100, clock=clock)
-    for key in range(5):
+    t = RepeatTracker(clock=clock)
+    model: dict[int, tuple[float, int]] = {}
+    for key, step in events:
+        clock.now += step
+        start, copies = model.get(key, (-1e9, 0))
+        if start <= clock.now - HIGH.window_s:
+            start, copies = clock.now, 0
+        copies += 1
+        if copies >= HIGH.copies:
+            start = clock.now
+        model[key] = (start, copies)
+        assert t.count(1, key, HIGH) == copies
+        if step > 3:
+            t.sweep(10.0)  # sweeps never change an answer
+
+
+def test_a_raid_in_one_guild_drops_its_older_half_and_keeps_counting() -> None:
+    clock = Clock()
+    t = RepeatTracker(per_guild=6, max_entries=100, clock=clock)
+    for key in range(10):
         t.count(1, key, HIGH)
-    assert len(t) == 3 and list(t._guilds[1]) == [2, 3, 4]
+    assert len(t) <= 6
+    assert t.count(1, 9, HIGH) == 2  # a recent message still counts its copies
+    assert t.count(1, 0, HIGH) == 1  # the oldest was forgotten
 
 
-def test_past_the_total_the_least_recently_active_guild_loses_first() -> None:
+def test_past_the_total_the_least_recently_active_guilds_go_first() -> None:
     clock = Clock()
     t = RepeatTracker(per_guild=10, max_entries=4, clock=clock)
     t.count(1, 1, HIGH)
     t.count(1, 2, HIGH)
     t.count(2, 1, HIGH)
     t.count(3, 1, HIGH)
-    assert len(t) == 4
-    t.count(2, 2, HIGH)  # one too many: guild 1, the least recently active, loses its oldest
-    assert len(t) == 4 and list(t._guilds[1]) == [2]
-    t.count(3, 2, HIGH)  # and then its last: it is forgotten
-    assert len(t) == 4 and 1 not in t._guilds and len(t._guilds[2]) == len(t._guilds[3]) == 2
+    assert len(t) == 4 and t.guilds == 3
+    t.count(2, 2, HIGH)  # one too many: guild 1, the least recently active, is forgotten
+    assert len(t) == 3 and t.guilds == 2
+    assert t.count(2, 1, HIGH) == 2 and t.count(1, 1, HIGH) == 1
 
 
 def test_memory_comes_back_after_a_burst() -> None:
@@ -107,12 +129,16 @@ def test_memory_comes_back_after_a_burst() -> None:
     assert after - base < 100_000, (base, during, after)
 
 
-def test_a_busy_guild_that_went_quiet_is_swept_without_a_new_message() -> None:
+def test_a_burst_is_forgotten_within_two_windows_and_quiet_guilds_by_the_sweep() -> None:
     clock = Clock()
     t = RepeatTracker(clock=clock)
     for key in range(100):
         t.count(5, key, HIGH)
-    clock.now += 5.0
-    t.count(5, 1000, HIGH)
-    clock.now += 6.0
-    assert t.sweep(10.0) == 100 and len(t) == 1 and t.guilds == 1
+        t.count(7, key, HIGH)
+    clock.now += 11.0
+    assert t.count(5, 1000, HIGH) == 1 and len(t) == 201  # guild 5's burst is the previous generation now
+    assert t.sweep(10.0) == 100 and t.guilds == 1  # guild 7 went quiet: forgotten without a message
+    clock.now += 11.0
+    assert t.count(5, 1000, HIGH) == 1 and len(t) == 2  # the burst's generation is gone
+    clock.now += 11.0
+    assert t.sweep(10.0) == 2 and len(t) == 0 and t.guilds == 0
