@@ -1,8 +1,10 @@
 """Who repeated what, per guild, in bounded memory: :class:`RepeatTracker`.
 
 Each guild has *copy counters*, one per (author, normalised text)
-(:func:`~shard.automod.rules.repeat_key`): ``(window start, copies)``. A counter's window lasts the
-rule's ``window_s``; a counter that caught a repeat restarts its window at every further copy, so a
+(:func:`~shard.automod.rules.repeat_key`): the window's start alone while there is one copy (nearly
+every message is the only one of its text: a float is smaller than a tuple, and the garbage
+collector never tracks it), then ``(window start, copies)``. A counter's window lasts the rule's
+``window_s``; a counter that caught a repeat restarts its window at every further copy, so a
 spammer who keeps going keeps being caught.
 
 The counters live in two generations of plain dictionaries per guild, the current one and the one
@@ -11,7 +13,6 @@ still in its window), and every ``window_s`` the previous generation is dropped 
 current one takes its place. A counter is therefore kept for one to two windows, which is all the
 rule needs, and expiring costs nothing per message (no per-counter ordering to keep up: the
 generations are plain dicts, about half the cost of an ordered table at a busy cluster's sizes).
-Counters are tuples of numbers, which the garbage collector stops tracking.
 
 Memory is bounded three ways and comes back after a burst:
 
@@ -27,7 +28,6 @@ Memory is bounded three ways and comes back after a burst:
 
 from __future__ import annotations
 
-import collections
 import time
 from collections.abc import Callable
 
@@ -38,7 +38,8 @@ __all__ = ("RepeatTracker", "TRIM_TO")
 #: Past ``max_entries``, guilds are forgotten until the counters fit in this share of it.
 TRIM_TO = 0.9
 
-_Counters = dict[int, tuple[float, int]]
+#: key → window start (one copy so far) or (window start, copies)
+_Counters = dict[int, "float | tuple[float, int]"]
 
 
 class _Guild:
@@ -78,7 +79,7 @@ class RepeatTracker:
         self.per_guild = per_guild
         self.max_entries = max_entries
         self._clock = clock
-        self._guilds: collections.OrderedDict[int, _Guild] = collections.OrderedDict()
+        self._guilds: dict[int, _Guild] = {}
         self._size = 0
         self._peak_guilds = 0
 
@@ -101,27 +102,29 @@ class RepeatTracker:
             guild = guilds[guild_id] = _Guild(now, window)
             if len(guilds) > self._peak_guilds:
                 self._peak_guilds = len(guilds)
-        else:
-            guilds.move_to_end(guild_id)
-            if now >= guild.turn_at:
-                self._turn(guild, now, window)
+        elif now >= guild.turn_at:
+            self._turn(guild, now, window)
         guild.last = now
         current = guild.current
         counter = current.get(key)
         if counter is None:
             counter = guild.previous.get(key) if guild.previous else None
-            if counter is None or counter[0] <= now - window:
-                current[key] = (now, 1)
+            if counter is None or (counter if isinstance(counter, float) else counter[0]) <= now - window:
+                current[key] = now
                 self._size += 1
                 if len(current) * 2 > self.per_guild or self._size > self.max_entries:
                     self._trim(guild, now, window)
                 return 1
             self._size += 1  # carried over from the previous generation
-        elif counter[0] <= now - window:  # expired: a fresh window
-            current[key] = (now, 1)
+        if isinstance(counter, float):
+            start, copies = counter, 2
+        else:
+            start, copies = counter
+            copies += 1
+        if start <= now - window:  # expired: a fresh window
+            current[key] = now
             return 1
-        copies = counter[1] + 1
-        current[key] = (now, copies) if copies >= rule.copies else (counter[0], copies)  # caught: the window follows
+        current[key] = (now, copies) if copies >= rule.copies else (start, copies)  # caught: the window follows
         return copies
 
     def _turn(self, guild: _Guild, now: float, window: float) -> None:
@@ -139,9 +142,12 @@ class RepeatTracker:
             return
         target = int(self.max_entries * TRIM_TO)
         guilds = self._guilds
-        while self._size > target and len(guilds) > 1:
-            _, oldest = guilds.popitem(last=False)  # the least recently active
-            self._size -= len(oldest)
+        for guild_id, other in sorted(guilds.items(), key=lambda item: item[1].last):  # least recently active first
+            if self._size <= target:
+                break
+            if other is not guild:
+                self._size -= len(other)
+                del guilds[guild_id]
         if self._size > target:  # one guild holds it all: its older generation goes
             self._turn(guild, now, window)
 
@@ -161,11 +167,11 @@ class RepeatTracker:
             elif now >= guild.turn_at:
                 self._turn(guild, now, window_s)
         if len(guilds) * 2 < self._peak_guilds:
-            self._guilds = collections.OrderedDict(guilds)  # a smaller table
+            self._guilds = dict(guilds)  # a smaller table
             self._peak_guilds = len(guilds)
         return before - self._size
 
     def clear(self) -> None:
-        self._guilds = collections.OrderedDict()
+        self._guilds = {}
         self._size = 0
         self._peak_guilds = 0
