@@ -21,13 +21,15 @@ Memory is bounded three ways and comes back after a burst:
   took is released without further messages;
 * **per guild**: at most ``per_guild`` counters; a raid of distinct messages turns the guild's
   generations over early, dropping its older half;
-* **in all**: at most ``max_entries`` counters; past it, the least recently active guilds are
-  forgotten first, down to :data:`TRIM_TO` of the cap (a busy cluster keeps its tracker full: at
+* **in all**: at most ``max_entries`` counters; past it, guilds are forgotten oldest first, those
+  active within the window passed over once (a "second chance", so no per-message reordering is
+  needed), down to :data:`TRIM_TO` of the cap (a busy cluster keeps its tracker full: at
   10,000 messages a second in guilds at ``high``, one window holds 100,000 counters).
 """
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable
 
@@ -79,7 +81,9 @@ class RepeatTracker:
         self.per_guild = per_guild
         self.max_entries = max_entries
         self._clock = clock
-        self._guilds: dict[int, _Guild] = {}
+        #: in order of arrival; eviction gives recently active guilds a second chance (CLOCK), so no
+        #: per-message reordering is needed
+        self._guilds: collections.OrderedDict[int, _Guild] = collections.OrderedDict()
         self._size = 0
         self._peak_guilds = 0
 
@@ -142,12 +146,15 @@ class RepeatTracker:
             return
         target = int(self.max_entries * TRIM_TO)
         guilds = self._guilds
-        for guild_id, other in sorted(guilds.items(), key=lambda item: item[1].last):  # least recently active first
-            if self._size <= target:
-                break
-            if other is not guild:
+        recent = now - window
+        chances = len(guilds)  # passes over at most one round of guilds: then every other one can go
+        while self._size > target and len(guilds) > 1:
+            guild_id, other = guilds.popitem(last=False)
+            if other is guild or (chances > 0 and other.last > recent):
+                guilds[guild_id] = other  # the guild that grew, or one active within the window: a second chance
+                chances -= 1
+            else:
                 self._size -= len(other)
-                del guilds[guild_id]
         if self._size > target:  # one guild holds it all: its older generation goes
             self._turn(guild, now, window)
 
@@ -167,11 +174,11 @@ class RepeatTracker:
             elif now >= guild.turn_at:
                 self._turn(guild, now, window_s)
         if len(guilds) * 2 < self._peak_guilds:
-            self._guilds = dict(guilds)  # a smaller table
+            self._guilds = collections.OrderedDict(guilds)  # a smaller table
             self._peak_guilds = len(guilds)
         return before - self._size
 
     def clear(self) -> None:
-        self._guilds = {}
+        self._guilds = collections.OrderedDict()
         self._size = 0
         self._peak_guilds = 0

@@ -142,3 +142,15 @@ def test_a_burst_is_forgotten_within_two_windows_and_quiet_guilds_by_the_sweep()
     assert t.count(5, 1000, HIGH) == 1 and len(t) == 2  # the burst's generation is gone
     clock.now += 11.0
     assert t.sweep(10.0) == 2 and len(t) == 0 and t.guilds == 0
+
+
+def test_past_the_total_a_guild_active_within_the_window_gets_a_second_chance() -> None:
+    clock = Clock()
+    t = RepeatTracker(per_guild=10, max_entries=5, clock=clock)
+    t.count(1, 1, HIGH)  # guild 1 came first...
+    for key in (1, 2, 3):
+        t.count(2, key, HIGH)
+    clock.now += 15.0
+    t.count(1, 2, HIGH)  # ...but is still active; guild 2 went quiet
+    t.count(3, 1, HIGH)  # one too many: guild 2 goes, guild 1 is passed over
+    assert set(t._guilds) == {1, 3} and len(t) == 3
