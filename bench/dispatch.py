@@ -1,7 +1,7 @@
 """Our stack against bare discord.py on the same simulator stream, side by side, interleaved.
 
-``python -m bench dispatch [--events 20000] [--runs 3] [--guilds 1000] [--workloads messages,commands]
-[--json PATH]``
+``python -m bench dispatch [--events 20000] [--runs 3] [--guilds 1000] [--workloads messages,commands,automod]
+[--spam-every 499] [--json PATH]``
 
 Two bots, each in a process of its own, against one simulator process (1 shard, ``--guilds`` guilds
 of 200 members, REST limits raised so that only the bots' own speed counts):
@@ -19,7 +19,19 @@ that a noisy neighbour hurts both alike:
   which the bot can only send after handling every message before it (discord.py handles a shard's
   events in order);
 - ``commands``: the same stream with every tenth message a ``!ping`` from the next member in turn
-  (distinct users, so no throttle binds); the time runs until every reply was created.
+  (distinct users, so no throttle binds); the time runs until every reply was created;
+- ``automod``: the ``messages`` stream with every text distinct (``vary_content``) and a small share
+  of invite links (every ``--spam-every``-th message, 499 by default: 0.2 %), run by the two bots
+  above and by a third, **automod**: the same stack on a database of its own where every guild has
+  automod ``high`` (set in the settings table before it starts; a Redis prefix of its own, so no
+  cached configuration of the other stack leaks in), which runs only this workload, right after its
+  warm-up (the other bots run it first too, so the two stacks run it in the same place). It
+  deletes each invite that is not a moderator's (the simulator does not store load messages, so
+  each DELETE is answered 404: the request is made all the same) and writes its audit rows. The
+  issue's target: automod on costs at most 10 % of the throughput of the same stack with automod
+  off, so the benchmark prints automod / stack on this stream, and automod against the stack's
+  plain ``messages``. Each rule-breaking message costs its action (a REST request through the
+  shared limiter, an audit row), so the ratio depends on ``--spam-every``.
 
 Both are measured outside the bots, by the simulator's ``messages_created``. Each bot start is
 warmed up with one message per guild first (a long-running bot has its guilds' settings cached). Memory is each bot's
@@ -49,10 +61,16 @@ import aiohttp
 
 from bench._db_common import scratch_database
 from bench._procs import cpu_seconds, delete_redis_prefix, free_port, rss_bytes, wait_http_ok
+from db import guilds as db_guilds
+from db.pool import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
-WORKLOADS = ("messages", "commands")
+WORKLOADS = ("messages", "commands", "automod")
+#: In the ``automod`` workload, one message in this many is an invite link by default (``--spam-every``;
+#: a prime, so the links spread over as many guilds as there are).
+SPAM_EVERY = 499
+SPAM = "join my server https://discord.gg/innkeeper-bench"
 #: The simulator's bot-wide REST limit, raised far above Discord's 50/s so that the bots' own speed is
 #: measured; our stack's shared limiter is told the same limit (``INNKEEPER_GLOBAL_RATE``), as an
 #: operator with a raised limit would.
@@ -87,6 +105,10 @@ class _Sim:
 
     async def created(self) -> int:
         return int((await self.stats())["messages_created"])
+
+    async def guild_ids(self, limit: int) -> list[int]:
+        async with self.http.get(self.url + f"/_sim/world?limit={limit}") as resp:
+            return [int(g["id"]) for g in (await resp.json())["guilds"]]
 
     async def load(self, body: dict[str, Any]) -> None:
         async with self.http.post(self.url + "/_sim/load", json=body) as resp:
@@ -136,15 +158,36 @@ class _Bot:
                 raise TimeoutError(f"{self.name} did not become READY; see {self.log}")
             await asyncio.sleep(0.2)
 
-    async def metric(self, http: aiohttp.ClientSession, name: str) -> float | None:
-        """A metric's value from the bot's ``/metrics`` (the stack's), or None."""
+    async def configs_loaded(self, http: aiohttp.ClientSession, guilds: int, timeout: float = 60.0) -> None:
+        """Wait until the stack holds every guild's configuration (the warm-up's loads can still be running
+        when its last reply is out, on a busy machine); bare discord.py has none to load."""
+        if not self.ready_url.endswith("/metrics"):
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            async with http.get(self.ready_url) as resp:
+                # a Redis hit, or a load from PostgreSQL whose last query (the overrides) is done
+                loaded = sum(float(line.rsplit(" ", 1)[1]) for line in (await resp.text()).splitlines()
+                             if line.startswith(('innkeeper_cache_requests_total{namespace="guildcfg",result="hit"}',
+                                                 'innkeeper_db_query_seconds_count{query="command_overrides.list"}')))
+            if loaded >= guilds:
+                return
+            await asyncio.sleep(0.1)
+        print(f"  warning: {self.name} had not read every guild's configuration after {timeout:.0f} s", file=sys.stderr)
+
+    async def metric(self, http: aiohttp.ClientSession, name: str, *, total: bool = False) -> float | None:
+        """A metric's value from the bot's ``/metrics`` (the stack's), or None; ``total``: summed over its labels."""
         if not self.ready_url.endswith("/metrics"):
             return None
+        found: float | None = None
         async with http.get(self.ready_url) as resp:
             for line in (await resp.text()).splitlines():
                 if line.startswith((name + " ", name + "{")):
-                    return float(line.rsplit(" ", 1)[1])
-        return None
+                    value = float(line.rsplit(" ", 1)[1])
+                    if not total:
+                        return value
+                    found = (found or 0.0) + value
+        return found
 
     async def save_metrics(self, http: aiohttp.ClientSession, path: Path) -> None:
         """Keep the bot's ``/metrics`` (the stack's) beside the logs, to check the figures against."""
@@ -152,14 +195,6 @@ class _Bot:
             async with http.get(self.ready_url) as resp:
                 text = await resp.text()
             await asyncio.to_thread(path.write_text, text)
-
-    async def metric_sum(self, http: aiohttp.ClientSession, name: str) -> float | None:
-        """The sum of a metric over all its labels, from the bot's ``/metrics`` (the stack's), or None."""
-        if not self.ready_url.endswith("/metrics"):
-            return None
-        async with http.get(self.ready_url) as resp:
-            return sum(float(line.rsplit(" ", 1)[1]) for line in (await resp.text()).splitlines()
-                       if line.startswith((name + " ", name + "{")))
 
     def cpu_s(self) -> float:
         assert self.proc is not None
@@ -182,13 +217,18 @@ def _shard_up(metrics: str) -> bool:
     return False
 
 
-async def _run(sim: _Sim, bot: _Bot, workload: str, events: int) -> tuple[float, float, int]:
+async def _run(sim: _Sim, bot: _Bot, workload: str, events: int, spam_every: int = SPAM_EVERY
+               ) -> tuple[float, float, int]:
     """Events per second the bot handled in one run of ``workload``, its CPU µs per event, and the replies
     beyond one per command (late or duplicate replies; any is a bug)."""
     before = await sim.created()
     cpu0 = bot.cpu_s()
     if workload == "messages":
         body = {"rate": 0, "count": events + 1, "command": "!ping", "command_every": events}
+        replies = 2
+    elif workload == "automod":
+        body = {"rate": 0, "count": events + 1, "command": "!ping", "command_every": events, "vary_content": True,
+                "spam": SPAM, "spam_every": spam_every}
         replies = 2
     else:
         body = {"rate": 0, "count": events, "command": "!ping", "command_every": 10}
@@ -225,36 +265,67 @@ def _without(args: list[str], modules: str) -> list[str]:
     return args if not modules else [str(ROOT / "bench" / "_without.py"), modules, *args]
 
 
+
+async def _automod_everywhere(dsn: str, guild_ids: list[int]) -> None:
+    """Set automod ``high`` for every guild in the database at ``dsn`` (before the bot using it starts)."""
+    db = Database(dsn, min_size=1, max_size=2)
+    await db.connect()
+    try:
+        for guild_id in guild_ids:
+            await db_guilds.set_automod_level(db, guild_id, 3)
+    finally:
+        await db.close()
+
+
+def _stack_env(sim: _Sim, dsn: str, prefix: str, metrics_base: int,
+               extra: dict[str, str] | None = None) -> dict[str, str]:
+    return {"DISCORD_TOKEN": TOKEN, "DISCORD_API_URL": sim.url, "DATABASE_URL": dsn,
+            "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_ENCRYPTION_KEYS": "dev",
+            "INNKEEPER_IPC_KEYS": "dev", "INNKEEPER_GLOBAL_RATE": str(SIM_GLOBAL_RATE),
+            "INNKEEPER_LOG_LEVEL": "WARNING", "INNKEEPER_LOG_FORMAT": "json",
+            "INNKEEPER_METRICS_PORT_BASE": str(metrics_base), "INNKEEPER_IDENTIFY_WINDOW": "0.1", **(extra or {})}
+
+
+
 async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
-                    profile: Path | None = None, *, stack_env: dict[str, str] | None = None,
-                    stack_without: str = "", bare_without: str = "") -> dict[str, Any]:
+                    profile: Path | None = None, spam_every: int = SPAM_EVERY, *,
+                    stack_env: dict[str, str] | None = None, stack_without: str = "",
+                    bare_without: str = "") -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix="ik-bench-dispatch-"))
     prefix = f"ikbench-{uuid.uuid4().hex[:10]}"
-    results: dict[str, dict[str, list[float]]] = {w: {"bare": [], "stack": []} for w in workloads}
-    cpu: dict[str, dict[str, list[float]]] = {w: {"bare": [], "stack": []} for w in workloads}
+    automod_prefix = prefix + "-automod"
+    #: which workloads each bot runs: the automod stack only its own
+    # ``automod`` goes first, so that both stacks run it in the same place (right after the warm-up)
+    ordered = sorted(workloads, key=lambda w: w != "automod")
+    plan = {"bare": ordered, "stack": ordered, "automod": [w for w in workloads if w == "automod"]}
+    results: dict[str, dict[str, list[float]]] = {w: {b: [] for b, ws in plan.items() if w in ws} for w in workloads}
+    cpu: dict[str, dict[str, list[float]]] = {w: {b: [] for b in results[w]} for w in workloads}
     lean: dict[str, list[float]] = {w: [] for w in workloads}
-    extras: dict[str, dict[str, int]] = {w: {"bare": 0, "stack": 0} for w in workloads}
+    extras: dict[str, dict[str, int]] = {w: dict.fromkeys(results[w], 0) for w in workloads}
+    acted: list[float] = []
     memory: dict[str, dict[str, float]] = {}
-    async with aiohttp.ClientSession() as http, scratch_database() as dsn, _simulator(
-            http, guilds, logs / "simulator.log") as sim:
-        bare_port, metrics_base = free_port(), free_port()
+    async with aiohttp.ClientSession() as http, scratch_database() as dsn, scratch_database() as automod_dsn, \
+            _simulator(http, guilds, logs / "simulator.log") as sim:
+        bare_port, metrics_base, automod_metrics = free_port(), free_port(), free_port()
+        if plan["automod"]:
+            await _automod_everywhere(automod_dsn, await sim.guild_ids(guilds))
+        stack_args = ["-m", "shard", "--cluster", "0", "--shard-ids", "0", "--shard-count", "1",
+                      "--max-concurrency", "1"]
         bots = {
             "bare": _Bot("bare", _profiled(_without([str(ROOT / "bench" / "_bare_bot.py"), sim.url, TOKEN,
                                                      str(bare_port)], bare_without),
                                            profile / "bare.prof" if profile else None), {},
                          f"http://127.0.0.1:{bare_port}/count", logs / "bare.log"),
-            "stack": _Bot("stack", _profiled(_without(["-m", "shard", "--cluster", "0", "--shard-ids", "0",
-                                                       "--shard-count", "1", "--max-concurrency", "1"], stack_without),
+            "stack": _Bot("stack", _profiled(_without(stack_args, stack_without),
                                              profile / "stack.prof" if profile else None),
-                          {"DISCORD_TOKEN": TOKEN, "DISCORD_API_URL": sim.url, "DATABASE_URL": dsn,
-                           "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_ENCRYPTION_KEYS": "dev",
-                           "INNKEEPER_IPC_KEYS": "dev", "INNKEEPER_GLOBAL_RATE": str(SIM_GLOBAL_RATE),
-                           "INNKEEPER_LOG_LEVEL": "WARNING",
-                           "INNKEEPER_LOG_FORMAT": "json",
-                           "INNKEEPER_METRICS_PORT_BASE": str(metrics_base), "INNKEEPER_IDENTIFY_WINDOW": "0.1",
-                           **(stack_env or {})},
+                          _stack_env(sim, dsn, prefix, metrics_base, stack_env),
                           f"http://127.0.0.1:{metrics_base}/metrics", logs / "stack.log"),
         }
+        if plan["automod"]:
+            bots["automod"] = _Bot("automod", _profiled(_without(stack_args, stack_without),
+                                                        profile / "automod.prof" if profile else None),
+                                   _stack_env(sim, automod_dsn, automod_prefix, automod_metrics, stack_env),
+                                   f"http://127.0.0.1:{automod_metrics}/metrics", logs / "automod.log")
         try:
             for name, bot in bots.items():
                 await bot.start(http)
@@ -265,16 +336,21 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
                     await bot.start(http)
                     try:
                         await _run(sim, bot, "messages", guilds)  # warm-up: one message per guild
-                        paused_before = await bot.metric_sum(http, "innkeeper_gc_pause_seconds_sum")
-                        for workload in workloads:
+                        await bot.configs_loaded(http, guilds)
+                        paused_before = await bot.metric(http, "innkeeper_gc_pause_seconds_sum", total=True)
+                        for workload in plan[name]:
                             skipped = await bot.metric(http, "innkeeper_messages_skipped_total")
-                            rate, us, extra = await _run(sim, bot, workload, events)
+                            deletes = await bot.metric(http, "innkeeper_automod_actions_total", total=True)
+                            rate, us, extra = await _run(sim, bot, workload, events, spam_every)
                             extras[workload][name] += extra
-                            if skipped is not None:
+                            if skipped is not None and name == "stack":
                                 after = await bot.metric(http, "innkeeper_messages_skipped_total") or 0.0
                                 # the bot also receives its own replies (one per ping), which it skips too
-                                received = events + (2 if workload == "messages" else (events + 9) // 10)
+                                received = events + ((events + 9) // 10 if workload == "commands" else 2)
                                 lean[workload].append((after - skipped) / received)
+                            if name == "automod":
+                                done = await bot.metric(http, "innkeeper_automod_actions_total", total=True) or 0.0
+                                acted.append(done - (deletes or 0.0))
                             results[workload][name].append(rate)
                             cpu[workload][name].append(us)
                         memory[name]["rss_after_burst_mib"] = bot.rss_mib()
@@ -282,7 +358,7 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
                         frozen = await bot.metric(http, "innkeeper_gc_frozen_objects")
                         if frozen is not None:
                             memory[name]["gc_frozen_objects"] = frozen
-                            paused = await bot.metric_sum(http, "innkeeper_gc_pause_seconds_sum")
+                            paused = await bot.metric(http, "innkeeper_gc_pause_seconds_sum", total=True)
                             memory[name]["gc_pause_s"] = (paused or 0.0) - (paused_before or 0.0)
                     finally:
                         bot.stop()
@@ -290,6 +366,7 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
             for bot in bots.values():
                 bot.stop()
             await delete_redis_prefix(prefix)
+            await delete_redis_prefix(automod_prefix)
     out: dict[str, Any] = {"events": events, "runs": runs, "guilds": guilds, "logs": str(logs), "workloads": {},
                            "stack_env": stack_env or {}, "stack_without": stack_without,
                            "bare_without": bare_without,
@@ -302,6 +379,14 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
                                       "extra_replies": extras[workload],
                                       "stack_unparsed_share": (statistics.median(lean[workload])
                                                                if lean[workload] else None)}
+    if "automod" in results:
+        fig = out["workloads"]["automod"]
+        fig["automod_on_off"] = fig["median"]["automod"] / fig["median"]["stack"]
+        fig["automod_actions_per_run"] = statistics.median(acted) if acted else 0.0
+        fig["rule_breaking"] = sum(1 for n in range(1, events) if n % spam_every == spam_every // 2)
+        if "messages" in results:
+            plain = out["workloads"]["messages"]["median"]["stack"]
+            fig["automod_vs_stack_messages"] = fig["median"]["automod"] / plain
     return out
 
 
@@ -312,6 +397,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--guilds", type=int, default=1000)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--spam-every", type=int, default=SPAM_EVERY,
+                        help="automod workload: one message in this many is an invite link (default %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run each bot under cProfile, writing DIR/bare.prof and DIR/stack.prof (the last run's)")
@@ -331,10 +418,15 @@ def main(argv: list[str]) -> int:
     workloads = [w for w in args.workloads.split(",") if w]
     if any(w not in WORKLOADS for w in workloads):
         parser.error(f"--workloads: choose from {', '.join(WORKLOADS)}")
+    if len(set(workloads)) != len(workloads):
+        parser.error("--workloads: name each workload once")
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    out = asyncio.run(benchmark(args.events, args.runs, args.guilds, workloads, args.profile, stack_env=stack_env,
-                                stack_without=args.stack_without, bare_without=args.bare_without))
+    if args.spam_every < 2:
+        parser.error("--spam-every must be at least 2")
+    out = asyncio.run(benchmark(args.events, args.runs, args.guilds, workloads, args.profile, args.spam_every,
+                                stack_env=stack_env, stack_without=args.stack_without,
+                                bare_without=args.bare_without))
     print(f"dispatch: {args.events} MESSAGE_CREATEs over {args.guilds} guilds on one shard, {args.runs} interleaved "
           f"runs per bot; medians (events/s handled; ratio stack/bare)")
     for workload, fig in out["workloads"].items():
@@ -345,6 +437,15 @@ def main(argv: list[str]) -> int:
               f"stack {fig['cpu_us_per_event']['stack']:.0f} µs; "
               f"stack left {fig['stack_unparsed_share'] or 0:.0%} unparsed; late or duplicate replies "
               f"bare {fig['extra_replies']['bare']}, stack {fig['extra_replies']['stack']}")
+        if "automod_on_off" in fig:
+            against = fig.get("automod_vs_stack_messages")
+            print(f"  {'':9s} stack with automod high {fig['median']['automod']:>9,.0f}/s ({runs['automod']}), "
+                  f"CPU/event {fig['cpu_us_per_event']['automod']:.0f} µs; {fig['rule_breaking']} rule-breaking "
+                  f"messages per run, {fig['automod_actions_per_run']:.0f} acted on; late or duplicate replies "
+                  f"{fig['extra_replies']['automod']}")
+            print(f"  {'':9s} automod on / off (this stream) {fig['automod_on_off']:.3f}"
+                  + (f"; automod on / stack messages {against:.3f}" if against is not None else "")
+                  + " (target: at least 0.90)")
     for name, mem in out["memory"].items():
         gc_note = (f"; {mem['gc_frozen_objects']:,.0f} objects frozen, {mem['gc_pause_s']:.2f} s in GC pauses "
                    f"during the workloads of one bot start" if "gc_frozen_objects" in mem else "")

@@ -220,6 +220,7 @@ class Settings:
     owner_ids: frozenset[int] = field(default_factory=frozenset)
     command_timeout_s: float = 10.0
     sync_commands: bool = True
+    automod_log_window_s: float = 10.0  # INNKEEPER_AUTOMOD_LOG_WINDOW: a guild's automod incidents per log notice
     # Files
     run_dir: Path = PROJECT_ROOT / "run"
 
@@ -324,6 +325,7 @@ class Settings:
             owner_ids=e.as_id_set("INNKEEPER_OWNER_IDS"),
             command_timeout_s=e.as_float("INNKEEPER_COMMAND_TIMEOUT", 10.0, minimum=0.1),
             sync_commands=e.as_bool("INNKEEPER_SYNC_COMMANDS", True),
+            automod_log_window_s=e.as_float("INNKEEPER_AUTOMOD_LOG_WINDOW", 10.0, minimum=0.1, maximum=3600.0),
             run_dir=Path(e.as_str("INNKEEPER_RUN_DIR", str(PROJECT_ROOT / "run"))),
         )
 
@@ -426,4 +428,5 @@ _ENV_NAME = {
     "snapshot_interval_s": "snapshot_interval",
     "retention_interval_s": "retention_interval",
     "ipc_max_age_s": "ipc_max_age",
+    "automod_log_window_s": "automod_log_window",
 }

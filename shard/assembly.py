@@ -18,6 +18,8 @@ config prefetch       caches the guild configurations each READY payload lists, 
 IPC bus               answers the cluster's bus actions, asks the others
 usage recorder        batched command-usage rows
 pipeline              drains its background writes at shutdown
+automod               sweeps its repeat counters; at shutdown lets deletes finish and writes
+                      its open log windows (notices, audit rows)
 reminders             claims and delivers due reminders
 maintenance           retention and the row-binding upgrade, one cluster at a time
 snapshots             guild snapshots in Redis
@@ -56,6 +58,7 @@ from ipc.signing import FrameSigner
 from ipc.snapshots import GuildSnapshotStore
 from ipc.throttle import RedisThrottle
 
+from .automod import Automod
 from .bot import ClusterBot
 from .bus_handlers import register_cluster_handlers
 from .channel_access import RefusedTargets
@@ -173,9 +176,14 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
                         session_limits=session_limits)
     bot = ClusterBot(deps=deps, identify=gate, services=services, cluster_id=ctx.cluster_id,
                      shard_ids=ctx.shard_ids, shard_count=ctx.shard_count, extensions=extensions,
-                     sync_commands=s.sync_commands, **bot_options)
+                     sync_commands=s.sync_commands, on_guild_config=lambda gid, cfg: automod.resume(gid, cfg),
+                     **bot_options)
+    # automod runs inside the lean filter, on raw payloads; the prefix lookup of the full path hands
+    # it the messages whose guild configuration was not cached (on_guild_config above)
+    automod = Automod(bot, audit=AuditToDatabase(ctx.database), refused=refused, owner_ids=s.owner_ids,
+                      log_window_s=s.automod_log_window_s)
     # before the tracker wraps the parsers, so it still counts the messages the filter drops
-    LeanMessages(s.default_prefix, guild_config).install(bot)
+    LeanMessages(s.default_prefix, guild_config, automod).install(bot)
     FairReader().install(bot)  # each shard's reader yields the loop after 2 ms of backlog
     prefetch = ConfigPrefetch(bot, guild_config)
     prefetch.install()  # READY payloads start loading their guilds' configurations
@@ -197,6 +205,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(_SubscribeInBackground(bus))
     services.add(usage)
     services.add(pipeline)
+    services.add(automod)
     services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id, refused=refused))
     services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
                                     interval_s=s.retention_interval_s))

@@ -20,7 +20,7 @@ from discord.ext import commands
 
 from .launch import launch_shards
 from .pipeline.context import PipelineContext
-from .pipeline.prefixes import AliasExpander, PrefixResolver
+from .pipeline.prefixes import AliasExpander, ConfigHook, PrefixResolver
 
 if TYPE_CHECKING:
     from innkeeper.services import ServiceStack
@@ -65,6 +65,9 @@ class ClusterBot(commands.AutoShardedBot):
         Extensions to load in :meth:`setup_hook` (the cluster loads :data:`shard.cogs.EXTENSIONS`).
     sync_commands:
         Sync the application commands at start-up (cluster 0 only, ``INNKEEPER_SYNC_COMMANDS``).
+    on_guild_config:
+        Called by the prefix lookup with each guild message's guild id and that guild's configuration
+        (automod's messages that waited for it, see :class:`~shard.lean_messages.LeanMessages`).
     """
 
     def __init__(
@@ -78,12 +81,13 @@ class ClusterBot(commands.AutoShardedBot):
         shard_count: int | None = None,
         extensions: Sequence[str] = (),
         sync_commands: bool = False,
+        on_guild_config: ConfigHook | None = None,
         **options: Any,
     ) -> None:
         if shard_ids is not None:
             options["shard_ids"] = list(shard_ids)
         super().__init__(
-            command_prefix=PrefixResolver(deps.settings.default_prefix, deps.guild_config),
+            command_prefix=PrefixResolver(deps.settings.default_prefix, deps.guild_config, on_guild_config),
             intents=build_intents(),
             shard_count=shard_count,
             chunk_guilds_at_startup=False,

@@ -19,6 +19,7 @@ from discord.ext import commands
 from innkeeper.errors import ErrorCode
 from innkeeper.settings import PROJECT_ROOT
 
+from .automod.rules import describe_levels
 from .cogs import EXTENSIONS
 from .pipeline.catalog import CommandInfo, describe_commands
 from .pipeline.denials import DENIAL_WINDOW_S
@@ -149,6 +150,7 @@ def render(infos: Sequence[CommandInfo]) -> str:
     default = DEFAULT_THROTTLE
     out += ["", f"Commands without their own throttle allow {default.rate} uses per {default.per_seconds:g} s "
                 f"per {default.scope}; bot owners are never throttled.", ""]
+    out += _automod()
     by_feature: dict[str, list[CommandInfo]] = {}
     for info in infos:
         by_feature.setdefault(info.spec.feature, []).append(info)
@@ -161,6 +163,29 @@ def render(infos: Sequence[CommandInfo]) -> str:
         for info in items:
             out += _section(info)
     return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _automod() -> list[str]:
+    return [
+        "## Automod",
+        "",
+        "`/settings set key:automod value:<off|low|medium|high>` makes the bot act on every message in the",
+        "server that breaks a rule of the level (off by default). Each level enforces:",
+        "",
+        *describe_levels(),
+        "",
+        "A *copy* is a message by the same member in this server with the same text, ignoring case and",
+        "spacing; once a copy is caught, every further copy is too until the member stops repeating it",
+        "for the window's length. Members at the `mod` level or above (see above: Manage Messages,",
+        "Administrator, a role with the `mod` level, the server's owner) and members with Manage Messages",
+        "in the channel are never acted on, nor are bots.",
+        "",
+        "The bot deletes the message when it has Manage Messages in the channel; otherwise it only",
+        "reports it. With a log channel set (`/settings set key:log_channel`), it posts one short notice",
+        "per burst there (the first message, then \"… and N more\"), pinging nobody. Every action is",
+        "written to the audit log (`/audit recent`) as `automod.<rule>`.",
+        "",
+    ]
 
 
 def _ordered(infos: list[CommandInfo]) -> list[CommandInfo]:

@@ -140,6 +140,11 @@ async def start_load(request: web.Request, state: SimState) -> web.Response:
     command_every = integer(body, "command_every", 0, lo=0, hi=1_000_000)
     if (command is None) != (command_every == 0) or (command is not None and kind != "message_create"):
         raise ControlError(400, "command and command_every go together, with kind message_create")
+    vary_content = boolean(body, "vary_content", False)
+    spam = string(body, "spam", required=False, max_len=2000) or None
+    spam_every = integer(body, "spam_every", 0, lo=0, hi=1_000_000)
+    if (spam is None) != (spam_every == 0) or ((spam is not None or vary_content) and kind != "message_create"):
+        raise ControlError(400, "spam and spam_every go together, and they and vary_content need kind message_create")
     if rate > 0 and seconds is None and count is None:
         raise ControlError(400, "give seconds (or count) with a rate")
     if rate == 0 and seconds is None and count is None:
@@ -154,7 +159,8 @@ async def start_load(request: web.Request, state: SimState) -> web.Response:
             raise ControlError(400, f"shard {shard_id} of {shards} has no guilds")
     else:
         guilds = world.guilds
-    plan = LoadPlan(kind, rate, seconds, count, shard_id, content, seed, command, command_every)
+    plan = LoadPlan(kind, rate, seconds, count, shard_id, content, seed, command, command_every, vary_content, spam,
+                    spam_every)
     await request.app[LOAD_KEY].start(plan, guilds)
     return json_response({"started": True, "events": plan.events, "kind": kind, "guilds": len(guilds),
                           "shard_id": shard_id}, 202)

@@ -5,6 +5,10 @@ A :class:`LoadGenerator` dispatches ``rate`` events per second for ``seconds`` s
 drain) over the world's guilds, or the guilds of one shard. MESSAGE_CREATEs go round-robin over the
 guilds, from templates built once per guild; each event only gets a fresh id. Presence, typing and
 member events are spread in proportion to guild size by :class:`~simulator.guild_traffic.GuildTraffic`.
+MESSAGE_CREATE streams may vary their text (``vary_content``: each message says ``content``
+followed by its own id, so no two are copies of each other, in one run or across runs) and mix in
+a share of other messages (``spam`` every ``spam_every`` messages, off the command positions),
+e.g. rule-breaking ones for an automod benchmark.
 When the gateway hub offers ``dispatch_guild_json(guild_id, event, d_json)`` the events are handed
 over as JSON text, skipping the per-event encode.
 """
@@ -46,10 +50,12 @@ def _dumps(obj: Any) -> str:
 class LoadPlan:
     """What one load run was asked to do."""
 
-    __slots__ = ("kind", "rate", "seconds", "count", "shard_id", "content", "seed", "command", "command_every")
+    __slots__ = ("kind", "rate", "seconds", "count", "shard_id", "content", "seed", "command", "command_every",
+                 "vary_content", "spam", "spam_every")
 
     def __init__(self, kind: str, rate: float, seconds: float | None, count: int | None, shard_id: int | None,
-                 content: str, seed: int = 0, command: str | None = None, command_every: int = 0) -> None:
+                 content: str, seed: int = 0, command: str | None = None, command_every: int = 0,
+                 vary_content: bool = False, spam: str | None = None, spam_every: int = 0) -> None:
         self.kind = kind
         self.rate = rate
         self.seconds = seconds
@@ -62,6 +68,11 @@ class LoadPlan:
         #: each from the next member of its guild, so a command stream comes from many distinct users.
         self.command = command
         self.command_every = command_every
+        #: MESSAGE_CREATE only: each message says ``f"{content} {its id}"``.
+        self.vary_content = vary_content
+        #: MESSAGE_CREATE only: the message at ``n % spam_every == spam_every // 2`` says ``spam`` instead.
+        self.spam = spam
+        self.spam_every = spam_every
 
     @property
     def events(self) -> int | None:
@@ -71,6 +82,10 @@ class LoadPlan:
         if self.rate > 0 and self.seconds is not None:
             return int(self.rate * self.seconds)
         return None
+
+
+#: Stands for the content in a template whose content varies (split out of its JSON once).
+_CONTENT_SLOT = "\x00content\x00"
 
 
 class _Template:
@@ -190,6 +205,9 @@ class LoadGenerator:
         every = plan.command_every if plan.command else 0
         command_json = self._command_json(plan, templates) if every else None
 
+        if plan.vary_content or (plan.spam and plan.spam_every):
+            return self._mixed_emitter(plan, templates, command_json, dispatch_json=fast)
+
         if callable(fast):
             def emit_fast(n: int) -> bool:
                 by_event[event] += 1
@@ -213,6 +231,48 @@ class LoadGenerator:
             data = dict(t.base)
             data["id"] = str(ids.next())
             return bool(dispatch(t.guild_id, event, data))
+        return emit
+
+    def _mixed_emitter(self, plan: LoadPlan, templates: list[_Template],
+                       command_json: Callable[[int, str], tuple[int, str]] | None,
+                       dispatch_json: Any) -> Callable[[int], bool]:
+        """Like the plain emitter, with a varying text and a share of ``spam`` (see :class:`LoadPlan`)."""
+        hub: Any = self.state.gateway
+        by_event = self.by_event
+        event = "MESSAGE_CREATE"
+        ids = self.state.ids
+        slot = _dumps(_CONTENT_SLOT)
+        parts = []
+        for t in templates:
+            base = dict(t.base, content=_CONTENT_SLOT)
+            head, _, tail = _dumps(base).partition(slot)
+            id_head, _, id_tail = head.partition('"id":"0"')
+            parts.append((t.guild_id, id_head + '"id":', id_tail, tail))
+        count = len(parts)
+        every = plan.command_every if command_json is not None else 0
+        spam_every = plan.spam_every if plan.spam else 0
+        spam_at = spam_every // 2
+        spam_json = _dumps(plan.spam or "")
+        content_json = _dumps(plan.content)
+        prefix = plan.content + " "
+        vary = plan.vary_content
+
+        def emit(n: int) -> bool:
+            by_event[event] += 1
+            if every and n % every == 0:
+                assert command_json is not None
+                guild_id, d_json = command_json(n // every, str(ids.next()))
+            else:
+                guild_id, id_head, id_tail, tail = parts[n % count]
+                message_id = str(ids.next())
+                if spam_every and n % spam_every == spam_at:
+                    text = spam_json
+                else:
+                    text = _dumps(prefix + message_id) if vary else content_json
+                d_json = id_head + _dumps(message_id) + id_tail + text + tail
+            if callable(dispatch_json):
+                return bool(dispatch_json(guild_id, event, d_json))
+            return bool(hub.dispatch_guild(guild_id, event, json.loads(d_json)))
         return emit
 
     def _command_json(self, plan: LoadPlan, templates: list[_Template]) -> Callable[[int, str], tuple[int, str]]:

@@ -44,6 +44,10 @@ def render_entry(entry: AuditEntry) -> str:
     if outcome == "denied":
         flag = f" **refused** ×{attempts}" if isinstance(attempts, int) and attempts > 1 else " **refused**"
     on = f" on `{entry.target_pseudonym}`" if entry.target_pseudonym else ""
+    if entry.action.startswith("automod.") and "action" in details:  # the author acted on, what was done, how often
+        on = on or (f" on <@{entry.target_id}>" if entry.target_id else "")
+        count = details.get("count")
+        shown = f"{details['action']}" + (f" ×{count}" if isinstance(count, int) and count > 1 else "")
     note = " (redacted on the user's request)" if entry.redacted else ""
     return f"`#{entry.id}` {when} {actor} {entry.action}{flag}{on} {shown}".rstrip() + note
 

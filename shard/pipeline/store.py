@@ -181,27 +181,48 @@ class GuildConfigStore:
             self._know(cfg)
         return cfg
 
-    def cached_prefix(self, guild_id: int) -> tuple[bool, str | None]:
-        """``(True, prefix)`` when this process holds a fresh copy of the guild's configuration, else ``(False, None)``.
+    def cached_config(self, guild_id: int) -> GuildConfig | None:
+        """The guild's configuration when this process holds a fresh copy of it, else ``None``.
 
-        Synchronous, for the lean message filter: it answers what :meth:`get` would answer right now
-        (``prefix`` is None when the guild uses the default), and says so when only a load could tell.
+        Synchronous and free of I/O, for the decisions made inside discord.py's event parsers (the
+        lean message filter, automod): it answers what :meth:`get` would answer right now, and says
+        ``None`` when only a load could tell (never loaded, expired, invalidated).
         """
         if self._use_shared() and self.shared is not None:
             found, raw = self.shared.peek_local(CACHE_NAMESPACE, guild_id)
             if not found:
-                return False, None
+                return None
             memo = self._parsed.get(guild_id)
             if memo is not None and memo[0] is raw:
-                return True, memo[1].prefix
+                return memo[1]
             try:
-                return True, GuildConfig.from_wire(raw).prefix
+                cfg = GuildConfig.from_wire(raw)
             except (KeyError, TypeError, ValueError):
-                return False, None
+                return None
+            if len(self._parsed) >= self.max_entries:
+                self._parsed.clear()
+            self._parsed[guild_id] = (raw, cfg)
+            return cfg
         entry = self._local.get(guild_id)
         if entry is None or entry[0] < self._clock():
-            return False, None
-        return True, entry[1].prefix
+            return None
+        return entry[1]
+
+    def cached_prefix(self, guild_id: int) -> tuple[bool, str | None]:
+        """``(True, prefix)`` when this process holds a fresh copy of the guild's configuration, else ``(False, None)``.
+
+        ``prefix`` is None when the guild uses the default (see :meth:`cached_config`).
+        """
+        cfg = self.cached_config(guild_id)
+        return (False, None) if cfg is None else (True, cfg.prefix)
+
+    def cached_automod_level(self, guild_id: int) -> tuple[bool, int]:
+        """``(True, level)`` when this process holds a fresh copy of the guild's configuration, else ``(False, 0)``.
+
+        ``level`` indexes :data:`~shard.pipeline.config.AUTOMOD_NAMES` (0 is off; see :meth:`cached_config`).
+        """
+        cfg = self.cached_config(guild_id)
+        return (False, 0) if cfg is None else (True, cfg.automod_level)
 
     async def prefetch(self, guild_ids: Iterable[int], *, batch: int = 500) -> int:
         """Cache the configuration of every guild in ``guild_ids`` not cached here yet (a shard's READY).

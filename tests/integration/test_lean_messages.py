@@ -143,3 +143,41 @@ async def test_prefetch_never_caches_what_a_write_invalidated_meanwhile(db: Data
 
     assert await shared.prefetch("guildcfg", [guild], load_then_write) == 0  # type: ignore[attr-defined]
     assert (await store.get(guild)).prefix == "$"
+
+
+class Recorder:
+    """A per-message inspector that records what the filter hands it."""
+
+    def __init__(self) -> None:
+        self.inspected: list[tuple[str, int]] = []
+        self.deferred: list[str] = []
+
+    def inspect(self, data: dict[str, Any], cfg: Any) -> None:
+        self.inspected.append((data["content"], cfg.automod_level))
+
+    def defer(self, data: dict[str, Any]) -> None:
+        self.deferred.append(data["content"])
+
+
+async def test_automod_sees_each_guild_message_once_and_off_guilds_cost_nothing(db: Database,
+                                                                             store: GuildConfigStore) -> None:
+    await db_guilds.set_automod_level(db, GUILD, 3)
+    automod = Recorder()
+    lean = LeanMessages("!", store, automod)
+    # not cached: the message takes the full path, and automod gets it when that path loads the configuration
+    assert lean.route(_message("hello there")) and automod.deferred == ["hello there"] and automod.inspected == []
+    await store.get(GUILD)
+    await store.get(OTHER)  # automod off
+    assert store.cached_automod_level(GUILD) == (True, 3) and store.cached_automod_level(OTHER) == (True, 0)
+    assert not lean.route(_message("just chat"))
+    assert lean.route(_message("!ping"))
+    assert lean.route(_message(f"<@{BOT_ID}> ping"))
+    assert not lean.route(_message("!ping", bot=True))  # bots: neither commands nor automod
+    assert not lean.route(_message(""))  # no text: nothing to moderate
+    assert automod.inspected == [("just chat", 3), ("!ping", 3), (f"<@{BOT_ID}> ping", 3)]
+    assert not lean.route(_message("chat elsewhere", OTHER)) and lean.route(_message("!ping", OTHER))
+    assert lean.route(_message("!ping", None))  # DMs
+    assert len(automod.inspected) == 3 and automod.deferred == ["hello there"]
+    # needed() only decides
+    assert not lean.needed(_message("more chat")) and len(automod.inspected) == 3
+    assert store.cached_automod_level(999) == (False, 0)

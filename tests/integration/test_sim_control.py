@@ -360,3 +360,35 @@ async def test_load_mixes_in_commands_from_distinct_members() -> None:
                             ({"command": "!x", "command_every": 2, "kind": "presence_update"}, "go together")):
             status, reply = await app.control("POST", "load", {"rate": 0, "count": 5, **body})
             assert status == 400 and error in reply["error"]
+
+
+async def test_load_varies_the_text_and_mixes_in_a_share_of_spam() -> None:
+    """``vary_content`` ends each text with the message's id; ``spam``/``spam_every`` mix in other messages."""
+    async with running_sim(SimConfig(guilds=3, guild_sizes="fixed", members_per_guild=4, token="sim-token")) as app:
+        fast: list[dict[str, Any]] = []
+
+        def dispatch_guild_json(guild_id: int, event: str, d_json: str) -> bool:
+            fast.append(json.loads(d_json))
+            return True
+
+        body = {"rate": 0, "count": 21, "content": "chat", "vary_content": True, "spam": "discord.gg/spam",
+                "spam_every": 4, "command": "!ping", "command_every": 10}
+        assert (await app.control("POST", "load", body))[0] == 202
+        await wait_for(lambda: len(app.hub.events) == 21, message="21 dict-path events")
+        app.hub.dispatch_guild_json = dispatch_guild_json  # type: ignore[attr-defined]
+        assert (await app.control("POST", "load", body))[0] == 202
+        await wait_for(lambda: len(fast) == 21, message="21 fast-path events")
+        del app.hub.dispatch_guild_json  # type: ignore[attr-defined]
+        slow = [data for _, _, _, data in app.hub.events]
+        for run in (slow, fast):
+            expected = ["!ping" if n % 10 == 0 else "discord.gg/spam" if n % 4 == 2 else f"chat {d['id']}"
+                        for n, d in enumerate(run)]
+            assert [d["content"] for d in run] == expected
+            assert len({d["id"] for d in run}) == 21
+        for a, b in zip(slow, fast, strict=True):
+            for key in ("id", "timestamp", "content"):
+                a.pop(key), b.pop(key)
+            assert a == b
+        for bad, error in (({"spam": "x"}, "go together"), ({"vary_content": True, "kind": "typing_start"}, "need")):
+            status, reply = await app.control("POST", "load", {"rate": 0, "count": 5, **bad})
+            assert status == 400 and error in reply["error"]
