@@ -166,9 +166,12 @@ class _Bot:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             async with http.get(self.ready_url) as resp:
-                # a Redis hit, or a load from PostgreSQL whose last query (the overrides) is done
+                # a Redis hit, a load from PostgreSQL whose last query (the overrides) is done, or a
+                # configuration the READY payload's prefetch brought in
                 loaded = sum(float(line.rsplit(" ", 1)[1]) for line in (await resp.text()).splitlines()
                              if line.startswith(('innkeeper_cache_requests_total{namespace="guildcfg",result="hit"}',
+                                                 'innkeeper_cache_requests_total{namespace="guildcfg",'
+                                                 'result="prefetched"}',
                                                  'innkeeper_db_query_seconds_count{query="command_overrides.list"}')))
             if loaded >= guilds:
                 return

@@ -23,7 +23,7 @@ background until Redis answers; meanwhile this process does not read that key fr
 loader answers), so a value it failed to invalidate is never served again by it.
 
 Metrics: ``innkeeper_cache_requests_total{namespace, result}`` with result ``local_hit``, ``hit``
-(from Redis), ``miss`` or ``error``.
+(from Redis), ``miss``, ``error``, or ``prefetched`` (brought into the local layer by :meth:`SharedCache.prefetch`).
 """
 
 from __future__ import annotations
@@ -337,6 +337,7 @@ class SharedCache:
                 continue
             if self._generation[ns] == generation:
                 self._local_put(ns, k, value, pttl / 1000.0 if pttl and pttl > 0 else self.local_ttl)
+                self._count(ns, "prefetched")
                 held += 1
         if not missing:
             return held
@@ -359,6 +360,7 @@ class SharedCache:
             if stored is Stored.STALE or self._generation[ns] != generation or k in self._pending.get(ns, ()):
                 continue
             self._local_put(ns, k, _unpack(theirs) if stored is Stored.TAKEN and theirs is not None else value, seconds)
+            self._count(ns, "prefetched")
             held += 1
         return held
 

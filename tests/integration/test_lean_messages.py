@@ -116,8 +116,13 @@ async def test_prefetch_caches_many_guilds_in_three_queries_and_matches_one_by_o
     def queries(name: str) -> float:
         return REGISTRY.get_sample_value("innkeeper_db_query_seconds_count", {"query": name}) or 0.0
 
-    before = queries("guild_settings.get_many"), queries("guild_settings.get")
+    def prefetched() -> float:
+        return REGISTRY.get_sample_value("innkeeper_cache_requests_total",
+                                         {"namespace": "guildcfg", "result": "prefetched"}) or 0.0
+
+    before = queries("guild_settings.get_many"), queries("guild_settings.get"), prefetched()
     assert await store.prefetch(guilds) == len(guilds) - 1
+    assert prefetched() == before[2] + len(guilds) - 1
     assert queries("guild_settings.get_many") == before[0] + 3 and queries("guild_settings.get") == before[1]
     for g in guilds:  # every guild is known to the lean filter now, without a load
         assert lean.needed(_message("hello", g)) is False
