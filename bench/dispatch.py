@@ -33,141 +33,29 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bench._bots import SIM_GLOBAL_RATE, Bot, Sim, bare_bot, simulator, stack_bot
 from bench._db_common import scratch_database
-from bench._procs import cpu_seconds, delete_redis_prefix, free_port, rss_bytes, wait_http_ok
+from bench._procs import delete_redis_prefix
 
-ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "bench-token"
 WORKLOADS = ("messages", "commands")
-#: The simulator's bot-wide REST limit, raised far above Discord's 50/s so that the bots' own speed is
-#: measured; our stack's shared limiter is told the same limit (``INNKEEPER_GLOBAL_RATE``), as an
-#: operator with a raised limit would.
-SIM_GLOBAL_RATE = 100_000
 
 
-def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen(  # noqa: S603 - fixed argv
-            [sys.executable, *args], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **(env or {})})
+def _sim_args(guilds: int) -> list[str]:
+    return ["--guilds", str(guilds), "--shards", "1", "--guild-sizes", "fixed", "--members-per-guild", "200",
+            "--identify-window", "0.1", "--global-rate", str(SIM_GLOBAL_RATE), "--message-limit", "1000000",
+            "--message-window", "1", "--resume-buffer", "1000"]
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
-class _Sim:
-    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
-        self.http, self.url = http, url
-
-    async def stats(self) -> dict[str, Any]:
-        async with self.http.get(self.url + "/_sim/stats") as resp:
-            return await resp.json()
-
-    async def created(self) -> int:
-        return int((await self.stats())["messages_created"])
-
-    async def load(self, body: dict[str, Any]) -> None:
-        async with self.http.post(self.url + "/_sim/load", json=body) as resp:
-            if resp.status != 202:
-                raise RuntimeError(f"load refused: {resp.status} {await resp.text()}")
-
-
-@asynccontextmanager
-async def _simulator(http: aiohttp.ClientSession, guilds: int, log: Path) -> AsyncIterator[_Sim]:
-    port = free_port()
-    proc = _spawn(["-m", "simulator", "--port", str(port), "--guilds", str(guilds), "--shards", "1",
-                   "--guild-sizes", "fixed", "--members-per-guild", "200", "--identify-window", "0.1",
-                   "--token", TOKEN, "--global-rate", str(SIM_GLOBAL_RATE), "--message-limit", "1000000",
-                   "--message-window", "1", "--resume-buffer", "1000", "--log-level", "WARNING"], log)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        await wait_http_ok(http, url + "/_sim/stats")
-        yield _Sim(http, url)
-    finally:
-        _stop(proc)
-
-
-class _Bot:
-    """One bot process: how to start it, and whether it is READY."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], ready_url: str, log: Path) -> None:
-        self.name, self.args, self.env, self.ready_url, self.log = name, args, env, ready_url, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        self.proc = _spawn(self.args, self.log, self.env)
-
-        async def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited; see {self.log}")
-            try:
-                async with http.get(self.ready_url) as resp:
-                    body = await resp.text()
-                    return resp.status == 200 and ('"ready": true' in body or _shard_up(body))
-            except aiohttp.ClientError:
-                return False
-
-        deadline = time.monotonic() + 90
-        while not await ready():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} did not become READY; see {self.log}")
-            await asyncio.sleep(0.2)
-
-    async def metric(self, http: aiohttp.ClientSession, name: str) -> float | None:
-        """A metric's value from the bot's ``/metrics`` (the stack's), or None."""
-        if not self.ready_url.endswith("/metrics"):
-            return None
-        async with http.get(self.ready_url) as resp:
-            for line in (await resp.text()).splitlines():
-                if line.startswith((name + " ", name + "{")):
-                    return float(line.rsplit(" ", 1)[1])
-        return None
-
-    def cpu_s(self) -> float:
-        assert self.proc is not None
-        return cpu_seconds(self.proc.pid)
-
-    def rss_mib(self) -> float:
-        assert self.proc is not None
-        return rss_bytes(self.proc.pid) / 2**20
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
-
-
-def _shard_up(metrics: str) -> bool:
-    """Whether the cluster's ``/metrics`` says its shard is READY (``innkeeper_shard_up`` 1)."""
-    for line in metrics.splitlines():
-        if line.startswith("innkeeper_shard_up{"):
-            return float(line.rsplit(" ", 1)[1]) >= 1
-    return False
-
-
-async def _run(sim: _Sim, bot: _Bot, workload: str, events: int) -> tuple[float, float, int]:
+async def _run(sim: Sim, bot: Bot, workload: str, events: int) -> tuple[float, float, int]:
     """Events per second the bot handled in one run of ``workload``, its CPU µs per event, and the replies
     beyond one per command (late or duplicate replies; any is a bug)."""
     before = await sim.created()
@@ -200,11 +88,6 @@ async def _run(sim: _Sim, bot: _Bot, workload: str, events: int) -> tuple[float,
     return events / elapsed, cpu / events * 1e6, extra
 
 
-def _profiled(args: list[str], out: Path | None) -> list[str]:
-    """``args`` run under cProfile writing to ``out`` (unchanged when ``out`` is None)."""
-    return args if out is None else ["-m", "cProfile", "-o", str(out), *args]
-
-
 async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
                     profile: Path | None = None) -> dict[str, Any]:
     logs = Path(tempfile.mkdtemp(prefix="ik-bench-dispatch-"))
@@ -214,23 +97,12 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
     lean: dict[str, list[float]] = {w: [] for w in workloads}
     extras: dict[str, dict[str, int]] = {w: {"bare": 0, "stack": 0} for w in workloads}
     memory: dict[str, dict[str, float]] = {}
-    async with aiohttp.ClientSession() as http, scratch_database() as dsn, _simulator(
-            http, guilds, logs / "simulator.log") as sim:
-        bare_port, metrics_base = free_port(), free_port()
+    async with aiohttp.ClientSession() as http, scratch_database() as dsn, simulator(
+            http, logs / "simulator.log", _sim_args(guilds)) as sim:
         bots = {
-            "bare": _Bot("bare", _profiled([str(ROOT / "bench" / "_bare_bot.py"), sim.url, TOKEN, str(bare_port)],
-                                           profile / "bare.prof" if profile else None), {},
-                         f"http://127.0.0.1:{bare_port}/count", logs / "bare.log"),
-            "stack": _Bot("stack", _profiled(["-m", "shard", "--cluster", "0", "--shard-ids", "0", "--shard-count",
-                                              "1", "--max-concurrency", "1"],
-                                             profile / "stack.prof" if profile else None),
-                          {"DISCORD_TOKEN": TOKEN, "DISCORD_API_URL": sim.url, "DATABASE_URL": dsn,
-                           "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_ENCRYPTION_KEYS": "dev",
-                           "INNKEEPER_IPC_KEYS": "dev", "INNKEEPER_GLOBAL_RATE": str(SIM_GLOBAL_RATE),
-                           "INNKEEPER_LOG_LEVEL": "WARNING",
-                           "INNKEEPER_LOG_FORMAT": "json",
-                           "INNKEEPER_METRICS_PORT_BASE": str(metrics_base), "INNKEEPER_IDENTIFY_WINDOW": "0.1"},
-                          f"http://127.0.0.1:{metrics_base}/metrics", logs / "stack.log"),
+            "bare": bare_bot(sim.url, logs / "bare.log", profile=profile / "bare.prof" if profile else None),
+            "stack": stack_bot(sim.url, logs / "stack.log", dsn=dsn, prefix=prefix,
+                               profile=profile / "stack.prof" if profile else None),
         }
         try:
             for name, bot in bots.items():
