@@ -16,6 +16,7 @@ shared cache          invalidations over pub/sub (guild configuration and aliase
 IPC bus               answers the cluster's bus actions, asks the others
 usage recorder        batched command-usage rows
 pipeline              drains its background writes at shutdown
+lean messages         the loads that parked messages of guilds with an unknown configuration wait for
 reminders             claims and delivers due reminders
 maintenance           retention and the row-binding upgrade, one cluster at a time
 snapshots             guild snapshots in Redis
@@ -169,7 +170,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
                      shard_ids=ctx.shard_ids, shard_count=ctx.shard_count, extensions=extensions,
                      sync_commands=s.sync_commands, **bot_options)
     # before the tracker wraps the parsers, so it still counts the messages the filter drops
-    LeanMessages(s.default_prefix, guild_config).install(bot)
+    lean = LeanMessages(s.default_prefix, guild_config)
+    lean.install(bot)
     tracker.attach(bot)
     # before login: every REST, webhook and interaction call goes through it
     install(bot, limiter, guard=LocalInvalidGuard.from_settings(s))
@@ -186,6 +188,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(_SubscribeInBackground(bus))
     services.add(usage)
     services.add(pipeline)
+    services.add(lean)
     services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id, refused=refused))
     services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
                                     interval_s=s.retention_interval_s))
