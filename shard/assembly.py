@@ -17,6 +17,7 @@ IPC bus               answers the cluster's bus actions, asks the others
 usage recorder        batched command-usage rows
 pipeline              drains its background writes at shutdown
 lean messages         the loads that parked messages of guilds with an unknown configuration wait for
+read gate             pauses gateway reads while too much work waits (never once stopped)
 reminders             claims and delivers due reminders
 maintenance           retention and the row-binding upgrade, one cluster at a time
 snapshots             guild snapshots in Redis
@@ -70,6 +71,7 @@ from .pipeline.core import Pipeline
 from .pipeline.deps import CommandDeps
 from .pipeline.sinks import AuditToDatabase, ErrorsToDatabase, UsageToDatabase
 from .pipeline.store import GuildConfigStore
+from .read_gate import ReadGate
 from .reminder_service import ReminderService
 from .rest_guard import LocalInvalidGuard
 from .rest_hook import install
@@ -172,6 +174,9 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     # before the tracker wraps the parsers, so it still counts the messages the filter drops
     lean = LeanMessages(s.default_prefix, guild_config)
     lean.install(bot)
+    reads = ReadGate()  # gateway backpressure: unfinished event tasks, parked messages
+    reads.watch(lean.queue)
+    reads.install(bot)
     tracker.attach(bot)
     # before login: every REST, webhook and interaction call goes through it
     install(bot, limiter, guard=LocalInvalidGuard.from_settings(s))
@@ -189,6 +194,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(usage)
     services.add(pipeline)
     services.add(lean)
+    services.add(reads)
     services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id, refused=refused))
     services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
                                     interval_s=s.retention_interval_s))

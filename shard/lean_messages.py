@@ -21,13 +21,19 @@ each of that guild's messages would become a ``Message``, its author a ``Member`
 ``on_message`` a task waiting on the same load: a burst over cold guilds left thousands of them
 alive at once (about 9 KiB each, 2,000 in 18 MiB of Python heap at the peak of ``bench memory``'s
 burst), and CPython keeps most of that high-water mark resident afterwards. Instead the filter
-*parks* the raw payloads of a guild whose configuration is unknown, in arrival order, starts one
-load for the guild, and decides on each parked message once the load ends (a failed load sends them
-all down the full path, which answers the failure as before). The verdict is the same; only its
+*parks* the raw payloads of a guild whose configuration is unknown, in arrival order, queues one
+load for the guild (``max_loads``, 16, run at once: more would only wait on the database pool, as
+tasks), and decides on each parked message once the load ends (a failed load sends them all down
+the full path, which answers the failure as before). The verdict is the same; only its
 time changes, and a guild's messages keep their order (a message of a parked guild waits behind
-the parked ones). At most ``max_parked`` payloads wait in the whole process: past that, the guild
+the parked ones). At most ``max_parked`` (2,000) payloads wait in the whole process: past that, the guild
 whose message found the queue full is released at once, in order, through the full path (the
-behaviour without parking), so the queue is bounded and nothing is lost.
+behaviour without parking), so nothing is lost.
+
+**Backpressure.** The queue's bound alone would only move a long burst over cold guilds back to the
+full path once the queue is full (20,000 messages over 2,000 cold guilds grew the RSS by 167 MiB in
+``bench memory``), so the queue is one of the counters the cluster's :class:`~shard.read_gate.ReadGate`
+watches: while it is full, the shards stop reading their gateway socket for a moment.
 
 A future per-message feature (automod) must add its own test to :meth:`LeanMessages.verdict`.
 """
@@ -35,6 +41,7 @@ A future per-message feature (automod) must add its own test to :meth:`LeanMessa
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -43,6 +50,8 @@ from prometheus_client import Counter, Gauge
 
 from innkeeper.errors import InnkeeperError
 from innkeeper.services import BackgroundTasks
+
+from .read_gate import Bounded
 
 if TYPE_CHECKING:
     from discord.ext import commands
@@ -60,8 +69,6 @@ PARKED = Gauge("innkeeper_messages_parked", "MESSAGE_CREATEs waiting, unparsed, 
 #: Times the parking queue was full and a guild's messages took the full path at once.
 PARK_OVERFLOWS = Counter("innkeeper_messages_park_overflows",
                          "Times the parked-message queue was full and a guild's messages were parsed at once")
-
-
 class LeanMessages:
     """Decides, on the raw payload, whether a MESSAGE_CREATE needs discord.py at all.
 
@@ -73,21 +80,27 @@ class LeanMessages:
         The guild configuration store (its fresh local copies give the guild's prefix).
     """
 
-    __slots__ = ("default_prefix", "config", "max_parked", "skipped", "_parked", "_parked_count", "_tasks",
-                 "_parse", "_state", "_stopped")
+    __slots__ = ("default_prefix", "config", "max_parked", "max_loads", "skipped", "queue", "_parked", "_to_load",
+                 "_loaders", "_tasks", "_parse", "_state", "_stopped")
 
-    def __init__(self, default_prefix: str, config: GuildConfigStore, *, max_parked: int = 5000) -> None:
-        if max_parked < 0:
-            raise ValueError("max_parked must be 0 or more")
+    def __init__(self, default_prefix: str, config: GuildConfigStore, *, max_parked: int = 2000,
+                 max_loads: int = 16) -> None:
+        if max_parked < 0 or max_loads < 1:
+            raise ValueError("max_parked must be 0 or more, max_loads 1 or more")
         self.default_prefix = default_prefix
         self.config = config
         #: The most raw payloads waiting for their guild's configuration, in the whole process (0: never park).
         self.max_parked = max_parked
+        #: Parked guilds whose configuration loads at once; the others wait their turn in ``_to_load``.
+        self.max_loads = max_loads
         #: Messages dropped so far by this filter.
         self.skipped = 0
         #: guild id (as in the payload) → its parked payloads, in arrival order
         self._parked: dict[str, list[dict[str, Any]]] = {}
-        self._parked_count = 0
+        #: How many payloads are parked (the read gate watches it; full at ``max_parked``).
+        self.queue = Bounded("parked_messages", max_parked)
+        self._to_load: collections.deque[str] = collections.deque()
+        self._loaders = 0
         self._tasks = BackgroundTasks("lean-messages")
         self._parse: Callable[[Any], None] | None = None
         self._state: Any = None
@@ -122,7 +135,7 @@ class LeanMessages:
     @property
     def parked(self) -> int:
         """Payloads waiting for their guild's configuration now."""
-        return self._parked_count
+        return self.queue.count
 
     def install(self, bot: commands.AutoShardedBot) -> None:
         """Wrap discord.py's MESSAGE_CREATE parser of ``bot`` (before anything else wraps it)."""
@@ -141,19 +154,22 @@ class LeanMessages:
         guild = raw if isinstance(raw, str) else None  # ids travel as strings
         waiting = self._parked.get(guild) if guild is not None else None
         if waiting is not None and guild is not None:  # the guild's earlier messages wait: this one goes behind
-            if self._parked_count < self.max_parked:
+            if self.queue.count < self.max_parked:
                 waiting.append(data)
-                self._parked_count += 1
+                self.queue.add()
                 PARKED.inc()
                 return
             PARK_OVERFLOWS.inc()
             self._release(guild)  # full: the guild's messages take the full path now, in order
         verdict = self.verdict(data) if isinstance(data, dict) else True
-        if verdict is None and guild is not None and not self._stopped and self._parked_count < self.max_parked:
+        if verdict is None and guild is not None and not self._stopped and self.queue.count < self.max_parked:
             self._parked[guild] = [data]
-            self._parked_count += 1
+            self.queue.add()
             PARKED.inc()
-            self._tasks.spawn(self._load_then_release(guild), name="load")
+            self._to_load.append(guild)
+            if self._loaders < self.max_loads:
+                self._loaders += 1
+                self._tasks.spawn(self._loader(), name="load")
             return
         if verdict is False:
             self._skip(data)
@@ -169,6 +185,16 @@ class LeanMessages:
         assert self._parse is not None
         self._parse(data)
 
+    async def _loader(self) -> None:
+        """Load parked guilds' configurations one after the other, while any wait (one of ``max_loads``)."""
+        try:
+            while self._to_load:
+                guild = self._to_load.popleft()
+                if guild in self._parked:  # else an overflow released it meanwhile
+                    await self._load_then_release(guild)
+        finally:
+            self._loaders -= 1
+
     async def _load_then_release(self, guild: str) -> None:
         try:
             await self.config.get(int(guild))  # single flight: the full path would wait on the same load
@@ -181,8 +207,9 @@ class LeanMessages:
 
     def _take(self, guild: str) -> list[dict[str, Any]]:
         waiting = self._parked.pop(guild, None) or []
-        self._parked_count -= len(waiting)
-        PARKED.dec(len(waiting))
+        if waiting:
+            self.queue.remove(len(waiting))
+            PARKED.dec(len(waiting))
         return waiting
 
     def _drop(self, guild: str) -> None:

@@ -24,16 +24,22 @@ class _Store:
         self.loads = {g: 0 for g in GUILDS}
         self.gates = {g: asyncio.Event() for g in GUILDS}
         self.failing = failing
+        self.inflight = self.most_inflight = 0
 
     def cached_prefix(self, guild_id: int) -> tuple[bool, str | None]:
         return (True, PREFIXES[guild_id]) if guild_id in self.loaded else (False, None)
 
     async def get(self, guild_id: int) -> None:
         self.loads[guild_id] += 1
-        await self.gates[guild_id].wait()
-        if guild_id in self.failing:
-            raise DatabaseError("down", code=ErrorCode.DB_UNAVAILABLE)
-        self.loaded.add(guild_id)
+        self.inflight += 1
+        self.most_inflight = max(self.most_inflight, self.inflight)
+        try:
+            await self.gates[guild_id].wait()
+            if guild_id in self.failing:
+                raise DatabaseError("down", code=ErrorCode.DB_UNAVAILABLE)
+            self.loaded.add(guild_id)
+        finally:
+            self.inflight -= 1
 
 
 class _State:
@@ -94,13 +100,13 @@ steps = st.lists(st.one_of(
 
 
 @settings(max_examples=200, deadline=None)
-@given(steps=steps, max_parked=st.integers(min_value=0, max_value=12),
+@given(steps=steps, max_parked=st.integers(min_value=0, max_value=12), max_loads=st.integers(min_value=1, max_value=3),
        failing=st.frozensets(st.sampled_from(GUILDS), max_size=2))
 def test_parking_stays_bounded_and_decides_every_message_once_in_order(
-        steps: list[tuple[str, int, bool]], max_parked: int, failing: frozenset[int]) -> None:
+        steps: list[tuple[str, int, bool]], max_parked: int, max_loads: int, failing: frozenset[int]) -> None:
     async def run() -> None:
         store, bot = _Store(failing), _Bot()
-        lean = LeanMessages("!", store, max_parked=max_parked)  # type: ignore[arg-type]
+        lean = LeanMessages("!", store, max_parked=max_parked, max_loads=max_loads)  # type: ignore[arg-type]
         lean.install(bot)  # type: ignore[arg-type]
         state = bot._connection
         sent: dict[int, list[int]] = {g: [] for g in GUILDS}
@@ -115,7 +121,9 @@ def test_parking_stays_bounded_and_decides_every_message_once_in_order(
                 store.gates[guild].set()
             else:
                 await asyncio.sleep(0)
-            assert 0 <= lean.parked <= max_parked
+            assert 0 <= lean.parked <= max_parked and lean.parked == sum(len(v) for v in lean._parked.values())
+            assert lean.queue.full == (max_parked > 0 and lean.parked == max_parked)
+            assert store.most_inflight <= max_loads
         for gate in store.gates.values():
             gate.set()
         await _settle(lean)
@@ -158,7 +166,7 @@ async def test_stopping_drops_what_waits() -> None:
     bot._connection.parsers["MESSAGE_CREATE"](_message(1, 1002, command=True))
     assert lean.parked == 1
     await lean.stop()
-    assert lean.parked == 0 and bot._connection.decided == []
+    assert lean.parked == 0 and lean.queue.count == 0 and bot._connection.decided == []
     bot._connection.parsers["MESSAGE_CREATE"](_message(2, 1002, command=True))  # stopped: the full path
     assert bot._connection.decided == [("parse", 2)]
 
