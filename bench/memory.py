@@ -16,8 +16,8 @@ Each bot goes through two worlds, with the same shard count (``--shards``, one p
 1. **fixed base**: a world of one guild of one member. The base is the RSS once READY and after a
    settling period (``--settle`` seconds, sampled every half second; the last sample): what the
    process costs with (almost) no guilds: interpreter, imports, connections, services;
-2. **large world**: ``--guilds`` guilds of realistic sizes (median 20 members, a long tail) plus
-   ``--huge`` guilds of ``--huge-members`` members, the largest size drawn too
+2. **large world**: ``--guilds`` guilds of realistic sizes (median 20 members, a long tail), of which
+   ``--huge`` have exactly ``--huge-members`` members, the largest size drawn
    (``--max-member-count``). RSS once READY (the bare bot: once every chunk arrived); then a
    burst: ``--traffic`` events of the simulator's ``guild_traffic`` blend (presences, typing,
    member updates, joins and leaves, each guild in proportion to its size) at full speed, then
@@ -161,7 +161,7 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench memory", description=__doc__.split("\n")[0])
-    parser.add_argument("--guilds", type=int, default=2000, help="guilds of realistic sizes (the huge ones are on top)")
+    parser.add_argument("--guilds", type=int, default=2000, help="guilds of realistic sizes, the huge ones among them")
     parser.add_argument("--huge", type=int, default=2, help="guilds of exactly --huge-members members")
     parser.add_argument("--huge-members", type=int, default=100_000, help="the huge guilds' size, and the size cap")
     parser.add_argument("--shards", type=int, default=2)
@@ -177,7 +177,7 @@ def main(argv: list[str]) -> int:
     if not args.bots or any(b not in BOTS for b in args.bots):
         parser.error(f"--bots: choose from {', '.join(BOTS)}")
     out = asyncio.run(benchmark(args))
-    print(f"memory: {args.guilds} realistic guilds + {args.huge} x {args.huge_members:,} members over "
+    print(f"memory: {args.guilds} realistic guilds ({args.huge} of {args.huge_members:,} members) over "
           f"{args.shards} shards (seed {args.seed}); burst {args.traffic:,} guild_traffic events + "
           f"{args.messages:,} messages; quiet {args.quiet:.0f} s")
     for name, r in out["bots"].items():
