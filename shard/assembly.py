@@ -22,7 +22,7 @@ reminders             claims and delivers due reminders
 maintenance           retention and the row-binding upgrade, one cluster at a time
 snapshots             guild snapshots in Redis
 metrics               this cluster's ``/metrics``
-memory trim           glibc's ``malloc_trim`` every 30 s: the heap a burst freed goes back to the OS
+memory trim           glibc's ``malloc_trim`` once READY, then every 30 s: freed heap goes back to the OS
 heartbeat             the cluster's record in Redis (and gateway sessions)
 watchdog              revives zombie shards, gives up on a dead cluster
 identify gate         confirmation tasks of the identify queue
@@ -204,7 +204,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
                                                          ttl=max(3600.0, 2 * s.snapshot_interval_s)),
                                  interval_s=s.snapshot_interval_s))
     services.add(metrics)
-    services.add(MemoryTrim.for_this_process(s.malloc_trim_interval_s))
+    services.add(MemoryTrim.for_this_process(s.malloc_trim_interval_s, ready=bot.wait_until_ready))
     services.add(Heartbeat(ctx.redis, ctx.keys, tracker, cluster_id=ctx.cluster_id,
                            interval_s=s.heartbeat_interval_s, ttl_s=s.heartbeat_ttl_s,
                            metrics_port=lambda: metrics.port, sessions=SessionStore(ctx.redis, ctx.keys),

@@ -35,3 +35,22 @@ def test_this_machine_has_glibc_malloc_trim() -> None:
 def test_a_negative_interval_is_refused() -> None:
     with pytest.raises(ValueError):
         MemoryTrim(-1)
+
+
+async def test_the_first_trim_comes_once_ready_then_every_interval() -> None:
+    import asyncio
+
+    ready = asyncio.Event()
+    trimmed = asyncio.Event()
+
+    def trim() -> int:
+        trimmed.set()
+        return 1
+
+    service = MemoryTrim(3600, trim=trim, rss=lambda: 0, ready=ready.wait)
+    await service.start()
+    await asyncio.sleep(0)
+    assert not trimmed.is_set()  # not before READY
+    ready.set()
+    await asyncio.wait_for(trimmed.wait(), timeout=5)  # at READY, not an hour later
+    await service.stop()
