@@ -69,6 +69,8 @@ PARKED = Gauge("innkeeper_messages_parked", "MESSAGE_CREATEs waiting, unparsed, 
 #: Times the parking queue was full and a guild's messages took the full path at once.
 PARK_OVERFLOWS = Counter("innkeeper_messages_park_overflows",
                          "Times the parked-message queue was full and a guild's messages were parsed at once")
+
+
 class LeanMessages:
     """Decides, on the raw payload, whether a MESSAGE_CREATE needs discord.py at all.
 
@@ -78,6 +80,10 @@ class LeanMessages:
         ``INNKEEPER_DEFAULT_PREFIX``: DMs, and guilds without a prefix of their own.
     config:
         The guild configuration store (its fresh local copies give the guild's prefix).
+    max_parked:
+        The most raw payloads waiting for their guild's configuration in the process (0: never park).
+    max_loads:
+        Parked guilds whose configuration loads at once.
     """
 
     __slots__ = ("default_prefix", "config", "max_parked", "max_loads", "skipped", "queue", "_parked", "_to_load",
@@ -203,6 +209,8 @@ class LeanMessages:
             raise
         except InnkeeperError as exc:  # the full path meets the same failure and answers it as before
             _log.debug("guild %s: configuration load failed (%s); its parked messages take the full path", guild, exc)
+        except Exception:  # a bug must not strand the guild's messages
+            _log.exception("guild %s: configuration load failed; its parked messages take the full path", guild)
         self._release(guild)
 
     def _take(self, guild: str) -> list[dict[str, Any]]:

@@ -171,6 +171,21 @@ async def test_stopping_drops_what_waits() -> None:
     assert bot._connection.decided == [("parse", 2)]
 
 
+async def test_an_unexpected_load_failure_still_sends_the_parked_messages_on(caplog: pytest.LogCaptureFixture) -> None:
+    class _Broken(_Store):
+        async def get(self, guild_id: int) -> None:
+            raise RuntimeError("a bug")
+
+    store, bot = _Broken(), _Bot()
+    lean = LeanMessages("!", store)  # type: ignore[arg-type]
+    lean.install(bot)  # type: ignore[arg-type]
+    bot._connection.parsers["MESSAGE_CREATE"](_message(1, 1004, command=False))
+    await _settle(lean)
+    assert bot._connection.decided == [("parse", 1)] and lean.parked == 0  # the full path, as without parking
+    assert "configuration load failed" in caplog.text
+    await lean.stop()
+
+
 def test_a_negative_bound_is_refused() -> None:
     with pytest.raises(ValueError):
         LeanMessages("!", _Store(), max_parked=-1)  # type: ignore[arg-type]
