@@ -5,7 +5,13 @@ it to ``process_commands`` (what ``commands.Bot`` does by default), so the bot p
 parsing on every message, as ours does. A tiny HTTP endpoint in the same event loop answers
 ``GET /count`` with ``{"messages", "ready"}`` for the benchmark to poll.
 
-Usage: ``python bench/_bare_bot.py API_URL TOKEN COUNT_PORT``
+With ``--members`` (and ``--presences``) it asks for those intents and keeps discord.py's default
+caching for them: every member cached (``MemberCacheFlags.from_intents``) and every guild that needs it
+chunked at start-up (``chunk_guilds_at_startup`` defaults to the members intent), as a bot that never
+thought about memory does. ``/count`` then also says how many members are cached, and ``ready`` waits
+for the chunking, as discord.py's READY does.
+
+Usage: ``python bench/_bare_bot.py API_URL TOKEN COUNT_PORT [--members] [--presences]``
 """
 
 from __future__ import annotations
@@ -25,9 +31,11 @@ __all__ = ("main",)
 
 
 class BareBot(commands.AutoShardedBot):
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, members: bool = False, presences: bool = False) -> None:
         intents = discord.Intents.default()
         intents.message_content = True
+        intents.members = members
+        intents.presences = presences
         super().__init__(command_prefix="!", intents=intents, help_command=None)
         self.messages = 0
         self.port = port
@@ -47,7 +55,9 @@ class BareBot(commands.AutoShardedBot):
         self.add_command(ping)
 
     async def _count(self, request: web.Request) -> web.Response:
-        return web.json_response({"messages": self.messages, "ready": self.is_ready()})
+        return web.json_response({"messages": self.messages, "ready": self.is_ready(), "guilds": len(self.guilds),
+                                  "members_cached": sum(len(g.members) for g in self.guilds),
+                                  "chunked": sum(1 for g in self.guilds if g.chunked)})
 
     async def on_message(self, message: discord.Message) -> None:
         self.messages += 1
@@ -61,9 +71,10 @@ def _interrupt(signum: int, frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     api_url, token, port = sys.argv[1:4]
+    flags = set(sys.argv[4:])
     Route.BASE = f"{api_url}/api/v10"
     DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(api_url.replace("http", "ws", 1) + "/gateway")
-    BareBot(int(port)).run(token, log_handler=None)
+    BareBot(int(port), members="--members" in flags, presences="--presences" in flags).run(token, log_handler=None)
 
 
 if __name__ == "__main__":

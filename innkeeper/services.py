@@ -68,6 +68,9 @@ class BackgroundTasks:
         task = asyncio.create_task(self._guard(coro, name), name=f"{self.service}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # A task cancelled before its first step never awaited ``coro``: close it (a no-op once it ran),
+        # so that stopping a service right after a spawn leaves no "never awaited" warning.
+        task.add_done_callback(lambda _: coro.close())
         return task
 
     async def _guard(self, coro: Coroutine[Any, Any, object], name: str) -> None:

@@ -197,6 +197,7 @@ class Settings:
     guard_processes: int = 1  # INNKEEPER_GUARD_PROCESSES: processes sharing this host's IP (the launcher sets it)
     # Shared state
     snapshot_interval_s: float = 300.0  # INNKEEPER_SNAPSHOT_INTERVAL: guild snapshots to Redis; 0 turns off
+    malloc_trim_interval_s: float = 30.0  # INNKEEPER_MALLOC_TRIM_INTERVAL: freed heap back to the OS; 0 turns off
     # Database
     db_pool_min: int = 1
     db_pool_max: int = 10
@@ -306,6 +307,7 @@ class Settings:
             guard_hard=guard_hard,
             guard_processes=e.as_int("INNKEEPER_GUARD_PROCESSES", 1, minimum=1, maximum=1000),
             snapshot_interval_s=e.as_float("INNKEEPER_SNAPSHOT_INTERVAL", 300.0, minimum=0.0),
+            malloc_trim_interval_s=e.as_float("INNKEEPER_MALLOC_TRIM_INTERVAL", 30.0, minimum=0.0),
             db_pool_min=pool_min,
             db_pool_max=pool_max,
             slow_query_ms=e.as_float("INNKEEPER_SLOW_QUERY_MS", 250.0, minimum=0.0),
@@ -426,6 +428,7 @@ _ENV_NAME = {
     "zombie_after_s": "zombie_after",
     "command_timeout_s": "command_timeout",
     "snapshot_interval_s": "snapshot_interval",
+    "malloc_trim_interval_s": "malloc_trim_interval",
     "retention_interval_s": "retention_interval",
     "ipc_max_age_s": "ipc_max_age",
     "automod_log_window_s": "automod_log_window",

@@ -20,10 +20,13 @@ usage recorder        batched command-usage rows
 pipeline              drains its background writes at shutdown
 automod               sweeps its repeat counters; at shutdown lets deletes finish and writes
                       its open log windows (notices, audit rows)
+lean messages         the loads that parked messages of guilds with an unknown configuration wait for
+read gate             pauses gateway reads while too much work waits (never once stopped)
 reminders             claims and delivers due reminders
 maintenance           retention and the row-binding upgrade, one cluster at a time
 snapshots             guild snapshots in Redis
 metrics               this cluster's ``/metrics``
+memory trim           glibc's ``malloc_trim`` once READY, then every 30 s: freed heap goes back to the OS
 heartbeat             the cluster's record in Redis (and gateway sessions)
 watchdog              revives zombie shards, gives up on a dead cluster
 identify gate         confirmation tasks of the identify queue
@@ -72,12 +75,14 @@ from .heartbeat_writer import Heartbeat
 from .identify import IdentifyGate
 from .lean_messages import LeanMessages
 from .maintenance import MaintenanceService
+from .memory_trim import MemoryTrim
 from .metrics_server import ClusterMetrics
 from .pipeline.alias_cache import AliasCache
 from .pipeline.core import Pipeline
 from .pipeline.deps import CommandDeps
 from .pipeline.sinks import AuditToDatabase, ErrorsToDatabase, UsageToDatabase
 from .pipeline.store import GuildConfigStore
+from .read_gate import ReadGate
 from .reminder_service import ReminderService
 from .rest_guard import LocalInvalidGuard
 from .rest_hook import install
@@ -183,8 +188,12 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     automod = Automod(bot, audit=AuditToDatabase(ctx.database), refused=refused, owner_ids=s.owner_ids,
                       log_window_s=s.automod_log_window_s)
     # before the tracker wraps the parsers, so it still counts the messages the filter drops
-    LeanMessages(s.default_prefix, guild_config, automod).install(bot)
+    lean = LeanMessages(s.default_prefix, guild_config, automod)
+    lean.install(bot)
     FairReader().install(bot)  # each shard's reader yields the loop after 2 ms of backlog
+    reads = ReadGate()  # gateway backpressure: unfinished event tasks, parked messages
+    reads.watch(lean.queue)
+    reads.install(bot)
     prefetch = ConfigPrefetch(bot, guild_config)
     prefetch.install()  # READY payloads start loading their guilds' configurations
     tracker.attach(bot)
@@ -206,6 +215,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(usage)
     services.add(pipeline)
     services.add(automod)
+    services.add(lean)
+    services.add(reads)
     services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id, refused=refused))
     services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
                                     interval_s=s.retention_interval_s))
@@ -213,6 +224,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
                                                          ttl=max(3600.0, 2 * s.snapshot_interval_s)),
                                  interval_s=s.snapshot_interval_s))
     services.add(metrics)
+    services.add(MemoryTrim.for_this_process(s.malloc_trim_interval_s, ready=bot.wait_until_ready))
     services.add(Heartbeat(ctx.redis, ctx.keys, tracker, cluster_id=ctx.cluster_id,
                            interval_s=s.heartbeat_interval_s, ttl_s=s.heartbeat_ttl_s,
                            metrics_port=lambda: metrics.port, sessions=SessionStore(ctx.redis, ctx.keys),
