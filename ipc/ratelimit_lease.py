@@ -53,38 +53,40 @@ SettleOp = tuple[str, str, str, int, int, int]
 #: A bucket, as the limiter keys it: (route key, major parameters).
 Key = tuple[str, str]
 
-_RESET_SLACK = 0.002  # seconds: the claim's reset is rounded down to whole ms
-_DEMAND_TAU = 1.0  # seconds: how fast the demand estimate forgets
+_RESET_SLACK = 0.001  # seconds: Discord rounds Reset-After to whole ms
 
 
 class _Rate:
-    """Requests per second, decaying exponentially with time constant ``_DEMAND_TAU``."""
+    """Requests per second, decaying exponentially with time constant ``tau`` seconds."""
 
-    __slots__ = ("value", "at")
+    __slots__ = ("value", "at", "tau")
 
-    def __init__(self) -> None:
+    def __init__(self, tau: float) -> None:
         self.value = 0.0
         self.at = 0.0
+        self.tau = tau
 
     def hit(self, now: float) -> None:
-        self.value = self.current(now) + 1.0 / _DEMAND_TAU
+        self.value = self.current(now) + 1.0 / self.tau
         self.at = now
 
     def current(self, now: float) -> float:
-        return self.value * math.exp(-max(now - self.at, 0.0) / _DEMAND_TAU)
+        return self.value * math.exp(-max(now - self.at, 0.0) / self.tau)
 
 
 class _BucketLease:
     """Tokens of one bucket window granted by one claim; ``free`` are the indices not handed out."""
 
-    __slots__ = ("lid", "key", "bid", "win", "limit", "free", "end", "reset_hi", "confirmed", "first_reported")
+    __slots__ = ("lid", "key", "bid", "win", "limit", "free", "end", "reset_lo", "confirmed", "first_reported")
 
-    def __init__(self, lid: str, key: Key, bid: str, win: int, limit: int, end: float, reset_hi: float,
+    def __init__(self, lid: str, key: Key, bid: str, win: int, limit: int, end: float, reset_lo: float,
                  confirmed: bool) -> None:
         self.lid, self.key, self.bid, self.win, self.limit = lid, key, bid, win, limit
         self.free: list[int] = []
         self.end = end  # local time by which every token must have left (at or before the reset)
-        self.reset_hi = reset_hi  # local time no earlier than the reset Redis granted under
+        # local time no later than the reset Redis granted under (claim sent + time to reset): a
+        # server reset past it may be past Redis's, which must then hear of it
+        self.reset_lo = reset_lo
         self.confirmed = confirmed
         self.first_reported = False
 
@@ -168,11 +170,14 @@ class LeaseBook:
         Seconds between tries while another request probes a bucket of unknown limit.
     keep:
         Seconds a bucket's state outlives its window in Redis.
+    demand_tau:
+        Seconds over which the demand estimate that sizes leases forgets (a decaying rate).
     """
 
     def __init__(self, keys: Keys, *, global_rate: int, global_window: float, lease_ttl: float,
                  lease_fraction: float, inflight_ttl: float, guard_soft: int, guard_hard: int,
-                 guard_window: float, guard_max_delay: float, probe_poll: float, keep: float) -> None:
+                 guard_window: float, guard_max_delay: float, probe_poll: float, keep: float,
+                 demand_tau: float = 1.0) -> None:
         if not 0 < lease_fraction <= 1 or lease_ttl <= 0:
             raise ValueError("need 0 < lease_fraction <= 1 and lease_ttl > 0")
         self.prefix = keys.rl_bucket_prefix()
@@ -193,7 +198,8 @@ class LeaseBook:
         self._global_blocked_until = 0.0
         self._global_claiming = False
         self._demand: dict[Key, _Rate] = {}
-        self._gdemand = _Rate()
+        self._demand_tau = demand_tau
+        self._gdemand = _Rate(demand_tau)
         self._reports: list[tuple[list[str], SettleOp | None]] = []
         self._settles: list[SettleOp] = []
         #: True when something queued should reach Redis without waiting for a batch.
@@ -208,7 +214,7 @@ class LeaseBook:
         if rate is None:
             if len(self._demand) >= 4096:
                 self._demand = {k: r for k, r in self._demand.items() if r.current(now) >= 0.01}
-            rate = self._demand[key] = _Rate()
+            rate = self._demand[key] = _Rate(self._demand_tau)
         rate.hit(now)
         if not global_exempt:
             self._gdemand.hit(now)
@@ -293,7 +299,7 @@ class LeaseBook:
         lease: _BucketLease | None = None
         if need_b + lease_b > 0:
             end = t0 + self.lease_ttl if limit < 0 else min(t0 + reset_in / 1000.0, t0 + self.lease_ttl)
-            lease = _BucketLease(lid, claim.key, bid, win, limit, end, now + reset_in / 1000.0 + _RESET_SLACK,
+            lease = _BucketLease(lid, claim.key, bid, win, limit, end, t0 + reset_in / 1000.0,
                                  confirmed and limit >= 0)
         gnow = _GlobalLease(lid, 0, need_g, now) if need_g > 0 else None
         # pair a bucket token with a global slot for each waiter still there, reserved ones first;
@@ -394,8 +400,8 @@ class LeaseBook:
                 if info.limit != lease.limit:
                     report = True
                     self._drop_pool(key, refund=False)
-                elif now + info.reset_after > lease.reset_hi:
-                    report = True  # Discord's window ends later than the one the lease was granted in
+                elif now + info.reset_after + _RESET_SLACK > lease.reset_lo:
+                    report = True  # Discord's window may end later than the one the lease was granted in
                 excess = len(lease.free) - info.remaining
                 if excess > 0:
                     report = True  # Discord has fewer left than this lease still holds: drop the difference
