@@ -26,7 +26,9 @@ State per bucket (hash ``rl:bucket:<id>``, id = ``<discord hash>:<major params>`
 Beside it, ``rl:bucket:<id>:inflight`` (sorted set, score = deadline) holds one member per token
 granted and not yet settled (``<lease id>:b<i>``): unused leased tokens and requests not yet
 answered. A new window starts with ``limit - inflight`` tokens, as discord.py's own ``Ratelimit``
-does with ``outgoing``, so a token taken in one window and sent late is never counted twice. While
+does with ``outgoing``, so a token taken in one window and sent late is never counted twice.
+Tokens still in flight under a bucket's provisional id (``r:…``, taken before its hash was
+known) belong to the same Discord bucket and count against it as well. While
 a bucket's limit is unknown, one request at a time probes it, and nothing is leased.
 
 The global limit is a sliding log (``rl:global``): at most ``global_limit`` entries with a stamp
@@ -75,6 +77,14 @@ local function guard_estimate(key, gw, now)
   local prev = tonumber(counts[2]) or 0
   local elapsed = now - widx * gw
   return cur + prev * (1 - elapsed / gw), cur, prev, elapsed
+end
+
+-- tokens still in flight under the id a bucket had before its hash was known: the same Discord
+-- bucket, so they count against it too
+local function provisional(prefix, route, major, now)
+  local pkey = prefix .. 'r:' .. route .. ':' .. major .. ':inflight'
+  redis.call('ZREMRANGEBYSCORE', pkey, '-inf', now)
+  return redis.call('ZCARD', pkey)
 end
 
 local function members(lid, tag, first, count)
@@ -128,7 +138,13 @@ local limit, remaining, reset_at, win, confirmed = nil, nil, nil, 0, 0
 local avail_b, bwait = n, 0
 if ARGV[7] == '0' then
   local hash = redis.call('HGET', KEYS[1], route)
-  if hash then bid = hash .. ':' .. major else bid = 'r:' .. route .. ':' .. major end
+  local early = 0
+  if hash then
+    bid = hash .. ':' .. major
+    early = provisional(prefix, route, major, now)
+  else
+    bid = 'r:' .. route .. ':' .. major
+  end
   bkey = prefix .. bid
   ikey = bkey .. ':inflight'
   redis.call('ZREMRANGEBYSCORE', ikey, '-inf', now)
@@ -141,10 +157,10 @@ if ARGV[7] == '0' then
   if blocked > now then
     avail_b, bwait = 0, blocked - now
   elseif limit == nil then
-    if redis.call('ZCARD', ikey) > 0 then avail_b, bwait = 0, tonumber(ARGV[23]) else avail_b = 1 end
+    if redis.call('ZCARD', ikey) + early > 0 then avail_b, bwait = 0, tonumber(ARGV[23]) else avail_b = 1 end
   else
     if reset_at == nil or reset_at <= now then
-      remaining = limit - redis.call('ZCARD', ikey)
+      remaining = limit - redis.call('ZCARD', ikey) - early
       reset_at = now + window
       win = win + 1
       confirmed = 0
@@ -174,14 +190,14 @@ local global_short = ARGV[6] == '0' and rg + free_g < n
 local need_b, need_g = math.max(served - rb, 0), math.max(served - rg, 0)
 if ARGV[7] == '1' then need_b = 0 end
 if ARGV[6] == '1' then need_g = 0 end
--- leases: only while the guard is quiet, never for a bucket whose limit is unknown, and no bucket
--- tokens while the request would wait for the global limit anyway
+-- leases: only while the guard is quiet, never for a bucket whose limit is unknown, and only when
+-- every waiter is served (a waiter left short means the capacity is contended, not spare)
 local lease_b, lease_g = 0, 0
 if leasing and bkey and limit ~= nil and not bucket_short and not global_short then
   local cap = math.max(1, math.ceil(limit * frac))
   lease_b = math.max(math.min(tonumber(ARGV[13]), avail_b - need_b, cap - need_b), 0)
 end
-if leasing and ARGV[6] == '0' and not gblocked then
+if leasing and ARGV[6] == '0' and not gblocked and not bucket_short and not global_short then
   local cap = math.max(1, math.floor(glimit * frac))
   lease_g = math.max(math.min(tonumber(ARGV[14]), free_g - need_g, cap - need_g), 0)
 end
@@ -263,6 +279,7 @@ if bid ~= '' then
       -- no live window: the server's view starts one, minus what is still in flight or leased
       redis.call('ZREMRANGEBYSCORE', bkey .. ':inflight', '-inf', now)
       local inflight = redis.call('ZCARD', bkey .. ':inflight')
+      if hash ~= '' then inflight = inflight + provisional(prefix, route, major, now) end
       redis.call('HSET', bkey, 'limit', L, 'remaining', math.max(rem - inflight, 0), 'reset_at', reset_h,
                  'win', cur_win + 1, 'confirmed', 1, 'window', window)
     elseif bid == used and tonumber(ARGV[6]) == cur_win then
