@@ -54,7 +54,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from innkeeper.backoff import Backoff
 from innkeeper.errors import ErrorCode, InnkeeperError
@@ -62,7 +62,8 @@ from innkeeper.services import BackgroundTasks
 
 from . import ratelimit_scripts as lua
 from .ratelimit_headers import ResponseInfo
-from .ratelimit_lease import Claim, LeaseBook, SettleOp, Ticket
+from .ratelimit_lease import LeaseBook, SettleOp, Ticket
+from .ratelimit_rounds import REASONS, WAIT_SECONDS, WAITS, Rounds
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -78,8 +79,6 @@ _log = logging.getLogger(__name__)
 
 SHARED = Gauge("innkeeper_ratelimit_shared",
                "1 while REST limits are shared through Redis; 0 while discord.py limits each process alone")
-WAITS = Counter("innkeeper_ratelimit_waits_total", "Requests that waited for a token, by reason", ["reason"])
-WAIT_SECONDS = Counter("innkeeper_ratelimit_wait_seconds_total", "Seconds spent waiting for tokens", ["reason"])
 RESPONSES_429 = Counter("innkeeper_ratelimit_429_total", "429 responses received, by scope", ["scope"])
 INVALID = Gauge("innkeeper_ratelimit_invalid_requests",
                 "Bot-wide 401/403/429 responses in the guard's sliding window (estimate)")
@@ -88,21 +87,11 @@ FALLBACKS = Counter("innkeeper_ratelimit_fallbacks_total", "Times shared limitin
 REQUESTS = Counter("innkeeper_ratelimit_requests_total",
                    "Requests the shared limiter let through, by path: local (a lease or an exempt request, no "
                    "Redis call) or redis (after a claim)", ["path"])
-ROUND_TRIPS = Counter("innkeeper_ratelimit_round_trips_total",
-                      "Redis round trips of the shared limiter (one pipeline each)")
-
-_REASONS = {lua.WAIT_BUCKET: "bucket", lua.WAIT_GLOBAL: "global", lua.GUARD_DELAY: "guard"}
 
 #: The invalid-request guard's defaults: delays start above :data:`GUARD_SOFT` invalid responses per
 #: :data:`GUARD_WINDOW` seconds and reach :data:`GUARD_MAX_DELAY` seconds per request at
 #: :data:`GUARD_HARD`, where requests are refused. Discord bans at 10,000 per 10 minutes.
 GUARD_SOFT, GUARD_HARD, GUARD_WINDOW, GUARD_MAX_DELAY = 5000, 9000, 600.0, 2.0
-
-#: What a waiter gets back from a round: a ticket, (status, wait ms, estimate), or None (step aside).
-_Outcome = Ticket | tuple[int, int, int] | None
-#: Waiters of one bucket with the same flags: ((route key, major), (global, bucket, guard exempt), guard served).
-_GroupKey = tuple[tuple[str, str], tuple[bool, bool, bool], bool]
-_Command = tuple[str, list[str], list[str]]
 
 
 class RequestRefused(InnkeeperError):
@@ -185,30 +174,21 @@ class SharedRateLimiter:
         self.global_rate = global_rate
         self.global_window = global_window
         self.global_margin = global_margin
+        self.op_timeout = op_timeout
         self._book = LeaseBook(keys, global_rate=global_rate, global_window=global_window + global_margin,
                                lease_ttl=lease_ttl, lease_fraction=lease_fraction, inflight_ttl=inflight_ttl,
                                guard_soft=guard_soft, guard_hard=guard_hard, guard_window=guard_window,
                                guard_max_delay=guard_max_delay, probe_poll=probe_poll,
                                keep=max(60.0, inflight_ttl))
-        self.op_timeout = op_timeout
-        self.flush_delay = flush_delay
-        self.max_rounds = max_rounds
+        self._rounds = Rounds(redis, self._book, op_timeout=op_timeout, flush_delay=flush_delay,
+                              max_rounds=max_rounds, on_failure=self._fall_back)
         self._probe_backoff = probe_backoff or Backoff(0.2, 5.0)
         self._shared = True
         self._tasks = BackgroundTasks("ratelimit")
         self._probing = False
-        self._pending: dict[_GroupKey, list[asyncio.Future[_Outcome]]] = {}
-        self._claiming: set[tuple[str, str]] = set()
-        self._rounds: set[asyncio.Task[None]] = set()
-        self._kicked = False
-        self._flush_timer: asyncio.TimerHandle | None = None
-        self._expiry_timer: asyncio.TimerHandle | None = None
-        self._expiry_at = 0.0
         self._orphans: collections.deque[SettleOp] = collections.deque(maxlen=10_000)
         self._closed = False
-        #: Redis round trips made (one pipeline each: claims, reports, settlements), for benchmarks.
-        self.redis_calls = 0
-        #: Requests asked about (:meth:`acquire` calls), for benchmarks: round trips per request.
+        #: Requests let through (:meth:`acquire` calls that returned), for benchmarks: round trips per request.
         self.requests = 0
         SHARED.set(1)
 
@@ -228,6 +208,11 @@ class SharedRateLimiter:
     def invalid_estimate(self) -> int:
         """The last invalid-request estimate Redis reported."""
         return self._book.estimate
+
+    @property
+    def redis_calls(self) -> int:
+        """Redis round trips made (one pipeline each: claims, reports, settlements), for benchmarks."""
+        return self._rounds.redis_calls
 
     # --- the request path -------------------------------------------------------------------------
     async def acquire(self, route_key: str, major: str = "", *, global_exempt: bool = False,
@@ -263,26 +248,26 @@ class SharedRateLimiter:
         WaitTooLong
             The wait would exceed ``max_wait``.
         """
-        self.requests += 1
         if not self._shared or self._closed:
+            self.requests += 1
             return None
         loop = asyncio.get_running_loop()
+        book = self._book
         flags = (global_exempt, bucket_exempt, guard_exempt)
-        self._book.note_demand((route_key, major), global_exempt, loop.time())
+        book.note_demand((route_key, major), global_exempt, loop.time())
         guard_served = False
         path = "local"
         while True:
-            ticket = self._book.take(route_key, major, global_exempt=global_exempt, bucket_exempt=bucket_exempt,
-                                     guard_exempt=guard_exempt, now=loop.time())
+            ticket = book.take(route_key, major, global_exempt=global_exempt, bucket_exempt=bucket_exempt,
+                               guard_exempt=guard_exempt, now=loop.time())
             if ticket is not None:
-                self._queued()
-                REQUESTS.labels(path).inc()
-                return ticket
+                self._rounds.queued()  # a spent lease settles
+                break
             path = "redis"
-            outcome = await self._claim((route_key, major), flags, guard_served)
+            outcome = await self._rounds.claim((route_key, major), flags, guard_served, max_wait)
             if outcome is None or isinstance(outcome, Ticket):
-                REQUESTS.labels(path).inc()
-                return outcome
+                ticket = outcome
+                break
             status, wait_ms, estimate = outcome
             if status == lua.REFUSED:
                 REFUSED.inc()
@@ -291,29 +276,18 @@ class SharedRateLimiter:
                 guard_served = True
             if status != lua.TAKEN:
                 await self._wait(status, wait_ms, max_wait)
+        self.requests += 1
+        REQUESTS.labels(path).inc()
+        return ticket
 
     async def _wait(self, status: int, wait_ms: int, max_wait: float | None) -> None:
         wait = wait_ms / 1000.0
         if max_wait is not None and wait > max_wait and status != lua.GUARD_DELAY:
             raise WaitTooLong(wait)
-        reason = _REASONS[status]
+        reason = REASONS[status]
         WAITS.labels(reason).inc()
         WAIT_SECONDS.labels(reason).inc(wait)
         await asyncio.sleep(wait)
-
-    async def _claim(self, key: tuple[str, str], flags: tuple[bool, bool, bool], guard_served: bool) -> _Outcome:
-        """Join the next round's claim for ``key``; the round answers through the future."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_Outcome] = loop.create_future()
-        self._pending.setdefault((key, flags, guard_served), []).append(future)
-        self._kick()
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and isinstance(ticket := future.result(), Ticket):
-                self._book.discard(ticket, loop.time())  # granted, but the request will never leave
-                self._queued()
-            raise
 
     def update(self, ticket: Ticket | None, response: ResponseInfo) -> None:
         """Record a response at once: no round trip; what changes shared state goes in the next one."""
@@ -333,183 +307,26 @@ class SharedRateLimiter:
 
     async def flush(self) -> None:
         """Wait for the round trips in flight, then send every pending report and settlement now."""
-        while self._rounds:
-            await asyncio.gather(*self._rounds, return_exceptions=True)
-        if self._book.pending and self._shared and not self._closed:
-            await self._round([], self._book.take_reports(), self._book.take_settles())
+        await self._rounds.flush()
+        INVALID.set(self._book.estimate)
 
-    # --- rounds: one pipeline per round trip ------------------------------------------------------
     def _queued(self) -> None:
-        """Something was queued for Redis or a lease changed: schedule what it needs."""
-        if not self._shared or self._closed:
-            self._orphans.extend(self._book.clear())
-            return
-        if self._book.urgent:
-            self._kick()
-        elif self._book.pending and self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(self.flush_delay, self._flush_due)
-        self._arm_expiry()
-
-    def _kick(self) -> None:
-        if not self._kicked:
-            self._kicked = True
-            asyncio.get_running_loop().call_soon(self._dispatch)
-
-    def _flush_due(self) -> None:
-        self._flush_timer = None
-        self._dispatch(flush=True)
-
-    def _arm_expiry(self) -> None:
-        deadline = self._book.next_deadline()
-        if deadline is None or (self._expiry_timer is not None and self._expiry_at <= deadline):
-            return
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
-        self._expiry_at = deadline
-        self._expiry_timer = asyncio.get_running_loop().call_at(deadline, self._expire_due)
-
-    def _expire_due(self) -> None:
-        self._expiry_timer = None
-        self._book.expire(asyncio.get_running_loop().time())
-        self._queued()
-
-    def _dispatch(self, flush: bool = False) -> None:
-        self._kicked = False
-        if not self._shared or self._closed:
-            self._answer_pending(None)
-            return
-        while len(self._rounds) < self.max_rounds:
-            claims = self._collect()
-            if not claims and not (self._book.urgent or (flush and self._book.pending)):
-                break
-            # what the cluster owes Redis rides with these claims, taken now so no other round sends it
-            reports, settles = self._book.take_reports(), self._book.take_settles()
-            task = self._tasks.spawn(self._round(claims, reports, settles), name="round")
-            self._rounds.add(task)
-            task.add_done_callback(self._rounds.discard)
-            flush = False
-        if self._book.pending and self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(self.flush_delay, self._flush_due)
-
-    def _collect(self) -> list[tuple[Claim, list[asyncio.Future[_Outcome]]]]:
-        """One claim per bucket with waiters and no claim in flight; leases taken meanwhile go first."""
-        now = asyncio.get_running_loop().time()
-        claims = []
-        for group, futures in list(self._pending.items()):
-            (route_key, major), (global_exempt, bucket_exempt, guard_exempt), guard_served = group
-            live = [f for f in futures if not f.done()]
-            while live and (ticket := self._book.take(route_key, major, global_exempt=global_exempt,
-                                                      bucket_exempt=bucket_exempt, guard_exempt=guard_exempt,
-                                                      now=now)) is not None:
-                live.pop(0).set_result(ticket)
-            if not live or (route_key, major) in self._claiming:
-                if live:
-                    self._pending[group] = live
-                else:
-                    del self._pending[group]
-                continue
-            batch = live if global_exempt else live[:self._book.global_cap]
-            if len(batch) < len(live):
-                self._pending[group] = live[len(batch):]
-            else:
-                del self._pending[group]
-            claim = self._book.begin_claim(route_key, major, global_exempt=global_exempt,
-                                           bucket_exempt=bucket_exempt, guard_exempt=guard_exempt,
-                                           guard_served=guard_served, waiters=len(batch), now=now)
-            self._claiming.add((route_key, major))
-            claims.append((claim, batch))
-        return claims
-
-    async def _round(self, claims: list[tuple[Claim, list[asyncio.Future[_Outcome]]]],
-                     reports: list[tuple[list[str], SettleOp | None]], settle_ops: list[SettleOp]) -> None:
-        book = self._book
-        commands: list[_Command] = [("update", book.update_keys, args) for args, _ in reports]
-        if settle_ops:
-            commands.append(("settle", book.settle_keys, book.settle_args(settle_ops)))
-        commands += [("claim", book.claim_keys, claim.args) for claim, _ in claims]
-        try:
-            results = await self._execute(commands)
-        except (RedisError, OSError, TimeoutError) as exc:
-            for claim, _ in claims:
-                book.abort_claim(claim)
-            self._orphans.extend(settle_ops)
-            self._orphans.extend(token for _, token in reports if token is not None)
-            self._fall_back(exc)
-            return
-        except BaseException:
-            for claim, _ in claims:
-                book.abort_claim(claim)
-            raise
+        if self._shared and not self._closed:
+            self._rounds.queued()
         else:
-            now = asyncio.get_running_loop().time()
-            for result in results[:len(reports)]:
-                self._note_estimate(int(result))
-            for (claim, futures), reply in zip(claims, results[len(commands) - len(claims):], strict=True):
-                live = [f for f in futures if not f.done()]
-                outcome = book.finish_claim(claim, reply, live=len(live), now=now)
-                for future, ticket in zip(live, outcome.tickets, strict=False):
-                    future.set_result(ticket)
-                for future in live[len(outcome.tickets):]:
-                    future.set_result((outcome.status, outcome.wait_ms, outcome.estimate))
-            self._note_estimate(book.estimate)
-        finally:
-            for claim, futures in claims:
-                self._claiming.discard(claim.key)
-                for future in futures:
-                    if not future.done():
-                        future.set_result(None)  # closing, or the round failed: step aside
-            if self._shared and not self._closed:
-                self._queued()
-                self._kick()
-
-    async def _execute(self, commands: list[_Command]) -> list[Any]:
-        """Run ``commands`` (script name, keys, ARGV) in one pipeline; load the scripts on ``NOSCRIPT``."""
-        self.redis_calls += 1
-        ROUND_TRIPS.inc()
-        async with asyncio.timeout(self.op_timeout):
-            results: list[Any] = await self._pipeline(commands)
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if missing:  # Redis restarted or flushed its scripts: load them, run what failed again
-                self.redis_calls += 2
-                ROUND_TRIPS.inc(2)
-                load = self.redis.pipeline(transaction=False)
-                for source in (lua.CLAIM, lua.UPDATE, lua.SETTLE):
-                    load.script_load(source)
-                await load.execute()
-                for i, result in zip(missing, await self._pipeline([commands[i] for i in missing]), strict=True):
-                    results[i] = result
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return results
-
-    async def _pipeline(self, commands: list[_Command]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for name, keys, args in commands:
-            pipe.evalsha(lua.SHAS[name], len(keys), *keys, *args)
-        result: list[Any] = await pipe.execute(raise_on_error=False)
-        return result
-
-    def _answer_pending(self, outcome: _Outcome) -> None:
-        for futures in self._pending.values():
-            for future in futures:
-                if not future.done():
-                    future.set_result(outcome)
-        self._pending.clear()
-
-    def _note_estimate(self, estimate: int) -> None:
-        self._book.estimate = estimate
-        INVALID.set(estimate)
+            self._orphans.extend(self._book.clear())  # Redis gets them once it is back
 
     # --- the fallback -----------------------------------------------------------------------------
-    def _fall_back(self, exc: BaseException) -> None:
+    def _fall_back(self, exc: BaseException, lost: list[SettleOp] | None = None) -> None:
+        self._orphans.extend(lost or ())
         if not self._shared:
             return
         self._shared = False
+        self._rounds.active = False
         SHARED.set(0)
         FALLBACKS.inc()
         self._orphans.extend(self._book.clear())
-        self._answer_pending(None)
+        self._rounds.answer_all(None)
         _log.warning("Redis is unreachable (%s: %s): REST rate limits fall back to discord.py's per-process "
                      "limiting until it is back", type(exc).__name__, exc)
         if not self._probing:
@@ -535,6 +352,7 @@ class SharedRateLimiter:
                 continue
             await self._free_orphans()
             self._shared = True
+            self._rounds.active = True
             SHARED.set(1)
             _log.warning("Redis is reachable again: REST rate limits are shared across clusters again")
             return
@@ -545,22 +363,20 @@ class SharedRateLimiter:
         self._orphans.clear()
         if orphans:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
-                await self._execute([("settle", self._book.settle_keys, self._book.settle_args(orphans))])
+                await self._rounds.execute([("settle", self._book.settle_keys, self._book.settle_args(orphans))])
 
     async def start(self) -> None:
         """Nothing to start: the limiter works from its first request (it is installed before login)."""
 
     async def stop(self) -> None:
-        """Give back the leases this cluster holds and stop. The limiter passes every request through afterwards."""
+        """Give back the leases this cluster holds and stop; afterwards every request passes through."""
         if self._closed:
             return
-        with contextlib.suppress(Exception):
-            await self.flush()
+        if self._shared:
+            with contextlib.suppress(Exception):
+                await self._rounds.flush()
         self._closed = True
-        for timer in (self._flush_timer, self._expiry_timer):
-            if timer is not None:
-                timer.cancel()
-        self._answer_pending(None)
+        await self._rounds.close()
         if self._shared:
             await self._free_orphans()
         await self._tasks.cancel()

@@ -99,7 +99,7 @@ end
 #: guard exempt (0/1), guard delay served (0/1), waiters, bucket tokens reserved locally, global slots reserved
 #: locally, bucket tokens to lease, global slots to lease, global limit, global window ms, lease ttl ms,
 #: inflight ttl ms, guard soft, guard hard, guard window ms, guard max delay ms, probe poll ms, keep ms,
-#: lease fraction.
+#: lease fraction, global slots this cluster's waiters want at once (how long to wait when the window is full).
 #: Reply: {status, wait ms, bucket id, window number, invalid estimate, waiters served, bucket tokens for them,
 #: global slots for them, bucket tokens leased, global slots leased, ms to the bucket's reset, bucket limit
 #: (-1 = unknown), window confirmed by the server (0/1)}. Members granted: ``<lease id>:b0…`` (the waiters'
@@ -230,9 +230,12 @@ end
 local status, wait = 0, 0
 if served < n then
   if global_short and not gblocked then
-    -- the window is full: the first stamp to leave it frees a slot
-    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    if oldest[2] then gwait = math.max(tonumber(oldest[2]) + gwin - now, 1) else gwait = 1 end
+    -- the window is full: wake when as many stamps have left it as the cluster wants slots (its
+    -- waiters on every bucket, up to a small batch), so they come back together in one round trip
+    local lacking = math.max(math.min(tonumber(ARGV[26]) - rg - free_g, glimit), 1)
+    local nth = redis.call('ZRANGE', KEYS[2], lacking - 1, lacking - 1, 'WITHSCORES')
+    if not nth[2] then nth = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES') end
+    if nth[2] then gwait = math.max(tonumber(nth[2]) + gwin - now, 1) else gwait = 1 end
   end
   if bwait >= gwait then status, wait = 1, bwait else status, wait = 4, gwait end
 end

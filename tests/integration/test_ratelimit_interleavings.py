@@ -150,12 +150,13 @@ class World:
 
     def round(self, c: Cluster, to_redis: float, from_redis: float) -> None:
         claims: list[tuple[Claim, list[Request]]] = []
+        global_waiters = sum(len(waiting) for waiting in c.waiting.values())
         for channel, waiting in c.waiting.items():
             if waiting:
                 batch, waiting[:] = waiting[:c.book.global_cap], waiting[c.book.global_cap:]
                 claims.append((c.book.begin_claim(ROUTE, channel, global_exempt=False, bucket_exempt=False,
                                                   guard_exempt=False, guard_served=False, waiters=len(batch),
-                                                  now=self.local(c)), batch))
+                                                  now=self.local(c), global_waiters=global_waiters), batch))
         reports, settles = c.book.take_reports(), c.book.take_settles()
         commands = [("update", c.book.update_keys, args) for args, _ in reports]
         if settles:
