@@ -11,8 +11,10 @@ to fourfold, and nothing holds the bot-wide global limit (50/s) before Discord d
   the next *round*: one Redis pipeline that carries the cluster's pending reports and
   settlements first, then one ``CLAIM`` script per bucket, which grants a token and a slot to each
   waiter (or says how long to wait) and, sized from the cluster's recent demand, a lease for the
-  next ones. No lock is held across a Redis call: waiters wait on futures, a cluster keeps at
-  most one claim per bucket in flight, and rounds run side by side (``max_rounds``).
+  next ones (:mod:`ipc.ratelimit_rounds`). No lock is held across a Redis call: waiters wait on
+  futures, a cluster keeps at most one claim per bucket in flight, and rounds run side by side
+  (``max_rounds``). A waiter told to wait stays parked on its future and joins the round that
+  runs when its wait is over, with every other waiter due then.
 * **Responses cost no round trip.** :meth:`~SharedRateLimiter.update` applies the server's
   ``X-RateLimit-*`` headers locally at once. Only what changes shared state goes to Redis, in
   the next round: a new or changed bucket hash, a 429 (it blocks the global limit or the bucket

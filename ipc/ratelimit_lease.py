@@ -2,8 +2,8 @@
 
 :class:`LeaseBook` does no I/O and reads no clock: :class:`~ipc.ratelimit.SharedRateLimiter` feeds it
 the time and carries its scripts' arguments to Redis, and the interleaving test
-(``tests/unit/test_ratelimit_interleavings.py``) drives several books against the real scripts with a
-clock of its own. Everything that decides what a cluster may send lives here.
+(``tests/integration/test_ratelimit_interleavings.py``) drives several books against the real
+scripts with a clock of its own. Everything that decides what a cluster may send lives here.
 
 A request leaves at once, with no Redis call, when the book holds a token of its bucket and a slot
 of the global window (:meth:`LeaseBook.take`). Otherwise its waiters are grouped by bucket into a
@@ -16,8 +16,10 @@ The rules a lease obeys, and why the fleet stays within Discord's limits:
 * **Global slots.** A leased slot is valid ``lease_ttl`` seconds from the moment its claim was sent
   (no later than Redis granted it), and Redis stamps it at grant + ``lease_ttl``: its latest possible
   use, so the sliding log counts it in every window it could be sent in. Used slots are restamped
-  to the settlement's time (no later than their use) and unused ones removed once the lease is
-  spent or expired; both only shrink what others wait for.
+  to the settlement's time (no earlier than their use) and unused ones removed once the lease is
+  spent or expired; both only shrink what others wait for. Slots handed at once to waiting
+  requests are stamped at the grant, as before leases: like every grant, they rely on the global
+  margin covering the time from grant to arrival at Discord.
 * **Bucket tokens.** A lease never exceeds the bucket's remaining tokens (Redis takes them from
   ``remaining`` when it grants them), ends at the bucket's reset as this cluster can bound it from
   below (claim sent + time to reset), and each token stays in the bucket's in-flight set until it is
@@ -26,12 +28,17 @@ The rules a lease obeys, and why the fleet stays within Discord's limits:
 * **Responses** are applied here at once. Only what changes shared state is reported to Redis
   (``UPDATE``, sent before anything else in the next round trip): a 429, a 401/403 for the guard,
   a bucket whose hash or limit was unknown or changed, the first answer of a window Redis opened
-  itself, a reset later than the one the lease was granted under, or fewer tokens left at Discord
-  than the lease still holds (leftover tokens are then dropped). Any other answer only settles its
+  itself, a reset that may be later than the one the lease was granted under (judged against a
+  lower bound of Redis's reset: claim sent + time to reset), or fewer tokens left at Discord than
+  the lease still holds (leftover tokens are then dropped). Any other answer only settles its
   token, batched with others (``SETTLE``).
 * **Fairness.** The script caps a lease at ``lease_fraction`` of the window (of the global limit, of
-  the bucket's limit), grants none while the invalid-request guard is above its soft threshold, and
-  an idle cluster (no recent demand) asks for none.
+  the bucket's limit), grants none while the invalid-request guard is above its soft threshold or
+  while any of the claim's waiters is left waiting, and an idle cluster (no recent demand) asks
+  for none.
+* **Waiting.** When Redis says the global window is full, :attr:`LeaseBook.global_open_at` holds
+  the cluster's requests that need a slot until ``wake_batch`` slots are free, so they come back
+  in one round trip.
 """
 
 from __future__ import annotations

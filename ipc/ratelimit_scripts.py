@@ -28,8 +28,8 @@ granted and not yet settled (``<lease id>:b<i>``): unused leased tokens and requ
 answered. A new window starts with ``limit - inflight`` tokens, as discord.py's own ``Ratelimit``
 does with ``outgoing``, so a token taken in one window and sent late is never counted twice.
 Tokens still in flight under a bucket's provisional id (``r:…``, taken before its hash was
-known) belong to the same Discord bucket and count against it as well. While
-a bucket's limit is unknown, one request at a time probes it, and nothing is leased.
+known) belong to the same Discord bucket and count against it as well. While a bucket's limit is
+unknown, one request at a time probes it, and nothing is leased.
 
 The global limit is a sliding log (``rl:global``): at most ``global_limit`` entries with a stamp
 in any window of ``global_window`` ms (Discord's second plus the margin), the strictest reading of
@@ -37,9 +37,11 @@ in any window of ``global_window`` ms (Discord's second plus the margin), the st
 slot (``<lease id>:g<i>``). A slot handed at once to a waiting request is stamped *now*, as before
 leases. A leased slot may be spent any time until the lease expires (``lease ttl``), so it is
 stamped at that expiry, its latest possible use: it counts in every window it could be sent in.
-A settlement lowers the stamp of a leased slot that was used to the settlement's time (never later
-than its use, never higher: ``ZADD XX LT``) and removes the slots that went unused. A global 429
-sets ``rl:global:block``.
+A settlement lowers the stamp of a leased slot that was used to the settlement's time (never
+earlier than its use; a stamp is never raised: ``ZADD XX LT``) and removes the slots that went
+unused. A claim that finds the window full answers how long until as many stamps have left it as
+the cluster wants slots (a small batch), so that the cluster's waiters come back together. A
+global 429 sets ``rl:global:block``.
 
 Leases are capped in the script at a fraction of the window's capacity (``lease fraction`` of the
 global limit, of a bucket's limit), and none are granted while the invalid-request guard is above

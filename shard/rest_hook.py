@@ -12,9 +12,10 @@ and 5xx retries) and send each attempt through the client's one ``aiohttp.Client
    webhook adapter, are wrapped (instance attributes, not class patches) to put the ``Route``'s
    key and major parameters in a context variable for the duration of the call.
 2. **Each attempt** — an ``aiohttp.TraceConfig`` (discord.py's public ``http_trace`` option)
-   awaits :meth:`~ipc.ratelimit.SharedRateLimiter.acquire` in ``on_request_start`` and reports the
-   response in ``on_request_end`` (before discord.py reads it) or releases the slot in
-   ``on_request_exception``.
+   awaits :meth:`~ipc.ratelimit.SharedRateLimiter.acquire` in ``on_request_start`` (no Redis call
+   when the cluster holds a lease, at most one round trip otherwise), records the response in
+   ``on_request_end`` (before discord.py reads it; applied locally at once, nothing awaited on
+   Redis) or releases the slot in ``on_request_exception``. Nothing here holds a lock.
 
 The local guard
 ---------------
