@@ -83,7 +83,7 @@ class Keys:
         return self._k("rl", "routes")
 
     def rl_global(self) -> str:
-        """Sorted set: send times of the requests counted in the global sliding window."""
+        """Sorted set: one entry per granted global slot, stamped at its latest possible send (ms)."""
         return self._k("rl", "global")
 
     def rl_global_block(self) -> str:
@@ -95,7 +95,7 @@ class Keys:
         return self._k("rl", "bucket", "")
 
     def rl_bucket_inflight(self, bucket: str) -> str:
-        """Sorted set of requests taken from ``bucket`` and not yet answered (score = deadline ms)."""
+        """Sorted set: tokens granted from ``bucket`` and not yet settled, leased or unanswered (score: deadline)."""
         return self.rl_bucket(bucket) + ":inflight"
 
     def rl_invalid(self) -> str:

@@ -1,25 +1,46 @@
-"""Discord REST rate limits shared by every cluster through Redis.
+"""Discord REST rate limits shared by every cluster through Redis, spent locally from leases.
 
 discord.py limits REST per process: four clusters that hit one channel's bucket overshoot it up
 to fourfold, and nothing holds the bot-wide global limit (50/s) before Discord does.
-:class:`SharedRateLimiter` closes that gap. Per request it makes one Redis round trip before
-sending (:meth:`~SharedRateLimiter.acquire`: one atomic Lua script takes a token from the global
-sliding window and from the route's bucket, or answers how long to wait) and one after the
-response (:meth:`~SharedRateLimiter.update`: the server's ``X-RateLimit-*`` headers overwrite the
-shared bucket, the route → bucket-hash map is shared, 429s block the global limit or the bucket
-according to ``X-RateLimit-Scope``, and 401/403/429 feed the invalid-request guard).
+:class:`SharedRateLimiter` closes that gap, and keeps Redis off the path of most requests:
+
+* **The fast path: no Redis call.** A cluster holds *leases*: a few tokens of a bucket's current
+  window and a few slots of the global sliding window, taken in one script call and spent
+  locally. A request that finds both leaves at once (:meth:`~SharedRateLimiter.acquire`).
+* **Otherwise one round trip, shared.** Requests that find no lease wait, grouped by bucket, for
+  the next *round*: one Redis pipeline that carries the cluster's pending reports and
+  settlements first, then one ``CLAIM`` script per bucket, which grants a token and a slot to each
+  waiter (or says how long to wait) and, sized from the cluster's recent demand, a lease for the
+  next ones (:mod:`ipc.ratelimit_rounds`). No lock is held across a Redis call: waiters wait on
+  futures, a cluster keeps at most one claim per bucket in flight, and rounds run side by side
+  (``max_rounds``). A waiter told to wait stays parked on its future and joins the round that
+  runs when its wait is over, with every other waiter due then.
+* **Responses cost no round trip.** :meth:`~SharedRateLimiter.update` applies the server's
+  ``X-RateLimit-*`` headers locally at once. Only what changes shared state goes to Redis, in
+  the next round: a new or changed bucket hash, a 429 (it blocks the global limit or the bucket
+  according to ``X-RateLimit-Scope``), a 401/403/429 for the invalid-request guard, and limits
+  that disagree with the lease. Other answers only settle their token, batched
+  (``flush_delay``) or piggybacked on the next claim.
+
+How leases are sized, stamped and reconciled so that the fleet stays within Discord's limits is
+written down in :mod:`ipc.ratelimit_lease` (the cluster's side) and :mod:`ipc.ratelimit_scripts`
+(Redis's side). ``redis_calls`` counts round trips (one pipeline = one) and ``requests`` counts
+requests, so a benchmark can report round trips per request.
 
 The invalid-request guard keeps the bot far from Discord's ban (10,000 invalid responses per 10
 minutes per IP): above ``guard_soft`` it delays every request in proportion, above
-``guard_hard`` it refuses requests with :class:`RequestRefused` until the estimate falls.
-Interaction callbacks are never delayed or refused (``guard_exempt``): Discord does not count them
-against the global limit, and a callback that does not leave within 3 s is an interaction the user
-sees fail. While the limiter steps aside (below), the per-process guard of ``shard/rest_guard.py``
-holds the line with the same thresholds (:data:`GUARD_SOFT`, :data:`GUARD_HARD`).
+``guard_hard`` it refuses requests with :class:`RequestRefused` until the estimate falls. While
+the estimate is above ``guard_soft`` no lease is granted, so every request asks Redis, as the
+guard requires. Interaction callbacks are never delayed or refused (``guard_exempt``): Discord
+does not count them against the global limit, and a callback that does not leave within 3 s is an
+interaction the user sees fail; they need no Redis call at all. While the limiter steps aside
+(below), the per-process guard of ``shard/rest_guard.py`` holds the line with the same thresholds
+(:data:`GUARD_SOFT`, :data:`GUARD_HARD`).
 
 When Redis is unreachable the limiter steps aside: ``acquire`` returns at once and discord.py's
 own per-process limiting carries on. That is logged once, the gauge
-``innkeeper_ratelimit_shared`` drops to 0, a probe pings Redis with backoff, and shared limiting
+``innkeeper_ratelimit_shared`` drops to 0, the cluster's leases are forgotten (what they held is
+given back once Redis answers again), a probe pings Redis with backoff, and shared limiting
 resumes (gauge 1, logged once) when Redis answers. No Redis error ever reaches the caller.
 
 ``shard/rest_hook.py`` plugs a limiter into a discord.py client; this module knows nothing of
@@ -32,7 +53,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
@@ -44,10 +64,11 @@ from innkeeper.services import BackgroundTasks
 
 from . import ratelimit_scripts as lua
 from .ratelimit_headers import ResponseInfo
+from .ratelimit_lease import LeaseBook, SettleOp, Ticket
+from .ratelimit_rounds import REASONS, WAIT_SECONDS, WAITS, Rounds
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
 
     from innkeeper.settings import Settings
 
@@ -60,15 +81,14 @@ _log = logging.getLogger(__name__)
 
 SHARED = Gauge("innkeeper_ratelimit_shared",
                "1 while REST limits are shared through Redis; 0 while discord.py limits each process alone")
-WAITS = Counter("innkeeper_ratelimit_waits_total", "Requests that waited for a token, by reason", ["reason"])
-WAIT_SECONDS = Counter("innkeeper_ratelimit_wait_seconds_total", "Seconds spent waiting for tokens", ["reason"])
 RESPONSES_429 = Counter("innkeeper_ratelimit_429_total", "429 responses received, by scope", ["scope"])
 INVALID = Gauge("innkeeper_ratelimit_invalid_requests",
                 "Bot-wide 401/403/429 responses in the guard's sliding window (estimate)")
 REFUSED = Counter("innkeeper_ratelimit_refused_total", "Requests refused by the invalid-request guard")
 FALLBACKS = Counter("innkeeper_ratelimit_fallbacks_total", "Times shared limiting fell back to local limiting")
-
-_REASONS = {lua.WAIT_BUCKET: "bucket", lua.WAIT_GLOBAL: "global", lua.GUARD_DELAY: "guard"}
+REQUESTS = Counter("innkeeper_ratelimit_requests_total",
+                   "Requests the shared limiter let through, by path: local (a lease or an exempt request, no "
+                   "Redis call) or redis (after a claim)", ["path"])
 
 #: The invalid-request guard's defaults: delays start above :data:`GUARD_SOFT` invalid responses per
 #: :data:`GUARD_WINDOW` seconds and reach :data:`GUARD_MAX_DELAY` seconds per request at
@@ -107,47 +127,9 @@ class WaitTooLong(InnkeeperError):
         self.retry_after = retry_after
 
 
-class Ticket:
-    """Proof that :meth:`SharedRateLimiter.acquire` took a token; hand it back to ``update``/``release``."""
-
-    __slots__ = ("route_key", "major", "bucket", "window", "token")
-
-    def __init__(self, route_key: str, major: str, bucket: str, window: int, token: str) -> None:
-        self.route_key = route_key
-        self.major = major
-        self.bucket = bucket
-        self.window = window
-        self.token = token
-
-    def __repr__(self) -> str:
-        return f"<Ticket bucket={self.bucket!r} window={self.window}>"
-
-
-class _KeyedLocks:
-    """One FIFO lock per key, forgotten when nobody holds or waits for it."""
-
-    __slots__ = ("_locks",)
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> Any:
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
 
 class SharedRateLimiter:
-    """REST buckets and the global limit, shared by every process through Redis.
+    """REST buckets and the global limit, shared by every process through Redis, spent from leases.
 
     Parameters
     ----------
@@ -158,57 +140,58 @@ class SharedRateLimiter:
     global_rate:
         Requests per ``global_window`` seconds for the whole bot (Discord: 50 per second).
     global_margin:
-        Seconds added to the global window to absorb network jitter between processes.
+        Seconds added to the global window to absorb the time between a grant and the request's
+        arrival at Discord.
     inflight_ttl:
-        Seconds after which a request that never reported back stops holding its bucket's token.
+        Seconds after which a token that was never settled (a request that never reported back)
+        stops holding its bucket.
     guard_soft, guard_hard, guard_window:
         Invalid-request guard: delays start above ``guard_soft`` and reach ``guard_max_delay``
         seconds at ``guard_hard``, where requests are refused. Counted over ``guard_window`` seconds.
     op_timeout:
-        Seconds a Redis call may take before the limiter falls back to local limiting.
-    max_inflight:
-        Redis calls this limiter makes at once; more wait their turn, so a burst of requests
-        cannot exhaust the client's connection pool.
+        Seconds a round trip may take before the limiter falls back to local limiting.
+    lease_ttl:
+        Seconds a lease stays valid. Redis counts a leased global slot as sent at the lease's end,
+        so a longer lease holds capacity longer; 0.1–0.25 s suits Discord's 1 s window.
+    lease_fraction:
+        The largest share of a window (global, or a bucket's) that one lease may take.
+    flush_delay:
+        Seconds settlements may wait to share a round trip with others (reports never wait).
+    max_rounds:
+        Round trips this limiter has in flight at once; more wait their turn, so a burst of
+        requests cannot exhaust the client's connection pool.
     """
 
     def __init__(self, redis: Redis, keys: Keys, *, global_rate: int = 50, global_window: float = 1.0,
                  global_margin: float = 0.05, inflight_ttl: float = 10.0, guard_soft: int = GUARD_SOFT,
                  guard_hard: int = GUARD_HARD, guard_window: float = GUARD_WINDOW,
-                 guard_max_delay: float = GUARD_MAX_DELAY,
-                 probe_poll: float = 0.025, op_timeout: float = 1.0, probe_backoff: Backoff | None = None,
-                 max_inflight: int = 16) -> None:
-        if global_rate < 1 or global_window <= 0 or not 0 < guard_soft < guard_hard:
-            raise ValueError("need global_rate >= 1, global_window > 0 and 0 < guard_soft < guard_hard")
+                 guard_max_delay: float = GUARD_MAX_DELAY, probe_poll: float = 0.025, op_timeout: float = 1.0,
+                 probe_backoff: Backoff | None = None, lease_ttl: float = 0.2, lease_fraction: float = 0.25,
+                 flush_delay: float = 0.02, max_rounds: int = 4) -> None:
+        if global_rate < 1 or global_window <= 0 or not 0 < guard_soft < guard_hard or max_rounds < 1:
+            raise ValueError("need global_rate >= 1, global_window > 0, 0 < guard_soft < guard_hard and "
+                             "max_rounds >= 1")
         self.redis = redis
         self.keys = keys
         self.global_rate = global_rate
         self.global_window = global_window
         self.global_margin = global_margin
-        self._acquire: AsyncScript = redis.register_script(lua.ACQUIRE)
-        self._update: AsyncScript = redis.register_script(lua.UPDATE)
-        self._acquire_keys = [keys.rl_route_map(), keys.rl_global(), keys.rl_global_block(), keys.rl_invalid()]
-        self._update_keys = [keys.rl_route_map(), keys.rl_global_block(), keys.rl_invalid()]
-        self._prefix = keys.rl_bucket_prefix()
-        ms = 1000.0
-        self._static = (str(global_rate), _fmt((global_window + global_margin) * ms), _fmt(inflight_ttl * ms),
-                        str(guard_soft), str(guard_hard), _fmt(guard_window * ms), _fmt(guard_max_delay * ms))
-        self._guard_window_ms = _fmt(guard_window * ms)
-        self._probe_poll_ms = _fmt(probe_poll * ms)
-        self._keep_ms = _fmt(max(60.0, inflight_ttl) * ms)
         self.op_timeout = op_timeout
+        self._book = LeaseBook(keys, global_rate=global_rate, global_window=global_window + global_margin,
+                               lease_ttl=lease_ttl, lease_fraction=lease_fraction, inflight_ttl=inflight_ttl,
+                               guard_soft=guard_soft, guard_hard=guard_hard, guard_window=guard_window,
+                               guard_max_delay=guard_max_delay, probe_poll=probe_poll,
+                               keep=max(60.0, inflight_ttl))
+        self._rounds = Rounds(redis, self._book, op_timeout=op_timeout, flush_delay=flush_delay,
+                              max_rounds=max_rounds, on_failure=self._fall_back)
         self._probe_backoff = probe_backoff or Backoff(0.2, 5.0)
         self._shared = True
         self._tasks = BackgroundTasks("ratelimit")
         self._probing = False
-        self._bucket_locks = _KeyedLocks()
-        self._global_turn: asyncio.Lock | None = None
-        self._orphans: collections.deque[Ticket] = collections.deque(maxlen=10_000)
-        self._inflight = asyncio.Semaphore(max_inflight)
+        self._orphans: collections.deque[SettleOp] = collections.deque(maxlen=10_000)
         self._closed = False
-        #: The last invalid-request estimate Redis reported.
-        self.invalid_estimate = 0
-        #: Redis calls made (acquire attempts, updates, releases), for benchmarks and debugging.
-        self.redis_calls = 0
+        #: Requests let through (:meth:`acquire` calls that returned), for benchmarks: round trips per request.
+        self.requests = 0
         SHARED.set(1)
 
     @classmethod
@@ -222,6 +205,16 @@ class SharedRateLimiter:
     def shared(self) -> bool:
         """True while limits are shared through Redis; False while falling back to local limiting."""
         return self._shared
+
+    @property
+    def invalid_estimate(self) -> int:
+        """The last invalid-request estimate Redis reported."""
+        return self._book.estimate
+
+    @property
+    def redis_calls(self) -> int:
+        """Redis round trips made (one pipeline each: claims, reports, settlements), for benchmarks."""
+        return self._rounds.redis_calls
 
     # --- the request path -------------------------------------------------------------------------
     async def acquire(self, route_key: str, major: str = "", *, global_exempt: bool = False,
@@ -257,117 +250,85 @@ class SharedRateLimiter:
         WaitTooLong
             The wait would exceed ``max_wait``.
         """
+        if not self._shared or self._closed:
+            self.requests += 1
+            return None
+        loop = asyncio.get_running_loop()
+        book = self._book
+        flags = (global_exempt, bucket_exempt, guard_exempt)
+        book.note_demand((route_key, major), global_exempt, loop.time())
         guard_served = False
-        token = uuid.uuid4().hex
-        async with self._bucket_locks.hold(f"{route_key}\x00{major}"):
-            while True:
-                if global_exempt:
-                    reply = await self._acquire_once(route_key, major, token, True, bucket_exempt, guard_served,
-                                                     guard_exempt)
-                else:
-                    # One task per process at a time waits on the global limit; the others queue
-                    # here, so a saturated global window costs one Redis call per process per slot.
-                    async with self._global_lock():
-                        reply = await self._acquire_once(route_key, major, token, False, bucket_exempt,
-                                                         guard_served, guard_exempt)
-                        while reply is not None and reply[0] == lua.WAIT_GLOBAL:
-                            await self._wait(reply, max_wait)
-                            reply = await self._acquire_once(route_key, major, token, False, bucket_exempt,
-                                                             guard_served, guard_exempt)
-                if reply is None:
-                    return None
-                status, wait_ms, bucket, window, estimate = reply
-                if status == lua.TAKEN:
-                    return Ticket(route_key, major, bucket, window, token)
-                if status == lua.REFUSED:
-                    REFUSED.inc()
-                    raise RequestRefused(wait_ms / 1000.0, estimate)
-                if status == lua.GUARD_DELAY:
-                    guard_served = True
-                await self._wait(reply, max_wait)
+        path = "local"
+        while True:
+            ticket = book.take(route_key, major, global_exempt=global_exempt, bucket_exempt=bucket_exempt,
+                               guard_exempt=guard_exempt, now=loop.time())
+            if ticket is not None:
+                self._rounds.queued()  # a spent lease settles
+                break
+            path = "redis"
+            outcome = await self._rounds.claim((route_key, major), flags, guard_served, max_wait)
+            if outcome is None or isinstance(outcome, Ticket):
+                ticket = outcome
+                break
+            status, wait_ms, estimate = outcome
+            if status == lua.REFUSED:
+                REFUSED.inc()
+                raise RequestRefused(wait_ms / 1000.0, estimate)
+            if status == lua.GUARD_DELAY:
+                guard_served = True
+            if status != lua.TAKEN:
+                await self._wait(status, wait_ms, max_wait)
+        self.requests += 1
+        REQUESTS.labels(path).inc()
+        return ticket
 
-    async def _wait(self, reply: tuple[int, int, str, int, int], max_wait: float | None) -> None:
-        status, wait_ms = reply[0], reply[1]
+    async def _wait(self, status: int, wait_ms: int, max_wait: float | None) -> None:
         wait = wait_ms / 1000.0
         if max_wait is not None and wait > max_wait and status != lua.GUARD_DELAY:
             raise WaitTooLong(wait)
-        reason = _REASONS[status]
+        reason = REASONS[status]
         WAITS.labels(reason).inc()
         WAIT_SECONDS.labels(reason).inc(wait)
         await asyncio.sleep(wait)
 
-    async def _acquire_once(self, route_key: str, major: str, token: str, global_exempt: bool, bucket_exempt: bool,
-                            guard_served: bool, guard_exempt: bool) -> tuple[int, int, str, int, int] | None:
-        g_rate, g_window, inflight, soft, hard, guard_w, guard_delay = self._static
-        args = [route_key, major, self._prefix, token, "1" if global_exempt else "0", g_rate, g_window, inflight,
-                soft, hard, guard_w, guard_delay, "1" if guard_served else "0", self._probe_poll_ms, self._keep_ms,
-                "1" if bucket_exempt else "0", "1" if guard_exempt else "0"]
-        reply = await self._run(self._acquire, self._acquire_keys, args)
-        if reply is None:
-            return None
-        status, wait_ms, bucket, window, estimate = reply
-        bucket_s = bucket.decode() if isinstance(bucket, bytes) else str(bucket)
-        self._note_estimate(int(estimate))
-        return int(status), int(wait_ms), bucket_s, int(window), int(estimate)
-
-    async def update(self, ticket: Ticket | None, response: ResponseInfo) -> None:
-        """Record a response: its limits, its bucket hash, a 429's block, an invalid status."""
+    def update(self, ticket: Ticket | None, response: ResponseInfo) -> None:
+        """Record a response at once: no round trip; what changes shared state goes in the next one."""
         if ticket is None:
             return
         if response.status == 429:
             RESPONSES_429.labels(response.scope or ("global" if response.is_global else "unknown")).inc()
-        has = response.has_limits
-        args = [ticket.route_key, ticket.major, self._prefix, ticket.bucket, str(ticket.window), ticket.token,
-                str(response.status), str(response.limit) if has else "", str(response.remaining) if has else "0",
-                _fmt((response.reset_after or 0.0) * 1000.0), response.bucket, response.scope,
-                _fmt(response.retry_after * 1000.0), "1" if response.is_global else "0", self._guard_window_ms,
-                self._keep_ms, "1" if response.counts_as_invalid else "0"]
-        estimate = await self._run(self._update, self._update_keys, args)
-        if estimate is not None:
-            self._note_estimate(int(estimate))
-        elif ticket.bucket:
-            # Redis failed mid-request: free the slot once it is back, or the bucket stalls
-            # until the in-flight entry expires
-            self._orphans.append(ticket)
+        self._book.answered(ticket, response, asyncio.get_running_loop().time())
+        self._queued()
 
-    async def release(self, ticket: Ticket | None) -> None:
-        """The request failed without a response: give its in-flight slot back."""
-        if ticket is None or not ticket.bucket:
+    def release(self, ticket: Ticket | None) -> None:
+        """The request failed without a response: its token goes back to Redis in the next round trip."""
+        if ticket is None:
             return
-        done = await self._run_plain(self.redis.zrem, self.keys.rl_bucket_inflight(ticket.bucket), ticket.token)
-        if done is None:
-            self._orphans.append(ticket)
+        self._book.failed(ticket)
+        self._queued()
 
-    def _global_lock(self) -> asyncio.Lock:
-        if self._global_turn is None:
-            self._global_turn = asyncio.Lock()
-        return self._global_turn
+    async def flush(self) -> None:
+        """Wait for the round trips in flight, then send every pending report and settlement now."""
+        await self._rounds.flush()
+        INVALID.set(self._book.estimate)
 
-    def _note_estimate(self, estimate: int) -> None:
-        self.invalid_estimate = estimate
-        INVALID.set(estimate)
+    def _queued(self) -> None:
+        if self._shared and not self._closed:
+            self._rounds.queued()
+        else:
+            self._orphans.extend(self._book.clear())  # Redis gets them once it is back
 
-    # --- Redis calls and the fallback -------------------------------------------------------------
-    async def _run(self, script: AsyncScript, keys: list[str], args: list[str]) -> Any:
-        return await self._run_plain(script, keys=keys, args=args)
-
-    async def _run_plain(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        if not self._shared or self._closed:
-            return None
-        self.redis_calls += 1
-        try:
-            async with self._inflight, asyncio.timeout(self.op_timeout):
-                return await func(*args, **kwargs)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._fall_back(exc)
-            return None
-
-    def _fall_back(self, exc: BaseException) -> None:
+    # --- the fallback -----------------------------------------------------------------------------
+    def _fall_back(self, exc: BaseException, lost: list[SettleOp] | None = None) -> None:
+        self._orphans.extend(lost or ())
         if not self._shared:
             return
         self._shared = False
+        self._rounds.active = False
         SHARED.set(0)
         FALLBACKS.inc()
+        self._orphans.extend(self._book.clear())
+        self._rounds.answer_all(None)
         _log.warning("Redis is unreachable (%s: %s): REST rate limits fall back to discord.py's per-process "
                      "limiting until it is back", type(exc).__name__, exc)
         if not self._probing:
@@ -393,32 +354,33 @@ class SharedRateLimiter:
                 continue
             await self._free_orphans()
             self._shared = True
+            self._rounds.active = True
             SHARED.set(1)
             _log.warning("Redis is reachable again: REST rate limits are shared across clusters again")
             return
 
     async def _free_orphans(self) -> None:
-        orphans = list(self._orphans)
+        """Give back what the cluster held or owed when Redis went away: tokens, slots, answers."""
+        orphans = list(self._orphans) + self._book.clear()
         self._orphans.clear()
-        if not orphans:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for ticket in orphans:
-            pipe.zrem(self.keys.rl_bucket_inflight(ticket.bucket), ticket.token)
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            async with asyncio.timeout(self.op_timeout):
-                await pipe.execute()
+        if orphans:
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                await self._rounds.execute([("settle", self._book.settle_keys, self._book.settle_args(orphans))])
 
     async def start(self) -> None:
         """Nothing to start: the limiter works from its first request (it is installed before login)."""
 
     async def stop(self) -> None:
-        """Stop the Redis probe. The limiter passes every request through afterwards."""
+        """Give back the leases this cluster holds and stop; afterwards every request passes through."""
+        if self._closed:
+            return
+        if self._shared:
+            with contextlib.suppress(Exception):
+                await self._rounds.flush()
         self._closed = True
+        await self._rounds.close()
+        if self._shared:
+            await self._free_orphans()
         await self._tasks.cancel()
 
     close = stop
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.3f}"

@@ -12,9 +12,10 @@ and 5xx retries) and send each attempt through the client's one ``aiohttp.Client
    webhook adapter, are wrapped (instance attributes, not class patches) to put the ``Route``'s
    key and major parameters in a context variable for the duration of the call.
 2. **Each attempt** — an ``aiohttp.TraceConfig`` (discord.py's public ``http_trace`` option)
-   awaits :meth:`~ipc.ratelimit.SharedRateLimiter.acquire` in ``on_request_start`` and reports the
-   response in ``on_request_end`` (before discord.py reads it) or releases the slot in
-   ``on_request_exception``.
+   awaits :meth:`~ipc.ratelimit.SharedRateLimiter.acquire` in ``on_request_start`` (no Redis call
+   when the cluster holds a lease, at most one round trip otherwise), records the response in
+   ``on_request_end`` (before discord.py reads it; applied locally at once, nothing awaited on
+   Redis) or releases the slot in ``on_request_exception``. Nothing here holds a lock.
 
 The local guard
 ---------------
@@ -60,7 +61,6 @@ from discord.http import HTTPClient, Route
 from discord.webhook.async_ import async_context
 
 from innkeeper.errors import UsageError
-from innkeeper.services import BackgroundTasks
 from ipc.ratelimit import RequestRefused, ResponseInfo, SharedRateLimiter, Ticket, WaitTooLong
 
 from .rest_guard import LocalInvalidGuard
@@ -119,7 +119,7 @@ class RestHook:
         still counts and, with no shared guard in charge, still acts).
     """
 
-    __slots__ = ("http", "limiter", "guard", "enabled", "_tasks", "_warned")
+    __slots__ = ("http", "limiter", "guard", "enabled", "_warned")
 
     def __init__(self, http: HTTPClient, limiter: SharedRateLimiter | None,
                  guard: LocalInvalidGuard | None = None) -> None:
@@ -127,7 +127,6 @@ class RestHook:
         self.limiter = limiter
         self.guard = guard or LocalInvalidGuard()
         self.enabled = True
-        self._tasks = BackgroundTasks("rest-hook")
         self._warned = False
 
     @property
@@ -183,7 +182,7 @@ class RestHook:
             if info.counts_as_invalid:
                 self.guard.record()
             if ticket is not None and self.limiter is not None:
-                await self.limiter.update(ticket, info)
+                self.limiter.update(ticket, info)  # applied locally; no Redis round trip here
         except Exception:
             self._unexpected("update")
 
@@ -193,14 +192,10 @@ class RestHook:
         if ticket is None:
             return
         ctx.innkeeper_ticket = None
-        # the request may be being cancelled: give the slot back from a task of its own
-        self._tasks.spawn(self._release(ticket), name="release")
-
-    async def _release(self, ticket: Ticket) -> None:
         if self.limiter is None:
             return
         try:
-            await self.limiter.release(ticket)
+            self.limiter.release(ticket)  # queued for the limiter's next round trip; nothing awaited here
         except Exception:
             self._unexpected("release")
 

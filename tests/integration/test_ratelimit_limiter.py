@@ -73,7 +73,7 @@ async def test_unknown_bucket_is_probed_one_request_at_a_time(make: type[SharedR
     waiter = asyncio.create_task(b.acquire(ROUTE, "10"))
     await wait_for(lambda: waits("bucket") > told_to_wait, message="the second request told to wait")
     assert not waiter.done()  # the second request waits for the probe's answer
-    await a.update(probe, ok(5, 4, 1.0))
+    a.update(probe, ok(5, 4, 1.0))
     second = await asyncio.wait_for(waiter, 2)
     assert second is not None and second.bucket == "h1:10"  # it used the learned hash
     keys = Keys(redis_prefix)
@@ -86,11 +86,11 @@ async def test_a_bucket_is_shared_and_refills_on_the_servers_reset(make: type[Sh
     limiters = [make() for _ in range(3)]
     probe = await limiters[0].acquire(ROUTE, "1")
     first_answer = time.monotonic()
-    await limiters[0].update(probe, ok(3, 2, 0.5))
+    limiters[0].update(probe, ok(3, 2, 0.5))
     t1 = await limiters[1].acquire(ROUTE, "1")
     t2 = await limiters[2].acquire(ROUTE, "1")
-    await limiters[1].update(t1, ok(3, 1, 0.45))
-    await limiters[2].update(t2, ok(3, 0, 0.45))
+    limiters[1].update(t1, ok(3, 1, 0.45))
+    limiters[2].update(t2, ok(3, 0, 0.45))
     last_answer = time.monotonic()
     # the window is spent: the next request, from any process, waits for the reset — the server's
     # (at least 0.45 s after the first answer), and not a window more than the last answer's
@@ -107,11 +107,11 @@ async def test_stale_answers_cannot_refill_a_window(make: type[SharedRateLimiter
                                                     redis_prefix: str) -> None:
     lim = make()
     probe = await lim.acquire(ROUTE, "1")
-    await lim.update(probe, ok(2, 1, 0.3))
+    lim.update(probe, ok(2, 1, 0.3))
     late = await lim.acquire(ROUTE, "1")  # taken in window 1, answered after window 2 opened
     fresh = await lim.acquire(ROUTE, "1")  # waits for window 1 to reset (0.3 s), then opens window 2 (provisional)
     assert fresh is not None and late is not None and fresh.window == late.window + 1
-    await lim.update(late, ok(2, 0, 0.0))  # says "reset now": must not hand out a third token
+    lim.update(late, ok(2, 0, 0.0))  # says "reset now": must not hand out a third token
     state = await redis.hgetall(Keys(redis_prefix).rl_bucket("h1:1"))
     # window 2 started with limit minus the request still in flight from window 1
     assert int(state[b"remaining"]) == 0
@@ -144,8 +144,8 @@ async def test_429_scopes(make: type[SharedRateLimiter], redis: aioredis.Redis, 
     # global: every route waits
     t = await lim.acquire("GET /a", "1")
     answered = time.monotonic()
-    await lim.update(t, ResponseInfo(429, {"X-RateLimit-Global": "true", "X-RateLimit-Scope": "global",
-                                           "Retry-After": "1"}, body_retry_after=0.4, body_global=True))
+    lim.update(t, ResponseInfo(429, {"X-RateLimit-Global": "true", "X-RateLimit-Scope": "global",
+                                     "Retry-After": "1"}, body_retry_after=0.4, body_global=True))
     recorded = time.monotonic()
     (_, granted) = await done_at(lim.acquire("GET /b", "2"))
     assert answered + 0.4 - 0.005 <= granted < recorded + 0.4 + 0.4, granted - answered
@@ -153,9 +153,10 @@ async def test_429_scopes(make: type[SharedRateLimiter], redis: aioredis.Redis, 
     # user: only that bucket waits
     t = await lim.acquire("GET /c", "3")
     answered = time.monotonic()
-    await lim.update(t, ResponseInfo(429, {"X-RateLimit-Scope": "user", "Retry-After": "1",
-                                           "X-RateLimit-Bucket": "hc"}, body_retry_after=0.4))
+    lim.update(t, ResponseInfo(429, {"X-RateLimit-Scope": "user", "Retry-After": "1",
+                                     "X-RateLimit-Bucket": "hc"}, body_retry_after=0.4))
     recorded = time.monotonic()
+    await lim.flush()  # reports ride the next round trip; send it now to look at Redis
     assert await redis.hget(keys.rl_route_map(), "GET /c") == b"hc"
     before = waits()
     assert await lim.acquire("GET /d", "3") is not None
@@ -166,8 +167,8 @@ async def test_429_scopes(make: type[SharedRateLimiter], redis: aioredis.Redis, 
     # shared: the bucket waits, but it is not an invalid request
     t = await lim.acquire("GET /e", "4")
     answered = time.monotonic()
-    await lim.update(t, ResponseInfo(429, {"X-RateLimit-Scope": "shared", "Retry-After": "1"},
-                                     body_retry_after=0.3))
+    lim.update(t, ResponseInfo(429, {"X-RateLimit-Scope": "shared", "Retry-After": "1"},
+                               body_retry_after=0.3))
     recorded = time.monotonic()
     (_, granted) = await done_at(lim.acquire("GET /e", "4"))
     assert answered + 0.3 - 0.005 <= granted < recorded + 0.3 + 0.3, granted - answered
@@ -175,7 +176,8 @@ async def test_429_scopes(make: type[SharedRateLimiter], redis: aioredis.Redis, 
     # 401 and 403 count
     for status in (401, 403):
         t = await lim.acquire("GET /f", "5")
-        await lim.update(t, ResponseInfo(status, {}))
+        lim.update(t, ResponseInfo(status, {}))
+    await lim.flush()
     assert lim.invalid_estimate == 4
 
 
@@ -184,7 +186,8 @@ async def test_invalid_request_guard_slows_then_refuses(make: type[SharedRateLim
     other = make(guard_soft=3, guard_hard=6, guard_max_delay=0.6)
     for i in range(4):
         t = await lim.acquire("GET /x", str(i))
-        await lim.update(t, ResponseInfo(403, {}))
+        lim.update(t, ResponseInfo(403, {}))
+    await lim.flush()  # the reports reach Redis with the next round trip: now
     # 4 invalid: a third of the way from soft to hard → a 0.2 s delay, in every process
     decided, start = waited_seconds("guard"), time.monotonic()
     (_, granted) = await done_at(other.acquire("GET /y", "1"))
@@ -192,7 +195,8 @@ async def test_invalid_request_guard_slows_then_refuses(make: type[SharedRateLim
     assert granted - start >= 0.2 - 0.005  # … and it did wait that long
     for i in range(2):
         t = await lim.acquire("GET /x", f"b{i}")
-        await lim.update(t, ResponseInfo(401, {}))
+        lim.update(t, ResponseInfo(401, {}))
+    await lim.flush()
     with pytest.raises(RequestRefused) as info:
         await other.acquire("GET /y", "2")
     assert info.value.estimate == 6
@@ -204,7 +208,8 @@ async def test_invalid_request_guard_slows_then_refuses(make: type[SharedRateLim
     ticket, granted = await done_at(other.acquire(callback, "1+tabc", global_exempt=True, bucket_exempt=True,
                                                   guard_exempt=True))
     assert isinstance(ticket, Ticket) and granted - start < 0.1
-    await other.update(ticket, ResponseInfo(403, {}))
+    other.update(ticket, ResponseInfo(403, {}))
+    await other.flush()
     assert other.invalid_estimate == 7  # ... and its answer still counts
 
 
@@ -212,7 +217,7 @@ async def test_max_wait_raises_wait_too_long(make: type[SharedRateLimiter]) -> N
     """Like discord.py's ``max_ratelimit_timeout`` (the plug-in turns it into ``discord.RateLimited``)."""
     lim = make()
     t = await lim.acquire("GET /a", "1")
-    await lim.update(t, ResponseInfo(429, {"X-RateLimit-Scope": "user"}, body_retry_after=40))
+    lim.update(t, ResponseInfo(429, {"X-RateLimit-Scope": "user"}, body_retry_after=40))
     with pytest.raises(WaitTooLong) as info:
         await lim.acquire("GET /a", "1", max_wait=30)
     assert info.value.retry_after > 30
@@ -225,22 +230,29 @@ async def test_a_request_that_fails_gives_its_slot_back(make: type[SharedRateLim
     waiter = asyncio.create_task(lim.acquire(ROUTE, "7"))
     await wait_for(lambda: waits("bucket") > told_to_wait, message="the second request told to wait")
     assert not waiter.done()
-    await lim.release(probe)  # connection error: no answer will come
+    lim.release(probe)  # connection error: no answer will come
     assert await asyncio.wait_for(waiter, 1) is not None
 
 
-async def test_an_answer_lost_to_a_redis_error_frees_its_slot_on_recovery(make: type[SharedRateLimiter]) -> None:
+async def test_an_answer_lost_to_a_redis_error_frees_its_slot_on_recovery(make: type[SharedRateLimiter],
+                                                                          redis: aioredis.Redis) -> None:
     lim = make(probe_backoff=Backoff(0.05, 0.1))
     probe = await lim.acquire(ROUTE, "8")
-    real = lim._update
 
-    async def broken(*args: object, **kwargs: object) -> None:
-        raise RedisConnectionError("connection reset")
+    class Broken:
+        def __getattr__(self, name: str) -> object:
+            return lambda *args, **kwargs: None
 
-    lim._update = broken  # type: ignore[assignment]
-    await lim.update(probe, ok(5, 4, 1.0))  # never raises into the request path
-    assert not lim.shared
-    lim._update = real
+        async def execute(self, *args: object, **kwargs: object) -> None:
+            raise RedisConnectionError("connection reset")
+
+    redis.pipeline = lambda *args, **kwargs: Broken()  # type: ignore[method-assign]
+    try:
+        lim.update(probe, ok(5, 4, 1.0))  # never raises into the request path
+        await lim.flush()  # the round trip carrying the answer fails
+        assert not lim.shared
+    finally:
+        del redis.pipeline
     await wait_for(lambda: lim.shared, timeout=5, message="shared limiting back")
     # the lost answer's probe slot was freed: the next request is not stuck behind it for inflight_ttl
     assert await asyncio.wait_for(lim.acquire(ROUTE, "8"), 1) is not None

@@ -100,7 +100,7 @@ class Limiter:
     async def acquire(self, route_key: str, major: str = "", **kwargs: Any) -> None:
         self.acquired.append(kwargs)
 
-    async def update(self, ticket: object, response: object) -> None:
+    def update(self, ticket: object, response: object) -> None:
         self.updates += 1
 
 
