@@ -23,7 +23,7 @@ import aiohttp
 from bench._procs import cpu_seconds, free_port, rss_bytes, wait_http_ok
 
 __all__ = ("ROOT", "TOKEN", "SIM_GLOBAL_RATE", "spawn", "stop", "Sim", "simulator", "Bot", "bare_bot", "stack_bot",
-           "shards_up")
+           "shards_up", "profiled")
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -75,6 +75,10 @@ class Sim:
         async with self.http.get(self.url + "/_sim/load") as resp:
             return await resp.json()
 
+    async def guild_ids(self, limit: int) -> list[int]:
+        """The ids of the world's first ``limit`` guilds."""
+        return [int(g["id"]) for g in (await self.world(limit))["guilds"]]
+
     async def world(self, limit: int = 1000, offset: int = 0) -> dict[str, Any]:
         async with self.http.get(f"{self.url}/_sim/world?limit={limit}&offset={offset}") as resp:
             return await resp.json()
@@ -121,15 +125,46 @@ class Bot:
                 raise TimeoutError(f"{self.name} did not become READY; see {self.log}")
             await asyncio.sleep(0.2)
 
-    async def metric(self, http: aiohttp.ClientSession, name: str) -> float | None:
-        """A metric's value from the bot's ``/metrics`` (the stack's), or None."""
+    async def configs_loaded(self, http: aiohttp.ClientSession, guilds: int, timeout: float = 60.0) -> None:
+        """Wait until the stack holds every guild's configuration (the warm-up's loads can still be running
+        when its last reply is out, on a busy machine); bare discord.py has none to load."""
+        if not self.ready_url.endswith("/metrics"):
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            async with http.get(self.ready_url) as resp:
+                # a Redis hit, a load from PostgreSQL whose last query (the overrides) is done, or a
+                # configuration the READY payload's prefetch brought in
+                loaded = sum(float(line.rsplit(" ", 1)[1]) for line in (await resp.text()).splitlines()
+                             if line.startswith(('innkeeper_cache_requests_total{namespace="guildcfg",result="hit"}',
+                                                 'innkeeper_cache_requests_total{namespace="guildcfg",'
+                                                 'result="prefetched"}',
+                                                 'innkeeper_db_query_seconds_count{query="command_overrides.list"}')))
+            if loaded >= guilds:
+                return
+            await asyncio.sleep(0.1)
+        print(f"  warning: {self.name} had not read every guild's configuration after {timeout:.0f} s", file=sys.stderr)
+
+    async def metric(self, http: aiohttp.ClientSession, name: str, *, total: bool = False) -> float | None:
+        """A metric's value from the bot's ``/metrics`` (the stack's), or None; ``total``: summed over its labels."""
         if not self.ready_url.endswith("/metrics"):
             return None
+        found: float | None = None
         async with http.get(self.ready_url) as resp:
             for line in (await resp.text()).splitlines():
                 if line.startswith((name + " ", name + "{")):
-                    return float(line.rsplit(" ", 1)[1])
-        return None
+                    value = float(line.rsplit(" ", 1)[1])
+                    if not total:
+                        return value
+                    found = (found or 0.0) + value
+        return found
+
+    async def save_metrics(self, http: aiohttp.ClientSession, path: Path) -> None:
+        """Keep the bot's ``/metrics`` (the stack's) beside the logs, to check the figures against."""
+        if self.ready_url.endswith("/metrics"):
+            async with http.get(self.ready_url) as resp:
+                text = await resp.text()
+            await asyncio.to_thread(path.write_text, text)
 
     async def report(self, http: aiohttp.ClientSession) -> dict[str, Any]:
         """The bare bot's ``/count`` answer (``{}`` for the stack)."""
@@ -157,7 +192,7 @@ def shards_up(metrics: str) -> bool:
     return bool(states) and all(s >= 1 for s in states)
 
 
-def _profiled(args: list[str], out: Path | None) -> list[str]:
+def profiled(args: list[str], out: Path | None) -> list[str]:
     """``args`` run under cProfile writing to ``out`` (unchanged when ``out`` is None)."""
     return args if out is None else ["-m", "cProfile", "-o", str(out), *args]
 
@@ -168,7 +203,7 @@ def bare_bot(sim_url: str, log: Path, *, members: bool = False, presences: bool 
     discord.py's default caching for them (every member cached, every guild chunked at start-up)."""
     port = free_port()
     flags = [*(["--members"] if members else []), *(["--presences"] if presences else [])]
-    return Bot("bare", _profiled([str(ROOT / "bench" / "_bare_bot.py"), sim_url, TOKEN, str(port), *flags], profile),
+    return Bot("bare", profiled([str(ROOT / "bench" / "_bare_bot.py"), sim_url, TOKEN, str(port), *flags], profile),
                {}, f"http://127.0.0.1:{port}/count", log)
 
 
@@ -178,7 +213,7 @@ def stack_bot(sim_url: str, log: Path, *, dsn: str, prefix: str, shard_count: in
     metrics_base = free_port()
     args = ["-m", "shard", "--cluster", "0", "--shard-ids", f"0-{shard_count - 1}", "--shard-count", str(shard_count),
             "--max-concurrency", str(shard_count)]
-    return Bot("stack", _profiled(args, profile),
+    return Bot("stack", profiled(args, profile),
                {"DISCORD_TOKEN": TOKEN, "DISCORD_API_URL": sim_url, "DATABASE_URL": dsn,
                 "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_ENCRYPTION_KEYS": "dev",
                 "INNKEEPER_IPC_KEYS": "dev", "INNKEEPER_GLOBAL_RATE": str(SIM_GLOBAL_RATE),

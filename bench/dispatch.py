@@ -46,182 +46,40 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bench._bots import ROOT, SIM_GLOBAL_RATE, TOKEN, Bot, Sim, profiled, simulator
 from bench._db_common import scratch_database
-from bench._procs import cpu_seconds, delete_redis_prefix, free_port, rss_bytes, wait_http_ok
+from bench._procs import delete_redis_prefix, free_port
 from db import guilds as db_guilds
 from db.pool import Database
 
-ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "bench-token"
 WORKLOADS = ("messages", "commands", "automod")
 #: In the ``automod`` workload, one message in this many is an invite link by default (``--spam-every``;
 #: a prime, so the links spread over as many guilds as there are).
 SPAM_EVERY = 499
 SPAM = "join my server https://discord.gg/innkeeper-bench"
-#: The simulator's bot-wide REST limit, raised far above Discord's 50/s so that the bots' own speed is
-#: measured; our stack's shared limiter is told the same limit (``INNKEEPER_GLOBAL_RATE``), as an
-#: operator with a raised limit would.
-SIM_GLOBAL_RATE = 100_000
-
-
-def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen(  # noqa: S603 - fixed argv
-            [sys.executable, *args], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **(env or {})})
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
-class _Sim:
-    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
-        self.http, self.url = http, url
-
-    async def stats(self) -> dict[str, Any]:
-        async with self.http.get(self.url + "/_sim/stats") as resp:
-            return await resp.json()
-
-    async def created(self) -> int:
-        return int((await self.stats())["messages_created"])
-
-    async def guild_ids(self, limit: int) -> list[int]:
-        async with self.http.get(self.url + f"/_sim/world?limit={limit}") as resp:
-            return [int(g["id"]) for g in (await resp.json())["guilds"]]
-
-    async def load(self, body: dict[str, Any]) -> None:
-        async with self.http.post(self.url + "/_sim/load", json=body) as resp:
-            if resp.status != 202:
-                raise RuntimeError(f"load refused: {resp.status} {await resp.text()}")
 
 
 @asynccontextmanager
-async def _simulator(http: aiohttp.ClientSession, guilds: int, log: Path) -> AsyncIterator[_Sim]:
-    port = free_port()
-    proc = _spawn(["-m", "simulator", "--port", str(port), "--guilds", str(guilds), "--shards", "1",
-                   "--guild-sizes", "fixed", "--members-per-guild", "200", "--identify-window", "0.1",
-                   "--token", TOKEN, "--global-rate", str(SIM_GLOBAL_RATE), "--message-limit", "1000000",
-                   "--message-window", "1", "--resume-buffer", "1000", "--log-level", "WARNING"], log)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        await wait_http_ok(http, url + "/_sim/stats")
-        yield _Sim(http, url)
-    finally:
-        _stop(proc)
+async def _simulator(http: aiohttp.ClientSession, guilds: int, log: Path) -> AsyncIterator[Sim]:
+    async with simulator(http, log, ["--guilds", str(guilds), "--shards", "1", "--guild-sizes", "fixed",
+                                     "--members-per-guild", "200", "--identify-window", "0.1",
+                                     "--global-rate", str(SIM_GLOBAL_RATE), "--message-limit", "1000000",
+                                     "--message-window", "1", "--resume-buffer", "1000"]) as sim:
+        yield sim
 
 
-class _Bot:
-    """One bot process: how to start it, and whether it is READY."""
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], ready_url: str, log: Path) -> None:
-        self.name, self.args, self.env, self.ready_url, self.log = name, args, env, ready_url, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        self.proc = _spawn(self.args, self.log, self.env)
-
-        async def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited; see {self.log}")
-            try:
-                async with http.get(self.ready_url) as resp:
-                    body = await resp.text()
-                    return resp.status == 200 and ('"ready": true' in body or _shard_up(body))
-            except aiohttp.ClientError:
-                return False
-
-        deadline = time.monotonic() + 90
-        while not await ready():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.name} did not become READY; see {self.log}")
-            await asyncio.sleep(0.2)
-
-    async def configs_loaded(self, http: aiohttp.ClientSession, guilds: int, timeout: float = 60.0) -> None:
-        """Wait until the stack holds every guild's configuration (the warm-up's loads can still be running
-        when its last reply is out, on a busy machine); bare discord.py has none to load."""
-        if not self.ready_url.endswith("/metrics"):
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            async with http.get(self.ready_url) as resp:
-                # a Redis hit, a load from PostgreSQL whose last query (the overrides) is done, or a
-                # configuration the READY payload's prefetch brought in
-                loaded = sum(float(line.rsplit(" ", 1)[1]) for line in (await resp.text()).splitlines()
-                             if line.startswith(('innkeeper_cache_requests_total{namespace="guildcfg",result="hit"}',
-                                                 'innkeeper_cache_requests_total{namespace="guildcfg",'
-                                                 'result="prefetched"}',
-                                                 'innkeeper_db_query_seconds_count{query="command_overrides.list"}')))
-            if loaded >= guilds:
-                return
-            await asyncio.sleep(0.1)
-        print(f"  warning: {self.name} had not read every guild's configuration after {timeout:.0f} s", file=sys.stderr)
-
-    async def metric(self, http: aiohttp.ClientSession, name: str, *, total: bool = False) -> float | None:
-        """A metric's value from the bot's ``/metrics`` (the stack's), or None; ``total``: summed over its labels."""
-        if not self.ready_url.endswith("/metrics"):
-            return None
-        found: float | None = None
-        async with http.get(self.ready_url) as resp:
-            for line in (await resp.text()).splitlines():
-                if line.startswith((name + " ", name + "{")):
-                    value = float(line.rsplit(" ", 1)[1])
-                    if not total:
-                        return value
-                    found = (found or 0.0) + value
-        return found
-
-    async def save_metrics(self, http: aiohttp.ClientSession, path: Path) -> None:
-        """Keep the bot's ``/metrics`` (the stack's) beside the logs, to check the figures against."""
-        if self.ready_url.endswith("/metrics"):
-            async with http.get(self.ready_url) as resp:
-                text = await resp.text()
-            await asyncio.to_thread(path.write_text, text)
-
-    def cpu_s(self) -> float:
-        assert self.proc is not None
-        return cpu_seconds(self.proc.pid)
-
-    def rss_mib(self) -> float:
-        assert self.proc is not None
-        return rss_bytes(self.proc.pid) / 2**20
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
-
-
-def _shard_up(metrics: str) -> bool:
-    """Whether the cluster's ``/metrics`` says its shard is READY (``innkeeper_shard_up`` 1)."""
-    for line in metrics.splitlines():
-        if line.startswith("innkeeper_shard_up{"):
-            return float(line.rsplit(" ", 1)[1]) >= 1
-    return False
-
-
-async def _run(sim: _Sim, bot: _Bot, workload: str, events: int, spam_every: int = SPAM_EVERY
+async def _run(sim: Sim, bot: Bot, workload: str, events: int, spam_every: int = SPAM_EVERY
                ) -> tuple[float, float, int]:
     """Events per second the bot handled in one run of ``workload``, its CPU µs per event, and the replies
     beyond one per command (late or duplicate replies; any is a bug)."""
@@ -265,11 +123,6 @@ async def _run(sim: _Sim, bot: _Bot, workload: str, events: int, spam_every: int
     return events / elapsed, cpu / events * 1e6, extra
 
 
-def _profiled(args: list[str], out: Path | None) -> list[str]:
-    """``args`` run under cProfile writing to ``out`` (unchanged when ``out`` is None)."""
-    return args if out is None else ["-m", "cProfile", "-o", str(out), *args]
-
-
 def _without(args: list[str], modules: str) -> list[str]:
     """``args`` run as if ``modules`` (comma-separated) were not installed (``bench/_without.py``)."""
     return args if not modules else [str(ROOT / "bench" / "_without.py"), modules, *args]
@@ -287,7 +140,7 @@ async def _automod_everywhere(dsn: str, guild_ids: list[int]) -> None:
         await db.close()
 
 
-def _stack_env(sim: _Sim, dsn: str, prefix: str, metrics_base: int,
+def _stack_env(sim: Sim, dsn: str, prefix: str, metrics_base: int,
                extra: dict[str, str] | None = None) -> dict[str, str]:
     return {"DISCORD_TOKEN": TOKEN, "DISCORD_API_URL": sim.url, "DATABASE_URL": dsn,
             "INNKEEPER_REDIS_PREFIX": prefix, "INNKEEPER_ENCRYPTION_KEYS": "dev",
@@ -322,17 +175,17 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
         stack_args = ["-m", "shard", "--cluster", "0", "--shard-ids", "0", "--shard-count", "1",
                       "--max-concurrency", "1"]
         bots = {
-            "bare": _Bot("bare", _profiled(_without([str(ROOT / "bench" / "_bare_bot.py"), sim.url, TOKEN,
+            "bare": Bot("bare", profiled(_without([str(ROOT / "bench" / "_bare_bot.py"), sim.url, TOKEN,
                                                      str(bare_port)], bare_without),
                                            profile / "bare.prof" if profile else None), {},
                          f"http://127.0.0.1:{bare_port}/count", logs / "bare.log"),
-            "stack": _Bot("stack", _profiled(_without(stack_args, stack_without),
+            "stack": Bot("stack", profiled(_without(stack_args, stack_without),
                                              profile / "stack.prof" if profile else None),
                           _stack_env(sim, dsn, prefix, metrics_base, stack_env),
                           f"http://127.0.0.1:{metrics_base}/metrics", logs / "stack.log"),
         }
         if plan["automod"]:
-            bots["automod"] = _Bot("automod", _profiled(_without(stack_args, stack_without),
+            bots["automod"] = Bot("automod", profiled(_without(stack_args, stack_without),
                                                         profile / "automod.prof" if profile else None),
                                    _stack_env(sim, automod_dsn, automod_prefix, automod_metrics, stack_env),
                                    f"http://127.0.0.1:{automod_metrics}/metrics", logs / "automod.log")
