@@ -10,8 +10,9 @@ Modules
 ``messages``, ``registry``, ``bus``, ``pubsub``
     Typed msgpack messages; the registry of allowed actions; request/response and
     broadcast-gather over pub/sub; a subscriber that reconnects with backoff.
-``ratelimit``, ``ratelimit_headers``, ``ratelimit_scripts``
-    Shared REST buckets, the pre-emptive global limit and the invalid-request guard (Lua); the
+``ratelimit``, ``ratelimit_lease``, ``ratelimit_rounds``, ``ratelimit_scripts``, ``ratelimit_headers``
+    Shared REST buckets, the pre-emptive global limit and the invalid-request guard: the limiter,
+    the leases a cluster spends locally, its round trips to Redis, the Lua scripts, and the
     parsing of Discord's rate-limit headers.
 ``cache``, ``snapshots``
     The shared cache with its local layer, and guild snapshots for resume.

@@ -215,7 +215,7 @@ class LeaseBook:
         self._demand: dict[Key, _Rate] = {}
         self._demand_tau = demand_tau
         self._gdemand = _Rate(demand_tau)
-        self._reports: list[tuple[list[str], SettleOp | None]] = []
+        self._reports: list[tuple[list[str], SettleOp | None, float]] = []
         self._settles: list[SettleOp] = []
         #: True when something queued should reach Redis without waiting for a batch.
         self.urgent = False
@@ -433,7 +433,7 @@ class LeaseBook:
                         self._settle(("b", lease.bid, lease.lid, i, 1, lease.win))
         if report:
             token = ("b", lease.bid, lease.lid, ticket._index, 1, lease.win) if lease is not None else None
-            self._reports.append((self._update_args(ticket, info), token))
+            self._reports.append((self._update_args(ticket, info), token, now))
             self.urgent = True
         elif lease is not None:
             self._settle(("b", lease.bid, lease.lid, ticket._index, 1, lease.win))
@@ -462,7 +462,7 @@ class LeaseBook:
         return ["", ticket.route_key, ticket.major, self.prefix, ticket.bucket, str(ticket.window), ticket.token,
                 str(info.status), str(info.limit) if has else "", str(info.remaining) if has else "0",
                 _ms(info.reset_after or 0.0), info.bucket, info.scope, _ms(info.retry_after),
-                _flag(info.is_global), self._guard_window_ms, self._keep_ms, _flag(info.counts_as_invalid)]
+                _flag(info.is_global), self._guard_window_ms, self._keep_ms, _flag(info.counts_as_invalid), "0"]
 
     def _block_global(self, until: float, now: float) -> None:
         self._global_blocked_until = max(self._global_blocked_until, until)
@@ -518,11 +518,17 @@ class LeaseBook:
         """True when reports or settlements wait to be sent."""
         return bool(self._reports or self._settles)
 
-    def take_reports(self) -> list[tuple[list[str], SettleOp | None]]:
-        """The reports to send now (``UPDATE`` ARGVs, each with the settlement of its token); the queue empties."""
+    def take_reports(self, now: float) -> list[tuple[list[str], SettleOp | None]]:
+        """The reports to send at ``now`` (``UPDATE`` ARGVs, each with the settlement of its token).
+
+        Each says how long ago its response arrived, so that Redis counts the reset from then
+        rather than from when the report happens to reach it. The queue empties.
+        """
         reports, self._reports = self._reports, []
         self.urgent = bool(self._settles) and self.urgent
-        return reports
+        for args, _, received in reports:
+            args[-1] = _ms(max(now - received, 0.0))
+        return [(args, token) for args, token, _ in reports]
 
     def take_settles(self) -> list[SettleOp]:
         """The settlements to send now; the queue empties."""
@@ -532,7 +538,7 @@ class LeaseBook:
 
     def clear(self) -> list[SettleOp]:
         """Forget every lease (Redis is unreachable); return the settlements Redis should get once it is back."""
-        ops = list(self._settles) + [token for _, token in self._reports if token is not None]
+        ops = list(self._settles) + [token for _, token, _ in self._reports if token is not None]
         for leases in self._pool.values():
             for lease in leases:
                 ops += [("u", lease.bid, lease.lid, first, count, lease.win) for first, count in _runs(lease.free)]

@@ -210,7 +210,8 @@ class Rounds:
             if not claims and not (self.book.urgent or (flush and self.book.pending)):
                 break
             # what the cluster owes Redis rides with these claims, taken now so no other round sends it
-            task = self._tasks.spawn(self._round(claims, self.book.take_reports(), self.book.take_settles()),
+            now = asyncio.get_running_loop().time()
+            task = self._tasks.spawn(self._round(claims, self.book.take_reports(now), self.book.take_settles()),
                                      name="round")
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -330,7 +331,8 @@ class Rounds:
         while self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
         if self.book.pending and self.active:
-            await self._round([], self.book.take_reports(), self.book.take_settles())
+            now = asyncio.get_running_loop().time()
+            await self._round([], self.book.take_reports(now), self.book.take_settles())
 
     async def close(self) -> None:
         """Stop: answer every waiter with None, cancel the timers and the round trips in flight."""

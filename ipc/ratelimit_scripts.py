@@ -14,10 +14,13 @@ State per bucket (hash ``rl:bucket:<id>``, id = ``<discord hash>:<major params>`
     leased ones included.
 ``reset_at``
     When the current window ends: response time + ``X-RateLimit-Reset-After``, so the server's
-    clock wins. A window we open ourselves (the old one ended) gets a provisional end, replaced by
-    the first response of that window (``confirmed``).
+    clock wins (a report says how long ago its response arrived, and the reset counts from then).
+    A window we open ourselves (the old one ended) gets a provisional end, replaced by the first
+    response of that window (``confirmed``).
 ``win``
-    The window number; a response carrying an older number is stale and cannot refill a bucket.
+    The window number; a response carrying an older number is stale: it cannot refill a bucket or
+    open a window, but the window it was counted in may outlast the one tracked now, so it can
+    push ``reset_at`` later (and, if the tracked window had ended, hold the bucket until then).
 ``window``
     The longest ``Reset-After`` seen: the provisional length of a new window.
 ``blocked``
@@ -251,13 +254,14 @@ return {status, math.ceil(wait), bid, win, math.floor(est), served, need_b, need
 #: ARGV: now ('' = TIME), route key, major, bucket prefix, used bucket id ('' = none), window number, token
 #: (the member to remove from the in-flight set), status, limit ('' = no rate-limit headers), remaining,
 #: reset-after ms, bucket hash ('' = none), scope, retry-after ms, global (0/1), guard window ms, keep ms,
-#: count as invalid (0/1).
+#: count as invalid (0/1), ms since the response arrived (its reset and retry-after count from then).
 #: Reply: the invalid-request estimate after this response.
 UPDATE = _PRELUDE + """
 local now = clock(ARGV[1])
 local route, major, prefix, used = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local status = tonumber(ARGV[8])
 local keep = tonumber(ARGV[17])
+local age = tonumber(ARGV[19]) or 0
 
 if used ~= '' and ARGV[7] ~= '' then
   redis.call('ZREM', prefix .. used .. ':inflight', ARGV[7])
@@ -276,17 +280,26 @@ if bid ~= '' then
   local bkey = prefix .. bid
   if ARGV[9] ~= '' and status ~= 429 then
     local L, rem, ra = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-    local reset_h = now + ra
+    local reset_h = now + ra - age
     local b = redis.call('HMGET', bkey, 'limit', 'remaining', 'reset_at', 'win', 'confirmed', 'window')
     local cur_rem, cur_reset, cur_win = tonumber(b[2]), tonumber(b[3]), tonumber(b[4]) or 0
     local window = math.max(tonumber(b[6]) or 0, ra)
-    if b[1] == false or cur_reset == nil or cur_reset <= now then
+    local stale = b[1] ~= false and bid == used and tonumber(ARGV[6]) < cur_win
+    if (b[1] == false or cur_reset == nil or cur_reset <= now) and not stale then
       -- no live window: the server's view starts one, minus what is still in flight or leased
       redis.call('ZREMRANGEBYSCORE', bkey .. ':inflight', '-inf', now)
       local inflight = redis.call('ZCARD', bkey .. ':inflight')
       if hash ~= '' then inflight = inflight + provisional(prefix, route, major, now) end
       redis.call('HSET', bkey, 'limit', L, 'remaining', math.max(rem - inflight, 0), 'reset_at', reset_h,
                  'win', cur_win + 1, 'confirmed', 1, 'window', window)
+    elseif stale then
+      -- an answer from an older window (it came back late): it may not refill anything, and the
+      -- window it was counted in may outlast the one Redis tracks now, which must not end first
+      redis.call('HSET', bkey, 'limit', L, 'window', window)
+      if reset_h > (cur_reset or 0) and reset_h > now then
+        if cur_reset == nil or cur_reset <= now then redis.call('HSET', bkey, 'remaining', 0) end
+        redis.call('HSET', bkey, 'reset_at', reset_h)
+      end
     elseif bid == used and tonumber(ARGV[6]) == cur_win then
       -- same window: the lower remaining wins; the first answer replaces a provisional reset
       local new_reset = reset_h
@@ -297,16 +310,13 @@ if bid ~= '' then
       -- a hash just learned whose bucket another process already tracks: merge conservatively
       redis.call('HSET', bkey, 'limit', L, 'remaining', math.min(cur_rem or rem, rem),
                  'reset_at', math.max(cur_reset, reset_h), 'window', window)
-    else
-      -- an answer from an older window: it may not refill anything
-      redis.call('HSET', bkey, 'limit', L, 'window', window)
     end
     redis.call('PEXPIRE', bkey, math.ceil(math.max(reset_h - now, 0) + keep))
   end
 end
 
 if status == 429 then
-  local ra = math.max(tonumber(ARGV[14]), 1)
+  local ra = math.max(tonumber(ARGV[14]) - age, 1)
   local until_ms = now + ra
   if ARGV[15] == '1' or ARGV[13] == 'global' then
     local cur = tonumber(redis.call('GET', KEYS[2]) or '0') or 0

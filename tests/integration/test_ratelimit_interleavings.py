@@ -157,7 +157,7 @@ class World:
                 claims.append((c.book.begin_claim(ROUTE, channel, global_exempt=False, bucket_exempt=False,
                                                   guard_exempt=False, guard_served=False, waiters=len(batch),
                                                   now=self.local(c), global_waiters=global_waiters), batch))
-        reports, settles = c.book.take_reports(), c.book.take_settles()
+        reports, settles = c.book.take_reports(self.local(c)), c.book.take_settles()
         commands = [("update", c.book.update_keys, args) for args, _ in reports]
         if settles:
             commands.append(("settle", c.book.settle_keys, c.book.settle_args(settles)))

@@ -84,7 +84,7 @@ def test_answers_that_agree_with_the_lease_only_settle_their_token() -> None:
     b = book()
     ticket = leased(b, 100.0, lease_b=0, lease_g=0, reset_in=800)
     b.answered(ticket, ok(remaining=3, reset_after=0.7), now=100.05)  # Discord's reset: 100.75 < 100.8
-    assert not b.take_reports()
+    assert not b.take_reports(100.1)
     assert b.take_settles() == [("b", "h:1", ticket.token.split(":")[0], 0, 1, 1)]
 
 
@@ -100,7 +100,7 @@ def test_answers_that_change_shared_state_are_reported(why: str, response: Respo
     b = book()
     ticket = leased(b, 100.0, lease_b=0, lease_g=0, reset_in=800, confirmed=confirmed)
     b.answered(ticket, response, now=100.05)
-    reports = b.take_reports()
+    reports = b.take_reports(100.1)
     assert len(reports) == 1, why
     args, token = reports[0]
     assert args[6] == ticket.token and token is not None  # the report frees the token too
@@ -111,7 +111,7 @@ def test_fewer_tokens_left_at_discord_than_the_lease_holds_drops_the_difference(
     b = book()
     ticket = leased(b, 100.0, lease_b=2, lease_g=3)
     b.answered(ticket, ok(remaining=0, reset_after=0.5), now=100.05)  # someone else spent the window
-    assert len(b.take_reports()) == 1
+    assert len(b.take_reports(100.1)) == 1
     assert take(b, 100.06) is None  # the two leased tokens are gone
     dropped = [op for op in b.take_settles() if op[0] == "b"]
     assert len(dropped) == 2  # freed in Redis, not refunded: Discord says there are none
