@@ -53,8 +53,8 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def redis_client(redis_url: str, redis_prefix: str) -> AsyncIterator[object]:
-    """A ``redis.asyncio.Redis`` client (bytes responses)."""
+async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[object]:
+    """A ``redis.asyncio.Redis`` client (bytes responses) for a test using ``redis_prefix``."""
     import redis.asyncio as aioredis
 
     client = aioredis.from_url(redis_url)

@@ -32,13 +32,6 @@ ROLE = 777
 
 
 @pytest.fixture
-async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def make_cache(redis: aioredis.Redis, redis_prefix: str) -> AsyncIterator[MakeCache]:
     caches: list[SharedCache] = []
 

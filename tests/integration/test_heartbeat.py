@@ -25,28 +25,28 @@ def beat(cluster_id: int, state: str = "READY") -> ClusterBeat:
     }
 
 
-async def test_write_read_and_expire(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+async def test_write_read_and_expire(redis: aioredis.Redis, redis_prefix: str) -> None:
     keys = Keys(redis_prefix)
     written = {0: beat(0), 1: beat(1, "IDENTIFYING")}
     for record in written.values():
-        await write_heartbeat(redis_client, keys, record, ttl_s=30)
-    got = await read_heartbeats(redis_client, keys)
+        await write_heartbeat(redis, keys, record, ttl_s=30)
+    got = await read_heartbeats(redis, keys)
     assert got == written  # every field round-trips, the times and the shards included
     assert got[1]["shards"][0]["latency_ms"] == 12.5 and got[1]["state"] == "IDENTIFYING"
-    assert await read_heartbeats(redis_client, keys, [1, 2]) == {1: written[1]}
+    assert await read_heartbeats(redis, keys, [1, 2]) == {1: written[1]}
     # the TTL applies: a short one makes the record expire, and the other stays
-    await write_heartbeat(redis_client, keys, written[1], ttl_s=0.3)
-    assert 0 < await redis_client.pttl(keys.heartbeat(1)) <= 300
+    await write_heartbeat(redis, keys, written[1], ttl_s=0.3)
+    assert 0 < await redis.pttl(keys.heartbeat(1)) <= 300
 
     async def expired() -> bool:
-        return list(await read_heartbeats(redis_client, keys)) == [0]
+        return list(await read_heartbeats(redis, keys)) == [0]
     await wait_for(expired, timeout=5, message="cluster 1's heartbeat to expire")
-    assert await read_heartbeats(redis_client, keys) == {0: written[0]}
+    assert await read_heartbeats(redis, keys) == {0: written[0]}
 
 
-async def test_garbage_is_skipped(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+async def test_garbage_is_skipped(redis: aioredis.Redis, redis_prefix: str) -> None:
     keys = Keys(redis_prefix)
-    await redis_client.set(keys.heartbeat(5), b"\xc1 not msgpack")
-    await redis_client.set(keys.heartbeat(6), b"\x81\xa1v\x01")  # {"v": 1}: fields missing
-    await write_heartbeat(redis_client, keys, beat(7), ttl_s=30)
-    assert list(await read_heartbeats(redis_client, keys)) == [7]
+    await redis.set(keys.heartbeat(5), b"\xc1 not msgpack")
+    await redis.set(keys.heartbeat(6), b"\x81\xa1v\x01")  # {"v": 1}: fields missing
+    await write_heartbeat(redis, keys, beat(7), ttl_s=30)
+    assert list(await read_heartbeats(redis, keys)) == [7]

@@ -100,10 +100,10 @@ async def test_waiters_in_separate_processes_keep_the_rate(redis_url: str, redis
         assert all(b - a >= 200_000 - 2_000 for a, b in zip(times, times[1:], strict=False)), times
 
 
-async def test_a_crashed_waiter_is_dropped_after_its_lease(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+async def test_a_crashed_waiter_is_dropped_after_its_lease(redis: aioredis.Redis, redis_prefix: str) -> None:
     keys = Keys(redis_prefix)
-    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.1)
-    crashed = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.1, lease_s=0.3)
+    queue = IdentifyQueue(redis, keys, max_concurrency=1, window_s=0.1)
+    crashed = IdentifyQueue(redis, keys, max_concurrency=1, window_s=0.1, lease_s=0.3)
     await queue.confirm(await queue.acquire(5))  # holds the bucket for one window
     granted, _, _ = await crashed.try_acquire(0)  # shard 0 queues up, then its process "dies"
     assert not granted
@@ -114,23 +114,23 @@ async def test_a_crashed_waiter_is_dropped_after_its_lease(redis_client: aioredi
     assert 0.25 <= waited < 5 * 0.3, waited  # the lease (0.3 s), not the queue's patience
 
 
-async def test_cancelled_waiter_leaves_the_queue(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+async def test_cancelled_waiter_leaves_the_queue(redis: aioredis.Redis, redis_prefix: str) -> None:
     keys = Keys(redis_prefix)
-    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.3)
+    queue = IdentifyQueue(redis, keys, max_concurrency=1, window_s=0.3)
     await queue.acquire(9)
     task = asyncio.create_task(queue.acquire(0))
-    await wait_for(lambda: _queued(redis_client, keys), message="shard 0 queued")
+    await wait_for(lambda: _queued(redis, keys), message="shard 0 queued")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await redis_client.zcard(keys.identify_queue(0)) == 0
+    assert await redis.zcard(keys.identify_queue(0)) == 0
 
 
-async def test_budget_guard_refuses_at_the_reserve(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+async def test_budget_guard_refuses_at_the_reserve(redis: aioredis.Redis, redis_prefix: str) -> None:
     keys = Keys(redis_prefix)
-    queue = IdentifyQueue(redis_client, keys, max_concurrency=4, window_s=0.05, reserve=3)
-    assert await read_budget(redis_client, keys) is None
-    await store_budget(redis_client, keys, {"total": 1000, "remaining": 4, "reset_after": 60_000, "max_concurrency": 4})
+    queue = IdentifyQueue(redis, keys, max_concurrency=4, window_s=0.05, reserve=3)
+    assert await read_budget(redis, keys) is None
+    await store_budget(redis, keys, {"total": 1000, "remaining": 4, "reset_after": 60_000, "max_concurrency": 4})
     ticket = await queue.acquire(0)
     assert ticket.remaining == 3
     with pytest.raises(IdentifyBudgetExhausted) as info:
@@ -139,80 +139,80 @@ async def test_budget_guard_refuses_at_the_reserve(redis_client: aioredis.Redis,
     assert info.value.remaining == 3
     assert 55 < info.value.reset_in_s <= 60
     assert "identify budget exhausted" in str(info.value)
-    assert await redis_client.zcard(keys.identify_queue(1)) == 0
-    budget = await read_budget(redis_client, keys)
+    assert await redis.zcard(keys.identify_queue(1)) == 0
+    budget = await read_budget(redis, keys)
     assert budget is not None
     assert (budget.total, budget.remaining, budget.max_concurrency) == (1000, 3, 4)
     # Discord's fresh numbers replace ours, and identifying works again.
-    await store_budget(redis_client, keys, {"total": 1000, "remaining": 999, "reset_after": 60_000})
+    await store_budget(redis, keys, {"total": 1000, "remaining": 999, "reset_after": 60_000})
     assert (await queue.acquire(1)).remaining == 998
 
 
-async def test_budget_resets_when_discord_resets_it(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+async def test_budget_resets_when_discord_resets_it(redis: aioredis.Redis, redis_prefix: str) -> None:
     keys = Keys(redis_prefix)
-    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.05, reserve=0)
-    await store_budget(redis_client, keys, {"total": 1000, "remaining": 0, "reset_after": 150})
+    queue = IdentifyQueue(redis, keys, max_concurrency=1, window_s=0.05, reserve=0)
+    await store_budget(redis, keys, {"total": 1000, "remaining": 0, "reset_after": 150})
     with pytest.raises(IdentifyBudgetExhausted):
         await queue.acquire(0)
     # Once reset_after has passed the stored budget is gone, and identifying is allowed again.
-    await wait_for(lambda: _no_budget(redis_client, keys), timeout=5, message="the budget to reset")
+    await wait_for(lambda: _no_budget(redis, keys), timeout=5, message="the budget to reset")
     assert (await queue.acquire(0)).remaining is None
 
 
-async def test_malformed_budget_is_rejected(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+async def test_malformed_budget_is_rejected(redis: aioredis.Redis, redis_prefix: str) -> None:
     keys = Keys(redis_prefix)
     with pytest.raises(ValueError, match="session_start_limit"):
-        await store_budget(redis_client, keys, {"total": "many"})
+        await store_budget(redis, keys, {"total": "many"})
 
 
-async def test_unconfirmed_identify_holds_the_bucket_longer(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+async def test_unconfirmed_identify_holds_the_bucket_longer(redis: aioredis.Redis, redis_prefix: str) -> None:
     """Without a READY (refused, connection lost, process died) the bucket stays held for the pending hold."""
     keys = Keys(redis_prefix)
-    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.2, margin_s=0.0)
+    queue = IdentifyQueue(redis, keys, max_concurrency=1, window_s=0.2, margin_s=0.0)
     assert queue.pending_ms == 1200  # a window, plus max(window, 1 s) for the READY to come
     lock = keys.identify_bucket(0)
     before = time.monotonic()
     await queue.acquire(0)  # never confirmed
-    ttl = await redis_client.pttl(lock)
+    ttl = await redis.pttl(lock)
     assert 1200 - _ms_since(before) - 2 <= ttl <= 1200  # the pending hold, less the time it took to ask
     asked = time.monotonic()
     ticket = await queue.acquire(1)  # waits out the pending hold
     assert ticket.waited_s >= 1.2 - (asked - before) - 0.005
     before = time.monotonic()
     await queue.confirm(ticket)
-    ttl = await redis_client.pttl(lock)
+    ttl = await redis.pttl(lock)
     assert 200 - _ms_since(before) - 2 <= ttl <= 200  # confirmed: one window from now
 
 
 async def test_confirm_rearms_its_own_lock_retakes_a_free_one_and_leaves_others(
-        redis_client: aioredis.Redis, redis_prefix: str) -> None:
+        redis: aioredis.Redis, redis_prefix: str) -> None:
     keys = Keys(redis_prefix)
-    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=0.3)
+    queue = IdentifyQueue(redis, keys, max_concurrency=1, window_s=0.3)
     lock = keys.identify_bucket(0)
     ticket = await queue.acquire(4)
     before = time.monotonic()
     await queue.confirm(ticket)
-    assert 300 - _ms_since(before) - 2 <= await redis_client.pttl(lock) <= 300 and await redis_client.get(lock) == b"4"
+    assert 300 - _ms_since(before) - 2 <= await redis.pttl(lock) <= 300 and await redis.get(lock) == b"4"
     # READY came after the pending hold ran out: the IDENTIFY was stamped no earlier than that,
     # so the bucket is taken again for a window from now.
-    await redis_client.delete(lock)
+    await redis.delete(lock)
     before = time.monotonic()
     await queue.confirm(ticket)
-    assert 300 - _ms_since(before) - 2 <= await redis_client.pttl(lock) <= 300 and await redis_client.get(lock) == b"4"
+    assert 300 - _ms_since(before) - 2 <= await redis.pttl(lock) <= 300 and await redis.get(lock) == b"4"
     # … but a lock another shard holds by now is left alone.
-    await redis_client.set(lock, "7", px=5000)
+    await redis.set(lock, "7", px=5000)
     await queue.confirm(ticket)
-    assert await redis_client.get(lock) == b"7" and await redis_client.pttl(lock) > 4000
+    assert await redis.get(lock) == b"7" and await redis.pttl(lock) > 4000
 
 
-async def test_the_window_runs_from_the_acknowledgement(redis_client: aioredis.Redis, redis_prefix: str) -> None:
+async def test_the_window_runs_from_the_acknowledgement(redis: aioredis.Redis, redis_prefix: str) -> None:
     """The next shard is granted one window after the READY, however late it came, and promptly."""
     keys = Keys(redis_prefix)
     window = 0.2
-    queue = IdentifyQueue(redis_client, keys, max_concurrency=1, window_s=window)
+    queue = IdentifyQueue(redis, keys, max_concurrency=1, window_s=window)
     first = await queue.acquire(0)
     waiter = asyncio.create_task(queue.acquire(1))
-    await wait_for(lambda: _queued_shard(redis_client, keys, b"1"), message="shard 1 queued")
+    await wait_for(lambda: _queued_shard(redis, keys, b"1"), message="shard 1 queued")
     await asyncio.sleep(0.15)  # a slow READY: the receiver stamped the IDENTIFY late (the scenario, not a wait)
     acknowledged = time.monotonic()
     await queue.confirm(first)
@@ -274,7 +274,7 @@ async def test_confirming_on_ready_keeps_a_lagging_receiver_free_of_violations(
     assert await _stamped_run(redis_url, Keys(redis_prefix + ":ack"), on_ack=True) == []
 
 
-async def test_a_cluster_far_back_in_a_cold_start_waits_for_its_round(redis_client: aioredis.Redis,
+async def test_a_cluster_far_back_in_a_cold_start_waits_for_its_round(redis: aioredis.Redis,
                                                                      redis_url: str, redis_prefix: str) -> None:
     from ipc.identify import mark_cold_start
     from shard.cold_start import first_round, wait_for_round
@@ -284,8 +284,8 @@ async def test_a_cluster_far_back_in_a_cold_start_waits_for_its_round(redis_clie
     assert first_round(late, 16) == 2 and first_round(list(range(16)), 16) == 0
     # no mark (one cluster restarting on its own): nobody waits
     assert await asyncio.to_thread(wait_for_round, redis_url, keys, late, 16, window_s=1.0, lead_s=1.6) == 0.0
-    await mark_cold_start(redis_client, keys, ttl_s=60)
-    assert 0 < await redis_client.pttl(keys.cold_start()) <= 60_000
+    await mark_cold_start(redis, keys, ttl_s=60)
+    assert 0 < await redis.pttl(keys.cold_start()) <= 60_000
     # the first round starts at once; round 2 of 1 s windows starts 0.5 s early: 1.5 s after the mark
     assert await asyncio.to_thread(wait_for_round, redis_url, keys, list(range(16)), 16, window_s=1.0,
                                    lead_s=0.5) == 0.0

@@ -20,13 +20,6 @@ CALLBACK = "POST /interactions/{webhook_id}/{webhook_token}/callback"
 
 
 @pytest.fixture
-async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def make(redis: aioredis.Redis, redis_prefix: str) -> AsyncIterator[Callable[..., SharedRateLimiter]]:
     made: list[SharedRateLimiter] = []
 

@@ -22,13 +22,6 @@ ROUTE = "POST /channels/{channel_id}/messages"
 
 
 @pytest.fixture
-async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def make(redis: aioredis.Redis, redis_prefix: str) -> AsyncIterator[type[SharedRateLimiter]]:
     made: list[SharedRateLimiter] = []
 

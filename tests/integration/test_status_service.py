@@ -39,25 +39,25 @@ def beat(*args: Any, **kwargs: Any) -> ClusterBeat:
     return b
 
 
-async def _client(redis_client: aioredis.Redis, prefix: str, **env: str) -> TestClient:  # type: ignore[type-arg]
+async def _client(redis: aioredis.Redis, prefix: str, **env: str) -> TestClient:  # type: ignore[type-arg]
     settings = Settings.from_env({"INNKEEPER_REDIS_PREFIX": prefix, **env})
-    client = TestClient(TestServer(create_app(settings, redis_client)))
+    client = TestClient(TestServer(create_app(settings, redis)))
     await client.start_server()
     return client
 
 
 @pytest.fixture
-async def seeded(redis_client: aioredis.Redis, redis_prefix: str) -> AsyncIterator[Keys]:
+async def seeded(redis: aioredis.Redis, redis_prefix: str) -> AsyncIterator[Keys]:
     keys = Keys(redis_prefix)
-    await store_plan(redis_client, keys, plan(8, 2, clusters=2))
-    await write_heartbeat(redis_client, keys, beat(0, [shard(i) for i in range(4)]), ttl_s=30)
-    await write_heartbeat(redis_client, keys, beat(1, [shard(4), shard(5, "IDENTIFYING"), shard(6), shard(7)],
+    await store_plan(redis, keys, plan(8, 2, clusters=2))
+    await write_heartbeat(redis, keys, beat(0, [shard(i) for i in range(4)]), ttl_s=30)
+    await write_heartbeat(redis, keys, beat(1, [shard(4), shard(5, "IDENTIFYING"), shard(6), shard(7)],
                                                     state="STARTING"), ttl_s=30)
     yield keys
 
 
-async def test_routes(redis_client: aioredis.Redis, redis_prefix: str, seeded: Keys) -> None:
-    client = await _client(redis_client, redis_prefix)
+async def test_routes(redis: aioredis.Redis, redis_prefix: str, seeded: Keys) -> None:
+    client = await _client(redis, redis_prefix)
     try:
         r = await client.get("/status.json")
         assert r.status == 200
@@ -72,7 +72,7 @@ async def test_routes(redis_client: aioredis.Redis, redis_prefix: str, seeded: K
         text = await r.text()
         assert "7/8 shards READY" in text and "shard 5 IDENTIFYING (cluster-1)" in text
 
-        await write_heartbeat(redis_client, seeded, beat(1, [shard(i) for i in range(4, 8)]), ttl_s=30)
+        await write_heartbeat(redis, seeded, beat(1, [shard(i) for i in range(4, 8)]), ttl_s=30)
         r = await client.get("/healthz")
         assert r.status == 200 and "8/8" in await r.text()
 
@@ -95,9 +95,9 @@ def _basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-async def test_token_guards_every_route_but_healthz(redis_client: aioredis.Redis, redis_prefix: str,
+async def test_token_guards_every_route_but_healthz(redis: aioredis.Redis, redis_prefix: str,
                                                     seeded: Keys) -> None:
-    client = await _client(redis_client, redis_prefix, INNKEEPER_STATUS_TOKEN="s3cret")
+    client = await _client(redis, redis_prefix, INNKEEPER_STATUS_TOKEN="s3cret")
     try:
         for path in ("/", "/status.json", "/metrics"):
             r = await client.get(path)
@@ -117,9 +117,9 @@ async def test_token_guards_every_route_but_healthz(redis_client: aioredis.Redis
         await client.close()
 
 
-async def test_a_token_in_the_url_is_refused(redis_client: aioredis.Redis, redis_prefix: str, seeded: Keys) -> None:
+async def test_a_token_in_the_url_is_refused(redis: aioredis.Redis, redis_prefix: str, seeded: Keys) -> None:
     """A token in the query string ends up in logs and browser history: it is never accepted."""
-    client = await _client(redis_client, redis_prefix, INNKEEPER_STATUS_TOKEN="s3cret")
+    client = await _client(redis, redis_prefix, INNKEEPER_STATUS_TOKEN="s3cret")
     try:
         for path in ("/", "/status.json", "/metrics"):
             r = await client.get(path, params={"token": "s3cret"})
@@ -131,8 +131,8 @@ async def test_a_token_in_the_url_is_refused(redis_client: aioredis.Redis, redis
         await client.close()
 
 
-async def test_no_plan_is_unhealthy(redis_client: aioredis.Redis, redis_prefix: str) -> None:
-    client = await _client(redis_client, redis_prefix)
+async def test_no_plan_is_unhealthy(redis: aioredis.Redis, redis_prefix: str) -> None:
+    client = await _client(redis, redis_prefix)
     try:
         r = await client.get("/healthz")
         assert r.status == 503 and "no plan" in await r.text()
@@ -142,12 +142,12 @@ async def test_no_plan_is_unhealthy(redis_client: aioredis.Redis, redis_prefix: 
         await client.close()
 
 
-async def test_stale_heartbeat_is_unhealthy(redis_client: aioredis.Redis, redis_prefix: str, seeded: Keys) -> None:
+async def test_stale_heartbeat_is_unhealthy(redis: aioredis.Redis, redis_prefix: str, seeded: Keys) -> None:
     stale = beat(0, [shard(i) for i in range(4)])
     stale["written_at"] = time.time() - 30  # INNKEEPER_HEARTBEAT_INTERVAL 5 s: two writes missed
-    await write_heartbeat(redis_client, seeded, stale, ttl_s=30)
-    await write_heartbeat(redis_client, seeded, beat(1, [shard(i) for i in range(4, 8)]), ttl_s=30)
-    client = await _client(redis_client, redis_prefix)
+    await write_heartbeat(redis, seeded, stale, ttl_s=30)
+    await write_heartbeat(redis, seeded, beat(1, [shard(i) for i in range(4, 8)]), ttl_s=30)
+    client = await _client(redis, redis_prefix)
     try:
         r = await client.get("/healthz")
         assert r.status == 503 and "cluster-0 STALE" in await r.text()

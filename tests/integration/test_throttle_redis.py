@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -21,13 +20,6 @@ EPS = 0.005
 
 RULES = {"roll": [ThrottleRule(5, 2.0, "user")], "raid": [ThrottleRule(3, 30, "guild"), ThrottleRule(1, 30, "user")],
          "broadcast": [ThrottleRule(2, 30, "global")]}
-
-
-@pytest.fixture
-async def redis(redis_url: str, redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_clusters_share_the_count(redis: aioredis.Redis, redis_prefix: str) -> None:
