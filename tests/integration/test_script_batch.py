@@ -59,6 +59,14 @@ async def test_scripts_flushed_from_redis_are_loaded_again(redis: aioredis.Redis
     await batch.close()
 
 
+async def test_a_lone_call_of_a_flushed_script_is_loaded_again(redis: aioredis.Redis, redis_prefix: str) -> None:
+    batch = ScriptBatch(redis, name="test")
+    fresh = BatchedScript(f"return 'alone {redis_prefix}'")
+    assert await batch.call(fresh, [], []) == f"alone {redis_prefix}".encode()
+    assert (await redis.script_exists(fresh.sha))[0]
+    await batch.close()
+
+
 async def test_more_calls_than_rounds_all_answered(redis: aioredis.Redis, redis_prefix: str) -> None:
     batch = ScriptBatch(redis, name="test", max_batch=3, max_rounds=2)
     key = f"{redis_prefix}:many"
