@@ -169,6 +169,10 @@ def format_status(doc: StatusDoc, procs: dict[int, str] | None) -> str:
                      f"{ready}/{len(c['shards'])} READY ({ids})")
         if c["identify_blocked_reason"]:
             lines.append(f"    ! {c['identify_blocked_reason']}")
+        load = c.get("commands")
+        if load:
+            lines.append(f"    commands: {load['running']}/{load['max_running']} running, {load['queued']}/"
+                         f"{load['max_queued']} waiting; since start {load['deferred']} deferred, {load['shed']} shed")
         for s in c["shards"]:
             latency = f"{s['latency_ms']:.0f}ms" if s["latency_ms"] is not None else "-"
             age = f"{s['last_event_age_s']:.1f}s" if s["last_event_age_s"] is not None else "-"

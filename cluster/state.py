@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import msgpack
 
-from ipc.heartbeat import ClusterBeat, read_heartbeats
+from ipc.heartbeat import ClusterBeat, CommandLoad, read_heartbeats
 
 from .plan import Plan, format_shard_ids
 
@@ -59,6 +59,8 @@ class ClusterStatus(TypedDict):
     events_per_s: float | None
     metrics_port: int | None
     identify_blocked_reason: str | None
+    #: The cluster's command admission (running, queued, deferred, shed), when it reports one.
+    commands: CommandLoad | None
     shards: list[ShardStatus]
 
 
@@ -103,10 +105,10 @@ def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...
         ids = expected if expected is not None else tuple(s["id"] for s in beat["shards"])
         return {"id": cluster_id, "host": beat["host"], "pid": beat["pid"], "state": STALE, "uptime_s": None,
                 "rss_bytes": None, "events_per_s": None, "metrics_port": None,
-                "identify_blocked_reason": None, "shards": [_down_shard(s) for s in ids]}
+                "identify_blocked_reason": None, "commands": None, "shards": [_down_shard(s) for s in ids]}
     if beat is None:
         return {"id": cluster_id, "host": None, "pid": None, "state": DOWN, "uptime_s": None, "rss_bytes": None,
-                "events_per_s": None, "metrics_port": None, "identify_blocked_reason": None,
+                "events_per_s": None, "metrics_port": None, "identify_blocked_reason": None, "commands": None,
                 "shards": [_down_shard(s) for s in expected or ()]}
     reported = {s["id"]: _shard(s) for s in beat["shards"]}
     ids = tuple(expected) if expected is not None else tuple(sorted(reported))
@@ -114,7 +116,8 @@ def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...
     return {"id": cluster_id, "host": beat["host"], "pid": beat["pid"], "state": beat["state"],
             "uptime_s": round(max(0.0, now - beat["started_at"]), 1), "rss_bytes": beat["rss_bytes"],
             "events_per_s": beat["events_per_s"], "metrics_port": beat["metrics_port"],
-            "identify_blocked_reason": beat["identify_blocked_reason"], "shards": shards}
+            "identify_blocked_reason": beat["identify_blocked_reason"], "commands": beat.get("commands"),
+            "shards": shards}
 
 
 def build_status(plan: Plan | None, beats: Mapping[int, ClusterBeat], now: float | None = None, *,

@@ -27,7 +27,7 @@ vertical-align:top} th{color:#999;font-weight:normal}
 padding:1px 6px;border-radius:3px;color:#111}.state.STARTING{background:#d29922}.state.DEGRADED{background:#db6d28}
 .state.BLOCKED{background:#f85149}.state.STOPPING{background:#8b949e}
 .state.STALE{background:#f85149;color:#111;padding:1px 6px;border-radius:3px}
-.reason{color:#f85149} .muted{color:#888} #err{color:#f85149}
+.reason{color:#f85149} .shed{color:#d29922} .muted{color:#888} #err{color:#f85149}
 .legend span{margin-right:.6em}
 </style></head>
 <body>
@@ -38,7 +38,7 @@ padding:1px 6px;border-radius:3px;color:#111}.state.STARTING{background:#d29922}
 <span class="cell DISCONNECTED">DISCONNECTED</span><span class="cell DOWN">DOWN</span></div>
 <div id="err"></div>
 <table><thead><tr><th>cluster</th><th>state</th><th>host / pid</th><th>uptime</th><th>RSS</th><th>events/s</th>
-<th>metrics</th><th>shards</th></tr></thead><tbody id="rows"></tbody></table>
+<th>commands</th><th>metrics</th><th>shards</th></tr></thead><tbody id="rows"></tbody></table>
 <p class="muted">Refreshes every __REFRESH_S__ s from <code>/status.json</code>.
 Last update: <span id="at">never</span></p>
 <script>
@@ -54,13 +54,21 @@ function cell(s) {
     ", " + s.guilds + " guilds" + (s.last_event_age_s != null ? ", last event " + s.last_event_age_s + " s ago" : "");
   return '<span class="cell ' + esc(s.state) + '" title="' + esc(tip) + '">' + esc(s.id) + "</span>";
 }
+function load(k) {
+  if (k == null) return "–";
+  const tip = k.running + " of " + k.max_running + " running, " + k.queued + " of " + k.max_queued +
+    " waiting; since start " + k.deferred + " deferred while waiting, " + k.shed + " shed (busy)";
+  return '<span title="' + esc(tip) + '">' + esc(k.running) + " run · " + esc(k.queued) + " wait" +
+    (k.shed ? ' · <span class="shed">' + esc(k.shed) + " shed</span>" : "") + "</span>";
+}
 function row(c) {
   const reason = c.identify_blocked_reason ? '<div class="reason">' + esc(c.identify_blocked_reason) + "</div>" : "";
   const metrics = c.metrics_port ? ":" + esc(c.metrics_port) : "–";
   return "<tr><td>cluster-" + esc(c.id) + '</td><td><span class="state ' + esc(c.state) + '">' + esc(c.state) +
     "</span>" + reason + "</td><td>" + (c.pid ? esc(c.host) + " / " + esc(c.pid) : "–") + "</td><td>" +
     dur(c.uptime_s) + "</td><td>" + mib(c.rss_bytes) + "</td><td>" + (c.events_per_s ?? "–") + "</td><td>" +
-    metrics + '</td><td><div class="cells">' + c.shards.map(cell).join("") + "</div></td></tr>";
+    load(c.commands) + "</td><td>" + metrics + '</td><td><div class="cells">' + c.shards.map(cell).join("") +
+    "</div></td></tr>";
 }
 async function refresh() {
   try {

@@ -58,6 +58,7 @@ class ErrorCode(enum.Enum):
     COMMAND_TIMEOUT = "E5005"
     COMMAND_FAILED = "E5006"
     NOT_FOUND = "E5007"
+    COMMAND_SHED = "E5008"
     # 6xxx: cluster runtime
     SUPERVISOR = "E6001"
     CLUSTER_UNHEALTHY = "E6002"

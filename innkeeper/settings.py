@@ -220,6 +220,11 @@ class Settings:
     default_prefix: str = "!"
     owner_ids: frozenset[int] = field(default_factory=frozenset)
     command_timeout_s: float = 10.0
+    # Admission (shard/pipeline/admission.py): commands running at once, waiting, deferred, shed
+    commands_max_running: int = 64  # INNKEEPER_COMMANDS_MAX_RUNNING
+    commands_max_queued: int = 512  # INNKEEPER_COMMANDS_MAX_QUEUED: more are shed at once
+    commands_defer_after_s: float = 1.5  # INNKEEPER_COMMANDS_DEFER_AFTER: a waiting slash command's age at deferral
+    commands_max_wait_s: float = 10.0  # INNKEEPER_COMMANDS_MAX_WAIT: a command waiting longer is shed
     sync_commands: bool = True
     automod_log_window_s: float = 10.0  # INNKEEPER_AUTOMOD_LOG_WINDOW: a guild's automod incidents per log notice
     # Files
@@ -326,6 +331,10 @@ class Settings:
             default_prefix=prefix_cmd,
             owner_ids=e.as_id_set("INNKEEPER_OWNER_IDS"),
             command_timeout_s=e.as_float("INNKEEPER_COMMAND_TIMEOUT", 10.0, minimum=0.1),
+            commands_max_running=e.as_int("INNKEEPER_COMMANDS_MAX_RUNNING", 64, minimum=1, maximum=100_000),
+            commands_max_queued=e.as_int("INNKEEPER_COMMANDS_MAX_QUEUED", 512, minimum=0, maximum=1_000_000),
+            commands_defer_after_s=e.as_float("INNKEEPER_COMMANDS_DEFER_AFTER", 1.5, minimum=0.05, maximum=2.5),
+            commands_max_wait_s=e.as_float("INNKEEPER_COMMANDS_MAX_WAIT", 10.0, minimum=0.1, maximum=900.0),
             sync_commands=e.as_bool("INNKEEPER_SYNC_COMMANDS", True),
             automod_log_window_s=e.as_float("INNKEEPER_AUTOMOD_LOG_WINDOW", 10.0, minimum=0.1, maximum=3600.0),
             run_dir=Path(e.as_str("INNKEEPER_RUN_DIR", str(PROJECT_ROOT / "run"))),
@@ -427,6 +436,8 @@ _ENV_NAME = {
     "heartbeat_ttl_s": "heartbeat_ttl",
     "zombie_after_s": "zombie_after",
     "command_timeout_s": "command_timeout",
+    "commands_defer_after_s": "commands_defer_after",
+    "commands_max_wait_s": "commands_max_wait",
     "snapshot_interval_s": "snapshot_interval",
     "malloc_trim_interval_s": "malloc_trim_interval",
     "retention_interval_s": "retention_interval",

@@ -9,7 +9,7 @@ them with :func:`read_heartbeats`; a malformed record is logged and skipped, nev
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Final, Literal, NotRequired, TypedDict
 
 import msgpack
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ipc.keys import Keys
 
 __all__ = (
-    "HEARTBEAT_VERSION", "SHARD_STATES", "CLUSTER_STATES", "ShardState", "ShardBeat", "ClusterBeat",
+    "HEARTBEAT_VERSION", "SHARD_STATES", "CLUSTER_STATES", "ShardState", "ShardBeat", "ClusterBeat", "CommandLoad",
     "encode_heartbeat", "decode_heartbeat", "write_heartbeat", "read_heartbeats", "delete_heartbeat",
 )
 
@@ -53,6 +53,17 @@ class ShardBeat(TypedDict):
     reconnects: int
 
 
+class CommandLoad(TypedDict):
+    """The cluster's commands now (running, waiting) and since it started (deferred, shed)."""
+
+    running: int
+    queued: int
+    max_running: int
+    max_queued: int
+    deferred: int
+    shed: int
+
+
 class ClusterBeat(TypedDict):
     v: int
     cluster_id: int
@@ -67,6 +78,8 @@ class ClusterBeat(TypedDict):
     metrics_port: int | None
     identify_blocked_reason: str | None
     shards: list[ShardBeat]
+    #: Written by clusters that run commands (absent from older records).
+    commands: NotRequired[CommandLoad]
 
 
 _SHARD_FIELDS: Final = {
@@ -74,6 +87,7 @@ _SHARD_FIELDS: Final = {
     "last_event_age_s": (int, float, type(None)), "identified_at": (int, float, type(None)),
     "ready_at": (int, float, type(None)), "identifies": (int,), "resumes": (int,), "reconnects": (int,),
 }
+_COMMAND_FIELDS: Final[dict[str, tuple[type, ...]]] = {name: (int,) for name in CommandLoad.__annotations__}
 _CLUSTER_FIELDS: Final = {
     "v": (int,), "cluster_id": (int,), "host": (str,), "pid": (int,), "started_at": (int, float),
     "written_at": (int, float), "state": (str,), "rss_bytes": (int,), "events_per_s": (int, float),
@@ -115,6 +129,8 @@ def decode_heartbeat(raw: bytes | str) -> ClusterBeat:
         raise IPCError(f"heartbeat version {obj['v']} is not {HEARTBEAT_VERSION}", code=ErrorCode.IPC_DECODE)
     for shard in obj["shards"]:
         _check(shard, _SHARD_FIELDS, "heartbeat shard")
+    if "commands" in obj:
+        _check(obj["commands"], _COMMAND_FIELDS, "heartbeat commands")
     result: ClusterBeat = obj
     return result
 

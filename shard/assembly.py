@@ -229,7 +229,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(Heartbeat(ctx.redis, ctx.keys, tracker, cluster_id=ctx.cluster_id,
                            interval_s=s.heartbeat_interval_s, ttl_s=s.heartbeat_ttl_s,
                            metrics_port=lambda: metrics.port, sessions=SessionStore(ctx.redis, ctx.keys),
-                           shard_count=lambda: bot.shard_count))
+                           shard_count=lambda: bot.shard_count,
+                           commands=pipeline.admission.snapshot))
     services.add(Watchdog(bot, tracker, give_up=bot.give_up, zombie_after_s=s.zombie_after_s))
     services.add(gate)
     services.add(CollectorPolicy(bot, tracker, freeze=s.gc_freeze))

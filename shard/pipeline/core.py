@@ -13,6 +13,9 @@ command tree's ``on_error`` (errors before a hybrid context exists) goes to
 
 1. **validate**: discord.py's converters, then :func:`~shard.pipeline.validation.validate_arguments`
    on the bound arguments (the same checks for both paths);
+   **admission** (:mod:`shard.pipeline.admission`): a place among the commands running now, or in
+   the bounded queue behind them (a slash command still waiting at 1.5 s of age is deferred), or
+   the command is shed with a kind message (``E5008``);
 2. **feature toggle**: the guild turned the command's feature or the command itself off;
 3. **permission**: the caller's :class:`~shard.pipeline.levels.Level` against the command's
    required level (default, or the guild's override above the floor);
@@ -52,6 +55,7 @@ from discord.ext import commands
 from innkeeper.errors import CommandError, DatabaseError, ErrorCode
 from innkeeper.services import BackgroundTasks
 
+from .admission import Admission
 from .command_metrics import COMMANDS_TOTAL, PIPELINE_FAILURES, record_command
 from .config import GuildConfig, GuildConfigSource
 from .context import state_of, tell
@@ -71,6 +75,9 @@ if TYPE_CHECKING:
 __all__ = ("Pipeline", "UsageSink", "AuditSink", "ErrorSink", "UsageEvent", "AuditEvent", "ErrorEvent")
 
 _log = logging.getLogger(__name__)
+
+#: Seconds the deferral of a command waiting for admission may take.
+_DEFER_DEADLINE_S = 2.0
 
 
 def _describe_argument(value: Any) -> Any:
@@ -103,11 +110,15 @@ class Pipeline:
         this many seconds (:class:`~shard.pipeline.denials.DeniedAttempts`).
     erased_since:
         Who was erased since when, so that counted refusals of an erased user are never written.
+    admission:
+        How many commands run at once and wait (:class:`~shard.pipeline.admission.Admission`; from
+        the settings when None).
     """
 
     def __init__(self, settings: Settings, *, cluster_id: int, config: GuildConfigSource, throttle: Throttle,
                  usage: UsageSink, audit: AuditSink, errors: ErrorSink, refusal_rule: ThrottleRule | None = None,
-                 denial_window_s: float | None = None, erased_since: ErasedSince | None = None) -> None:
+                 denial_window_s: float | None = None, erased_since: ErasedSince | None = None,
+                 admission: Admission | None = None) -> None:
         self.settings = settings
         self.cluster_id = cluster_id
         self.config = config
@@ -117,6 +128,9 @@ class Pipeline:
         self.errors = errors
         self.refusals = RefusalGate(throttle, owner_ids=settings.owner_ids, rule=refusal_rule or REFUSAL_RULE)
         self.denials = DeniedAttempts(audit, window_s=denial_window_s or DENIAL_WINDOW_S, erased_since=erased_since)
+        self.admission = admission or Admission(
+            max_running=settings.commands_max_running, max_queued=settings.commands_max_queued,
+            defer_after=settings.commands_defer_after_s, max_wait=settings.commands_max_wait_s)
         self._tasks = BackgroundTasks("pipeline")
 
     # --- stages ----------------------------------------------------------------------------------
@@ -136,6 +150,29 @@ class Pipeline:
             validate_arguments(cmd.clean_params, arguments)
         if spec.guild_only and ctx.guild is None:
             raise CommandError("This command only works in a server.", code=ErrorCode.COMMAND_FORBIDDEN)
+        # 1b. admission: a place among the commands running now, or in the queue behind them (or shed)
+        interaction = ctx.interaction
+        if interaction is None:
+            await self.admission.enter()
+        else:
+            age = (discord.utils.utcnow() - interaction.created_at).total_seconds()
+            await self.admission.enter(age=max(0.0, age), defer=lambda: self._defer_waiting(ctx, spec))
+        try:
+            return await self._admitted(ctx, spec, name, call)
+        finally:
+            self.admission.leave()
+
+    async def _defer_waiting(self, ctx: commands.Context[Any], spec: CommandSpec) -> None:
+        """Defer a slash command still waiting for admission (so that Discord's 3 s hold), within 2 s."""
+        interaction = ctx.interaction
+        if interaction is not None and not interaction.response.is_done():
+            async with asyncio.timeout(_DEFER_DEADLINE_S):
+                await ctx.defer(ephemeral=spec.ephemeral)
+
+    async def _admitted(self, ctx: commands.Context[Any], spec: CommandSpec, name: str,
+                        call: Callable[[], Awaitable[Any]]) -> Any:
+        """Stages 2-8 of a command past admission."""
+        state = state_of(ctx)
         cfg = await self._config_for(ctx, spec)
         # 2. feature toggle
         override = cfg.override(name) if cfg is not None else None
@@ -289,8 +326,9 @@ class Pipeline:
             name = ctx.command.qualified_name if ctx.command is not None else "unknown"
             # a refusal (the body never ran) is counted before anything else happens: past the user's
             # refusal rule, nothing does
-            if state_of(ctx).ran or await self.refusals.may_answer(name, ctx.author.id,
-                                                                   ctx.guild.id if ctx.guild else None):
+            # a shed command is the bot's doing, not the user's: always told, never counted
+            if state_of(ctx).ran or failure.outcome == "shed" or await self.refusals.may_answer(
+                    name, ctx.author.id, ctx.guild.id if ctx.guild else None):
                 await self._reply(ctx, failure)
             spec = spec_of(ctx.command)
             if spec is not None and spec.audit and failure.outcome == "forbidden" and ctx.command is not None:

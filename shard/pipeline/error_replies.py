@@ -24,7 +24,8 @@ from .validation import clip, neutralise
 __all__ = ("Failure", "map_error", "unwrap", "OUTCOMES")
 
 #: Every outcome label the metrics use.
-OUTCOMES = ("ok", "bad_argument", "forbidden", "disabled", "throttled", "timeout", "not_found", "failed", "error")
+OUTCOMES = ("ok", "bad_argument", "forbidden", "disabled", "throttled", "timeout", "not_found", "shed", "failed",
+            "error")
 
 _OURS = "Something went wrong on our side. It has been logged; try again later."
 
@@ -35,6 +36,7 @@ _OUTCOME_BY_CODE = {
     ErrorCode.COMMAND_THROTTLED: "throttled",
     ErrorCode.COMMAND_TIMEOUT: "timeout",
     ErrorCode.NOT_FOUND: "not_found",
+    ErrorCode.COMMAND_SHED: "shed",
     ErrorCode.COMMAND_FAILED: "failed",
 }
 

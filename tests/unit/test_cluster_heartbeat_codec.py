@@ -10,9 +10,14 @@ from ipc.heartbeat import decode_heartbeat, encode_heartbeat
 from tests.integration.test_heartbeat import beat
 
 
+LOAD = {"running": 3, "queued": 1, "max_running": 64, "max_queued": 512, "deferred": 2, "shed": 0}
+
+
 def test_round_trip() -> None:
     b = beat(3)
     assert decode_heartbeat(encode_heartbeat(b)) == b
+    b["commands"] = LOAD  # type: ignore[typeddict-item]
+    assert decode_heartbeat(encode_heartbeat(b))["commands"] == LOAD
 
 
 @pytest.mark.parametrize(
@@ -24,6 +29,9 @@ def test_round_trip() -> None:
         lambda b: b.update(rss_bytes=True),
         lambda b: b["shards"][0].pop("state"),
         lambda b: b["shards"].append("x"),
+        lambda b: b.update(commands="busy"),
+        lambda b: b.update(commands={**LOAD, "shed": "2"}),
+        lambda b: b.update(commands={k: v for k, v in LOAD.items() if k != "queued"}),
     ],
 )
 def test_bad_records_raise_ipc_decode(mutate: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.plan import plan
+from cluster.ops import format_status
 from cluster.state import build_status, health, progress_line
 from ipc.heartbeat import ClusterBeat, ShardBeat
 
@@ -100,3 +101,15 @@ def test_stale_heartbeat_means_the_process_is_gone() -> None:
     assert not h.ok and h.problems == ("cluster-1 STALE (pid 4001 stopped writing heartbeats) (shards 2-3)",)
     fresh = build_status(p, {0: beat(0, [shard(0), shard(1)]), 1: old}, NOW, stale_after_s=13)
     assert health(fresh, p).ok
+
+
+def test_command_load_is_carried_when_reported() -> None:
+    p = plan(2, 1, clusters=2)
+    load = {"running": 64, "queued": 10, "max_running": 64, "max_queued": 512, "deferred": 4, "shed": 7}
+    with_load = beat(0, [shard(0)])
+    with_load["commands"] = load  # type: ignore[typeddict-item]
+    doc = build_status(p, {0: with_load, 1: beat(1, [shard(1)])}, now=NOW)
+    assert doc["clusters"][0]["commands"] == load
+    assert doc["clusters"][1]["commands"] is None  # an older cluster that does not report it
+    text = format_status(doc, None)
+    assert "commands: 64/64 running, 10/512 waiting; since start 4 deferred, 7 shed" in text
