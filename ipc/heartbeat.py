@@ -9,7 +9,7 @@ them with :func:`read_heartbeats`; a malformed record is logged and skipped, nev
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Final, Literal, NotRequired, TypedDict
 
 import msgpack
 
@@ -67,6 +67,9 @@ class ClusterBeat(TypedDict):
     metrics_port: int | None
     identify_blocked_reason: str | None
     shards: list[ShardBeat]
+    #: The cluster's circuit breakers: dependency → ``closed``, ``half-open`` or ``open`` (absent
+    #: in records of older clusters).
+    breakers: NotRequired[dict[str, str]]
 
 
 _SHARD_FIELDS: Final = {
@@ -115,6 +118,10 @@ def decode_heartbeat(raw: bytes | str) -> ClusterBeat:
         raise IPCError(f"heartbeat version {obj['v']} is not {HEARTBEAT_VERSION}", code=ErrorCode.IPC_DECODE)
     for shard in obj["shards"]:
         _check(shard, _SHARD_FIELDS, "heartbeat shard")
+    breakers = obj.get("breakers")
+    if breakers is not None and not (isinstance(breakers, dict)
+                                     and all(isinstance(k, str) and isinstance(v, str) for k, v in breakers.items())):
+        raise IPCError("heartbeat field 'breakers' is not a map of strings", code=ErrorCode.IPC_DECODE)
     result: ClusterBeat = obj
     return result
 

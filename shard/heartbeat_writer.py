@@ -68,10 +68,13 @@ class Heartbeat:
         Where to save gateway sessions; None to skip.
     shard_count:
         Returns the bot's total shard count (known once the shards launch), for the sessions.
+    breakers:
+        Returns the cluster's circuit breakers (:meth:`innkeeper.breakers.Breakers.describe`), or None.
     """
 
     __slots__ = ("redis", "keys", "tracker", "cluster_id", "interval_s", "ttl_s", "metrics_port", "sessions",
-                 "shard_count", "host", "pid", "started_at", "_tasks", "_samples", "writes", "last_error")
+                 "shard_count", "breakers", "host", "pid", "started_at", "_tasks", "_samples", "writes",
+                 "last_error")
 
     def __init__(
         self,
@@ -85,6 +88,7 @@ class Heartbeat:
         metrics_port: Callable[[], int | None] = lambda: None,
         sessions: SessionStore | None = None,
         shard_count: Callable[[], int | None] = lambda: None,
+        breakers: Callable[[], dict[str, dict[str, Any]]] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -95,6 +99,7 @@ class Heartbeat:
         self.metrics_port = metrics_port
         self.sessions = sessions
         self.shard_count = shard_count
+        self.breakers = breakers
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.started_at = time.time()
@@ -114,12 +119,15 @@ class Heartbeat:
         return round((total - n0) / (now - t0), 2) if now - t0 > 0.5 else 0.0
 
     def record(self) -> ClusterBeat:
-        return {
+        beat: ClusterBeat = {
             "v": HEARTBEAT_VERSION, "cluster_id": self.cluster_id, "host": self.host, "pid": self.pid,
             "started_at": self.started_at, "written_at": time.time(), "state": self.tracker.cluster_state(),
             "rss_bytes": rss_bytes(), "events_per_s": self.events_per_s(), "metrics_port": self.metrics_port(),
             "identify_blocked_reason": self.tracker.blocked_reason, "shards": self.tracker.shard_beats(),
         }
+        if self.breakers is not None:
+            beat["breakers"] = {name: str(b["state"]) for name, b in self.breakers().items()}
+        return beat
 
     async def beat(self) -> None:
         """Write the record now (and save sessions)."""
