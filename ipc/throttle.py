@@ -10,7 +10,8 @@ business (``shard/pipeline/throttling.py``).
 Each rule is a sliding log: exactly ``rate`` uses fit in any window of ``per_seconds``, which is
 what a user told "5 per 10 s" expects. :class:`RedisThrottle` checks and records all of a use's
 rules in one atomic Lua script (the Redis clock decides), so many clusters hitting one key at once
-allow exactly ``rate``. :class:`MemoryThrottle` does the same in one process; the Redis throttle
+allow exactly ``rate``; the hits of one turn of the event loop share one pipeline
+(:mod:`ipc.script_batch`). :class:`MemoryThrottle` does the same in one process; the Redis throttle
 falls back to it while Redis is unreachable (logged once) and returns to Redis after
 ``retry_interval``.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import time
 import uuid
@@ -30,9 +32,10 @@ from redis.exceptions import RedisError
 
 from innkeeper.errors import UsageError
 
+from .script_batch import BatchedScript, ScriptBatch
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-    from redis.commands.core import AsyncScript
 
     from .keys import Keys
 
@@ -164,10 +167,15 @@ for i, key in ipairs(KEYS) do
 end
 return {1, 0}
 """
+_HIT_SCRIPT = BatchedScript(_HIT)
 
 
 class RedisThrottle:
     """The sliding-log throttle shared by every cluster through Redis.
+
+    Each hit is one call of the ``_HIT`` script; the calls of one turn of the event loop travel in
+    one pipeline (:class:`~ipc.script_batch.ScriptBatch`), each still atomic on its own, so a burst
+    of commands costs Redis and the cluster a fraction of a round trip per command.
 
     Parameters
     ----------
@@ -176,24 +184,26 @@ class RedisThrottle:
     fallback:
         Used while Redis is unreachable; a :class:`MemoryThrottle` by default.
     op_timeout:
-        Seconds a Redis call may take before the fallback answers.
+        Seconds a hit may wait for Redis before the fallback answers.
     retry_interval:
         Seconds to stay on the fallback before trying Redis again.
     max_inflight:
-        Redis calls this throttle makes at once; more wait their turn, so a burst of commands
-        cannot exhaust the client's connection pool.
+        Pipelines in flight at once; hits made meanwhile wait and leave together, so a burst of
+        commands cannot exhaust the client's connection pool.
     """
 
     def __init__(self, redis: Redis, keys: Keys, *, fallback: Throttle | None = None, op_timeout: float = 0.5,
-                 retry_interval: float = 5.0, max_inflight: int = 16) -> None:
+                 retry_interval: float = 5.0, max_inflight: int = 4) -> None:
         self.redis = redis
         self.keys = keys
-        self._script: AsyncScript = redis.register_script(_HIT)
+        self.batch = ScriptBatch(redis, name="throttle", op_timeout=op_timeout, max_rounds=max_inflight)
         self.fallback: Throttle = fallback or MemoryThrottle()
         self.op_timeout = op_timeout
         self.retry_interval = retry_interval
         self._down_until = 0.0
-        self._inflight = asyncio.Semaphore(max_inflight)
+        # members of the sliding logs: unique per process (a random prefix) and per hit (a counter)
+        self._prefix = uuid.uuid4().hex[:16] + ":"
+        self._count = itertools.count()
 
     @property
     def shared(self) -> bool:
@@ -209,12 +219,12 @@ class RedisThrottle:
             return await self.fallback.hit(command, user_id, guild_id, rules, channel_id=channel_id)
         keys = [self.keys.throttle(r.scope, _subject(r.scope, user_id, guild_id, channel_id),
                                    f"{command}:{r.per_seconds:g}") for r in rules]
-        args: list[str] = [uuid.uuid4().hex]
+        args: list[str] = [f"{self._prefix}{next(self._count)}"]
         for r in rules:
             args += [str(int(r.rate)), f"{r.per_seconds * 1000:.3f}"]
         try:
-            async with self._inflight, asyncio.timeout(self.op_timeout):
-                allowed, retry_ms = await self._script(keys=keys, args=args)
+            async with asyncio.timeout(self.op_timeout):
+                allowed, retry_ms = await self.batch.call(_HIT_SCRIPT, keys, args)
         except (RedisError, OSError, TimeoutError) as exc:
             if self._down_until == 0.0:
                 _log.warning("Redis is unreachable (%s); throttling per process until it is back", exc)
@@ -224,3 +234,10 @@ class RedisThrottle:
             _log.warning("Redis is reachable again; throttling is shared across clusters again")
             self._down_until = 0.0
         return ThrottleResult(bool(allowed), int(retry_ms) / 1000.0)
+
+    async def start(self) -> None:
+        """Nothing to start: pipelines are sent as hits come."""
+
+    async def stop(self) -> None:
+        """Stop sending: hits queued or in flight then are answered by the in-process fallback."""
+        await self.batch.close()

@@ -215,6 +215,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(prefetch)
     services.add(_SubscribeInBackground(bus))
     services.add(usage)
+    services.add(throttle)  # stops after the pipeline: late hits fall back to the process's own throttle
     services.add(pipeline)
     services.add(automod)
     services.add(lean)

@@ -61,7 +61,7 @@ from innkeeper import deadline
 from innkeeper.errors import CommandError, DatabaseError, ErrorCode, InnkeeperError
 from innkeeper.services import BackgroundTasks
 
-from .command_metrics import COMMAND_SECONDS, COMMANDS_TOTAL, PIPELINE_FAILURES
+from .command_metrics import COMMANDS_TOTAL, PIPELINE_FAILURES, record_command
 from .config import GuildConfig, GuildConfigSource
 from .context import state_of, tell
 from .denials import DENIAL_WINDOW_S, DeniedAttempts, ErasedSince
@@ -257,8 +257,7 @@ class Pipeline:
         state.outcome = outcome
         name = ctx.command.qualified_name if ctx.command is not None else "unknown"
         elapsed = time.perf_counter() - state.started
-        COMMANDS_TOTAL.labels(name, outcome).inc()
-        COMMAND_SECONDS.labels(name).observe(elapsed)
+        record_command(name, outcome, elapsed)
         try:
             self.usage.record(UsageEvent(
                 used_at=datetime.now(UTC), guild_id=ctx.guild.id if ctx.guild else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -87,14 +88,14 @@ async def test_falls_back_to_memory_while_redis_is_down(redis: aioredis.Redis, r
         try:
             throttle = RedisThrottle(dead, Keys(redis_prefix), retry_interval=60)
             calls = 0
-            script = throttle._script
+            call = throttle.batch.call
 
-            async def counted(**kwargs: object) -> object:
+            def counted(*args: Any) -> Any:
                 nonlocal calls
                 calls += 1
-                return await script(**kwargs)
+                return call(*args)
 
-            throttle._script = counted  # type: ignore[assignment]
+            throttle.batch.call = counted  # type: ignore[method-assign,assignment]
             results = [await throttle.hit("roll", 1, 1, RULES["roll"]) for _ in range(6)]
             assert [r.allowed for r in results] == [True] * 5 + [False]
             assert not throttle.shared
