@@ -62,6 +62,8 @@ class ClusterStatus(TypedDict):
     #: The cluster's command admission (running, queued, deferred, shed), when it reports one.
     commands: CommandLoad | None
     shards: list[ShardStatus]
+    #: Circuit breakers that are not closed: dependency → ``half-open`` or ``open``.
+    breakers: dict[str, str]
 
 
 class StatusDoc(TypedDict):
@@ -105,11 +107,12 @@ def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...
         ids = expected if expected is not None else tuple(s["id"] for s in beat["shards"])
         return {"id": cluster_id, "host": beat["host"], "pid": beat["pid"], "state": STALE, "uptime_s": None,
                 "rss_bytes": None, "events_per_s": None, "metrics_port": None,
-                "identify_blocked_reason": None, "commands": None, "shards": [_down_shard(s) for s in ids]}
+                "identify_blocked_reason": None, "commands": None, "shards": [_down_shard(s) for s in ids],
+                "breakers": {}}
     if beat is None:
         return {"id": cluster_id, "host": None, "pid": None, "state": DOWN, "uptime_s": None, "rss_bytes": None,
                 "events_per_s": None, "metrics_port": None, "identify_blocked_reason": None, "commands": None,
-                "shards": [_down_shard(s) for s in expected or ()]}
+                "shards": [_down_shard(s) for s in expected or ()], "breakers": {}}
     reported = {s["id"]: _shard(s) for s in beat["shards"]}
     ids = tuple(expected) if expected is not None else tuple(sorted(reported))
     shards = [reported.get(sid) or _down_shard(sid) for sid in ids]
@@ -117,7 +120,7 @@ def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...
             "uptime_s": round(max(0.0, now - beat["started_at"]), 1), "rss_bytes": beat["rss_bytes"],
             "events_per_s": beat["events_per_s"], "metrics_port": beat["metrics_port"],
             "identify_blocked_reason": beat["identify_blocked_reason"], "commands": beat.get("commands"),
-            "shards": shards}
+            "shards": shards, "breakers": {k: v for k, v in beat.get("breakers", {}).items() if v != "closed"}}
 
 
 def build_status(plan: Plan | None, beats: Mapping[int, ClusterBeat], now: float | None = None, *,

@@ -84,6 +84,9 @@ class _Summary(Collector):
                                 labels=["cluster"])
         port = GaugeMetricFamily("innkeeper_status_cluster_metrics_port", "Port of the cluster's /metrics",
                                  labels=["cluster"])
+        breakers = GaugeMetricFamily("innkeeper_status_breakers_open",
+                                     "Circuit breakers not closed, per cluster and dependency (1 open, 0.5 half-open)",
+                                     labels=["cluster", "dependency"])
         by_shard: dict[str, int] = {}
         by_cluster: dict[str, int] = {}
         for c in doc["clusters"]:
@@ -97,12 +100,14 @@ class _Summary(Collector):
                 rss.add_metric(label, c["rss_bytes"])
             if c["metrics_port"] is not None:
                 port.add_metric(label, c["metrics_port"])
+            for dependency, state in sorted(c.get("breakers", {}).items()):
+                breakers.add_metric([str(c["id"]), dependency], 1.0 if state == "open" else 0.5)
         for state, n in sorted(by_shard.items()):
             shards.add_metric([state], n)
         for state, n in sorted(by_cluster.items()):
             clusters.add_metric([state], n)
         expected.add_metric([], doc["shard_count"] or 0)
-        yield from (shards, clusters, expected, eps, rss, port)
+        yield from (shards, clusters, expected, eps, rss, port, breakers)
 
 
 class _ServiceMetrics:

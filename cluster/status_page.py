@@ -62,7 +62,9 @@ function load(k) {
     (k.shed ? ' · <span class="shed">' + esc(k.shed) + " shed</span>" : "") + "</span>";
 }
 function row(c) {
-  const reason = c.identify_blocked_reason ? '<div class="reason">' + esc(c.identify_blocked_reason) + "</div>" : "";
+  const tripped = Object.entries(c.breakers || {}).map(([k, v]) => k + " " + v).join(", ");
+  const reason = (c.identify_blocked_reason ? '<div class="reason">' + esc(c.identify_blocked_reason) + "</div>" : "") +
+    (tripped ? '<div class="reason">breakers: ' + esc(tripped) + "</div>" : "");
   const metrics = c.metrics_port ? ":" + esc(c.metrics_port) : "–";
   return "<tr><td>cluster-" + esc(c.id) + '</td><td><span class="state ' + esc(c.state) + '">' + esc(c.state) +
     "</span>" + reason + "</td><td>" + (c.pid ? esc(c.host) + " / " + esc(c.pid) : "–") + "</td><td>" +

@@ -17,7 +17,16 @@ stable query *name* and SQL built by pypika at import time (:data:`db.sql.Sql`, 
 * translates asyncpg's exceptions into :class:`~innkeeper.errors.DatabaseError` (see
   :mod:`db.error_translation`), and
 * retries with jittered exponential backoff when the server went away and the query is known not
-  to have run (or is a read), so a PostgreSQL restart costs latency, not errors.
+  to have run (or is a read), so a PostgreSQL restart costs latency, not errors; a retry whose
+  delay would end past the deadline of the command it serves (:mod:`innkeeper.deadline`) is not
+  made: the query fails with its own error instead of being cut off, and
+* asks the ``postgres`` circuit breaker (:class:`~innkeeper.breakers.Breaker`, when given) before
+  each attempt: while it is open the query fails at once with :class:`DatabaseDown` (a
+  ``DB_UNAVAILABLE`` :class:`~innkeeper.errors.DatabaseError` that is also a
+  :class:`~innkeeper.breakers.DependencyDown`), so a database that is down costs microseconds
+  per query, not connection attempts. An attempt that could not reach the server, or that was
+  cancelled after running longer than ``slow_call_s`` (a hung server), counts as a failure; any
+  answer of the server, errors included, as a success.
 
 Every call takes an optional ``conn``: pass one to run inside your transaction, or let the funnel
 acquire one from the pool (RoboDanny style). Metrics are module-level so any number of
@@ -37,17 +46,21 @@ from typing import TYPE_CHECKING, Any, Literal
 import asyncpg
 from prometheus_client import Counter, Histogram
 
+from innkeeper import deadline
 from innkeeper.backoff import Backoff
+from innkeeper.breakers import DependencyDown
 from innkeeper.errors import DatabaseError, ErrorCode
 
 from . import error_translation as errors
 from .sql import PgQuery, Sql, built
 
 if TYPE_CHECKING:
+    from innkeeper.breakers import Breaker, Permit
     from innkeeper.loop_lag import LoopLag
     from innkeeper.settings import Settings
 
-__all__ = ("Database", "Health", "Conn", "QUERY_SECONDS", "QUERY_ERRORS", "QUERY_RETRIES", "json_dumps")
+__all__ = ("Database", "DatabaseDown", "Health", "Conn", "QUERY_SECONDS", "QUERY_ERRORS", "QUERY_RETRIES",
+           "json_dumps")
 
 _log = logging.getLogger(__name__)
 
@@ -91,6 +104,30 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
                                   format="text")
 
 
+class DatabaseDown(DatabaseError, DependencyDown):
+    """The ``postgres`` breaker is open: the query was refused without trying (``DB_UNAVAILABLE``).
+
+    A :class:`~innkeeper.errors.DatabaseError`, so every fallback written for an unreachable
+    database (the guild configuration's last known copy, the usage buffer) applies unchanged, and a
+    :class:`~innkeeper.breakers.DependencyDown`, so a command tells its user what is down.
+    """
+
+    def __init__(self, retry_after: float) -> None:
+        DependencyDown.__init__(self, "postgres", retry_after,
+                                message=f"the database is down (circuit breaker open); queries resume in "
+                                        f"{retry_after:.1f}s")
+        self.code = ErrorCode.DB_UNAVAILABLE
+
+
+def _unreachable(exc: BaseException, lost: bool) -> bool:
+    """Whether ``exc`` says the server could not be reached (as opposed to an error it answered)."""
+    if lost:
+        return True
+    if isinstance(exc, DatabaseError):
+        return exc.code is ErrorCode.DB_UNAVAILABLE
+    return errors.is_connection_error(exc)
+
+
 def _is_lost(conn: Conn) -> bool:
     try:
         return conn.is_closed()
@@ -131,14 +168,18 @@ class Database:
         How long :meth:`connect` keeps retrying while the server is unreachable.
     loop_lag:
         The process's event-loop lag probe: its lag over a query's span is not the query's time.
+    breaker:
+        The ``postgres`` circuit breaker asked before every attempt, or None.
+    slow_call_s:
+        An attempt cancelled after running this long counts as a failure for the breaker.
     """
 
     __slots__ = ("dsn", "min_size", "max_size", "slow_query_s", "log_queries", "retries", "connect_timeout",
-                 "loop_lag", "_pool")
+                 "loop_lag", "breaker", "slow_call_s", "_pool")
 
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10, slow_query_ms: float = 250.0,
                  log_queries: bool = False, retries: int = 4, connect_timeout: float = 30.0,
-                 loop_lag: LoopLag | None = None) -> None:
+                 loop_lag: LoopLag | None = None, breaker: Breaker | None = None, slow_call_s: float = 2.0) -> None:
         self.dsn = dsn
         self.min_size = min_size
         self.max_size = max_size
@@ -147,6 +188,8 @@ class Database:
         self.retries = retries
         self.connect_timeout = connect_timeout
         self.loop_lag = loop_lag
+        self.breaker = breaker
+        self.slow_call_s = slow_call_s
         self._pool: asyncpg.Pool | None = None
 
     @classmethod
@@ -215,16 +258,23 @@ class Database:
         backoff: Backoff | None = None  # made on the first retry: the happy path stays cheap
         attempt = 0
         while True:
+            permit = self._admit()
             try:
                 ctx = self.pool.acquire()
                 conn = await ctx.__aenter__()
+                self._settle(permit, None)
                 break
-            except Exception as exc:
+            except BaseException as exc:
+                self._settle(permit, exc)
+                if not isinstance(exc, Exception):
+                    raise
                 if attempt < self.retries and errors.is_safe_to_retry(exc, idempotent=True):
-                    attempt += 1
                     backoff = backoff or Backoff(0.05, 1.0)
-                    await asyncio.sleep(backoff.next())
-                    continue
+                    delay = backoff.next()
+                    if deadline.allows(delay):
+                        attempt += 1
+                        await asyncio.sleep(delay)
+                        continue
                 raise errors.translate(exc, query="acquire") from exc
         try:
             yield conn
@@ -297,30 +347,66 @@ class Database:
         backoff: Backoff | None = None  # made on the first retry: the happy path stays cheap
         attempt = 0
         while True:
+            permit = self._admit(name)
             # A connection that is closed after the failure lost the server, whatever asyncpg raised
             # (it sometimes reports a dropped socket as an internal state error).
             lost = False
             try:
                 async with self.pool.acquire() as pooled:
                     try:
-                        return await self._timed(kind, name, sql, args, pooled, timeout)
+                        result = await self._timed(kind, name, sql, args, pooled, timeout)
                     except Exception:
                         lost = _is_lost(pooled)
                         raise
-            except DatabaseError:
+                self._settle(permit, None)
+                return result
+            except DatabaseError as exc:
+                self._settle(permit, exc)
                 raise
-            except Exception as exc:
+            except BaseException as exc:
+                self._settle(permit, exc, lost)
+                if not isinstance(exc, Exception):
+                    raise
                 if attempt < self.retries and (errors.is_safe_to_retry(exc, idempotent=idempotent)
                                                or (lost and idempotent)):
-                    attempt += 1
-                    QUERY_RETRIES.labels(name).inc()
                     backoff = backoff or Backoff(0.05, 1.0)
                     delay = backoff.next()
-                    _log.warning("query %s lost its connection (%s); retry %d in %.2fs", name, exc, attempt, delay,
-                                 extra={"query": name})
-                    await asyncio.sleep(delay)
-                    continue
+                    if deadline.allows(delay):
+                        attempt += 1
+                        QUERY_RETRIES.labels(name).inc()
+                        _log.warning("query %s lost its connection (%s); retry %d in %.2fs", name, exc, attempt,
+                                     delay, extra={"query": name})
+                        await asyncio.sleep(delay)
+                        continue
                 raise self._failed(name, exc, lost=lost) from exc
+
+    def _admit(self, name: str = "acquire") -> Permit | None:
+        """A permit of the ``postgres`` breaker for one attempt; :class:`DatabaseDown` while it is open."""
+        breaker = self.breaker
+        if breaker is None:
+            return None
+        permit = breaker.enter()
+        if permit is None:
+            QUERY_ERRORS.labels(name, ErrorCode.DB_UNAVAILABLE.value).inc()
+            raise DatabaseDown(breaker.retry_after())
+        return permit
+
+    def _settle(self, permit: Permit | None, exc: BaseException | None, lost: bool = False) -> None:
+        """Tell the breaker how the attempt went (see the module docstring)."""
+        breaker = self.breaker
+        if permit is None or breaker is None:
+            return
+        if exc is None:
+            breaker.success(permit)
+        elif not isinstance(exc, Exception):  # cancelled: a hung server, or only an impatient caller
+            if breaker.age(permit) >= self.slow_call_s:
+                breaker.failure(permit)
+            else:
+                breaker.release(permit)
+        elif _unreachable(exc, lost):
+            breaker.failure(permit)
+        else:
+            breaker.success(permit)
 
     async def _timed(self, kind: str, name: str, sql: Sql, args: tuple[Any, ...], conn: Conn,
                      timeout: float | None) -> Any:

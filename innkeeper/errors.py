@@ -35,6 +35,7 @@ class ErrorCode(enum.Enum):
     IDENTIFY_BUDGET = "E2003"
     GATEWAY_FATAL = "E2004"
     CHANNEL_UNWRITABLE = "E2005"
+    REST_COOLING_DOWN = "E2006"
     # 3xxx: IPC and Redis
     IPC_DECODE = "E3001"
     IPC_TIMEOUT = "E3002"
@@ -62,6 +63,7 @@ class ErrorCode(enum.Enum):
     # 6xxx: cluster runtime
     SUPERVISOR = "E6001"
     CLUSTER_UNHEALTHY = "E6002"
+    DEPENDENCY_DOWN = "E6003"
     # 9xxx: anything unexpected
     INTERNAL = "E9999"
 

@@ -195,6 +195,10 @@ class Settings:
     guard_soft: int = 5000  # INNKEEPER_GUARD_SOFT: delays start above this
     guard_hard: int = 9000  # INNKEEPER_GUARD_HARD: requests are refused from this
     guard_processes: int = 1  # INNKEEPER_GUARD_PROCESSES: processes sharing this host's IP (the launcher sets it)
+    # Circuit breakers (per dependency: postgres, redis, discord_rest, http), see innkeeper/breakers.py
+    breaker_threshold: int = 5  # INNKEEPER_BREAKER_THRESHOLD: failures in a row that open a breaker
+    breaker_open_s: float = 5.0  # INNKEEPER_BREAKER_OPEN: seconds open before the first probe
+    breaker_max_open_s: float = 60.0  # INNKEEPER_BREAKER_MAX_OPEN: the cap as failed probes double it
     # Shared state
     snapshot_interval_s: float = 300.0  # INNKEEPER_SNAPSHOT_INTERVAL: guild snapshots to Redis; 0 turns off
     malloc_trim_interval_s: float = 30.0  # INNKEEPER_MALLOC_TRIM_INTERVAL: freed heap back to the OS; 0 turns off
@@ -225,6 +229,7 @@ class Settings:
     commands_max_queued: int = 512  # INNKEEPER_COMMANDS_MAX_QUEUED: more are shed at once
     commands_defer_after_s: float = 1.5  # INNKEEPER_COMMANDS_DEFER_AFTER: a waiting slash command's age at deferral
     commands_max_wait_s: float = 10.0  # INNKEEPER_COMMANDS_MAX_WAIT: a command waiting longer is shed
+    reply_timeout_s: float = 5.0  # INNKEEPER_REPLY_TIMEOUT: a deferral or error reply gives up after this
     sync_commands: bool = True
     automod_log_window_s: float = 10.0  # INNKEEPER_AUTOMOD_LOG_WINDOW: a guild's automod incidents per log notice
     # Files
@@ -311,6 +316,9 @@ class Settings:
             guard_soft=guard_soft,
             guard_hard=guard_hard,
             guard_processes=e.as_int("INNKEEPER_GUARD_PROCESSES", 1, minimum=1, maximum=1000),
+            breaker_threshold=e.as_int("INNKEEPER_BREAKER_THRESHOLD", 5, minimum=1, maximum=1000),
+            breaker_open_s=e.as_float("INNKEEPER_BREAKER_OPEN", 5.0, minimum=0.05, maximum=3600.0),
+            breaker_max_open_s=e.as_float("INNKEEPER_BREAKER_MAX_OPEN", 60.0, minimum=0.05, maximum=3600.0),
             snapshot_interval_s=e.as_float("INNKEEPER_SNAPSHOT_INTERVAL", 300.0, minimum=0.0),
             malloc_trim_interval_s=e.as_float("INNKEEPER_MALLOC_TRIM_INTERVAL", 30.0, minimum=0.0),
             db_pool_min=pool_min,
@@ -335,6 +343,7 @@ class Settings:
             commands_max_queued=e.as_int("INNKEEPER_COMMANDS_MAX_QUEUED", 512, minimum=0, maximum=1_000_000),
             commands_defer_after_s=e.as_float("INNKEEPER_COMMANDS_DEFER_AFTER", 1.5, minimum=0.05, maximum=2.5),
             commands_max_wait_s=e.as_float("INNKEEPER_COMMANDS_MAX_WAIT", 10.0, minimum=0.1, maximum=900.0),
+            reply_timeout_s=e.as_float("INNKEEPER_REPLY_TIMEOUT", 5.0, minimum=0.1, maximum=60.0),
             sync_commands=e.as_bool("INNKEEPER_SYNC_COMMANDS", True),
             automod_log_window_s=e.as_float("INNKEEPER_AUTOMOD_LOG_WINDOW", 10.0, minimum=0.1, maximum=3600.0),
             run_dir=Path(e.as_str("INNKEEPER_RUN_DIR", str(PROJECT_ROOT / "run"))),
@@ -438,6 +447,9 @@ _ENV_NAME = {
     "command_timeout_s": "command_timeout",
     "commands_defer_after_s": "commands_defer_after",
     "commands_max_wait_s": "commands_max_wait",
+    "reply_timeout_s": "reply_timeout",
+    "breaker_open_s": "breaker_open",
+    "breaker_max_open_s": "breaker_max_open",
     "snapshot_interval_s": "snapshot_interval",
     "malloc_trim_interval_s": "malloc_trim_interval",
     "retention_interval_s": "retention_interval",

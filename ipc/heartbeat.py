@@ -80,6 +80,9 @@ class ClusterBeat(TypedDict):
     shards: list[ShardBeat]
     #: Written by clusters that run commands (absent from older records).
     commands: NotRequired[CommandLoad]
+    #: The cluster's circuit breakers: dependency → ``closed``, ``half-open`` or ``open`` (absent
+    #: in records of older clusters).
+    breakers: NotRequired[dict[str, str]]
 
 
 _SHARD_FIELDS: Final = {
@@ -131,6 +134,10 @@ def decode_heartbeat(raw: bytes | str) -> ClusterBeat:
         _check(shard, _SHARD_FIELDS, "heartbeat shard")
     if "commands" in obj:
         _check(obj["commands"], _COMMAND_FIELDS, "heartbeat commands")
+    breakers = obj.get("breakers")
+    if breakers is not None and not (isinstance(breakers, dict)
+                                     and all(isinstance(k, str) and isinstance(v, str) for k, v in breakers.items())):
+        raise IPCError("heartbeat field 'breakers' is not a map of strings", code=ErrorCode.IPC_DECODE)
     result: ClusterBeat = obj
     return result
 

@@ -97,9 +97,12 @@ GUARD_SOFT, GUARD_HARD, GUARD_WINDOW, GUARD_MAX_DELAY = 5000, 9000, 600.0, 2.0
 
 
 class RequestRefused(InnkeeperError):
-    """The invalid-request guard refused a request; ``retry_after`` says for how long (seconds)."""
+    """The invalid-request guard refused a request; ``retry_after`` says for how long (seconds).
 
-    default_code = ErrorCode.DISCORD_HTTP
+    Users see ``E2006`` and "The bot is cooling down…" (``shard/pipeline/error_replies.py``).
+    """
+
+    default_code = ErrorCode.REST_COOLING_DOWN
 
     def __init__(self, retry_after: float, estimate: int) -> None:
         super().__init__(

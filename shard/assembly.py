@@ -160,16 +160,17 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     pipeline = Pipeline(s, cluster_id=ctx.cluster_id, config=guild_config, throttle=throttle,
                         usage=UsageToDatabase(usage), audit=AuditToDatabase(ctx.database),
                         errors=ErrorsToDatabase(ctx.database),
-                        erased_since=lambda ids, since: db_privacy.erased_since(ctx.database, ids, since))
+                        erased_since=lambda ids, since: db_privacy.erased_since(ctx.database, ids, since),
+                        breakers=ctx.breakers)
     registry = HandlerRegistry()
     bus = Bus(ctx.redis, ctx.keys, ctx.cluster_id, signer=signer, registry=registry)
     tracker = ShardTracker(ctx.shard_ids or range(ctx.shard_count or 1))
     status = StatusReporter(bus=bus, redis=ctx.redis, keys=ctx.keys,
-                            local=lambda: local_view(bot, tracker, ctx.cluster_id))
+                            local=lambda: local_view(bot, tracker, ctx.cluster_id, ctx.breakers))
     deps = CommandDeps(settings=s, cluster_id=ctx.cluster_id, db=ctx.database, database=database, key_ring=key_ring,
                        pseudonyms=pseudonyms, guild_config=guild_config, aliases=aliases, refused=refused, usage=usage,
                        throttle=throttle,
-                       pipeline=pipeline, status=status, ping_redis=ctx.redis.ping)
+                       pipeline=pipeline, status=status, ping_redis=ctx.redis.ping, breakers=ctx.breakers)
 
     # --- the gateway ----------------------------------------------------------------------------------
     async def session_limits() -> Mapping[str, Any]:
@@ -198,10 +199,11 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     prefetch.install()  # READY payloads start loading their guilds' configurations
     tracker.attach(bot)
     # before login: every REST, webhook and interaction call goes through it
-    install(bot, limiter, guard=LocalInvalidGuard.from_settings(s))
+    install(bot, limiter, guard=LocalInvalidGuard.from_settings(s), breakers=ctx.breakers)
     if limiter is None:
         _log.warning("INNKEEPER_SHARED_RATELIMIT is off: REST limits and the invalid-request guard are per process")
-    register_cluster_handlers(registry, bot, cache=cache, local_status=lambda: local_view(bot, tracker, ctx.cluster_id))
+    register_cluster_handlers(registry, bot, cache=cache,
+                              local_status=lambda: local_view(bot, tracker, ctx.cluster_id, ctx.breakers))
     metrics = ClusterMetrics(tracker, ctx.cluster_id, host=s.metrics_host, port_base=s.metrics_port_base)
 
     # --- start order (stopped in reverse) ---------------------------------------------------------
@@ -229,7 +231,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(Heartbeat(ctx.redis, ctx.keys, tracker, cluster_id=ctx.cluster_id,
                            interval_s=s.heartbeat_interval_s, ttl_s=s.heartbeat_ttl_s,
                            metrics_port=lambda: metrics.port, sessions=SessionStore(ctx.redis, ctx.keys),
-                           shard_count=lambda: bot.shard_count,
+                           shard_count=lambda: bot.shard_count, breakers=ctx.breakers.describe,
                            commands=pipeline.admission.snapshot))
     services.add(Watchdog(bot, tracker, give_up=bot.give_up, zombie_after_s=s.zombie_after_s))
     services.add(gate)

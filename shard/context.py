@@ -4,7 +4,10 @@
 :func:`shard.assembly.build_cluster`, which gives each part of the process only what it uses. The
 context owns the process's one Redis client and its one database pool: it opens them (lazily: the
 pool connects when the database service starts) and :meth:`ClusterContext.aclose` closes them,
-after everything that uses them has stopped.
+after everything that uses them has stopped. It also holds the process's circuit breakers
+(:class:`~innkeeper.breakers.Breakers`): the ``redis`` one watches every connection of the Redis
+client (:func:`ipc.redis_breaker.guard`), the ``postgres`` one every query of the pool, and the
+REST hook feeds ``discord_rest`` and ``http``.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from db.pool import Database
+from innkeeper.breakers import Breakers
 from innkeeper.loop_lag import LoopLag
 from innkeeper.settings import Settings
+from ipc import redis_breaker
 from ipc.keys import Keys
 
 __all__ = ("ClusterContext", "redis_client", "REDIS_MAX_CONNECTIONS")
@@ -66,6 +71,8 @@ class ClusterContext:
         The process's database pool (connected by the database service).
     loop_lag:
         The process's event-loop lag probe (started by the assembly; the pool reads it).
+    breakers:
+        The process's circuit breakers, one per dependency.
     """
 
     settings: Settings
@@ -77,17 +84,22 @@ class ClusterContext:
     keys: Keys
     database: Database
     loop_lag: LoopLag
+    breakers: Breakers
 
     @classmethod
     def create(cls, settings: Settings, *, cluster_id: int = 0, shard_ids: Sequence[int] | None = None,
                shard_count: int | None = None, max_concurrency: int | None = None) -> ClusterContext:
         """A context with a fresh Redis client and an unconnected database pool."""
         lag = LoopLag()
+        breakers = Breakers.from_settings(settings)
         return cls(settings=settings, cluster_id=cluster_id,
                    shard_ids=None if shard_ids is None else tuple(shard_ids), shard_count=shard_count,
-                   max_concurrency=max_concurrency, redis=redis_client(settings.redis_url),
+                   max_concurrency=max_concurrency,
+                   redis=redis_breaker.guard(redis_client(settings.redis_url), breakers["redis"]),
                    keys=Keys(settings.redis_prefix),
-                   database=Database.from_settings(settings, connect_timeout=5.0, loop_lag=lag), loop_lag=lag)
+                   database=Database.from_settings(settings, connect_timeout=5.0, loop_lag=lag,
+                                                   breaker=breakers["postgres"]),
+                   loop_lag=lag, breakers=breakers)
 
     async def aclose(self) -> None:
         """Close the database pool and the Redis client (after every service has stopped)."""

@@ -46,6 +46,10 @@ _CODES = {
                                   "Send Messages there): set the reminder where it can post, or in DMs with it",
     ErrorCode.DB_UNAVAILABLE: "the database is unavailable; commands keep the server's last known settings, "
                               "but what needs the database (or settings the bot never read) waits: retry later",
+    ErrorCode.DEPENDENCY_DOWN: "something the command needs is down (the database, Discord's API, …); the message "
+                               "names it and says when to try again. Commands that don't need it keep working",
+    ErrorCode.REST_COOLING_DOWN: "the bot is cooling down: Discord answered too many of its requests with errors "
+                                 "lately, so it holds back until that falls; try again in a few minutes",
     ErrorCode.INTERNAL: "a bug on our side; it was logged with its context",
 }
 

@@ -70,10 +70,13 @@ class Heartbeat:
         Returns the bot's total shard count (known once the shards launch), for the sessions.
     commands:
         Returns the admission's figures (running, queued, deferred, shed), or None to leave them out.
+    breakers:
+        Returns the cluster's circuit breakers (:meth:`innkeeper.breakers.Breakers.describe`), or None.
     """
 
     __slots__ = ("redis", "keys", "tracker", "cluster_id", "interval_s", "ttl_s", "metrics_port", "sessions",
-                 "shard_count", "commands", "host", "pid", "started_at", "_tasks", "_samples", "writes", "last_error")
+                 "shard_count", "commands", "breakers", "host", "pid", "started_at", "_tasks", "_samples", "writes",
+                 "last_error")
 
     def __init__(
         self,
@@ -88,6 +91,7 @@ class Heartbeat:
         sessions: SessionStore | None = None,
         shard_count: Callable[[], int | None] = lambda: None,
         commands: Callable[[], CommandLoad] | None = None,
+        breakers: Callable[[], dict[str, dict[str, Any]]] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -99,6 +103,7 @@ class Heartbeat:
         self.sessions = sessions
         self.shard_count = shard_count
         self.commands = commands
+        self.breakers = breakers
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.started_at = time.time()
@@ -126,6 +131,8 @@ class Heartbeat:
         }
         if self.commands is not None:
             beat["commands"] = self.commands()
+        if self.breakers is not None:
+            beat["breakers"] = {name: str(b["state"]) for name, b in self.breakers().items()}
         return beat
 
     async def beat(self) -> None:

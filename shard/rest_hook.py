@@ -39,6 +39,21 @@ refused by an invalid-request guard; their responses still count for it. Follow-
 webhook calls use their per-webhook buckets (major parameters ``webhook_id+token``, the token
 stored only as a digest) and, conservatively, count toward the global limit.
 
+Interaction follow-ups (``/webhooks/{webhook_id}/{webhook_token}…``: the follow-up messages and
+edits of the original response, the only webhooks this bot uses) are never delayed or refused by
+the invalid-request guards either: after a deferral they are the only way to tell the user
+anything, including that the bot is cooling down. They keep their buckets and the global limit.
+
+Circuit breakers
+----------------
+With :class:`~innkeeper.breakers.Breakers` given, the hook feeds two of them. ``discord_rest``:
+every routed attempt takes a permit; a 5xx answer or a failed connection is a failure, any other
+answer a success. While it is open, requests are refused before they leave with
+:class:`~innkeeper.breakers.DependencyDown` (``E6003``, "Discord's API is unreachable…"), except
+interaction callbacks and follow-ups, which always go (they are how users hear about it).
+``http``: requests of the session without a route (CDN downloads; never the gateway's websocket),
+judged the same way. The breaker is asked first, so a refused request spends no rate-limit token.
+
 Install before login: the trace config must be in place when discord.py creates its session in
 ``static_login``. In a bot, call :func:`install` in ``__init__``; install it even without a shared
 limiter, for the local guard.
@@ -60,6 +75,7 @@ import discord
 from discord.http import HTTPClient, Route
 from discord.webhook.async_ import async_context
 
+from innkeeper.breakers import DependencyDown
 from innkeeper.errors import UsageError
 from ipc.ratelimit import RequestRefused, ResponseInfo, SharedRateLimiter, Ticket, WaitTooLong
 
@@ -68,23 +84,30 @@ from .rest_guard import LocalInvalidGuard
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
+    from innkeeper.breakers import Breaker, Breakers, Permit
+
 __all__ = ("install", "limiter_of", "hook_of", "RestHook", "INTERACTION_CALLBACK_PATH", "major_parameters")
 
 _log = logging.getLogger(__name__)
 
 INTERACTION_CALLBACK_PATH = "/interactions/{webhook_id}/{webhook_token}/callback"
+#: Interaction follow-ups and edits of the original response (token-authenticated webhook routes).
+FOLLOWUP_PATH_PREFIX = "/webhooks/{webhook_id}/{webhook_token}"
 
 
 class _RouteInfo:
-    __slots__ = ("key", "major", "global_exempt", "bucket_exempt", "guard_exempt", "max_wait")
+    __slots__ = ("key", "major", "global_exempt", "bucket_exempt", "guard_exempt", "breaker_exempt", "max_wait")
 
     def __init__(self, route: Route, max_wait: float | None) -> None:
         callback = route.path == INTERACTION_CALLBACK_PATH
+        followup = route.path.startswith(FOLLOWUP_PATH_PREFIX)
         self.key = route.key
         self.major = major_parameters(route)
         self.global_exempt = callback
         self.bucket_exempt = callback
-        self.guard_exempt = callback
+        #: Never delayed or refused by an invalid-request guard, nor by an open breaker: a user's answer.
+        self.guard_exempt = callback or followup
+        self.breaker_exempt = callback or followup
         self.max_wait = max_wait
 
 
@@ -117,16 +140,24 @@ class RestHook:
     enabled:
         Set to False to let requests through without consulting the limiter (the local guard
         still counts and, with no shared guard in charge, still acts).
+    rest_breaker, http_breaker:
+        The ``discord_rest`` and ``http`` circuit breakers, or None.
+    slow_call_s:
+        An attempt cancelled after running this long counts as a failure for its breaker.
     """
 
-    __slots__ = ("http", "limiter", "guard", "enabled", "_warned")
+    __slots__ = ("http", "limiter", "guard", "enabled", "rest_breaker", "http_breaker", "slow_call_s", "_warned")
 
     def __init__(self, http: HTTPClient, limiter: SharedRateLimiter | None,
-                 guard: LocalInvalidGuard | None = None) -> None:
+                 guard: LocalInvalidGuard | None = None, breakers: Breakers | None = None,
+                 slow_call_s: float = 5.0) -> None:
         self.http = http
         self.limiter = limiter
         self.guard = guard or LocalInvalidGuard()
         self.enabled = True
+        self.rest_breaker: Breaker | None = breakers["discord_rest"] if breakers is not None else None
+        self.http_breaker: Breaker | None = breakers["http"] if breakers is not None else None
+        self.slow_call_s = slow_call_s
         self._warned = False
 
     @property
@@ -143,8 +174,20 @@ class RestHook:
                                params: aiohttp.TraceRequestStartParams) -> None:
         info = _ROUTE.get()
         if info is None:
+            if self.http_breaker is not None and params.headers.get("Upgrade", "").lower() != "websocket":
+                ctx.innkeeper_breaker, ctx.innkeeper_permit = self.http_breaker, _admit(self.http_breaker, "http")
             return
+        if self.rest_breaker is not None:
+            ctx.innkeeper_breaker = self.rest_breaker
+            ctx.innkeeper_permit = _admit(self.rest_breaker, "discord_rest", exempt=info.breaker_exempt)
+        try:
+            await self._take_turn(ctx, info)
+        except BaseException:  # refused or cancelled before leaving: aiohttp reports nothing more
+            _settle(ctx, None, self.slow_call_s, sent=False)
+            raise
         ctx.innkeeper_routed = True
+
+    async def _take_turn(self, ctx: SimpleNamespace, info: _RouteInfo) -> None:
         if not info.guard_exempt and not self.shared_guard:
             delay = self.guard.check()  # raises RequestRefused from the hard threshold on
             if delay > 0:
@@ -164,6 +207,7 @@ class RestHook:
 
     async def on_request_end(self, session: aiohttp.ClientSession, ctx: SimpleNamespace,
                              params: aiohttp.TraceRequestEndParams) -> None:
+        _settle(ctx, params.response.status, self.slow_call_s)
         if not getattr(ctx, "innkeeper_routed", False):
             return
         ctx.innkeeper_routed = False
@@ -188,6 +232,7 @@ class RestHook:
 
     async def on_request_exception(self, session: aiohttp.ClientSession, ctx: SimpleNamespace,
                                    params: aiohttp.TraceRequestExceptionParams) -> None:
+        _settle(ctx, params.exception, self.slow_call_s)
         ticket: Ticket | None = getattr(ctx, "innkeeper_ticket", None)
         if ticket is None:
             return
@@ -198,6 +243,36 @@ class RestHook:
             self.limiter.release(ticket)  # queued for the limiter's next round trip; nothing awaited here
         except Exception:
             self._unexpected("release")
+
+
+def _admit(breaker: Breaker, name: str, *, exempt: bool = False) -> Permit | None:
+    """A permit for one attempt; :class:`DependencyDown` while the breaker is open (None for exempt requests)."""
+    if exempt and breaker.refuses():
+        return None  # it goes anyway; its outcome does not count while the breaker is open
+    permit = breaker.enter()
+    if permit is None:
+        raise DependencyDown(name, breaker.retry_after())
+    return permit
+
+
+def _settle(ctx: SimpleNamespace, outcome: int | BaseException | None, slow_call_s: float, *,
+            sent: bool = True) -> None:
+    """Tell the attempt's breaker how it went: a status, the exception it failed with, or nothing."""
+    permit: Permit | None = getattr(ctx, "innkeeper_permit", None)
+    breaker: Breaker | None = getattr(ctx, "innkeeper_breaker", None)
+    ctx.innkeeper_permit = None
+    if permit is None or breaker is None:
+        return
+    if not sent or outcome is None:
+        breaker.release(permit)
+    elif isinstance(outcome, int):
+        (breaker.failure if outcome >= 500 else breaker.success)(permit)
+    elif isinstance(outcome, Exception):
+        breaker.failure(permit)  # no answer: refused, reset, timed out
+    elif breaker.age(permit) >= slow_call_s:  # cancelled while hanging
+        breaker.failure(permit)
+    else:
+        breaker.release(permit)
 
 
 async def _body_retry_after(response: aiohttp.ClientResponse) -> tuple[float | None, bool | None]:
@@ -232,7 +307,7 @@ def _patch_webhook_adapter() -> None:
 
 
 def install(target: discord.Client | HTTPClient, limiter: SharedRateLimiter | None = None, *,
-            guard: LocalInvalidGuard | None = None) -> RestHook:
+            guard: LocalInvalidGuard | None = None, breakers: Breakers | None = None) -> RestHook:
     """Send every REST, webhook and interaction request of ``target`` through ``limiter`` and ``guard``.
 
     Parameters
@@ -243,6 +318,8 @@ def install(target: discord.Client | HTTPClient, limiter: SharedRateLimiter | No
         The shared limiter, or None (``INNKEEPER_SHARED_RATELIMIT=false``: discord.py's own limits).
     guard:
         The process's invalid-request guard (a default one when None).
+    breakers:
+        The process's circuit breakers (``discord_rest`` and ``http`` are fed and obeyed), or None.
 
     Raises
     ------
@@ -257,7 +334,7 @@ def install(target: discord.Client | HTTPClient, limiter: SharedRateLimiter | No
         raise UsageError("the REST hook (shared limiter, invalid-request guard) is already installed on this client")
     if getattr(http, "_HTTPClient__session", None):
         raise UsageError("install the REST hook before login: discord.py's HTTP session already exists")
-    hook = RestHook(http, limiter, guard)
+    hook = RestHook(http, limiter, guard, breakers)
     trace = http.http_trace or aiohttp.TraceConfig()
     trace.on_request_start.append(hook.on_request_start)
     trace.on_request_end.append(hook.on_request_end)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from discord.ext import commands
 
+    from innkeeper.breakers import Breakers
     from ipc.bus import Bus
     from ipc.keys import Keys
 
@@ -46,6 +47,8 @@ class ClusterView:
     shards: list[dict[str, Any]] = field(default_factory=list)
     pid: int | None = None
     uptime_s: float | None = None
+    #: dependency → breaker state (``closed``, ``half-open``, ``open``); empty when unknown.
+    breakers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -74,7 +77,8 @@ def _latency_ms(value: float) -> float | None:
     return round(value * 1000, 1)
 
 
-def local_view(bot: commands.AutoShardedBot, tracker: ShardTracker | None, cluster_id: int) -> dict[str, Any]:
+def local_view(bot: commands.AutoShardedBot, tracker: ShardTracker | None, cluster_id: int,
+               breakers: Breakers | None = None) -> dict[str, Any]:
     """This cluster's status as plain data (the answer to :data:`STATUS_ACTION`).
 
     Parameters
@@ -85,6 +89,8 @@ def local_view(bot: commands.AutoShardedBot, tracker: ShardTracker | None, clust
         The cluster's shard states, or None (then states are read off discord.py's shards).
     cluster_id:
         This cluster's id.
+    breakers:
+        The cluster's circuit breakers, or None.
     """
     if tracker is not None:
         shards = [{"id": b["id"], "state": b["state"], "latency_ms": b["latency_ms"], "guilds": b["guilds"]}
@@ -98,13 +104,18 @@ def local_view(bot: commands.AutoShardedBot, tracker: ShardTracker | None, clust
                    "latency_ms": _latency_ms(info.latency), "guilds": counts.get(sid, 0)}
                   for sid, info in sorted(bot.shards.items())]
         state = "READY" if bot.is_ready() else "STARTING"
-    return {"id": cluster_id, "state": state, "guilds": len(bot.guilds), "shards": shards,
-            "pid": os.getpid(), "uptime_s": round(time.time() - _STARTED, 1)}
+    view: dict[str, Any] = {"id": cluster_id, "state": state, "guilds": len(bot.guilds), "shards": shards,
+                            "pid": os.getpid(), "uptime_s": round(time.time() - _STARTED, 1)}
+    if breakers is not None:
+        view["breakers"] = {name: str(b["state"]) for name, b in breakers.describe().items()}
+    return view
 
 
 def _view(data: Any) -> ClusterView:
+    breakers = data.get("breakers") or {}
     return ClusterView(id=int(data["id"]), state=str(data["state"]), guilds=int(data["guilds"]),
-                       shards=[dict(s) for s in data["shards"]], pid=data.get("pid"), uptime_s=data.get("uptime_s"))
+                       shards=[dict(s) for s in data["shards"]], pid=data.get("pid"), uptime_s=data.get("uptime_s"),
+                       breakers={str(k): str(v) for k, v in breakers.items()})
 
 
 class StatusReporter:
@@ -153,7 +164,8 @@ class StatusReporter:
                 clusters = [ClusterView(id=cid, state=b["state"], guilds=sum(s["guilds"] for s in b["shards"]),
                                         shards=[{"id": s["id"], "state": s["state"], "latency_ms": s["latency_ms"],
                                                  "guilds": s["guilds"]} for s in b["shards"]],
-                                        pid=b["pid"], uptime_s=round(time.time() - b["started_at"], 1))
+                                        pid=b["pid"], uptime_s=round(time.time() - b["started_at"], 1),
+                                        breakers=dict(b.get("breakers") or {}))
                             for cid, b in sorted(beats.items())]
                 return StatusReport("heartbeats", clusters)
         except Exception as exc:
@@ -172,8 +184,10 @@ def render_status(report: StatusReport, *, this_cluster: int) -> str:
         lat = [s["latency_ms"] for s in c.shards if s.get("latency_ms") is not None]
         avg = f"{sum(lat) / len(lat):.0f} ms" if lat else "n/a"
         here = " (this one)" if c.id == this_cluster else ""
+        tripped = ", ".join(f"{name} {state}" for name, state in sorted(c.breakers.items()) if state != "closed")
         lines.append(f"cluster {c.id}{here}: {c.state}, shards {ready}/{len(c.shards)} ready "
-                     f"[{', '.join(str(s['id']) for s in c.shards)}], {c.guilds} guilds, latency {avg}")
+                     f"[{', '.join(str(s['id']) for s in c.shards)}], {c.guilds} guilds, latency {avg}"
+                     + (f", breakers: {tripped}" if tripped else ""))
     for cid in report.missing:
         lines.append(f"cluster {cid}: did not answer in time")
     for cid, err in sorted(report.errors.items()):

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -196,6 +197,55 @@ class ReservedPort:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+# --- a TCP proxy in front of PostgreSQL -----------------------------------------------------------
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        writer.close()
+
+
+class PgProxy:
+    """A TCP proxy in front of PostgreSQL that can be stopped (server "down") and started again.
+
+    Its port is held for the whole test (:class:`ReservedPort`): while stopped, connections to it
+    are refused, and nobody else can take it before it starts again.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self.target = urlsplit(database_url)
+        self.reserved = ReservedPort()
+        self.port = self.reserved.port
+        self.url = urlunsplit(self.target._replace(netloc=f"{self.target.username}@127.0.0.1:{self.port}"))
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.target.hostname, self.target.port or 5432)
+        for task in (asyncio.create_task(_pipe(reader, up_writer)), asyncio.create_task(_pipe(up_reader, writer))):
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._handle, sock=self.reserved.listen())
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.server is not None:
+            await self.server.wait_closed()
+            self.server = None
 
 
 # --- a private redis-server -----------------------------------------------------------------------

@@ -153,7 +153,7 @@ class Core(PipelineCog):
     @command("health", description="Whether this cluster, its database and Redis are healthy.",
              examples=("/health",), defer=True, throttle=ThrottleRule(3, 30.0, "user"))
     async def health(self, ctx: commands.Context[Any]) -> None:
-        """Check the gateway, PostgreSQL and Redis from this cluster."""
+        """Check the gateway, PostgreSQL and Redis from this cluster, and its circuit breakers."""
         db_health = await self.deps.db.health()
         started = time.perf_counter()
         try:
@@ -164,11 +164,17 @@ class Core(PipelineCog):
             redis_line, redis_ok = f"unreachable ({type(exc).__name__})", False
         shards = self.bot.shards
         ready = sum(1 for s in shards.values() if not s.is_closed())
-        ok = db_health.ok and redis_ok and ready == len(shards)
+        breakers = self.deps.breakers.describe() if self.deps.breakers is not None else {}
+        tripped = {name: b for name, b in breakers.items() if b["state"] != "closed"}
+        ok = db_health.ok and redis_ok and ready == len(shards) and not tripped
         db_line = f"ok ({db_health.latency_ms} ms)" if db_health.ok else "unavailable"
         lines = [f"**{'Healthy' if ok else 'Degraded'}** - cluster {self.deps.cluster_id}",
                  f"gateway: {ready}/{len(shards)} shards connected, {len(self.bot.guilds)} guilds",
                  f"database: {db_line}", f"redis: {redis_line}"]
+        if breakers:
+            lines.append("circuit breakers: " + (", ".join(
+                f"{name} {b['state']}" + (f" (next try in {b['retry_after_s']:g} s)" if b["retry_after_s"] else "")
+                for name, b in tripped.items()) or "all closed"))
         await ctx.send("\n".join(lines), allowed_mentions=discord.AllowedMentions.none())
 
     @command("metrics", description="A summary of this cluster's command metrics.", examples=("/metrics",),

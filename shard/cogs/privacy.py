@@ -96,7 +96,7 @@ class Privacy(PipelineCog):
                            "pseudonym. Are you sure?", view=view)
 
     @subcommand(privacy, "retention", description="How long the bot keeps each kind of data.", feature="privacy",
-                ephemeral=True, examples=("/privacy retention",))
+                ephemeral=True, examples=("/privacy retention",), needs=())  # from the settings alone
     async def retention(self, ctx: commands.Context[Any]) -> None:
         """Retention per table, from the bot's configuration."""
         ages = db_privacy.RetentionPolicy.from_settings(self.deps.settings).ages()

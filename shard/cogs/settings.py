@@ -81,7 +81,8 @@ class Settings(PipelineCog):
         await self.group_help(ctx)
 
     @subcommand(settings, "show", description="Show this server's bot settings.", feature="settings",
-                level=Level.MOD, guild_only=True, ephemeral=True, examples=("/settings show",))
+                level=Level.MOD, guild_only=True, ephemeral=True, examples=("/settings show",),
+                needs=())  # the last known settings answer while the database is down
     async def show(self, ctx: commands.Context[Any]) -> None:
         """Prefix, log channel, automod level and which features are on."""
         cfg = await self.deps.guild_config.get(self.guild_id(ctx))

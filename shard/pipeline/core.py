@@ -20,7 +20,8 @@ command tree's ``on_error`` (errors before a hybrid context exists) goes to
 3. **permission**: the caller's :class:`~shard.pipeline.levels.Level` against the command's
    required level (default, or the guild's override above the floor);
 4. **throttle**: the command's :class:`~shard.pipeline.throttling.ThrottleRule` (owners are exempt);
-5. **run** under ``spec.timeout`` or ``Settings.command_timeout_s``;
+5. **run** under ``spec.timeout`` or ``Settings.command_timeout_s``, a deadline every retry loop
+   below can see (:mod:`innkeeper.deadline`);
 6. **map errors** (:func:`~shard.pipeline.error_replies.map_error`) to a code and a short ephemeral reply
    (a plain reply for prefix commands). A *refusal* (any failure before the body ran: stages 1-4,
    or discord.py's parsing) first counts against the user's refusal throttle
@@ -34,6 +35,13 @@ While the database is unreachable the guild configuration store answers with the
 configuration it read (:mod:`shard.pipeline.store`); for a guild it never read, only the owner-only
 commands (which no guild can change) run, and every other command is refused, never run with the
 defaults a guild may have turned off or raised.
+
+Before stage 2 the command's dependencies (``spec.needs``, see :mod:`innkeeper.breakers`) are
+checked against the process's circuit breakers: while one is open the command is answered at once
+with what is down (``E6003``), and commands that don't need it keep working. Every outgoing call
+the pipeline makes itself (the deferral, the error reply, the audit row) is bounded by
+``Settings.reply_timeout_s``: an answer that cannot go out is given up, never waited on until
+shutdown.
 
 Nothing here may crash the bot: the error handlers catch and log their own failures.
 """
@@ -52,7 +60,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from innkeeper.errors import CommandError, DatabaseError, ErrorCode
+from innkeeper import deadline
+from innkeeper.errors import CommandError, DatabaseError, ErrorCode, InnkeeperError
 from innkeeper.services import BackgroundTasks
 
 from .admission import Admission
@@ -70,6 +79,7 @@ from .throttling import Throttle, ThrottleRule, throttle_message
 from .validation import clip, validate_arguments
 
 if TYPE_CHECKING:
+    from innkeeper.breakers import Breakers
     from innkeeper.settings import Settings
 
 __all__ = ("Pipeline", "UsageSink", "AuditSink", "ErrorSink", "UsageEvent", "AuditEvent", "ErrorEvent")
@@ -113,12 +123,15 @@ class Pipeline:
     admission:
         How many commands run at once and wait (:class:`~shard.pipeline.admission.Admission`; from
         the settings when None).
+    breakers:
+        The process's circuit breakers; a command whose dependency's breaker is open is answered at
+        once. None: no check.
     """
 
     def __init__(self, settings: Settings, *, cluster_id: int, config: GuildConfigSource, throttle: Throttle,
                  usage: UsageSink, audit: AuditSink, errors: ErrorSink, refusal_rule: ThrottleRule | None = None,
                  denial_window_s: float | None = None, erased_since: ErasedSince | None = None,
-                 admission: Admission | None = None) -> None:
+                 breakers: Breakers | None = None, admission: Admission | None = None) -> None:
         self.settings = settings
         self.cluster_id = cluster_id
         self.config = config
@@ -128,6 +141,7 @@ class Pipeline:
         self.errors = errors
         self.refusals = RefusalGate(throttle, owner_ids=settings.owner_ids, rule=refusal_rule or REFUSAL_RULE)
         self.denials = DeniedAttempts(audit, window_s=denial_window_s or DENIAL_WINDOW_S, erased_since=erased_since)
+        self.breakers = breakers
         self.admission = admission or Admission(
             max_running=settings.commands_max_running, max_queued=settings.commands_max_queued,
             defer_after=settings.commands_defer_after_s, max_wait=settings.commands_max_wait_s)
@@ -150,6 +164,8 @@ class Pipeline:
             validate_arguments(cmd.clean_params, arguments)
         if spec.guild_only and ctx.guild is None:
             raise CommandError("This command only works in a server.", code=ErrorCode.COMMAND_FORBIDDEN)
+        if self.breakers is not None:  # a dependency that is down: say so at once (DependencyDown, E6003)
+            self.breakers.check(spec.dependencies)
         # 1b. admission: a place among the commands running now, or in the queue behind them (or shed)
         interaction = ctx.interaction
         if interaction is None:
@@ -197,11 +213,13 @@ class Pipeline:
         # 5. run under a timeout
         state.ran = True
         if spec.defer and ctx.interaction is not None and not ctx.interaction.response.is_done():
-            await ctx.defer(ephemeral=spec.ephemeral)
+            async with asyncio.timeout(self.settings.reply_timeout_s):
+                await ctx.defer(ephemeral=spec.ephemeral)
         limit = spec.timeout or self.settings.command_timeout_s
         try:
-            async with asyncio.timeout(limit) as window:
-                result = await call()
+            with deadline.within(limit):
+                async with asyncio.timeout(limit) as window:
+                    result = await call()
         except TimeoutError:
             if not window.expired():
                 raise
@@ -307,7 +325,8 @@ class Pipeline:
 
     async def _audit(self, ctx: commands.Context[Any], name: str, outcome: str) -> None:
         try:
-            await self.audit.append(self._audit_event(ctx, name, outcome))
+            async with asyncio.timeout(self.settings.reply_timeout_s):
+                await self.audit.append(self._audit_event(ctx, name, outcome))
         except Exception:
             PIPELINE_FAILURES.labels("audit").inc()
             _log.exception("writing the audit entry for %s failed", name)
@@ -357,12 +376,13 @@ class Pipeline:
                 _log.error("app command %s failed: %s", name, error, exc_info=error)
             if not await self.refusals.may_answer(name, interaction.user.id, interaction.guild_id):
                 return  # nothing ran: a refusal like any other
-            if not interaction.response.is_done():
-                await interaction.response.send_message(failure.render(), ephemeral=True,
-                                                        allowed_mentions=discord.AllowedMentions.none())
-            else:
-                await interaction.followup.send(failure.render(), ephemeral=True,
-                                                allowed_mentions=discord.AllowedMentions.none())
+            async with asyncio.timeout(self.settings.reply_timeout_s):
+                if not interaction.response.is_done():
+                    await interaction.response.send_message(failure.render(), ephemeral=True,
+                                                            allowed_mentions=discord.AllowedMentions.none())
+                else:
+                    await interaction.followup.send(failure.render(), ephemeral=True,
+                                                    allowed_mentions=discord.AllowedMentions.none())
         except Exception:
             PIPELINE_FAILURES.labels("error_handler").inc()
             _log.exception("the app command error handler failed")
@@ -390,8 +410,13 @@ class Pipeline:
 
     async def _reply(self, ctx: commands.Context[Any], failure: Failure) -> None:
         try:
-            await tell(ctx, failure.render())
-        except discord.HTTPException as exc:
+            async with asyncio.timeout(self.settings.reply_timeout_s):
+                await tell(ctx, failure.render())
+        except TimeoutError:
+            PIPELINE_FAILURES.labels("reply").inc()
+            _log.warning("could not tell the user about a failed command: no answer from Discord in %g s",
+                         self.settings.reply_timeout_s)
+        except (discord.HTTPException, InnkeeperError) as exc:  # refused by a guard or an open breaker too
             PIPELINE_FAILURES.labels("reply").inc()
             _log.warning("could not tell the user about a failed command: %s", exc)
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from db.pool import Database
     from db.pseudonyms import Pseudonyms
     from db.usage import UsageRecorder
+    from innkeeper.breakers import Breakers
     from innkeeper.settings import Settings
 
     from ..channel_access import RefusedTargets
@@ -70,6 +71,8 @@ class CommandDeps:
         Gathers ``/status``.
     ping_redis:
         Pings Redis, for ``/health``.
+    breakers:
+        The process's circuit breakers, for ``/health`` (None: not shown).
     """
 
     settings: Settings
@@ -86,6 +89,7 @@ class CommandDeps:
     pipeline: Pipeline
     status: StatusReporter
     ping_redis: Callable[[], Awaitable[Any]]
+    breakers: Breakers | None = None
 
     def require_keys(self) -> KeyRing:
         """The key ring, or a user-facing error when encryption is not configured."""

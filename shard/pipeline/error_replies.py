@@ -5,7 +5,11 @@ kind message that tells the user what to do.
 ``HybridCommandError``, ``ConversionError``, app-command ``CommandInvokeError`` and
 ``TransformerError``) so that a slash command and its prefix form map the same exception the same
 way. Unexpected exceptions become ``E9999`` with a generic message; their details go to the log
-only, never to the user.
+only, never to the user. Two outages are named rather than apologised for: an open circuit breaker
+(:class:`~innkeeper.breakers.DependencyDown`, ``E6003``, outcome ``unavailable``: what is down and
+when to try again) and the invalid-request guard refusing requests
+(:class:`~ipc.ratelimit.RequestRefused`, ``E2006``, outcome ``cooling_down``: "The bot is cooling
+down…").
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from innkeeper.breakers import DependencyDown
 from innkeeper.errors import CommandError, DatabaseError, ErrorCode, InnkeeperError, IPCError
+from ipc.ratelimit import RequestRefused
 
 from .validation import clip, neutralise
 
@@ -25,7 +31,7 @@ __all__ = ("Failure", "map_error", "unwrap", "OUTCOMES")
 
 #: Every outcome label the metrics use.
 OUTCOMES = ("ok", "bad_argument", "forbidden", "disabled", "throttled", "timeout", "not_found", "shed", "failed",
-            "error")
+            "error", "unavailable", "cooling_down")
 
 _OURS = "Something went wrong on our side. It has been logged; try again later."
 
@@ -95,6 +101,10 @@ def map_error(error: BaseException, command: commands.Command[Any, ..., Any] | N
         The command that failed, when known (adds its usage to argument errors).
     """
     inner = unwrap(error)
+    if isinstance(inner, DependencyDown):  # a circuit breaker is open: an outage, named, not a bug
+        return Failure(ErrorCode.DEPENDENCY_DOWN, "unavailable", inner.user_message)
+    if isinstance(inner, RequestRefused):  # the invalid-request guard holds the bot back from Discord's ban
+        return Failure(ErrorCode.REST_COOLING_DOWN, "cooling_down", inner.user_message)
     if isinstance(inner, DatabaseError) and inner.code is ErrorCode.DB_BAD_VALUE:
         return Failure(ErrorCode.COMMAND_BAD_ARGUMENT, "bad_argument", neutralise(inner.user_message, limit=300))
     if isinstance(inner, DatabaseError) and inner.code is ErrorCode.DB_CONSTRAINT:

@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from discord.ext import commands
 
+from innkeeper.breakers import DEPENDENCIES
 from innkeeper.errors import CommandError, ErrorCode
 
 from .levels import Level
@@ -37,7 +38,7 @@ class Runner(Protocol):
                       call: Callable[[], Awaitable[Any]]) -> Any: ...
 
 __all__ = ("CommandSpec", "spec", "command", "group", "subcommand", "spec_of", "DEFAULT_THROTTLE", "FEATURES",
-           "TOGGLEABLE")
+           "TOGGLEABLE", "FEATURE_NEEDS")
 
 F = TypeVar("F", bound=Callable[..., Coroutine[Any, Any, Any]])
 
@@ -48,6 +49,12 @@ TOGGLEABLE = ("aliases", "feedback", "reminders", "stats")
 
 #: Applied when a spec sets no rule: generous for humans, tight for scripts.
 DEFAULT_THROTTLE = ThrottleRule(5, 10.0, "user")
+
+#: What a command needs (circuit-breaker dependencies, see :mod:`innkeeper.breakers`) when its spec
+#: does not say: every feature but ``core`` keeps its data in PostgreSQL. Redis is no command's hard
+#: dependency (each of its users falls back), and Discord's API is guarded where requests leave.
+FEATURE_NEEDS: dict[str, tuple[str, ...]] = {
+    feature: (() if feature == "core" else ("postgres",)) for feature in FEATURES}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,10 @@ class CommandSpec:
         Refuse the command in DMs.
     examples:
         Examples for ``/help`` and ``docs/commands.md`` (slash form; the prefix form is derived).
+    needs:
+        The dependencies the command cannot work without (``"postgres"``…); while one's circuit
+        breaker is open the command is answered at once with what is down (``E6003``). ``None``
+        means its feature's (:data:`FEATURE_NEEDS`).
     """
 
     level: Level = Level.EVERYONE
@@ -88,10 +99,13 @@ class CommandSpec:
     ephemeral: bool = False
     guild_only: bool = False
     examples: tuple[str, ...] = field(default_factory=tuple)
+    needs: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.feature not in FEATURES:
             raise ValueError(f"unknown feature {self.feature!r}")
+        if self.needs is not None and not set(self.needs) <= set(DEPENDENCIES):
+            raise ValueError(f"unknown dependency in {self.needs!r}; known: {', '.join(DEPENDENCIES)}")
         if self.floor > self.level:
             raise ValueError("a command's floor cannot be above its level")
         if self.timeout is not None and self.timeout <= 0:
@@ -100,6 +114,11 @@ class CommandSpec:
     @property
     def rule(self) -> ThrottleRule:
         return self.throttle or DEFAULT_THROTTLE
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """What the command needs: ``needs``, or its feature's."""
+        return FEATURE_NEEDS[self.feature] if self.needs is None else self.needs
 
 
 _SPEC_ATTR = "__innkeeper_spec__"
@@ -173,6 +192,7 @@ def command(name: str, *, description: str, aliases: tuple[str, ...] = (), **met
 def group(name: str, *, description: str, **meta: Any) -> Callable[[F], commands.HybridGroup[Any, ..., Any]]:
     """A hybrid group routed through the pipeline. Its own callback runs for the bare prefix form
     (``!settings``) and should show the group's help."""
+    meta.setdefault("needs", ())  # a group's own callback only shows its help
     def decorate(func: F) -> commands.HybridGroup[Any, ..., Any]:
         wrapped = spec(**meta)(func)
         hybrid = commands.hybrid_group(name=name, description=description, invoke_without_command=True,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from db.pool import Database
 from innkeeper.errors import DatabaseError, ErrorCode
 from innkeeper.loop_lag import LoopLag
-from tests.support import PG_ADMIN_DSN, ReservedPort, wait_for
+from tests.support import PG_ADMIN_DSN, PgProxy, ReservedPort, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -157,55 +157,9 @@ async def test_unreachable_server_gives_db_unavailable() -> None:
         assert not health.ok and health.latency_ms is None
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    finally:
-        writer.close()
-
-
-class Proxy:
-    """A TCP proxy in front of PostgreSQL that can be stopped (server "down") and started again.
-
-    Its port is held for the whole test (:class:`ReservedPort`): while stopped, connections to it
-    are refused, and nobody else can take it before it starts again.
-    """
-
-    def __init__(self, database_url: str) -> None:
-        self.target = urlsplit(database_url)
-        self.reserved = ReservedPort()
-        self.port = self.reserved.port
-        self.url = urlunsplit(self.target._replace(netloc=f"{self.target.username}@127.0.0.1:{self.port}"))
-        self.server: asyncio.Server | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(self.target.hostname, self.target.port or 5432)
-        for task in (asyncio.create_task(_pipe(reader, up_writer)), asyncio.create_task(_pipe(up_reader, writer))):
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._handle, sock=self.reserved.listen())
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.server is not None:
-            await self.server.wait_closed()
-            self.server = None
-
-
 @pytest.fixture
-async def proxy(database_url: str) -> AsyncIterator[Proxy]:
-    p = Proxy(database_url)
+async def proxy(database_url: str) -> AsyncIterator[PgProxy]:
+    p = PgProxy(database_url)
     try:
         yield p
     finally:
@@ -213,7 +167,7 @@ async def proxy(database_url: str) -> AsyncIterator[Proxy]:
         p.reserved.close()
 
 
-async def test_connect_retries_until_the_server_comes_up(proxy: Proxy, caplog: pytest.LogCaptureFixture) -> None:
+async def test_connect_retries_until_the_server_comes_up(proxy: PgProxy, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="db.pool")
     db = Database(proxy.url, connect_timeout=20)
     connecting = asyncio.create_task(db.connect())
@@ -232,7 +186,7 @@ async def test_connect_retries_until_the_server_comes_up(proxy: Proxy, caplog: p
         await db.close()
 
 
-async def test_queries_retry_with_backoff_while_the_server_restarts(proxy: Proxy) -> None:
+async def test_queries_retry_with_backoff_while_the_server_restarts(proxy: PgProxy) -> None:
     await proxy.start()
     async with Database(proxy.url, min_size=1, max_size=1, retries=30) as db:
         assert await db.fetchval("pool_test.ping", "SELECT 1") == 1
@@ -248,3 +202,45 @@ async def test_queries_retry_with_backoff_while_the_server_restarts(proxy: Proxy
         assert await asyncio.wait_for(query, 30) == 2
         health = await db.health()
         assert health.ok
+
+
+async def test_the_breaker_opens_on_a_dead_server_fails_fast_then_probes_and_closes(proxy: PgProxy) -> None:
+    from db.pool import DatabaseDown
+    from innkeeper.breakers import Breaker, BreakerState
+
+    await proxy.start()
+    now = [0.0]  # the breaker's clock: it stays open until the test moves time on, however slow the box
+    breaker = Breaker("postgres", threshold=3, open_for=0.5, clock=lambda: now[0])
+    async with Database(proxy.url, min_size=1, max_size=1, retries=30, breaker=breaker) as db:
+        assert await db.fetchval("pool_test.ping", "SELECT 1") == 1
+        await proxy.stop()  # the server goes away: refused connections, one failure per attempt
+        with pytest.raises(DatabaseDown) as info:
+            await db.fetchval("pool_test.ping", "SELECT 2")  # retries stop once the breaker opens
+        assert info.value.code is ErrorCode.DB_UNAVAILABLE and info.value.dependency == "postgres"
+        assert breaker.state is BreakerState.OPEN
+        started = time.perf_counter()
+        for _ in range(100):  # while open, a query is refused at once: no connection attempt, no backoff
+            with pytest.raises(DatabaseDown):
+                await db.fetchval("pool_test.ping", "SELECT 3")
+        assert time.perf_counter() - started < 5.0  # 100 rounds of retries with backoff would take minutes
+        assert breaker.state is BreakerState.OPEN
+        assert not (await db.health()).ok
+        await proxy.start()
+        now[0] += 0.6
+        assert breaker.state is BreakerState.HALF_OPEN
+        assert await db.fetchval("pool_test.ping", "SELECT 4") == 4  # the probe
+        assert breaker.state is BreakerState.CLOSED
+
+
+async def test_retries_stop_at_the_commands_deadline(proxy: PgProxy) -> None:
+    from innkeeper import deadline
+
+    await proxy.start()
+    async with Database(proxy.url, min_size=1, max_size=1, retries=1000) as db:
+        assert await db.fetchval("pool_test.ping", "SELECT 1") == 1
+        await proxy.stop()
+        started = time.perf_counter()
+        with deadline.within(0.5), pytest.raises(DatabaseError) as info:
+            await db.fetchval("pool_test.ping", "SELECT 2")  # without a deadline: a thousand retries
+        assert info.value.code is ErrorCode.DB_UNAVAILABLE
+        assert time.perf_counter() - started < 5.0  # gave up with its own error (a thousand retries: minutes)

@@ -9,7 +9,6 @@ from innkeeper.errors import IPCError
 from ipc.heartbeat import decode_heartbeat, encode_heartbeat
 from tests.integration.test_heartbeat import beat
 
-
 LOAD = {"running": 3, "queued": 1, "max_running": 64, "max_queued": 512, "deferred": 2, "shed": 0}
 
 

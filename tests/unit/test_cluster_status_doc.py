@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.plan import plan
 from cluster.ops import format_status
+from cluster.plan import plan
 from cluster.state import build_status, health, progress_line
 from ipc.heartbeat import ClusterBeat, ShardBeat
 

@@ -377,3 +377,45 @@ async def test_an_unknown_configuration_refuses_what_a_guild_could_change() -> N
     ctx = await run(bot, "secret", member(OWNER_ID))
     assert "body:secret" in rec.events and state_of(ctx).outcome == "ok"
     await pipeline.drain()
+
+
+async def test_an_open_breaker_answers_at_once_and_spares_commands_that_do_not_need_it() -> None:
+    from innkeeper.breakers import Breakers
+
+    bot, rec, _, pipeline = await setup()
+    breakers = Breakers(threshold=1, open_for=30.0)
+    pipeline.breakers = breakers
+    breakers["postgres"].failure(breakers["postgres"].enter())  # type: ignore[arg-type]
+    ctx = await run(bot, "feed", member(USER_ID))  # the feedback feature keeps its data in PostgreSQL
+    assert "body" not in rec.events and "config" not in rec.events  # answered before anything ran
+    assert state_of(ctx).outcome == "unavailable"
+    (reply,) = ctx.sent
+    assert reply["content"].startswith("The database is unreachable right now") and "(E6003)" in reply["content"]
+    ctx = await run(bot, "hello", member(USER_ID), text="yo")  # core: needs nothing
+    assert "body:yo" in rec.events and state_of(ctx).outcome == "ok"
+
+
+class HangingCtx(FakeCtx):
+    """Discord never acknowledges this context's messages."""
+
+    async def send(self, content: str | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.sent.append({"content": content, **kwargs})
+        await asyncio.Event().wait()
+
+
+async def test_the_error_reply_after_a_timeout_has_a_deadline_too() -> None:
+    """The hang the issue saw: a server that never answers the reply held the task until shutdown."""
+    import dataclasses
+
+    bot, rec, _, pipeline = await setup()
+    pipeline.settings = dataclasses.replace(pipeline.settings, reply_timeout_s=0.1)
+    cmd = bot.get_command("slow")
+    assert cmd is not None
+    ctx = HangingCtx(bot, cmd, member(USER_ID), GUILD)
+    started = asyncio.get_running_loop().time()
+    try:
+        await cmd.callback(cmd.cog, ctx)  # type: ignore[arg-type]
+    except Exception as exc:
+        await asyncio.wait_for(pipeline.on_command_error(ctx, exc), 5.0)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert state_of(ctx).outcome == "timeout" and "E5005" in ctx.sent[0]["content"]

@@ -95,3 +95,24 @@ def test_every_outcome_is_known() -> None:
     for exc in samples:
         assert map_error(exc).outcome in OUTCOMES
         assert len(map_error(exc).render()) <= 1900
+
+
+def test_outages_are_named_not_apologised_for() -> None:
+    """An open breaker (E6003) and the invalid-request guard (E2006), however deep discord.py wrapped them."""
+    from db.pool import DatabaseDown
+    from innkeeper.breakers import DependencyDown
+    from ipc.ratelimit import RequestRefused
+
+    fake_command: Any = type("C", (), {"name": "x"})()
+    for exc in (DatabaseDown(4.2), DependencyDown("postgres", 4.2)):
+        assert isinstance(exc, DependencyDown)
+        f = map_error(commands.HybridCommandError(app_commands.CommandInvokeError(fake_command, exc)))
+        assert (f.code, f.outcome, f.unexpected) == (ErrorCode.DEPENDENCY_DOWN, "unavailable", False)
+        assert f.message.startswith("The database is unreachable right now") and "about 5 s" in f.message
+        assert f.render().endswith("(E6003)")
+    assert isinstance(DatabaseDown(1.0), DatabaseError) and DatabaseDown(1.0).code is ErrorCode.DB_UNAVAILABLE
+    rest = map_error(commands.CommandInvokeError(DependencyDown("discord_rest", 0.2)))
+    assert rest.message.startswith("Discord's API is unreachable right now") and "about 1 s" in rest.message
+    refused = map_error(commands.CommandInvokeError(RequestRefused(120.0, 9001)))
+    assert (refused.code, refused.outcome, refused.unexpected) == (ErrorCode.REST_COOLING_DOWN, "cooling_down", False)
+    assert refused.message.startswith("The bot is cooling down") and refused.render().endswith("(E2006)")

@@ -25,6 +25,14 @@ def test_interaction_callbacks_are_exempt_and_others_are_not() -> None:
     follow_up = _RouteInfo(Route("POST", "/webhooks/{webhook_id}/{webhook_token}", webhook_id=1, webhook_token="t"),
                            30.0)
     assert not follow_up.global_exempt and not follow_up.bucket_exempt and follow_up.max_wait == 30.0
+    # a user's answer is never held back by an invalid-request guard or an open breaker
+    assert callback.guard_exempt and callback.breaker_exempt
+    assert follow_up.guard_exempt and follow_up.breaker_exempt
+    edit = _RouteInfo(Route("PATCH", "/webhooks/{webhook_id}/{webhook_token}/messages/@original", webhook_id=1,
+                            webhook_token="t"), None)
+    assert edit.guard_exempt and edit.breaker_exempt
+    send = _RouteInfo(Route("POST", "/channels/{channel_id}/messages", channel_id=5), None)
+    assert not send.guard_exempt and not send.breaker_exempt
 
 
 async def test_a_wait_past_max_wait_becomes_discord_ratelimited() -> None:
