@@ -190,7 +190,7 @@ async def test_overlapping_generations_each_get_their_guilds_events(
     new: list[GatewayClient] = []
     for count, group in ((2, old), (4, new)):
         for shard in range(count):
-            await wait_for(lambda shard=shard: gateway.limiter.retry_after(shard) == 0, timeout=5,  # type: ignore[misc]
+            await wait_for(lambda shard=shard: gateway.limiter.retry_after(shard) == 0, timeout=5,
                            message="the bucket's window")
             client = await connect()
             await client.ready((shard, count))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from simulator.frames import LazyFrame
 from simulator.routing import Router
 from simulator.sessions import Frame, Session, SessionTable
-from simulator.state import ShardStats, Stats
+from simulator.state import Stats
 
 INTENTS = 513 | (1 << 15)  # GUILDS, GUILD_MESSAGES, MESSAGE_CONTENT
 
