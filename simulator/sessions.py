@@ -59,6 +59,8 @@ class SessionSocket(Protocol):
     owner: Session | None
     #: False once the socket is closing, closed or silenced: what is sent to it goes nowhere.
     writable: bool
+    #: The ``silent`` fault: open, but nothing more is written.
+    silent: bool
     #: True once the socket's writer has stopped for good.
     done: bool
 
@@ -265,7 +267,7 @@ class Session:
             return "resumable" if self.resumable(now, ttl) else "ended"
         if conn.writable:
             return "live"
-        return "silent" if getattr(conn, "silent", False) else "closing"
+        return "silent" if conn.silent else "closing"
 
     def report(self, now: float, ttl: float) -> dict[str, Any]:
         """This session's books, as ``GET /_sim/stats`` lists them under ``sessions``."""
