@@ -180,9 +180,12 @@ class Gateway:
         self.routes_changed()
 
     def _settle(self, conn: Connection) -> None:
-        """The socket's writer is done: close the books of its session if that session has ended meanwhile."""
+        """The socket's writer is done: its session lets go of it, and closes its books if it has ended meanwhile."""
         owner = conn.owner
-        if owner is not None and owner.ended_at is not None and owner.last_conn is conn:
+        if owner is None or owner.last_conn is not conn:
+            return
+        owner.last_conn = None  # nothing more will be written; and ended sessions must not keep sockets alive
+        if owner.ended_at is not None:
             owner.close_books()
 
     # -- sessions --------------------------------------------------------------------------------

@@ -217,3 +217,27 @@ async def test_overlapping_generations_each_get_their_guilds_events(
     stats = await _stats(http, sim)
     assert stats["lost"] == 0 and stats["buffered"] == 0
     assert all(_session(stats, c.session_id)["buffered"] == 0 for c in old)
+
+
+async def test_what_a_socket_still_writes_after_its_session_ended_is_not_lost(
+        sim: SimulatorServer, connect: Connect, http: aiohttp.ClientSession) -> None:
+    """Op 9 ``d: false`` ends the session at once, but the dispatches queued before it still reach the
+    client: the books close only once that socket's writer is done."""
+    gateway = sim.state.gateway
+    client = await connect()
+    await client.ready((0, 2))
+    guild_id = await _guild_of_shard(sim, 0, 2)
+    for i in range(2):  # queued, not yet written: the writer runs when this coroutine yields
+        assert gateway.dispatch_guild(guild_id, "MESSAGE_CREATE", {"content": f"queued {i}"})
+    assert gateway.apply_fault("invalid_session", 0, resumable=False, code=4000) == 1
+    assert [(await client.recv())["d"]["content"] for _ in range(2)] == ["queued 0", "queued 1"]
+    invalid = await client.recv()
+    assert invalid["op"] == 9 and invalid["d"] is False
+    assert not gateway.dispatch_guild(guild_id, "MESSAGE_CREATE", {"content": "too late"})  # no session now
+    await client.ws.close(code=1000)
+    await wait_for(lambda: not gateway.connections, message="the socket to finish")
+    stats = await _stats(http, sim)
+    mine = _session(stats, client.session_id)
+    assert mine["state"] == "ended" and mine["end_reason"] == "op 9 d=false"
+    assert mine["lost"] == 0 and mine["dispatched"] == mine["seq"] == mine["written_seq"]
+    assert stats["lost"] == stats["lost_unrouted"] == 1
