@@ -49,7 +49,7 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("max_guilds_per_shard", int, "guilds one shard may carry (else close 4011)"),
     ("session_start_total", int, "daily IDENTIFY budget (session_start_limit.total)"),
     ("resume_buffer", int, "dispatches a session keeps for RESUME"),
-    ("resume_ttl", float, "seconds a dropped session stays resumable"),
+    ("resume_ttl", float, "resume window: seconds a dropped session stays resumable (then its buffer is lost)"),
     ("max_member_count", int, "largest member_count a realistic world draws (the bot included)"),
     ("huge_guilds", int, "guilds of exactly --max-member-count members (realistic sizes only)"),
     ("size_tail", float, "tail exponent of realistic sizes: P(size > x) ~ x^-tail"),

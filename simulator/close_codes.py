@@ -12,13 +12,19 @@ each group tells the client to:
   and 4009 Session timed out. The session is ended, so the RESUME discord.py tries first (it
   resumes after every close it can handle) is answered with op 9 ``d: false``, and it
   re-identifies (``gateway.mdx``, "Resuming": "If the ``d`` field is set to ``false`` … send an
-  Identify").
+  Identify"). The simulator sends 4007 for a RESUME with a bad ``seq``, and 4009 only when asked to
+  (``disconnect`` fault): missed heartbeats are not a session timeout (see below).
 - **resumable**: every other code (4000 Unknown error, 4001, 4002, 4003, 4005, 4008, and the
   simulator's faults): the session stays resumable for ``--resume-ttl`` seconds (``gateway.mdx``,
   "Resuming": "It's disconnected with a close code that indicates it can reconnect").
 
 A close with 1000 or 1001 also ends the session (``gateway.mdx``, "Initiating a Disconnect": "your
 session will be invalidated"), whoever sends it.
+
+Missed heartbeats close the connection with 4000 and keep the session: "If your app fails to send a
+heartbeat event in time, your connection will be closed and you will be forced to Resume"
+(``gateway.mdx``, "Sending Heartbeats"). Discord documents no code for it; a code of the "new
+session" group would make the resume it promises impossible.
 """
 
 from __future__ import annotations

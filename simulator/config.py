@@ -46,7 +46,8 @@ class SimConfig:
     session_start_total: int = 1000
     #: Dispatches a session keeps for RESUME.
     resume_buffer: int = 10_000
-    #: Seconds a dropped, resumable session stays resumable.
+    #: The resume window: seconds a dropped session stays resumable. When it passes without a RESUME the
+    #: session ends and every dispatch it buffered is counted lost. Short in tests.
     resume_ttl: float = 120.0
     #: Largest ``member_count`` a realistic world draws (the bot included).
     max_member_count: int = 250_000

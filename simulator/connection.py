@@ -5,6 +5,11 @@ synchronous hub methods (``dispatch_guild`` …) can feed sockets. The writer en
 zlib-stream or text), writes with aiohttp and yields to the loop every few frames; aiohttp applies
 backpressure when the peer reads slowly. A close goes through the same queue, so everything sent
 before it (an op 9, the last dispatches) reaches the client first.
+
+Delivery is counted where it happens: each dispatch the writer has written moves its session's
+``written_seq`` forward, so frames still queued when the socket dies are not taken for delivered.
+A silenced connection (the ``silent`` fault) stays open but writes nothing more: no dispatches, no
+heartbeat ACKs, until one side closes it.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from .compression import Encoder
-from .sessions import Frame, LazyFrame
+from .frames import Frame, LazyFrame
 
 if TYPE_CHECKING:
     from .sessions import Session
@@ -55,14 +60,17 @@ class Connection:
         For logs.
     """
 
-    __slots__ = ("ws", "encoder", "peer", "session", "_queue", "_wake", "_writer", "close_code", "keep_session",
-                 "received", "last_heartbeat", "opened", "_timers", "closed", "__weakref__")
+    __slots__ = ("ws", "encoder", "peer", "session", "owner", "_queue", "_wake", "_writer", "close_code",
+                 "keep_session", "received", "last_heartbeat", "opened", "_timers", "closed", "silent", "writable",
+                 "done", "__weakref__")
 
     def __init__(self, ws: web.WebSocketResponse, encoder: Encoder, peer: str) -> None:
         self.ws = ws
         self.encoder = encoder
         self.peer = peer
         self.session: Session | None = None
+        #: The session this socket carried (kept after a detach, for the writer's ``written_seq``).
+        self.owner: Session | None = None
         self._queue: deque[Frame | CloseRequest] = deque()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -75,6 +83,12 @@ class Connection:
         self.opened = self.last_heartbeat = time.monotonic()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.closed = False
+        #: The ``silent`` fault: open, but nothing more is written.
+        self.silent = False
+        #: False once closing, closed or silent: what is sent is dropped.
+        self.writable = True
+        #: True once the writer has stopped for good.
+        self.done = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.peer} session={self.session!r}>"
@@ -87,8 +101,8 @@ class Connection:
         return self.close_code is not None or self.closed
 
     def send(self, frame: Frame) -> None:
-        """Queue a message (JSON text or a lazy frame); never blocks."""
-        if self.close_code is not None or self.closed:
+        """Queue a message (JSON text or a dispatch frame); never blocks. Dropped when not writable."""
+        if not self.writable:
             return
         self._queue.append(frame)
         self._wake.set()
@@ -101,8 +115,17 @@ class Connection:
             _log.info("closing gateway connection from %s: %d %s", self.peer, code, reason)
         self.close_code = code
         self.keep_session = keep_session
+        self.writable = False
         self._queue.append(CloseRequest(code, reason))
         self._wake.set()
+
+    def silence(self) -> None:
+        """Write nothing more (frames already queued are dropped too); the socket stays open."""
+        if self.silent or self.closing:
+            return
+        self.silent = True
+        self.writable = False
+        self._queue.clear()
 
     def set_timer(self, name: str, delay: float, callback: Callable[[], object]) -> None:
         """(Re)arm the named timer; every timer is cancelled when the connection ends."""
@@ -127,9 +150,9 @@ class Connection:
                     continue
                 item = queue.popleft()
                 if type(item) is str:
-                    text = item
+                    text, seq = item, 0
                 elif isinstance(item, LazyFrame):
-                    text = item.render()
+                    text, seq = item.render(), item.seq
                 else:
                     assert isinstance(item, CloseRequest)
                     await ws.close(code=item.code, message=item.reason.encode()[:120])
@@ -138,6 +161,10 @@ class Connection:
                     await send(encode(text))
                 else:
                     await ws.send_str(text)
+                if seq:
+                    owner = self.owner
+                    if owner is not None and seq > owner.written_seq:
+                        owner.written_seq = seq
                 written += 1
                 if written % _YIELD_EVERY == 0:
                     await asyncio.sleep(0)
@@ -152,14 +179,23 @@ class Connection:
             except Exception:  # noqa: BLE001
                 pass
         finally:
+            # Nothing is written any more: later dispatches stay in their session's buffer.
+            self.writable = False
             queue.clear()
 
     async def finish(self, timeout: float = 12.0) -> None:
         """Stop the writer once the reader is done: let a requested close finish, drop unsent frames."""
         self.closed = True
+        self.writable = False
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        try:
+            await self._stop_writer(timeout)
+        finally:
+            self.done = True
+
+    async def _stop_writer(self, timeout: float) -> None:
         writer = self._writer
         if writer is None or writer.done():
             return

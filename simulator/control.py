@@ -7,7 +7,8 @@ Routes (bodies and answers are JSON; ids travel as strings; bad input is a 400 `
 - ``POST /_sim/messages``: a user posts a message (MESSAGE_CREATE to the owning shard);
 - ``POST /_sim/load`` / ``GET /_sim/load`` / ``DELETE /_sim/load``: benchmark event streams;
 - ``POST /_sim/faults`` / ``GET /_sim/faults`` / ``DELETE /_sim/faults``: gateway and REST faults;
-- ``GET /_sim/stats``, ``POST /_sim/reset-stats``;
+- ``GET /_sim/stats`` (the counters, and every session's books: dispatched, buffered, replayed, lost),
+  ``POST /_sim/reset-stats``;
 - ``GET /_sim/dms/{user_id}``: the DM channel the bot opened with a user and its messages;
 - ``POST /_sim/channels/{id}/overwrites``, ``DELETE …/overwrites/{target}``, ``POST
   /_sim/users/{id}/dms``: channel permissions and closed DMs, see ``control_permissions``;
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 __all__ = ("setup", "LOAD_KEY", "reset_stats")
 
 LOAD_KEY = web.AppKey("innkeeper_sim_load", LoadGenerator)
-_GATEWAY_FAULTS = ("disconnect", "reconnect", "invalid_session")
+_GATEWAY_FAULTS = ("disconnect", "reconnect", "invalid_session", "silent")
 _REST_FAULTS = ("http_error", "latency")
 _FAULT_STATUSES = (400, 401, 403, 404, 429, 500, 502, 503, 504)
 #: ShardStats fields that are gauges, not counters (kept by a reset).
@@ -247,7 +248,9 @@ def reset_stats(stats: Stats) -> None:
 
 async def get_stats(request: web.Request, state: SimState) -> web.Response:
     hub: Any = state.gateway
+    report = hub.delivery_report()  # first: it ends the sessions whose resume window passed (their losses count)
     data = state.stats.as_dict()
+    data.update(report)
     data["live_shards"] = {str(k): v for k, v in hub.live_shards().items()}
     data["shard_count"] = hub.shard_count()
     data["identify_remaining"] = (int(hub.identify_remaining()) if callable(getattr(hub, "identify_remaining", None))

@@ -1,9 +1,10 @@
 """The simulated gateway: the ``/gateway`` websocket and the :class:`~simulator.state.GatewayHub`.
 
-:class:`Gateway` owns every connection and session. It routes guild events the way Discord does
-(``(guild_id >> 22) % shard_count``), to the newest live session of the shard, else into the
-buffer of its newest resumable session, else counts them lost. The opcodes a client sends are
-handled in :mod:`simulator.opcodes`; this module holds the socket lifecycle, routing and faults.
+:class:`Gateway` owns every connection and session. Events are routed as Discord routes them
+(:mod:`simulator.routing`): to every live session whose ``(shard_id, shard_count)`` covers the
+guild, else into the buffer of the newest resumable session that does, else they are lost. The
+opcodes a client sends are handled in :mod:`simulator.opcodes`; this module holds the socket
+lifecycle, the sessions' ends and resume windows, and faults.
 
 The websocket answers on two paths: ``/gateway`` (what ``GET /gateway/bot`` names) and
 ``/gateway/resume``, READY's ``resume_gateway_url``, which a client "should use when it Resumes
@@ -12,17 +13,19 @@ Both accept everything; a RESUME that arrives elsewhere is counted (``resumes_of
 
 When a socket ends, its session follows the close-code table (:mod:`simulator.close_codes`): a
 server close with a fatal or "new session" code, or any close with 1000/1001, ends it; other
-drops keep it resumable for ``--resume-ttl`` seconds.
+drops keep it resumable for ``--resume-ttl`` seconds (its resume window). A session that ends,
+whether its window passed without a RESUME or a close or op 9 ended it, counts every dispatch it
+never wrote to a socket as lost (:meth:`Session.close_books <simulator.sessions.Session.close_books>`);
+a timer ends sessions when their window passes, and ``GET /_sim/stats`` ends any that are due first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +36,8 @@ from .close_codes import CLEAN_CLOSE_CODES, FATAL_CLOSE_CODES, ends_session
 from .compression import SUPPORTED_COMPRESS, make_encoder
 from .connection import Connection
 from .identify import IdentifyLimiter, SessionStartBudget
-from .intents import MESSAGE_EVENTS, SELF_EVENTS, Intent, allows, allows_dispatch, strip_content
 from .opcodes import OpcodeHandler
+from .routing import Router
 from .sessions import Session, SessionTable, dumps
 
 if TYPE_CHECKING:
@@ -49,9 +52,13 @@ _log = logging.getLogger(__name__)
 GATEWAY_PATH = "/gateway"
 #: READY's ``resume_gateway_url`` points here.
 GATEWAY_RESUME_PATH = "/gateway/resume"
-FAULT_KINDS = ("disconnect", "reconnect", "invalid_session")
+FAULT_KINDS = ("disconnect", "reconnect", "invalid_session", "silent")
 #: Seconds a client gets to act on op 7 RECONNECT before the server closes the socket itself.
 RECONNECT_GRACE = 5.0
+#: Ended sessions whose books ``GET /_sim/stats`` still lists.
+ENDED_SESSIONS_KEPT = 1000
+#: The resume-window timer never fires sooner than this after it was armed (an injected clock may stand still).
+_MIN_EXPIRY_DELAY = 0.05
 
 
 class Gateway:
@@ -81,8 +88,11 @@ class Gateway:
         self.limiter = IdentifyLimiter(config.max_concurrency, config.identify_window, clock)
         self.budget = SessionStartBudget(config.session_start_total, clock=clock)
         self.sessions = SessionTable(config.resume_ttl, clock)
+        self.router = Router(self.sessions, stats, world.application_id)
+        #: Sessions that ended, newest last (their books, for ``GET /_sim/stats``).
+        self.ended: deque[Session] = deque(maxlen=ENDED_SESSIONS_KEPT)
         self.connections: set[Connection] = set()
-        self._counts: list[int] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._ops = OpcodeHandler(self)
@@ -121,6 +131,7 @@ class Gateway:
             self.connections.discard(conn)
             self._detach(conn)
             await conn.finish()
+            self._settle(conn)
             if not self.connections:
                 self._idle.set()
         return ws
@@ -163,106 +174,105 @@ class Gateway:
             session.detached_at = self.clock()
             _log.info("shard %s/%s session %s detached (close %s); resumable for %.0fs", session.shard_id,
                       session.shard_count, session.session_id[:8], code, self.config.resume_ttl)
+            self._arm_expiry()
         else:
-            self.end_session(session)
+            self.end_session(session, f"close {code}")
         self.routes_changed()
+
+    def _settle(self, conn: Connection) -> None:
+        """The socket's writer is done: its session lets go of it, and closes its books if it has ended meanwhile."""
+        owner = conn.owner
+        if owner is None or owner.last_conn is not conn:
+            return
+        owner.last_conn = None  # nothing more will be written; and ended sessions must not keep sockets alive
+        if owner.ended_at is not None:
+            owner.close_books()
 
     # -- sessions --------------------------------------------------------------------------------
 
-    def end_session(self, session: Session) -> None:
-        """Invalidate a session for good (it can no longer be resumed)."""
-        session.invalidated = True
+    def end_session(self, session: Session, reason: str = "ended") -> None:
+        """Invalidate a session for good (it can no longer be resumed) and count what it never delivered.
+
+        The books close now, or once the session's last socket has written what it still had queued.
+        """
         self.sessions.remove(session)
         self.routes_changed()
+        if session.ended_at is not None:
+            return
+        session.invalidated = True
+        session.ended_at = self.clock()
+        session.end_reason = reason
+        self.ended.append(session)
+        conn = session.last_conn
+        if conn is None or conn.done:
+            lost = session.close_books()
+            if lost:
+                _log.info("shard %d/%d session %s ended (%s): %d buffered event(s) lost", session.shard_id,
+                          session.shard_count, session.session_id[:8], reason, lost)
+
+    def expire_sessions(self) -> int:
+        """End every detached session whose resume window has passed; returns how many."""
+        now, ttl = self.clock(), self.config.resume_ttl
+        due = [s for s in self.sessions if s.conn is None and not s.resumable(now, ttl)]
+        for session in due:
+            self.stats.sessions_expired += 1
+            self.end_session(session, "resume window ended")
+        return len(due)
+
+    def _arm_expiry(self) -> None:
+        """(Re)arm the timer that ends sessions when the first resume window passes."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        when = self.sessions.next_expiry()
+        if when is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (unit tests): GET /_sim/stats and the next IDENTIFY still expire them
+            return
+        delay = max(when - self.clock() + 0.001, _MIN_EXPIRY_DELAY)
+        self._expiry = loop.call_later(delay, self._on_expiry)
+
+    def _on_expiry(self) -> None:
+        self._expiry = None
+        self.expire_sessions()
+        self._arm_expiry()
 
     def routes_changed(self) -> None:
-        self._counts = None
+        self.router.changed()
 
-    def _route_counts(self) -> list[int]:
-        counts = self._counts
-        if counts is None:
-            counts = self._counts = self.sessions.counts_newest_first()
-        return counts
+    def delivery_report(self) -> dict[str, Any]:
+        """End the sessions that are due, then every session's books (see ``GatewayHub.delivery_report``)."""
+        self.expire_sessions()
+        now, ttl = self.clock(), self.config.resume_ttl
+        current = list(self.sessions)
+        pending = sum(s.undelivered for s in current if not s.writable)
+        everyone = sorted((*self.ended, *current), key=lambda s: s.order)
+        return {"resume_window_s": ttl, "pending": pending, "sessions": [s.report(now, ttl) for s in everyone]}
 
     # -- GatewayHub ------------------------------------------------------------------------------
 
     def dispatch_guild(self, guild_id: int, event: str, data: dict[str, Any]) -> bool:
-        """Send a dispatch to the session that owns ``guild_id``'s shard (newest live, else resumable).
+        """Send a dispatch to every live session covering ``guild_id``, else the newest resumable one.
 
-        With sessions of several shard counts (resharding overlap) the newest session's count
-        routes first; the others take what it has no session for. False when nothing took it
-        (counted in ``lost``) or the session's intents exclude the event (``intent_filtered``).
-        Without MESSAGE_CONTENT a message's content fields go out empty, as on Discord.
+        False when nothing took it (counted in ``lost``) or every session's intents exclude the event
+        (``intent_filtered``). Without MESSAGE_CONTENT a message's content fields go out empty, as on
+        Discord. See :mod:`simulator.routing`.
         """
-        target = self._guild_target(guild_id)
-        if target is None:
-            self.stats.lost += 1
-            return False
-        intents = target.intents
-        if not allows_dispatch(intents, event, data, in_guild=True, bot_id=self.world.application_id):
-            self.stats.intent_filtered += 1
-            return False
-        if event in MESSAGE_EVENTS and not intents & Intent.MESSAGE_CONTENT:
-            data = strip_content(data, self.world.application_id)
-        target.push(event, dumps(data))
-        return True
+        return self.router.dispatch_guild(guild_id, event, data)
 
     def dispatch_guild_json(self, guild_id: int, event: str, d_json: str) -> bool:
         """:meth:`dispatch_guild` for a ``d`` that is already JSON text (load generators serialise once)."""
-        target = self._guild_target(guild_id)
-        if target is None:
-            self.stats.lost += 1
-            return False
-        intents = target.intents
-        if not allows(intents, event, in_guild=True) and not (
-                event in SELF_EVENTS and allows_dispatch(intents, event, json.loads(d_json), in_guild=True,
-                                                         bot_id=self.world.application_id)):
-            self.stats.intent_filtered += 1
-            return False
-        if event in MESSAGE_EVENTS and not intents & Intent.MESSAGE_CONTENT:
-            data = json.loads(d_json)
-            stripped = strip_content(data, self.world.application_id)
-            if stripped is not data:
-                d_json = dumps(stripped)
-        target.push(event, d_json)
-        return True
-
-    def _guild_target(self, guild_id: int) -> Session | None:
-        table = self.sessions
-        ts = guild_id >> 22
-        for count in self._route_counts():
-            target = table.target(count, ts % count)
-            if target is not None:
-                return target
-        return None
+        return self.router.dispatch_guild_json(guild_id, event, d_json)
 
     def dispatch_shard(self, shard_id: int, event: str, data: dict[str, Any]) -> int:
-        """Send a dispatch to every live session of ``shard_id`` (any shard count).
+        """Send a dispatch to every live session of ``shard_id`` (any shard count); returns how many took it.
 
         When none is live, the newest resumable session of that shard buffers it (and counts as one).
         Without a ``guild_id`` in ``data`` the event counts as a DM event for the intents check.
         """
-        targets = self.sessions.live_for_shard(shard_id)
-        if not targets:
-            for count in self._route_counts():
-                target = self.sessions.target(count, shard_id) if shard_id < count else None
-                if target is not None:
-                    targets = [target]
-                    break
-            else:
-                self.stats.lost += 1
-                return 0
-        in_guild = "guild_id" in data
-        d_json = dumps(data)
-        sent = 0
-        bot_id = self.world.application_id
-        for session in targets:
-            if not allows_dispatch(session.intents, event, data, in_guild=in_guild, bot_id=bot_id):
-                self.stats.intent_filtered += 1
-                continue
-            session.push(event, d_json)
-            sent += 1
-        return sent
+        return self.router.dispatch_shard(shard_id, event, data)
 
     def apply_fault(self, kind: str, shard_id: int | None, *, resumable: bool = True, code: int = 4000) -> int:
         """Apply a gateway fault to every live session of ``shard_id`` (every live session when None).
@@ -271,6 +281,9 @@ class Gateway:
         False or the code ends sessions (fatal, "new session", 1000/1001: :mod:`simulator.close_codes`).
         ``reconnect`` sends op 7 (the client resumes).
         ``invalid_session`` sends op 9 with ``d=resumable``; when False the session is ended.
+        ``silent`` keeps the socket open but writes nothing more to it: no dispatches (they wait in the
+        session's buffer for a RESUME), no heartbeat ACKs; the client sees a zombie connection. It lasts
+        until either side closes that socket; a new connection of the same session is healthy.
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown gateway fault {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
@@ -286,12 +299,14 @@ class Gateway:
                 conn.send('{"t":null,"s":null,"op":7,"d":null}')
                 conn.set_timer("reconnect", RECONNECT_GRACE,
                                functools.partial(conn.close, 4000, "reconnect requested", keep_session=True))
+            elif kind == "silent":
+                conn.silence()
             else:
                 conn.send('{"t":null,"s":null,"op":9,"d":%s}' % ("true" if resumable else "false"))
                 if not resumable:
                     conn.session = None
                     session.conn = None
-                    self.end_session(session)
+                    self.end_session(session, "op 9 d=false")
         self.stats.faults_applied += 1
         _log.info("gateway fault %s (shard=%s, resumable=%s, code=%s) hit %d session(s)", kind, shard_id,
                   resumable, code, len(targets))
@@ -308,7 +323,7 @@ class Gateway:
             conn = session.conn
             if conn is not None:
                 conn.close(code, reason, keep_session=False)
-            self.end_session(session)
+            self.end_session(session, f"close {code} ({reason})")
             ended += 1
         return ended
 
@@ -334,7 +349,7 @@ class Gateway:
             if conn is not None:
                 self.stats.privileged_intent_closes += 1
                 conn.close(4014, "Disallowed intent(s).", keep_session=False)
-            self.end_session(session)
+            self.end_session(session, "close 4014 (intents withdrawn)")
             ended += 1
         return ended
 
@@ -360,6 +375,9 @@ class Gateway:
 
     async def close_all(self, timeout: float = 5.0) -> None:
         """Close every socket with 1001 (server shutdown) and wait for them to finish."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         for conn in list(self.connections):
             conn.close(1001, "server shutting down", keep_session=False)
         if self.connections:

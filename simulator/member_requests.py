@@ -29,8 +29,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .fields import snowflake_of
+from .frames import LazyFrame, dispatch_frame
+from .jsontext import dumps
 from .member_lists import CHUNK_SIZE, matches_query, members_json
-from .sessions import LazyFrame, dispatch_frame, dumps
 
 if TYPE_CHECKING:
     from .connection import Connection

@@ -7,8 +7,12 @@ Discord's rules, as the simulator enforces them:
 - anything but HEARTBEAT, IDENTIFY and RESUME before a session exists → close 4003; a second
   IDENTIFY or RESUME on a connection with a session → 4005;
 - op 2 IDENTIFY and op 6 RESUME: :mod:`simulator.session_start`;
-- no heartbeat for 1.5 heartbeat intervals → close 4009 Session timed out, which ends the session:
-  the table says "Reconnect and start a new one" (see :mod:`simulator.close_codes`).
+- op 1 HEARTBEAT → op 11 ACK (none on a silenced socket); its ``d`` is the client's last sequence
+  number, kept as the session's ``acked_seq``;
+- no heartbeat for 1.5 heartbeat intervals → the connection is closed with 4000 and the session
+  stays resumable: "If your app fails to send a heartbeat event in time, your connection will be
+  closed and you will be forced to Resume" (``gateway.mdx``, "Sending Heartbeats"). Not 4009:
+  that code says "start a new one", which would contradict being forced to resume.
 """
 
 from __future__ import annotations
@@ -109,14 +113,15 @@ class OpcodeHandler:
     # -- heartbeat -------------------------------------------------------------------------------
 
     def arm_heartbeat(self, conn: Connection) -> None:
-        """Close the connection 4009 Session timed out (the session ends) when heartbeats stop."""
+        """Close the connection with 4000 when heartbeats stop; its session stays resumable (see the module)."""
         timeout = self.config.heartbeat_interval_ms / 1000 * HEARTBEAT_GRACE
 
         def check() -> None:
             idle = self.gw.clock() - conn.last_heartbeat
             if idle >= timeout:
-                _log.info("gateway client %s sent no heartbeat for %.1fs: close 4009", conn.peer, idle)
-                conn.close(4009, "Session timed out.", keep_session=False)
+                _log.info("gateway client %s sent no heartbeat for %.1fs: close 4000, resumable", conn.peer, idle)
+                self.stats.heartbeat_timeouts += 1
+                conn.close(4000, "Heartbeat timed out; resume.", keep_session=True)
             else:
                 conn.set_timer("heartbeat", timeout - idle, check)
 
@@ -129,7 +134,9 @@ class OpcodeHandler:
             return
         conn.last_heartbeat = self.gw.clock()
         self.stats.heartbeats += 1
-        conn.send(_ACK)
+        if conn.session is not None:
+            conn.session.acknowledge(data)
+        conn.send(_ACK)  # dropped by a silenced socket
 
     # -- member chunking and soundboard ----------------------------------------------------------
 

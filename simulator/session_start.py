@@ -13,10 +13,12 @@ Discord's rules, as the simulator enforces them:
   (``gateway.mdx``, "Identifying": "Upon hitting this limit, all active sessions for the app will
   be terminated, the bot token will be reset"); a reset token is what 4004 Authentication failed
   says (``opcodes-and-status-codes.mdx``).
-- RESUME of an unknown, ended or expired session → op 9 ``false`` (``gateway.mdx``, "Resuming");
-  with a ``seq`` the session never sent, or one its buffer no longer holds → close 4007 Invalid
-  ``seq``, and the session ends ("Reconnect and start a new session"); otherwise the missed
-  dispatches, then RESUMED.
+- RESUME of an unknown, ended or expired session → op 9 ``false`` (``gateway.mdx``, "Resuming": "It's
+  possible your app won't reconnect in time to Resume"); a session can be resumed only within its
+  resume window, ``--resume-ttl`` seconds after its socket dropped. With a ``seq`` the session never
+  sent, or one its buffer no longer holds → close 4007 Invalid ``seq``, and the session ends
+  ("Reconnect and start a new session"); otherwise the missed dispatches (counted ``replayed``),
+  then RESUMED.
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ class GatewayCore(Protocol):
 
     def routes_changed(self) -> None: ...
 
-    def end_session(self, session: Session) -> None: ...
+    def end_session(self, session: Session, reason: str = "ended") -> None: ...
+
+    def expire_sessions(self) -> int: ...
 
     def reset_token(self, token: str | None = None, *, why: str) -> str: ...
 
@@ -131,13 +135,12 @@ def identify(gw: GatewayCore, conn: Connection, d: object, resume_url: str) -> N
         conn.close(4004, "Authentication failed.", keep_session=False)
         gw.reset_token(why="session start limit exhausted")
         return
-    gw.sessions.sweep()
+    gw.expire_sessions()
     shard_stats = stats.shards[shard_id]
     session = Session(shard_id, shard_count, intents, cfg.resume_buffer, shard_stats, stats,
                       gw.sessions.next_order(), threshold)
     gw.sessions.add(session)
-    session.conn = conn
-    conn.session = session
+    session.attach(conn)
     gw.routes_changed()
     stats.identifies += 1
     shard_stats.identifies += 1
@@ -175,12 +178,11 @@ def resume(gw: GatewayCore, conn: Connection, d: object) -> None:
         stats.auth_failures += 1
         conn.close(4004, "Authentication failed.", keep_session=False)
         return
+    gw.expire_sessions()  # a session whose resume window passed is gone, even if no timer said so yet
     session = gw.sessions.get(d["session_id"])
     seq = d.get("seq") or 0
     if session is None or not session.resumable(gw.clock(), gw.config.resume_ttl):
         stats.failed_resumes += 1
-        if session is not None and session.conn is None:
-            gw.end_session(session)
         _log.info("RESUME of session %s at seq %s refused: op 9", str(d["session_id"])[:8], seq)
         conn.send(INVALID_SESSION_FALSE)
         return
@@ -189,7 +191,7 @@ def resume(gw: GatewayCore, conn: Connection, d: object) -> None:
         # A seq the session never sent, or one the buffer no longer covers: 4007, start a new session.
         stats.failed_resumes += 1
         if session.conn is None:
-            gw.end_session(session)
+            gw.end_session(session, "close 4007 (RESUME with an invalid seq)")
         _log.info("RESUME of session %s at seq %s (the session is at %d): close 4007", session.session_id[:8],
                   seq, session.seq)
         conn.close(4007, "Invalid seq.", keep_session=False)
@@ -199,14 +201,12 @@ def resume(gw: GatewayCore, conn: Connection, d: object) -> None:
         # A new socket took the session over; the old one (a zombie) is closed without touching it.
         old.session = None
         old.close(4000, "Session resumed on another connection.")
-    session.conn = conn
-    session.detached_at = None
-    conn.session = session
+    session.attach(conn)
+    session.acknowledge(seq)
     gw.routes_changed()
     for frame in frames:
         conn.send(frame)
-    session.stats.dispatched += len(frames)
-    stats.dispatched += len(frames)
+    session.count_replayed(len(frames))
     session.push("RESUMED", '{"_trace":["[\\"innkeeper-sim\\"]"]}')
     stats.resumes += 1
     session.stats.resumes += 1

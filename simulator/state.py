@@ -42,16 +42,22 @@ class SnowflakeGen:
 
 @dataclass(slots=True)
 class ShardStats:
+    """One shard's counters, over all its sessions (see :class:`Stats` for what each counts)."""
+
     sessions: int = 0
     identifies: int = 0
     resumes: int = 0
     dispatched: int = 0
+    buffered: int = 0
+    replayed: int = 0
+    lost: int = 0
     guilds: int = 0
     closes: dict[int, int] = field(default_factory=lambda: defaultdict(int))
 
     def as_dict(self) -> dict[str, Any]:
         return {"sessions": self.sessions, "identifies": self.identifies, "resumes": self.resumes,
-                "dispatched": self.dispatched, "guilds": self.guilds, "closes": dict(self.closes)}
+                "dispatched": self.dispatched, "buffered": self.buffered, "replayed": self.replayed,
+                "lost": self.lost, "guilds": self.guilds, "closes": dict(self.closes)}
 
 
 @dataclass(slots=True)
@@ -69,12 +75,25 @@ class Stats:
     requests: int = 0
     rate_limited: dict[str, int] = field(default_factory=lambda: {"user": 0, "global": 0, "shared": 0})
     invalid_requests: int = 0
-    #: Dispatch events written to live sockets.
+    #: Dispatch events handed to writable sockets, live or replayed by a RESUME.
     dispatched: int = 0
+    #: Dispatch events kept only in a session's RESUME buffer: no socket, or a silent or closing one.
+    buffered: int = 0
+    #: Dispatch events a RESUME sent again (also in ``dispatched``).
+    replayed: int = 0
     #: Interaction callbacks the bot posted.
     acknowledged: int = 0
-    #: Events meant for a shard that had no live or resumable session (they are gone, as on Discord).
+    #: Events the bot never received: ``lost_unrouted + lost_buffered``.
     lost: int = 0
+    #: Events meant for a guild no live or resumable session covered (gone at once, as on Discord).
+    lost_unrouted: int = 0
+    #: Events buffered for a session that ended (its resume window passed without a RESUME, or a close or
+    #: op 9 ended it) before they were written to any socket, and that no other live session got.
+    lost_buffered: int = 0
+    #: Sessions whose resume window ended without a RESUME.
+    sessions_expired: int = 0
+    #: Connections closed because the client stopped heartbeating (close 4000; the session stays resumable).
+    heartbeat_timeouts: int = 0
     messages_created: int = 0
     faults_applied: int = 0
     #: IDENTIFYs refused (close 4004) because the daily ``session_start_limit`` was used up.
@@ -125,8 +144,14 @@ class Stats:
             "rate_limited": dict(self.rate_limited),
             "invalid_requests": self.invalid_requests,
             "dispatched": self.dispatched,
+            "buffered": self.buffered,
+            "replayed": self.replayed,
             "acknowledged": self.acknowledged,
             "lost": self.lost,
+            "lost_unrouted": self.lost_unrouted,
+            "lost_buffered": self.lost_buffered,
+            "sessions_expired": self.sessions_expired,
+            "heartbeat_timeouts": self.heartbeat_timeouts,
             "messages_created": self.messages_created,
             "faults_applied": self.faults_applied,
             "identify_budget_exhausted": self.identify_budget_exhausted,
@@ -327,10 +352,11 @@ class GatewayHub(Protocol):
     """What the gateway side offers the rest of the simulator."""
 
     def dispatch_guild(self, guild_id: int, event: str, data: dict[str, Any]) -> bool:
-        """Send a dispatch to the shard that owns ``guild_id``; False when it reached no session.
+        """Send a dispatch to the sessions that cover ``guild_id``; False when it reached no session.
 
-        The newest live session of the shard gets it; when none is live, the newest resumable one
-        buffers it for its RESUME. Otherwise it is counted in ``stats.lost``.
+        Every live session whose ``(shard_id, shard_count)`` covers the guild gets it (several during a
+        resharding overlap); when none is live, the newest resumable one buffers it for its RESUME.
+        Otherwise it is counted in ``stats.lost``.
         """
 
     def dispatch_guild_json(self, guild_id: int, event: str, d_json: str) -> bool:
@@ -340,7 +366,7 @@ class GatewayHub(Protocol):
         """Send a dispatch to every live session of ``shard_id``; returns how many got it."""
 
     def apply_fault(self, kind: str, shard_id: int | None, *, resumable: bool, code: int) -> int:
-        """Apply a gateway fault (disconnect, reconnect, invalid_session); returns sessions hit."""
+        """Apply a gateway fault (disconnect, reconnect, invalid_session, silent); returns sessions hit."""
 
     def shard_count(self) -> int | None:
         """The shard count the live sessions identified with, or None when none is live."""
@@ -365,6 +391,14 @@ class GatewayHub(Protocol):
 
     def close_disallowed_sessions(self) -> int:
         """Close 4014 every session whose intents the application's flags no longer grant; returns how many."""
+
+    def delivery_report(self) -> dict[str, Any]:
+        """End the sessions whose resume window passed, then every session's books.
+
+        ``{"sessions": [...], "pending": n, "resume_window_s": s}``: the live and resumable sessions and the
+        most recently ended ones (see ``Session.report``); ``pending`` counts the dispatches still waiting
+        in resumable (or silent) sessions, which a RESUME would deliver and an expiry would lose.
+        """
 
 
 @dataclass(slots=True)

@@ -235,16 +235,18 @@ async def test_events_for_a_shard_without_session_are_lost(sim: SimulatorServer,
     assert sim.state.stats.lost == 2
 
 
-async def test_the_newest_session_of_a_shard_gets_its_events(sim: SimulatorServer, connect: Connect) -> None:
+async def test_every_live_session_of_a_shard_gets_its_events(sim: SimulatorServer, connect: Connect) -> None:
+    """Discord sends a shard's events to every session identified with it ("multiple sessions with the same
+    [shard_id, num_shards]", gateway.mdx, Sharding), not only to the newest."""
     gateway = sim.state.gateway
     old, new = await connect(), await connect()
     _, creates = await old.ready((0, 2))
     await wait_for(lambda: gateway.limiter.retry_after(0) == 0, timeout=5, message="bucket 0's window")
     await new.ready((0, 2))
     assert gateway.dispatch_guild(int(creates[0]["d"]["id"]), "MESSAGE_DELETE", {"n": 1})
-    assert (await new.recv())["d"] == {"n": 1}
+    assert (await old.recv())["d"] == {"n": 1} and (await new.recv())["d"] == {"n": 1}
     assert gateway.dispatch_guild_json(int(creates[0]["d"]["id"]), "MESSAGE_DELETE", '{"n":1.5}')
-    assert (await new.recv())["d"] == {"n": 1.5}
+    assert (await old.recv())["d"] == {"n": 1.5} and (await new.recv())["d"] == {"n": 1.5}
     assert gateway.dispatch_shard(0, "USER_UPDATE", {"n": 2}) == 2
     assert (await old.recv())["d"] == {"n": 2} and (await new.recv())["d"] == {"n": 2}
 
@@ -321,19 +323,24 @@ async def test_request_guild_members_answers_chunks(sim: SimulatorServer, connec
     assert chunk["d"]["not_found"] == ["42"]
 
 
-async def test_missing_heartbeats_close_4009_and_end_the_session(http: aiohttp.ClientSession) -> None:
-    """4009 Session timed out: "Reconnect and start a new one" (the close-code table), so RESUME is refused."""
+async def test_missing_heartbeats_close_the_connection_and_the_session_stays_resumable(
+        http: aiohttp.ClientSession) -> None:
+    """"If your app fails to send a heartbeat event in time, your connection will be closed and you will be
+    forced to Resume" (gateway.mdx): closed with 4000, not 4009 (which says "start a new one")."""
     async with SimulatorServer(_config(heartbeat_interval_ms=1000)) as server:
         connect = connector(http, server)
         client = await connect()
-        await client.ready((0, 2))
-        assert await client.close_code(timeout=5) == 4009
+        _, creates = await client.ready((0, 2))
+        assert await client.close_code(timeout=5) == 4000
+        assert server.state.stats.heartbeat_timeouts == 1
+        assert server.state.gateway.dispatch_guild(int(creates[0]["d"]["id"]), "MESSAGE_DELETE", {"n": 1})
         again = await connect()
         await again.send(6, {"token": TOKEN, "session_id": client.session_id, "seq": client.seq})
-        refused = await again.recv()
-        assert refused["op"] == 9 and refused["d"] is False
-        await again.ready((0, 2))  # a new session instead
-        assert server.state.stats.failed_resumes == 1 and server.state.stats.identifies == 2
+        missed = await again.recv()
+        assert missed["d"] == {"n": 1} and (await again.recv())["t"] == "RESUMED"
+        stats = server.state.stats
+        assert stats.resumes == 1 and stats.failed_resumes == 0 and stats.identifies == 1
+        assert stats.replayed == 1 and stats.lost == 0
 
 
 async def test_fault_disconnect_keeps_the_session_resumable(sim: SimulatorServer, connect: Connect) -> None:

@@ -86,6 +86,9 @@ class FakeHub:
     def close_disallowed_sessions(self) -> int:
         return 0
 
+    def delivery_report(self) -> dict[str, Any]:
+        return {"sessions": [], "pending": 0, "resume_window_s": 120.0}
+
     def of(self, event: str) -> list[dict[str, Any]]:
         return [d for _, e, _, d in self.events if e == event]
 

@@ -36,14 +36,15 @@ def test_session_buffers_while_detached_and_replays_after_a_sequence() -> None:
     for i in range(3):
         s.push("E", str(i))
     assert s.seq == 3 and s.stats.dispatched == 0  # nothing went to a socket
-    assert [json.loads(f)["s"] for f in s.replay_after(1) or []] == [2, 3]  # type: ignore[arg-type]
+    assert s.buffered == s.stats.buffered == s.totals.buffered == 3
+    assert [json.loads(f.render())["s"] for f in s.replay_after(1) or []] == [2, 3]
     assert s.replay_after(3) == []
     assert s.replay_after(4) is None  # a sequence the session never reached
     for i in range(5):
         s.push("E", str(i))
     # The buffer holds seq 4..8 only: resuming from 2 would lose seq 3.
     assert s.replay_after(2) is None
-    assert [json.loads(f)["s"] for f in s.replay_after(3) or []] == [4, 5, 6, 7, 8]  # type: ignore[arg-type]
+    assert [f.seq for f in s.replay_after(3) or []] == [4, 5, 6, 7, 8]
 
 
 def test_lazy_guild_create_renders_the_world_payload() -> None:
@@ -52,8 +53,8 @@ def test_lazy_guild_create_renders_the_world_payload() -> None:
     s = _session(table)
     s.push_guild_creates(world.guilds, world)
     assert s.seq == 3
-    item = s.buffer[1][1]
-    assert isinstance(item, LazyGuildCreate)
+    item = s.buffer[1]
+    assert isinstance(item, LazyGuildCreate) and item.seq == 2
     payload = json.loads(item.render())
     assert payload["t"] == "GUILD_CREATE" and payload["s"] == 2
     expected = world.guild_create_payload(world.guilds[1], s.intents, s.large_threshold)
@@ -77,15 +78,18 @@ def test_target_is_the_newest_live_session_else_the_newest_resumable_one() -> No
     assert table.target(2, 1) is None
 
 
-def test_counts_newest_first_prefers_live_sessions() -> None:
-    table = SessionTable(ttl=10)
+def test_counts_newest_first_covers_live_and_resumable_sessions() -> None:
+    clock = FakeClock()
+    table = SessionTable(ttl=10, clock=clock)
     a = _session(table, 0, 2)
     b = _session(table, 1, 4)
     assert table.counts_newest_first() == [4, 2]
     a.conn = object()  # type: ignore[assignment]
-    assert table.counts_newest_first() == [2]
-    b.conn = object()  # type: ignore[assignment]
-    assert table.counts_newest_first() == [4, 2]
+    assert table.counts_newest_first() == [4, 2]  # b is resumable: it still covers its guilds
+    b.detached_at = clock.now
+    clock.now += 11
+    assert table.counts_newest_first() == [2]  # b's resume window passed
+    assert table.next_expiry() == clock.now - 1
 
 
 def test_query_checks() -> None:
