@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import random
-import re
 import signal
 import statistics
 import subprocess
@@ -40,12 +39,12 @@ import discord
 from discord.ext import commands
 
 from bench._procs import delete_redis_prefix, free_port
+from bench._slash_load import open_loop, pct
 
 __all__ = ("main",)
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
-_CODE = re.compile(r"\((E\d{4})\)")
 
 
 def _http(method: str, url: str, body: Any = None, timeout: float = 30.0) -> tuple[int, Any]:
@@ -59,13 +58,6 @@ def _http(method: str, url: str, body: Any = None, timeout: float = 30.0) -> tup
     except urllib.error.HTTPError as exc:
         raw = exc.read()
         return exc.code, json.loads(raw) if raw else None
-
-
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def _spawn(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -215,7 +207,7 @@ async def overhead(n: int) -> dict[str, Any]:
     cpu = await _cpu_cost(20_000)
     out: dict[str, Any] = {"n": n, "cpu_us_per_command": round(cpu, 1)}
     for name, values in lat.items():
-        out[name] = {"p50_ms": round(statistics.median(values), 2), "p99_ms": round(_pct(values, 0.99), 2),
+        out[name] = {"p50_ms": round(statistics.median(values), 2), "p99_ms": round(pct(values, 0.99), 2),
                      "mean_ms": round(statistics.fmean(values), 2)}
     out["overhead_p50_ms"] = round(out["ping"]["p50_ms"] - out["bareping"]["p50_ms"], 2)
     out["overhead_p99_ms"] = round(out["ping"]["p99_ms"] - out["bareping"]["p99_ms"], 2)
@@ -223,32 +215,6 @@ async def overhead(n: int) -> dict[str, Any]:
 
 
 # --- load ---------------------------------------------------------------------------------------------
-MIX: list[tuple[str, float, Any]] = [
-    ("ping", 0.35, []),
-    ("help", 0.20, []),
-    ("reminders list", 0.10, [{"name": "reminders", "type": 1, "options": [{"name": "list", "type": 1}]}]),
-    ("alias list", 0.10, [{"name": "alias", "type": 1, "options": [{"name": "list", "type": 1}]}]),
-    ("permissions list", 0.10, [{"name": "permissions", "type": 1, "options": [{"name": "list", "type": 1}]}]),
-    ("settings show", 0.05, [{"name": "settings", "type": 1, "options": [{"name": "show", "type": 1}]}]),
-    ("remind", 0.05, None),
-    ("health", 0.05, []),
-]
-
-
-def _request(sim_guild: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    name, _, opts = rng.choices(MIX, weights=[w for _, w, _ in MIX])[0]
-    user = rng.choice(sim_guild["members"])
-    if name == "remind":
-        top, options = "remind", [{"name": "when", "type": 3, "value": "3d"}, {"name": "text", "type": 3,
-                                                                              "value": "benchmark"}]
-    elif opts == []:
-        top, options = name, []
-    else:
-        top, options = name.split()[0], opts[0]["options"]
-    return {"label": name, "body": {"guild_id": sim_guild["id"], "channel_id": sim_guild["channels"][0],
-                                    "user_id": user, "name": top, "options": options, "timeout": 15}}
-
-
 async def load(rate: float, seconds: float, clusters: int) -> dict[str, Any]:
     import aiohttp
 
@@ -281,35 +247,8 @@ async def load(rate: float, seconds: float, clusters: int) -> dict[str, Any]:
                         raise RuntimeError(f"shard {shard_id} never answered; logs in {logs}")
                     await asyncio.sleep(0.5)
             rng = random.Random(7)
-            results: list[tuple[str, int, float | None, float, str]] = []
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-                async def one(req: dict[str, Any]) -> None:
-                    started = time.perf_counter()
-                    try:
-                        async with http.post(sim + "/_sim/interactions", json=req["body"],
-                                             timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                            data = await resp.json()
-                            status = resp.status
-                    except (aiohttp.ClientError, TimeoutError) as exc:
-                        results.append((req["label"], 0, None, time.perf_counter() - started, type(exc).__name__))
-                        return
-                    callback = (data or {}).get("callback") or {}
-                    text = str((callback.get("data") or {}).get("content") or "")
-                    code = _CODE.search(text)
-                    outcome = code.group(1) if code else ("deferred" if callback.get("type") == 5 else "ok")
-                    results.append((req["label"], status, data.get("latency_ms") if status == 200 else None,
-                                    time.perf_counter() - started, outcome))
-
-                tasks: list[asyncio.Task[None]] = []
-                t0 = time.perf_counter()
-                total = int(rate * seconds)
-                for i in range(total):
-                    delay = t0 + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    tasks.append(asyncio.create_task(one(_request(rng.choice(guilds), rng))))
-                sent_in = time.perf_counter() - t0
-                await asyncio.gather(*tasks)
+                results, sent_in = await open_loop(http, sim, guilds, rate, seconds, rng)
         finally:
             for p in procs:
                 with suppress(ProcessLookupError):
@@ -320,19 +259,19 @@ async def load(rate: float, seconds: float, clusters: int) -> dict[str, Any]:
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
             await delete_redis_prefix(prefix)
-    ok = [r for r in results if r[1] == 200 and r[2] is not None]
-    lat = [float(r[2]) for r in ok if r[2] is not None]
+    ok = [r for r in results if r.status == 200 and r.latency_ms is not None]
+    lat = [float(r.latency_ms) for r in ok if r.latency_ms is not None]
     by_label: dict[str, list[float]] = {}
-    for label, _, latency, _, _ in ok:
-        by_label.setdefault(label, []).append(float(latency or 0))
+    for r in ok:
+        by_label.setdefault(r.label, []).append(float(r.latency_ms or 0))
     return {
         "rate": rate, "seconds": seconds, "clusters": clusters, "shards": shards, "sent": len(results),
         "achieved_rate": round(len(results) / sent_in, 1), "answered": len(ok),
         "timeouts_or_errors": len(results) - len(ok),
-        "p50_ms": round(_pct(lat, 0.5), 1), "p95_ms": round(_pct(lat, 0.95), 1), "p99_ms": round(_pct(lat, 0.99), 1),
+        "p50_ms": round(pct(lat, 0.5), 1), "p95_ms": round(pct(lat, 0.95), 1), "p99_ms": round(pct(lat, 0.99), 1),
         "max_ms": round(max(lat), 1) if lat else None,
-        "outcomes": dict(Counter(r[4] for r in results)),
-        "p99_by_command_ms": {k: round(_pct(v, 0.99), 1) for k, v in sorted(by_label.items())},
+        "outcomes": dict(Counter(r.outcome for r in results)),
+        "p99_by_command_ms": {k: round(pct(v, 0.99), 1) for k, v in sorted(by_label.items())},
         "logs": str(logs),
     }
 

@@ -227,6 +227,7 @@ class Settings:
     # Admission (shard/pipeline/admission.py): commands running at once, waiting, deferred, shed
     commands_max_running: int = 64  # INNKEEPER_COMMANDS_MAX_RUNNING
     commands_max_queued: int = 512  # INNKEEPER_COMMANDS_MAX_QUEUED: more are shed at once
+    commands_max_queue_delay_s: float = 1.0  # INNKEEPER_COMMANDS_MAX_QUEUE_DELAY: a longer expected wait is shed
     commands_defer_after_s: float = 1.5  # INNKEEPER_COMMANDS_DEFER_AFTER: a waiting slash command's age at deferral
     commands_max_wait_s: float = 10.0  # INNKEEPER_COMMANDS_MAX_WAIT: a command waiting longer is shed
     reply_timeout_s: float = 5.0  # INNKEEPER_REPLY_TIMEOUT: a deferral or error reply gives up after this
@@ -341,6 +342,8 @@ class Settings:
             command_timeout_s=e.as_float("INNKEEPER_COMMAND_TIMEOUT", 10.0, minimum=0.1),
             commands_max_running=e.as_int("INNKEEPER_COMMANDS_MAX_RUNNING", 64, minimum=1, maximum=100_000),
             commands_max_queued=e.as_int("INNKEEPER_COMMANDS_MAX_QUEUED", 512, minimum=0, maximum=1_000_000),
+            commands_max_queue_delay_s=e.as_float("INNKEEPER_COMMANDS_MAX_QUEUE_DELAY", 1.0, minimum=0.01,
+                                                  maximum=900.0),
             commands_defer_after_s=e.as_float("INNKEEPER_COMMANDS_DEFER_AFTER", 1.5, minimum=0.05, maximum=2.5),
             commands_max_wait_s=e.as_float("INNKEEPER_COMMANDS_MAX_WAIT", 10.0, minimum=0.1, maximum=900.0),
             reply_timeout_s=e.as_float("INNKEEPER_REPLY_TIMEOUT", 5.0, minimum=0.1, maximum=60.0),
@@ -446,6 +449,7 @@ _ENV_NAME = {
     "zombie_after_s": "zombie_after",
     "command_timeout_s": "command_timeout",
     "commands_defer_after_s": "commands_defer_after",
+    "commands_max_queue_delay_s": "commands_max_queue_delay",
     "commands_max_wait_s": "commands_max_wait",
     "reply_timeout_s": "reply_timeout",
     "breaker_open_s": "breaker_open",

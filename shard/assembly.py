@@ -69,6 +69,7 @@ from .cogs import EXTENSIONS
 from .config_prefetch import ConfigPrefetch
 from .context import ClusterContext
 from .database import DatabaseService
+from .early_shed import EarlyShed
 from .fair_reader import FairReader
 from .gc_policy import CollectorPolicy
 from .heartbeat_writer import Heartbeat
@@ -191,6 +192,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     # before the tracker wraps the parsers, so it still counts the messages the filter drops
     lean = LeanMessages(s.default_prefix, guild_config, automod)
     lean.install(bot)
+    early_shed = EarlyShed(lambda: pipeline.admission, reply_timeout=s.reply_timeout_s)
+    early_shed.install(bot)  # past capacity, slash commands are answered "busy" unparsed
     FairReader().install(bot)  # each shard's reader yields the loop after 2 ms of backlog
     reads = ReadGate()  # gateway backpressure: unfinished event tasks, parked messages
     reads.watch(lean.queue)
@@ -219,6 +222,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(pipeline)
     services.add(automod)
     services.add(lean)
+    services.add(early_shed)
     services.add(reads)
     services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id, refused=refused))
     services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),

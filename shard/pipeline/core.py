@@ -144,7 +144,8 @@ class Pipeline:
         self.breakers = breakers
         self.admission = admission or Admission(
             max_running=settings.commands_max_running, max_queued=settings.commands_max_queued,
-            defer_after=settings.commands_defer_after_s, max_wait=settings.commands_max_wait_s)
+            max_queue_delay=settings.commands_max_queue_delay_s, defer_after=settings.commands_defer_after_s,
+            max_wait=settings.commands_max_wait_s)
         self._tasks = BackgroundTasks("pipeline")
 
     # --- stages ----------------------------------------------------------------------------------
@@ -169,14 +170,14 @@ class Pipeline:
         # 1b. admission: a place among the commands running now, or in the queue behind them (or shed)
         interaction = ctx.interaction
         if interaction is None:
-            await self.admission.enter()
+            admitted = await self.admission.enter()
         else:
             age = (discord.utils.utcnow() - interaction.created_at).total_seconds()
-            await self.admission.enter(age=max(0.0, age), defer=lambda: self._defer_waiting(ctx, spec))
+            admitted = await self.admission.enter(age=max(0.0, age), defer=lambda: self._defer_waiting(ctx, spec))
         try:
             return await self._admitted(ctx, spec, name, call)
         finally:
-            self.admission.leave()
+            self.admission.leave(admitted)
 
     async def _defer_waiting(self, ctx: commands.Context[Any], spec: CommandSpec) -> None:
         """Defer a slash command still waiting for admission (so that Discord's 3 s hold), within 2 s."""

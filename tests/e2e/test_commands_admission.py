@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 
+from shard.early_shed import EarlyShed
 from shard.pipeline.admission import Admission
 from tests.e2e.commands import CommandBotFactory, content_of, followups, is_ephemeral, load_world, prefix, slash
 from tests.procs import SimulatorProc
@@ -28,9 +29,12 @@ async def test_waiting_commands_are_deferred_and_a_full_queue_is_shed(sim: Simul
 
     waiting = asyncio.ensure_future(slash(sim, world, world.members[0], "ping", timeout=20))
     await wait_for(lambda: admission.queued == 1, timeout=10, message="/ping queued")
+    early_shed = next(s for s in bot._services.services if isinstance(s, EarlyShed))
+    early = early_shed.shed
     shed = await slash(sim, world, world.members[1], "ping")  # the queue is full: told at once
     assert is_ephemeral(shed)
     assert "busy" in content_of(shed) and "E5008" in content_of(shed)
+    assert early_shed.shed == early + 1  # answered from the raw payload, before discord.py parsed it
 
     # a prefix command finds the queue full too: a plain reply, same code
     told = await prefix(sim, world, world.members[2], "!ping")

@@ -153,8 +153,41 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_one_cancelled_after_its_t
     assert (admission.running, admission.queued) == (1, 0)
 
 
+async def test_a_queue_too_slow_to_serve_in_time_sheds_at_once() -> None:
+    now = [100.0]
+    admission = Admission(max_running=2, max_queued=50, max_queue_delay=1.0, clock=lambda: now[0])
+    assert admission.expected_wait() == 0.0 and not admission.saturated
+    first = await admission.enter()
+    now[0] += 0.8  # commands have been holding their places 0.8 s
+    admission.leave(first)
+    held = [await admission.enter(), await admission.enter()]  # both places taken
+    assert admission.expected_wait() == pytest.approx(0.4)  # (0 waiting + 1) × 0.8 s ÷ 2 places
+    waiting = [asyncio.ensure_future(admission.enter()) for _ in range(2)]  # 0.4 s, then 0.8 s: both fit
+    await _drain()
+    assert admission.queued == 2 and admission.saturated  # a third would wait 1.2 s > 1 s
+    before = SHED.labels("queue_too_slow")._value.get()
+    with pytest.raises(CommandError) as info:
+        await admission.enter()
+    assert info.value.code is ErrorCode.COMMAND_SHED
+    assert SHED.labels("queue_too_slow")._value.get() == before + 1
+    for token in held:
+        admission.leave(token)
+    await asyncio.wait_for(asyncio.gather(*waiting), 1)
+    assert not admission.saturated
+
+
+async def test_early_sheds_count_as_shed() -> None:
+    admission = Admission(max_running=1, max_queued=0)
+    await admission.enter()
+    assert admission.saturated
+    before = SHED.labels("early")._value.get()
+    admission.shed_early()
+    assert SHED.labels("early")._value.get() == before + 1 and admission.snapshot()["shed"] == 1
+
+
 def test_settings_are_checked() -> None:
-    for bad in ({"max_running": 0}, {"max_queued": -1}, {"defer_after": 3.0}, {"max_wait": 0}):
+    for bad in ({"max_running": 0}, {"max_queued": -1}, {"defer_after": 3.0}, {"max_wait": 0},
+                {"max_queue_delay": 0}):
         with pytest.raises(ValueError):
             Admission(**bad)  # type: ignore[arg-type]
 
