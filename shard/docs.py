@@ -42,6 +42,8 @@ _CODES = {
     ErrorCode.COMMAND_TIMEOUT: "the command took too long and was stopped",
     ErrorCode.COMMAND_FAILED: "the command could not do what you asked (the message says why)",
     ErrorCode.NOT_FOUND: "what you referred to does not exist (a reminder, feedback, alias or command)",
+    ErrorCode.COMMAND_SHED: "the bot is at capacity right now and did not run your command; try again in a few "
+                            "seconds",
     ErrorCode.CHANNEL_UNWRITABLE: "`/remind` in a channel where the bot cannot post (it needs View Channel and "
                                   "Send Messages there): set the reminder where it can post, or in DMs with it",
     ErrorCode.DB_UNAVAILABLE: "the database is unavailable; commands keep the server's last known settings, "
