@@ -7,17 +7,19 @@ and one ``python -m shard`` cluster over both shards, every service on, real Pos
 Under a steady background stream of ``--events-per-s`` MESSAGE_CREATEs (plain chat), for each mode:
 
 1. **unloaded**: 20 slash commands a second for ``--seconds``: the admitted p99 the goal compares to;
-2. **capacity**: 64 users each sending their next command when the last is answered (closed loop),
-   for ``--seconds``: the commands answered per second is the cluster's capacity;
+2. **capacity** (on a cluster of its own, before the modes): 128 users each sending their next
+   command when the last is answered (closed loop), for ``--seconds``: the commands answered per
+   second is the capacity;
 3. **overload**: open-loop streams of :data:`~bench._slash_load.MIX` (cheap and database commands,
    random members of random guilds) at each multiple of that capacity, for ``--seconds`` each.
 
-The modes are **admission** (the defaults: 64 running, 512 waiting, deferral at 1.5 s) and **none**
-(``INNKEEPER_COMMANDS_MAX_RUNNING`` far above anything offered: every command starts at once); the
-overload multiples of both use the capacity measured with admission, so they offer the same load.
+The modes are **admission** (the defaults: 64 running, a queue of at most 1 s, deferral at 1.5 s,
+early shedding) and **none** (``INNKEEPER_COMMANDS_MAX_RUNNING`` far above anything offered: every
+command starts at once); both offer the same load.
 Per step: sent, answered within Discord's 3 s (the callback: an answer, a deferral or the shed
-message), shed (``E5008``), deferred, admitted commands answered per second, admitted p50/p99, and
-the heartbeat timeouts the simulator counted (a shard whose gateway starved). Latency is the
+message), shed (``E5008``), deferred, admitted commands answered per second, admitted p50/p99, the
+CPU the cluster, the simulator and this load generator used (in cores: all three share the box),
+and the heartbeat timeouts the simulator counted (a shard whose gateway starved). Latency is the
 simulator's (INTERACTION_CREATE written → callback received).
 
 Goals (issue 13): admitted throughput stays at capacity up to 5×; every command answered within
@@ -41,7 +43,7 @@ import aiohttp
 
 from bench._bots import SIM_GLOBAL_RATE, simulator, stack_bot
 from bench._db_common import scratch_database
-from bench._procs import delete_redis_prefix
+from bench._procs import cpu_seconds, delete_redis_prefix
 from bench._slash_load import closed_loop, open_loop, post, request_for, summarize
 
 __all__ = ("main",)
@@ -122,11 +124,15 @@ async def _mode(http: aiohttp.ClientSession, name: str, env: dict[str, str], sec
                 out["steps"].append({"step": "capacity", "offered_per_s": None, **cap,
                                      "metrics": await _metrics(http, bot.ready_url)})
             out["capacity_per_s"] = capacity
+            assert bot.proc is not None
+            procs = {"cluster": bot.proc.pid, "simulator": sim.proc.pid, "benchmark": os.getpid()}
             for multiple in multiples:
                 rate = capacity * multiple
+                cpu = {name: cpu_seconds(pid) for name, pid in procs.items()}
                 results, sent_in = await open_loop(http, sim.url, guilds, rate, seconds, rng)
+                busy = {name: round((cpu_seconds(pid) - cpu[name]) / sent_in, 2) for name, pid in procs.items()}
                 step = {"step": f"{multiple:g}x", "offered_per_s": round(rate, 1), **summarize(results, sent_in),
-                        "metrics": await _metrics(http, bot.ready_url)}
+                        "metrics": await _metrics(http, bot.ready_url), "cpu_cores": busy}
                 out["steps"].append(step)
             out["heartbeat_timeouts"] = (await _stats(http, sim.url)).get("heartbeat_timeouts", 0) - hb_before
             await _stop_background(http, sim.url)
@@ -151,14 +157,15 @@ def _print(out: dict[str, Any]) -> None:
     print(f"overload: one cluster, {SHARDS} shards, {GUILDS} guilds, background {out['events_per_s']:g} "
           f"MESSAGE_CREATE/s; capacity {out['capacity_per_s']:.0f} commands/s (closed loop, {CAPACITY_USERS} users)")
     print(f"  {'mode':10s}{'step':>10s}{'offered/s':>10s}{'sent':>7s}{'≤3 s':>8s}{'shed':>7s}{'deferred':>9s}"
-          f"{'admitted/s':>11s}{'p50 ms':>8s}{'p99 ms':>9s}{'no answer':>10s}")
+          f"{'admitted/s':>11s}{'p50 ms':>8s}{'p99 ms':>9s}{'no answer':>10s}  CPU cores: cluster/simulator/load")
     for mode in out["modes"]:
         for s in mode["steps"]:
             within = f"{100.0 * s['answered_within_3s'] / s['sent']:.1f}%" if s["sent"] else "-"
             offered = f"{s['offered_per_s']:.0f}" if s["offered_per_s"] else "closed"
             print(f"  {mode['mode']:10s}{s['step']:>10s}{offered:>10s}{s['sent']:>7d}{within:>8s}{s['shed']:>7d}"
                   f"{s['deferred']:>9d}{s['admitted_per_s']:>11.1f}{s['p50_ms']:>8.1f}{s['p99_ms']:>9.1f}"
-                  f"{s['unanswered']:>10d}")
+                  f"{s['unanswered']:>10d}  " + ("/".join(f"{v:.2f}" for v in s["cpu_cores"].values())
+                                                 if "cpu_cores" in s else ""))
         print(f"  {mode['mode']:10s} heartbeat timeouts: {mode['heartbeat_timeouts']}")
     print(f"  host: {os.cpu_count()} cpus, load average {out['load_average']:.2f}; logs in {out['logs']}")
 

@@ -10,19 +10,29 @@ every callback is) with the same ephemeral message and code as a shed command (`
 nothing else: no Interaction object, no command tree, no usage row. It is counted as shed
 (``innkeeper_commands_shed_total{reason="early"}`` and ``innkeeper_commands_total{outcome="shed"}``).
 
-Only application commands (type 2) are shed here; autocomplete, buttons and modals go on as before
-(they are parts of conversations already admitted). Nothing here may raise into the gateway reader.
+A slash command that reaches the cluster more than 3 s after Discord created it (its id says when)
+can no longer be answered: Discord refuses a first response after 3 s ("Unknown interaction"), and
+the user has already been told the application did not respond. Past capacity the gateway backlog
+delivers such commands; running them would only spend the cluster's time on answers nobody can
+receive, and do what the user believes failed (a reminder set twice when they try again). They are
+dropped unparsed, counted in ``innkeeper_commands_expired_total``.
+
+Only application commands (type 2) are shed or dropped here; autocomplete, buttons and modals go on
+as before (they are parts of conversations already admitted). Nothing here may raise into the
+gateway reader.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.webhook.async_ import async_context, interaction_response_params
+from prometheus_client import Counter
 
 from innkeeper.errors import ErrorCode
 from innkeeper.services import BackgroundTasks
@@ -39,6 +49,12 @@ __all__ = ("EarlyShed",)
 
 _log = logging.getLogger(__name__)
 
+EXPIRED = Counter("innkeeper_commands_expired_total",
+                  "Slash commands dropped unparsed: they reached the cluster after Discord's 3 s to answer")
+
+#: Discord's snowflake epoch (ms), and how long an interaction accepts its first response.
+_DISCORD_EPOCH_MS = 1_420_070_400_000
+_ANSWER_WITHIN_S = 3.0
 _APPLICATION_COMMAND = 2
 _CHANNEL_MESSAGE = 4
 _EPHEMERAL = 64
@@ -58,13 +74,16 @@ class EarlyShed:
         Seconds the answer may take before it is given up (``INNKEEPER_REPLY_TIMEOUT``).
     """
 
-    __slots__ = ("admission", "reply_timeout", "shed", "_parse", "_state", "_bot", "_tasks")
+    __slots__ = ("admission", "reply_timeout", "shed", "expired", "clock", "_parse", "_state", "_bot", "_tasks")
 
-    def __init__(self, admission: Callable[[], Admission], *, reply_timeout: float = 5.0) -> None:
+    def __init__(self, admission: Callable[[], Admission], *, reply_timeout: float = 5.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.admission = admission
         self.reply_timeout = reply_timeout
-        #: Interactions answered here since the process started.
+        self.clock = clock
+        #: Interactions answered here since the process started, and those dropped as too old to answer.
         self.shed = 0
+        self.expired = 0
         self._parse: Callable[[Any], None] | None = None
         self._state: Any = None
         self._bot: commands.Bot | commands.AutoShardedBot | None = None
@@ -83,12 +102,24 @@ class EarlyShed:
     def on_interaction(self, data: Any) -> None:
         """The wrapped parser: shed a slash command at once while admission is saturated, else parse it."""
         assert self._parse is not None
-        if (isinstance(data, dict) and data.get("type") == _APPLICATION_COMMAND and self.admission().saturated
-                and isinstance(data.get("id"), str | int) and isinstance(data.get("token"), str)):
+        if not (isinstance(data, dict) and data.get("type") == _APPLICATION_COMMAND):
+            self._parse(data)
+            return
+        try:
+            interaction_id = int(data["id"])
+            token = data["token"]
+        except (KeyError, TypeError, ValueError):
+            self._parse(data)  # discord.py judges a strange payload
+            return
+        if self.clock() - ((interaction_id >> 22) + _DISCORD_EPOCH_MS) / 1000 > _ANSWER_WITHIN_S:
+            self.expired += 1
+            EXPIRED.inc()
+            return
+        if self.admission().saturated and isinstance(token, str):
             self.shed += 1
             self.admission().shed_early()
             record_command(self._command_name(data), "shed", 0.0)
-            self._tasks.spawn(self._answer(int(data["id"]), data["token"]), name="answer")
+            self._tasks.spawn(self._answer(interaction_id, token), name="answer")
             return
         self._parse(data)
 
