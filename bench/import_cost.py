@@ -10,7 +10,8 @@ Nothing runs: no loop, no connection, no thread. The rows:
   server) and the speed-ups discord.py uses when importable (orjson, zstandard), the baseline;
 - one row per third-party package the cluster adds, each on the baseline alone (what it imports
   and the baseline does not counts; ``importlib.metadata`` is one of redis-py's imports, shown
-  apart), then all of them together;
+  apart), then all of them together; uvloop, which a cluster imports only when
+  ``INNKEEPER_EVENT_LOOP=uvloop`` chooses it, is shown apart;
 - our own modules, layer by layer (``innkeeper``, ``ipc``, ``db``, ``shard`` with the cogs), each
   on top of every third-party package and the layers before it: the modules a built cluster
   imports (listed by a first interpreter that builds one, ``shard.assembly`` and the extensions).
@@ -32,7 +33,7 @@ from typing import Any
 
 from bench._bots import ROOT
 
-__all__ = ("main", "BARE", "THIRD_PARTY")
+__all__ = ("main", "BARE", "THIRD_PARTY", "OPTIONAL")
 
 #: What bare discord.py imports in ``bench/_bare_bot.py``, and the speed-ups discord.py picks up.
 BARE = ("discord", "discord.ext.commands", "aiohttp.web", "yarl", "orjson", "zstandard")
@@ -43,9 +44,10 @@ THIRD_PARTY = {
     "asyncpg": ("asyncpg",),
     "pypika": ("pypika", "pypika.functions"),
     "prometheus-client": ("prometheus_client", "prometheus_client.core"),
-    "uvloop (import only)": ("uvloop",),
     "msgpack + hiredis": ("msgpack", "hiredis"),
 }
+#: Imported only when chosen (``INNKEEPER_EVENT_LOOP=uvloop``): shown, not counted in a cluster's imports.
+OPTIONAL = {"uvloop (INNKEEPER_EVENT_LOOP=uvloop only)": ("uvloop",)}
 _LAYERS = ("innkeeper", "ipc", "db", "shard")
 
 _MEASURE = """
@@ -114,6 +116,9 @@ def measure(repeat: int = 3) -> dict[str, Any]:
             everything += modules
     third = _rss_mib(everything, repeat)
     rows.append(("every third-party package", third, third - bare))
+    for label, modules in OPTIONAL.items():
+        rss = _rss_mib([*BARE, *modules], repeat)
+        rows.append((label, rss, rss - bare))
     ours = _cluster_modules()
     previous = third
     for layer in _LAYERS:
