@@ -167,7 +167,7 @@ class Settings:
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
     # The cluster process's event loop: the standard library's asyncio (the default) or uvloop, which
-    # costs 2.2 MiB of RSS per cluster for about 5 % less CPU per command (docs/benchmarks.md, "Memory")
+    # costs 2.3 MiB of RSS per cluster for about 5 % less CPU per command (docs/benchmarks.md, "Memory")
     event_loop: Literal["uvloop", "asyncio"] = "asyncio"
     gc_freeze: bool = True  # INNKEEPER_GC_FREEZE: freeze the start-up heap out of the garbage collector's reach
     # Sharding and clusters
