@@ -175,10 +175,11 @@ class Launcher:
         text = render_clusters(mine, p.shard_count, p.max_concurrency, self.settings, policy=self.policy)
         changed_file = write_private(self.run_dir / "clusters.conf", text)
         await store_plan(client, self.keys, p)
+        # every cluster loads our modules from bytecode instead of compiling them (cluster/bytecode.py);
+        # before the cold-start mark, which the clusters' start times count from
+        await asyncio.get_running_loop().run_in_executor(None, compile_packages)
         if changed_file or not await self.supervisor.is_running():  # the clusters are about to start together
             await self._mark_cold_start(p, client)
-        # every cluster loads our modules from bytecode instead of compiling them (cluster/bytecode.py)
-        await asyncio.get_running_loop().run_in_executor(None, compile_packages)
         await self.ensure_supervisord()
         added, changed, removed = await self.supervisor.apply()
         for group in added:
