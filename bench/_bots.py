@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 
-from bench._procs import cpu_seconds, free_port, rss_bytes, wait_http_ok
+from bench._procs import cpu_seconds, free_port, memory_detail, rss_bytes, wait_http_ok
 
 __all__ = ("ROOT", "TOKEN", "SIM_GLOBAL_RATE", "spawn", "stop", "Sim", "simulator", "Bot", "bare_bot", "stack_bot",
            "shards_up", "profiled")
@@ -180,6 +180,11 @@ class Bot:
     def rss_mib(self) -> float:
         assert self.proc is not None
         return rss_bytes(self.proc.pid) / 2**20
+
+    def memory(self) -> dict[str, float]:
+        """RSS, its anonymous and file-backed parts, USS, PSS (MiB) and threads (:func:`bench._procs.memory_detail`)."""
+        assert self.proc is not None
+        return memory_detail(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-__all__ = ("free_port", "rss_bytes", "cpu_seconds", "wait_http_ok", "until", "delete_redis_prefix")
+__all__ = ("free_port", "rss_bytes", "memory_detail", "cpu_seconds", "wait_http_ok", "until", "delete_redis_prefix")
 
 
 def free_port() -> int:
@@ -27,6 +27,31 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def memory_detail(pid: int) -> dict[str, float]:
+    """What process ``pid``'s memory is made of, in MiB, and its thread count.
+
+    ``rss`` splits into ``rss_anon`` (heap, Python's arenas, thread stacks) and ``rss_file`` (the pages
+    of mapped files: the interpreter, shared libraries and extension modules). ``uss`` is the memory
+    only this process holds (private pages); the clean pages of a library it shares with other
+    processes (the other clusters of a host) count in its RSS but not in its USS. ``pss`` divides each
+    shared page among its sharers.
+    """
+    fields: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            fields[key] = int(value.split()[0]) / 1024
+        elif key == "Threads":
+            fields[key] = int(value)
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        key, _, value = line.partition(":")
+        if key in ("Pss", "Private_Clean", "Private_Dirty"):
+            fields[key] = int(value.split()[0]) / 1024
+    return {"rss": fields["VmRSS"], "rss_anon": fields["RssAnon"], "rss_file": fields["RssFile"],
+            "uss": fields["Private_Clean"] + fields["Private_Dirty"], "pss": fields["Pss"],
+            "threads": fields["Threads"]}
 
 
 def cpu_seconds(pid: int) -> float:

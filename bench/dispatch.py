@@ -1,7 +1,8 @@
 """Our stack against bare discord.py on the same simulator stream, side by side, interleaved.
 
-``python -m bench dispatch [--events 20000] [--runs 3] [--guilds 1000] [--workloads messages,commands,automod]
-[--spam-every 499] [--json PATH]``
+``python -m bench dispatch [--events 20000] [--runs 3] [--guilds 1000] [--workloads messages,commands,automod,traffic]
+[--spam-every 499] [--traffic-events 200000] [--traffic-guilds 1000] [--traffic-huge 2] [--traffic-huge-members 25000]
+[--json PATH]``
 
 Two bots, each in a process of its own, against one simulator process (1 shard, ``--guilds`` guilds
 of 200 members, REST limits raised so that only the bots' own speed counts):
@@ -32,7 +33,21 @@ that a noisy neighbour hurts both alike:
   issue's target: automod on costs at most 10 % of the throughput of the same stack with automod
   off, so the benchmark prints automod / stack on this stream, and automod against the stack's
   plain ``messages``. Each rule-breaking message costs its action (a REST request through the
-  shared limiter, an audit row), so the ratio depends on ``--spam-every``.
+  shared limiter, an audit row), so the ratio depends on ``--spam-every``;
+- ``traffic``: the large-guild world with presences, on a world of its own (:func:`traffic_benchmark`):
+  ``--traffic-guilds`` guilds of realistic sizes (median 20 members, a long tail), ``--traffic-huge``
+  of them with exactly ``--traffic-huge-members`` members, over two shards, a fresh simulator (the
+  same seeded world) for each bot start. Bare discord.py runs with the members and presences intents
+  and discord.py's default caching for them, as in ``bench memory`` (every member cached, every
+  large guild chunked before READY); our stack as it runs (its own intents: the gateway filters
+  presences, typing and member events before they reach it). Each run sends ``--traffic-events``
+  events of the simulator's ``guild_traffic`` blend at full speed (70 % PRESENCE_UPDATE, 15 %
+  TYPING_START, 9 % GUILD_MEMBER_UPDATE, 3 % joins, 3 % leaves, each guild in proportion to its
+  size), then a ``!ping`` in one guild of each shard; the time runs from the load's start to the
+  last of those replies (each shard's events are handled in order, so the reply comes after every
+  event before it). Events per second are the blend's events over that time, whatever the bot's
+  intents let through; what each bot really received (the simulator's dispatches) is reported
+  beside them.
 
 Both are measured outside the bots, by the simulator's ``messages_created``. Each bot start is
 warmed up with one message per guild first (a long-running bot has its guilds' settings cached). Memory is each bot's
@@ -57,13 +72,13 @@ from typing import Any
 
 import aiohttp
 
-from bench._bots import ROOT, SIM_GLOBAL_RATE, TOKEN, Bot, Sim, profiled, simulator
+from bench._bots import ROOT, SIM_GLOBAL_RATE, TOKEN, Bot, Sim, bare_bot, profiled, simulator, stack_bot
 from bench._db_common import scratch_database
 from bench._procs import delete_redis_prefix, free_port
 from db import guilds as db_guilds
 from db.pool import Database
 
-WORKLOADS = ("messages", "commands", "automod")
+WORKLOADS = ("messages", "commands", "automod", "traffic")
 #: In the ``automod`` workload, one message in this many is an invite link by default (``--spam-every``;
 #: a prime, so the links spread over as many guilds as there are).
 SPAM_EVERY = 499
@@ -253,6 +268,127 @@ async def benchmark(events: int, runs: int, guilds: int, workloads: list[str],
     return out
 
 
+#: The ``traffic`` workload's world (``--traffic-*``): sized so that bare discord.py chunks it in a few
+#: seconds and a series of runs takes a few minutes on the 2-core box.
+TRAFFIC_EVENTS, TRAFFIC_GUILDS, TRAFFIC_HUGE, TRAFFIC_HUGE_MEMBERS, TRAFFIC_SHARDS = 200_000, 1000, 2, 25_000, 2
+
+
+def _large_world(guilds: int, huge: int, huge_members: int, seed: int) -> list[str]:
+    """Simulator flags of the ``traffic`` world: realistic sizes, ``huge`` guilds of ``huge_members``."""
+    return ["--shards", str(TRAFFIC_SHARDS), "--max-concurrency", str(TRAFFIC_SHARDS), "--identify-window", "0.1",
+            "--guilds", str(guilds), "--guild-sizes", "realistic", "--huge-guilds", str(huge),
+            "--max-member-count", str(huge_members), "--seed", str(seed), "--global-rate", str(SIM_GLOBAL_RATE),
+            "--message-limit", "1000000", "--message-window", "1", "--resume-buffer", "1000"]
+
+
+async def _pingers(sim: Sim, run: int) -> list[dict[str, str]]:
+    """One ``!ping`` per shard, each in the shard's largest guild among the first listed, from the ``run``-th
+    member (a new user each run, so the stack's throttle never binds across runs)."""
+    chosen: dict[int, dict[str, Any]] = {}
+    for guild in (await sim.world(limit=200))["guilds"]:
+        best = chosen.get(guild["shard_id"])
+        if guild["members"] and (best is None or len(guild["members"]) > len(best["members"])):
+            chosen[guild["shard_id"]] = guild
+    if len(chosen) < TRAFFIC_SHARDS:
+        raise RuntimeError("traffic: the world has a shard without a guild among its first 200")
+    return [{"guild_id": g["id"], "channel_id": g["channels"][0], "author_id": g["members"][run % len(g["members"])],
+             "content": "!ping"} for _, g in sorted(chosen.items())]
+
+
+async def _traffic_run(sim: Sim, bot: Bot, events: int, seed: int, pings: list[dict[str, str]]
+                       ) -> tuple[float, float, int, int]:
+    """One ``traffic`` run: blend events per second, the bot's CPU µs per blend event, the replies beyond one
+    per ping, and the events the simulator dispatched to the bot (what its intents let through)."""
+    stats = await sim.stats()
+    before, dispatched = int(stats["messages_created"]), int(stats["dispatched"])
+    cpu0 = bot.cpu_s()
+    started = time.perf_counter()
+    await sim.load({"rate": 0, "count": events, "kind": "guild_traffic", "seed": seed})
+
+    async def replied() -> None:
+        while True:  # every blend event handed to the gateway's sessions
+            if not (await sim.load_status()).get("running"):
+                break
+            await asyncio.sleep(0.02)
+        for ping in pings:  # behind every event of its shard
+            async with sim.http.post(sim.url + "/_sim/messages", json=ping) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"traffic: ping refused: {resp.status} {await resp.text()}")
+        while True:  # every reply out, and (the stack) no message parked
+            if await sim.created() - before >= len(pings) and not await bot.metric(sim.http,
+                                                                                   "innkeeper_messages_parked"):
+                return
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.wait_for(replied(), timeout=300)
+    except TimeoutError as exc:
+        raise RuntimeError(f"traffic: {bot.name} did not answer every ping within 300 s") from exc
+    elapsed = time.perf_counter() - started
+    cpu = bot.cpu_s() - cpu0
+    await asyncio.sleep(1.0)  # a reply that comes later still than this is not seen: a lower bound
+    stats = await sim.stats()
+    extra = int(stats["messages_created"]) - before - len(pings)
+    # the bot's replies come back to it as MESSAGE_CREATEs too: they are not blend events
+    received = int(stats["dispatched"]) - dispatched - 2 * len(pings)
+    return events / elapsed, cpu / events * 1e6, extra, received
+
+
+async def traffic_benchmark(runs: int, events: int = TRAFFIC_EVENTS, guilds: int = TRAFFIC_GUILDS,
+                            huge: int = TRAFFIC_HUGE, huge_members: int = TRAFFIC_HUGE_MEMBERS, seed: int = 1
+                            ) -> dict[str, Any]:
+    """The ``traffic`` workload (module docstring): ``runs`` interleaved runs per bot, each bot start against a
+    fresh simulator of the same world. Returns the workload's figures, as :func:`benchmark` does per workload,
+    with what each bot received, its READY time and its RSS."""
+    logs = Path(tempfile.mkdtemp(prefix="ik-bench-traffic-"))
+    prefix = f"ikbench-{uuid.uuid4().hex[:10]}"
+    names = ("bare", "stack")
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    received: dict[str, list[int]] = {n: [] for n in names}
+    ready_s: dict[str, list[float]] = {n: [] for n in names}
+    rss: dict[str, dict[str, list[float]]] = {n: {"ready": [], "after": []} for n in names}
+    extras = dict.fromkeys(names, 0)
+    world: dict[str, Any] = {}
+    async with aiohttp.ClientSession() as http, scratch_database() as dsn:
+        try:
+            for run in range(runs):
+                for name in names:
+                    async with simulator(http, logs / f"sim-{name}-{run}.log",
+                                         _large_world(guilds, huge, huge_members, seed)) as sim:
+                        if not world:
+                            world = await sim.world(limit=1)
+                        log = logs / f"{name}-{run}.log"
+                        bot = (bare_bot(sim.url, log, members=True, presences=True) if name == "bare" else
+                               stack_bot(sim.url, log, dsn=dsn, prefix=prefix, shard_count=TRAFFIC_SHARDS))
+                        try:
+                            started = time.monotonic()
+                            await bot.start(http, timeout=600)  # the bare bot: once every guild is chunked
+                            ready_s[name].append(time.monotonic() - started)
+                            await bot.configs_loaded(http, int(world["total"]))
+                            rss[name]["ready"].append(bot.rss_mib())
+                            rate, us, extra, got = await _traffic_run(sim, bot, events, seed, await _pingers(sim, run))
+                            rates[name].append(rate)
+                            cpu[name].append(us)
+                            received[name].append(got)
+                            extras[name] += extra
+                            rss[name]["after"].append(bot.rss_mib())
+                        finally:
+                            bot.stop()
+        finally:
+            await delete_redis_prefix(prefix)
+    medians = {n: statistics.median(v) for n, v in rates.items()}
+    return {"runs": rates, "median": medians, "ratio": medians["stack"] / medians["bare"],
+            "cpu_us_per_event": {n: statistics.median(v) for n, v in cpu.items()}, "extra_replies": extras,
+            "stack_unparsed_share": None, "events": events,
+            "received_per_run": {n: statistics.median(v) for n, v in received.items()},
+            "ready_s": {n: statistics.median(v) for n, v in ready_s.items()},
+            "rss_ready_mib": {n: statistics.median(v["ready"]) for n, v in rss.items()},
+            "rss_after_mib": {n: statistics.median(v["after"]) for n, v in rss.items()},
+            "world": {"guilds": int(world.get("total", guilds)), "huge": huge, "huge_members": huge_members,
+                      "shards": TRAFFIC_SHARDS, "seed": seed},
+            "logs": str(logs)}
+
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench dispatch", description=__doc__.split("\n")[0])
@@ -262,6 +398,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--spam-every", type=int, default=SPAM_EVERY,
                         help="automod workload: one message in this many is an invite link (default %(default)s)")
+    parser.add_argument("--traffic-events", type=int, default=TRAFFIC_EVENTS,
+                        help="traffic workload: guild_traffic events per run (default %(default)s)")
+    parser.add_argument("--traffic-guilds", type=int, default=TRAFFIC_GUILDS,
+                        help="traffic workload: guilds of realistic sizes, the large ones among them "
+                             "(default %(default)s)")
+    parser.add_argument("--traffic-huge", type=int, default=TRAFFIC_HUGE,
+                        help="traffic workload: guilds of exactly --traffic-huge-members members (default %(default)s)")
+    parser.add_argument("--traffic-huge-members", type=int, default=TRAFFIC_HUGE_MEMBERS,
+                        help="traffic workload: the large guilds' size, and the size cap (default %(default)s)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="run each bot under cProfile, writing DIR/bare.prof and DIR/stack.prof (the last run's)")
@@ -287,11 +432,19 @@ def main(argv: list[str]) -> int:
         args.profile.mkdir(parents=True, exist_ok=True)
     if args.spam_every < 2:
         parser.error("--spam-every must be at least 2")
-    out = asyncio.run(benchmark(args.events, args.runs, args.guilds, workloads, args.profile, args.spam_every,
-                                stack_env=stack_env, stack_without=args.stack_without,
-                                bare_without=args.bare_without))
-    print(f"dispatch: {args.events} MESSAGE_CREATEs over {args.guilds} guilds on one shard, {args.runs} interleaved "
-          f"runs per bot; medians (events/s handled; ratio stack/bare)")
+    classic = [w for w in workloads if w != "traffic"]  # traffic runs on a world of its own
+    out: dict[str, Any] = {"events": args.events, "runs": args.runs, "guilds": args.guilds, "workloads": {},
+                           "memory": {}, "load_average": os.getloadavg()[0], "logs": None}
+    if classic:
+        out = asyncio.run(benchmark(args.events, args.runs, args.guilds, classic, args.profile, args.spam_every,
+                                    stack_env=stack_env, stack_without=args.stack_without,
+                                    bare_without=args.bare_without))
+    if "traffic" in workloads:
+        out["workloads"]["traffic"] = asyncio.run(traffic_benchmark(
+            args.runs, args.traffic_events, args.traffic_guilds, args.traffic_huge, args.traffic_huge_members))
+        out["load_average"] = os.getloadavg()[0]
+    print(f"dispatch: {args.runs} interleaved runs per bot; medians (events/s handled; ratio stack/bare)"
+          + (f"; {args.events} MESSAGE_CREATEs over {args.guilds} guilds on one shard" if classic else ""))
     for workload, fig in out["workloads"].items():
         runs = {k: ", ".join(f"{v:,.0f}" for v in vals) for k, vals in fig["runs"].items()}
         print(f"  {workload:9s} bare {fig['median']['bare']:>9,.0f}/s ({runs['bare']})   "
@@ -300,6 +453,14 @@ def main(argv: list[str]) -> int:
               f"stack {fig['cpu_us_per_event']['stack']:.0f} µs; "
               f"stack left {fig['stack_unparsed_share'] or 0:.0%} unparsed; late or duplicate replies "
               f"bare {fig['extra_replies']['bare']}, stack {fig['extra_replies']['stack']}")
+        if workload == "traffic":
+            w = fig["world"]
+            print(f"  {'':9s} {fig['events']:,} guild_traffic events per run over {w['guilds']:,} guilds "
+                  f"({w['huge']} of {w['huge_members']:,} members) on {w['shards']} shards; received per run bare "
+                  f"{fig['received_per_run']['bare']:,.0f}, stack {fig['received_per_run']['stack']:,.0f}; READY "
+                  f"bare {fig['ready_s']['bare']:.1f} s, stack {fig['ready_s']['stack']:.1f} s; RSS ready → after "
+                  f"bare {fig['rss_ready_mib']['bare']:.1f} → {fig['rss_after_mib']['bare']:.1f} MiB, stack "
+                  f"{fig['rss_ready_mib']['stack']:.1f} → {fig['rss_after_mib']['stack']:.1f} MiB")
         if "automod_on_off" in fig:
             against = fig.get("automod_vs_stack_messages")
             print(f"  {'':9s} stack with automod high {fig['median']['automod']:>9,.0f}/s ({runs['automod']}), "
@@ -317,7 +478,8 @@ def main(argv: list[str]) -> int:
     if stack_env or args.stack_without or args.bare_without:
         print(f"  variant: stack env {stack_env or '-'}, stack without {args.stack_without or '-'}, "
               f"bare without {args.bare_without or '-'}")
-    print(f"  host: {os.cpu_count()} cpus, load average {out['load_average']:.2f}; logs in {out['logs']}")
+    logs = ", ".join(str(d) for d in (out["logs"], out["workloads"].get("traffic", {}).get("logs")) if d)
+    print(f"  host: {os.cpu_count()} cpus, load average {out['load_average']:.2f}; logs in {logs}")
     if args.json is not None:
         args.json.write_text(json.dumps(out, indent=2))
     return 0

@@ -1,7 +1,7 @@
 """Memory per guild and fixed base: our stack against bare discord.py with the members intent, on the large world.
 
 ``python -m bench memory [--guilds 2000] [--huge 2] [--huge-members 100000] [--shards 2] [--traffic 100000]
-[--messages 20000] [--quiet 30] [--bots bare,stack] [--json PATH]``
+[--messages 20000] [--quiet 30] [--bots bare,stack] [--base-only] [--stack-env NAME=VALUE] [--json PATH]``
 
 The two bots (``bench._bots``) run one after the other, each against fresh simulators:
 
@@ -15,7 +15,10 @@ Each bot goes through two worlds, with the same shard count (``--shards``, one p
 
 1. **fixed base**: a world of one guild of one member. The base is the RSS once READY and after a
    settling period (``--settle`` seconds, sampled every half second; the last sample): what the
-   process costs with (almost) no guilds: interpreter, imports, connections, services;
+   process costs with (almost) no guilds: interpreter, imports, connections, services. Beside the RSS,
+   what it is made of (``bench._procs.memory_detail``): anonymous and file-backed pages, USS (what
+   only this process holds: a shared library's clean pages count once per host, not per cluster),
+   PSS and threads. ``--base-only`` stops there;
 2. **large world**: ``--guilds`` guilds of realistic sizes (median 20 members, a long tail), of which
    ``--huge`` have exactly ``--huge-members`` members, the largest size drawn
    (``--max-member-count``). RSS once READY (the bare bot: once every chunk arrived); then a
@@ -26,7 +29,9 @@ Each bot goes through two worlds, with the same shard count (``--shards``, one p
    ``--quiet`` seconds without traffic, and the RSS after them.
 
 Memory per guild is ``(RSS − fixed base) / guilds`` for each bot, once READY and after the burst;
-the ratio is ours / bare (the issue's goal: at most 0.25). ``--json`` writes every figure.
+the ratio is ours / bare (the issue's goal: at most 0.25). ``--stack-env`` runs our stack with extra
+environment variables (e.g. ``INNKEEPER_EVENT_LOOP=asyncio``, ``MALLOC_ARENA_MAX=2``). ``--json`` writes
+every figure.
 """
 
 from __future__ import annotations
@@ -100,7 +105,7 @@ async def _measure(http: aiohttp.ClientSession, name: str, args: argparse.Namesp
         log = logs / f"{name}-{label}.log"
         if name == "bare":
             return bare_bot(sim.url, log, members=True, presences=True)
-        return stack_bot(sim.url, log, dsn=dsn, prefix=prefix, shard_count=args.shards)
+        return stack_bot(sim.url, log, dsn=dsn, prefix=prefix, shard_count=args.shards, env=args.stack_env)
 
     out: dict[str, Any] = {}
     async with simulator(http, logs / f"sim-{name}-base.log",
@@ -110,8 +115,11 @@ async def _measure(http: aiohttp.ClientSession, name: str, args: argparse.Namesp
             await bot.start(http)
             out["rss_base_ready_mib"] = bot.rss_mib()
             out["rss_base_mib"], _ = await _sampled_wait(bot, args.settle)
+            out["base_detail_mib"] = bot.memory()
         finally:
             bot.stop()
+    if args.base_only:
+        return out
     large = _sim_args(args.shards, args.guilds, "--guild-sizes", "realistic", "--huge-guilds", str(args.huge),
                       "--max-member-count", str(args.huge_members), "--seed", str(args.seed))
     async with simulator(http, logs / f"sim-{name}-large.log", large) as sim:
@@ -153,9 +161,13 @@ async def benchmark(args: argparse.Namespace) -> dict[str, Any]:
                                      "shards": args.shards, "seed": args.seed}}
     if "bare" in results and "stack" in results:
         bare, stack = results["bare"], results["stack"]
-        out["ratio_per_guild_ready"] = stack["kib_per_guild_ready"] / bare["kib_per_guild_ready"]
-        out["ratio_per_guild_after_burst"] = stack["kib_per_guild_after_burst"] / bare["kib_per_guild_after_burst"]
         out["base_difference_mib"] = stack["rss_base_mib"] - bare["rss_base_mib"]
+        out["base_difference_uss_mib"] = stack["base_detail_mib"]["uss"] - bare["base_detail_mib"]["uss"]
+        if not args.base_only:
+            out["ratio_per_guild_ready"] = stack["kib_per_guild_ready"] / bare["kib_per_guild_ready"]
+            out["ratio_per_guild_after_burst"] = (stack["kib_per_guild_after_burst"]
+                                                  / bare["kib_per_guild_after_burst"])
+    out["stack_env"] = args.stack_env
     return out
 
 
@@ -171,12 +183,34 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after READY before the RSS is read")
     parser.add_argument("--quiet", type=float, default=30.0, help="seconds without traffic after the burst")
     parser.add_argument("--bots", default=",".join(BOTS))
+    parser.add_argument("--base-only", action="store_true", help="measure the fixed base only (about a minute)")
+    parser.add_argument("--stack-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an extra environment variable for our stack, e.g. MALLOC_ARENA_MAX=2")
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args(argv)
     args.bots = [b for b in args.bots.split(",") if b]
+    stack_env: dict[str, str] = {}
+    for item in args.stack_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            parser.error(f"--stack-env: expected NAME=VALUE, got {item!r}")
+        stack_env[name] = value
+    args.stack_env = stack_env
     if not args.bots or any(b not in BOTS for b in args.bots):
         parser.error(f"--bots: choose from {', '.join(BOTS)}")
     out = asyncio.run(benchmark(args))
+    if args.json is not None:
+        args.json.write_text(json.dumps(out, indent=2))
+    for name, r in out["bots"].items():
+        d = r["base_detail_mib"]
+        print(f"  {name:5s} fixed base: RSS {r['rss_base_mib']:.1f} MiB (anonymous {d['rss_anon']:.1f}, files "
+              f"{d['rss_file']:.1f}), USS {d['uss']:.1f}, PSS {d['pss']:.1f} MiB, {d['threads']:.0f} threads")
+    if "base_difference_mib" in out:
+        print(f"  base difference stack − bare: RSS {out['base_difference_mib']:+.1f} MiB, "
+              f"USS {out['base_difference_uss_mib']:+.1f} MiB")
+    if args.base_only:
+        print(f"  host: {os.cpu_count()} cpus, load average {out['load_average']:.2f}; logs in {out['logs']}")
+        return 0
     print(f"memory: {args.guilds} realistic guilds ({args.huge} of {args.huge_members:,} members) over "
           f"{args.shards} shards (seed {args.seed}); burst {args.traffic:,} guild_traffic events + "
           f"{args.messages:,} messages; quiet {args.quiet:.0f} s")
@@ -192,6 +226,4 @@ def main(argv: list[str]) -> int:
               f"{out['ratio_per_guild_after_burst']:.3f} after the burst; base difference "
               f"{out['base_difference_mib']:+.1f} MiB")
     print(f"  host: {os.cpu_count()} cpus, load average {out['load_average']:.2f}; logs in {out['logs']}")
-    if args.json is not None:
-        args.json.write_text(json.dumps(out, indent=2))
     return 0
