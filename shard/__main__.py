@@ -64,7 +64,7 @@ def parse_shard_ids(text: str) -> list[int]:
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
-    """The event loop constructor ``INNKEEPER_EVENT_LOOP`` names (``asyncio``, the default, or ``uvloop``).
+    """The event loop constructor ``INNKEEPER_EVENT_LOOP`` names (``uvloop``, the default, or ``asyncio``).
 
     uvloop's loop runs the same asyncio code with its I/O, callbacks and timers in C. It is imported
     only when chosen: it costs a cluster 2.3 MiB of RSS (its library, its loop, four libuv worker
