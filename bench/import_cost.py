@@ -62,25 +62,6 @@ except (OSError, AttributeError):
 print(int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
 """
 
-_CLUSTER_MODULES = """
-import asyncio, sys
-from innkeeper.settings import Settings
-from shard.assembly import build_cluster
-from shard.cogs import EXTENSIONS
-from shard.context import ClusterContext
-import shard.__main__
-
-async def main():
-    settings = Settings(api_url="http://127.0.0.1:1", encryption_keys=("dev",), ipc_keys=("dev",), discord_token="t")
-    ctx = ClusterContext.create(settings, cluster_id=0, shard_ids=[0], shard_count=1, max_concurrency=1)
-    bot = build_cluster(ctx)
-    for name in EXTENSIONS:
-        await bot.load_extension(name)
-    await ctx.aclose()
-
-asyncio.run(main())
-print(" ".join(sorted(m for m in sys.modules if m.split(".")[0] in {LAYERS})))
-"""
 
 
 def _rss_mib(modules: list[str], repeat: int) -> float:
@@ -95,10 +76,9 @@ def _rss_mib(modules: list[str], repeat: int) -> float:
 
 def _cluster_modules() -> list[str]:
     """Our modules a built cluster imports (with its extensions), in import order of their layers."""
-    code = _CLUSTER_MODULES.replace("{LAYERS}", repr(set(_LAYERS)))
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                         timeout=120, env={**os.environ, "INNKEEPER_LOG_LEVEL": "ERROR"})
-    return out.stdout.split()
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "_built_cluster.py")], cwd=ROOT, capture_output=True,
+                         text=True, check=True, timeout=120, env={**os.environ, "INNKEEPER_LOG_LEVEL": "ERROR"})
+    return [m for m in out.stdout.split() if m.split(".")[0] in _LAYERS]
 
 
 def measure(repeat: int = 3) -> dict[str, Any]:
