@@ -22,6 +22,7 @@ MAYBE_FAIL = BatchedScript("if ARGV[1] == 'fail' then return redis.error_reply('
 
 async def test_one_turn_goes_in_one_pipeline_in_call_order(redis: aioredis.Redis, redis_prefix: str) -> None:
     batch = ScriptBatch(redis, name="test")
+    await redis.script_load(INCR.source)  # a fresh Redis has never seen it: NOSCRIPT is the next test's subject
     key = f"{redis_prefix}:n"
     futures = [batch.call(INCR, [key], [f"call{i}"]) for i in range(20)]
     trips = batch._round_trips._value.get()
