@@ -202,6 +202,9 @@ class Settings:
     breaker_max_open_s: float = 60.0  # INNKEEPER_BREAKER_MAX_OPEN: the cap as failed probes double it
     # Shared state
     snapshot_interval_s: float = 300.0  # INNKEEPER_SNAPSHOT_INTERVAL: guild snapshots to Redis; 0 turns off
+    resume_on_restart: bool = True  # INNKEEPER_RESUME_ON_RESTART: a restarted cluster RESUMEs saved sessions
+    session_save_interval_s: float = 0.25  # INNKEEPER_SESSION_SAVE_INTERVAL: how stale a saved sequence may be
+    session_ttl_s: float = 120.0  # INNKEEPER_SESSION_TTL: how long a saved session is tried after a stop
     malloc_trim_interval_s: float = 30.0  # INNKEEPER_MALLOC_TRIM_INTERVAL: freed heap back to the OS; 0 turns off
     # Database
     db_pool_min: int = 1
@@ -322,6 +325,10 @@ class Settings:
             breaker_open_s=e.as_float("INNKEEPER_BREAKER_OPEN", 5.0, minimum=0.05, maximum=3600.0),
             breaker_max_open_s=e.as_float("INNKEEPER_BREAKER_MAX_OPEN", 60.0, minimum=0.05, maximum=3600.0),
             snapshot_interval_s=e.as_float("INNKEEPER_SNAPSHOT_INTERVAL", 300.0, minimum=0.0),
+            resume_on_restart=e.as_bool("INNKEEPER_RESUME_ON_RESTART", True),
+            session_save_interval_s=e.as_float("INNKEEPER_SESSION_SAVE_INTERVAL", 0.25, minimum=0.05,
+                                               maximum=10.0),
+            session_ttl_s=e.as_float("INNKEEPER_SESSION_TTL", 120.0, minimum=1.0, maximum=3600.0),
             malloc_trim_interval_s=e.as_float("INNKEEPER_MALLOC_TRIM_INTERVAL", 30.0, minimum=0.0),
             db_pool_min=pool_min,
             db_pool_max=pool_max,
@@ -456,6 +463,8 @@ _ENV_NAME = {
     "breaker_open_s": "breaker_open",
     "breaker_max_open_s": "breaker_max_open",
     "snapshot_interval_s": "snapshot_interval",
+    "session_save_interval_s": "session_save_interval",
+    "session_ttl_s": "session_ttl",
     "malloc_trim_interval_s": "malloc_trim_interval",
     "retention_interval_s": "retention_interval",
     "ipc_max_age_s": "ipc_max_age",

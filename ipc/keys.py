@@ -121,6 +121,11 @@ class Keys:
         """Set of guild ids snapshotted for one shard."""
         return self._k("snapshot", "shard", shard_id)
 
+    def handled_events(self, shard_id: int) -> str:
+        """Sorted set of the message and interaction ids one shard's commands started on (score: ms), for
+        a restarted process not to run them again when a RESUME replays them."""
+        return self._k("handled", shard_id)
+
     def throttle(self, scope: str, subject: str, command: str) -> str:
         return self._k("throttle", scope, subject, command)
 

@@ -85,8 +85,11 @@ from .pipeline.sinks import AuditToDatabase, ErrorsToDatabase, UsageToDatabase
 from .pipeline.store import GuildConfigStore
 from .read_gate import ReadGate
 from .reminder_service import ReminderService
+from .replay_guard import ReplayGuard
 from .rest_guard import LocalInvalidGuard
 from .rest_hook import install
+from .resume import Resumer
+from .session_keeper import SessionKeeper
 from .snapshots import SnapshotService
 from .status_report import StatusReporter, local_view
 from .tracker import ShardTracker
@@ -158,11 +161,12 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     refused = RefusedTargets()  # DMs and channels that refused the bot: reminders and private answers
     usage = UsageRecorder(ctx.database)
     throttle = RedisThrottle(ctx.redis, ctx.keys)
+    replay_guard = ReplayGuard(ctx.redis, ctx.keys, ttl_s=s.session_ttl_s)  # nothing run twice across a crash
     pipeline = Pipeline(s, cluster_id=ctx.cluster_id, config=guild_config, throttle=throttle,
                         usage=UsageToDatabase(usage), audit=AuditToDatabase(ctx.database),
                         errors=ErrorsToDatabase(ctx.database),
                         erased_since=lambda ids, since: db_privacy.erased_since(ctx.database, ids, since),
-                        breakers=ctx.breakers)
+                        breakers=ctx.breakers, marks=replay_guard)
     registry = HandlerRegistry()
     bus = Bus(ctx.redis, ctx.keys, ctx.cluster_id, signer=signer, registry=registry)
     tracker = ShardTracker(ctx.shard_ids or range(ctx.shard_count or 1))
@@ -178,13 +182,18 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
         _, _, limits = await bot.http.get_bot_gateway()
         return limits
 
+    # restarts: sessions kept in Redis, resumed by the next process with its guilds rebuilt first
+    session_store = SessionStore(ctx.redis, ctx.keys, ttl_s=s.session_ttl_s)
+    snapshots = GuildSnapshotStore(ctx.redis, ctx.keys, ttl=max(3600.0, 2 * s.snapshot_interval_s))
+    resumer = Resumer(session_store, snapshots, tracker, replay_guard) if s.resume_on_restart else None
+    sessions = SessionKeeper(tracker, session_store, interval_s=s.session_save_interval_s)
     gate = IdentifyGate(ctx.redis, ctx.keys, tracker, max_concurrency=ctx.max_concurrency,
                         window_s=s.identify_window_s, margin_s=s.identify_margin_s, reserve=s.identify_reserve,
                         session_limits=session_limits)
     bot = ClusterBot(deps=deps, identify=gate, services=services, cluster_id=ctx.cluster_id,
                      shard_ids=ctx.shard_ids, shard_count=ctx.shard_count, extensions=extensions,
                      sync_commands=s.sync_commands, on_guild_config=lambda gid, cfg: automod.resume(gid, cfg),
-                     **bot_options)
+                     resumer=resumer, sessions=sessions, **bot_options)
     # automod runs inside the lean filter, on raw payloads; the prefix lookup of the full path hands
     # it the messages whose guild configuration was not cached (on_guild_config above)
     automod = Automod(bot, audit=AuditToDatabase(ctx.database), refused=refused, owner_ids=s.owner_ids,
@@ -200,6 +209,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     reads.install(bot)
     prefetch = ConfigPrefetch(bot, guild_config)
     prefetch.install()  # READY payloads start loading their guilds' configurations
+    replay_guard.install(bot)
     tracker.attach(bot)
     # before login: every REST, webhook and interaction call goes through it
     install(bot, limiter, guard=LocalInvalidGuard.from_settings(s), breakers=ctx.breakers)
@@ -227,16 +237,14 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id, refused=refused))
     services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
                                     interval_s=s.retention_interval_s))
-    services.add(SnapshotService(bot, GuildSnapshotStore(ctx.redis, ctx.keys,
-                                                         ttl=max(3600.0, 2 * s.snapshot_interval_s)),
-                                 interval_s=s.snapshot_interval_s))
+    services.add(SnapshotService(bot, snapshots, interval_s=s.snapshot_interval_s))
     services.add(metrics)
     services.add(MemoryTrim.for_this_process(s.malloc_trim_interval_s, ready=bot.wait_until_ready))
     services.add(Heartbeat(ctx.redis, ctx.keys, tracker, cluster_id=ctx.cluster_id,
                            interval_s=s.heartbeat_interval_s, ttl_s=s.heartbeat_ttl_s,
-                           metrics_port=lambda: metrics.port, sessions=SessionStore(ctx.redis, ctx.keys),
-                           shard_count=lambda: bot.shard_count, breakers=ctx.breakers.describe,
+                           metrics_port=lambda: metrics.port, breakers=ctx.breakers.describe,
                            commands=pipeline.admission.snapshot))
+    services.add(sessions)
     services.add(Watchdog(bot, tracker, give_up=bot.give_up, zombie_after_s=s.zombie_after_s))
     services.add(gate)
     services.add(CollectorPolicy(bot, tracker, freeze=s.gc_freeze))

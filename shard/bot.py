@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .identify import IdentifyGate
     from .pipeline.core import Pipeline
     from .pipeline.deps import CommandDeps
+    from .resume import Resumer
+    from .session_keeper import SessionKeeper
 
 __all__ = ("ClusterBot", "build_intents")
 
@@ -68,6 +70,12 @@ class ClusterBot(commands.AutoShardedBot):
     on_guild_config:
         Called by the prefix lookup with each guild message's guild id and that guild's configuration
         (automod's messages that waited for it, see :class:`~shard.lean_messages.LeanMessages`).
+    resumer:
+        RESUMEs the sessions a previous process of this cluster left (:mod:`shard.resume`); None
+        identifies every shard.
+    sessions:
+        Keeps the shards' sessions in Redis; :meth:`close` parks the shards through it first
+        (sockets closed resumably, exact sequences saved), so the next process resumes.
     """
 
     def __init__(
@@ -82,6 +90,8 @@ class ClusterBot(commands.AutoShardedBot):
         extensions: Sequence[str] = (),
         sync_commands: bool = False,
         on_guild_config: ConfigHook | None = None,
+        resumer: Resumer | None = None,
+        sessions: SessionKeeper | None = None,
         **options: Any,
     ) -> None:
         if shard_ids is not None:
@@ -106,6 +116,10 @@ class ClusterBot(commands.AutoShardedBot):
         self._aliases = AliasExpander(deps.aliases, deps.guild_config)
         self._extensions = tuple(extensions)
         self._sync_commands = sync_commands
+        self._resumer = resumer
+        self._sessions = sessions
+        if resumer is not None:
+            resumer.attach(self)
         self.tree.error(self.pipeline.on_app_command_error)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -123,7 +137,7 @@ class ClusterBot(commands.AutoShardedBot):
         if self._identify is None:
             await super().launch_shards()
         else:
-            await launch_shards(self, self._identify)
+            await launch_shards(self, self._identify, self._resumer)
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         if self._identify is None:
@@ -132,6 +146,10 @@ class ClusterBot(commands.AutoShardedBot):
             await self._identify.before_identify(shard_id, initial=initial, connect_timeout=self.shard_connect_timeout)
 
     async def close(self) -> None:
+        # First no more events: the sockets close resumably and each session is saved with the last
+        # sequence read (a fatal gateway error left nothing to resume, so the sessions stay as they are).
+        if self._sessions is not None and not self.is_closed() and self.fatal_error is None:
+            await self._sessions.park()
         await self._services.stop()
         await super().close()
 

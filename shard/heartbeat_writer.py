@@ -5,7 +5,7 @@ shard's state, latency, guilds and time since its last frame. It is written ever
 ``INNKEEPER_HEARTBEAT_INTERVAL`` seconds with a TTL of ``INNKEEPER_HEARTBEAT_TTL``, and within
 :data:`DEBOUNCE_S` of a shard changing state, so the launcher's progress and rolling restarts see
 changes at once. On a clean stop the record is deleted: the cluster shows as down at once instead of
-after the TTL. Each write also saves the shards' gateway sessions (:mod:`ipc.sessions`).
+after the TTL. (The shards' gateway sessions are kept by :mod:`shard.session_keeper`.)
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from innkeeper.services import BackgroundTasks
 from ipc.heartbeat import HEARTBEAT_VERSION, ClusterBeat, CommandLoad, delete_heartbeat, write_heartbeat
-from ipc.sessions import SessionInfo, SessionStore
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -64,19 +63,14 @@ class Heartbeat:
         ``INNKEEPER_HEARTBEAT_INTERVAL`` and ``INNKEEPER_HEARTBEAT_TTL``.
     metrics_port:
         Returns the port ``/metrics`` listens on, or None.
-    sessions:
-        Where to save gateway sessions; None to skip.
-    shard_count:
-        Returns the bot's total shard count (known once the shards launch), for the sessions.
     commands:
         Returns the admission's figures (running, queued, deferred, shed), or None to leave them out.
     breakers:
         Returns the cluster's circuit breakers (:meth:`innkeeper.breakers.Breakers.describe`), or None.
     """
 
-    __slots__ = ("redis", "keys", "tracker", "cluster_id", "interval_s", "ttl_s", "metrics_port", "sessions",
-                 "shard_count", "commands", "breakers", "host", "pid", "started_at", "_tasks", "_samples", "writes",
-                 "last_error")
+    __slots__ = ("redis", "keys", "tracker", "cluster_id", "interval_s", "ttl_s", "metrics_port", "commands",
+                 "breakers", "host", "pid", "started_at", "_tasks", "_samples", "writes", "last_error")
 
     def __init__(
         self,
@@ -88,8 +82,6 @@ class Heartbeat:
         interval_s: float,
         ttl_s: float,
         metrics_port: Callable[[], int | None] = lambda: None,
-        sessions: SessionStore | None = None,
-        shard_count: Callable[[], int | None] = lambda: None,
         commands: Callable[[], CommandLoad] | None = None,
         breakers: Callable[[], dict[str, dict[str, Any]]] | None = None,
     ) -> None:
@@ -100,8 +92,6 @@ class Heartbeat:
         self.interval_s = interval_s
         self.ttl_s = max(ttl_s, interval_s * 2)
         self.metrics_port = metrics_port
-        self.sessions = sessions
-        self.shard_count = shard_count
         self.commands = commands
         self.breakers = breakers
         self.host = socket.gethostname()
@@ -136,30 +126,9 @@ class Heartbeat:
         return beat
 
     async def beat(self) -> None:
-        """Write the record now (and save sessions)."""
+        """Write the record now."""
         await write_heartbeat(self.redis, self.keys, self.record(), self.ttl_s)
         self.writes += 1
-        await self._save_sessions()
-
-    async def _save_sessions(self) -> None:
-        if self.sessions is not None:
-            sessions = self._sessions()
-            if sessions:
-                await self.sessions.save_many(sessions)
-
-    def _sessions(self) -> list[SessionInfo]:
-        shard_count = self.shard_count()
-        if not shard_count:
-            return []
-        out: list[SessionInfo] = []
-        for sid, rec in self.tracker.shards.items():
-            ws: Any = self.tracker.websocket(sid)
-            session_id = getattr(ws, "session_id", None)
-            gateway = getattr(ws, "gateway", None)
-            if rec.state != "READY" or not session_id or gateway is None:
-                continue
-            out.append(SessionInfo(sid, shard_count, str(session_id), getattr(ws, "sequence", None), str(gateway)))
-        return out
 
     async def _write(self) -> None:
         await self.beat()
@@ -178,10 +147,9 @@ class Heartbeat:
                               debounce_s=DEBOUNCE_S, on_error=self._write_failed)
 
     async def stop(self) -> None:
-        """Stop writing, save sessions one last time and delete the record."""
+        """Stop writing and delete the record."""
         await self._tasks.cancel()
         try:
-            await self._save_sessions()
             await delete_heartbeat(self.redis, self.keys, self.cluster_id)
         except Exception as exc:  # the TTL removes it anyway
             _log.warning("could not delete the heartbeat on stop: %s", exc)

@@ -19,6 +19,11 @@ longer than that for its turn. Like discord.py it retries a failed connect after
 stores the shard in the client's own table, so reconnects and re-identifies (``Shard.reidentify``
 → ``before_identify_hook``) run through discord.py unchanged.
 
+A shard with a session saved by the process before this one (:mod:`shard.session_keeper`)
+RESUMEs instead (:mod:`shard.resume`): no lane, no queue, no identify. If it cannot even send
+the RESUME it joins the identify path; if Discord refuses the session, discord.py identifies it
+again through ``before_identify_hook``, and so through the queue.
+
 Before the first shard connects, :func:`launch_shards` has the gate build its queue
 (:meth:`~shard.identify.IdentifyGate.prepare`), with Discord's ``session_start_limit`` when it had
 to ask ``GET /gateway/bot`` for the shard count itself.
@@ -37,7 +42,10 @@ from discord.shard import Shard
 if TYPE_CHECKING:
     from discord.ext import commands
 
+    from ipc.sessions import SessionInfo
+
     from .identify import IdentifyGate
+    from .resume import Resumer
 
 __all__ = ("launch_shards", "launch_shard", "lanes")
 
@@ -55,11 +63,12 @@ def lanes(shard_ids: list[int], max_concurrency: int) -> list[list[int]]:
     return sorted(by_bucket.values(), key=lambda lane: lane[0])
 
 
-async def launch_shards(bot: commands.AutoShardedBot, gate: IdentifyGate) -> None:
-    """Connect every shard of ``bot``: one lane per identify bucket, the lanes concurrently.
+async def launch_shards(bot: commands.AutoShardedBot, gate: IdentifyGate, resumer: Resumer | None = None) -> None:
+    """Connect every shard of ``bot``: saved sessions RESUME, the others identify one lane per bucket.
 
     The same set-up as discord.py's ``launch_shards`` (shard count and gateway, the connection
-    state's shard ids), then the gate's queue, then the lanes.
+    state's shard ids), then the gate's queue; then, all at once, the RESUME of every shard with a
+    saved session (``resumer``, see :mod:`shard.resume`) and the identify lanes of the others.
     """
     if bot.is_closed():
         return
@@ -74,13 +83,24 @@ async def launch_shards(bot: commands.AutoShardedBot, gate: IdentifyGate) -> Non
     bot._connection.shard_ids = shard_ids
     gate.tracker.expect(shard_ids)
     queue = await gate.prepare(limits)
+    saved = await resumer.saved(shard_ids, bot.shard_count) if resumer is not None else {}
     first = shard_ids[0]
+
+    async def resume(info: SessionInfo) -> None:
+        assert resumer is not None
+        ws = await resumer.connect(bot, info)
+        if ws is None:  # could not even send the RESUME: the identify queue, as a cold start would
+            await launch_shard(bot, gate, gateway, info.shard_id)
+        else:
+            _start(bot, info.shard_id, ws)
 
     async def lane(ids: list[int]) -> None:
         for sid in ids:
             await launch_shard(bot, gate, gateway, sid, initial=sid == first)
 
-    await asyncio.gather(*(lane(ids) for ids in lanes(shard_ids, queue.max_concurrency)))
+    fresh = [sid for sid in shard_ids if sid not in saved]
+    await asyncio.gather(*(resume(info) for info in saved.values()),
+                         *(lane(ids) for ids in lanes(fresh, queue.max_concurrency)))
 
 
 async def launch_shard(bot: commands.AutoShardedBot, gate: IdentifyGate, gateway: yarl.URL, shard_id: int, *,
@@ -97,6 +117,11 @@ async def launch_shard(bot: commands.AutoShardedBot, gate: IdentifyGate, gateway
             _log.exception("Failed to connect for shard_id: %s. Retrying...", shard_id)
             await asyncio.sleep(RETRY_DELAY_S)
             initial = False
+    _start(bot, shard_id, ws)
+
+
+def _start(bot: commands.AutoShardedBot, shard_id: int, ws: DiscordWebSocket) -> None:
+    """Hand a connected socket to discord.py's shard worker, as its own launch does."""
     # discord.py keeps its shards in a private table (AutoShardedClient.__shards); reconnects,
     # close() and latencies all read it, so the shard must go there, as discord.py's own launch does.
     shards: dict[int, Shard] = bot._AutoShardedClient__shards  # type: ignore[attr-defined]

@@ -4,8 +4,10 @@
 :class:`~ipc.snapshots.GuildSnapshotStore` keeps. :class:`SnapshotService` saves every guild of the
 cluster once it is READY, then every ``INNKEEPER_SNAPSHOT_INTERVAL`` seconds and on a clean
 shutdown, in pipelined batches with a turn for the event loop in between; a guild the bot leaves is
-forgotten at once. Redis being unreachable never stops the cluster: a failed save is counted and
-said once per outage.
+forgotten at once. Each shard's guilds are also saved as soon as that shard has them all
+(``on_shard_ready``), so a cluster that dies in its first minutes can still be rebuilt, and the
+save at shutdown takes every guild known, ready or not. Redis being unreachable never stops the
+cluster: a failed save is counted and said once per outage.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def snapshot_from_guild(guild: discord.Guild) -> dict[str, Any]:
 
     Holds the guild's id, name, icon, owner, member count and shard id, its channels (id, type,
     name, position, parent, topic, nsfw, permission overwrites) and roles (id, name, position,
-    permissions, colours, flags). Members are not included.
+    permissions, colours, flags), and the bot's own member (its roles, for ``guild.me``). No other
+    member is included.
     """
     channels: list[dict[str, Any]] = []
     for channel in guild.channels:
@@ -63,14 +66,27 @@ def snapshot_from_guild(guild: discord.Guild) -> dict[str, Any]:
             item["topic"] = topic
         if isinstance(channel, discord.TextChannel):
             item["nsfw"] = channel.nsfw
+        if isinstance(channel, discord.VoiceChannel | discord.StageChannel):  # discord.py requires both
+            item["bitrate"] = channel.bitrate
+            item["user_limit"] = channel.user_limit
         channels.append(item)
     roles = [{"id": str(r.id), "name": r.name, "position": r.position, "permissions": str(r.permissions.value),
               "color": r.colour.value, "colors": _role_colors(r), "hoist": r.hoist, "mentionable": r.mentionable,
               "managed": r.managed}
              for r in guild.roles]
-    return {"id": str(guild.id), "name": guild.name, "icon": guild.icon.key if guild.icon else None,
-            "owner_id": str(guild.owner_id) if guild.owner_id else None, "member_count": guild.member_count,
-            "shard_id": guild.shard_id, "channels": channels, "roles": roles}
+    snapshot = {"id": str(guild.id), "name": guild.name, "icon": guild.icon.key if guild.icon else None,
+                "owner_id": str(guild.owner_id) if guild.owner_id else None, "member_count": guild.member_count,
+                "shard_id": guild.shard_id, "channels": channels, "roles": roles}
+    self_id = guild._state.self_id  # guild.me raises before login
+    me = guild.get_member(self_id) if self_id is not None else None
+    if me is not None:  # the bot's own member: its roles give its permissions (guild.me) after a rebuild
+        snapshot["members"] = [{
+            "user": {"id": str(me.id), "username": me.name, "discriminator": me.discriminator,
+                     "global_name": me.global_name, "avatar": me._user._avatar, "bot": me.bot},
+            "roles": [str(r) for r in me._roles], "nick": me.nick, "flags": me._flags,
+            "joined_at": me.joined_at.isoformat() if me.joined_at else None, "deaf": False, "mute": False,
+        }]
+    return snapshot
 
 
 def _role_colors(role: discord.Role) -> dict[str, int | None]:
@@ -112,15 +128,20 @@ class SnapshotService:
                               wait_first=self.client.wait_until_ready, on_error=self._save_failed)
         if not self._listening:
             self.client.add_listener(self._on_guild_remove, "on_guild_remove")
+            if self.interval_s > 0:
+                self.client.add_listener(self._on_shard_ready, "on_shard_ready")
             self._listening = True
 
     async def stop(self) -> None:
-        """Stop saving periodically; save once more when the cluster is READY."""
+        """Stop saving periodically; save every guild known once more."""
         if self._listening:
             self.client.remove_listener(self._on_guild_remove, "on_guild_remove")
+            if self.interval_s > 0:
+                self.client.remove_listener(self._on_shard_ready, "on_shard_ready")
             self._listening = False
         await self._tasks.cancel()
-        if self.interval_s > 0 and self.client.is_ready():
+        # every guild known so far, ready or not: the next process resumes from these (shard/resume.py)
+        if self.interval_s > 0 and self.client.guilds:
             try:
                 async with asyncio.timeout(_FINAL_SAVE_TIMEOUT):
                     saved = await self.save()
@@ -128,8 +149,8 @@ class SnapshotService:
             except (InnkeeperError, TimeoutError) as exc:
                 _log.warning("guild snapshots not saved at shutdown: %s", exc)
 
-    async def save(self) -> int:
-        """Save a snapshot of every available guild of this cluster; returns how many.
+    async def save(self, shard_id: int | None = None) -> int:
+        """Save a snapshot of every available guild of this cluster, or of one shard; returns how many.
 
         Raises
         ------
@@ -138,7 +159,8 @@ class SnapshotService:
         """
         async with self._save_lock:
             started = time.perf_counter()
-            guilds = [g for g in self.client.guilds if not g.unavailable]
+            guilds = [g for g in self.client.guilds
+                      if not g.unavailable and (shard_id is None or g.shard_id == shard_id)]
             saved = 0
             for first in range(0, len(guilds), SNAPSHOT_BATCH):
                 batch = []
@@ -168,6 +190,15 @@ class SnapshotService:
         elif not self._failing:
             _log.warning("guild snapshots not saved (%s); trying again every %.0f s", exc, self.interval_s)
         self._failing = True
+
+    async def _on_shard_ready(self, shard_id: int) -> None:
+        """A shard has all its guilds: save them now, so a restart soon after can rebuild them."""
+        try:
+            saved = await self.save(shard_id)
+        except Exception as exc:  # noqa: BLE001 - the periodic save tries again
+            self._save_failed(exc)
+            return
+        _log.debug("saved %d guild snapshots of shard %d", saved, shard_id, extra={"shard_id": shard_id})
 
     async def _on_guild_remove(self, guild: discord.Guild) -> None:
         try:

@@ -54,7 +54,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
 from discord import app_commands
@@ -98,6 +98,12 @@ def _describe_argument(value: Any) -> Any:
     return clip(str(value), 200)
 
 
+class CommandMarks(Protocol):
+    """Records that a command started on a message or interaction (see ``Pipeline``'s ``marks``)."""
+
+    def mark(self, shard_id: int, event_id: int) -> None: ...
+
+
 class Pipeline:
     """Runs commands through the stages (see the module docstring).
 
@@ -126,13 +132,18 @@ class Pipeline:
     breakers:
         The process's circuit breakers; a command whose dependency's breaker is open is answered at
         once. None: no check.
+    marks:
+        Told the message or interaction id of each command as it starts, so a RESUME after a crash
+        does not run it again (:class:`shard.replay_guard.ReplayGuard`). None: not recorded.
     """
 
     def __init__(self, settings: Settings, *, cluster_id: int, config: GuildConfigSource, throttle: Throttle,
                  usage: UsageSink, audit: AuditSink, errors: ErrorSink, refusal_rule: ThrottleRule | None = None,
                  denial_window_s: float | None = None, erased_since: ErasedSince | None = None,
-                 breakers: Breakers | None = None, admission: Admission | None = None) -> None:
+                 breakers: Breakers | None = None, admission: Admission | None = None,
+                 marks: CommandMarks | None = None) -> None:
         self.settings = settings
+        self.marks = marks
         self.cluster_id = cluster_id
         self.config = config
         self.throttle = throttle
@@ -174,6 +185,9 @@ class Pipeline:
         else:
             age = (discord.utils.utcnow() - interaction.created_at).total_seconds()
             admitted = await self.admission.enter(age=max(0.0, age), defer=lambda: self._defer_waiting(ctx, spec))
+        if self.marks is not None:  # started: a RESUME after a crash must not run it again (shard/replay_guard.py)
+            origin = interaction if interaction is not None else ctx.message
+            self.marks.mark(ctx.guild.shard_id if ctx.guild is not None else 0, origin.id)
         try:
             return await self._admitted(ctx, spec, name, call)
         finally:

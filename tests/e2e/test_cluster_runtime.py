@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from cluster.launcher import Launcher, LaunchFailed
 from cluster.plan import Plan, plan
@@ -27,6 +28,7 @@ from cluster.status import read_status_port
 from cluster.supervisor import Supervisor
 from innkeeper.errors import InnkeeperError
 from innkeeper.settings import Settings
+from ipc.keys import Keys
 from tests.procs import SimulatorProc, start_simulator
 from tests.support import IPC_KEYS, wait_for, wait_for_sync
 
@@ -180,11 +182,24 @@ async def test_cold_start_every_shard_ready_without_violations(env: Env) -> None
     print(f"cold start of {SHARDS} shards in {CLUSTERS} clusters: {elapsed:.1f} s")
 
 
+async def _snapshots_saved(e: Env, shard_ids: range) -> None:
+    """Wait until the clusters saved the guild snapshots of ``shard_ids`` (each shard's, once it has its guilds)."""
+    keys = Keys(e.settings.redis_prefix)
+    client = aioredis.from_url(e.settings.redis_url)
+    try:
+        async def saved() -> bool:
+            return all([await client.exists(keys.shard_snapshot_index(sid)) for sid in shard_ids])
+        await wait_for(saved, timeout=20, message=f"guild snapshots of shards {list(shard_ids)}")
+    finally:
+        await client.aclose()
+
+
 async def test_kill_9_one_cluster_is_restarted_and_the_others_stay(env: Env) -> None:
     await _launch(env)
     await wait_for(lambda: _healthz_ok(env), timeout=20, message="/healthz 200")
     _, before = await _get(env.status_url + "/status.json")
     pids = {c["id"]: c["pid"] for c in before["clusters"]}
+    await _snapshots_saved(env, range(4, 8))
     shard_stats = env.sim.stats()["shards"]
     os.kill(pids[1], signal.SIGKILL)
 
@@ -198,10 +213,15 @@ async def test_kill_9_one_cluster_is_restarted_and_the_others_stay(env: Env) -> 
     assert {c["id"]: c["pid"] for c in after["clusters"] if c["id"] != 1} == {k: v for k, v in pids.items() if k != 1}
     stats = env.sim.stats()
     assert stats["identify_violations"] == 0, _violations(env.sim)
+    assert stats["identifies"] == SHARDS  # the restarted cluster RESUMEd its sessions: 0 identifies
     for sid in range(SHARDS):
-        if not 4 <= sid < 8:  # the other clusters' shards: same sessions, no new identify, no close
-            assert stats["shards"][str(sid)]["identifies"] == shard_stats[str(sid)]["identifies"] == 1, sid
+        assert stats["shards"][str(sid)]["identifies"] == shard_stats[str(sid)]["identifies"] == 1, sid
+        if not 4 <= sid < 8:  # the other clusters' shards: same sessions, no close
             assert stats["shards"][str(sid)]["sessions"] == shard_stats[str(sid)]["sessions"], sid
+        else:  # cluster 1's shards resumed the sessions the killed process left
+            assert stats["shards"][str(sid)]["resumes"] == shard_stats[str(sid)]["resumes"] + 1, sid
+    # the rebuilt cache: every guild is known again, without a GUILD_CREATE
+    assert sum(s["guilds"] for c in after["clusters"] for s in c["shards"]) == GUILDS
 
 
 class _WatchedSupervisor(Supervisor):
@@ -243,7 +263,14 @@ async def test_rolling_restart_keeps_three_of_four_clusters_ready(env: Env) -> N
     _, after = await _get(env.status_url + "/status.json")
     assert all(c["pid"] != old[c["id"]] for c in after["clusters"])
     assert all(c["state"] == "READY" for c in after["clusters"])
-    assert env.sim.stats()["identify_violations"] == 0, _violations(env.sim)
+    stats = env.sim.stats()
+    assert stats["identify_violations"] == 0, _violations(env.sim)
+    assert stats["identifies"] == SHARDS  # each cluster handed its sessions to the next process: 0 identifies
+    assert stats["lost"] == 0
+    for sid in range(SHARDS):  # each stop closed resumably (never 1000/1001, which end a session), and resumed
+        shard = stats["shards"][str(sid)]
+        assert shard["resumes"] == 1 and not {"1000", "1001"} & set(shard["closes"]), (sid, shard)
+    assert sum(s["guilds"] for c in after["clusters"] for s in c["shards"]) == GUILDS
 
 
 async def test_bad_token_fails_clearly_and_does_not_loop(sim: SimulatorProc, tmp_path: Path, redis_url: str,
