@@ -462,4 +462,5 @@ _ENV_NAME = {
     "retention_interval_s": "retention_interval",
     "ipc_max_age_s": "ipc_max_age",
     "automod_log_window_s": "automod_log_window",
+    "command_sync_retry_s": "command_sync_retry",
 }
