@@ -236,6 +236,7 @@ class Settings:
     commands_max_wait_s: float = 10.0  # INNKEEPER_COMMANDS_MAX_WAIT: a command waiting longer is shed
     reply_timeout_s: float = 5.0  # INNKEEPER_REPLY_TIMEOUT: a deferral or error reply gives up after this
     sync_commands: bool = True
+    command_sync_retry_s: float = 5.0  # INNKEEPER_COMMAND_SYNC_RETRY: first retry of a failed sync (doubling to 10 min)
     automod_log_window_s: float = 10.0  # INNKEEPER_AUTOMOD_LOG_WINDOW: a guild's automod incidents per log notice
     # Files
     run_dir: Path = PROJECT_ROOT / "run"
@@ -356,6 +357,7 @@ class Settings:
             commands_max_wait_s=e.as_float("INNKEEPER_COMMANDS_MAX_WAIT", 10.0, minimum=0.1, maximum=900.0),
             reply_timeout_s=e.as_float("INNKEEPER_REPLY_TIMEOUT", 5.0, minimum=0.1, maximum=60.0),
             sync_commands=e.as_bool("INNKEEPER_SYNC_COMMANDS", True),
+            command_sync_retry_s=e.as_float("INNKEEPER_COMMAND_SYNC_RETRY", 5.0, minimum=0.05, maximum=600.0),
             automod_log_window_s=e.as_float("INNKEEPER_AUTOMOD_LOG_WINDOW", 10.0, minimum=0.1, maximum=3600.0),
             run_dir=Path(e.as_str("INNKEEPER_RUN_DIR", str(PROJECT_ROOT / "run"))),
         )
@@ -469,4 +471,5 @@ _ENV_NAME = {
     "retention_interval_s": "retention_interval",
     "ipc_max_age_s": "ipc_max_age",
     "automod_log_window_s": "automod_log_window",
+    "command_sync_retry_s": "command_sync_retry",
 }

@@ -65,6 +65,11 @@ class Keys:
         """session_id, seq and resume_gateway_url of one shard (hash)."""
         return self._k("session", shard_id)
 
+    # --- application commands -------------------------------------------------------------------
+    def commands_synced(self) -> str:
+        """Hash (hex) of the application command payload last synced to Discord (``shard/command_sync.py``)."""
+        return self._k("commands", "synced")
+
     # --- IPC bus --------------------------------------------------------------------------------
     def bus_channel(self) -> str:
         """Broadcast channel every cluster subscribes to."""

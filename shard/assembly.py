@@ -25,6 +25,8 @@ read gate             pauses gateway reads while too much work waits (never once
 reminders             claims and delivers due reminders
 maintenance           retention and the row-binding upgrade, one cluster at a time
 snapshots             guild snapshots in Redis
+command sync          cluster 0: the application commands, in the background, only when the
+                      tree changed since the last sync, retried with backoff (never fatal)
 metrics               this cluster's ``/metrics``
 memory trim           glibc's ``malloc_trim`` once READY, then every 30 s: freed heap goes back to the OS
 heartbeat             the cluster's record in Redis (and gateway sessions)
@@ -59,6 +61,7 @@ from ipc.registry import HandlerRegistry
 from ipc.sessions import SessionStore
 from ipc.signing import FrameSigner
 from ipc.snapshots import GuildSnapshotStore
+from ipc.synced_commands import SyncedCommands
 from ipc.throttle import RedisThrottle
 
 from .automod import Automod
@@ -66,6 +69,7 @@ from .bot import ClusterBot
 from .bus_handlers import register_cluster_handlers
 from .channel_access import RefusedTargets
 from .cogs import EXTENSIONS
+from .command_sync import CommandSync
 from .config_prefetch import ConfigPrefetch
 from .context import ClusterContext
 from .database import DatabaseService
@@ -192,7 +196,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
                         session_limits=session_limits)
     bot = ClusterBot(deps=deps, identify=gate, services=services, cluster_id=ctx.cluster_id,
                      shard_ids=ctx.shard_ids, shard_count=ctx.shard_count, extensions=extensions,
-                     sync_commands=s.sync_commands, on_guild_config=lambda gid, cfg: automod.resume(gid, cfg),
+                     on_guild_config=lambda gid, cfg: automod.resume(gid, cfg),
                      resumer=resumer, sessions=sessions, **bot_options)
     # automod runs inside the lean filter, on raw payloads; the prefix lookup of the full path hands
     # it the messages whose guild configuration was not cached (on_guild_config above)
@@ -238,6 +242,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
                                     interval_s=s.retention_interval_s))
     services.add(SnapshotService(bot, snapshots, interval_s=s.snapshot_interval_s))
+    if ctx.cluster_id == 0 and s.sync_commands:  # one cluster syncs the application commands, when they changed
+        services.add(CommandSync(bot.tree, SyncedCommands(ctx.redis, ctx.keys), retry_s=s.command_sync_retry_s))
     services.add(metrics)
     services.add(MemoryTrim.for_this_process(s.malloc_trim_interval_s, ready=bot.wait_until_ready))
     services.add(Heartbeat(ctx.redis, ctx.keys, tracker, cluster_id=ctx.cluster_id,

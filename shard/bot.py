@@ -12,12 +12,14 @@ finds another through the bot.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
 
+from .event_guard import event_failed
 from .launch import launch_shards
 from .pipeline.context import PipelineContext
 from .pipeline.prefixes import AliasExpander, ConfigHook, PrefixResolver
@@ -65,8 +67,6 @@ class ClusterBot(commands.AutoShardedBot):
         The bot's total shard count, or ``None`` to ask ``GET /gateway/bot``.
     extensions:
         Extensions to load in :meth:`setup_hook` (the cluster loads :data:`shard.cogs.EXTENSIONS`).
-    sync_commands:
-        Sync the application commands at start-up (cluster 0 only, ``INNKEEPER_SYNC_COMMANDS``).
     on_guild_config:
         Called by the prefix lookup with each guild message's guild id and that guild's configuration
         (automod's messages that waited for it, see :class:`~shard.lean_messages.LeanMessages`).
@@ -88,7 +88,6 @@ class ClusterBot(commands.AutoShardedBot):
         shard_ids: Sequence[int] | None = None,
         shard_count: int | None = None,
         extensions: Sequence[str] = (),
-        sync_commands: bool = False,
         on_guild_config: ConfigHook | None = None,
         resumer: Resumer | None = None,
         sessions: SessionKeeper | None = None,
@@ -115,7 +114,6 @@ class ClusterBot(commands.AutoShardedBot):
         self._services = services
         self._aliases = AliasExpander(deps.aliases, deps.guild_config)
         self._extensions = tuple(extensions)
-        self._sync_commands = sync_commands
         self._resumer = resumer
         self._sessions = sessions
         if resumer is not None:
@@ -126,10 +124,9 @@ class ClusterBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         for name in self._extensions:
             await self.load_extension(name)
+        # The application command sync is one of the services (shard/command_sync.py): in the background,
+        # only when the tree changed, retried on failure. A failed sync never stops the cluster.
         await self._services.start()
-        if self.cluster_id == 0 and self._sync_commands:
-            synced = await self.tree.sync()
-            _log.info("synced %d application commands", len(synced))
 
     async def launch_shards(self) -> None:
         # One lane per identify bucket, the lanes concurrently (shard/launch.py); discord.py's own
@@ -165,6 +162,13 @@ class ClusterBot(commands.AutoShardedBot):
     async def on_shard_ready(self, shard_id: int) -> None:
         _log.info("shard %d ready", shard_id, extra={"shard_id": shard_id})
 
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        """A listener raised: count and log it (shard/event_guard.py); discord.py goes on with the next event."""
+        exc = sys.exc_info()[1]
+        if exc is None:  # called by hand, outside an except block
+            return
+        event_failed(event_method, "listener", exc, shard_id=_shard_of_args(args))
+
     async def get_context(self, origin: discord.Message | discord.Interaction[Any], /, *,
                           cls: type[commands.Context[Any]] = PipelineContext) -> Any:
         ctx = await super().get_context(origin, cls=cls)
@@ -174,3 +178,11 @@ class ClusterBot(commands.AutoShardedBot):
 
     async def on_command_error(self, ctx: commands.Context[Any], error: commands.CommandError) -> None:
         await self.pipeline.on_command_error(ctx, error)
+
+
+def _shard_of_args(args: Sequence[Any]) -> int | None:
+    """The shard of a listener's first argument (a message, a guild, a member…), when it has one."""
+    first = args[0] if args else None
+    guild = first if isinstance(first, discord.Guild) else getattr(first, "guild", None)
+    shard_id = getattr(guild, "shard_id", None)
+    return shard_id if isinstance(shard_id, int) else None

@@ -59,6 +59,7 @@ from prometheus_client import Counter, Gauge
 from innkeeper.errors import InnkeeperError
 from innkeeper.services import BackgroundTasks
 
+from .event_guard import event_failed, shard_of
 from .read_gate import Bounded
 
 if TYPE_CHECKING:
@@ -270,8 +271,9 @@ class LeanMessages:
                     self._parse_now(data)
                 else:
                     self._skip(data)
-            except Exception:  # outside the gateway's loop a parser error would only lose the others
-                _log.exception("parsing a parked MESSAGE_CREATE failed")
+            except Exception as exc:  # one bad message must not lose the others (shard/event_guard.py)
+                event_failed("MESSAGE_CREATE", "parse", exc,
+                             shard_id=shard_of("MESSAGE_CREATE", data, getattr(self._state, "shard_count", None)))
 
     async def start(self) -> None:
         """Nothing to start: loads are spawned as parked guilds appear."""

@@ -16,7 +16,9 @@ work does not drain within a pause, reading goes on (the counters are a brake, n
 The hook: discord.py's shard loop awaits ``DiscordWebSocket.received_message`` for each gateway
 message; :meth:`ReadGate.install` wraps that method once per process, and the wrapper finds the
 gate of the websocket's client through its connection state (a websocket of a client without a
-gate is not touched).
+gate is not touched). The same wrapper skips a gateway message discord.py itself cannot read
+(undecodable JSON, a READY without ``session_id``): discord.py would end the client for it. It is
+counted as a failed event of stage ``frame`` (:mod:`shard.event_guard`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from discord.gateway import DiscordWebSocket
 from prometheus_client import Counter, Gauge
+
+from .event_guard import event_failed
 
 if TYPE_CHECKING:
     from discord.ext import commands
@@ -170,14 +174,24 @@ class ReadGate:
         self._stopped = True
 
 
+#: What discord.py's ``received_message`` raises on a gateway message it cannot read (undecodable JSON, a READY
+#: without ``session_id``…). Parsers' own errors never get here (the tracker catches them); reconnect signals
+#: (``ReconnectWebSocket``) and closed connections are none of these, and pass on to discord.py.
+_UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
 def _install_read_pause() -> None:
-    """Wrap ``DiscordWebSocket.received_message`` once per process: after each message, wait for room."""
+    """Wrap ``DiscordWebSocket.received_message`` once per process: skip a message discord.py cannot read
+    (counted, :mod:`shard.event_guard`), and after each message wait for room."""
     original: Callable[[DiscordWebSocket, Any], Awaitable[None]] = DiscordWebSocket.received_message
     if getattr(original, "_innkeeper_read_gate", False):
         return
 
     async def received_message(self: DiscordWebSocket, msg: Any, /) -> None:
-        await original(self, msg)
+        try:
+            await original(self, msg)
+        except _UNREADABLE as exc:  # a message discord.py cannot read: skip it, the shard reads on
+            event_failed("unknown", "frame", exc, shard_id=self.shard_id)
         state = getattr(self, "_connection", None)
         gate = _GATES.get(state) if state is not None else None
         if gate is not None and gate.full:

@@ -3,7 +3,9 @@
 :class:`ShardTracker` is the one source the heartbeat, the metrics and the watchdog read. It costs
 nothing per gateway event beyond a dict increment: rather than a listener on
 ``on_socket_event_type`` (discord.py schedules one task per listener per event), it wraps the
-parser functions of the connection state once, counting events by type. Time since a shard last
+parser functions of the connection state once, counting events by type. The same wrapper is
+where one bad event stops: a parser that raises costs that event only (:mod:`shard.event_guard`),
+never the shard or the cluster. Time since a shard last
 received anything comes from discord.py's keep-alive handler (``_last_recv``), which is stamped on
 every frame anyway.
 
@@ -22,6 +24,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ipc.heartbeat import ShardBeat
+
+from .event_guard import event_failed, shard_of
 
 if TYPE_CHECKING:
     from discord.ext import commands
@@ -95,7 +99,12 @@ class ShardTracker:
         self.changed.set()
 
     def attach(self, bot: commands.AutoShardedBot) -> None:
-        """Follow ``bot``: register the event listeners and start counting events."""
+        """Follow ``bot``: register the event listeners, and count events and skip those whose parse raises.
+
+        Call it after every other wrapper of discord.py's parsers is installed (the lean message
+        filter, early shedding, the config prefetch): its wrapper must be the outermost one, so that
+        nothing a parser raises reaches discord.py's shard worker, which would end the client.
+        """
         if self.bot is not None:
             raise RuntimeError("this tracker already follows a bot")
         self.bot = bot
@@ -138,25 +147,38 @@ class ShardTracker:
                 _log.warning("discord.py has no parser table here: events by type are not counted")
             return
         counts = self.events_by_type
+        failed = self._parse_failed
 
+        # The outermost wrapper of every parser (installed last): an exception in one event's parse is
+        # counted and logged, and the event skipped (shard/event_guard.py); a try costs nothing until it raises.
         def counted(name: str, func: Callable[[Any], None]) -> Callable[[Any], None]:
             @functools.wraps(func)
             def wrapper(data: Any) -> None:
                 counts[name] = counts.get(name, 0) + 1
-                func(data)
+                try:
+                    func(data)
+                except Exception as exc:
+                    failed(name, data, exc)
             return wrapper
 
         def ready(func: Callable[[Any], None]) -> Callable[[Any], None]:
             @functools.wraps(func)
             def wrapper(data: Any) -> None:
                 counts["READY"] = counts.get("READY", 0) + 1
-                self._ready_payload(data)
-                func(data)
+                try:
+                    self._ready_payload(data)
+                    func(data)
+                except Exception as exc:
+                    failed("READY", data, exc)
             return wrapper
 
         for name, func in list(parsers.items()):
             parsers[name] = ready(func) if name == "READY" else counted(name, func)
         self._parsers_wrapped = True
+
+    def _parse_failed(self, event: str, data: Any, exc: Exception) -> None:
+        shard_count = getattr(self.bot, "shard_count", None) if self.bot is not None else None
+        event_failed(event, "parse", exc, shard_id=shard_of(event, data, shard_count))
 
     # --- state changes --------------------------------------------------------------------------
     def _record(self, shard_id: int | None) -> ShardRecord | None:

@@ -179,9 +179,34 @@ async def stop_load(request: web.Request, state: SimState) -> web.Response:
 
 # -- faults --------------------------------------------------------------------------------------
 
+def _raw_dispatch(body: dict[str, Any], state: SimState) -> int:
+    """The ``dispatch`` fault: ``data`` sent as is as the ``d`` of an ``event`` dispatch (malformed input for
+    the bot), to the sessions of ``guild_id``'s shard, of ``shard_id``, or of every live shard."""
+    event = string(body, "event", max_len=100)
+    assert event is not None
+    if not event.replace("_", "").isalnum() or not event.isupper():
+        raise ControlError(400, f"event must be an event name such as MESSAGE_CREATE, got {event[:40]!r}")
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise ControlError(400, "data must be a JSON object: the dispatch's d, sent as is")
+    guild_id = snowflake(body, "guild_id", required=False)
+    hub = state.gateway
+    if guild_id is not None:
+        return 1 if hub.dispatch_guild(guild_id, event, data) else 0
+    if body.get("shard_id") is not None:
+        shards = [integer(body, "shard_id", lo=0)]
+    else:
+        shards = sorted(shard for shard, live in hub.live_shards().items() if live)
+    return sum(hub.dispatch_shard(shard, event, data) for shard in shards)
+
+
 async def post_fault(request: web.Request, state: SimState) -> web.Response:
     body = await json_body(request)
-    kind = choice(body, "kind", _GATEWAY_FAULTS + _REST_FAULTS)
+    kind = choice(body, "kind", _GATEWAY_FAULTS + _REST_FAULTS + ("dispatch",))
+    if kind == "dispatch":
+        applied = _raw_dispatch(body, state)
+        state.stats.faults_applied += 1
+        return json_response({"applied": applied, "kind": kind, "event": body["event"]})
     if kind in _GATEWAY_FAULTS:
         shard_id = integer(body, "shard_id", lo=0) if body.get("shard_id") is not None else None
         resumable = boolean(body, "resumable", True)

@@ -187,6 +187,35 @@ async def test_gateway_faults_pass_through_and_rest_faults_queue(sim: SimApp) ->
     assert sim.state.rest_faults == []
 
 
+async def test_a_dispatch_fault_sends_its_data_as_is(sharded: SimApp) -> None:
+    guild = sharded.guild()
+    malformed = {"guild_id": str(guild.id), "member": {"roles": [{"id": "1"}]}, "content": "!ping"}
+    status, reply = await sharded.control("POST", "faults", {"kind": "dispatch", "event": "MESSAGE_CREATE",
+                                                              "guild_id": str(guild.id), "data": malformed})
+    assert status == 200 and reply == {"applied": 1, "kind": "dispatch", "event": "MESSAGE_CREATE"}
+    assert sharded.hub.events[-1] == ("guild", "MESSAGE_CREATE", guild.id, malformed)
+    status, reply = await sharded.control("POST", "faults", {"kind": "dispatch", "event": "GUILD_ROLE_CREATE",
+                                                              "shard_id": 2, "data": {"role": None}})
+    assert status == 200 and reply["applied"] == 1
+    assert sharded.hub.events[-1] == ("shard", "GUILD_ROLE_CREATE", 2, {"role": None})
+    status, reply = await sharded.control("POST", "faults", {"kind": "dispatch", "event": "TYPING_START", "data": {}})
+    assert status == 200 and reply["applied"] == 4  # every live shard
+    assert sharded.state.rest_faults == []
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({"kind": "dispatch", "data": {}}, "event is required"),
+    ({"kind": "dispatch", "event": "message create", "data": {}}, "event must be an event name"),
+    ({"kind": "dispatch", "event": "MESSAGE_CREATE"}, "data must be a JSON object"),
+    ({"kind": "dispatch", "event": "MESSAGE_CREATE", "data": [1]}, "data must be a JSON object"),
+    ({"kind": "dispatch", "event": "MESSAGE_CREATE", "data": {}, "guild_id": "x"}, "guild_id must be an id"),
+])
+async def test_dispatch_fault_input_errors(sim: SimApp, body: dict[str, Any], needle: str) -> None:
+    status, reply = await sim.control("POST", "faults", body)
+    assert status == 400 and needle in reply["error"], reply
+    assert sim.hub.events == []
+
+
 @pytest.mark.parametrize(("body", "needle"), [
     ({}, "kind is required"),
     ({"kind": "explode"}, "kind must be one of"),
