@@ -12,6 +12,11 @@ retries failed connections. The watchdog is the second line, for what falls thro
   error and closes the bot, and ``python -m shard`` exits 1 so that supervisord restarts it (a
   fresh process, fresh sockets). Fatal gateway closes (4004, 4010-4014) and a rejected token exit
   78 instead, which supervisord does not restart (see ``docs/operations.md``).
+
+The receive time comes from discord.py's private ``KeepAliveHandler._last_recv``. Should a
+discord.py release move it, the watchdog says so (an error log, ``innkeeper_watchdog_blind`` 1)
+instead of silently never firing; ``tests/e2e/test_watchdog.py`` fails in that case too.
+Metrics: ``innkeeper_watchdog_zombies_total{action}`` (``resume``, ``reconnect``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter, Gauge
 
 from innkeeper.errors import ErrorCode, InnkeeperError
 from innkeeper.services import BackgroundTasks
@@ -35,6 +42,13 @@ __all__ = ("Watchdog", "ClusterUnrecoverable")
 _log = logging.getLogger(__name__)
 
 _ALIVE = frozenset({"READY", "IDENTIFYING"})
+
+ZOMBIES = Counter("innkeeper_watchdog_zombies_total",
+                  "Silent shards the watchdog acted on: closed to resume, then reconnected from scratch",
+                  ["action"])
+BLIND = Gauge("innkeeper_watchdog_blind",
+              "1 while the watchdog cannot read when a READY shard last received a frame (discord.py's private "
+              "KeepAliveHandler._last_recv moved): zombie shards are then not detected")
 
 
 class ClusterUnrecoverable(InnkeeperError):
@@ -64,7 +78,7 @@ class Watchdog:
     """
 
     __slots__ = ("client", "tracker", "give_up", "zombie_after_s", "unrecoverable_after_s", "check_every_s", "kicked",
-                 "down_since", "_tasks", "_closing", "zombies_closed", "zombies_reconnected")
+                 "down_since", "_tasks", "_closing", "zombies_closed", "zombies_reconnected", "blind")
 
     def __init__(
         self,
@@ -89,15 +103,20 @@ class Watchdog:
         self._closing: asyncio.Task[None] | None = None
         self.zombies_closed = 0
         self.zombies_reconnected = 0
+        #: Whether the last check could not read a READY shard's receive time (see :data:`BLIND`).
+        self.blind = False
 
     async def check(self) -> None:
         """One pass over every shard (also called directly by tests)."""
         now = time.monotonic()
+        blind = False
         for sid, rec in self.tracker.shards.items():
             if rec.state == "IDENTIFYING" or not self.tracker.is_open(sid):
                 self.kicked.pop(sid, None)
                 continue
             age = self.tracker.last_receive_age_s(sid)
+            if age is None and rec.state == "READY" and self.tracker.websocket(sid) is not None:
+                blind = True  # a live, READY socket whose receive time cannot be read
             if age is None or age < self.zombie_after_s:
                 self.kicked.pop(sid, None)
                 continue
@@ -107,16 +126,29 @@ class Watchdog:
                              extra={"shard_id": sid})
                 self.kicked[sid] = now
                 self.zombies_closed += 1
+                ZOMBIES.labels("resume").inc()
                 await self._close_for_resume(sid)
             elif now - kicked_at >= self.zombie_after_s:
                 _log.error("shard %d is still silent after a resume attempt: reconnecting it", sid,
                            extra={"shard_id": sid})
                 self.kicked[sid] = now
                 self.zombies_reconnected += 1
+                ZOMBIES.labels("reconnect").inc()
                 shard = self.client.get_shard(sid)
                 if shard is not None:
                     await shard.reconnect()
+        self._note_blind(blind)
         self._check_cluster(now)
+
+    def _note_blind(self, blind: bool) -> None:
+        if blind and not self.blind:
+            _log.error("the watchdog cannot read when READY shards last received a frame (discord.py's "
+                       "KeepAliveHandler._last_recv): zombie shards will not be detected",
+                       extra={"error_code": ErrorCode.CLUSTER_UNHEALTHY.value})
+        elif self.blind and not blind:
+            _log.info("the watchdog can read the shards' receive times again")
+        self.blind = blind
+        BLIND.set(1 if blind else 0)
 
     async def _close_for_resume(self, shard_id: int) -> None:
         ws: Any = self.tracker.websocket(shard_id)

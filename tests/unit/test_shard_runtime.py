@@ -16,7 +16,7 @@ from ipc.identify import IdentifyBudgetExhausted, IdentifyTicket
 from ipc.keys import Keys
 from shard.identify import IdentifyGate
 from shard.tracker import ShardTracker
-from shard.watchdog import ClusterUnrecoverable, Watchdog
+from shard.watchdog import BLIND, ClusterUnrecoverable, Watchdog
 from tests.support import wait_for
 
 
@@ -135,6 +135,22 @@ async def test_watchdog_closes_a_zombie_then_reconnects_it() -> None:
     bot.ws[0]._keep_alive._last_recv = time.perf_counter()  # alive again
     await dog.check()
     assert 0 not in dog.kicked
+
+
+async def test_watchdog_says_so_when_it_cannot_read_discord_pys_receive_time() -> None:
+    bot = FakeBot([0, 1])
+    t = _tracker(bot)
+    for sid in (0, 1):
+        t.set_state(sid, "READY")
+    dog = Watchdog(bot, t, give_up=bot.give_up, zombie_after_s=10)  # type: ignore[arg-type]
+    await dog.check()
+    assert not dog.blind and BLIND._value.get() == 0
+    bot.ws[1]._keep_alive = SimpleNamespace(renamed_last_recv=time.perf_counter())  # a release moved the field
+    await dog.check()
+    assert dog.blind and BLIND._value.get() == 1
+    bot.ws[1]._keep_alive = SimpleNamespace(_last_recv=time.perf_counter())
+    await dog.check()
+    assert not dog.blind and BLIND._value.get() == 0
 
 
 async def test_watchdog_leaves_waiting_shards_alone() -> None:
