@@ -28,11 +28,20 @@ from ipc.keys import Keys
 
 from .bytecode import compile_packages
 from .console import CLI_LOG, Console
+from .crash_policy import STOPPED
 from .plan import Plan, plan
-from .render import CLUSTERS_GROUP, Policy, render_clusters, status_settings_json, write_private
+from .render import (
+    CLUSTERS_GROUP,
+    EXPECTED_EXIT_CODES,
+    Policy,
+    crash_guard_settings_json,
+    render_clusters,
+    status_settings_json,
+    write_private,
+)
 from .state import Health, health, load_plan, progress_line, read_status, stale_after, store_plan
 from .status import read_status_port
-from .supervisor import Supervisor, SupervisorError, SupervisorUnavailable
+from .supervisor import CRASH_GUARD, Faults, Supervisor, SupervisorError, SupervisorUnavailable
 
 __all__ = ("Launcher", "GatewayInfo", "fetch_gateway", "LaunchFailed", "LaunchInterrupted", "DEFAULT_API_URL")
 
@@ -159,10 +168,14 @@ class Launcher:
     async def ensure_supervisord(self) -> None:
         """Write the status service's settings; start supervisord when its socket does not answer."""
         changed = write_private(self.run_dir / "status-settings.json", status_settings_json(self.settings))
+        guard_changed = write_private(self.run_dir / "crash-guard-settings.json",
+                                      crash_guard_settings_json(self.settings))
         if await self.supervisor.is_running():
             if changed:
                 await self.supervisor.stop_process("status")
                 await self.supervisor.start_process("status", wait=False)
+            if guard_changed:
+                await self._restart_crash_guard()
             return
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         # supervisord and the status service get no settings through the environment: the clusters
@@ -170,6 +183,16 @@ class Launcher:
         self._daemon_start = asyncio.get_running_loop().run_in_executor(None, lambda: self.supervisor.start_daemon({}))
         await self._daemon_start
         self.out(f"supervisord started (socket {self.supervisor.socket_path})")
+
+    async def _restart_crash_guard(self) -> None:
+        try:
+            await self.supervisor.stop_process(CRASH_GUARD)
+            await self.supervisor.start_process(CRASH_GUARD, wait=False)
+        except SupervisorError as exc:
+            if exc.fault != Faults.BAD_NAME:
+                raise
+            self.out("warning: this supervisord predates the crash-loop guard, so a cluster that dies after "
+                     "start-up is not restarted: run `innkeeper stop` and `innkeeper launch` once")
 
     # --- the plan -------------------------------------------------------------------------------
     def make_plan(self, gateway: GatewayInfo, *, shards: int | None = None, clusters: int | None = None,
@@ -278,8 +301,15 @@ class Launcher:
                 last_line = line
             if h.ready == h.expected:
                 return h
+            guards = {c["id"]: c["crash_guard"] for c in doc["clusters"]}
             for cid in sorted(wanted):
                 info = procs.get(cid)
+                guard = guards.get(cid)
+                if info is not None and info["statename"] == "EXITED" \
+                        and info.get("exitstatus") not in EXPECTED_EXIT_CODES:
+                    if guard is not None and guard["state"] == STOPPED:
+                        raise LaunchFailed(f"cluster-{cid} stays down: {guard['reason']}")
+                    continue  # a late death: the crash-loop guard restarts it after its delay
                 if info is not None and info["statename"] in ("FATAL", "EXITED"):
                     tail = (await self.supervisor.tail(f"{CLUSTERS_GROUP}:cluster-{cid}", 3000)).strip()
                     last = "\n".join(tail.splitlines()[-8:])

@@ -207,6 +207,10 @@ def format_status(doc: StatusDoc, procs: dict[int, str] | None) -> str:
                      f"{ready}/{len(c['shards'])} READY ({ids})")
         if c["identify_blocked_reason"]:
             lines.append(f"    ! {c['identify_blocked_reason']}")
+        guard = c.get("crash_guard")
+        if guard:
+            lines.append(f"    ! {guard['reason']}" + (f" (restart in {guard['restart_in_s']:g} s)"
+                                                      if guard["restart_in_s"] is not None else ""))
         load = c.get("commands")
         if load:
             lines.append(f"    commands: {load['running']}/{load['max_running']} running, {load['queued']}/"
