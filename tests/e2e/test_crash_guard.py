@@ -24,6 +24,7 @@ from cluster.state import read_status
 from cluster.status import read_status_port
 from db.migrate import migrate
 from innkeeper.settings import Settings
+from ipc.identify import store_budget
 from tests.procs import SimulatorProc, start_simulator
 from tests.support import IPC_KEYS, wait_for
 
@@ -160,3 +161,33 @@ async def test_an_expected_exit_is_no_crash(launcher: Launcher) -> None:
     guard_log = launcher.run_dir / "logs" / "crash-guard.log"
     assert "cluster-0:" not in (guard_log.read_text() if guard_log.exists() else "")
     assert (await _doc(launcher))["clusters"][0]["crash_guard"] is None
+
+
+async def test_a_restart_held_back_by_the_identify_reserve_spends_nothing_and_is_no_crash(
+        launcher: Launcher, sim: SimulatorProc) -> None:
+    """The guard's restart meets a budget at the reserve: the cluster waits BLOCKED, RUNNING, without a crash."""
+    await launcher.launch(shards=1, clusters=1, timeout=120)
+    pid = int((await _info(launcher))["pid"])
+    await wait_for(lambda: _ready_in(launcher, pid), timeout=60, message="READY and RUNNING")
+    async with launcher.redis() as client:  # Discord says: 5 identifies left today (the reserve is 10)
+        await store_budget(client, launcher.keys, {"total": 1000, "remaining": 5, "reset_after": 3_600_000,
+                                                   "max_concurrency": 1})
+    identifies = sim.stats()["identifies"]
+    os.kill(pid, signal.SIGKILL)
+
+    async def blocked() -> dict[str, Any] | None:
+        info = await _info(launcher)
+        cluster = (await _doc(launcher))["clusters"][0]
+        held = info["statename"] == "RUNNING" and cluster["pid"] == info["pid"] != pid \
+            and cluster["identify_blocked_reason"]
+        return cluster if held else None
+
+    cluster = await wait_for(blocked, timeout=60, message="the restarted cluster held back by the budget guard")
+    assert cluster["state"] == "BLOCKED"
+    assert "identify budget exhausted: 5 left (reserve 10)" in cluster["identify_blocked_reason"]
+    guard = cluster["crash_guard"]
+    assert guard is not None and (guard["state"], guard["crashes"], guard["restarts"]) == ("running", 1, 1)
+    assert "restarted after crash 1 of 4 in 10 min" in guard["reason"]
+    assert sim.stats()["identifies"] == identifies  # the restart spent none of the reserve
+    doc = await _doc(launcher)
+    assert f"! {guard['reason']}" in format_status(doc, {0: "RUNNING"})  # type: ignore[arg-type]
