@@ -2,7 +2,8 @@
 
 The simulator runs under supervisord too (``run/simulator.conf``), with a scaled identify window so
 a demo starts in seconds, and the clusters are launched against it exactly as ``innkeeper launch``
-would launch them against Discord. Ctrl-C or SIGTERM stops everything, supervisord included.
+would launch them against Discord. Ctrl-C, SIGTERM or a closed terminal (SIGHUP) stops everything,
+supervisord included, whatever became of stdout (:mod:`cluster.console`).
 
 The demo keeps to itself: it uses a database of its own on the configured server
 (``DATABASE_URL``'s name plus ``_demo``: :func:`demo_database_url`), never the configured one, and
@@ -27,6 +28,7 @@ import aiohttp
 from innkeeper.errors import ErrorCode, InnkeeperError
 from innkeeper.settings import Settings
 
+from .console import CLI_LOG, Console, stop_signals
 from .launcher import Launcher
 from .render import SIMULATOR_PORT_FILE, SimulatorSpec, render_simulator, write_private
 from .state import health, read_status
@@ -159,19 +161,35 @@ async def _watch(launcher: Launcher, stop: asyncio.Event) -> None:
                 await asyncio.wait_for(stop.wait(), timeout=2.0)
 
 
-async def run_demo(settings: Settings, options: DemoOptions, *, out: Callable[[str], None] = print) -> int:
-    """Run the demo until Ctrl-C or SIGTERM (or return at once with ``detach``)."""
+async def run_demo(settings: Settings, options: DemoOptions, *, out: Callable[[str], None] | None = None) -> int:
+    """Run the demo until SIGINT (Ctrl-C), SIGTERM or SIGHUP (a closed terminal), then stop everything it started.
+
+    With ``detach`` it returns once every shard is READY and leaves everything running, saying so.
+    ``out`` receives the progress lines; by default a :class:`~cluster.console.Console` on stdout
+    that keeps them in ``run/logs/innkeeper.log`` too and never raises, so a broken pipe or a gone
+    terminal cannot keep the demo from stopping supervisord, the clusters and the simulator.
+    """
     port = options.port if options.port is not None else (8765 if _port_free(8765) else _free_port())
     demo = demo_settings(settings, options, port)
+    if out is None:
+        out = Console(log_path=demo.run_dir.resolve() / CLI_LOG)
     launcher = Launcher(demo, out=out)
     sim = SimulatorSpec(port=port, guilds=options.guilds, shards=options.shards,
                         max_concurrency=options.max_concurrency, identify_window=options.identify_window,
                         token=_SIM_TOKEN)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    said: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            out(f"{sig.name}: already stopping everything; it ends on its own (the clusters get up to "
+                f"{launcher.policy.stopwaitsecs} s to close their sessions)")
+            return
+        said.append(sig)
+        stop.set()
+
+    async def bring_up() -> None:
+        nonlocal port, demo
         write_private(launcher.run_dir / "simulator.conf", render_simulator(sim, demo))
         await launcher.ensure_supervisord()
         await launcher.supervisor.apply()
@@ -182,31 +200,35 @@ async def run_demo(settings: Settings, options: DemoOptions, *, out: Callable[[s
             f"{options.identify_window:g} s, max_concurrency {options.max_concurrency})")
         await _wait_simulator(demo.api_url or "")
         await _migrate(demo, out)
-        launch = asyncio.create_task(launcher.launch(shards=options.shards, clusters=options.clusters))
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({launch, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if not launch.done():
-            launch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await launch
-        else:
-            launch.result()
-            if options.detach:
-                out("detached: `innkeeper stop` stops everything")
-                return 0
-            with contextlib.suppress(aiohttp.ClientError, KeyError, IndexError, TimeoutError):
-                await _try_it(demo.api_url or "", out)
-            out("press Ctrl-C to stop")
-            await _watch(launcher, stop)
-    except BaseException:
-        out("stopping everything after an error")
+        await launcher.launch(shards=options.shards, clusters=options.clusters)
+
+    with stop_signals(on_signal):
+        try:
+            # A signal during start-up stops it where it is (everything started so far is stopped below).
+            up = asyncio.create_task(bring_up())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({up, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not up.done():
+                up.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await up
+            else:
+                up.result()
+                if options.detach and not stop.is_set():
+                    out("detached: everything keeps running under supervisord; `innkeeper stop` stops it")
+                    return 0
+                if not stop.is_set():
+                    with contextlib.suppress(aiohttp.ClientError, KeyError, IndexError, TimeoutError):
+                        await _try_it(demo.api_url or "", out)
+                    out("press Ctrl-C to stop")
+                    await _watch(launcher, stop)
+        except BaseException as exc:
+            out(f"stopping everything after an error ({type(exc).__name__})")
+            await launcher.stop()
+            raise
+        why = f" ({said[0].name})" if said else ""
+        out(f"stopping the clusters, the simulator and supervisord{why}")
         await launcher.stop()
-        raise
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    out("stopping the clusters, the simulator and supervisord")
-    await launcher.stop()
-    out("stopped")
+        out("stopped")
     return 0

@@ -22,6 +22,8 @@ from innkeeper.logs import setup_logging
 from innkeeper.redact import redact_text
 from innkeeper.settings import Settings
 
+from .console import Console, silence
+
 __all__ = ("main", "build_parser", "PROVIDERS")
 
 _log = logging.getLogger(__name__)
@@ -69,17 +71,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = asyncio.run(result)  # type: ignore[arg-type]
         return int(result or 0)
     except UsageError as exc:
-        print(f"innkeeper: error: {redact_text(exc.message)}", file=sys.stderr)
+        _err(f"innkeeper: error: {redact_text(exc.message)}")
         return EXIT_USAGE
     except ConfigError as exc:
-        print(f"innkeeper: error: [{exc.code.value}] {redact_text(exc.message)}", file=sys.stderr)
+        _err(f"innkeeper: error: [{exc.code.value}] {redact_text(exc.message)}")
         return EXIT_USAGE
     except InnkeeperError as exc:
-        print(f"innkeeper: error: [{exc.code.value}] {redact_text(exc.message)}", file=sys.stderr)
+        _err(f"innkeeper: error: [{exc.code.value}] {redact_text(exc.message)}")
         return EXIT_FAILURE
     except KeyboardInterrupt:
-        print("innkeeper: interrupted", file=sys.stderr)
+        _err("innkeeper: interrupted")
         return 130
+    except BrokenPipeError:  # `innkeeper status | head -1`: the reader left; nothing more to say to it
+        silence(sys.stdout)
+        return EXIT_FAILURE
+
+
+def _err(line: str) -> None:
+    """One line to stderr, which may be gone too (a closed terminal): then nowhere, never an exception."""
+    Console(sys.stderr)(line)
 
 
 if __name__ == "__main__":  # pragma: no cover

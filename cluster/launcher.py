@@ -8,6 +8,7 @@ e.g. ``12/16 shards READY (cluster-2 identifying shard 9)``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -26,13 +27,23 @@ from ipc.identify import mark_cold_start, store_budget
 from ipc.keys import Keys
 
 from .bytecode import compile_packages
+from .console import CLI_LOG, Console
+from .crash_policy import STOPPED
 from .plan import Plan, plan
-from .render import CLUSTERS_GROUP, Policy, render_clusters, status_settings_json, write_private
+from .render import (
+    CLUSTERS_GROUP,
+    EXPECTED_EXIT_CODES,
+    Policy,
+    crash_guard_settings_json,
+    render_clusters,
+    status_settings_json,
+    write_private,
+)
 from .state import Health, health, load_plan, progress_line, read_status, stale_after, store_plan
 from .status import read_status_port
-from .supervisor import Supervisor, SupervisorError, SupervisorUnavailable
+from .supervisor import CRASH_GUARD, Faults, Supervisor, SupervisorError, SupervisorUnavailable
 
-__all__ = ("Launcher", "GatewayInfo", "fetch_gateway", "LaunchFailed", "DEFAULT_API_URL")
+__all__ = ("Launcher", "GatewayInfo", "fetch_gateway", "LaunchFailed", "LaunchInterrupted", "DEFAULT_API_URL")
 
 _log = logging.getLogger(__name__)
 
@@ -44,6 +55,19 @@ class LaunchFailed(InnkeeperError):
     """The clusters did not all become READY."""
 
     default_code = ErrorCode.CLUSTER_UNHEALTHY
+
+
+class LaunchInterrupted(InnkeeperError):
+    """The launcher stopped waiting (a signal); what supervisord was given keeps running.
+
+    ``applied`` tells whether the plan reached supervisord before the interruption.
+    """
+
+    default_code = ErrorCode.CLUSTER_UNHEALTHY
+
+    def __init__(self, message: str, *, applied: bool) -> None:
+        super().__init__(message, applied=applied)
+        self.applied = applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,18 +121,23 @@ class Launcher:
     settings:
         The settings every cluster will run with.
     out:
-        Where progress lines go (``print`` by default).
+        Where progress lines go; by default a :class:`~cluster.console.Console`: stdout, and
+        ``run/logs/innkeeper.log``, never raising when the terminal is gone.
     policy:
         Restart, stop and log policy of the cluster programs.
     """
 
-    def __init__(self, settings: Settings, *, out: Callable[[str], None] = print, policy: Policy | None = None) -> None:
+    def __init__(self, settings: Settings, *, out: Callable[[str], None] | None = None,
+                 policy: Policy | None = None) -> None:
         self.settings = settings
-        self.out = out
         self.policy = policy or Policy()
         self.keys = Keys(settings.redis_prefix)
         self.run_dir = settings.run_dir.resolve()
+        self.out: Callable[[str], None] = out if out is not None else Console(log_path=self.run_dir / CLI_LOG)
         self.supervisor = Supervisor(self.run_dir)
+        #: supervisord being started in a worker thread: :meth:`stop` waits for it, since cancelling
+        #: the coroutine that started it cannot stop the thread (a stop would miss the new daemon).
+        self._daemon_start: asyncio.Future[None] | None = None
 
     @asynccontextmanager
     async def redis(self) -> AsyncIterator[aioredis.Redis]:
@@ -139,16 +168,31 @@ class Launcher:
     async def ensure_supervisord(self) -> None:
         """Write the status service's settings; start supervisord when its socket does not answer."""
         changed = write_private(self.run_dir / "status-settings.json", status_settings_json(self.settings))
+        guard_changed = write_private(self.run_dir / "crash-guard-settings.json",
+                                      crash_guard_settings_json(self.settings))
         if await self.supervisor.is_running():
             if changed:
                 await self.supervisor.stop_process("status")
                 await self.supervisor.start_process("status", wait=False)
+            if guard_changed:
+                await self._restart_crash_guard()
             return
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         # supervisord and the status service get no settings through the environment: the clusters
         # get theirs in their program files, the status service in status-settings.json.
-        await asyncio.get_running_loop().run_in_executor(None, lambda: self.supervisor.start_daemon({}))
+        self._daemon_start = asyncio.get_running_loop().run_in_executor(None, lambda: self.supervisor.start_daemon({}))
+        await self._daemon_start
         self.out(f"supervisord started (socket {self.supervisor.socket_path})")
+
+    async def _restart_crash_guard(self) -> None:
+        try:
+            await self.supervisor.stop_process(CRASH_GUARD)
+            await self.supervisor.start_process(CRASH_GUARD, wait=False)
+        except SupervisorError as exc:
+            if exc.fault != Faults.BAD_NAME:
+                raise
+            self.out("warning: this supervisord predates the crash-loop guard, so a cluster that dies after "
+                     "start-up is not restarted: run `innkeeper stop` and `innkeeper launch` once")
 
     # --- the plan -------------------------------------------------------------------------------
     def make_plan(self, gateway: GatewayInfo, *, shards: int | None = None, clusters: int | None = None,
@@ -219,7 +263,8 @@ class Launcher:
         return out
 
     async def wait_ready(self, p: Plan, client: aioredis.Redis, *, timeout: float | None = None,
-                         clusters: set[int] | None = None, not_pids: dict[int, int] | None = None) -> Health:
+                         clusters: set[int] | None = None, not_pids: dict[int, int] | None = None,
+                         interrupt: asyncio.Event | None = None) -> Health:
         """Wait until every shard of ``clusters`` (default: this host's) is READY in a heartbeat of its current process.
 
         ``not_pids`` names old processes whose heartbeats must not count (after a restart).
@@ -228,6 +273,8 @@ class Launcher:
         ------
         LaunchFailed
             When a cluster is FATAL or EXITED in supervisord, or on timeout (with the last progress).
+        LaunchInterrupted
+            When ``interrupt`` is set: the wait ends, the clusters keep starting.
         """
         wanted = clusters if clusters is not None else {c.id for c in p.for_host(self.settings.host_index)}
         if timeout is None:
@@ -254,8 +301,15 @@ class Launcher:
                 last_line = line
             if h.ready == h.expected:
                 return h
+            guards = {c["id"]: c["crash_guard"] for c in doc["clusters"]}
             for cid in sorted(wanted):
                 info = procs.get(cid)
+                guard = guards.get(cid)
+                if info is not None and info["statename"] == "EXITED" \
+                        and info.get("exitstatus") not in EXPECTED_EXIT_CODES:
+                    if guard is not None and guard["state"] == STOPPED:
+                        raise LaunchFailed(f"cluster-{cid} stays down: {guard['reason']}")
+                    continue  # a late death: the crash-loop guard restarts it after its delay
                 if info is not None and info["statename"] in ("FATAL", "EXITED"):
                     tail = (await self.supervisor.tail(f"{CLUSTERS_GROUP}:cluster-{cid}", 3000)).strip()
                     last = "\n".join(tail.splitlines()[-8:])
@@ -263,7 +317,13 @@ class Launcher:
                     raise LaunchFailed(f"cluster-{cid} is {info['statename']} ({why}); last log lines:\n{last}")
             if time.monotonic() > deadline:
                 raise LaunchFailed(f"not every shard was READY after {timeout:.0f} s: {line}")
-            await asyncio.sleep(_POLL_S)
+            if interrupt is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(interrupt.wait(), timeout=_POLL_S)
+                if interrupt.is_set():
+                    raise LaunchInterrupted(f"stopped waiting at {line}", applied=True)
+            else:
+                await asyncio.sleep(_POLL_S)
 
     def default_timeout(self, p: Plan) -> float:
         """Three times the identify floor plus a minute: a generous bound for a cold start."""
@@ -272,8 +332,13 @@ class Launcher:
     # --- commands -------------------------------------------------------------------------------
     async def launch(self, *, shards: int | None = None, clusters: int | None = None,
                      shards_per_cluster: int | None = None, wait: bool = True,
-                     timeout: float | None = None) -> Plan:
-        """Fetch the gateway info, plan, apply, and (by default) wait until every shard is READY."""
+                     timeout: float | None = None, interrupt: asyncio.Event | None = None) -> Plan:
+        """Fetch the gateway info, plan, apply, and (by default) wait until every shard is READY.
+
+        Setting ``interrupt`` never leaves a plan half applied: before the plan goes to supervisord
+        the launch ends with nothing changed, after it the wait ends and the clusters keep starting
+        (:class:`LaunchInterrupted` says which).
+        """
         gateway = await fetch_gateway(self.settings)
         p = self.make_plan(gateway, shards=shards, clusters=clusters, shards_per_cluster=shards_per_cluster)
         mine = p.for_host(self.settings.host_index)
@@ -282,10 +347,12 @@ class Launcher:
                  + ", ".join(f"{c.name} [{c.shard_ids[0]}-{c.shard_ids[-1]}]" for c in mine))
         async with self.redis() as client:
             await self._store_budget(gateway, p, client)
+            if interrupt is not None and interrupt.is_set():
+                raise LaunchInterrupted("interrupted before the plan reached supervisord", applied=False)
             started = time.monotonic()
             await self.apply_plan(p, client)
             if wait:
-                h = await self.wait_ready(p, client, timeout=timeout)
+                h = await self.wait_ready(p, client, timeout=timeout, interrupt=interrupt)
                 elapsed = time.monotonic() - started
                 floor = p.identify_floor_windows * self.settings.identify_window_s
                 token = " (token required)" if self.settings.status_token else ""
@@ -351,7 +418,13 @@ class Launcher:
         return p
 
     async def stop(self) -> bool:
-        """Stop every program and shut supervisord down; False when it was not running."""
+        """Stop every program and shut supervisord down; False when it was not running.
+
+        A supervisord this launcher is still starting (the start was interrupted) is waited for,
+        then stopped too.
+        """
+        if self._daemon_start is not None:
+            await asyncio.wait([self._daemon_start])
         try:
             pid = await self.supervisor.pid()
         except SupervisorUnavailable:

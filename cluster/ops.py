@@ -8,8 +8,10 @@ exits 1 when a shard the plan expects is not READY, so scripts can use it as a c
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -17,11 +19,12 @@ from typing import Any
 from innkeeper.errors import UsageError
 from innkeeper.settings import Settings
 
+from .console import stop_signals
 from .demo import DemoOptions, run_demo
-from .launcher import Launcher
+from .launcher import Launcher, LaunchInterrupted
 from .plan import format_shard_ids
 from .state import StatusDoc, health, read_status
-from .supervisor import CONF_PATH, SupervisorUnavailable
+from .supervisor import CONF_PATH, SupervisorError, SupervisorUnavailable
 
 __all__ = ("add_commands", "format_status")
 
@@ -109,10 +112,45 @@ def add_commands(sub: Any) -> None:
 
 
 async def _launch(args: argparse.Namespace, settings: Settings) -> int:
+    """``innkeeper launch``: on SIGINT, SIGTERM or SIGHUP it stops waiting and leaves the clusters to supervisord.
+
+    A launch hands the clusters to supervisord, which keeps them running after the command ends
+    (that is its purpose: an SSH session that drops must not take the bot down). Interrupted, it
+    never leaves a plan half applied, says what keeps running and how to stop it, and exits
+    128 + the signal's number.
+    """
     launcher = Launcher(settings)
-    await launcher.launch(shards=args.shards, clusters=args.clusters, shards_per_cluster=args.shards_per_cluster,
-                          wait=not args.no_wait, timeout=args.timeout)
+    interrupt = asyncio.Event()
+    got: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        got.append(sig)
+        interrupt.set()
+
+    with stop_signals(on_signal):
+        try:
+            await launcher.launch(shards=args.shards, clusters=args.clusters,
+                                  shards_per_cluster=args.shards_per_cluster, wait=not args.no_wait,
+                                  timeout=args.timeout, interrupt=interrupt)
+        except LaunchInterrupted as exc:
+            sig = got[0]
+            if exc.applied:
+                pid = await _supervisord_pid(launcher)
+                launcher.out(f"{sig.name}: launch interrupted ({exc.message}); the clusters keep starting under "
+                             f"supervisord (pid {pid}): `innkeeper status` shows them, `innkeeper stop` stops them")
+            else:
+                launcher.out(f"{sig.name}: launch interrupted before the plan reached supervisord: nothing changed")
+            return 128 + int(sig)
+    if got:  # the signal came once the launch had finished
+        launcher.out(f"{got[0].name}: the launch had finished; the clusters run under supervisord")
     return 0
+
+
+async def _supervisord_pid(launcher: Launcher) -> str:
+    try:
+        return str(await launcher.supervisor.pid())
+    except SupervisorError:
+        return "?"
 
 
 async def _demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -169,6 +207,10 @@ def format_status(doc: StatusDoc, procs: dict[int, str] | None) -> str:
                      f"{ready}/{len(c['shards'])} READY ({ids})")
         if c["identify_blocked_reason"]:
             lines.append(f"    ! {c['identify_blocked_reason']}")
+        guard = c.get("crash_guard")
+        if guard:
+            lines.append(f"    ! {guard['reason']}" + (f" (restart in {guard['restart_in_s']:g} s)"
+                                                      if guard["restart_in_s"] is not None else ""))
         load = c.get("commands")
         if load:
             lines.append(f"    commands: {load['running']}/{load['max_running']} running, {load['queued']}/"

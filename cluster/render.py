@@ -8,6 +8,7 @@ so they are written with mode 0600 in a 0700 directory.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -20,15 +21,19 @@ from string import Template
 from innkeeper.errors import ConfigError
 from innkeeper.settings import PROJECT_ROOT, Settings
 
+from .crash_policy import GUARD_SETTINGS
 from .plan import ClusterSpec, format_shard_ids
 from .status import SETTINGS_USED
 
 __all__ = ("Policy", "render_clusters", "render_simulator", "supervisor_environment", "write_private",
-           "SimulatorSpec", "CLUSTERS_GROUP", "TEMPLATE_DIR", "status_settings_json", "SIMULATOR_PORT_FILE")
+           "SimulatorSpec", "CLUSTERS_GROUP", "EXPECTED_EXIT_CODES", "TEMPLATE_DIR", "status_settings_json",
+           "crash_guard_settings_json", "SIMULATOR_PORT_FILE")
 
 TEMPLATE_DIR = PROJECT_ROOT / "deploy"
 #: The supervisord group holding every cluster program.
 CLUSTERS_GROUP = "clusters"
+#: A cluster's exit codes that are no crash: 0 (a clean stop) and 78 (fatal: retrying cannot help).
+EXPECTED_EXIT_CODES = (0, 78)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +115,8 @@ def render_clusters(clusters: Iterable[ClusterSpec], shard_count: int, max_concu
     blocks = [
         template.substitute(common, cluster_id=c.id, shard_range=format_shard_ids(c.shard_ids),
                             shard_total=shard_count, max_concurrency=max_concurrency, startsecs=policy.startsecs,
-                            startretries=policy.startretries, stopwaitsecs=policy.stopwaitsecs)
+                            startretries=policy.startretries, stopwaitsecs=policy.stopwaitsecs,
+                            exitcodes=",".join(str(c) for c in EXPECTED_EXIT_CODES))
         for c in specs
     ]
     group = f"[group:{CLUSTERS_GROUP}]\nprograms={','.join(c.name for c in specs)}\n"
@@ -151,6 +157,13 @@ def write_private(path: Path, text: str) -> bool:
         Path(tmp).unlink(missing_ok=True)
         raise
     return True
+
+
+def crash_guard_settings_json(settings: Settings) -> str:
+    """The crash-loop guard's settings file (``run/crash-guard-settings.json``):
+    only what it uses (:data:`cluster.crash_policy.GUARD_SETTINGS`), with the run directory resolved."""
+    resolved = dataclasses.replace(settings, run_dir=settings.run_dir.resolve())
+    return json.dumps(resolved.as_env(only=GUARD_SETTINGS), indent=1, sort_keys=True) + "\n"
 
 
 def status_settings_json(settings: Settings) -> str:

@@ -8,6 +8,7 @@ through :func:`read_status`.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ import msgpack
 
 from ipc.heartbeat import ClusterBeat, CommandLoad, read_heartbeats
 
+from .crash_policy import RESTARTING, STOPPED, CrashRecord, record_from_json
 from .plan import Plan, format_shard_ids
 
 if TYPE_CHECKING:
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
     from ipc.keys import Keys
 
 __all__ = ("store_plan", "load_plan", "build_status", "read_status", "health", "Health", "StatusDoc",
-           "ClusterStatus", "ShardStatus", "progress_line", "DOWN", "STALE", "stale_after")
+           "ClusterStatus", "ShardStatus", "GuardStatus", "progress_line", "DOWN", "STALE", "stale_after",
+           "read_guard_records")
 
 _log = logging.getLogger(__name__)
 
@@ -49,6 +52,24 @@ class ShardStatus(TypedDict):
     last_event_age_s: float | None
 
 
+class GuardStatus(TypedDict):
+    """The crash-loop guard's view of a cluster (``cluster/crash_guard.py``), while it has one."""
+
+    #: ``restarting`` (a restart is due), ``stopped`` (past the cap: stays down), ``running`` (restarted).
+    state: str
+    reason: str
+    #: Crashes within the window, and the cap.
+    crashes: int
+    max_crashes: int
+    window_s: float
+    #: Exit code of the last crash (-1: a signal).
+    last_exit: int | None
+    #: Seconds until the guard starts it again (``restarting`` only).
+    restart_in_s: float | None
+    #: Restarts the guard made.
+    restarts: int
+
+
 class ClusterStatus(TypedDict):
     id: int
     host: str | None
@@ -64,6 +85,8 @@ class ClusterStatus(TypedDict):
     shards: list[ShardStatus]
     #: Circuit breakers that are not closed: dependency → ``half-open`` or ``open``.
     breakers: dict[str, str]
+    #: The crash-loop guard's record, when the cluster crashed within the guard's window.
+    crash_guard: GuardStatus | None
 
 
 class StatusDoc(TypedDict):
@@ -108,11 +131,11 @@ def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...
         return {"id": cluster_id, "host": beat["host"], "pid": beat["pid"], "state": STALE, "uptime_s": None,
                 "rss_bytes": None, "events_per_s": None, "metrics_port": None,
                 "identify_blocked_reason": None, "commands": None, "shards": [_down_shard(s) for s in ids],
-                "breakers": {}}
+                "breakers": {}, "crash_guard": None}
     if beat is None:
         return {"id": cluster_id, "host": None, "pid": None, "state": DOWN, "uptime_s": None, "rss_bytes": None,
                 "events_per_s": None, "metrics_port": None, "identify_blocked_reason": None, "commands": None,
-                "shards": [_down_shard(s) for s in expected or ()], "breakers": {}}
+                "shards": [_down_shard(s) for s in expected or ()], "breakers": {}, "crash_guard": None}
     reported = {s["id"]: _shard(s) for s in beat["shards"]}
     ids = tuple(expected) if expected is not None else tuple(sorted(reported))
     shards = [reported.get(sid) or _down_shard(sid) for sid in ids]
@@ -120,11 +143,20 @@ def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...
             "uptime_s": round(max(0.0, now - beat["started_at"]), 1), "rss_bytes": beat["rss_bytes"],
             "events_per_s": beat["events_per_s"], "metrics_port": beat["metrics_port"],
             "identify_blocked_reason": beat["identify_blocked_reason"], "commands": beat.get("commands"),
-            "shards": shards, "breakers": {k: v for k, v in beat.get("breakers", {}).items() if v != "closed"}}
+            "shards": shards, "breakers": {k: v for k, v in beat.get("breakers", {}).items() if v != "closed"},
+            "crash_guard": None}
+
+
+def _guard(record: CrashRecord, now: float) -> GuardStatus:
+    at = record["restart_at"]
+    return {"state": record["state"], "reason": record["reason"], "crashes": len(record["crashes"]),
+            "max_crashes": record["max_crashes"], "window_s": record["window_s"], "last_exit": record["last_exit"],
+            "restart_in_s": None if at is None or record["state"] != RESTARTING else round(max(0.0, at - now), 1),
+            "restarts": record["restarts"]}
 
 
 def build_status(plan: Plan | None, beats: Mapping[int, ClusterBeat], now: float | None = None, *,
-                 stale_after_s: float | None = None) -> StatusDoc:
+                 stale_after_s: float | None = None, guards: Mapping[int, CrashRecord] | None = None) -> StatusDoc:
     """The ``/status.json`` document.
 
     Clusters the plan expects but that have no heartbeat are ``DOWN`` with every shard ``DOWN``;
@@ -142,6 +174,15 @@ def build_status(plan: Plan | None, beats: Mapping[int, ClusterBeat], now: float
     for cid in sorted(beats):
         if cid not in seen:
             clusters.append(_cluster(cid, beats[cid], None, now, stale_after_s))
+    for i, cluster in enumerate(clusters):
+        record = (guards or {}).get(cluster["id"])
+        if record is None:
+            continue
+        if record["state"] in (RESTARTING, STOPPED) and cluster["state"] != DOWN:
+            # the guard saw this process die: a heartbeat it left is no news of a running cluster
+            ids = tuple(s["id"] for s in cluster["shards"])
+            cluster = clusters[i] = _cluster(cluster["id"], None, ids, now, stale_after_s)
+        cluster["crash_guard"] = _guard(record, now)
     return {"clusters": clusters, "shard_count": plan.shard_count if plan else None,
             "max_concurrency": plan.max_concurrency if plan else None}
 
@@ -165,10 +206,12 @@ def health(doc: StatusDoc, plan: Plan | None) -> Health:
     for cluster in doc["clusters"]:
         if cluster["id"] not in expected_ids:
             continue
+        guard = cluster["crash_guard"]
         if cluster["state"] in (DOWN, STALE):
             ids = tuple(s["id"] for s in cluster["shards"])
             what = "DOWN" if cluster["state"] == DOWN else f"STALE (pid {cluster['pid']} stopped writing heartbeats)"
-            problems.append(f"cluster-{cluster['id']} {what} (shards {format_shard_ids(ids)})")
+            why = f": {guard['reason']}" if guard and guard["state"] in (RESTARTING, STOPPED) else ""
+            problems.append(f"cluster-{cluster['id']} {what} (shards {format_shard_ids(ids)}){why}")
             continue
         if cluster["identify_blocked_reason"]:
             problems.append(f"cluster-{cluster['id']}: {cluster['identify_blocked_reason']}")
@@ -185,7 +228,24 @@ async def read_status(redis: aioredis.Redis, keys: Keys, *, stale_after_s: float
     """Read the plan and every heartbeat from Redis and build the status document."""
     plan = await load_plan(redis, keys)
     beats = await read_heartbeats(redis, keys)
-    return plan, build_status(plan, beats, stale_after_s=stale_after_s)
+    guards = await read_guard_records(redis, keys)
+    return plan, build_status(plan, beats, stale_after_s=stale_after_s, guards=guards)
+
+
+async def read_guard_records(redis: aioredis.Redis, keys: Keys) -> dict[int, CrashRecord]:
+    """The crash-loop guard's records by cluster id (malformed ones are skipped)."""
+    found = [key async for key in redis.scan_iter(match=keys.crash_guard_pattern(), count=200)]
+    if not found:
+        return {}
+    out: dict[int, CrashRecord] = {}
+    for raw in await redis.mget(found):
+        try:
+            record = record_from_json(json.loads(raw)) if raw else None
+        except ValueError:
+            record = None
+        if record is not None:
+            out[record["cluster"]] = record
+    return out
 
 
 def progress_line(doc: StatusDoc, h: Health) -> str:
@@ -195,6 +255,10 @@ def progress_line(doc: StatusDoc, h: Health) -> str:
     for cluster in doc["clusters"]:
         if cluster["identify_blocked_reason"]:
             doing.append(f"cluster-{cluster['id']} {cluster['identify_blocked_reason']}")
+            continue
+        guard = cluster["crash_guard"]
+        if cluster["state"] in (DOWN, STALE) and guard and guard["state"] in (RESTARTING, STOPPED):
+            doing.append(f"cluster-{cluster['id']} {guard['reason']}")
             continue
         if cluster["state"] in (DOWN, STALE):
             doing.append(f"cluster-{cluster['id']} starting")

@@ -87,6 +87,14 @@ class _Summary(Collector):
         breakers = GaugeMetricFamily("innkeeper_status_breakers_open",
                                      "Circuit breakers not closed, per cluster and dependency (1 open, 0.5 half-open)",
                                      labels=["cluster", "dependency"])
+        crashes = GaugeMetricFamily("innkeeper_status_cluster_crashes",
+                                    "Late deaths of the cluster within the crash-loop guard's window",
+                                    labels=["cluster"])
+        guard_restarts = GaugeMetricFamily("innkeeper_status_cluster_crash_restarts",
+                                           "Restarts the crash-loop guard made of the cluster", labels=["cluster"])
+        guard_down = GaugeMetricFamily("innkeeper_status_cluster_crash_stopped",
+                                       "1 while the crash-loop guard keeps the cluster down (past its cap)",
+                                       labels=["cluster"])
         by_shard: dict[str, int] = {}
         by_cluster: dict[str, int] = {}
         for c in doc["clusters"]:
@@ -100,6 +108,11 @@ class _Summary(Collector):
                 rss.add_metric(label, c["rss_bytes"])
             if c["metrics_port"] is not None:
                 port.add_metric(label, c["metrics_port"])
+            guard = c.get("crash_guard")
+            if guard:
+                crashes.add_metric(label, guard["crashes"])
+                guard_restarts.add_metric(label, guard["restarts"])
+                guard_down.add_metric(label, 1.0 if guard["state"] == "stopped" else 0.0)
             for dependency, state in sorted(c.get("breakers", {}).items()):
                 breakers.add_metric([str(c["id"]), dependency], 1.0 if state == "open" else 0.5)
         for state, n in sorted(by_shard.items()):
@@ -107,7 +120,7 @@ class _Summary(Collector):
         for state, n in sorted(by_cluster.items()):
             clusters.add_metric([state], n)
         expected.add_metric([], doc["shard_count"] or 0)
-        yield from (shards, clusters, expected, eps, rss, port, breakers)
+        yield from (shards, clusters, expected, eps, rss, port, breakers, crashes, guard_restarts, guard_down)
 
 
 class _ServiceMetrics:

@@ -64,7 +64,8 @@ function load(k) {
 function row(c) {
   const tripped = Object.entries(c.breakers || {}).map(([k, v]) => k + " " + v).join(", ");
   const reason = (c.identify_blocked_reason ? '<div class="reason">' + esc(c.identify_blocked_reason) + "</div>" : "") +
-    (tripped ? '<div class="reason">breakers: ' + esc(tripped) + "</div>" : "");
+    (tripped ? '<div class="reason">breakers: ' + esc(tripped) + "</div>" : "") +
+    (c.crash_guard ? '<div class="reason">' + esc(c.crash_guard.reason) + "</div>" : "");
   const metrics = c.metrics_port ? ":" + esc(c.metrics_port) : "–";
   return "<tr><td>cluster-" + esc(c.id) + '</td><td><span class="state ' + esc(c.state) + '">' + esc(c.state) +
     "</span>" + reason + "</td><td>" + (c.pid ? esc(c.host) + " / " + esc(c.pid) : "–") + "</td><td>" +

@@ -25,12 +25,14 @@ from innkeeper.errors import ErrorCode, InnkeeperError
 from innkeeper.settings import PROJECT_ROOT, Settings
 
 __all__ = ("Supervisor", "SupervisorError", "SupervisorUnavailable", "RUNNING_STATES", "Faults", "CONF_PATH",
-           "daemon_environment")
+           "CRASH_GUARD", "daemon_environment")
 
 _log = logging.getLogger(__name__)
 
 #: The root supervisord configuration.
 CONF_PATH = PROJECT_ROOT / "supervisord.conf"
+#: The crash-loop guard's event listener (``[eventlistener:crashguard]`` in ``supervisord.conf``).
+CRASH_GUARD = "crashguard"
 #: Process states in which the program runs or is about to.
 RUNNING_STATES = frozenset({"STARTING", "RUNNING", "BACKOFF"})
 _MAX_SOCKET_PATH = 100

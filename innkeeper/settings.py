@@ -183,6 +183,11 @@ class Settings:
     heartbeat_interval_s: float = 5.0
     heartbeat_ttl_s: float = 20.0
     zombie_after_s: float = 120.0
+    # Crash-loop guard (cluster/crash_guard.py): restarts after a late death, with a growing delay, up to a cap
+    crash_loop_max: int = 5
+    crash_loop_window_s: float = 600.0
+    crash_backoff_base_s: float = 1.0
+    crash_backoff_max_s: float = 60.0
     # Status service and metrics
     status_host: str = "127.0.0.1"
     status_port: int = 8800
@@ -312,6 +317,10 @@ class Settings:
             heartbeat_interval_s=e.as_float("INNKEEPER_HEARTBEAT_INTERVAL", 5.0, minimum=0.1),
             heartbeat_ttl_s=e.as_float("INNKEEPER_HEARTBEAT_TTL", 20.0, minimum=0.5),
             zombie_after_s=e.as_float("INNKEEPER_ZOMBIE_AFTER", 120.0, minimum=1.0),
+            crash_loop_max=e.as_int("INNKEEPER_CRASH_LOOP_MAX", 5, minimum=1, maximum=1000),
+            crash_loop_window_s=e.as_float("INNKEEPER_CRASH_LOOP_WINDOW", 600.0, minimum=1.0, maximum=86400.0),
+            crash_backoff_base_s=e.as_float("INNKEEPER_CRASH_BACKOFF_BASE", 1.0, minimum=0.0, maximum=3600.0),
+            crash_backoff_max_s=e.as_float("INNKEEPER_CRASH_BACKOFF_MAX", 60.0, minimum=0.0, maximum=86400.0),
             status_host=e.as_str("INNKEEPER_STATUS_HOST", "127.0.0.1"),
             status_port=e.as_int("INNKEEPER_STATUS_PORT", 8800, minimum=0, maximum=65535),
             status_token=e.opt_str("INNKEEPER_STATUS_TOKEN"),
@@ -457,6 +466,9 @@ _ENV_NAME = {
     "heartbeat_interval_s": "heartbeat_interval",
     "heartbeat_ttl_s": "heartbeat_ttl",
     "zombie_after_s": "zombie_after",
+    "crash_loop_window_s": "crash_loop_window",
+    "crash_backoff_base_s": "crash_backoff_base",
+    "crash_backoff_max_s": "crash_backoff_max",
     "command_timeout_s": "command_timeout",
     "commands_defer_after_s": "commands_defer_after",
     "commands_max_queue_delay_s": "commands_max_queue_delay",

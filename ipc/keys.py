@@ -60,6 +60,13 @@ class Keys:
         """The current cluster plan (msgpack), written by the launcher."""
         return self._k("cluster", "plan")
 
+    def crash_guard(self, cluster_id: int) -> str:
+        """The crash-loop guard's record of one cluster (JSON): recent crashes, a pending restart, why it is down."""
+        return self._k("cluster", cluster_id, "crash-guard")
+
+    def crash_guard_pattern(self) -> str:
+        return self._k("cluster", "*", "crash-guard")
+
     # --- gateway sessions -----------------------------------------------------------------------
     def session(self, shard_id: int) -> str:
         """session_id, seq and resume_gateway_url of one shard (hash)."""

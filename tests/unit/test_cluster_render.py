@@ -56,7 +56,7 @@ def test_clusters_conf(tmp_path: Path) -> None:
         assert parse_shard_ids(argv[argv.index("--shard-ids") + 1]) == list(spec.shard_ids)
         assert argv[argv.index("--shard-count") + 1] == "16"
         assert argv[argv.index("--max-concurrency") + 1] == "4"  # the shard never asks /gateway/bot
-        assert conf.get(section, "autorestart") == "unexpected"
+        assert conf.get(section, "autorestart") == "false"  # late deaths: the crash-loop guard restarts them
         assert conf.get(section, "exitcodes") == "0,78"
         assert conf.get(section, "startretries") == "2"
         assert conf.get(section, "stopsignal") == "TERM"
