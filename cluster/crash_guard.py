@@ -5,7 +5,7 @@ and then marks it FATAL; a cluster that dies *later* (after READY) would be rest
 forever, re-identifying each time. So the cluster programs run with ``autorestart=false``, and this
 ``[eventlistener:crashguard]`` (``supervisord.conf``) receives supervisord's
 ``PROCESS_STATE_EXITED`` events and, following :mod:`cluster.crash_policy`, starts the cluster
-again over XML-RPC after 1, 2, 4 … s, or leaves it down past the cap, with the reason.
+again over XML-RPC at once, then after 1, 2, 4 … s, or leaves it down past the cap, with the reason.
 
 Why an event listener: supervisord stays the only supervisor (it spawns, stops, logs and keeps
 ``startsecs``/``startretries`` for early deaths); the guard only decides *when* to call

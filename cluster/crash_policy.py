@@ -8,8 +8,10 @@ a :class:`CrashRecord` out, so the policy is unit-tested without processes.
 Rules, with the defaults (settings ``INNKEEPER_CRASH_*``):
 
 * Crashes older than the window (600 s) are forgotten.
-* The n-th crash within the window is followed by a restart after ``base × 2^(n-1)`` seconds
-  (1, 2, 4, 8 … s), never more than ``backoff_max`` (60 s).
+* The first crash within the window is restarted at once: with its sessions saved, a cluster
+  RESUMEs in a few seconds and spends nothing (``shard/resume.py``). The n-th (n ≥ 2) is
+  followed by a restart after ``base × 2^(n-2)`` seconds (1, 2, 4 … s), never more than
+  ``backoff_max`` (60 s).
 * The ``max``-th crash (5) within the window is not restarted: the cluster stays down, and the
   record says why (``crash loop: 5 crashes in 10 min; last exit code 1; stopped``).
 * An operator's start of a stopped cluster (``innkeeper restart N``) starts a fresh history.
@@ -85,7 +87,9 @@ class CrashPolicy:
 
     def delay(self, crashes: int) -> float:
         """Seconds before the restart that follows the ``crashes``-th crash within the window (≥ 1)."""
-        exponent = min(max(crashes, 1) - 1, 60)  # 2**60 s is past any cap: no overflow, no float inf
+        if crashes <= 1:
+            return 0.0
+        exponent = min(crashes - 2, 60)  # 2**60 s is past any cap: no overflow, no float inf
         return float(min(self.backoff_base_s * 2.0 ** exponent, self.backoff_max_s))
 
     def recent(self, crashes: Sequence[float], now: float) -> list[float]:

@@ -124,6 +124,7 @@ async def interaction_callback(request: web.Request, state: SimState) -> web.Res
     if pending is None:
         raise RestError(404, 10062, "Unknown interaction")
     if pending.callback.done():
+        state.stats.repeat_callbacks += 1  # an interaction answered twice: what a chaos run must never see
         raise RestError(400, 40060, "Interaction has already been acknowledged.")
     if state.clock() - pending.created > state.config.interaction_deadline:
         pending.late_callbacks += 1

@@ -83,6 +83,8 @@ class Stats:
     replayed: int = 0
     #: Interaction callbacks the bot posted.
     acknowledged: int = 0
+    #: Second (and later) callbacks to an interaction already acknowledged: the bot answered it twice.
+    repeat_callbacks: int = 0
     #: Events the bot never received: ``lost_unrouted + lost_buffered``.
     lost: int = 0
     #: Events meant for a guild no live or resumable session covered (gone at once, as on Discord).
@@ -147,6 +149,7 @@ class Stats:
             "buffered": self.buffered,
             "replayed": self.replayed,
             "acknowledged": self.acknowledged,
+            "repeat_callbacks": self.repeat_callbacks,
             "lost": self.lost,
             "lost_unrouted": self.lost_unrouted,
             "lost_buffered": self.lost_buffered,

@@ -76,9 +76,9 @@ async def wait_for(
     while True:
         result = predicate()
         if asyncio.iscoroutine(result) or isinstance(result, Awaitable):
-            result = await result  # type: ignore[misc]
+            result = await result
         if result:
-            return result  # type: ignore[return-value]
+            return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}; last={result!r}")
         await asyncio.sleep(interval)

@@ -281,19 +281,21 @@ async def test_bad_token_fails_clearly_and_does_not_loop(sim: SimulatorProc, tmp
     # `innkeeper launch` itself refuses at once: GET /gateway/bot answers 401.
     with pytest.raises(InnkeeperError, match="token was rejected"):
         await launcher.launch()
-    # A cluster started with the bad token anyway: supervisord gives up after startretries.
+    # A cluster started with the bad token anyway exits 78 (EX_CONFIG), which nothing restarts. Dying
+    # within startsecs, supervisord retries it startretries times, then FATAL; on a loaded machine it
+    # can outlive startsecs: then it is one EXITED attempt (an expected exit code, no crash to guard).
     p = plan(4, MC, clusters=1)
     try:
         async with launcher.redis() as client:
             await launcher.apply_plan(p, client)
-            with pytest.raises(LaunchFailed, match="cluster-0 is FATAL") as info:
+            with pytest.raises(LaunchFailed, match="cluster-0 is (FATAL|EXITED)") as info:
                 await launcher.wait_ready(p, client, timeout=90)
         assert "login failed" in str(info.value) or "token" in str(info.value)
-        state = (await launcher.supervisor.process("clusters:cluster-0"))["statename"]
-        assert state == "FATAL"
+        process = await launcher.supervisor.process("clusters:cluster-0")
+        assert process["statename"] == "FATAL" or (process["statename"], process["exitstatus"]) == ("EXITED", 78)
         assert sim.stats()["identifies"] == 0
         log = (run_dir / "logs" / "cluster-0.log").read_text()
-        assert log.count("login failed") == launcher.policy.startretries + 1
+        assert 1 <= log.count("login failed") <= launcher.policy.startretries + 1
     finally:
         try:
             await launcher.stop()

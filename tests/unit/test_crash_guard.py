@@ -20,8 +20,10 @@ def test_the_delay_grows_and_never_passes_its_cap(base: float, cap: float, n: in
     policy = CrashPolicy(5, 600, base, cap)
     assert 0 <= policy.delay(n) <= cap
     assert policy.delay(n) <= policy.delay(n + 1)
-    if n <= 40 and base * 2 ** (n - 1) <= cap:
-        assert policy.delay(n) == base * 2 ** (n - 1)
+    if n == 1:
+        assert policy.delay(n) == 0  # the first restart is at once: a restarted cluster resumes
+    elif n <= 40 and base * 2 ** (n - 2) <= cap:
+        assert policy.delay(n) == base * 2 ** (n - 2)
 
 
 @given(st.lists(st.floats(0, 5000), min_size=1, max_size=30).map(sorted),
@@ -49,12 +51,12 @@ def test_the_delays_and_the_reason_an_operator_reads() -> None:
         record = on_crash(POLICY, record, 1, 1000.0 + i, 1)
         if record["restart_at"] is not None:
             delays.append(record["restart_at"] - (1000.0 + i))
-    assert delays == [1, 2, 4, 8]
+    assert delays == [0, 1, 2, 4]  # the first at once: a restarted cluster resumes, spending nothing
     assert record is not None and record["state"] == STOPPED
     assert record["reason"] == ("crash loop: 5 crashes in 10 min; last exit code 1; stopped "
                                 "(`innkeeper restart 1` starts it again)")
     assert on_crash(POLICY, None, 2, 0.0, -1)["reason"] == (
-        "crashed (killed by a signal): crash 1 of 5 in 10 min; restarting in 1 s")
+        "crashed (killed by a signal): crash 1 of 5 in 10 min; restarting in 0 s")
     # a crash after the window is a first crash again
     assert len(on_crash(POLICY, record, 1, 1000.0 + 4 + 600, 1)["crashes"]) == 1
 
@@ -105,13 +107,14 @@ def _exited(sup: FakeSupervisor, guard: CrashGuard, code: int = 1) -> None:
 def test_the_guard_restarts_after_the_delay_then_stops_past_the_cap() -> None:
     clock, sup, store = ManualClock(), FakeSupervisor(), MemoryStore()
     guard = CrashGuard(POLICY, sup, store, clock=clock)
-    for crash, delay in enumerate([1, 2, 4, 8], start=1):
+    for crash, delay in enumerate([0, 1, 2, 4], start=1):
         _exited(sup, guard)
         assert store.records[0]["state"] == RESTARTING and guard.next_due() == clock() + delay
-        clock.advance(delay - 0.01)
-        guard.run_due()
-        assert len(sup.started) == crash - 1  # not yet
-        clock.advance(0.01)
+        if delay:
+            clock.advance(delay - 0.01)
+            guard.run_due()
+            assert len(sup.started) == crash - 1  # not yet
+            clock.advance(0.01)
         guard.run_due()
         assert len(sup.started) == crash
         guard.handle("PROCESS_STATE_RUNNING", {"processname": "cluster-0", "groupname": "clusters"})
@@ -203,6 +206,6 @@ def test_status_shows_the_guard_and_a_dead_process_heartbeat_is_no_news() -> Non
     assert doc["clusters"][1]["crash_guard"] is None
     h = health(doc, p)
     assert f"cluster-0 DOWN (shards 0-1): {stopped['reason']}" in h.problems
-    restarting = on_crash(POLICY, None, 0, 99.5, 1)
+    restarting = on_crash(POLICY, on_crash(POLICY, None, 0, 99.0, 1), 0, 99.5, 1)  # the 2nd: 1 s
     guard = build_status(p, {}, now=100.0, guards={0: restarting})["clusters"][0]["crash_guard"]
     assert guard is not None and guard["restart_in_s"] == 0.5
