@@ -317,6 +317,7 @@ async def run(opts: Options) -> dict[str, Any]:
                 await launcher.stop()
             finally:
                 await pg.stop()
+                pg.reserved.close()
                 redis.kill()
     return {"rows": [r.as_dict() for r in rows.values()], "commands_sent": total, "shards": opts.shards,
             "clusters": opts.clusters, "window_s": opts.window, "down_s": opts.down_s, "rate_per_s": opts.rate,
