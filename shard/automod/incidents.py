@@ -11,7 +11,11 @@ is done, for ``window_s`` seconds from the first, then:
   the author as the target), whose details carry the action, how many messages, and their
   channel and message ids (the first :data:`MAX_IDS`).
 
-A steady raid therefore costs one notice per window per guild. Memory is bounded: at most
+A steady raid therefore costs one notice per window per guild. **One timer serves every window**:
+windows all last ``window_s`` and are kept in the order they opened, so the log arms a single
+event-loop timer for the oldest one; when it fires, every window due by then is written by one
+background task, and the timer is armed again for the next. A raid across a thousand guilds
+costs one timer and a write task per firing, not a sleeping task per guild. Memory is bounded: at most
 ``max_guilds`` open windows and :data:`MAX_GROUPS` rows per window; past that, incidents are only
 counted (``innkeeper_automod_dropped_total{what="incidents"}``). Windows still open at shutdown
 are flushed by :meth:`IncidentLog.close`.
@@ -20,6 +24,7 @@ are flushed by :meth:`IncidentLog.close`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -70,10 +75,12 @@ class Incident:
 
 
 class _Window:
-    __slots__ = ("first", "count", "tally", "groups", "log_channel_id")
+    __slots__ = ("first", "due", "count", "tally", "groups", "log_channel_id")
 
-    def __init__(self, first: Incident) -> None:
+    def __init__(self, first: Incident, due: float) -> None:
         self.first = first
+        #: When the window closes, on the event loop's clock.
+        self.due = due
         self.count = 0
         self.tally: dict[tuple[str, str], int] = {}
         #: (author, rule, action) → [count, channel ids, message ids]
@@ -135,7 +142,8 @@ class IncidentLog:
         Open windows at most.
     """
 
-    __slots__ = ("post", "audit", "actor_id", "window_s", "max_guilds", "_windows", "_tasks", "notices", "rows")
+    __slots__ = ("post", "audit", "actor_id", "window_s", "max_guilds", "_windows", "_timer", "_tasks", "notices",
+                 "rows")
 
     def __init__(self, *, post: Poster, audit: AuditSink, actor_id: Callable[[], int | None], window_s: float = 10.0,
                  max_guilds: int = 10_000) -> None:
@@ -144,7 +152,10 @@ class IncidentLog:
         self.actor_id = actor_id
         self.window_s = window_s
         self.max_guilds = max_guilds
+        #: guild → its open window, in the order they opened (so the first is the first due)
         self._windows: dict[int, _Window] = {}
+        #: The one timer, armed for the first window's end while any window is open.
+        self._timer: asyncio.TimerHandle | None = None
         self._tasks = BackgroundTasks("automod-log")
         #: Notices posted and audit rows written so far.
         self.notices = 0
@@ -161,27 +172,47 @@ class IncidentLog:
             if len(self._windows) >= self.max_guilds:
                 dropped("incidents").inc()
                 return
-            window = self._windows[incident.guild_id] = _Window(incident)
-            self._tasks.spawn(self._close_later(incident.guild_id, window), name="window")
+            loop = asyncio.get_running_loop()
+            window = self._windows[incident.guild_id] = _Window(incident, loop.time() + self.window_s)
+            if self._timer is None:
+                self._timer = loop.call_at(window.due, self._close_due, window.due)
         if not window.add(incident):
             dropped("incidents").inc()
 
-    async def _close_later(self, guild_id: int, window: _Window) -> None:
-        await asyncio.sleep(self.window_s)
-        if self._windows.get(guild_id) is window:
-            del self._windows[guild_id]
+    def _close_due(self, when: float) -> None:
+        """The timer: every window due by ``when`` goes to one write task; the timer is armed for the next."""
+        self._timer = None
+        windows = self._windows
+        due = []
+        for guild_id, window in windows.items():  # in the order they opened: the first not due ends the run
+            if window.due > when:
+                break
+            due.append(guild_id)
+        if due:
+            self._tasks.spawn(self._write_all([windows.pop(guild_id) for guild_id in due]), name="windows")
+        if windows:
+            first = next(iter(windows.values()))
+            self._timer = asyncio.get_running_loop().call_at(first.due, self._close_due, first.due)
+
+    async def _write_all(self, windows: list[_Window]) -> None:
+        for window in windows:
             await self._write(window)
 
     async def flush(self) -> None:
         """Write out every open window now (at shutdown, and for tests)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         windows = list(self._windows.values())
         self._windows.clear()
-        for window in windows:
-            await self._write(window)
+        await self._write_all(windows)
 
-    async def close(self) -> None:
-        """Flush the open windows, then end the waiting tasks."""
+    async def close(self, *, grace_s: float = 5.0) -> None:
+        """Flush the open windows, let the writes under way finish (up to ``grace_s``), then end them."""
         await self.flush()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                await self._tasks.wait()
         await self._tasks.cancel()
 
     async def _write(self, window: _Window) -> None:

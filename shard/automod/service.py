@@ -7,9 +7,11 @@ guild's fresh local configuration (:meth:`~shard.pipeline.store.GuildConfigStore
 for its prefix anyway. With that copy in hand:
 
 * **automod off** (the level is 0): nothing more happens;
-* **automod on**: :meth:`Automod.inspect` checks the raw payload (:mod:`shard.automod.rules`, and
-  the copy counter of :class:`~shard.automod.repeats.RepeatTracker` at medium and high), building
-  no discord.py object; a clean message stops there;
+* **automod on**: :meth:`Automod.inspect` checks the raw payload in one pass
+  (:func:`shard.automod.check.check`: the rules of :mod:`shard.automod.rules`, asked only of a
+  text with an ``@`` or a ``/`` or a message with mentions, and the copy counter of
+  :class:`~shard.automod.repeats.RepeatTracker` at medium and high), building no discord.py
+  object; a clean message stops there;
 * **no fresh copy**: the message takes discord.py's full path, whose prefix lookup loads the
   configuration (:class:`~shard.pipeline.prefixes.PrefixResolver`). :meth:`Automod.defer` queues the
   raw payload per guild meanwhile (bounded: :data:`MAX_DEFERRED` in all), and the resolver hands
@@ -44,12 +46,13 @@ from typing import TYPE_CHECKING, Any
 
 from innkeeper.services import BackgroundTasks
 
+from .check import check
 from .enforcement import EXEMPT, MessageRemover, NoticePoster, judge
 from .incidents import Incident, IncidentLog
 from .metrics import EXEMPT as EXEMPT_TOTAL
 from .metrics import action_counter, dropped, failure
 from .repeats import RepeatTracker
-from .rules import LEVELS, RULE_LABELS, raw_violations, repeat_key
+from .rules import LEVELS, RULE_LABELS
 
 if TYPE_CHECKING:
     import discord
@@ -131,13 +134,7 @@ class Automod:
             content = data.get("content")
             if not content or not isinstance(content, str):
                 return
-            found = raw_violations(data, content, rules)
-            repeat = rules.repeats
-            if repeat is not None:
-                author = data.get("author")
-                key = repeat_key(author.get("id") if isinstance(author, dict) else None, content)
-                if self.repeats.count(cfg.guild_id, key, repeat) >= repeat.copies:
-                    found = (*found, "repeated_message")
+            found = check(data, content, cfg.guild_id, rules, self.repeats)
             if found:
                 self._act(data, cfg, found)
         except Exception:
