@@ -1,17 +1,39 @@
 """Delivering reminders exactly once across clusters, without burning the bot's invalid-request budget.
 
 Every cluster runs one :class:`ReminderService`. Each tick it claims due reminders with ``FOR
-UPDATE SKIP LOCKED`` and a lease (:func:`db.reminders.claim_due`), sends them, and marks them
-delivered. So:
+UPDATE SKIP LOCKED`` and a lease (:func:`db.reminders.claim_due`; ``INNKEEPER_REMINDER_LEASE``,
+60 s), sends them, and marks them delivered.
 
-* two clusters never claim the same reminder while a lease is held (row locks + the lease);
-* a cluster that dies after claiming loses nothing: the lease runs out and another cluster claims
-  the reminder again;
-* a cluster that dies after *sending* but before marking could cause a second message. Every
-  reminder message therefore ends with a marker (``reminder #ID``), and a reminder claimed again
-  (``attempts > 1``) is first looked for in the channel's recent messages: if the bot already
-  posted it, it is only marked delivered. Sends also carry a ``nonce`` (discord.py adds
-  ``enforce_nonce``), which Discord itself deduplicates for a few minutes.
+Exactly once, and how
+---------------------
+Each reminder is posted once in its channel (or DMs), whichever cluster dies when. Four layers,
+each covering what the one before cannot:
+
+1. **The claim.** Two clusters never hold the same reminder: row locks and the lease. A cluster
+   that dies after claiming loses nothing: the lease runs out and another cluster claims the
+   reminder again (``attempts`` + 1).
+2. **The claim is kept, and checked, around the send.** Right before sending, the claim is
+   lengthened by a lease (:func:`db.reminders.extend_claim`), which fails when another cluster
+   claimed the reminder meanwhile (a long batch, a stalled process): it is then left to that
+   cluster, unsent. While the send is in flight the claim is lengthened every third of the
+   lease, so a send slower than the lease (Discord answering slowly) keeps it: nobody else
+   claims a reminder whose sender is alive and reaches the database. When the database cannot
+   say, our own clock decides (the claim is trusted until a margin before its end).
+3. **The marker.** A cluster that dies after its send reached Discord but before marking (or
+   while the send was in flight) leaves a reminder that is claimed again. Every reminder message
+   ends with a marker (``reminder #ID``), and a reminder claimed again (``attempts > 1``) is first
+   looked for among the channel's (or DMs') last 50 messages: if the bot already posted it, it is
+   only marked delivered (``innkeeper_reminders_delivered_total{how="found"}``).
+4. **Discord's nonce.** Every send carries ``nonce`` ``ikr-<id>`` and discord.py adds
+   ``enforce_nonce``: within "the past few minutes" Discord returns the message an earlier send
+   with that nonce created instead of creating another. That covers the last gap: a send still in
+   flight when the next claimer looks (its sender died, or could not lengthen its claim because
+   its database connection was cut), which lands before or after the next claimer's own send.
+
+What is not covered: a send that stays in flight longer than Discord remembers nonces (minutes)
+*and* whose sender cannot reach the database meanwhile, and a reminder whose message a user
+deleted before the next claimer looks (it is posted again). Tested end to end, with real
+processes, in ``tests/e2e/test_reminders_once.py``.
 
 Where a reminder goes: to the channel where it was set (mentioning its owner) or, for one set in
 a DM or whose channel refuses it, to the owner's DMs, once.
