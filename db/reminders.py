@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from .pool import Conn, Database
 
 __all__ = ("Reminder", "Failure", "Undelivered", "create_reminder", "get_reminder", "list_for_user",
-           "cancel_reminder", "claim_due", "mark_delivered", "mark_failed", "release_claim", "take_failures",
-           "next_due", "BODY_CONTEXT", "MAX_PER_USER", "COLUMNS", "FAILURES")
+           "cancel_reminder", "claim_due", "extend_claim", "mark_delivered", "mark_failed", "release_claim",
+           "take_failures", "next_due", "BODY_CONTEXT", "MAX_PER_USER", "COLUMNS", "FAILURES")
 
 _log = logging.getLogger(__name__)
 
@@ -161,6 +161,12 @@ _CLAIM = built(
     .returning(*COLUMNS)
 )
 _HELD_BY = (_reminders.id == P1) & (_reminders.claimed_by == P2) & _PENDING
+# Our claim, lengthened: only while it is still ours (nobody claimed the reminder after it ran out).
+_EXTEND = built(
+    PgQuery.update(_reminders)
+    .set(_reminders.claimed_until, Now() + Function("make_interval", NamedArg("secs", P3)))
+    .where(_HELD_BY)
+)
 _DELIVERED = built(
     PgQuery.update(_reminders).set(_reminders.delivered_at, Now()).set(_reminders.claimed_until, None)
     .where(_HELD_BY)
@@ -279,6 +285,21 @@ async def claim_due(db: Database, keys: KeyRing, claimer: str, *, lease: float =
             _log.warning("reminder %s cannot be decrypted (%s); marking it undeliverable", r["id"], why)
             await mark_failed(db, r["id"], claimer, "unreadable", conn=conn)
     return sorted(claimed, key=lambda r: (r.due_at, r.id))
+
+
+async def extend_claim(db: Database, reminder_id: int, claimer: str, *, lease: float = 60.0,
+                       conn: Conn | None = None) -> bool:
+    """Hold the claim ``lease`` more seconds from now; False when ``claimer`` no longer holds it.
+
+    A claim that ran out is extended as long as nobody claimed the reminder since: it is still
+    ``claimer``'s. ``False`` means another claimer took it (or it was delivered, failed or
+    cancelled): do not send it.
+    """
+    if not lease > 0:
+        raise v.bad("lease", "must be positive")
+    status = await db.execute("reminders.extend_claim", _EXTEND, v.snowflake("reminder id", reminder_id),
+                              v.text("claimer", claimer, 64), float(lease), conn=conn, idempotent=True)
+    return status.endswith(" 1")
 
 
 async def mark_delivered(db: Database, reminder_id: int, claimer: str, *, conn: Conn | None = None) -> bool:

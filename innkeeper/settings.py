@@ -229,6 +229,8 @@ class Settings:
     retention_feedback_days: int = 180
     retention_reminders_days: int = 30
     retention_interval_s: float = 3600.0  # INNKEEPER_RETENTION_INTERVAL: the clusters' maintenance; 0 turns off
+    # Reminders (shard/reminder_service.py)
+    reminder_lease_s: float = 60.0  # INNKEEPER_REMINDER_LEASE: seconds a cluster's claim on a due reminder lasts
     # Bot behaviour
     default_prefix: str = "!"
     owner_ids: frozenset[int] = field(default_factory=frozenset)
@@ -355,6 +357,7 @@ class Settings:
             retention_feedback_days=e.as_int("INNKEEPER_RETENTION_FEEDBACK_DAYS", 180, minimum=0),
             retention_reminders_days=e.as_int("INNKEEPER_RETENTION_REMINDERS_DAYS", 30, minimum=0),
             retention_interval_s=e.as_float("INNKEEPER_RETENTION_INTERVAL", 3600.0, minimum=0.0),
+            reminder_lease_s=e.as_float("INNKEEPER_REMINDER_LEASE", 60.0, minimum=1.0, maximum=3600.0),
             default_prefix=prefix_cmd,
             owner_ids=e.as_id_set("INNKEEPER_OWNER_IDS"),
             command_timeout_s=e.as_float("INNKEEPER_COMMAND_TIMEOUT", 10.0, minimum=0.1),
@@ -481,6 +484,7 @@ _ENV_NAME = {
     "session_ttl_s": "session_ttl",
     "malloc_trim_interval_s": "malloc_trim_interval",
     "retention_interval_s": "retention_interval",
+    "reminder_lease_s": "reminder_lease",
     "ipc_max_age_s": "ipc_max_age",
     "automod_log_window_s": "automod_log_window",
     "command_sync_retry_s": "command_sync_retry",

@@ -238,7 +238,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(lean)
     services.add(early_shed)
     services.add(reads)
-    services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id, refused=refused))
+    services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id,
+                                 lease=s.reminder_lease_s, refused=refused))
     services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
                                     interval_s=s.retention_interval_s))
     services.add(SnapshotService(bot, snapshots, interval_s=s.snapshot_interval_s))

@@ -1,17 +1,39 @@
 """Delivering reminders exactly once across clusters, without burning the bot's invalid-request budget.
 
 Every cluster runs one :class:`ReminderService`. Each tick it claims due reminders with ``FOR
-UPDATE SKIP LOCKED`` and a lease (:func:`db.reminders.claim_due`), sends them, and marks them
-delivered. So:
+UPDATE SKIP LOCKED`` and a lease (:func:`db.reminders.claim_due`; ``INNKEEPER_REMINDER_LEASE``,
+60 s), sends them, and marks them delivered.
 
-* two clusters never claim the same reminder while a lease is held (row locks + the lease);
-* a cluster that dies after claiming loses nothing: the lease runs out and another cluster claims
-  the reminder again;
-* a cluster that dies after *sending* but before marking could cause a second message. Every
-  reminder message therefore ends with a marker (``reminder #ID``), and a reminder claimed again
-  (``attempts > 1``) is first looked for in the channel's recent messages: if the bot already
-  posted it, it is only marked delivered. Sends also carry a ``nonce`` (discord.py adds
-  ``enforce_nonce``), which Discord itself deduplicates for a few minutes.
+Exactly once, and how
+---------------------
+Each reminder is posted once in its channel (or DMs), whichever cluster dies when. Four layers,
+each covering what the one before cannot:
+
+1. **The claim.** Two clusters never hold the same reminder: row locks and the lease. A cluster
+   that dies after claiming loses nothing: the lease runs out and another cluster claims the
+   reminder again (``attempts`` + 1).
+2. **The claim is kept, and checked, around the send.** Right before sending, the claim is
+   lengthened by a lease (:func:`db.reminders.extend_claim`), which fails when another cluster
+   claimed the reminder meanwhile (a long batch, a stalled process): it is then left to that
+   cluster, unsent. While the send is in flight the claim is lengthened every third of the
+   lease, so a send slower than the lease (Discord answering slowly) keeps it: nobody else
+   claims a reminder whose sender is alive and reaches the database. When the database cannot
+   say, our own clock decides (the claim is trusted until a margin before its end).
+3. **The marker.** A cluster that dies after its send reached Discord but before marking (or
+   while the send was in flight) leaves a reminder that is claimed again. Every reminder message
+   ends with a marker (``reminder #ID``), and a reminder claimed again (``attempts > 1``) is first
+   looked for among the channel's (or DMs') last 50 messages: if the bot already posted it, it is
+   only marked delivered (``innkeeper_reminders_delivered_total{how="found"}``).
+4. **Discord's nonce.** Every send carries ``nonce`` ``ikr-<id>`` and discord.py adds
+   ``enforce_nonce``: within "the past few minutes" Discord returns the message an earlier send
+   with that nonce created instead of creating another. That covers the last gap: a send still in
+   flight when the next claimer looks (its sender died, or could not lengthen its claim because
+   its database connection was cut), which lands before or after the next claimer's own send.
+
+What is not covered: a send that stays in flight longer than Discord remembers nonces (minutes)
+*and* whose sender cannot reach the database meanwhile, and a reminder whose message a user
+deleted before the next claimer looks (it is posted again). Tested end to end, with real
+processes, in ``tests/e2e/test_reminders_once.py``.
 
 Where a reminder goes: to the channel where it was set (mentioning its owner) or, for one set in
 a DM or whose channel refuses it, to the owner's DMs, once.
@@ -45,9 +67,13 @@ never asks twice where the answer is known to be no:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
+import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -80,6 +106,9 @@ DELIVERED = Counter("innkeeper_reminders_delivered_total", "Reminders delivered,
 UNDELIVERABLE = Counter("innkeeper_reminders_undeliverable_total", "Reminders marked undeliverable, by reason",
                         ["reason"])
 RETRIED = Counter("innkeeper_reminders_retried_total", "Reminder deliveries put off after a passing failure")
+CLAIMS_LOST = Counter("innkeeper_reminders_claims_lost_total",
+                      "Claims found taken over by another cluster, by when (before_send: not sent; while_sending)",
+                      ["when"])
 AVOIDED = Counter("innkeeper_reminders_requests_avoided_total",
                   "Sends not made because the cache or a recent refusal said they would be refused")
 
@@ -161,11 +190,12 @@ class ReminderService:
         """Claim and deliver what is due now; returns how many were delivered."""
         if self.key_ring is None or not self.database.available:
             return 0
+        asked = time.monotonic()  # the claims last at least until asked + lease, whatever the database's clock says
         due = await db_reminders.claim_due(self.db, self.key_ring, self.claimer, lease=self.lease, limit=self.batch)
         delivered = 0
         for i, reminder in enumerate(due):
             try:
-                if await self.deliver(reminder):
+                if await self.deliver(reminder, held_until=asked + self.lease):
                     delivered += 1
             except RequestRefused as exc:
                 _log.warning("the invalid-request guard refuses requests for %.0f s: %d reminders put off",
@@ -176,20 +206,34 @@ class ReminderService:
                 break
         return delivered
 
-    async def deliver(self, reminder: Reminder) -> bool:
+    async def deliver(self, reminder: Reminder, *, held_until: float | None = None) -> bool:
         """Send one claimed reminder and mark it; True when it counts as delivered by us.
+
+        The claim is checked (and lengthened) first: a reminder another cluster took meanwhile is
+        left to it, unsent. While it is being sent the claim is lengthened every third of the
+        lease (:meth:`_hold`), so a slow send keeps it.
+
+        Parameters
+        ----------
+        held_until:
+            ``time.monotonic()`` until which the claim is known to last (by default a full lease
+            from now: it was just claimed); used when the database cannot say.
 
         Raises
         ------
         RequestRefused
             The invalid-request guard refused a request: nothing was sent (the caller releases it).
         """
+        claim = _Claim(time.monotonic() + self.lease if held_until is None else held_until)
+        if not await self._still_ours(reminder, claim):
+            return False
         try:
-            if reminder.attempts > 1 and await self.already_sent(reminder):
-                DELIVERED.labels("found").inc()
-                failure = None
-            else:
-                failure = await self.send(reminder)
+            async with self._hold(reminder, claim):
+                if reminder.attempts > 1 and await self.already_sent(reminder):
+                    DELIVERED.labels("found").inc()
+                    failure = None
+                else:
+                    failure = await self.send(reminder)
         except _PASSING as exc:
             await self._retry_later(reminder, exc)
             return False
@@ -200,6 +244,55 @@ class ReminderService:
         if not marked:
             _log.warning("reminder %s: our claim ran out before it was marked delivered", reminder.id)
         return marked
+
+    # --- the claim ----------------------------------------------------------------------------------
+    async def _extend(self, reminder: Reminder, claim: _Claim) -> bool | None:
+        """Lengthen the claim by a lease from now: True when done, False when it is not ours, None when unknown."""
+        asked = time.monotonic()
+        try:
+            ours = await db_reminders.extend_claim(self.db, reminder.id, self.claimer, lease=self.lease)
+        except DatabaseError as exc:
+            _log.debug("reminder %s: could not lengthen the claim: %s", reminder.id, exc)
+            return None
+        if ours:
+            claim.until = asked + self.lease
+        return ours
+
+    async def _still_ours(self, reminder: Reminder, claim: _Claim) -> bool:
+        """Check the claim right before sending; False (and nothing sent) when it is gone."""
+        ours = await self._extend(reminder, claim)
+        if ours is None:  # the database cannot say: trust our own clock, with a margin
+            ours = time.monotonic() < claim.until - min(5.0, self.lease / 3)
+            if not ours:
+                _log.info("reminder %s: the claim may have run out and the database cannot say; not sending",
+                          reminder.id)
+        elif not ours:
+            _log.info("reminder %s was claimed by another cluster (or done) before we sent it; leaving it",
+                      reminder.id)
+        if not ours:
+            CLAIMS_LOST.labels("before_send").inc()
+        return ours
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, reminder: Reminder, claim: _Claim) -> AsyncIterator[None]:
+        """Lengthen the claim every third of the lease while the body runs (a slow send keeps it)."""
+        async def keep() -> None:
+            while True:
+                await asyncio.sleep(self.lease / 3)
+                ours = await self._extend(reminder, claim)
+                if ours is False:
+                    CLAIMS_LOST.labels("while_sending").inc()
+                    _log.warning("reminder %s was claimed by another cluster while we were sending it; the "
+                                 "message's nonce and marker keep it to one message", reminder.id)
+                    return
+
+        keeper = asyncio.create_task(keep(), name=f"reminder-{reminder.id}-claim")
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
 
     async def _retry_later(self, reminder: Reminder, exc: BaseException) -> None:
         if reminder.attempts >= MAX_ATTEMPTS:
@@ -301,6 +394,15 @@ class ReminderService:
                 gone = isinstance(exc, discord.NotFound)
                 self.refused.add(kind, target_id, "dm_closed" if kind == "dm" else "gone" if gone else "forbidden")
         return False
+
+
+class _Claim:
+    """How long our claim on one reminder is known to last (``time.monotonic()``)."""
+
+    __slots__ = ("until",)
+
+    def __init__(self, until: float) -> None:
+        self.until = until
 
 
 def _describe(exc: BaseException) -> str:

@@ -62,6 +62,8 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
                                    "(0: never ban)"),
     ("invalid_request_window", float, "seconds of the invalid-request limit (Discord: 600)"),
     ("invalid_request_ban", float, "seconds a banned IP is refused"),
+    ("nonce_window", float, "seconds a sent message's nonce is remembered for enforce_nonce (Discord: "
+                            "\"the past few minutes\")"),
 )
 
 #: (field, lowest allowed, highest allowed or None).
@@ -74,7 +76,7 @@ _BOUNDS: dict[str, tuple[float, float | None]] = {
     "resume_buffer": (1, None), "resume_ttl": (0, None), "max_member_count": (2, 1_000_000),
     "huge_guilds": (0, 1000), "size_tail": (0.3, 5), "member_request_interval": (0, None),
     "interaction_deadline": (0.001, None), "interaction_token_ttl": (0.001, None), "invalid_request_limit": (0, None),
-    "invalid_request_window": (0.001, None), "invalid_request_ban": (0, None),
+    "invalid_request_window": (0.001, None), "invalid_request_ban": (0, None), "nonce_window": (0, None),
 }
 #: Fields that take one of a few words.
 _CHOICES: dict[str, tuple[str, ...]] = {"guild_sizes": ("fixed", "realistic")}

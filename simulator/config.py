@@ -69,6 +69,8 @@ class SimConfig:
     invalid_request_window: float = 600.0
     #: Seconds a banned IP is refused (Discord documents no duration).
     invalid_request_ban: float = 3600.0
+    #: Seconds a message's ``nonce`` is remembered for ``enforce_nonce`` ("the past few minutes").
+    nonce_window: float = 300.0
 
     @property
     def base_url(self) -> str:

@@ -6,7 +6,8 @@ Routes (bodies and answers are JSON; ids travel as strings; bad input is a 400 `
 - ``POST /_sim/interactions`` / ``GET /_sim/interactions/{id}``: see ``control_interactions``;
 - ``POST /_sim/messages``: a user posts a message (MESSAGE_CREATE to the owning shard);
 - ``POST /_sim/load`` / ``GET /_sim/load`` / ``DELETE /_sim/load``: benchmark event streams;
-- ``POST /_sim/faults`` / ``GET /_sim/faults`` / ``DELETE /_sim/faults``: gateway and REST faults;
+- ``POST /_sim/faults`` / ``GET /_sim/faults`` / ``DELETE /_sim/faults``: gateway and REST faults
+  (``GET`` also lists the requests a latency fault holds now, under ``held``);
 - ``GET /_sim/stats`` (the counters, and every session's books: dispatched, buffered, replayed, lost),
   ``POST /_sim/reset-stats``;
 - ``GET /_sim/dms/{user_id}``: the DM channel the bot opened with a user and its messages;
@@ -53,6 +54,8 @@ __all__ = ("setup", "LOAD_KEY", "reset_stats")
 LOAD_KEY = web.AppKey("innkeeper_sim_load", LoadGenerator)
 _GATEWAY_FAULTS = ("disconnect", "reconnect", "invalid_session", "silent")
 _REST_FAULTS = ("http_error", "latency")
+#: What a latency fault does with a request whose client hung up while it was held.
+_IF_CLIENT_GONE = ("complete", "drop")
 _FAULT_STATUSES = (400, 401, 403, 404, 429, 500, 502, 503, 504)
 #: ShardStats fields that are gauges, not counters (kept by a reset).
 _GAUGES = {"guilds"}
@@ -221,7 +224,10 @@ async def post_fault(request: web.Request, state: SimState) -> web.Response:
     fault: dict[str, Any] = {"kind": kind, "route": route, "count": count}
     if kind == "latency":
         fault["ms"] = number(body, "ms", lo=0, hi=120_000)
+        fault["if_client_gone"] = choice(body, "if_client_gone", _IF_CLIENT_GONE, "complete")
     else:
+        if "if_client_gone" in body:
+            raise ControlError(400, "if_client_gone only applies to latency faults")
         status = integer(body, "status", 500)
         if status not in _FAULT_STATUSES:
             raise ControlError(400, f"status must be one of {', '.join(map(str, _FAULT_STATUSES))}")
@@ -236,7 +242,7 @@ async def post_fault(request: web.Request, state: SimState) -> web.Response:
 
 
 async def list_faults(request: web.Request, state: SimState) -> web.Response:
-    return json_response({"rest_faults": state.rest_faults})
+    return json_response({"rest_faults": state.rest_faults, "held": state.held_requests})
 
 
 async def clear_faults(request: web.Request, state: SimState) -> web.Response:

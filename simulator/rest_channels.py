@@ -8,6 +8,9 @@ The bot's permissions in a guild channel are checked as Discord checks them
 VIEW_CHANNEL a channel route answers 403 50001 Missing Access; sending also needs SEND_MESSAGES
 (else 403 50013 Missing Permissions); listing messages without READ_MESSAGE_HISTORY returns none.
 A message to a user whose DMs are closed to the bot (``POST /_sim/users/{id}/dms``) is 403 50007.
+A send with ``nonce`` and ``enforce_nonce: true`` whose nonce the bot used within the last
+``--nonce-window`` seconds returns the message that nonce created, and creates nothing
+(:mod:`simulator.message_nonces`, counted in ``nonce_duplicates``).
 Deleting another user's message needs MANAGE_MESSAGES, and so does changing the ``flags`` of one
 (``developers/resources/message.mdx``, "Delete Message", "Edit Message"): else 403 50013; in a DM
 another user's message cannot be deleted at all (403 50003).
@@ -137,11 +140,21 @@ async def create_message(request: web.Request, state: SimState) -> web.Response:
         raise RestError(400, 50008, "Cannot send messages in a non-text channel")
     body = await read_body(request)
     fields = validate_message_body(body.payload, files=len(body.files))
+    author = state.world.bot_user()
+    nonce = fields.get("nonce") if fields.get("enforce_nonce") else None
+    if nonce is not None:
+        earlier = state.nonces.find(int(author["id"]), nonce)
+        known = state.messages.get(*earlier) if earlier is not None else None
+        if known is not None:  # "that message will be returned and no new message will be created"
+            state.stats.nonce_duplicates += 1
+            return json_response(known)
     message_id = state.ids.next()
     attachments = attachments_from_files(state, channel_id, body.files)
     msg = build_message(state, message_id=message_id, channel_id=channel_id, guild=guild,
-                        author=state.world.bot_user(), body=fields, attachments=attachments)
+                        author=author, body=fields, attachments=attachments)
     state.messages.add(channel_id, msg)
+    if nonce is not None:
+        state.nonces.remember(int(author["id"]), nonce, channel_id, message_id)
     state.stats.messages_created += 1
     channel["last_message_id"] = msg["id"]
     deliver(state, guild, "MESSAGE_CREATE", _gateway_copy(state, guild, msg))

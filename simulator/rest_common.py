@@ -8,7 +8,9 @@ token, whether it is exempt from the global limit) and registered under ``/api/v
 2. the invalid-request ban: a banned IP gets Cloudflare's 429 and nothing else
    (:mod:`simulator.invalid_requests`);
 3. the ``Authorization: Bot <token>`` check against the application's current token (401);
-4. REST faults from ``state.rest_faults`` (latency, then an injected error status);
+4. REST faults from ``state.rest_faults`` (latency, then an injected error status): a held
+   request whose client hangs up is dropped unhandled when its fault says ``if_client_gone:
+   drop`` (see :func:`_hold`);
 5. the global limit and the route bucket (429 with Discord's body and headers);
 6. the handler, whose :class:`RestError` becomes Discord's JSON error shape and whose unexpected
    exceptions become a logged 500, never a crash;
@@ -257,6 +259,52 @@ def take_faults(state: SimState, method: str, path: str) -> tuple[dict[str, Any]
     return latency, error
 
 
+#: Held requests whose handling goes on whatever happens to their client (strong references).
+_COMPLETING: set[asyncio.Task[web.StreamResponse]] = set()
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _hold(request: web.Request, state: SimState, fault: dict[str, Any]) -> bool:
+    """Hold ``request`` for the latency fault's ``ms``; False when it is dropped instead of handled.
+
+    ``if_client_gone``: ``complete`` (the default) handles the request after the delay even when
+    its client hung up meanwhile, as a server that already received it does (a JSON body is read
+    before the delay; a multipart upload is read after it, so its client must stay); ``drop`` stops
+    holding it as soon as the client is gone and never handles it, as a request lost on its way
+    (a client killed while it waited has then sent nothing). Held requests are listed in
+    ``state.held_requests`` while they wait.
+    """
+    seconds = max(0.0, float(fault.get("ms", 0))) / 1000
+    drop = fault.get("if_client_gone") == "drop"
+    held = {"method": request.method, "path": request.path, "ms": fault.get("ms", 0),
+            "if_client_gone": fault.get("if_client_gone", "complete")}
+    state.held_requests.append(held)
+    try:
+        if not drop:
+            await asyncio.sleep(seconds)
+            return True
+        deadline = asyncio.get_running_loop().time() + seconds
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            if _client_gone(request):
+                state.stats.dropped_requests += 1
+                return False
+            await asyncio.sleep(min(left, 0.02))
+        if _client_gone(request):
+            state.stats.dropped_requests += 1
+            return False
+        return True
+    except asyncio.CancelledError:  # a web server that cancels handlers when their client goes
+        if drop:
+            state.stats.dropped_requests += 1
+        raise
+    finally:
+        state.held_requests.remove(held)
+
+
 def _fault_matches(pattern: str | None, method: str, path: str) -> bool:
     if not pattern:
         return True
@@ -300,15 +348,35 @@ def _wrap(r: RestRoute, spec: BucketSpec) -> Callable[[web.Request], Awaitable[w
     exempt = r.exempt_global
 
     async def respond(request: web.Request, state: SimState) -> web.StreamResponse:
-        app = request.app
         if needs_auth and request.headers.get("Authorization") != "Bot " + state.application.token:
             return error_response(401, 0, "401: Unauthorized")
         if state.rest_faults:
             latency, error = take_faults(state, request.method, request.path)
-            if latency is not None:
-                await asyncio.sleep(max(0.0, float(latency.get("ms", 0))) / 1000)
-            if error is not None:
-                return _injected_error(state, error, spec)
+            if latency is not None and latency.get("if_client_gone") == "drop":
+                if not await _hold(request, state, latency):
+                    return error_response(499, 0, "Client Closed Request")  # nobody reads it: the client is gone
+            elif latency is not None:
+                # The server has the request: it completes even when the client hangs up meanwhile (and the
+                # web server cancels this handler), so the rest runs in a task of its own.
+                async def held() -> web.StreamResponse:
+                    if not request.content_type.startswith("multipart/"):
+                        try:
+                            await request.read()  # received with the request (kept: handlers read it again)
+                        except ConnectionResetError:
+                            return error_response(499, 0, "Client Closed Request")
+                    await _hold(request, state, latency)
+                    return await proceed(request, state, error)
+                task = asyncio.create_task(held())
+                _COMPLETING.add(task)
+                task.add_done_callback(_COMPLETING.discard)
+                return await asyncio.shield(task)
+            return await proceed(request, state, error)
+        return await proceed(request, state, None)
+
+    async def proceed(request: web.Request, state: SimState, error: dict[str, Any] | None) -> web.StreamResponse:
+        app = request.app
+        if error is not None:
+            return _injected_error(state, error, spec)
         decision = app[LIMITER_KEY].hit(spec, _major(request.match_info), exempt_global=exempt)
         headers = decision.headers()
         if not decision.allowed:

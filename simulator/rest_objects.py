@@ -11,6 +11,7 @@ import datetime
 import re
 from typing import TYPE_CHECKING, Any
 
+from .message_nonces import MAX_NONCE_LENGTH
 from .rest_common import RestError, form_error
 from .snowflakes import iso
 
@@ -67,6 +68,9 @@ def validate_message_body(payload: Any, *, files: int = 0, edit: bool = False) -
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             kind = expected.__name__ if isinstance(expected, type) else "string or integer"
             raise form_error(name, "BASE_TYPE_BAD_TYPE", f"Must be a valid {kind}.")
+    nonce = payload.get("nonce")
+    if isinstance(nonce, str) and len(nonce) > MAX_NONCE_LENGTH:
+        raise form_error("nonce", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_NONCE_LENGTH} or fewer in length.")
     content = payload.get("content")
     if content is not None and len(content) > 2000:
         raise form_error("content", "BASE_TYPE_MAX_LENGTH", "Must be 2000 or fewer in length.")

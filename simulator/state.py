@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .application import Application
+from .message_nonces import RecentNonces
 from .snowflakes import DISCORD_EPOCH_MS
 
 if TYPE_CHECKING:
@@ -97,7 +98,12 @@ class Stats:
     #: Connections closed because the client stopped heartbeating (close 4000; the session stays resumable).
     heartbeat_timeouts: int = 0
     messages_created: int = 0
+    #: Message sends answered with the message an earlier send with the same ``nonce`` created
+    #: (``enforce_nonce``): no new message.
+    nonce_duplicates: int = 0
     faults_applied: int = 0
+    #: Requests a latency fault with ``if_client_gone: drop`` held and dropped unhandled (the client hung up).
+    dropped_requests: int = 0
     #: IDENTIFYs refused (close 4004) because the daily ``session_start_limit`` was used up.
     identify_budget_exhausted: int = 0
     #: Dispatches not sent because the target session's intents exclude them (as Discord does).
@@ -156,7 +162,9 @@ class Stats:
             "sessions_expired": self.sessions_expired,
             "heartbeat_timeouts": self.heartbeat_timeouts,
             "messages_created": self.messages_created,
+            "nonce_duplicates": self.nonce_duplicates,
             "faults_applied": self.faults_applied,
+            "dropped_requests": self.dropped_requests,
             "identify_budget_exhausted": self.identify_budget_exhausted,
             "intent_filtered": self.intent_filtered,
             "member_requests": self.member_requests,
@@ -418,6 +426,8 @@ class SimState:
     commands: CommandStore = field(init=False)
     #: REST faults injected by ``POST /_sim/faults`` (kind http_error / latency), consumed per request.
     rest_faults: list[dict[str, Any]] = field(default_factory=list)
+    #: Requests a latency fault holds now: ``{"method", "path", "ms", "if_client_gone"}`` (``GET /_sim/faults``).
+    held_requests: list[dict[str, Any]] = field(default_factory=list)
     #: DM channels the bot opened (``POST /users/@me/channels``): DM channel id → DM channel object.
     dm_channels: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Users whose DMs are closed to the bot (``POST /_sim/users/{id}/dms``): sends there are 403 50007.
@@ -428,8 +438,12 @@ class SimState:
     #: ban; injectable for tests.
     clock: Callable[[], float] = time.monotonic
 
+    #: Nonces of recent message sends (``enforce_nonce``), see ``simulator.message_nonces``.
+    nonces: RecentNonces = field(init=False)
+
     def __post_init__(self) -> None:
         self.commands = CommandStore(self.ids)
+        self.nonces = RecentNonces(self.config.nonce_window, lambda: self.clock())
         if self.application is None:
             self.application = Application.from_config(self.config)
 

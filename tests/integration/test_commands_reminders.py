@@ -42,13 +42,16 @@ def http_error(status: int) -> discord.HTTPException:
 class FakeChannel:
     """A messageable that records every send attempt (``tries``) and what it accepted."""
 
-    def __init__(self, fail: Exception | None = None) -> None:
+    def __init__(self, fail: Exception | None = None, took: float = 0.0) -> None:
         self.messages: list[SimpleNamespace] = []
         self.fail = fail
+        self.took = took  # seconds each send takes
         self.tries = 0
 
     async def send(self, content: str, **kwargs: Any) -> SimpleNamespace:
         self.tries += 1
+        if self.took:
+            await asyncio.sleep(self.took)
         if self.fail is not None:
             raise self.fail
         msg = SimpleNamespace(author=SimpleNamespace(id=BOT_ID), content=content, nonce=kwargs.get("nonce"))
@@ -141,6 +144,39 @@ async def test_a_crash_before_sending_is_delivered_by_another_cluster(db: Databa
     assert await survivor.tick() == 0  # still leased
     assert await wait_for(survivor.tick, timeout=10, message="the dead claim's lease to run out") == 1
     assert [m.content.endswith(f"reminder #{rid}") for m in channel.messages] == [True]
+
+
+async def test_a_claim_taken_over_before_the_send_is_left_unsent(db: Database) -> None:
+    rid = await due_reminder(db)
+    channel = FakeChannel()
+    slow = service(db, channel, lease=0.3)
+    (claimed,) = await db_reminders.claim_due(db, KEYS, slow.claimer, lease=0.3)
+    # the claimer stalls past its lease (a long batch, a stopped process); another cluster claims it
+    (taken,) = await wait_for(lambda: db_reminders.claim_due(db, KEYS, "cluster-other", lease=60), timeout=10,
+                              message="the lease to run out")
+    assert not await slow.deliver(claimed)  # its claim is checked before anything is sent
+    assert channel.tries == 0
+    got = await row(db, rid)
+    assert got.claimed_by == "cluster-other" and got.delivered_at is None and got.attempts == 2
+
+
+async def test_a_send_slower_than_the_lease_keeps_its_claim(db: Database) -> None:
+    """The claim is lengthened every third of the lease while the send is in flight: no other cluster
+    takes the reminder meanwhile, however long the send takes."""
+    rid = await due_reminder(db)
+    channel = FakeChannel(took=2.0)  # more than three leases
+    sender, other = service(db, channel, lease=0.6), service(db, channel, cluster=1, lease=0.6)
+    sending = asyncio.create_task(sender.tick())
+    await wait_for(lambda: channel.tries == 1, timeout=10, message="the send in flight")
+    while not sending.done():
+        assert await other.tick() == 0  # never claimable while the send goes on
+        held = await row(db, rid)
+        assert held.claimed_by == sender.claimer or held.delivered_at is not None
+        await asyncio.sleep(0.1)
+    assert await sending == 1
+    got = await row(db, rid)
+    assert got.delivered_at is not None and got.attempts == 1 and got.claimed_by == sender.claimer
+    assert len(channel.messages) == 1
 
 
 async def test_a_passing_failure_waits_for_its_backoff_before_the_next_try(db: Database) -> None:

@@ -12,6 +12,7 @@ from db import reminders
 from db.crypto import row_binding
 from db.pool import Database
 from db.testing import make_keys, migrated
+from innkeeper.errors import DatabaseError
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -62,8 +63,28 @@ async def test_an_expired_claim_is_claimable_again(db: Database) -> None:
     assert await reminders.mark_delivered(db, r.id, "live-cluster")
 
 
+async def test_a_claim_is_extended_only_while_it_is_still_the_claimers(db: Database) -> None:
+    r = await reminders.create_reminder(db, KEYS, user_id=2, body="hi", due_at=dt.datetime.now(dt.UTC))
+    (claim,) = await reminders.claim_due(db, KEYS, "sender", lease=0.3)
+    until = claim.claimed_until
+    assert await reminders.extend_claim(db, r.id, "sender", lease=30)
+    extended = await reminders.get_reminder(db, KEYS, r.id)
+    assert extended is not None and extended.claimed_until is not None and until is not None
+    assert extended.claimed_until - until > dt.timedelta(seconds=25)
+    assert await reminders.claim_due(db, KEYS, "other") == []  # held past the first 0.3 s lease
+    assert not await reminders.extend_claim(db, r.id, "other", lease=30)  # not theirs
+    # a claim that ran out is still the claimer's until someone claims the reminder
+    assert await reminders.extend_claim(db, r.id, "sender", lease=0.2)
+    assert await wait_for(lambda: reminders.claim_due(db, KEYS, "other"), timeout=10, message="the lease to end")
+    assert not await reminders.extend_claim(db, r.id, "sender", lease=30)  # now it is "other"'s: do not send
+    assert await reminders.mark_delivered(db, r.id, "other")
+    assert not await reminders.extend_claim(db, r.id, "other", lease=30)  # delivered: nothing to hold
+    with pytest.raises(DatabaseError):
+        await reminders.extend_claim(db, r.id, "other", lease=0)
+
+
 async def test_pending_cap_per_user(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    from innkeeper.errors import DatabaseError, ErrorCode
+    from innkeeper.errors import ErrorCode
 
     monkeypatch.setattr(reminders, "MAX_PER_USER", 2)
     due = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
@@ -88,8 +109,6 @@ async def test_a_retry_waits_for_its_time_and_an_untried_claim_does_not_count(db
 
 
 async def test_an_undeliverable_reminder_is_final_and_its_owner_told_once(db: Database) -> None:
-    from innkeeper.errors import DatabaseError
-
     past = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
     a = await reminders.create_reminder(db, KEYS, user_id=8, body="a", due_at=past, guild_id=1, channel_id=2)
     b = await reminders.create_reminder(db, KEYS, user_id=8, body="b", due_at=past + dt.timedelta(seconds=1))

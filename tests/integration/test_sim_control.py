@@ -182,7 +182,7 @@ async def test_gateway_faults_pass_through_and_rest_faults_queue(sim: SimApp) ->
     status, reply = await sim.control("POST", "faults", {"kind": "latency", "ms": 5, "count": 3})
     assert reply["applied"] == 3
     assert (await sim.control("GET", "faults"))[1]["rest_faults"] == [
-        {"kind": "latency", "route": None, "count": 3, "ms": 5.0}]
+        {"kind": "latency", "route": None, "count": 3, "ms": 5.0, "if_client_gone": "complete"}]
     assert (await sim.control("DELETE", "faults"))[1] == {"cleared": 1}
     assert sim.state.rest_faults == []
 
@@ -229,6 +229,8 @@ async def test_dispatch_fault_input_errors(sim: SimApp, body: dict[str, Any], ne
     ({"kind": "latency"}, "ms is required"),
     ({"kind": "latency", "ms": -1}, "ms must be between"),
     ({"kind": "latency", "ms": 5, "route": 7}, "route must be a string"),
+    ({"kind": "latency", "ms": 5, "if_client_gone": "shrug"}, "if_client_gone must be one of"),
+    ({"kind": "http_error", "status": 500, "if_client_gone": "drop"}, "only applies to latency faults"),
 ])
 async def test_fault_input_errors(sim: SimApp, body: dict[str, Any], needle: str) -> None:
     status, reply = await sim.control("POST", "faults", body)

@@ -24,6 +24,7 @@ from simulator import control, rest
 from simulator.config import SimConfig
 from simulator.state import STATE_KEY, SimState
 from simulator.world import World
+from tests.support import ManualClock, wait_for
 
 TOKEN = "sim-token"
 AUTH = {"Authorization": f"Bot {TOKEN}"}
@@ -555,6 +556,76 @@ async def test_latency_fault_delays_matching_requests(sim: SimApp) -> None:
     assert sim.state.stats.faults_applied == applied + 1 and not sim.state.rest_faults  # … by the one fault
     assert (await sim.api("GET", "/users/@me")).status == 200
     assert sim.state.stats.faults_applied == applied + 1  # count 1: the next request is not delayed
+
+
+async def test_a_held_request_is_listed_and_completes_after_its_client_hung_up(sim: SimApp) -> None:
+    """``if_client_gone: complete`` (the default): the server got the request, it lands anyway."""
+    channel = sim.text_channel()
+    await sim.control("POST", "faults", {"kind": "latency", "ms": 400, "route": f"POST /channels/{channel}/messages"})
+    send = asyncio.create_task(sim.api("POST", f"/channels/{channel}/messages", json={"content": "late"}))
+    await wait_for(lambda: sim.state.held_requests, message="the send held")
+    _, listed = await sim.control("GET", "faults")
+    assert listed["held"] == [{"method": "POST", "path": f"/api/v10/channels/{channel}/messages", "ms": 400,
+                               "if_client_gone": "complete"}] and listed["rest_faults"] == []
+    send.cancel()  # the client hangs up while the request is held
+    with contextlib.suppress(asyncio.CancelledError):
+        await send
+    await wait_for(lambda: sim.state.stats.messages_created == 1, timeout=5, message="the held send to land")
+    assert not sim.state.held_requests and sim.state.stats.dropped_requests == 0
+
+
+async def test_a_held_request_is_dropped_when_its_client_hangs_up_with_if_client_gone_drop(sim: SimApp) -> None:
+    channel = sim.text_channel()
+    route = f"POST /channels/{channel}/messages"
+    await sim.control("POST", "faults", {"kind": "latency", "ms": 60_000, "route": route,
+                                         "if_client_gone": "drop"})
+    send = asyncio.create_task(sim.api("POST", f"/channels/{channel}/messages", json={"content": "lost"}))
+    await wait_for(lambda: sim.state.held_requests, message="the send held")
+    send.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await send
+    await wait_for(lambda: sim.state.stats.dropped_requests == 1, timeout=5, message="the held send dropped")
+    assert not sim.state.held_requests and sim.state.stats.messages_created == 0
+    assert sim.hub.of("MESSAGE_CREATE") == []
+    # a client that waits gets its answer after the delay, as with the default
+    await sim.control("POST", "faults", {"kind": "latency", "ms": 200, "route": route, "if_client_gone": "drop"})
+    start = time.monotonic()
+    resp = await sim.api("POST", f"/channels/{channel}/messages", json={"content": "patient"})
+    assert resp.status == 200 and time.monotonic() - start >= 0.19
+    assert sim.state.stats.messages_created == 1
+
+
+async def test_enforce_nonce_returns_the_message_the_nonce_created(sim: SimApp) -> None:
+    """``message.mdx``, Create Message: with ``enforce_nonce`` a nonce used in the past few minutes by the
+    same author returns "that message" and "no new message will be created"."""
+    channel, other = sim.text_channel(), sim.text_channel(1)
+    body = {"content": "once", "nonce": "ikr-7", "enforce_nonce": True}
+    first = await (await sim.api("POST", f"/channels/{channel}/messages", json=body)).json()
+    again = await sim.api("POST", f"/channels/{channel}/messages", json={**body, "content": "twice"})
+    assert again.status == 200 and (await again.json()) == first
+    elsewhere = await (await sim.api("POST", f"/channels/{other}/messages", json=body)).json()
+    assert elsewhere == first  # per author, as documented: not per channel
+    assert sim.state.stats.messages_created == 1 and sim.state.stats.nonce_duplicates == 2
+    assert len(sim.hub.of("MESSAGE_CREATE")) == 1
+    # without enforce_nonce the nonce is only echoed back, never checked
+    plain = await (await sim.api("POST", f"/channels/{channel}/messages",
+                                 json={"content": "plain", "nonce": "ikr-7"})).json()
+    assert plain["id"] != first["id"] and plain["nonce"] == "ikr-7"
+    # a nonce is remembered for --nonce-window seconds only
+    clock = ManualClock()
+    third = sim.text_channel(2)  # a channel of its own: 5 sends per 5 s per channel
+    sim.state.clock = clock
+    fresh = await (await sim.api("POST", f"/channels/{third}/messages",
+                                 json={**body, "nonce": "ikr-8"})).json()
+    clock.advance(sim.state.config.nonce_window - 1)
+    assert (await (await sim.api("POST", f"/channels/{third}/messages",
+                                 json={**body, "nonce": "ikr-8"})).json())["id"] == fresh["id"]
+    clock.advance(2)
+    later = await (await sim.api("POST", f"/channels/{third}/messages", json={**body, "nonce": "ikr-8"})).json()
+    assert later["id"] != fresh["id"] and sim.state.stats.messages_created == 4
+    # "up to 25 characters"
+    long = await sim.api("POST", f"/channels/{other}/messages", json={**body, "nonce": "x" * 26})
+    assert long.status == 400 and (await long.json())["code"] == 50035
 
 
 async def test_unknown_routes_are_discord_json_404s(sim: SimApp) -> None:
