@@ -20,8 +20,10 @@ stores the shard in the client's own table, so reconnects and re-identifies (``S
 → ``before_identify_hook``) run through discord.py unchanged.
 
 A shard with a session saved by the process before this one (:mod:`shard.session_keeper`)
-RESUMEs instead (:mod:`shard.resume`): no lane, no queue, no identify. If it cannot even send
-the RESUME it joins the identify path; if Discord refuses the session, discord.py identifies it
+RESUMEs instead (:mod:`shard.resume`): no lane, no queue, no identify. If the gateway cannot be
+reached it tries again with backoff while the saved session may still be resumed; without a
+snapshot to rebuild its guilds from, or once the session's time is up, it joins the identify
+path; if Discord refuses the session, discord.py identifies it
 again through ``before_identify_hook``, and so through the queue.
 
 Before the first shard connects, :func:`launch_shards` has the gate build its queue
@@ -33,11 +35,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 import yarl
-from discord.gateway import DiscordWebSocket
+from discord.gateway import DiscordWebSocket, ReconnectWebSocket
 from discord.shard import Shard
+from prometheus_client import Counter
+
+from innkeeper.backoff import Backoff
 
 if TYPE_CHECKING:
     from discord.ext import commands
@@ -53,6 +59,10 @@ _log = logging.getLogger(__name__)
 
 #: discord.py's pause before it retries a shard that failed to connect.
 RETRY_DELAY_S = 5.0
+
+RECONNECT_RESUMES = Counter("innkeeper_reconnect_resumes_total",
+                            "Reconnects after a failed connection that RESUMEd the shard's session instead of "
+                            "identifying from scratch")
 
 
 def lanes(shard_ids: list[int], max_concurrency: int) -> list[list[int]]:
@@ -88,11 +98,17 @@ async def launch_shards(bot: commands.AutoShardedBot, gate: IdentifyGate, resume
 
     async def resume(info: SessionInfo) -> None:
         assert resumer is not None
-        ws = await resumer.connect(bot, info)
-        if ws is None:  # could not even send the RESUME: the identify queue, as a cold start would
-            await launch_shard(bot, gate, gateway, info.shard_id)
-        else:
-            _start(bot, info.shard_id, ws)
+        backoff = Backoff(0.5, RETRY_DELAY_S)
+        while not bot.is_closed():
+            ws = await resumer.connect(bot, info)
+            if ws is not None:
+                _start(bot, info.shard_id, ws)
+                return
+            if not resumer.worth_retrying(info):
+                break
+            await asyncio.sleep(backoff.next())  # the gateway is unreachable: the session outlives a short outage
+        # no snapshot, or the session's time is up: the identify queue, as a cold start would
+        await launch_shard(bot, gate, gateway, info.shard_id)
 
     async def lane(ids: list[int]) -> None:
         for sid in ids:
@@ -126,5 +142,54 @@ def _start(bot: commands.AutoShardedBot, shard_id: int, ws: DiscordWebSocket) ->
     # close() and latencies all read it, so the shard must go there, as discord.py's own launch does.
     shards: dict[int, Shard] = bot._AutoShardedClient__shards  # type: ignore[attr-defined]
     put = bot._AutoShardedClient__queue.put_nowait  # type: ignore[attr-defined]
-    shards[shard_id] = shard = Shard(ws, bot, put)
+    shards[shard_id] = shard = ResumingShard(ws, bot, put)
     shard.launch()
+
+
+class ResumingShard(Shard):
+    """discord.py's ``Shard``, except that a reconnect after a failed connection RESUMEs.
+
+    When a connection attempt fails (the gateway unreachable, a 5xx on the upgrade, a timeout),
+    discord.py backs off and then ``reconnect()``s from scratch: a new session, one IDENTIFY per
+    shard, whereas the session it had is still resumable for Discord's resume window. Through a
+    gateway outage every shard would spend identify budget, and lose the events it missed. Here
+    ``reconnect()`` resumes the session the shard still holds, through discord.py's own resume path
+    (``reidentify`` with ``resume=True``), and keeps doing so with discord.py's backoff until it
+    connects or Discord answers INVALID_SESSION, on which discord.py identifies through the queue.
+    A session this process closed with 1000 or 1001 (``ShardInfo.reconnect()``, the watchdog's
+    second step) is over: that reconnect starts a new one, as discord.py's does.
+
+    discord.py also runs every shard's reconnect inline in the client's one event queue, backoff
+    sleeps included: while one shard waits to retry, no other shard even notices it was
+    disconnected. Here each shard reconnects in a task of its own (one at a time per shard), so the
+    queue moves on, every shard reports its disconnect at once, and all of them retry together.
+    """
+
+    _reconnecting: asyncio.Task[None] | None = None
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._reconnecting is not None and not self._reconnecting.done():
+            work.close()  # this shard is already reconnecting: that attempt goes on
+            return
+        self._reconnecting = asyncio.create_task(work, name=f"shard-{self.id}-reconnect")
+
+    def stop_reconnecting(self) -> None:
+        """Cancel a reconnect under way (a clean stop: the process is going)."""
+        if self._reconnecting is not None and not self._reconnecting.done():
+            self._reconnecting.cancel()
+
+    async def reidentify(self, exc: ReconnectWebSocket) -> None:
+        self._in_background(super().reidentify(exc))
+
+    async def reconnect(self) -> None:
+        ws = self.ws
+        if (getattr(ws, "session_id", None) is None or getattr(ws, "sequence", None) is None
+                or getattr(ws, "_close_code", None) in (1000, 1001)):
+            self._in_background(super().reconnect())
+            return
+        RECONNECT_RESUMES.inc()
+        self._in_background(super().reidentify(ReconnectWebSocket(self.id, resume=True)))
+
+    async def close(self) -> None:
+        self.stop_reconnecting()
+        await super().close()

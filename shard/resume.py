@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -83,7 +84,7 @@ class Resumer:
         (:mod:`shard.replay_guard`); None lets them run again.
     """
 
-    __slots__ = ("sessions", "snapshots", "tracker", "guard", "_pending")
+    __slots__ = ("sessions", "snapshots", "tracker", "guard", "_pending", "_failed")
 
     def __init__(self, sessions: SessionStore, snapshots: GuildSnapshotStore | None, tracker: ShardTracker,
                  guard: ReplayGuard | None = None) -> None:
@@ -93,6 +94,8 @@ class Resumer:
         self.guard = guard
         #: Shards that sent RESUME at start-up and wait for RESUMED.
         self._pending: set[int] = set()
+        #: Why the last :meth:`connect` of a shard returned None: ``no_snapshot`` or ``connect``.
+        self._failed: dict[int, str] = {}
 
     async def saved(self, shard_ids: Sequence[int], shard_count: int) -> dict[int, SessionInfo]:
         """The saved sessions of ``shard_ids`` under ``shard_count``; none when Redis cannot say."""
@@ -106,7 +109,7 @@ class Resumer:
         return found
 
     async def rehydrate(self, bot: commands.AutoShardedBot, shard_id: int) -> int:
-        """Add the guilds of ``shard_id`` from their snapshots to discord.py's cache; returns how many."""
+        """Add the guilds of ``shard_id`` from their snapshots to discord.py's cache; returns how many it added."""
         if self.snapshots is None:
             return 0
         try:
@@ -140,7 +143,9 @@ class Resumer:
         """
         sid = info.shard_id
         self.tracker.set_state(sid, "RESUMING")
-        guilds = await self.rehydrate(bot, sid)
+        await self.rehydrate(bot, sid)
+        guilds = sum(1 for g in bot.guilds if g.shard_id == sid)  # rebuilt now or by an earlier attempt
+        self._failed[sid] = "no_snapshot"
         if self.snapshots is not None and not guilds:
             RESTART_RESUMES.labels("no_snapshot").inc()
             _log.info("shard %d has a saved session but no guild snapshot: identifying instead", sid,
@@ -152,18 +157,29 @@ class Resumer:
             coro = DiscordWebSocket.from_client(bot, gateway=yarl.URL(info.resume_gateway_url), shard_id=sid,
                                                 session=info.session_id, sequence=info.sequence, resume=True)
             ws = await asyncio.wait_for(coro, timeout=CONNECT_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - unreachable, refused: identify instead
+        except Exception as exc:  # noqa: BLE001 - unreachable, refused: retried while the session lives
             if self.guard is not None:
                 self.guard.finish(sid)
+            self._failed[sid] = "connect"
             RESTART_RESUMES.labels("failed").inc()
-            _log.warning("shard %d could not send RESUME (%s): identifying instead", sid, exc,
-                         extra={"shard_id": sid})
+            _log.warning("shard %d could not send RESUME (%s)", sid, exc, extra={"shard_id": sid})
             return None
+        self._failed.pop(sid, None)
         self._pending.add(sid)
         RESTART_RESUMES.labels("sent").inc()
         _log.info("shard %d sent RESUME (session %s…, sequence %s) with %d guilds rebuilt", sid,
                   info.session_id[:8], info.sequence, guilds, extra={"shard_id": sid})
         return ws
+
+    def worth_retrying(self, info: SessionInfo) -> bool:
+        """Whether to try the RESUME again: the gateway could not be reached, and the session may still live.
+
+        A gateway outage must not turn a restart into a fresh IDENTIFY of every shard once it ends:
+        the session stays resumable for Discord's resume window, which the saved session's TTL
+        (``INNKEEPER_SESSION_TTL``) stands for.
+        """
+        return (self._failed.get(info.shard_id) == "connect"
+                and time.time() < (info.saved_at or 0) + self.sessions.ttl_s)
 
     def attach(self, bot: commands.AutoShardedBot) -> None:
         """Listen for the outcome of each start-up RESUME (RESUMED, or READY after a fresh IDENTIFY)."""

@@ -160,6 +160,9 @@ class SessionKeeper:
         for _, shard in shards:
             if shard is not None:
                 shard._cancel_task()  # the reader: no frame is read after this
+                stop_reconnecting = getattr(shard, "stop_reconnecting", None)
+                if stop_reconnecting is not None:
+                    stop_reconnecting()  # nor does a reconnect under way open a new socket
         infos = self._live()
 
         async def close(shard: Any) -> None:

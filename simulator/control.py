@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 __all__ = ("setup", "LOAD_KEY", "reset_stats")
 
 LOAD_KEY = web.AppKey("innkeeper_sim_load", LoadGenerator)
-_GATEWAY_FAULTS = ("disconnect", "reconnect", "invalid_session", "silent")
+_GATEWAY_FAULTS = ("disconnect", "reconnect", "invalid_session", "silent", "outage")
 _REST_FAULTS = ("http_error", "latency")
 #: What a latency fault does with a request whose client hung up while it was held.
 _IF_CLIENT_GONE = ("complete", "drop")
@@ -214,8 +214,9 @@ async def post_fault(request: web.Request, state: SimState) -> web.Response:
         shard_id = integer(body, "shard_id", lo=0) if body.get("shard_id") is not None else None
         resumable = boolean(body, "resumable", True)
         code = integer(body, "code", 4000, lo=1000, hi=4999)
+        seconds = number(body, "seconds", 0, lo=0, hi=3600) if kind == "outage" else 0.0
         try:
-            applied = state.gateway.apply_fault(kind, shard_id, resumable=resumable, code=code)
+            applied = state.gateway.apply_fault(kind, shard_id, resumable=resumable, code=code, seconds=seconds)
         except ValueError as exc:
             raise ControlError(400, str(exc)) from None
         return json_response({"applied": applied, "kind": kind, "shard_id": shard_id})

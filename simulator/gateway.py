@@ -52,7 +52,7 @@ _log = logging.getLogger(__name__)
 GATEWAY_PATH = "/gateway"
 #: READY's ``resume_gateway_url`` points here.
 GATEWAY_RESUME_PATH = "/gateway/resume"
-FAULT_KINDS = ("disconnect", "reconnect", "invalid_session", "silent")
+FAULT_KINDS = ("disconnect", "reconnect", "invalid_session", "silent", "outage")
 #: Seconds a client gets to act on op 7 RECONNECT before the server closes the socket itself.
 RECONNECT_GRACE = 5.0
 #: Ended sessions whose books ``GET /_sim/stats`` still lists.
@@ -92,6 +92,8 @@ class Gateway:
         #: Sessions that ended, newest last (their books, for ``GET /_sim/stats``).
         self.ended: deque[Session] = deque(maxlen=ENDED_SESSIONS_KEPT)
         self.connections: set[Connection] = set()
+        #: The ``outage`` fault: until this time (the clock's), websocket upgrades are refused with 503.
+        self.outage_until: float | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -101,6 +103,12 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The ``GET /gateway`` (and ``GET /gateway/resume``) websocket handler."""
+        if self.outage_until is not None:
+            if self.clock() < self.outage_until:
+                self.stats.outage_refusals += 1
+                return web.json_response({"message": "503: Service Unavailable (simulated outage)", "code": 0},
+                                         status=503)
+            self.outage_until = None
         ws = web.WebSocketResponse(max_msg_size=1 << 20, autoping=True)
         if not ws.can_prepare(request).ok:
             return web.json_response({"message": "400: Bad Request (expected a websocket upgrade)", "code": 0},
@@ -274,7 +282,8 @@ class Gateway:
         """
         return self.router.dispatch_shard(shard_id, event, data)
 
-    def apply_fault(self, kind: str, shard_id: int | None, *, resumable: bool = True, code: int = 4000) -> int:
+    def apply_fault(self, kind: str, shard_id: int | None, *, resumable: bool = True, code: int = 4000,
+                    seconds: float = 0.0) -> int:
         """Apply a gateway fault to every live session of ``shard_id`` (every live session when None).
 
         ``disconnect`` closes with ``code``; the session stays resumable unless ``resumable`` is
@@ -284,16 +293,23 @@ class Gateway:
         ``silent`` keeps the socket open but writes nothing more to it: no dispatches (they wait in the
         session's buffer for a RESUME), no heartbeat ACKs; the client sees a zombie connection. It lasts
         until either side closes that socket; a new connection of the same session is healthy.
+        ``outage`` closes every live socket with ``code`` (sessions stay resumable, as after any drop)
+        and refuses every websocket upgrade with 503 for ``seconds`` (``shard_id`` is ignored).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown gateway fault {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
         if kind == "disconnect" and not (1000 <= code <= 4999):
             raise ValueError(f"close code {code} is outside 1000..4999")
+        if kind == "outage":
+            if not 0 < seconds <= 3600:
+                raise ValueError("an outage needs 0 < seconds <= 3600")
+            self.outage_until = self.clock() + seconds
+            shard_id = None
         targets = self.sessions.live_for_shard(shard_id)
         for session in targets:
             conn = session.conn
             assert conn is not None
-            if kind == "disconnect":
+            if kind in ("disconnect", "outage"):
                 conn.close(code, "simulated fault", keep_session=resumable and not ends_session(code))
             elif kind == "reconnect":
                 conn.send('{"t":null,"s":null,"op":7,"d":null}')

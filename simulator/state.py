@@ -84,6 +84,8 @@ class Stats:
     replayed: int = 0
     #: Interaction callbacks the bot posted.
     acknowledged: int = 0
+    #: Websocket upgrades refused with 503 during an ``outage`` fault.
+    outage_refusals: int = 0
     #: Second (and later) callbacks to an interaction already acknowledged: the bot answered it twice.
     repeat_callbacks: int = 0
     #: Events the bot never received: ``lost_unrouted + lost_buffered``.
@@ -156,6 +158,7 @@ class Stats:
             "replayed": self.replayed,
             "acknowledged": self.acknowledged,
             "repeat_callbacks": self.repeat_callbacks,
+            "outage_refusals": self.outage_refusals,
             "lost": self.lost,
             "lost_unrouted": self.lost_unrouted,
             "lost_buffered": self.lost_buffered,
@@ -376,8 +379,9 @@ class GatewayHub(Protocol):
     def dispatch_shard(self, shard_id: int, event: str, data: dict[str, Any]) -> int:
         """Send a dispatch to every live session of ``shard_id``; returns how many got it."""
 
-    def apply_fault(self, kind: str, shard_id: int | None, *, resumable: bool, code: int) -> int:
-        """Apply a gateway fault (disconnect, reconnect, invalid_session, silent); returns sessions hit."""
+    def apply_fault(self, kind: str, shard_id: int | None, *, resumable: bool, code: int,
+                    seconds: float = 0.0) -> int:
+        """Apply a gateway fault (disconnect, reconnect, invalid_session, silent, outage); returns sessions hit."""
 
     def shard_count(self) -> int | None:
         """The shard count the live sessions identified with, or None when none is live."""

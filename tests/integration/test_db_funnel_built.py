@@ -125,6 +125,7 @@ async def _walk_every_db_function(db: Database) -> None:
     await reminders.claim_due(db, KEYS, "cluster-1")
     assert await reminders.release_claim(db, due.id, "cluster-1", attempted=False)
     await reminders.claim_due(db, KEYS, "cluster-1")
+    assert await reminders.extend_claim(db, due.id, "cluster-1", lease=30)
     assert await reminders.mark_delivered(db, due.id, "cluster-1")
     failing = await reminders.create_reminder(db, KEYS, user_id=uid, body="no", due_at=now - dt.timedelta(seconds=1))
     await reminders.claim_due(db, KEYS, "cluster-1")

@@ -8,6 +8,7 @@ over HTTP, as a benchmark reads it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -241,3 +242,39 @@ async def test_what_a_socket_still_writes_after_its_session_ended_is_not_lost(
     assert mine["state"] == "ended" and mine["end_reason"] == "op 9 d=false"
     assert mine["lost"] == 0 and mine["dispatched"] == mine["seq"] == mine["written_seq"]
     assert stats["lost"] == stats["lost_unrouted"] == 1
+
+
+async def test_an_outage_closes_every_socket_and_refuses_upgrades_until_it_ends(
+        sim: SimulatorServer, connect: Connect, http: aiohttp.ClientSession) -> None:
+    client = await connect()
+    await client.ready((0, 2))
+    async with http.post(sim.url + "/_sim/faults", json={"kind": "outage", "seconds": 0.4}) as resp:
+        assert resp.status == 200 and (await resp.json())["applied"] == 1
+    closing = await asyncio.wait_for(client.ws.receive(), timeout=5)
+    assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4000
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await connect()
+    assert refused.value.status == 503 and sim.state.stats.outage_refusals == 1
+    again: GatewayClient | None = None
+
+    async def reconnected() -> bool:
+        nonlocal again
+        try:
+            again = await connect()
+        except aiohttp.WSServerHandshakeError:
+            return False
+        return True
+    await wait_for(reconnected, timeout=5, interval=0.1, message="upgrades accepted once the outage ended")
+    assert again is not None
+    await again.send(6, {"token": TOKEN, "session_id": client.session_id, "seq": client.seq})
+    assert (await again.recv())["t"] == "RESUMED"  # the session outlived the outage, within its window
+    await again.ws.close()
+    await client.ws.close()
+
+
+@pytest.mark.parametrize("body", [{"kind": "outage"}, {"kind": "outage", "seconds": 0},
+                                  {"kind": "outage", "seconds": 7200}])
+async def test_an_outage_needs_a_length(sim: SimulatorServer, http: aiohttp.ClientSession,
+                                        body: dict[str, Any]) -> None:
+    async with http.post(sim.url + "/_sim/faults", json=body) as resp:
+        assert resp.status == 400, await resp.text()
