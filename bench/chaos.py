@@ -1,6 +1,6 @@
 """The chaos suite: what users and Discord see while clusters die, restart, and their dependencies fail.
 
-``python -m bench chaos [--short] [--cases kill,rolling,redis,postgres,faults] [--kills 10] [--shards 8]
+``python -m bench chaos [--short] [--cases kill,rolling,restart,redis,postgres,faults] [--kills 10] [--shards 8]
 [--clusters 4] [--window 5] [--down 30] [--rate 4] [--events 50] [--json FILE]``
 
 One environment for every case: a simulator (identify window ``--window`` s, 5 as Discord's), a
@@ -14,6 +14,7 @@ The cases, one after the other:
 
 * ``kill``: ``kill -9`` of a random cluster, ``--kills`` times (the next once all shards are live);
 * ``rolling``: ``innkeeper restart --rolling``;
+* ``restart``: ``innkeeper restart``, every cluster at once;
 * ``redis``: Redis down for ``--down`` seconds, then back (empty: it keeps nothing on disk);
 * ``postgres``: PostgreSQL unreachable for ``--down`` seconds (the proxy refuses and cuts connections);
 * ``faults``: simulator faults on a random shard each: ``reconnect``, resumable and non-resumable
@@ -69,7 +70,7 @@ COMMAND_GUILDS = 40
 class Options:
     """What to run, and how big (see the module docstring)."""
 
-    cases: tuple[str, ...] = ("kill", "rolling", "redis", "postgres", "faults")
+    cases: tuple[str, ...] = ("kill", "rolling", "restart", "redis", "postgres", "faults")
     kills: int = 10
     shards: int = 8
     clusters: int = 4
@@ -220,6 +221,9 @@ class Chaos:
     async def rolling(self, row: Row) -> None:
         await self.measure(row, lambda: self.launcher.restart(rolling=True))
 
+    async def restart_all(self, row: Row) -> None:
+        await self.measure(row, lambda: self.launcher.restart())
+
     async def redis_down(self, row: Row) -> None:
         async def disrupt() -> None:
             self.redis.kill()
@@ -300,6 +304,8 @@ async def run(opts: Options) -> dict[str, Any]:
                     await chaos.kill(rows.setdefault("kill -9", Row("kill -9")))
                 elif case == "rolling":
                     await chaos.rolling(rows.setdefault("rolling restart", Row("rolling restart")))
+                elif case == "restart":
+                    await chaos.restart_all(rows.setdefault("restart, all at once", Row("restart, all at once")))
                 elif case == "redis":
                     await chaos.redis_down(rows.setdefault(f"Redis down {opts.down_s:g} s",
                                                            Row(f"Redis down {opts.down_s:g} s")))
@@ -340,7 +346,8 @@ def _print(out: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench chaos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="the small version run by make test")
-    parser.add_argument("--cases", default=None, help="comma-separated: kill,rolling,redis,postgres,faults")
+    parser.add_argument("--cases", default=None,
+                        help="comma-separated: kill,rolling,restart,redis,postgres,faults")
     parser.add_argument("--kills", type=int)
     parser.add_argument("--shards", type=int)
     parser.add_argument("--clusters", type=int)

@@ -122,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cold_start import wait_for_round
 
         wait_for_round(settings.redis_url, Keys(settings.redis_prefix), shard_ids, args.max_concurrency,
-                       window_s=settings.identify_window_s)
+                       window_s=settings.identify_window_s, resume=settings.resume_on_restart)
 
     import discord  # after the wait: the imports are most of a cluster's start-up
 

@@ -10,8 +10,9 @@ clusters of the first round start alone and identify sooner; the cold start's to
 to the identify floor.
 
 This module is imported before anything heavy (discord.py, aiohttp, asyncpg), and it never stops a
-cluster from starting: without a mark (a restart of one cluster, the mark expired, Redis down) or
-once the round is near, it returns at once.
+cluster from starting: without a mark (a restart of one cluster, the mark expired, Redis down), once
+the round is near, or when every shard of the cluster has a saved session to RESUME (a restart of
+every cluster at once: they resume, nobody waits for an identify round), it returns at once.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def first_round(shard_ids: Sequence[int], max_concurrency: int) -> int:
 
 
 def wait_for_round(redis_url: str, keys: Keys, shard_ids: Sequence[int], max_concurrency: int, *,
-                   window_s: float, lead_s: float = START_LEAD_S) -> float:
+                   window_s: float, lead_s: float = START_LEAD_S, resume: bool = True) -> float:
     """Sleep until ``lead_s`` before this cluster's first identify round of a cold start; returns the seconds slept.
 
     Parameters
@@ -53,12 +54,17 @@ def wait_for_round(redis_url: str, keys: Keys, shard_ids: Sequence[int], max_con
         The identify window (``INNKEEPER_IDENTIFY_WINDOW``).
     lead_s:
         How long before its round the cluster starts up.
+    resume:
+        ``INNKEEPER_RESUME_ON_RESTART``: a cluster with a saved session for every shard starts at once.
     """
     turn_s = first_round(shard_ids, max_concurrency) * window_s - lead_s
     if turn_s <= 0:
         return 0.0
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=1.0)
     try:
+        if resume and client.exists(*(keys.session(sid) for sid in shard_ids)) == len(shard_ids):
+            _log.info("every shard of this cluster has a saved session: starting now to resume them")
+            return 0.0
         elapsed_ms = int(client.register_script(COLD_START_ELAPSED)(keys=[keys.cold_start()]))
     except (RedisError, OSError, ValueError) as exc:
         _log.debug("no cold-start mark readable (%s): starting now", exc)

@@ -17,16 +17,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 async def test_chaos_short(tmp_path: pytest.TempPathFactory) -> None:
     opts = Options.short()
     opts.kills, opts.down_s = 1, 2.0
-    opts.cases = ("kill", "rolling", "redis", "postgres", "faults")
+    opts.cases = ("kill", "rolling", "restart", "redis", "postgres", "faults")
     opts.logs = tmp_path / "chaos"  # type: ignore[operator]
     out = await run(opts)
     rows = {r["case"]: r for r in out["rows"]}
-    assert set(rows) >= {"kill -9", "rolling restart", "Redis down 2 s", "PostgreSQL down 2 s", "reconnect",
-                         "invalid_session resumable", "invalid_session new", "silent", "REST 5xx burst"}, rows
+    assert set(rows) >= {"kill -9", "rolling restart", "restart, all at once", "Redis down 2 s",
+                         "PostgreSQL down 2 s", "reconnect", "invalid_session resumable", "invalid_session new",
+                         "silent", "REST 5xx burst"}, rows
     for name, row in rows.items():
         assert row["events_lost"] == 0, row
         assert row["answered_twice"] == 0, row
         assert row["commands"] > 0, row  # the load ran through every case
         assert row["identifies"] == (1 if name == "invalid_session new" else 0), row
-    for name in ("kill -9", "rolling restart"):
+    for name in ("kill -9", "rolling restart", "restart, all at once"):
         assert rows[name]["ready_s_max"] is not None and rows[name]["ready_s_max"] > 0, rows[name]  # it went down

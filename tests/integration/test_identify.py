@@ -295,3 +295,25 @@ async def test_a_cluster_far_back_in_a_cold_start_waits_for_its_round(redis: aio
     assert await asyncio.to_thread(wait_for_round, redis_url, keys, late, 16, window_s=1.0, lead_s=0.5) == 0.0
     # Redis unreachable: start at once, never block the cluster
     assert await asyncio.to_thread(wait_for_round, "redis://127.0.0.1:1/0", keys, late, 16, window_s=30.0) == 0.0
+
+
+async def test_a_cluster_with_every_session_saved_starts_at_once_to_resume(redis: aioredis.Redis,
+                                                                          redis_url: str, redis_prefix: str) -> None:
+    from ipc.identify import mark_cold_start
+    from ipc.sessions import SessionInfo, SessionStore
+    from shard.cold_start import wait_for_round
+
+    keys = Keys(redis_prefix)
+    late = list(range(32, 48))  # round 2 of max_concurrency 16: it would wait ~2 windows
+    await mark_cold_start(redis, keys, ttl_s=60)
+    store = SessionStore(redis, keys)
+    await store.save_many([SessionInfo(sid, 48, f"s{sid}", 7, "ws://x/gateway") for sid in late[:-1]])
+    started = time.monotonic()
+    # one shard without a session: that one identifies, so the cluster keeps its turn
+    assert await asyncio.to_thread(wait_for_round, redis_url, keys, late, 16, window_s=0.6, lead_s=0.1) > 0
+    await store.save(SessionInfo(late[-1], 48, "last", 7, "ws://x/gateway"))
+    await mark_cold_start(redis, keys, ttl_s=60)
+    assert await asyncio.to_thread(wait_for_round, redis_url, keys, late, 16, window_s=30.0) == 0.0
+    assert await asyncio.to_thread(wait_for_round, redis_url, keys, late, 16, window_s=0.6, lead_s=0.1,
+                                   resume=False) > 0  # resuming turned off: it waits its turn
+    assert time.monotonic() - started < 10
