@@ -57,7 +57,8 @@ class FakeHub:
         self._record("shard", shard_id, event, data)
         return 1
 
-    def apply_fault(self, kind: str, shard_id: int | None, *, resumable: bool = True, code: int = 4000) -> int:
+    def apply_fault(self, kind: str, shard_id: int | None, *, resumable: bool = True, code: int = 4000,
+                    seconds: float = 0.0) -> int:
         if kind not in ("disconnect", "reconnect", "invalid_session"):
             raise ValueError(f"unknown gateway fault {kind!r}")
         self.faults.append((kind, shard_id, resumable, code))
