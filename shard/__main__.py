@@ -2,13 +2,14 @@
 
 Examples
 --------
-``python -m shard --cluster 2 --shard-ids 8-11 --shard-count 16 --max-concurrency 4``
+``python -m shard --cluster 2 --shard-ids 8-11 --shard-count 16 --max-concurrency 4 --generation 0``
 ``python -m shard --shard-ids 0,1 --shard-count 2``
 
-The launcher passes all four (``deploy/cluster.conf.tmpl``). Run by hand without
-``--shard-count``, the process asks ``GET /gateway/bot`` once for the shard count and Discord's
-``max_concurrency``; without ``--max-concurrency`` it reads the identify budget the launcher stored
-in Redis (or assumes 1, the slowest safe rate).
+The launcher passes all five (``deploy/cluster.conf.tmpl``); ``--generation`` tells a cluster which
+generation it belongs to while a zero-downtime reshard runs two side by side (:mod:`shard.handover`).
+Run by hand without ``--shard-count``, the process asks ``GET /gateway/bot`` once for the shard
+count and Discord's ``max_concurrency``; without ``--max-concurrency`` it reads the identify budget
+the launcher stored in Redis (or assumes 1, the slowest safe rate).
 
 On a cold start a cluster whose first identify round is far off waits before it imports anything
 heavy (:mod:`shard.cold_start`), so that the first round starts sooner.
@@ -86,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="total shard count (default: ask GET /gateway/bot)")
     parser.add_argument("--max-concurrency", type=int, default=None,
                         help="Discord's max_concurrency (default: the stored identify budget's, or /gateway/bot's)")
+    parser.add_argument("--generation", type=int, default=0,
+                        help="this cluster's generation (a zero-downtime reshard runs two side by side; default 0)")
     return parser
 
 
@@ -107,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--shard-ids needs --shard-count")
     if args.max_concurrency is not None and args.max_concurrency < 1:
         parser.error("--max-concurrency must be at least 1")
+    if args.generation < 0:
+        parser.error("--generation must be 0 or more")
 
     try:
         settings = Settings.from_env()
@@ -131,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def run() -> BaseException | None:
         ctx = ClusterContext.create(settings, cluster_id=args.cluster, shard_ids=shard_ids,
-                                    shard_count=args.shard_count, max_concurrency=args.max_concurrency)
+                                    shard_count=args.shard_count, max_concurrency=args.max_concurrency,
+                                    generation=args.generation)
         bot = await run_cluster(ctx, token)
         return bot.fatal_error
 

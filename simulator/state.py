@@ -121,6 +121,7 @@ class Stats:
     resumes_off_resume_url: int = 0
     #: Initial interaction responses refused (404 10062) because they came after the deadline.
     late_interaction_callbacks: int = 0
+    duplicate_interaction_callbacks: int = 0
     #: Follow-ups and edits refused (401 50027) because the interaction token had expired.
     expired_interaction_tokens: int = 0
     #: REST requests refused because their IP was banned for too many invalid requests.
@@ -166,6 +167,7 @@ class Stats:
             "token_resets": self.token_resets,
             "resumes_off_resume_url": self.resumes_off_resume_url,
             "late_interaction_callbacks": self.late_interaction_callbacks,
+            "duplicate_interaction_callbacks": self.duplicate_interaction_callbacks,
             "expired_interaction_tokens": self.expired_interaction_tokens,
             "banned_requests": self.banned_requests,
             "invalid_request_bans": self.invalid_request_bans,

@@ -24,12 +24,15 @@ import redis.asyncio as aioredis
 
 from cluster.launcher import Launcher, LaunchFailed
 from cluster.plan import Plan, plan
+from cluster.reshard import Resharder
+from cluster.state import load_plan
 from cluster.status import read_status_port
 from cluster.supervisor import Supervisor
 from innkeeper.errors import InnkeeperError
 from innkeeper.settings import Settings
 from ipc.keys import Keys
-from tests.procs import SimulatorProc, start_simulator
+from tests.e2e.commands import channel_messages
+from tests.procs import SimulatorProc, http_json, start_simulator
 from tests.support import IPC_KEYS, wait_for, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -302,19 +305,103 @@ async def test_bad_token_fails_clearly_and_does_not_loop(sim: SimulatorProc, tmp
             raise
 
 
-async def test_reshard_restarts_every_cluster_on_the_new_plan(env: Env) -> None:
-    await _launch(env)
-    _, before = await _get(env.status_url + "/status.json")
-    old_pids = {c["pid"] for c in before["clusters"]}
-    env.lines.clear()
-    p = await env.launcher.reshard(shards=8, clusters=2)
-    assert p == plan(8, MC, clusters=2)
-    assert any("resharding: 16 → 8 shards" in line for line in env.lines), env.lines
+async def _bot_messages(sim: SimulatorProc, channel: str) -> list[dict[str, Any]]:
+    return [m for m in await channel_messages(sim, channel) if m["author"].get("bot")]
+
+
+async def test_reshard_8_to_16_without_downtime_answers_every_command_once(env: Env) -> None:
+    """Prefix and slash commands flow all through `innkeeper reshard` 8 → 16: each is answered exactly once,
+    by the old generation before the switch and the new one after; no identify violation."""
+    old = await env.launcher.launch(shards=8, clusters=2, timeout=120)
+    assert old == plan(8, MC, clusters=2)
+    await wait_for(lambda: read_status_port(env.launcher.run_dir), timeout=20, message="the status service's port")
+    await wait_for(lambda: _healthz_ok(env), timeout=20, message="/healthz 200")
+    guilds = env.sim.world(limit=500)["guilds"]
+    stop = asyncio.Event()
+    prefixes: list[str] = []  # channels that got one `!ping` each (one command per guild: no channel limit)
+    slashes: list[tuple[int, Any]] = []
+    overlap: list[dict[str, Any]] = []
+
+    async def prefix(g: dict[str, Any]) -> None:
+        status, body = await asyncio.to_thread(http_json, "POST", env.sim.url + "/_sim/messages", {
+            "guild_id": g["id"], "channel_id": g["channels"][0], "author_id": g["members"][1], "content": "!ping"})
+        assert status == 200, body
+        prefixes.append(g["channels"][0])
+
+    async def slash(g: dict[str, Any]) -> None:
+        slashes.append(await asyncio.to_thread(http_json, "POST", env.sim.url + "/_sim/interactions", {
+            "guild_id": g["id"], "channel_id": g["channels"][0], "user_id": g["members"][1], "name": "ping",
+            "options": [], "timeout": 10}))
+
+    async def traffic() -> None:
+        sent: list[asyncio.Task[None]] = []
+        for i, g in enumerate(guilds):  # ~8 commands/s, alternately prefix and slash, each guild once
+            sent.append(asyncio.create_task(prefix(g) if i % 2 else slash(g)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.125)
+            if stop.is_set():
+                break
+        else:
+            raise AssertionError("the test ran out of guilds before the reshard finished")
+        await asyncio.gather(*sent)
+
+    async def watch_status() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(aiohttp.ClientError):
+                _, doc = await _get(env.status_url + "/status.json")
+                if doc.get("reshard"):
+                    overlap.append(doc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.25)
+
+    sender, watcher = asyncio.create_task(traffic()), asyncio.create_task(watch_status())
+    try:
+        await wait_for(lambda: len(prefixes) >= 4, timeout=20, message="commands flowing before the reshard")
+        env.lines.clear()
+        new = await Resharder(env.launcher).run(shards=16, clusters=4)
+        after = len(prefixes)
+        await wait_for(lambda: len(prefixes) >= after + 4, timeout=20, message="commands after the reshard")
+    finally:
+        stop.set()
+        await asyncio.gather(sender, watcher)
+
+    assert new == plan(16, MC, clusters=4, generation=1, first_id=2)
+    assert any(line.startswith("resharding without downtime: 8 → 16 shards") for line in env.lines), env.lines
+    assert any(line.startswith("switched: generation 1") for line in env.lines), env.lines
+    assert any(line.startswith("resharded 8 → 16 shards") for line in env.lines), env.lines
+    # every slash command answered once: a 504 would be one unanswered, a second callback is counted
+    assert [status for status, _ in slashes] == [200] * len(slashes), [b for st, b in slashes if st != 200]
+    stats = env.sim.stats()
+    assert stats["duplicate_interaction_callbacks"] == 0
+    assert stats["identify_violations"] == 0, _violations(env.sim)
+    assert stats["identifies"] == 8 + 16
+
+    # every prefix command answered once (one command per channel): by cluster 0-1 before the switch, 2-5 after
+    async def answered() -> bool:
+        return all([len(await _bot_messages(env.sim, ch)) >= 1 for ch in prefixes])
+    await wait_for(answered, timeout=30, message="an answer to every prefix command")
+    answers = [await _bot_messages(env.sim, ch) for ch in prefixes]
+    assert [len(a) for a in answers] == [1] * len(prefixes), [a for a in answers if len(a) != 1]
+    clusters = [int(a[0]["content"].split("cluster ")[1].split(",")[0]) for a in answers]
+    assert set(clusters) & {0, 1} and set(clusters) & {2, 3, 4, 5}, clusters
+    first_new = next(i for i, c in enumerate(clusters) if c >= 2)
+    assert all(c >= 2 for c in clusters[first_new:]), clusters  # no old answer after the first new one
+
+    # during the overlap status showed both generations
+    assert any({c["generation"] for c in doc["clusters"]} == {0, 1} for doc in overlap), overlap[-1:]
+    assert {doc["reshard"]["phase"] for doc in overlap} >= {"starting"}
+    # the new plan alone: READY, in Redis, in supervisord; the old programs and sessions are gone
     await wait_for(lambda: _healthz_ok(env), timeout=30, message="/healthz 200 on the new plan")
     _, doc = await _get(env.status_url + "/status.json")
-    assert doc["shard_count"] == 8 and [c["id"] for c in doc["clusters"]] == [0, 1]
-    assert not old_pids & {c["pid"] for c in doc["clusters"]}
+    assert doc["shard_count"] == 16 and [c["id"] for c in doc["clusters"]] == [2, 3, 4, 5] and "reshard" not in doc
+    assert all(c["state"] == "READY" and c["generation"] == 1 and c["handles"] == "all" for c in doc["clusters"])
     assert sum(s["guilds"] for c in doc["clusters"] for s in c["shards"]) == GUILDS
-    assert (await env.launcher.supervisor.processes()).keys() >= {"clusters:cluster-0", "clusters:cluster-1"}
-    assert "clusters:cluster-3" not in await env.launcher.supervisor.processes()
-    assert env.sim.stats()["identify_violations"] == 0, _violations(env.sim)
+    procs = await env.launcher.supervisor.processes()
+    assert {n for n in procs if "cluster-" in n} == {f"clusters-g1:cluster-{i}" for i in range(2, 6)}, procs
+    async with env.launcher.redis() as client:
+        assert await load_plan(client, env.launcher.keys) == new
+    assert not (env.launcher.run_dir / "clusters.conf").exists()
+    live = env.sim.stats()["live_shards"]
+    assert {int(k): v for k, v in live.items() if v} == dict.fromkeys(range(16), 1), live
+    print(f"reshard 8 → 16 under traffic: {len(prefixes)} prefix and {len(slashes)} slash commands, each answered "
+          f"once ({first_new} by generation 0 first)\n" + "\n".join(env.lines))
