@@ -33,11 +33,13 @@ from .console import CLI_LOG, Console
 from .crash_policy import STOPPED
 from .plan import Plan, is_clusters_group, plan
 from .render import (
+    AUTO_RESHARD_CONF,
     CLUSTERS_CONF_GLOB,
     EXPECTED_EXIT_CODES,
     Policy,
     clusters_conf_name,
     crash_guard_settings_json,
+    render_auto_reshard,
     render_clusters,
     status_settings_json,
     write_private,
@@ -128,11 +130,16 @@ class Launcher:
         ``run/logs/innkeeper.log``, never raising when the terminal is gone.
     policy:
         Restart, stop and log policy of the cluster programs.
+    manage_services:
+        Whether this launcher owns the status service's and the crash guard's settings files (the
+        CLI does). The auto-reshard helper runs with the clusters' settings, which lack the status
+        token, so it leaves those files (and supervisord's other programs) alone.
     """
 
     def __init__(self, settings: Settings, *, out: Callable[[str], None] | None = None,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, manage_services: bool = True) -> None:
         self.settings = settings
+        self.manage_services = manage_services
         self.policy = policy or Policy()
         self.keys = Keys(settings.redis_prefix)
         self.run_dir = settings.run_dir.resolve()
@@ -170,6 +177,8 @@ class Launcher:
     # --- supervisord ----------------------------------------------------------------------------
     async def ensure_supervisord(self) -> None:
         """Write the status service's settings; start supervisord when its socket does not answer."""
+        if not self.manage_services and await self.supervisor.is_running():
+            return
         changed = write_private(self.run_dir / "status-settings.json", status_settings_json(self.settings))
         guard_changed = write_private(self.run_dir / "crash-guard-settings.json",
                                       crash_guard_settings_json(self.settings))
@@ -228,6 +237,9 @@ class Launcher:
                                generation=p.generation)
         name = clusters_conf_name(p.generation)
         changed_file = write_private(self.run_dir / name, text)
+        if self.manage_services:
+            changed_file |= write_private(self.run_dir / AUTO_RESHARD_CONF,
+                                          render_auto_reshard(self.settings, policy=self.policy))
         keep = {name} | ({clusters_conf_name(beside.generation)} if beside is not None else set())
         for old in self.run_dir.glob(CLUSTERS_CONF_GLOB):
             if old.name not in keep:

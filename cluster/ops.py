@@ -233,6 +233,17 @@ def format_status(doc: StatusDoc, procs: dict[int, str] | None) -> str:
             lines.append(f"    shard {s['id']:<5}{s['state']:<13}latency {latency:>7}  guilds {s['guilds']:>6}"
                          f"  last event {age:>7}")
     lines.append(f"shard count {doc['shard_count'] or '?'}, max_concurrency {doc['max_concurrency'] or '?'}")
+    advice = doc.get("auto_reshard")
+    if advice:
+        checked = time.strftime("%H:%M:%S", time.localtime(advice["checked_at"]))
+        line = f"Discord recommends {advice['recommended']} shards (checked {checked})"
+        if advice["target"]:
+            line += {"advised": f": reshard to {advice['target']} (`innkeeper reshard --shards {advice['target']}`; "
+                                "INNKEEPER_AUTO_RESHARD is off)",
+                     "resharding": f": resharding to {advice['target']}"}.get(advice["action"], "")
+        if advice["action"] == "failed":
+            line += f": the last check or reshard failed: {advice['detail']}"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -27,7 +27,8 @@ from .status import SETTINGS_USED
 
 __all__ = ("Policy", "render_clusters", "render_simulator", "supervisor_environment", "write_private",
            "SimulatorSpec", "CLUSTERS_GROUP", "EXPECTED_EXIT_CODES", "TEMPLATE_DIR", "status_settings_json",
-           "crash_guard_settings_json", "SIMULATOR_PORT_FILE", "clusters_conf_name", "CLUSTERS_CONF_GLOB")
+           "crash_guard_settings_json", "SIMULATOR_PORT_FILE", "clusters_conf_name", "CLUSTERS_CONF_GLOB",
+           "render_auto_reshard", "AUTO_RESHARD_CONF")
 
 TEMPLATE_DIR = PROJECT_ROOT / "deploy"
 #: The program files of every generation's clusters in the run directory (see :func:`clusters_conf_name`).
@@ -135,6 +136,17 @@ def render_clusters(clusters: Iterable[ClusterSpec], shard_count: int, max_concu
     ]
     group = f"[group:{group_name(generation)}]\nprograms={','.join(c.name for c in specs)}\n"
     return "\n".join([*blocks, group])
+
+
+#: The auto-reshard helper's program file in the run directory.
+AUTO_RESHARD_CONF = "auto-reshard.conf"
+
+
+def render_auto_reshard(settings: Settings, *, policy: Policy = Policy()) -> str:
+    """``run/auto-reshard.conf``: the auto-reshard helper (``cluster/auto_reshard.py``), with the clusters'
+    settings (it renders their programs when it reshards)."""
+    return _template("auto_reshard.conf.tmpl").substitute(_common(settings, policy, None),
+                                                          stopwaitsecs=policy.stopwaitsecs)
 
 
 #: Where the demo's simulator writes the port it bound (``run/simulator.port``).

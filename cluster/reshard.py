@@ -25,9 +25,11 @@ removes the new generation again and leaves the old one as it was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -56,6 +58,8 @@ ACK_MARGIN_S = 0.5
 SWITCH_ATTEMPTS = 3
 #: After ``T``, events created just before it may still be on their way to the old generation.
 LATE_EVENTS_S = 1.0
+#: One reshard at a time: the lock expires by itself after this long (a launcher that died).
+LOCK_TTL_S = 3600
 
 
 def check_budget(session_start_limit: Mapping[str, Any], need: int, reserve: int) -> int:
@@ -101,52 +105,77 @@ class Resharder:
         self.out = launcher.out
 
     async def run(self, *, shards: int | None = None, clusters: int | None = None) -> Plan:
-        """Reshard to ``shards`` (Discord's recommendation by default) in ``clusters`` clusters."""
+        """Reshard to ``shards`` (Discord's recommendation by default) in ``clusters`` clusters.
+
+        Raises
+        ------
+        InnkeeperError
+            ``IDENTIFY_BUDGET`` when the budget is short, ``CLUSTER_UNHEALTHY`` when another reshard
+            runs (``innkeeper reshard`` and the auto-reshard helper take turns) or this one failed.
+        """
         launcher = self.launcher
         gateway = await fetch_gateway(launcher.settings)
-        async with launcher.redis() as client:
-            old = await launcher.current_plan(client)
-            old = await self._recover(old, client)
-            probe = launcher.make_plan(gateway, shards=shards, clusters=clusters, generation=old.generation)
-            if _same_layout(old, probe):
-                self.out(f"the plan is unchanged ({old.shard_count} shards in {len(old.clusters)} clusters)")
-                return old
-            if launcher.settings.hosts > 1:
-                return await self._cold(gateway, old, probe, client)
-            new = launcher.make_plan(gateway, shards=shards, clusters=clusters, generation=old.generation + 1,
-                                     first_id=next_first_id(old, len(probe.clusters)))
-            left = check_budget(gateway.session_start_limit, new.shard_count, launcher.settings.identify_reserve)
-            started = time.monotonic()
-            self.out(f"resharding without downtime: {old.shard_count} → {new.shard_count} shards, "
-                     f"{len(old.clusters)} → {len(new.clusters)} clusters; generation {new.generation} ("
-                     + ", ".join(f"{c.name} [{format_shard_ids(c.shard_ids)}]" for c in new.clusters)
-                     + f") starts beside generation {old.generation}, spending {new.shard_count} identifies "
-                     f"({left} left after); both run (and use memory) until the switch")
-            await launcher._store_budget(gateway, new, client)
-            await clear_acks(client, self.keys)
-            await write_generations(client, self.keys, GenerationState(old.generation, new.generation, None,
-                                                                       "starting", _pack(new)))
-            try:
-                await launcher.apply_plan(new, client, beside=old)
-                await launcher.wait_ready(new, client)
-                self.out(f"generation {new.generation}: all {new.shard_count} shards READY after "
-                         f"{time.monotonic() - started:.1f} s; switching")
-                switch_at_ms = await self._switch(old, new, client)
-            except BaseException:
-                await self._abandon(old, new, client)
-                raise
-            await store_plan(client, self.keys, new)
-            await write_generations(client, self.keys, GenerationState(old.generation, new.generation, switch_at_ms,
-                                                                       "draining", _pack(old)))
-            self.out(f"switched: generation {new.generation} handles every command created from "
-                     f"{time.strftime('%H:%M:%S', time.localtime(switch_at_ms / 1000))}"
-                     f".{switch_at_ms % 1000:03d}; generation {old.generation} finishes the ones it took")
-            await self._drain(old, switch_at_ms, client)
-            self.out(f"stopping generation {old.generation} (" + ", ".join(c.name for c in old.clusters) + ")")
-            await launcher.apply_plan(new, client, mark_cold_start=False)
-            await launcher.settle_generations(new, client)
-            self.out(f"resharded {old.shard_count} → {new.shard_count} shards in {time.monotonic() - started:.1f} s "
-                     "without downtime")
+        async with launcher.redis() as client, self._lock(client):
+            return await self._run(gateway, client, shards=shards, clusters=clusters)
+
+    @contextlib.asynccontextmanager
+    async def _lock(self, client: aioredis.Redis) -> AsyncIterator[None]:
+        token = uuid.uuid4().hex
+        if not await client.set(self.keys.lock("reshard"), token, nx=True, ex=LOCK_TTL_S):
+            raise InnkeeperError("another reshard is running (`innkeeper reshard`, or the auto-reshard helper): "
+                                 "wait for it, `innkeeper status` shows its progress", code=ErrorCode.CLUSTER_UNHEALTHY)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                if await client.get(self.keys.lock("reshard")) == token.encode():
+                    await client.delete(self.keys.lock("reshard"))
+
+    async def _run(self, gateway: GatewayInfo, client: aioredis.Redis, *, shards: int | None,
+                   clusters: int | None) -> Plan:
+        launcher = self.launcher
+        old = await launcher.current_plan(client)
+        old = await self._recover(old, client)
+        probe = launcher.make_plan(gateway, shards=shards, clusters=clusters, generation=old.generation)
+        if _same_layout(old, probe):
+            self.out(f"the plan is unchanged ({old.shard_count} shards in {len(old.clusters)} clusters)")
+            return old
+        if launcher.settings.hosts > 1:
+            return await self._cold(gateway, old, probe, client)
+        new = launcher.make_plan(gateway, shards=shards, clusters=clusters, generation=old.generation + 1,
+                                 first_id=next_first_id(old, len(probe.clusters)))
+        left = check_budget(gateway.session_start_limit, new.shard_count, launcher.settings.identify_reserve)
+        started = time.monotonic()
+        self.out(f"resharding without downtime: {old.shard_count} → {new.shard_count} shards, "
+                 f"{len(old.clusters)} → {len(new.clusters)} clusters; generation {new.generation} ("
+                 + ", ".join(f"{c.name} [{format_shard_ids(c.shard_ids)}]" for c in new.clusters)
+                 + f") starts beside generation {old.generation}, spending {new.shard_count} identifies "
+                 f"({left} left after); both run (and use memory) until the switch")
+        await launcher._store_budget(gateway, new, client)
+        await clear_acks(client, self.keys)
+        await write_generations(client, self.keys, GenerationState(old.generation, new.generation, None,
+                                                                   "starting", _pack(new)))
+        try:
+            await launcher.apply_plan(new, client, beside=old)
+            await launcher.wait_ready(new, client)
+            self.out(f"generation {new.generation}: all {new.shard_count} shards READY after "
+                     f"{time.monotonic() - started:.1f} s; switching")
+            switch_at_ms = await self._switch(old, new, client)
+        except BaseException:
+            await self._abandon(old, new, client)
+            raise
+        await store_plan(client, self.keys, new)
+        await write_generations(client, self.keys, GenerationState(old.generation, new.generation, switch_at_ms,
+                                                                   "draining", _pack(old)))
+        self.out(f"switched: generation {new.generation} handles every command created from "
+                 f"{time.strftime('%H:%M:%S', time.localtime(switch_at_ms / 1000))}"
+                 f".{switch_at_ms % 1000:03d}; generation {old.generation} finishes the ones it took")
+        await self._drain(old, switch_at_ms, client)
+        self.out(f"stopping generation {old.generation} (" + ", ".join(c.name for c in old.clusters) + ")")
+        await launcher.apply_plan(new, client, mark_cold_start=False)
+        await launcher.settle_generations(new, client)
+        self.out(f"resharded {old.shard_count} → {new.shard_count} shards in {time.monotonic() - started:.1f} s "
+                 "without downtime")
         return new
 
     # --- the steps ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import msgpack
 
+from ipc.gateway_advice import read_advice
 from ipc.generations import GenerationState, read_generations
 from ipc.heartbeat import ClusterBeat, CommandLoad, read_heartbeats
 
@@ -114,6 +115,9 @@ class StatusDoc(TypedDict):
     max_concurrency: int | None
     #: The reshard in progress, only while one runs (both generations' clusters are then in ``clusters``).
     reshard: NotRequired[ReshardStatus]
+    #: The auto-reshard helper's last check of ``GET /gateway/bot`` (``ipc.gateway_advice.GatewayAdvice``:
+    #: ``recommended``, ``running``, ``target``, ``action``, ``enabled``, ``checked_at``, ``detail``), once it made one.
+    auto_reshard: NotRequired[dict[str, Any]]
 
 
 # --- the plan in Redis -----------------------------------------------------------------------------
@@ -287,7 +291,11 @@ async def read_status(redis: aioredis.Redis, keys: Keys, *, stale_after_s: float
     beats = await read_heartbeats(redis, keys)
     guards = await read_guard_records(redis, keys)
     reshard, other = reshard_status(await read_generations(redis, keys), plan)
-    return plan, build_status(plan, beats, stale_after_s=stale_after_s, guards=guards, other=other, reshard=reshard)
+    doc = build_status(plan, beats, stale_after_s=stale_after_s, guards=guards, other=other, reshard=reshard)
+    advice = await read_advice(redis, keys)
+    if advice is not None:
+        doc["auto_reshard"] = advice.as_dict()
+    return plan, doc
 
 
 async def read_guard_records(redis: aioredis.Redis, keys: Keys) -> dict[int, CrashRecord]:

@@ -90,7 +90,9 @@ async function refresh() {
     document.getElementById("summary").textContent = ready + "/" + total + " shards READY, " + up + "/" +
       d.clusters.length + " clusters READY, max_concurrency " + (d.max_concurrency ?? "?") + (rs ?
       " · resharding " + (rs.from_shards ?? "?") + " → " + (rs.to_shards ?? "?") + " shards (generation " +
-      rs.from_generation + " → " + rs.to_generation + "): " + rs.phase : "");
+      rs.from_generation + " → " + rs.to_generation + "): " + rs.phase : "") + (d.auto_reshard &&
+      d.auto_reshard.target ? " · Discord recommends " + d.auto_reshard.recommended + " shards: " +
+      d.auto_reshard.action + (d.auto_reshard.detail ? " (" + d.auto_reshard.detail + ")" : "") : "");
     document.getElementById("rows").innerHTML = d.clusters.map(row).join("");
     document.getElementById("err").textContent = "";
     document.getElementById("at").textContent = new Date().toLocaleTimeString();

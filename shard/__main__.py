@@ -16,7 +16,8 @@ heavy (:mod:`shard.cold_start`), so that the first round starts sooner.
 
 Exit codes: 0 after a clean shutdown, 1 on an unexpected failure, 2 on bad usage, and 78
 (``EX_CONFIG``) when retrying cannot help: a bad token, a fatal gateway close (4004, 4010-4014) or
-bad configuration. supervisord treats 78 as final instead of restarting in a loop.
+bad configuration. supervisord treats 78 as final instead of restarting in a loop. A 4011 close
+(sharding required) is recorded in Redis first, for the auto-reshard helper to act on at once.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ _log = logging.getLogger("shard")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 78
 _FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
+#: "Sharding required": a shard of this count holds too many guilds.
+SHARDING_REQUIRED = 4011
 
 
 def parse_shard_ids(text: str) -> list[int]:
@@ -148,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log.critical("login failed: the token was rejected (%s); not retrying", exc)
         return EXIT_FATAL
     except discord.ConnectionClosed as exc:
+        if exc.code == SHARDING_REQUIRED:  # the auto-reshard helper checks at once (cluster/auto_reshard.py)
+            from ipc.gateway_advice import report_sharding_required
+            from ipc.keys import Keys
+
+            report_sharding_required(settings.redis_url, Keys(settings.redis_prefix), args.cluster, exc.shard_id)
         if exc.code in _FATAL_CLOSE_CODES:
             _log.critical("gateway closed with fatal code %s (%s); not retrying", exc.code, exc.reason)
             return EXIT_FATAL

@@ -204,7 +204,11 @@ class Handover:
             self.apply(state)
         value = ack_value(state)
         if value != self._acked:
-            await ack_generation(self.redis, self.keys, self.generation, self.cluster_id, value)
+            try:
+                await ack_generation(self.redis, self.keys, self.generation, self.cluster_id, value)
+            except (RedisError, OSError) as exc:  # acknowledged at the next read instead
+                _log.warning("cannot acknowledge the generations record (%s)", exc)
+                return
             self._acked = value
 
     # --- background work ------------------------------------------------------------------------
@@ -234,10 +238,7 @@ class Handover:
     async def start(self) -> None:
         """Read the record once (before the shards connect: a generation that does not handle events yet
         must not resume the active one's sessions), then keep following it."""
-        try:
-            await self.refresh()
-        except (RedisError, OSError) as exc:
-            _log.warning("cannot acknowledge the generations record (%s)", exc)
+        await self.refresh()
         self._tasks.spawn(self._poll(), name="poll")
         self._tasks.spawn(self._notify(), name="notify")
 

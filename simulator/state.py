@@ -421,6 +421,8 @@ class SimState:
     dm_channels: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Users whose DMs are closed to the bot (``POST /_sim/users/{id}/dms``): sends there are 403 50007.
     closed_dms: set[int] = field(default_factory=set)
+    #: The shard count ``GET /gateway/bot`` recommends when set (``POST /_sim/gateway``), else ``--shards``.
+    recommended_shards: int | None = None
     #: The application (flags, token), shared with the gateway; built from ``config`` when not given.
     application: Application = field(default=cast("Application", None))
     #: Monotonic seconds for interaction deadlines, token lifetimes, REST rate limits and the invalid-request

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -23,9 +24,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from cluster.launcher import Launcher, LaunchFailed
+from cluster.ops import format_status
 from cluster.plan import Plan, plan
 from cluster.reshard import Resharder
-from cluster.state import load_plan
+from cluster.state import load_plan, read_status
 from cluster.status import read_status_port
 from cluster.supervisor import Supervisor
 from innkeeper.errors import InnkeeperError
@@ -72,7 +74,9 @@ def _env(sim: SimulatorProc, run_dir: Path, prefix: str, redis_url: str, databas
         "INNKEEPER_STATUS_PORT": "0", "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_IDENTIFY_WINDOW": str(WINDOW),
         "INNKEEPER_IDENTIFY_MARGIN": str(MARGIN),
         "INNKEEPER_HEARTBEAT_INTERVAL": "0.5", "INNKEEPER_HEARTBEAT_TTL": "5", "INNKEEPER_LOG_FORMAT": "json",
-        "INNKEEPER_SYNC_COMMANDS": "false", "INNKEEPER_IPC_KEYS": IPC_KEYS, **extra,
+        "INNKEEPER_SYNC_COMMANDS": "false", "INNKEEPER_IPC_KEYS": IPC_KEYS,
+        # the auto-reshard helper only reports here, unless a test turns it on
+        "INNKEEPER_AUTO_RESHARD": "false", **extra,
     })
 
 
@@ -405,3 +409,97 @@ async def test_reshard_8_to_16_without_downtime_answers_every_command_once(env: 
     assert {int(k): v for k, v in live.items() if v} == dict.fromkeys(range(16), 1), live
     print(f"reshard 8 → 16 under traffic: {len(prefixes)} prefix and {len(slashes)} slash commands, each answered "
           f"once ({first_new} by generation 0 first)\n" + "\n".join(env.lines))
+
+
+async def _advice(e: Env) -> dict[str, Any] | None:
+    with contextlib.suppress(aiohttp.ClientError, AssertionError):
+        _, doc = await _get(e.status_url + "/status.json")
+        return doc.get("auto_reshard")  # type: ignore[no-any-return]
+    return None
+
+
+def _recommend(sim: SimulatorProc, shards: int) -> None:
+    status, body = http_json("POST", sim.url + "/_sim/gateway", {"shards": shards})
+    assert status == 200 and body == {"shards": shards}, body
+
+
+@pytest.fixture
+async def auto_env(sim: SimulatorProc, tmp_path: Path, redis_url: str, redis_prefix: str,
+                   database_url: str) -> AsyncIterator[Env]:
+    """The cluster runtime with the auto-reshard helper on, checking every second."""
+    from db.migrate import migrate
+
+    await migrate(database_url)
+    run_dir = tmp_path / "run"
+    settings = _env(sim, run_dir, redis_prefix, redis_url, database_url, INNKEEPER_AUTO_RESHARD="true",
+                    INNKEEPER_AUTO_RESHARD_INTERVAL="1")
+    lines: list[str] = []
+    launcher = Launcher(settings, out=lines.append)
+    try:
+        yield Env(sim, settings, launcher, lines)
+    finally:
+        try:
+            await launcher.stop()
+        except Exception:
+            _hard_kill(run_dir)
+            raise
+
+
+async def test_auto_reshard_follows_discords_recommendation(auto_env: Env) -> None:
+    """Discord recommends 16 shards where 8 run: the helper reshards without downtime by itself."""
+    e = auto_env
+    await asyncio.to_thread(_recommend, e.sim, 8)
+    first = await e.launcher.launch(clusters=2, timeout=120)
+    assert first.shard_count == 8
+    await wait_for(lambda: read_status_port(e.launcher.run_dir), timeout=20, message="the status service's port")
+    await wait_for(lambda: _healthz_ok(e), timeout=20, message="/healthz 200")
+    advice = await wait_for(lambda: _advice(e), timeout=20, message="the helper's first check")
+    assert (advice["recommended"], advice["running"], advice["target"], advice["action"]) == (8, 8, None, "none")
+    await asyncio.to_thread(_recommend, e.sim, 16)  # the bot grew
+
+    async def resharded() -> dict[str, Any] | None:
+        a = await _advice(e)
+        return a if a is not None and a["action"] in ("resharded", "failed") else None
+    advice = await wait_for(resharded, timeout=120, message="the helper to reshard to 16")
+    assert advice["action"] == "resharded" and advice["running"] == 16, advice
+    async with e.launcher.redis() as client:
+        p = await load_plan(client, e.launcher.keys)
+    assert p is not None and p.shard_count == 16 and p.generation == 1
+    await wait_for(lambda: _healthz_ok(e), timeout=30, message="/healthz 200 on the new plan")
+    assert e.sim.stats()["identify_violations"] == 0, _violations(e.sim)
+    assert e.sim.stats()["identifies"] == 8 + 16
+    log = await asyncio.to_thread((e.launcher.run_dir / "logs" / "innkeeper.log").read_text)
+    assert "resharded 8 → 16 shards" in log, log[-2000:]
+
+
+async def test_auto_reshard_off_reports_and_a_4011_is_checked_at_once(env: Env) -> None:
+    """INNKEEPER_AUTO_RESHARD=false: the advice is only reported (status, metrics, `innkeeper status`); a cluster
+    closed with 4011 makes the helper ask Discord at once, not at its next interval (an hour away)."""
+    env.settings = dataclasses.replace(env.settings, auto_reshard_interval_s=3600.0)
+    env.launcher = Launcher(env.settings, out=env.lines.append)
+    await asyncio.to_thread(_recommend, env.sim, 8)
+    await env.launcher.launch(clusters=2, timeout=120)
+    await wait_for(lambda: read_status_port(env.launcher.run_dir), timeout=20, message="the status service's port")
+    advice = await wait_for(lambda: _advice(env), timeout=20, message="the helper's first check")
+    assert (advice["recommended"], advice["target"], advice["action"], advice["enabled"]) == (8, None, "none", False)
+    await asyncio.to_thread(_recommend, env.sim, 16)  # not seen before the next interval...
+    status, body = await asyncio.to_thread(http_json, "POST", env.sim.url + "/_sim/faults",
+                                           {"kind": "disconnect", "shard_id": 0, "code": 4011})
+    assert status == 200 and body["applied"] >= 1, body
+
+    async def advised() -> dict[str, Any] | None:
+        a = await _advice(env)
+        return a if a is not None and a["action"] == "advised" else None
+    advice = await wait_for(advised, timeout=30, message="the helper to check at once after the 4011")  # ...but now
+    assert (advice["recommended"], advice["running"], advice["target"]) == (16, 8, 16), advice
+    assert "cluster-0 closed with 4011" in advice["detail"], advice
+    _, metrics = await _get(env.status_url + "/metrics")
+    assert "innkeeper_status_reshard_wanted 16.0" in metrics and "innkeeper_status_shards_recommended 16.0" in metrics
+    async with env.launcher.redis() as client:
+        p = await load_plan(client, env.launcher.keys)
+        _, doc = await read_status(client, env.launcher.keys)
+    assert p is not None and (p.shard_count, p.generation) == (8, 0)  # only reported: nothing was resharded
+    text = format_status(doc, None)
+    assert "Discord recommends 16 shards" in text and "innkeeper reshard --shards 16" in text, text
+    log = (env.launcher.run_dir / "logs" / "cluster-0.log").read_text()
+    assert "gateway closed with fatal code 4011" in log

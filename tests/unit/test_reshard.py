@@ -227,3 +227,43 @@ def test_status_shows_both_generations_during_the_overlap() -> None:
     reshard, other = reshard_status(switched, new)
     assert other == old and reshard is not None and reshard["from_shards"] == 8 and reshard["switch_at"] == 5.0
     assert reshard_status(GenerationState(1), new) == (None, None)
+
+
+# --- auto-reshard ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("recommended", "running", "required", "expected"), [
+    (16, 8, False, 16),  # Discord recommends more: go there
+    (8, 8, False, None),
+    (4, 8, False, None),  # never fewer by itself
+    (8, 8, True, 16),  # a 4011 with no higher recommendation: twice as many
+    (24, 8, True, 24),
+    (16, None, False, None),  # no plan: nothing to compare
+])
+def test_the_auto_reshard_decision(recommended: int, running: int | None, required: bool,
+                                   expected: int | None) -> None:
+    from cluster.auto_reshard import decide
+
+    assert decide(recommended, running, sharding_required=required) == expected
+
+
+async def test_advice_round_trips_and_a_missing_record_reads_as_none() -> None:
+    from ipc.gateway_advice import GatewayAdvice, read_advice, read_sharding_required, write_advice
+    from ipc.keys import Keys
+
+    class Hashes:
+        def __init__(self) -> None:
+            self.data: dict[str, bytes] = {}
+
+        async def hget(self, key: str, field: str) -> bytes | None:
+            return self.data.get(field)
+
+        async def hset(self, key: str, field: str, value: str) -> None:
+            self.data[field] = value.encode()
+
+    redis, keys = Hashes(), Keys("t")
+    assert await read_advice(redis, keys) is None  # type: ignore[arg-type]
+    assert await read_sharding_required(redis, keys) is None  # type: ignore[arg-type]
+    advice = GatewayAdvice(16, 8, 16, "advised", False, 1.5, "Discord recommends 16 shards, 8 run")
+    await write_advice(redis, keys, advice)  # type: ignore[arg-type]
+    assert await read_advice(redis, keys) == advice  # type: ignore[arg-type]
+    redis.data["advice"] = b"{not json"
+    assert await read_advice(redis, keys) is None  # type: ignore[arg-type]
