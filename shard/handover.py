@@ -29,12 +29,18 @@ one's, which end with its processes (closed with 1000 when it stops).
 
 The record is read every second, and every 0.1 s while a reshard involves this process, and each
 change is acknowledged (:func:`ipc.generations.ack_generation`) once applied, so the launcher sets
-the switch only when every process knows of it, and ``T`` far enough ahead for all of them.
+the switch only when every process knows of a reshard, and ``T`` far enough ahead for all of them.
+``T`` never moves once set. A new generation's process that learns it late (a stalled event loop)
+loses nothing: while holding it keeps the commands it dropped for :data:`HELD_S` seconds and hands
+those created from ``T`` on to its parsers when it learns ``T``. An old generation's process that
+learns it late may have answered commands of that late interval that the new one answered too; the
+launcher reports such a late acknowledgement.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import logging
 import time
@@ -62,6 +68,9 @@ GUARDED_EVENTS = ("MESSAGE_CREATE", "INTERACTION_CREATE")
 _DISCORD_EPOCH_MS = 1_420_070_400_000
 #: How often the record is read: normally, and while a reshard involves this process.
 POLL_S, FAST_POLL_S = 1.0, 0.1
+#: While a new generation holds, the commands it drops are kept this long (and at most this many):
+#: if it learns ``T`` only after ``T`` (a stalled process), the ones created from ``T`` on are still its own.
+HELD_S, HELD_MAX = 10.0, 5_000
 
 
 class Handles(enum.Enum):
@@ -108,7 +117,7 @@ class Handover:
     """
 
     __slots__ = ("redis", "keys", "generation", "cluster_id", "filters", "clock", "state", "mode", "_active",
-                 "_acked", "_watchers", "_tasks", "_timer", "_changes", "_failing")
+                 "_acked", "_watchers", "_tasks", "_timer", "_changes", "_failing", "_held", "replayed")
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, generation: int, cluster_id: int, filters: ParserFilters,
                  clock: Callable[[], float] = time.time) -> None:
@@ -127,6 +136,10 @@ class Handover:
         self._timer: asyncio.TimerHandle | None = None
         self._changes: asyncio.Queue[bool] = asyncio.Queue()
         self._failing = False
+        #: Commands dropped while holding: (received at, event, raw payload), oldest first.
+        self._held: collections.deque[tuple[float, str, Any]] = collections.deque(maxlen=HELD_MAX)
+        #: Held commands handled after all, because ``T`` came late (created at or after it).
+        self.replayed = 0
 
     # --- readings -------------------------------------------------------------------------------
     def is_active(self) -> bool:
@@ -143,6 +156,11 @@ class Handover:
         """The parser filter: True when the other generation handles this event."""
         mode = self.mode
         if mode is Handles.NONE:
+            if self.state is not None and self.generation == self.state.next:  # holding: maybe ours after all
+                now, held = self.clock(), self._held
+                while held and held[0][0] < now - HELD_S:
+                    held.popleft()
+                held.append((now, event, data))
             return True
         t = self.state.switch_at_ms if self.state is not None else None
         if t is None:
@@ -170,8 +188,13 @@ class Handover:
                       mode.value + (f" {state.switch_at_ms}" if state is not None and mode in (
                           Handles.BEFORE, Handles.FROM) else ""),
                       extra={"generation": self.generation})
+        held = self.mode is Handles.NONE and mode is Handles.FROM
         self.mode = mode
         self.filters.set("handover", GUARDED_EVENTS, None if mode is Handles.ALL else self.drop)
+        if held:
+            self._replay_held()
+        elif mode is not Handles.NONE:
+            self._held.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -181,6 +204,31 @@ class Handover:
             if delay > 0:
                 self._timer = asyncio.get_running_loop().call_later(delay, self._flip)
         self._flip()
+
+    def _replay_held(self) -> None:
+        """``T`` is known now: hand the held commands created from ``T`` on to the parsers after all.
+
+        Normally none is: every process applies ``T`` before ``T`` comes. A process that stalled
+        past it would otherwise have dropped commands that are its own (the old generation leaves
+        them to it), so nothing is lost, only late.
+        """
+        held, self._held = self._held, collections.deque(maxlen=HELD_MAX)
+        horizon = self.clock() - HELD_S
+        bot = self.filters.bot
+        if bot is None:
+            return
+        parsers = bot._connection.parsers
+        for at, event, data in held:
+            if at < horizon or self.drop(event, data):
+                continue
+            self.replayed += 1
+            try:
+                parsers[event](data)
+            except Exception:  # never break the switch: the parsers' own guard counts failures
+                _log.exception("a held %s could not be handled", event)
+        if self.replayed:
+            _log.warning("generation %d learned the switch late: handled %d held commands created after it",
+                         self.generation, self.replayed, extra={"generation": self.generation})
 
     def _flip(self) -> None:
         active = self._active_now()

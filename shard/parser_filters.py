@@ -46,6 +46,11 @@ class ParserFilters:
             raise RuntimeError("these parser filters already belong to another bot")
         self._bot = bot
 
+    @property
+    def bot(self) -> commands.AutoShardedBot | None:
+        """The bot whose parsers are filtered, once installed."""
+        return self._bot
+
     def active(self, owner: str) -> bool:
         """Whether ``owner`` has a filter on."""
         return any(owner in per for per in self._filters.values())

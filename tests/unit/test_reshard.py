@@ -172,8 +172,15 @@ async def test_the_switch_splits_commands_by_their_snowflake_time() -> None:
     assert redis.hashes[keys.generation_acks()] == {"0:0": "1:0", "1:1": "1:0"}
 
     redis.hashes[keys.generations()] = {"active": 0, "next": 1, "switch_at_ms": t_ms, "phase": "switching"}
-    for h in (old, new):
-        await h.refresh()
+    await old.refresh()
+    seen_old.clear()
+    seen_new.clear()
+    # the new generation stalls and learns T only after T: what it dropped meanwhile from T on is still its own
+    both("INTERACTION_CREATE", {"id": snowflake(t_ms + 2)})
+    both("INTERACTION_CREATE", {"id": snowflake(t_ms - 2)})
+    assert seen_old == [f"i{snowflake(t_ms - 2)}"] and seen_new == []
+    await new.refresh()
+    assert seen_new == [f"i{snowflake(t_ms + 2)}"] and new.replayed == 1
     assert redis.hashes[keys.generation_acks()]["1:1"] == ack_value(GenerationState(0, 1, t_ms))
     seen_old.clear()
     seen_new.clear()
