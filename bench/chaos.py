@@ -26,7 +26,7 @@ Each row is read from the simulator and the load generator, never from the bot's
   or meant for a shard with no live or resumable session);
 * **unanswered**: slash commands sent during the case (from its start until 3 s after its end) that
   got no answer at all (an error code such as "database unavailable" is an answer);
-* **twice**: interaction callbacks to an interaction already answered (``repeat_callbacks``);
+* **twice**: interaction callbacks to an interaction already answered (``duplicate_interaction_callbacks``);
 * **identifies**: IDENTIFYs the simulator received during the case;
 * **ready s**: from the disruption to every shard live again (0 when none went down);
 * **answers back s**: from the disruption to the last command sent that went unanswered (0: none).
@@ -195,7 +195,7 @@ class Chaos:
         row.commands += len(sent)
         row.unanswered += len(failed)
         row.lost += after["lost"] - before["lost"]
-        row.twice += after.get("repeat_callbacks", 0) - before.get("repeat_callbacks", 0)
+        row.twice += after.get("duplicate_interaction_callbacks", 0) - before.get("duplicate_interaction_callbacks", 0)
         row.identifies += after["identifies"] - before["identifies"]
         row.ready_s.append(round((ready_at - start) if ready_at is not None else 0.0, 2))
         row.back_s.append(round(max((r.sent_at for r in failed), default=start) - start, 2))

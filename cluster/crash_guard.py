@@ -47,7 +47,8 @@ from .crash_policy import (
     on_restarted,
     record_from_json,
 )
-from .render import CLUSTERS_GROUP, EXPECTED_EXIT_CODES
+from .plan import CLUSTERS_GROUP, is_clusters_group
+from .render import EXPECTED_EXIT_CODES
 from .supervisor import Faults, Supervisor, SupervisorError
 
 __all__ = ("CrashGuard", "Control", "RecordStore", "SupervisorControl", "RedisRecordStore", "SETTINGS_USED",
@@ -77,12 +78,9 @@ class RecordStore(Protocol):
     def delete(self, cluster: int) -> None: ...
 
 
-def _program(cluster: int) -> str:
-    return f"{CLUSTERS_GROUP}:cluster-{cluster}"
-
-
 def _cluster_id(group: str, name: str) -> int | None:
-    if group != CLUSTERS_GROUP or not name.startswith("cluster-"):
+    """The cluster id of a program of any generation's group (ids never repeat across running generations)."""
+    if not is_clusters_group(group) or not name.startswith("cluster-"):
         return None
     try:
         return int(name.split("-", 1)[1])
@@ -112,6 +110,8 @@ class CrashGuard:
         self.store = store
         self.clock = clock
         self.records: dict[int, CrashRecord] = {}
+        #: The supervisord group of each cluster seen (``clusters``, or ``clusters-gN`` after a reshard).
+        self.groups: dict[int, str] = {}
         #: Clusters this guard has just started: their RUNNING event is the guard's, not an operator's.
         self._starting: set[int] = set()
         self.shutting_down = False
@@ -125,6 +125,7 @@ class CrashGuard:
         cluster = _cluster_id(payload.get("groupname", ""), payload.get("processname", ""))
         if cluster is None:
             return
+        self.groups[cluster] = payload["groupname"]
         if event == "PROCESS_STATE_EXITED" and payload.get("expected") == "0":
             self.on_crash(cluster)
         elif event == "PROCESS_STATE_RUNNING":
@@ -190,7 +191,7 @@ class CrashGuard:
                 continue
             self._starting.add(cluster)
             try:
-                self.control.start(_program(cluster))
+                self.control.start(self._program(cluster))
             except SupervisorError as exc:
                 self._starting.discard(cluster)
                 if exc.fault == Faults.SHUTDOWN_STATE:
@@ -214,6 +215,7 @@ class CrashGuard:
             cluster = _cluster_id(info.get("group", ""), info.get("name", ""))
             if cluster is None:
                 continue
+            self.groups[cluster] = info["group"]
             record = self.records.get(cluster)
             if info.get("statename") == "EXITED" and info.get("exitstatus") not in EXPECTED_EXIT_CODES:
                 if record is None or record["state"] == RUNNING:
@@ -224,9 +226,12 @@ class CrashGuard:
                 self._call(self.store.delete, cluster)
 
     # --- helpers --------------------------------------------------------------------------------
+    def _program(self, cluster: int) -> str:
+        return f"{self.groups.get(cluster, CLUSTERS_GROUP)}:cluster-{cluster}"
+
     def _info(self, cluster: int) -> dict[str, Any] | None:
         try:
-            return self.control.process(_program(cluster))
+            return self.control.process(self._program(cluster))
         except SupervisorError as exc:
             _log.warning("cannot read cluster-%d from supervisord: %s", cluster, exc)
             return None

@@ -1,8 +1,8 @@
 """The launcher: ``GET /gateway/bot`` → plan → ``run/clusters.conf`` → supervisord → wait for READY.
 
 :class:`Launcher` also carries the operations that act on a running cluster: stop, restart
-(all at once, one cluster, or rolling) and reshard. Progress goes to ``out`` one line per change,
-e.g. ``12/16 shards READY (cluster-2 identifying shard 9)``.
+(all at once, one cluster, or rolling); :mod:`cluster.reshard` drives it for a reshard. Progress
+goes to ``out`` one line per change, e.g. ``12/16 shards READY (cluster-2 identifying shard 9)``.
 """
 
 from __future__ import annotations
@@ -23,23 +23,28 @@ import redis.asyncio as aioredis
 from innkeeper.errors import ErrorCode, InnkeeperError
 from innkeeper.redact import redact_url
 from innkeeper.settings import Settings
+from ipc.generations import GenerationState, clear_acks, write_generations
+from ipc.heartbeat import read_heartbeats
 from ipc.identify import mark_cold_start, store_budget
 from ipc.keys import Keys
 
 from .bytecode import compile_packages
 from .console import CLI_LOG, Console
 from .crash_policy import STOPPED
-from .plan import Plan, plan
+from .plan import Plan, is_clusters_group, plan
 from .render import (
-    CLUSTERS_GROUP,
+    AUTO_RESHARD_CONF,
+    CLUSTERS_CONF_GLOB,
     EXPECTED_EXIT_CODES,
     Policy,
+    clusters_conf_name,
     crash_guard_settings_json,
+    render_auto_reshard,
     render_clusters,
     status_settings_json,
     write_private,
 )
-from .state import Health, health, load_plan, progress_line, read_status, stale_after, store_plan
+from .state import Health, build_status, health, load_plan, progress_line, read_guard_records, stale_after, store_plan
 from .status import read_status_port
 from .supervisor import CRASH_GUARD, Faults, Supervisor, SupervisorError, SupervisorUnavailable
 
@@ -125,11 +130,16 @@ class Launcher:
         ``run/logs/innkeeper.log``, never raising when the terminal is gone.
     policy:
         Restart, stop and log policy of the cluster programs.
+    manage_services:
+        Whether this launcher owns the status service's and the crash guard's settings files (the
+        CLI does). The auto-reshard helper runs with the clusters' settings, which lack the status
+        token, so it leaves those files (and supervisord's other programs) alone.
     """
 
     def __init__(self, settings: Settings, *, out: Callable[[str], None] | None = None,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, manage_services: bool = True) -> None:
         self.settings = settings
+        self.manage_services = manage_services
         self.policy = policy or Policy()
         self.keys = Keys(settings.redis_prefix)
         self.run_dir = settings.run_dir.resolve()
@@ -167,6 +177,8 @@ class Launcher:
     # --- supervisord ----------------------------------------------------------------------------
     async def ensure_supervisord(self) -> None:
         """Write the status service's settings; start supervisord when its socket does not answer."""
+        if not self.manage_services and await self.supervisor.is_running():
+            return
         changed = write_private(self.run_dir / "status-settings.json", status_settings_json(self.settings))
         guard_changed = write_private(self.run_dir / "crash-guard-settings.json",
                                       crash_guard_settings_json(self.settings))
@@ -196,7 +208,7 @@ class Launcher:
 
     # --- the plan -------------------------------------------------------------------------------
     def make_plan(self, gateway: GatewayInfo, *, shards: int | None = None, clusters: int | None = None,
-                  shards_per_cluster: int | None = None) -> Plan:
+                  shards_per_cluster: int | None = None, generation: int = 0, first_id: int = 0) -> Plan:
         s = self.settings
         count = shards or s.shard_count or gateway.shards
         if clusters is None and shards_per_cluster is None:
@@ -204,10 +216,15 @@ class Launcher:
         if clusters is not None and shards_per_cluster is not None:
             shards_per_cluster = None  # a cluster count wins over a size from the environment
         return plan(count, gateway.max_concurrency, clusters=clusters, shards_per_cluster=shards_per_cluster,
-                    hosts=s.hosts, host_index=s.host_index)
+                    hosts=s.hosts, host_index=s.host_index, generation=generation, first_id=first_id)
 
-    async def apply_plan(self, p: Plan, client: aioredis.Redis) -> bool:
+    async def apply_plan(self, p: Plan, client: aioredis.Redis, *, beside: Plan | None = None,
+                         mark_cold_start: bool = True) -> bool:
         """Render this host's clusters, make supervisord run them, store the plan; True when anything changed.
+
+        With ``beside`` (a zero-downtime reshard bringing ``p`` up next to the running generation),
+        the running generation's program file stays as it is and the plan in Redis stays ``beside``;
+        otherwise every other generation's program file goes, and supervisord stops its programs.
 
         Raises
         ------
@@ -216,13 +233,24 @@ class Launcher:
         """
         self.settings.require_ipc_keys()
         mine = p.for_host(self.settings.host_index)
-        text = render_clusters(mine, p.shard_count, p.max_concurrency, self.settings, policy=self.policy)
-        changed_file = write_private(self.run_dir / "clusters.conf", text)
-        await store_plan(client, self.keys, p)
+        text = render_clusters(mine, p.shard_count, p.max_concurrency, self.settings, policy=self.policy,
+                               generation=p.generation)
+        name = clusters_conf_name(p.generation)
+        changed_file = write_private(self.run_dir / name, text)
+        if self.manage_services:
+            changed_file |= write_private(self.run_dir / AUTO_RESHARD_CONF,
+                                          render_auto_reshard(self.settings, policy=self.policy))
+        keep = {name} | ({clusters_conf_name(beside.generation)} if beside is not None else set())
+        for old in self.run_dir.glob(CLUSTERS_CONF_GLOB):
+            if old.name not in keep:
+                old.unlink()
+                changed_file = True
+        if beside is None:
+            await store_plan(client, self.keys, p)
         # every cluster loads our modules from bytecode instead of compiling them (cluster/bytecode.py);
         # before the cold-start mark, which the clusters' start times count from
         await asyncio.get_running_loop().run_in_executor(None, compile_packages)
-        if changed_file or not await self.supervisor.is_running():  # the clusters are about to start together
+        if mark_cold_start and (changed_file or not await self.supervisor.is_running()):  # they start together
             await self._mark_cold_start(p, client)
         await self.ensure_supervisord()
         added, changed, removed = await self.supervisor.apply()
@@ -256,11 +284,20 @@ class Launcher:
 
     # --- waiting --------------------------------------------------------------------------------
     async def _program_pids(self) -> dict[int, dict[str, Any]]:
+        """supervisord's process info of every cluster program, of any generation, by cluster id."""
         out: dict[int, dict[str, Any]] = {}
         for info in (await self.supervisor.processes()).values():
-            if info["group"] == CLUSTERS_GROUP and info["name"].startswith("cluster-"):
-                out[int(info["name"].split("-", 1)[1])] = info
+            if is_clusters_group(info["group"]) and info["name"].startswith("cluster-"):
+                try:
+                    out[int(info["name"].split("-", 1)[1])] = info
+                except ValueError:
+                    continue
         return out
+
+    async def cluster_groups(self) -> list[str]:
+        """The supervisord groups of cluster programs (every generation's)."""
+        return sorted({info["group"] for info in (await self.supervisor.processes()).values()
+                       if is_clusters_group(info["group"])})
 
     async def wait_ready(self, p: Plan, client: aioredis.Redis, *, timeout: float | None = None,
                          clusters: set[int] | None = None, not_pids: dict[int, int] | None = None,
@@ -281,8 +318,11 @@ class Launcher:
             timeout = self.default_timeout(p)
         deadline = time.monotonic() + timeout
         last_line = ""
+        sub = Plan(p.shard_count, p.max_concurrency, tuple(c for c in p.clusters if c.id in wanted), p.generation)
         while True:
-            _, doc = await read_status(client, self.keys, stale_after_s=self.stale_after_s)
+            beats = await read_heartbeats(client, self.keys, [c.id for c in sub.clusters])
+            doc = build_status(sub, beats, stale_after_s=self.stale_after_s,
+                               guards=await read_guard_records(client, self.keys))
             procs = await self._program_pids()
             for c in doc["clusters"]:
                 info = procs.get(c["id"])
@@ -291,8 +331,6 @@ class Launcher:
                     c["state"] = "DOWN"  # a heartbeat of a process that is gone or replaced
                     for s in c["shards"]:
                         s["state"] = "DOWN"
-            doc["clusters"] = [c for c in doc["clusters"] if c["id"] in wanted]
-            sub = Plan(p.shard_count, p.max_concurrency, tuple(c for c in p.clusters if c.id in wanted))
             h = health(doc, sub)
             h = Health(h.ok, h.ready, sum(len(c.shard_ids) for c in sub.clusters), h.problems)
             line = progress_line(doc, h)
@@ -311,7 +349,7 @@ class Launcher:
                         raise LaunchFailed(f"cluster-{cid} stays down: {guard['reason']}")
                     continue  # a late death: the crash-loop guard restarts it after its delay
                 if info is not None and info["statename"] in ("FATAL", "EXITED"):
-                    tail = (await self.supervisor.tail(f"{CLUSTERS_GROUP}:cluster-{cid}", 3000)).strip()
+                    tail = (await self.supervisor.tail(f"{info['group']}:cluster-{cid}", 3000)).strip()
                     last = "\n".join(tail.splitlines()[-8:])
                     why = info.get("spawnerr") or "see its log"
                     raise LaunchFailed(f"cluster-{cid} is {info['statename']} ({why}); last log lines:\n{last}")
@@ -340,16 +378,22 @@ class Launcher:
         (:class:`LaunchInterrupted` says which).
         """
         gateway = await fetch_gateway(self.settings)
-        p = self.make_plan(gateway, shards=shards, clusters=clusters, shards_per_cluster=shards_per_cluster)
-        mine = p.for_host(self.settings.host_index)
-        self.out(f"plan: {p.shard_count} shards (Discord recommends {gateway.shards}), max_concurrency "
-                 f"{p.max_concurrency}, {len(p.clusters)} clusters; this host runs "
-                 + ", ".join(f"{c.name} [{c.shard_ids[0]}-{c.shard_ids[-1]}]" for c in mine))
         async with self.redis() as client:
+            # the running generation, and its cluster numbering: an unchanged plan changes nothing
+            current = await load_plan(client, self.keys)
+            generation = current.generation if current is not None else 0
+            first_id = min((c.id for c in current.clusters), default=0) if current is not None else 0
+            p = self.make_plan(gateway, shards=shards, clusters=clusters, shards_per_cluster=shards_per_cluster,
+                               generation=generation, first_id=first_id)
+            mine = p.for_host(self.settings.host_index)
+            self.out(f"plan: {p.shard_count} shards (Discord recommends {gateway.shards}), max_concurrency "
+                     f"{p.max_concurrency}, {len(p.clusters)} clusters; this host runs "
+                     + ", ".join(f"{c.name} [{c.shard_ids[0]}-{c.shard_ids[-1]}]" for c in mine))
             await self._store_budget(gateway, p, client)
             if interrupt is not None and interrupt.is_set():
                 raise LaunchInterrupted("interrupted before the plan reached supervisord", applied=False)
             started = time.monotonic()
+            await self.settle_generations(p, client)
             await self.apply_plan(p, client)
             if wait:
                 h = await self.wait_ready(p, client, timeout=timeout, interrupt=interrupt)
@@ -359,6 +403,11 @@ class Launcher:
                 self.out(f"all {h.ready} shards READY in {elapsed:.1f} s (identify floor {floor:.1f} s); "
                          f"status page: {self.status_url}{token}")
         return p
+
+    async def settle_generations(self, p: Plan, client: aioredis.Redis) -> None:
+        """Record ``p``'s generation as the only one (a launch, or the end of a reshard): it handles everything."""
+        await clear_acks(client, self.keys)
+        await write_generations(client, self.keys, GenerationState(p.generation))
 
     async def current_plan(self, client: aioredis.Redis) -> Plan:
         p = await load_plan(client, self.keys)
@@ -384,13 +433,13 @@ class Launcher:
                 return
             old = {cid: info["pid"] for cid, info in (await self._program_pids()).items()}
             self.out(f"restarting every cluster at once ({len(targets)})")
-            await self.supervisor.stop_group(CLUSTERS_GROUP)
+            await self.supervisor.stop_group(p.group)
             await self._mark_cold_start(p, client)
-            await self.supervisor.call("startProcessGroup", CLUSTERS_GROUP, False)
+            await self.supervisor.call("startProcessGroup", p.group, False)
             await self.wait_ready(p, client, not_pids=old)
 
     async def _restart_one(self, p: Plan, client: aioredis.Redis, cid: int) -> None:
-        name = f"{CLUSTERS_GROUP}:cluster-{cid}"
+        name = f"{p.group}:cluster-{cid}"
         old_pid = int((await self.supervisor.process(name)).get("pid") or 0)
         self.out(f"restarting cluster-{cid}")
         started = time.monotonic()
@@ -399,23 +448,6 @@ class Launcher:
         timeout = 2 * len(p.cluster(cid).shard_ids) * self.settings.identify_window_s + 60
         await self.wait_ready(p, client, clusters={cid}, not_pids={cid: old_pid}, timeout=timeout)
         self.out(f"cluster-{cid} READY again after {time.monotonic() - started:.1f} s")
-
-    async def reshard(self, *, shards: int | None = None, clusters: int | None = None) -> Plan:
-        """Re-plan (Discord's recommendation, or ``shards``) and apply: every cluster restarts."""
-        gateway = await fetch_gateway(self.settings)
-        async with self.redis() as client:
-            old = await load_plan(client, self.keys)
-            p = self.make_plan(gateway, shards=shards, clusters=clusters)
-            if old == p:
-                self.out(f"the plan is unchanged ({p.shard_count} shards in {len(p.clusters)} clusters)")
-                return p
-            self.out(f"resharding: {old.shard_count if old else '?'} → {p.shard_count} shards, "
-                     f"{len(old.clusters) if old else '?'} → {len(p.clusters)} clusters. Every shard reconnects and "
-                     "identifies again: the bot is offline until the new clusters are READY.")
-            await self._store_budget(gateway, p, client)
-            await self.apply_plan(p, client)
-            await self.wait_ready(p, client)
-        return p
 
     async def stop(self) -> bool:
         """Stop every program and shut supervisord down; False when it was not running.
@@ -430,7 +462,8 @@ class Launcher:
         except SupervisorUnavailable:
             return False
         try:
-            await self.supervisor.stop_group(CLUSTERS_GROUP)  # the bots first, while their peers still answer
+            for group in await self.cluster_groups():  # the bots first, while their peers still answer
+                await self.supervisor.stop_group(group)
             await self.supervisor.call("stopAllProcesses", True)
         except SupervisorError as exc:
             _log.warning("stopping the programs: %s", exc)

@@ -23,6 +23,7 @@ from .console import stop_signals
 from .demo import DemoOptions, run_demo
 from .launcher import Launcher, LaunchInterrupted
 from .plan import format_shard_ids
+from .reshard import Resharder
 from .state import StatusDoc, health, read_status
 from .supervisor import CONF_PATH, SupervisorError, SupervisorUnavailable
 
@@ -98,9 +99,11 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--rolling", action="store_true", help="one cluster at a time, each READY before the next")
     p.set_defaults(handler=_restart)
 
-    p = sub.add_parser("reshard", help="re-plan with a new shard count and restart every cluster on it",
-                       description="Every shard reconnects with the new shard count: the bot is offline until "
-                                   "the new clusters are READY (about one cold start).")
+    p = sub.add_parser("reshard", help="move to a new shard count without downtime",
+                       description="Checks the identify budget, brings the new shard count up as a second "
+                                   "generation of clusters beside the running one, switches every command over "
+                                   "at one instant once it is READY, then stops the old generation. Both run "
+                                   "(and use memory) meanwhile. See docs/operations.md, Resharding.")
     p.add_argument("--shards", type=_positive, default=None, help="new shard count (default: Discord's)")
     p.add_argument("--clusters", type=_positive, default=None, help="new cluster count")
     p.set_defaults(handler=_reshard)
@@ -176,7 +179,7 @@ async def _restart(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _reshard(args: argparse.Namespace, settings: Settings) -> int:
-    await Launcher(settings).reshard(shards=args.shards, clusters=args.clusters)
+    await Resharder(Launcher(settings)).run(shards=args.shards, clusters=args.clusters)
     return 0
 
 
@@ -196,7 +199,14 @@ def _dur(seconds: float | None) -> str:
 
 def format_status(doc: StatusDoc, procs: dict[int, str] | None) -> str:
     """The ``innkeeper status`` table: one line per cluster, then one per shard."""
-    lines = [f"{'cluster':<11}{'state':<10}{'process':<10}{'pid':>8} {'uptime':>8} {'rss':>8} {'ev/s':>8}  shards"]
+    lines = []
+    reshard = doc.get("reshard")
+    if reshard:
+        at = reshard["switch_at"]
+        lines.append(f"resharding {reshard['from_shards'] or '?'} → {reshard['to_shards'] or '?'} shards (generation "
+                     f"{reshard['from_generation']} → {reshard['to_generation']}): {reshard['phase']}"
+                     + (f", switch at {time.strftime('%H:%M:%S', time.localtime(at))}" if at else ""))
+    lines.append(f"{'cluster':<11}{'state':<10}{'process':<10}{'pid':>8} {'uptime':>8} {'rss':>8} {'ev/s':>8}  shards")
     for c in doc["clusters"]:
         proc = (procs or {}).get(c["id"], "?" if procs is None else "-")
         rss = f"{c['rss_bytes'] / 1048576:.0f}M" if c["rss_bytes"] else "-"
@@ -204,7 +214,9 @@ def format_status(doc: StatusDoc, procs: dict[int, str] | None) -> str:
         ids = format_shard_ids([s["id"] for s in c["shards"]]) if c["shards"] else "-"
         lines.append(f"cluster-{c['id']:<3}{c['state']:<10}{proc:<10}{c['pid'] or '-':>8} {_dur(c['uptime_s']):>8} "
                      f"{rss:>8} {c['events_per_s'] if c['events_per_s'] is not None else '-':>8}  "
-                     f"{ready}/{len(c['shards'])} READY ({ids})")
+                     f"{ready}/{len(c['shards'])} READY ({ids})"
+                     + (f"  generation {c['generation']}" if reshard and c.get("generation") is not None else "")
+                     + (f", handles {c['handles']}" if c.get("handles") not in (None, "all") else ""))
         if c["identify_blocked_reason"]:
             lines.append(f"    ! {c['identify_blocked_reason']}")
         guard = c.get("crash_guard")
@@ -221,6 +233,17 @@ def format_status(doc: StatusDoc, procs: dict[int, str] | None) -> str:
             lines.append(f"    shard {s['id']:<5}{s['state']:<13}latency {latency:>7}  guilds {s['guilds']:>6}"
                          f"  last event {age:>7}")
     lines.append(f"shard count {doc['shard_count'] or '?'}, max_concurrency {doc['max_concurrency'] or '?'}")
+    advice = doc.get("auto_reshard")
+    if advice:
+        checked = time.strftime("%H:%M:%S", time.localtime(advice["checked_at"]))
+        line = f"Discord recommends {advice['recommended']} shards (checked {checked})"
+        if advice["target"]:
+            line += {"advised": f": reshard to {advice['target']} (`innkeeper reshard --shards {advice['target']}`; "
+                                "INNKEEPER_AUTO_RESHARD is off)",
+                     "resharding": f": resharding to {advice['target']}"}.get(advice["action"], "")
+        if advice["action"] == "failed":
+            line += f": the last check or reshard failed: {advice['detail']}"
+        lines.append(line)
     return "\n".join(lines)
 
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from innkeeper.errors import ErrorCode, UsageError
 
-__all__ = ("ClusterSpec", "Plan", "plan", "default_shards_per_cluster", "format_shard_ids")
+__all__ = ("ClusterSpec", "Plan", "plan", "default_shards_per_cluster", "format_shard_ids", "CLUSTERS_GROUP",
+           "group_name", "is_clusters_group", "next_first_id")
 
 #: The default cluster size aims here: large enough to amortise a process, small enough that a
 #: crash or restart costs few shards.
@@ -52,6 +53,14 @@ class Plan:
     shard_count: int
     max_concurrency: int
     clusters: tuple[ClusterSpec, ...]
+    #: Which generation of the bot's clusters this plan describes: a zero-downtime reshard runs the
+    #: next generation beside the current one for a while (``cluster/reshard.py``).
+    generation: int = 0
+
+    @property
+    def group(self) -> str:
+        """The supervisord group of this generation's programs: ``clusters``, then ``clusters-g1``, ``-g2``…"""
+        return group_name(self.generation)
 
     @property
     def hosts(self) -> int:
@@ -66,7 +75,8 @@ class Plan:
         for c in self.clusters:
             if c.id == cluster_id:
                 return c
-        raise UsageError(f"no cluster {cluster_id} in the plan (clusters 0-{len(self.clusters) - 1})")
+        ids = format_shard_ids([c.id for c in self.clusters])
+        raise UsageError(f"no cluster {cluster_id} in the plan (clusters {ids})")
 
     def cluster_of_shard(self, shard_id: int) -> ClusterSpec:
         for c in self.clusters:
@@ -81,7 +91,7 @@ class Plan:
 
     def as_dict(self) -> dict[str, Any]:
         return {"shard_count": self.shard_count, "max_concurrency": self.max_concurrency,
-                "clusters": [c.as_dict() for c in self.clusters]}
+                "clusters": [c.as_dict() for c in self.clusters], "generation": self.generation}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
@@ -91,13 +101,33 @@ class Plan:
                 ClusterSpec(int(c["id"]), int(c["host_index"]), tuple(int(s) for s in c["shard_ids"]))
                 for c in data["clusters"]
             )
-            result = cls(int(data["shard_count"]), int(data["max_concurrency"]), clusters)
+            result = cls(int(data["shard_count"]), int(data["max_concurrency"]), clusters,
+                         int(data.get("generation", 0)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"malformed plan: {exc!r}") from None
         seen = sorted(s for c in clusters for s in c.shard_ids)
         if seen != list(range(result.shard_count)):
             raise ValueError("malformed plan: shard ids do not cover 0..shard_count-1 exactly once")
+        if len({c.id for c in clusters}) != len(clusters) or result.generation < 0:
+            raise ValueError("malformed plan: cluster ids repeat, or a negative generation")
         return result
+
+
+#: The supervisord group of generation 0 (every plan before its first zero-downtime reshard).
+CLUSTERS_GROUP = "clusters"
+
+
+def group_name(generation: int) -> str:
+    """The supervisord group of one generation's cluster programs."""
+    return CLUSTERS_GROUP if generation == 0 else f"{CLUSTERS_GROUP}-g{generation}"
+
+
+def is_clusters_group(group: str) -> bool:
+    """Whether ``group`` holds cluster programs (any generation's)."""
+    if group == CLUSTERS_GROUP:
+        return True
+    head, _, tail = group.rpartition("-g")
+    return head == CLUSTERS_GROUP and tail.isdigit()
 
 
 def default_shards_per_cluster(shard_count: int, max_concurrency: int) -> int:
@@ -120,6 +150,9 @@ def plan(
     shards_per_cluster: int | None = None,
     hosts: int = 1,
     host_index: int = 0,
+    *,
+    generation: int = 0,
+    first_id: int = 0,
 ) -> Plan:
     """Split ``shard_count`` shards into clusters and the clusters over hosts.
 
@@ -139,12 +172,19 @@ def plan(
         How many hosts share the clusters; each gets a contiguous group (sizes differ by at most one).
     host_index:
         Validated against ``hosts``; the plan itself covers every host (see :meth:`Plan.for_host`).
+    generation:
+        The plan's generation (0 until the first zero-downtime reshard).
+    first_id:
+        The first cluster id: a reshard numbers the new generation's clusters apart from the running
+        ones, so the two never share a program name, heartbeat, metrics port or log.
 
     Raises
     ------
     UsageError
         On impossible input: no shards, more clusters than shards, more hosts than clusters…
     """
+    if first_id < 0 or generation < 0:
+        raise _bad("the first cluster id and the generation must be 0 or more")
     for name, value in (("shard count", shard_count), ("max_concurrency", max_concurrency), ("hosts", hosts)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise _bad(f"{name} must be a positive integer, got {value!r}")
@@ -180,9 +220,9 @@ def plan(
     specs: list[ClusterSpec] = []
     start = 0
     for cid, size in enumerate(sizes):
-        specs.append(ClusterSpec(cid, host_of[cid], tuple(range(start, start + size))))
+        specs.append(ClusterSpec(first_id + cid, host_of[cid], tuple(range(start, start + size))))
         start += size
-    return Plan(total, max_concurrency, tuple(specs))
+    return Plan(total, max_concurrency, tuple(specs), generation)
 
 
 def format_shard_ids(shard_ids: tuple[int, ...] | list[int]) -> str:
@@ -197,3 +237,10 @@ def format_shard_ids(shard_ids: tuple[int, ...] | list[int]) -> str:
         parts.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
         i = j + 1
     return ",".join(parts)
+
+
+def next_first_id(running: Plan, cluster_count: int) -> int:
+    """The first cluster id of the generation that will run beside ``running``: 0 when ids
+    ``0..cluster_count-1`` are free, else one past the highest running id."""
+    ids = {c.id for c in running.clusters}
+    return 0 if ids.isdisjoint(range(cluster_count)) else max(ids) + 1

@@ -22,16 +22,17 @@ from innkeeper.errors import ConfigError
 from innkeeper.settings import PROJECT_ROOT, Settings
 
 from .crash_policy import GUARD_SETTINGS
-from .plan import ClusterSpec, format_shard_ids
+from .plan import CLUSTERS_GROUP, ClusterSpec, format_shard_ids, group_name
 from .status import SETTINGS_USED
 
 __all__ = ("Policy", "render_clusters", "render_simulator", "supervisor_environment", "write_private",
            "SimulatorSpec", "CLUSTERS_GROUP", "EXPECTED_EXIT_CODES", "TEMPLATE_DIR", "status_settings_json",
-           "crash_guard_settings_json", "SIMULATOR_PORT_FILE")
+           "crash_guard_settings_json", "SIMULATOR_PORT_FILE", "clusters_conf_name", "CLUSTERS_CONF_GLOB",
+           "render_auto_reshard", "AUTO_RESHARD_CONF")
 
 TEMPLATE_DIR = PROJECT_ROOT / "deploy"
-#: The supervisord group holding every cluster program.
-CLUSTERS_GROUP = "clusters"
+#: The program files of every generation's clusters in the run directory (see :func:`clusters_conf_name`).
+CLUSTERS_CONF_GLOB = "clusters*.conf"
 #: A cluster's exit codes that are no crash: 0 (a clean stop) and 78 (fatal: retrying cannot help).
 EXPECTED_EXIT_CODES = (0, 78)
 
@@ -99,9 +100,22 @@ def _common(settings: Settings, policy: Policy, extra_env: Mapping[str, str] | N
     }
 
 
+def clusters_conf_name(generation: int) -> str:
+    """The program file of one generation's clusters: ``clusters.conf`` (generation 0), ``clusters-g1.conf``…
+
+    A zero-downtime reshard writes the next generation's file beside the running one's, so
+    supervisord adds the new group without touching the old one.
+    """
+    return f"{group_name(generation)}.conf"
+
+
 def render_clusters(clusters: Iterable[ClusterSpec], shard_count: int, max_concurrency: int, settings: Settings, *,
-                    policy: Policy = Policy(), extra_env: Mapping[str, str] | None = None) -> str:
+                    policy: Policy = Policy(), extra_env: Mapping[str, str] | None = None,
+                    generation: int = 0) -> str:
     """``run/clusters.conf``: one ``[program:cluster-N]`` per cluster and ``[group:clusters]``.
+
+    A later ``generation`` (a zero-downtime reshard) goes in its own group, ``clusters-gN``, and
+    each program is told its generation (``--generation``).
 
     Each program gets its shard range, the total shard count and Discord's ``max_concurrency`` on
     its command line, so a cluster never asks ``GET /gateway/bot`` itself. ``INNKEEPER_GUARD_PROCESSES``
@@ -114,13 +128,25 @@ def render_clusters(clusters: Iterable[ClusterSpec], shard_count: int, max_concu
     common = _common(settings, policy, {**guard, **(extra_env or {})})
     blocks = [
         template.substitute(common, cluster_id=c.id, shard_range=format_shard_ids(c.shard_ids),
-                            shard_total=shard_count, max_concurrency=max_concurrency, startsecs=policy.startsecs,
+                            shard_total=shard_count, max_concurrency=max_concurrency, generation=generation,
+                            startsecs=policy.startsecs,
                             startretries=policy.startretries, stopwaitsecs=policy.stopwaitsecs,
                             exitcodes=",".join(str(c) for c in EXPECTED_EXIT_CODES))
         for c in specs
     ]
-    group = f"[group:{CLUSTERS_GROUP}]\nprograms={','.join(c.name for c in specs)}\n"
+    group = f"[group:{group_name(generation)}]\nprograms={','.join(c.name for c in specs)}\n"
     return "\n".join([*blocks, group])
+
+
+#: The auto-reshard helper's program file in the run directory.
+AUTO_RESHARD_CONF = "auto-reshard.conf"
+
+
+def render_auto_reshard(settings: Settings, *, policy: Policy = Policy()) -> str:
+    """``run/auto-reshard.conf``: the auto-reshard helper (``cluster/auto_reshard.py``), with the clusters'
+    settings (it renders their programs when it reshards)."""
+    return _template("auto_reshard.conf.tmpl").substitute(_common(settings, policy, None),
+                                                          stopwaitsecs=policy.stopwaitsecs)
 
 
 #: Where the demo's simulator writes the port it bound (``run/simulator.port``).

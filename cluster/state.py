@@ -13,10 +13,12 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 import msgpack
 
+from ipc.gateway_advice import read_advice
+from ipc.generations import GenerationState, read_generations
 from ipc.heartbeat import ClusterBeat, CommandLoad, read_heartbeats
 
 from .crash_policy import RESTARTING, STOPPED, CrashRecord, record_from_json
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ("store_plan", "load_plan", "build_status", "read_status", "health", "Health", "StatusDoc",
            "ClusterStatus", "ShardStatus", "GuardStatus", "progress_line", "DOWN", "STALE", "stale_after",
-           "read_guard_records")
+           "read_guard_records", "ReshardStatus", "reshard_status")
 
 _log = logging.getLogger(__name__)
 
@@ -87,12 +89,35 @@ class ClusterStatus(TypedDict):
     breakers: dict[str, str]
     #: The crash-loop guard's record, when the cluster crashed within the guard's window.
     crash_guard: GuardStatus | None
+    #: The cluster's generation (a reshard runs two side by side), and what it handles now:
+    #: ``all``, ``none``, ``before <T>`` or ``from <T>`` (T in Unix ms), None when it does not say.
+    generation: int | None
+    handles: str | None
+
+
+class ReshardStatus(TypedDict):
+    """A zero-downtime reshard in progress: the generations, shard counts, phase and switch instant."""
+
+    from_generation: int
+    to_generation: int
+    from_shards: int | None
+    to_shards: int | None
+    #: ``starting`` (the new generation identifies), ``switching``, ``draining`` (the old one finishes
+    #: its commands), ``done``.
+    phase: str
+    #: Unix time of the switch, once set.
+    switch_at: float | None
 
 
 class StatusDoc(TypedDict):
     clusters: list[ClusterStatus]
     shard_count: int | None
     max_concurrency: int | None
+    #: The reshard in progress, only while one runs (both generations' clusters are then in ``clusters``).
+    reshard: NotRequired[ReshardStatus]
+    #: The auto-reshard helper's last check of ``GET /gateway/bot`` (``ipc.gateway_advice.GatewayAdvice``:
+    #: ``recommended``, ``running``, ``target``, ``action``, ``enabled``, ``checked_at``, ``detail``), once it made one.
+    auto_reshard: NotRequired[dict[str, Any]]
 
 
 # --- the plan in Redis -----------------------------------------------------------------------------
@@ -104,13 +129,7 @@ async def store_plan(redis: aioredis.Redis, keys: Keys, plan: Plan) -> None:
 async def load_plan(redis: aioredis.Redis, keys: Keys) -> Plan | None:
     """The stored plan, or None when there is none (or it is malformed, which is logged)."""
     raw = await redis.get(keys.plan())
-    if raw is None:
-        return None
-    try:
-        return Plan.from_dict(msgpack.unpackb(raw, raw=False))
-    except Exception as exc:  # noqa: BLE001 - msgpack and the plan raise several types
-        _log.warning("ignoring a malformed plan in Redis: %s", exc)
-        return None
+    return _decode_plan(raw.encode() if isinstance(raw, str) else raw)
 
 
 # --- the status document ---------------------------------------------------------------------------
@@ -124,18 +143,27 @@ def _down_shard(shard_id: int) -> ShardStatus:
 
 
 def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...] | None, now: float,
-             stale_after_s: float | None) -> ClusterStatus:
+             stale_after_s: float | None, generation: int | None = None) -> ClusterStatus:
+    status = _cluster_state(cluster_id, beat, expected, now, stale_after_s)
+    status["generation"] = beat.get("generation", 0) if beat is not None else generation
+    status["handles"] = beat.get("handles") if beat is not None and status["state"] != STALE else None
+    return status
+
+
+def _cluster_state(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...] | None, now: float,
+                   stale_after_s: float | None) -> ClusterStatus:
     if beat is not None and stale_after_s is not None and now - beat["written_at"] > stale_after_s:
         # The process stopped writing (killed, hung): its last record says nothing about now.
         ids = expected if expected is not None else tuple(s["id"] for s in beat["shards"])
         return {"id": cluster_id, "host": beat["host"], "pid": beat["pid"], "state": STALE, "uptime_s": None,
                 "rss_bytes": None, "events_per_s": None, "metrics_port": None,
                 "identify_blocked_reason": None, "commands": None, "shards": [_down_shard(s) for s in ids],
-                "breakers": {}, "crash_guard": None}
+                "breakers": {}, "crash_guard": None, "generation": None, "handles": None}
     if beat is None:
         return {"id": cluster_id, "host": None, "pid": None, "state": DOWN, "uptime_s": None, "rss_bytes": None,
                 "events_per_s": None, "metrics_port": None, "identify_blocked_reason": None, "commands": None,
-                "shards": [_down_shard(s) for s in expected or ()], "breakers": {}, "crash_guard": None}
+                "shards": [_down_shard(s) for s in expected or ()], "breakers": {}, "crash_guard": None,
+                "generation": None, "handles": None}
     reported = {s["id"]: _shard(s) for s in beat["shards"]}
     ids = tuple(expected) if expected is not None else tuple(sorted(reported))
     shards = [reported.get(sid) or _down_shard(sid) for sid in ids]
@@ -144,7 +172,7 @@ def _cluster(cluster_id: int, beat: ClusterBeat | None, expected: tuple[int, ...
             "events_per_s": beat["events_per_s"], "metrics_port": beat["metrics_port"],
             "identify_blocked_reason": beat["identify_blocked_reason"], "commands": beat.get("commands"),
             "shards": shards, "breakers": {k: v for k, v in beat.get("breakers", {}).items() if v != "closed"},
-            "crash_guard": None}
+            "crash_guard": None, "generation": None, "handles": None}
 
 
 def _guard(record: CrashRecord, now: float) -> GuardStatus:
@@ -156,20 +184,25 @@ def _guard(record: CrashRecord, now: float) -> GuardStatus:
 
 
 def build_status(plan: Plan | None, beats: Mapping[int, ClusterBeat], now: float | None = None, *,
-                 stale_after_s: float | None = None, guards: Mapping[int, CrashRecord] | None = None) -> StatusDoc:
+                 stale_after_s: float | None = None, guards: Mapping[int, CrashRecord] | None = None,
+                 other: Plan | None = None, reshard: ReshardStatus | None = None) -> StatusDoc:
     """The ``/status.json`` document.
 
     Clusters the plan expects but that have no heartbeat are ``DOWN`` with every shard ``DOWN``;
     a heartbeat older than ``stale_after_s`` makes its cluster ``STALE`` (shards ``DOWN``): the
-    process stopped writing before its record expired. Heartbeats of clusters outside the plan (a
-    straggler after a reshard) are listed after them.
+    process stopped writing before its record expired. During a reshard the other generation's
+    clusters (``other``) follow; heartbeats of clusters outside both (a straggler) are listed last.
     """
     now = time.time() if now is None else now
     clusters: list[ClusterStatus] = []
     seen: set[int] = set()
-    if plan is not None:
-        for spec in plan.clusters:
-            clusters.append(_cluster(spec.id, beats.get(spec.id), spec.shard_ids, now, stale_after_s))
+    for p in (plan, other):
+        if p is None:
+            continue
+        for spec in p.clusters:
+            if spec.id in seen:
+                continue
+            clusters.append(_cluster(spec.id, beats.get(spec.id), spec.shard_ids, now, stale_after_s, p.generation))
             seen.add(spec.id)
     for cid in sorted(beats):
         if cid not in seen:
@@ -181,10 +214,13 @@ def build_status(plan: Plan | None, beats: Mapping[int, ClusterBeat], now: float
         if record["state"] in (RESTARTING, STOPPED) and cluster["state"] != DOWN:
             # the guard saw this process die: a heartbeat it left is no news of a running cluster
             ids = tuple(s["id"] for s in cluster["shards"])
-            cluster = clusters[i] = _cluster(cluster["id"], None, ids, now, stale_after_s)
+            cluster = clusters[i] = _cluster(cluster["id"], None, ids, now, stale_after_s, cluster["generation"])
         cluster["crash_guard"] = _guard(record, now)
-    return {"clusters": clusters, "shard_count": plan.shard_count if plan else None,
-            "max_concurrency": plan.max_concurrency if plan else None}
+    doc: StatusDoc = {"clusters": clusters, "shard_count": plan.shard_count if plan else None,
+                      "max_concurrency": plan.max_concurrency if plan else None}
+    if reshard is not None:
+        doc["reshard"] = reshard
+    return doc
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,13 +259,43 @@ def health(doc: StatusDoc, plan: Plan | None) -> Health:
     return Health(ready == plan.shard_count and not problems, ready, plan.shard_count, tuple(problems))
 
 
+def _decode_plan(raw: bytes | None) -> Plan | None:
+    if raw is None:
+        return None
+    try:
+        return Plan.from_dict(msgpack.unpackb(raw, raw=False))
+    except Exception as exc:  # noqa: BLE001 - msgpack and the plan raise several types
+        _log.warning("ignoring a malformed plan in Redis: %s", exc)
+        return None
+
+
+def reshard_status(state: GenerationState | None, plan: Plan | None) -> tuple[ReshardStatus | None, Plan | None]:
+    """The reshard in progress (None outside one) and the other generation's plan, from the generations record."""
+    if state is None or state.phase == "done":
+        return None, None
+    other = _decode_plan(state.other_plan)
+    switched = plan is not None and state.next is not None and plan.generation == state.next
+    old, new = (other, plan) if switched else (plan, other)
+    to_gen = state.next if state.next is not None else state.active
+    from_gen = old.generation if old is not None else state.active
+    return ({"from_generation": from_gen, "to_generation": to_gen,
+             "from_shards": old.shard_count if old else None, "to_shards": new.shard_count if new else None,
+             "phase": state.phase,
+             "switch_at": None if state.switch_at_ms is None else state.switch_at_ms / 1000}, other)
+
+
 async def read_status(redis: aioredis.Redis, keys: Keys, *, stale_after_s: float | None = None
                       ) -> tuple[Plan | None, StatusDoc]:
-    """Read the plan and every heartbeat from Redis and build the status document."""
+    """Read the plan, the generations record and every heartbeat from Redis and build the status document."""
     plan = await load_plan(redis, keys)
     beats = await read_heartbeats(redis, keys)
     guards = await read_guard_records(redis, keys)
-    return plan, build_status(plan, beats, stale_after_s=stale_after_s, guards=guards)
+    reshard, other = reshard_status(await read_generations(redis, keys), plan)
+    doc = build_status(plan, beats, stale_after_s=stale_after_s, guards=guards, other=other, reshard=reshard)
+    advice = await read_advice(redis, keys)
+    if advice is not None:
+        doc["auto_reshard"] = advice.as_dict()
+    return plan, doc
 
 
 async def read_guard_records(redis: aioredis.Redis, keys: Keys) -> dict[int, CrashRecord]:

@@ -121,6 +121,19 @@ class _Summary(Collector):
             clusters.add_metric([state], n)
         expected.add_metric([], doc["shard_count"] or 0)
         yield from (shards, clusters, expected, eps, rss, port, breakers, crashes, guard_restarts, guard_down)
+        advice = doc.get("auto_reshard")
+        if advice is not None:
+            recommended = GaugeMetricFamily("innkeeper_status_shards_recommended",
+                                            "The shard count GET /gateway/bot recommended at the last check")
+            recommended.add_metric([], advice["recommended"])
+            wanted = GaugeMetricFamily("innkeeper_status_reshard_wanted",
+                                       "The shard count the auto-reshard wants but has not reached (0: none): "
+                                       "with INNKEEPER_AUTO_RESHARD=false, run innkeeper reshard")
+            wanted.add_metric([], advice["target"] or 0)
+            checked = GaugeMetricFamily("innkeeper_status_gateway_checked_seconds",
+                                        "Unix time of the auto-reshard helper's last GET /gateway/bot")
+            checked.add_metric([], advice["checked_at"])
+            yield from (recommended, wanted, checked)
 
 
 class _ServiceMetrics:

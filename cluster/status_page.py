@@ -67,7 +67,10 @@ function row(c) {
     (tripped ? '<div class="reason">breakers: ' + esc(tripped) + "</div>" : "") +
     (c.crash_guard ? '<div class="reason">' + esc(c.crash_guard.reason) + "</div>" : "");
   const metrics = c.metrics_port ? ":" + esc(c.metrics_port) : "–";
-  return "<tr><td>cluster-" + esc(c.id) + '</td><td><span class="state ' + esc(c.state) + '">' + esc(c.state) +
+  const gen = c.generation ? ' <span class="muted">g' + esc(c.generation) + "</span>" : "";
+  const handles = c.handles && c.handles !== "all" ? '<div class="muted">handles ' + esc(c.handles) + "</div>" : "";
+  return "<tr><td>cluster-" + esc(c.id) + gen + handles + '</td><td><span class="state ' + esc(c.state) + '">' +
+    esc(c.state) +
     "</span>" + reason + "</td><td>" + (c.pid ? esc(c.host) + " / " + esc(c.pid) : "–") + "</td><td>" +
     dur(c.uptime_s) + "</td><td>" + mib(c.rss_bytes) + "</td><td>" + (c.events_per_s ?? "–") + "</td><td>" +
     load(c.commands) + "</td><td>" + metrics + '</td><td><div class="cells">' + c.shards.map(cell).join("") +
@@ -78,12 +81,18 @@ async function refresh() {
     const r = await fetch(url, {cache: "no-store", credentials: "same-origin"});
     if (!r.ok) throw new Error("HTTP " + r.status);
     const d = await r.json();
-    const shards = d.clusters.flatMap(c => c.shards);
+    const rs = d.reshard;
+    const shards = d.clusters.filter(c => !rs || c.generation == null ||
+      c.generation === (rs.phase === "starting" ? rs.from_generation : rs.to_generation)).flatMap(c => c.shards);
     const ready = shards.filter(s => s.state === "READY").length;
     const total = d.shard_count ?? shards.length;
     const up = d.clusters.filter(c => c.state === "READY").length;
     document.getElementById("summary").textContent = ready + "/" + total + " shards READY, " + up + "/" +
-      d.clusters.length + " clusters READY, max_concurrency " + (d.max_concurrency ?? "?");
+      d.clusters.length + " clusters READY, max_concurrency " + (d.max_concurrency ?? "?") + (rs ?
+      " · resharding " + (rs.from_shards ?? "?") + " → " + (rs.to_shards ?? "?") + " shards (generation " +
+      rs.from_generation + " → " + rs.to_generation + "): " + rs.phase : "") + (d.auto_reshard &&
+      d.auto_reshard.target ? " · Discord recommends " + d.auto_reshard.recommended + " shards: " +
+      d.auto_reshard.action + (d.auto_reshard.detail ? " (" + d.auto_reshard.detail + ")" : "") : "");
     document.getElementById("rows").innerHTML = d.clusters.map(row).join("");
     document.getElementById("err").textContent = "";
     document.getElementById("at").textContent = new Date().toLocaleTimeString();

@@ -179,6 +179,9 @@ class Settings:
     identify_window_s: float = 5.0
     identify_reserve: int = 10
     identify_margin_s: float = 0.1
+    # Auto-reshard (cluster/auto_reshard.py): GET /gateway/bot every interval, and at once after a 4011
+    auto_reshard: bool = True  # INNKEEPER_AUTO_RESHARD=false: only report when Discord recommends more shards
+    auto_reshard_interval_s: float = 3600.0  # INNKEEPER_AUTO_RESHARD_INTERVAL
     # Heartbeats
     heartbeat_interval_s: float = 5.0
     heartbeat_ttl_s: float = 20.0
@@ -316,6 +319,9 @@ class Settings:
             identify_window_s=e.as_float("INNKEEPER_IDENTIFY_WINDOW", 5.0, minimum=0.01),
             identify_reserve=e.as_int("INNKEEPER_IDENTIFY_RESERVE", 10, minimum=0),
             identify_margin_s=e.as_float("INNKEEPER_IDENTIFY_MARGIN", 0.1, minimum=0.0),
+            auto_reshard=e.as_bool("INNKEEPER_AUTO_RESHARD", True),
+            auto_reshard_interval_s=e.as_float("INNKEEPER_AUTO_RESHARD_INTERVAL", 3600.0, minimum=1.0,
+                                               maximum=7 * 86400.0),
             heartbeat_interval_s=e.as_float("INNKEEPER_HEARTBEAT_INTERVAL", 5.0, minimum=0.1),
             heartbeat_ttl_s=e.as_float("INNKEEPER_HEARTBEAT_TTL", 20.0, minimum=0.5),
             zombie_after_s=e.as_float("INNKEEPER_ZOMBIE_AFTER", 120.0, minimum=1.0),
@@ -466,6 +472,7 @@ _STANDARD_NAMES = {
 _ENV_NAME = {
     "identify_window_s": "identify_window",
     "identify_margin_s": "identify_margin",
+    "auto_reshard_interval_s": "auto_reshard_interval",
     "heartbeat_interval_s": "heartbeat_interval",
     "heartbeat_ttl_s": "heartbeat_ttl",
     "zombie_after_s": "zombie_after",

@@ -83,6 +83,10 @@ class ClusterBeat(TypedDict):
     #: The cluster's circuit breakers: dependency → ``closed``, ``half-open`` or ``open`` (absent
     #: in records of older clusters).
     breakers: NotRequired[dict[str, str]]
+    #: The process's generation of clusters (``ipc/generations.py``; absent in older records: 0).
+    generation: NotRequired[int]
+    #: What it handles while a reshard runs two generations: ``all``, ``none``, ``before <T>``, ``from <T>``.
+    handles: NotRequired[str]
 
 
 _SHARD_FIELDS: Final = {
@@ -138,6 +142,10 @@ def decode_heartbeat(raw: bytes | str) -> ClusterBeat:
     if breakers is not None and not (isinstance(breakers, dict)
                                      and all(isinstance(k, str) and isinstance(v, str) for k, v in breakers.items())):
         raise IPCError("heartbeat field 'breakers' is not a map of strings", code=ErrorCode.IPC_DECODE)
+    if "generation" in obj and (isinstance(obj["generation"], bool) or not isinstance(obj["generation"], int)):
+        raise IPCError("heartbeat field 'generation' is not an integer", code=ErrorCode.IPC_DECODE)
+    if "handles" in obj and not isinstance(obj["handles"], str):
+        raise IPCError("heartbeat field 'handles' is not a string", code=ErrorCode.IPC_DECODE)
     result: ClusterBeat = obj
     return result
 

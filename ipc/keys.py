@@ -60,6 +60,19 @@ class Keys:
         """The current cluster plan (msgpack), written by the launcher."""
         return self._k("cluster", "plan")
 
+    def generations(self) -> str:
+        """Hash: which generation of clusters is active, the one being brought up, and the switch instant
+        (``ipc/generations.py``, a zero-downtime reshard)."""
+        return self._k("cluster", "generations")
+
+    def generation_acks(self) -> str:
+        """Hash: ``generation:cluster`` → the reshard state that cluster process last applied."""
+        return self._k("cluster", "generations", "acks")
+
+    def gateway_advice(self) -> str:
+        """Hash: the shard count Discord last recommended, when, and what the auto-reshard made of it."""
+        return self._k("cluster", "gateway-advice")
+
     def crash_guard(self, cluster_id: int) -> str:
         """The crash-loop guard's record of one cluster (JSON): recent crashes, a pending restart, why it is down."""
         return self._k("cluster", cluster_id, "crash-guard")

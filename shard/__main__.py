@@ -2,20 +2,22 @@
 
 Examples
 --------
-``python -m shard --cluster 2 --shard-ids 8-11 --shard-count 16 --max-concurrency 4``
+``python -m shard --cluster 2 --shard-ids 8-11 --shard-count 16 --max-concurrency 4 --generation 0``
 ``python -m shard --shard-ids 0,1 --shard-count 2``
 
-The launcher passes all four (``deploy/cluster.conf.tmpl``). Run by hand without
-``--shard-count``, the process asks ``GET /gateway/bot`` once for the shard count and Discord's
-``max_concurrency``; without ``--max-concurrency`` it reads the identify budget the launcher stored
-in Redis (or assumes 1, the slowest safe rate).
+The launcher passes all five (``deploy/cluster.conf.tmpl``); ``--generation`` tells a cluster which
+generation it belongs to while a zero-downtime reshard runs two side by side (:mod:`shard.handover`).
+Run by hand without ``--shard-count``, the process asks ``GET /gateway/bot`` once for the shard
+count and Discord's ``max_concurrency``; without ``--max-concurrency`` it reads the identify budget
+the launcher stored in Redis (or assumes 1, the slowest safe rate).
 
 On a cold start a cluster whose first identify round is far off waits before it imports anything
 heavy (:mod:`shard.cold_start`), so that the first round starts sooner.
 
 Exit codes: 0 after a clean shutdown, 1 on an unexpected failure, 2 on bad usage, and 78
 (``EX_CONFIG``) when retrying cannot help: a bad token, a fatal gateway close (4004, 4010-4014) or
-bad configuration. supervisord treats 78 as final instead of restarting in a loop.
+bad configuration. supervisord treats 78 as final instead of restarting in a loop. A 4011 close
+(sharding required) is recorded in Redis first, for the auto-reshard helper to act on at once.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _log = logging.getLogger("shard")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_FATAL = 0, 1, 2, 78
 _FATAL_CLOSE_CODES = frozenset({4004, 4010, 4011, 4012, 4013, 4014})
+#: "Sharding required": a shard of this count holds too many guilds.
+SHARDING_REQUIRED = 4011
 
 
 def parse_shard_ids(text: str) -> list[int]:
@@ -86,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="total shard count (default: ask GET /gateway/bot)")
     parser.add_argument("--max-concurrency", type=int, default=None,
                         help="Discord's max_concurrency (default: the stored identify budget's, or /gateway/bot's)")
+    parser.add_argument("--generation", type=int, default=0,
+                        help="this cluster's generation (a zero-downtime reshard runs two side by side; default 0)")
     return parser
 
 
@@ -107,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--shard-ids needs --shard-count")
     if args.max_concurrency is not None and args.max_concurrency < 1:
         parser.error("--max-concurrency must be at least 1")
+    if args.generation < 0:
+        parser.error("--generation must be 0 or more")
 
     try:
         settings = Settings.from_env()
@@ -131,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def run() -> BaseException | None:
         ctx = ClusterContext.create(settings, cluster_id=args.cluster, shard_ids=shard_ids,
-                                    shard_count=args.shard_count, max_concurrency=args.max_concurrency)
+                                    shard_count=args.shard_count, max_concurrency=args.max_concurrency,
+                                    generation=args.generation)
         bot = await run_cluster(ctx, token)
         return bot.fatal_error
 
@@ -142,6 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log.critical("login failed: the token was rejected (%s); not retrying", exc)
         return EXIT_FATAL
     except discord.ConnectionClosed as exc:
+        if exc.code == SHARDING_REQUIRED:  # the auto-reshard helper checks at once (cluster/auto_reshard.py)
+            from ipc.gateway_advice import report_sharding_required
+            from ipc.keys import Keys
+
+            report_sharding_required(settings.redis_url, Keys(settings.redis_prefix), args.cluster, exc.shard_id)
         if exc.code in _FATAL_CLOSE_CODES:
             _log.critical("gateway closed with fatal code %s (%s); not retrying", exc.code, exc.reason)
             return EXIT_FATAL

@@ -9,6 +9,9 @@ extensions load, before the first shard connects) and stop in the reverse order:
 service               what it does
 ====================  ======================================================================
 event-loop lag        probes how late the loop runs (metrics; the query funnel's slow-query log)
+hand-over             this process's generation: what it handles while a reshard runs two
+                      (reminders, maintenance, snapshots and the command sync run only while
+                      its generation handles events, see shard/handover.py)
 REST limiter          shared REST buckets, global limit and invalid-request guard (installed
                       before login, with the per-process guard, which acts while Redis is down
                       or the shared limiter is off)
@@ -25,8 +28,8 @@ read gate             pauses gateway reads while too much work waits (never once
 reminders             claims and delivers due reminders
 maintenance           retention and the row-binding upgrade, one cluster at a time
 snapshots             guild snapshots in Redis
-command sync          cluster 0: the application commands, in the background, only when the
-                      tree changed since the last sync, retried with backoff (never fatal)
+command sync          the cluster of shard 0: the application commands, in the background, only
+                      when the tree changed since the last sync, retried with backoff (never fatal)
 metrics               this cluster's ``/metrics``
 memory trim           glibc's ``malloc_trim`` once READY, then every 30 s: freed heap goes back to the OS
 heartbeat             the cluster's record in Redis (and gateway sessions)
@@ -76,12 +79,14 @@ from .database import DatabaseService
 from .early_shed import EarlyShed
 from .fair_reader import FairReader
 from .gc_policy import CollectorPolicy
+from .handover import Handover, WhileActive
 from .heartbeat_writer import Heartbeat
 from .identify import IdentifyGate
 from .lean_messages import LeanMessages
 from .maintenance import MaintenanceService
 from .memory_trim import MemoryTrim
 from .metrics_server import ClusterMetrics
+from .parser_filters import ParserFilters
 from .pipeline.alias_cache import AliasCache
 from .pipeline.core import Pipeline
 from .pipeline.deps import CommandDeps
@@ -165,7 +170,11 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     refused = RefusedTargets()  # DMs and channels that refused the bot: reminders and private answers
     usage = UsageRecorder(ctx.database)
     throttle = RedisThrottle(ctx.redis, ctx.keys)
-    replay_guard = ReplayGuard(ctx.redis, ctx.keys, ttl_s=s.session_ttl_s)  # nothing run twice across a crash
+    filters = ParserFilters()  # switchable filters in front of discord.py's parsers (replays, the hand-over)
+    replay_guard = ReplayGuard(ctx.redis, ctx.keys, ttl_s=s.session_ttl_s,
+                               filters=filters)  # nothing run twice across a crash
+    # a reshard: which generation handles each command while two overlap, and runs the background work
+    handover = Handover(ctx.redis, ctx.keys, generation=ctx.generation, cluster_id=ctx.cluster_id, filters=filters)
     pipeline = Pipeline(s, cluster_id=ctx.cluster_id, config=guild_config, throttle=throttle,
                         usage=UsageToDatabase(usage), audit=AuditToDatabase(ctx.database),
                         errors=ErrorsToDatabase(ctx.database),
@@ -189,8 +198,9 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     # restarts: sessions kept in Redis, resumed by the next process with its guilds rebuilt first
     session_store = SessionStore(ctx.redis, ctx.keys, ttl_s=s.session_ttl_s)
     snapshots = GuildSnapshotStore(ctx.redis, ctx.keys, ttl=max(3600.0, 2 * s.snapshot_interval_s))
-    resumer = Resumer(session_store, snapshots, tracker, replay_guard) if s.resume_on_restart else None
-    sessions = SessionKeeper(tracker, session_store, interval_s=s.session_save_interval_s)
+    resumer = Resumer(session_store, snapshots, tracker, replay_guard,
+                      allowed=handover.is_active) if s.resume_on_restart else None
+    sessions = SessionKeeper(tracker, session_store, interval_s=s.session_save_interval_s, active=handover.is_active)
     gate = IdentifyGate(ctx.redis, ctx.keys, tracker, max_concurrency=ctx.max_concurrency,
                         window_s=s.identify_window_s, margin_s=s.identify_margin_s, reserve=s.identify_reserve,
                         session_limits=session_limits)
@@ -215,6 +225,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     prefetch.install()  # READY payloads start loading their guilds' configurations
     replay_guard.install(bot)
     tracker.attach(bot)
+    filters.install(bot)
     # before login: every REST, webhook and interaction call goes through it
     install(bot, limiter, guard=LocalInvalidGuard.from_settings(s), breakers=ctx.breakers)
     if limiter is None:
@@ -225,6 +236,7 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
 
     # --- start order (stopped in reverse) ---------------------------------------------------------
     services.add(ctx.loop_lag)
+    services.add(handover)  # first: the rest starts knowing what this generation handles
     if limiter is not None:
         services.add(limiter)
     services.add(database)
@@ -238,19 +250,22 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     services.add(lean)
     services.add(early_shed)
     services.add(reads)
-    services.add(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id,
-                                 lease=s.reminder_lease_s, refused=refused))
-    services.add(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
-                                    interval_s=s.retention_interval_s))
-    services.add(SnapshotService(bot, snapshots, interval_s=s.snapshot_interval_s))
-    if ctx.cluster_id == 0 and s.sync_commands:  # one cluster syncs the application commands, when they changed
-        services.add(CommandSync(bot.tree, SyncedCommands(ctx.redis, ctx.keys), retry_s=s.command_sync_retry_s))
+    # background work runs in one generation at a time: the one handling events now
+    services.add(WhileActive(ReminderService(bot, ctx.database, database, key_ring, cluster_id=ctx.cluster_id,
+                                             lease=s.reminder_lease_s, refused=refused), handover))
+    services.add(WhileActive(MaintenanceService(ctx.database, database, key_ring, RetentionPolicy.from_settings(s),
+                                                interval_s=s.retention_interval_s), handover))
+    services.add(WhileActive(SnapshotService(bot, snapshots, interval_s=s.snapshot_interval_s), handover))
+    if 0 in (ctx.shard_ids or (0,)) and s.sync_commands:  # the cluster of shard 0 syncs the commands, when changed
+        services.add(WhileActive(CommandSync(bot.tree, SyncedCommands(ctx.redis, ctx.keys),
+                                             retry_s=s.command_sync_retry_s), handover))
     services.add(metrics)
     services.add(MemoryTrim.for_this_process(s.malloc_trim_interval_s, ready=bot.wait_until_ready))
     services.add(Heartbeat(ctx.redis, ctx.keys, tracker, cluster_id=ctx.cluster_id,
                            interval_s=s.heartbeat_interval_s, ttl_s=s.heartbeat_ttl_s,
                            metrics_port=lambda: metrics.port, breakers=ctx.breakers.describe,
-                           commands=pipeline.admission.snapshot))
+                           commands=pipeline.admission.snapshot, generation=ctx.generation,
+                           handles=handover.describe))
     services.add(sessions)
     services.add(Watchdog(bot, tracker, give_up=bot.give_up, zombie_after_s=s.zombie_after_s))
     services.add(gate)

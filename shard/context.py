@@ -65,6 +65,8 @@ class ClusterContext:
         The bot's total shard count, or ``None`` to ask ``GET /gateway/bot`` at launch.
     max_concurrency:
         Discord's ``max_concurrency`` as the launcher planned it, or ``None`` to find it at launch.
+    generation:
+        The generation of clusters this process belongs to (:mod:`shard.handover`).
     redis, keys:
         The process's Redis client and key names.
     database:
@@ -80,6 +82,7 @@ class ClusterContext:
     shard_ids: tuple[int, ...] | None
     shard_count: int | None
     max_concurrency: int | None
+    generation: int
     redis: aioredis.Redis
     keys: Keys
     database: Database
@@ -88,13 +91,14 @@ class ClusterContext:
 
     @classmethod
     def create(cls, settings: Settings, *, cluster_id: int = 0, shard_ids: Sequence[int] | None = None,
-               shard_count: int | None = None, max_concurrency: int | None = None) -> ClusterContext:
+               shard_count: int | None = None, max_concurrency: int | None = None,
+               generation: int = 0) -> ClusterContext:
         """A context with a fresh Redis client and an unconnected database pool."""
         lag = LoopLag()
         breakers = Breakers.from_settings(settings)
         return cls(settings=settings, cluster_id=cluster_id,
                    shard_ids=None if shard_ids is None else tuple(shard_ids), shard_count=shard_count,
-                   max_concurrency=max_concurrency,
+                   max_concurrency=max_concurrency, generation=generation,
                    redis=redis_breaker.guard(redis_client(settings.redis_url), breakers["redis"]),
                    keys=Keys(settings.redis_prefix),
                    database=Database.from_settings(settings, connect_timeout=5.0, loop_lag=lag,

@@ -67,10 +67,13 @@ class Heartbeat:
         Returns the admission's figures (running, queued, deferred, shed), or None to leave them out.
     breakers:
         Returns the cluster's circuit breakers (:meth:`innkeeper.breakers.Breakers.describe`), or None.
+    generation, handles:
+        The process's generation, and what it handles now (:meth:`shard.handover.Handover.describe`).
     """
 
     __slots__ = ("redis", "keys", "tracker", "cluster_id", "interval_s", "ttl_s", "metrics_port", "commands",
-                 "breakers", "host", "pid", "started_at", "_tasks", "_samples", "writes", "last_error")
+                 "breakers", "host", "pid", "started_at", "_tasks", "_samples", "writes", "last_error",
+                 "generation", "handles")
 
     def __init__(
         self,
@@ -84,7 +87,11 @@ class Heartbeat:
         metrics_port: Callable[[], int | None] = lambda: None,
         commands: Callable[[], CommandLoad] | None = None,
         breakers: Callable[[], dict[str, dict[str, Any]]] | None = None,
+        generation: int = 0,
+        handles: Callable[[], str] | None = None,
     ) -> None:
+        self.generation = generation
+        self.handles = handles
         self.redis = redis
         self.keys = keys
         self.tracker = tracker
@@ -121,6 +128,9 @@ class Heartbeat:
         }
         if self.commands is not None:
             beat["commands"] = self.commands()
+        beat["generation"] = self.generation
+        if self.handles is not None:
+            beat["handles"] = self.handles()
         if self.breakers is not None:
             beat["breakers"] = {name: str(b["state"]) for name, b in self.breakers().items()}
         return beat

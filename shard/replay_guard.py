@@ -30,11 +30,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
 from redis.exceptions import RedisError
+
+from .parser_filters import ParserFilters
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -65,12 +66,16 @@ class ReplayGuard:
         Where marks go.
     ttl_s:
         How long marks are kept (``INNKEEPER_SESSION_TTL``).
+    filters:
+        The bot's parser filters (:mod:`shard.parser_filters`), shared with the generation hand-over;
+        by default its own.
     """
 
-    __slots__ = ("redis", "keys", "ttl_s", "shard_count", "_pending", "_flushing", "_replaying", "_originals",
-                 "_bot", "_failing")
+    __slots__ = ("redis", "keys", "ttl_s", "shard_count", "_pending", "_flushing", "_replaying", "filters",
+                 "_bot", "_failing", "_duplicates")
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, ttl_s: float = 120.0) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, ttl_s: float = 120.0,
+                 filters: ParserFilters | None = None) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl_s = ttl_s
@@ -79,7 +84,8 @@ class ReplayGuard:
         self._flushing: asyncio.Task[None] | None = None
         #: Shards between their RESUME and RESUMED, with the ids their old process marked.
         self._replaying: dict[int, set[int]] = {}
-        self._originals: dict[str, Callable[[Any], Any]] = {}
+        self.filters = filters if filters is not None else ParserFilters()
+        self._duplicates = {event: REPLAYED_DUPLICATES.labels(event) for event in GUARDED_EVENTS}
         self._bot: commands.AutoShardedBot | None = None
         self._failing = False
 
@@ -127,6 +133,7 @@ class ReplayGuard:
     def install(self, bot: commands.AutoShardedBot) -> None:
         """Remember the bot whose parsers are filtered while a shard replays."""
         self._bot = bot
+        self.filters.install(bot)
 
     async def load(self, shard_id: int) -> int:
         """Before ``shard_id`` sends RESUME: read its recent marks and filter its replay; returns how many."""
@@ -150,33 +157,18 @@ class ReplayGuard:
             self._filter_off()
 
     def _filter_on(self) -> None:
-        if self._originals or self._bot is None:
-            return
-        parsers: dict[str, Callable[[Any], Any]] = self._bot._connection.parsers  # shared with every socket
-        for event in GUARDED_EVENTS:
-            original = parsers[event]
-            self._originals[event] = original
-            parsers[event] = self._filtered(event, original)
+        if self._bot is not None and not self.filters.active("replay"):
+            self.filters.set("replay", GUARDED_EVENTS, self._drop)
 
     def _filter_off(self) -> None:
-        if self._bot is None:
-            return
-        parsers: dict[str, Callable[[Any], Any]] = self._bot._connection.parsers
-        for event, original in self._originals.items():
-            parsers[event] = original
-        self._originals.clear()
+        self.filters.set("replay", GUARDED_EVENTS, None)
 
-    def _filtered(self, event: str, original: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        duplicates = REPLAYED_DUPLICATES.labels(event)
-
-        def parse(data: Any) -> Any:
-            if self.seen(data):
-                duplicates.inc()
-                _log.info("skipped a replayed %s (%s): its command already started before the restart", event,
-                          data.get("id"))
-                return None
-            return original(data)
-        return parse
+    def _drop(self, event: str, data: Any) -> bool:
+        if not self.seen(data):
+            return False
+        self._duplicates[event].inc()
+        _log.info("skipped a replayed %s (%s): its command already started before the restart", event, data.get("id"))
+        return True
 
     def seen(self, data: Any) -> bool:
         """Whether a raw MESSAGE_CREATE or INTERACTION_CREATE is a replay of a command already started."""

@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import yarl
@@ -82,12 +82,17 @@ class Resumer:
     guard:
         Filters the replayed events whose commands the previous process already started
         (:mod:`shard.replay_guard`); None lets them run again.
+    allowed:
+        Whether this process may resume saved sessions now: only while its generation handles events
+        (:meth:`shard.handover.Handover.is_active`); a generation brought up beside the active one
+        identifies every shard.
     """
 
-    __slots__ = ("sessions", "snapshots", "tracker", "guard", "_pending", "_failed")
+    __slots__ = ("sessions", "snapshots", "tracker", "guard", "allowed", "_pending", "_failed")
 
     def __init__(self, sessions: SessionStore, snapshots: GuildSnapshotStore | None, tracker: ShardTracker,
-                 guard: ReplayGuard | None = None) -> None:
+                 guard: ReplayGuard | None = None, *, allowed: Callable[[], bool] = lambda: True) -> None:
+        self.allowed = allowed
         self.sessions = sessions
         self.snapshots = snapshots
         self.tracker = tracker
@@ -98,7 +103,11 @@ class Resumer:
         self._failed: dict[int, str] = {}
 
     async def saved(self, shard_ids: Sequence[int], shard_count: int) -> dict[int, SessionInfo]:
-        """The saved sessions of ``shard_ids`` under ``shard_count``; none when Redis cannot say."""
+        """The saved sessions of ``shard_ids`` under ``shard_count``; none when Redis cannot say, or when this
+        process's generation does not handle events (the saved sessions are the active generation's)."""
+        if not self.allowed():
+            _log.info("this generation does not handle events yet: every shard identifies")
+            return {}
         try:
             found = await self.sessions.load_many(shard_ids, shard_count)
         except (RedisError, OSError) as exc:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter
@@ -86,11 +87,18 @@ class SessionKeeper:
         Where sessions go.
     interval_s:
         ``INNKEEPER_SESSION_SAVE_INTERVAL``: the most a saved sequence lags behind after a crash.
+    active:
+        Whether this process's generation handles events (:mod:`shard.handover`): only then are its
+        sessions saved, and parked at a clean stop. A generation a reshard replaced saves nothing (the
+        sessions under the shard keys are the new generation's) and, stopped, closes its sockets as
+        discord.py does (1000): its sessions end.
     """
 
-    __slots__ = ("tracker", "store", "interval_s", "_saved", "_tasks", "_failing", "parked")
+    __slots__ = ("tracker", "store", "interval_s", "active", "_saved", "_tasks", "_failing", "parked")
 
-    def __init__(self, tracker: ShardTracker, store: SessionStore, *, interval_s: float = 0.25) -> None:
+    def __init__(self, tracker: ShardTracker, store: SessionStore, *, interval_s: float = 0.25,
+                 active: Callable[[], bool] = lambda: True) -> None:
+        self.active = active
         self.tracker = tracker
         self.store = store
         self.interval_s = interval_s
@@ -125,6 +133,8 @@ class SessionKeeper:
 
     async def save_changed(self) -> int:
         """Write the sessions that changed since the last save (or are due for a refresh); returns how many."""
+        if not self.active():
+            return 0
         infos = self._changed()
         if infos:
             await self._save(infos)
@@ -151,8 +161,13 @@ class SessionKeeper:
 
         After this no event reaches the process, and each saved sequence is the last event it read:
         the next process RESUMEs where this one stopped, nothing replayed twice, nothing skipped.
+        A process whose generation no longer handles events parks nothing (returns 0): discord.py's
+        own close then ends its sessions.
         """
         await self._tasks.cancel()
+        if not self.active():
+            _log.info("this generation no longer handles events: its sessions end with it")
+            return 0
         self.parked = True
         self.tracker.stopping = True  # the closes below are not disconnects to report
         bot = self.tracker.bot

@@ -13,7 +13,8 @@ Routes (bodies and answers are JSON; ids travel as strings; bad input is a 400 `
 - ``GET /_sim/dms/{user_id}``: the DM channel the bot opened with a user and its messages;
 - ``POST /_sim/channels/{id}/overwrites``, ``DELETE …/overwrites/{target}``, ``POST
   /_sim/users/{id}/dms``: channel permissions and closed DMs, see ``control_permissions``;
-- ``POST /_sim/token/reset``: a new bot token and a refilled IDENTIFY budget, see ``control_token``.
+- ``POST /_sim/token/reset``: a new bot token and a refilled IDENTIFY budget, see ``control_token``;
+- ``POST /_sim/gateway``: the shard count ``GET /gateway/bot`` recommends from now on (a bot that grew).
 """
 
 from __future__ import annotations
@@ -203,6 +204,13 @@ def _raw_dispatch(body: dict[str, Any], state: SimState) -> int:
     return sum(hub.dispatch_shard(shard, event, data) for shard in shards)
 
 
+async def post_gateway(request: web.Request, state: SimState) -> web.Response:
+    """``{"shards": N}``: ``GET /gateway/bot`` recommends N shards from now on (``null``: ``--shards`` again)."""
+    body = await json_body(request)
+    state.recommended_shards = None if body.get("shards") is None else integer(body, "shards", lo=1, hi=65_536)
+    return json_response({"shards": state.recommended_shards or state.config.shards})
+
+
 async def post_fault(request: web.Request, state: SimState) -> web.Response:
     body = await json_body(request)
     kind = choice(body, "kind", _GATEWAY_FAULTS + _REST_FAULTS + ("dispatch",))
@@ -320,6 +328,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/_sim/load", control_handler(load_status))
     r.add_delete("/_sim/load", control_handler(stop_load))
     r.add_post("/_sim/faults", control_handler(post_fault))
+    r.add_post("/_sim/gateway", control_handler(post_gateway))
     r.add_get("/_sim/faults", control_handler(list_faults))
     r.add_delete("/_sim/faults", control_handler(clear_faults))
     r.add_get("/_sim/stats", control_handler(get_stats))

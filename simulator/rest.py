@@ -75,7 +75,7 @@ async def gateway_bot(request: web.Request, state: SimState) -> web.Response:
     if callable(getattr(hub, "identify_reset_after_ms", None)):
         reset_after = int(hub.identify_reset_after_ms())
     return json_response({
-        "url": _gateway_url(request, state), "shards": config.shards,
+        "url": _gateway_url(request, state), "shards": state.recommended_shards or config.shards,
         "session_start_limit": {"total": config.session_start_total, "remaining": remaining,
                                 "reset_after": reset_after, "max_concurrency": config.max_concurrency},
     })

@@ -16,7 +16,8 @@ invalidated"), both counted from the INTERACTION_CREATE dispatch on the simulato
 
 - an initial response after ``--interaction-deadline`` (3 s) is 404 10062 Unknown interaction
   (``late_interaction_callbacks``); a second one is 400 40060 "Interaction has already been
-  acknowledged" (``opcodes-and-status-codes.mdx``, "JSON Error Codes");
+  acknowledged" (``opcodes-and-status-codes.mdx``, "JSON Error Codes"), counted in
+  ``duplicate_interaction_callbacks`` (an interaction the bot answered twice);
 - follow-ups and ``@original``/follow-up reads, edits and deletes after ``--interaction-token-ttl``
   (15 min) are 401 50027 Invalid Webhook Token (``expired_interaction_tokens``). The docs name no
   status for an expired token; 50027 is the code of the table ("Invalid webhook token provided")
@@ -124,7 +125,7 @@ async def interaction_callback(request: web.Request, state: SimState) -> web.Res
     if pending is None:
         raise RestError(404, 10062, "Unknown interaction")
     if pending.callback.done():
-        state.stats.repeat_callbacks += 1  # an interaction answered twice: what a chaos run must never see
+        state.stats.duplicate_interaction_callbacks += 1
         raise RestError(400, 40060, "Interaction has already been acknowledged.")
     if state.clock() - pending.created > state.config.interaction_deadline:
         pending.late_callbacks += 1

@@ -86,8 +86,6 @@ class Stats:
     acknowledged: int = 0
     #: Websocket upgrades refused with 503 during an ``outage`` fault.
     outage_refusals: int = 0
-    #: Second (and later) callbacks to an interaction already acknowledged: the bot answered it twice.
-    repeat_callbacks: int = 0
     #: Events the bot never received: ``lost_unrouted + lost_buffered``.
     lost: int = 0
     #: Events meant for a guild no live or resumable session covered (gone at once, as on Discord).
@@ -131,6 +129,7 @@ class Stats:
     resumes_off_resume_url: int = 0
     #: Initial interaction responses refused (404 10062) because they came after the deadline.
     late_interaction_callbacks: int = 0
+    duplicate_interaction_callbacks: int = 0
     #: Follow-ups and edits refused (401 50027) because the interaction token had expired.
     expired_interaction_tokens: int = 0
     #: REST requests refused because their IP was banned for too many invalid requests.
@@ -157,7 +156,6 @@ class Stats:
             "buffered": self.buffered,
             "replayed": self.replayed,
             "acknowledged": self.acknowledged,
-            "repeat_callbacks": self.repeat_callbacks,
             "outage_refusals": self.outage_refusals,
             "lost": self.lost,
             "lost_unrouted": self.lost_unrouted,
@@ -180,6 +178,7 @@ class Stats:
             "token_resets": self.token_resets,
             "resumes_off_resume_url": self.resumes_off_resume_url,
             "late_interaction_callbacks": self.late_interaction_callbacks,
+            "duplicate_interaction_callbacks": self.duplicate_interaction_callbacks,
             "expired_interaction_tokens": self.expired_interaction_tokens,
             "banned_requests": self.banned_requests,
             "invalid_request_bans": self.invalid_request_bans,
@@ -436,6 +435,8 @@ class SimState:
     dm_channels: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Users whose DMs are closed to the bot (``POST /_sim/users/{id}/dms``): sends there are 403 50007.
     closed_dms: set[int] = field(default_factory=set)
+    #: The shard count ``GET /gateway/bot`` recommends when set (``POST /_sim/gateway``), else ``--shards``.
+    recommended_shards: int | None = None
     #: The application (flags, token), shared with the gateway; built from ``config`` when not given.
     application: Application = field(default=cast("Application", None))
     #: Monotonic seconds for interaction deadlines, token lifetimes, REST rate limits and the invalid-request

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -23,13 +24,17 @@ import pytest
 import redis.asyncio as aioredis
 
 from cluster.launcher import Launcher, LaunchFailed
+from cluster.ops import format_status
 from cluster.plan import Plan, plan
+from cluster.reshard import Resharder
+from cluster.state import load_plan, read_status
 from cluster.status import read_status_port
 from cluster.supervisor import Supervisor
-from innkeeper.errors import InnkeeperError
+from innkeeper.errors import ErrorCode, InnkeeperError
 from innkeeper.settings import Settings
 from ipc.keys import Keys
-from tests.procs import SimulatorProc, start_simulator
+from tests.e2e.commands import channel_messages
+from tests.procs import SimulatorProc, http_json, start_simulator
 from tests.support import IPC_KEYS, wait_for, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -69,7 +74,9 @@ def _env(sim: SimulatorProc, run_dir: Path, prefix: str, redis_url: str, databas
         "INNKEEPER_STATUS_PORT": "0", "INNKEEPER_METRICS_PORT_BASE": "0", "INNKEEPER_IDENTIFY_WINDOW": str(WINDOW),
         "INNKEEPER_IDENTIFY_MARGIN": str(MARGIN),
         "INNKEEPER_HEARTBEAT_INTERVAL": "0.5", "INNKEEPER_HEARTBEAT_TTL": "5", "INNKEEPER_LOG_FORMAT": "json",
-        "INNKEEPER_SYNC_COMMANDS": "false", "INNKEEPER_IPC_KEYS": IPC_KEYS, **extra,
+        "INNKEEPER_SYNC_COMMANDS": "false", "INNKEEPER_IPC_KEYS": IPC_KEYS,
+        # the auto-reshard helper only reports here, unless a test turns it on
+        "INNKEEPER_AUTO_RESHARD": "false", **extra,
     })
 
 
@@ -304,19 +311,207 @@ async def test_bad_token_fails_clearly_and_does_not_loop(sim: SimulatorProc, tmp
             raise
 
 
-async def test_reshard_restarts_every_cluster_on_the_new_plan(env: Env) -> None:
-    await _launch(env)
-    _, before = await _get(env.status_url + "/status.json")
-    old_pids = {c["pid"] for c in before["clusters"]}
-    env.lines.clear()
-    p = await env.launcher.reshard(shards=8, clusters=2)
-    assert p == plan(8, MC, clusters=2)
-    assert any("resharding: 16 → 8 shards" in line for line in env.lines), env.lines
+async def _bot_messages(sim: SimulatorProc, channel: str) -> list[dict[str, Any]]:
+    return [m for m in await channel_messages(sim, channel) if m["author"].get("bot")]
+
+
+async def test_reshard_8_to_16_without_downtime_answers_every_command_once(env: Env) -> None:
+    """Prefix and slash commands flow all through `innkeeper reshard` 8 → 16: each is answered exactly once,
+    by the old generation before the switch and the new one after; no identify violation."""
+    old = await env.launcher.launch(shards=8, clusters=2, timeout=120)
+    assert old == plan(8, MC, clusters=2)
+    await wait_for(lambda: read_status_port(env.launcher.run_dir), timeout=20, message="the status service's port")
+    await wait_for(lambda: _healthz_ok(env), timeout=20, message="/healthz 200")
+    guilds = env.sim.world(limit=500)["guilds"]
+    stop = asyncio.Event()
+    prefixes: list[str] = []  # channels that got one `!ping` each (one command per guild: no channel limit)
+    slashes: list[tuple[int, Any]] = []
+    overlap: list[dict[str, Any]] = []
+
+    async def prefix(g: dict[str, Any]) -> None:
+        status, body = await asyncio.to_thread(http_json, "POST", env.sim.url + "/_sim/messages", {
+            "guild_id": g["id"], "channel_id": g["channels"][0], "author_id": g["members"][1], "content": "!ping"})
+        assert status == 200, body
+        prefixes.append(g["channels"][0])
+
+    async def slash(g: dict[str, Any]) -> None:
+        slashes.append(await asyncio.to_thread(http_json, "POST", env.sim.url + "/_sim/interactions", {
+            "guild_id": g["id"], "channel_id": g["channels"][0], "user_id": g["members"][1], "name": "ping",
+            "options": [], "timeout": 10}))
+
+    async def traffic() -> None:
+        sent: list[asyncio.Task[None]] = []
+        for i, g in enumerate(guilds):  # ~8 commands/s, alternately prefix and slash, each guild once
+            sent.append(asyncio.create_task(prefix(g) if i % 2 else slash(g)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.125)
+            if stop.is_set():
+                break
+        else:
+            raise AssertionError("the test ran out of guilds before the reshard finished")
+        await asyncio.gather(*sent)
+
+    async def watch_status() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(aiohttp.ClientError):
+                _, doc = await _get(env.status_url + "/status.json")
+                if doc.get("reshard"):
+                    overlap.append(doc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.25)
+
+    # the identify budget first: with 1000 left and 990 kept in reserve, 16 new shards do not fit
+    short = Launcher(dataclasses.replace(env.settings, identify_reserve=990), out=env.lines.append)
+    with pytest.raises(InnkeeperError) as refused:
+        await Resharder(short).run(shards=16, clusters=4)
+    assert refused.value.code is ErrorCode.IDENTIFY_BUDGET and "16 shards needs 16" in refused.value.message
+    assert sorted(p.name for p in env.launcher.run_dir.glob("clusters*.conf")) == ["clusters.conf"]
+    assert env.sim.stats()["identifies"] == 8
+
+    sender, watcher = asyncio.create_task(traffic()), asyncio.create_task(watch_status())
+    try:
+        await wait_for(lambda: len(prefixes) >= 4, timeout=20, message="commands flowing before the reshard")
+        env.lines.clear()
+        new = await Resharder(env.launcher).run(shards=16, clusters=4)
+        after = len(prefixes)
+        await wait_for(lambda: len(prefixes) >= after + 4, timeout=20, message="commands after the reshard")
+    finally:
+        stop.set()
+        await asyncio.gather(sender, watcher)
+
+    assert new == plan(16, MC, clusters=4, generation=1, first_id=2)
+    assert any(line.startswith("resharding without downtime: 8 → 16 shards") for line in env.lines), env.lines
+    assert any(line.startswith("switched: generation 1") for line in env.lines), env.lines
+    assert any(line.startswith("resharded 8 → 16 shards") for line in env.lines), env.lines
+    # every slash command answered once: a 504 would be one unanswered, a second callback is counted
+    stats = env.sim.stats()
+    unanswered = [(b, http_json("GET", f"{env.sim.url}/_sim/interactions/{b['interaction_id']}")[1])
+                  for st, b in slashes if st != 200]
+    assert not unanswered, (unanswered, stats["late_interaction_callbacks"], env.lines)
+    assert stats["duplicate_interaction_callbacks"] == 0
+    assert stats["identify_violations"] == 0, _violations(env.sim)
+    assert stats["identifies"] == 8 + 16
+
+    # every prefix command answered once (one command per channel): by cluster 0-1 before the switch, 2-5 after
+    async def answered() -> bool:
+        return all([len(await _bot_messages(env.sim, ch)) >= 1 for ch in prefixes])
+    await wait_for(answered, timeout=30, message="an answer to every prefix command")
+    answers = [await _bot_messages(env.sim, ch) for ch in prefixes]
+    assert [len(a) for a in answers] == [1] * len(prefixes), [a for a in answers if len(a) != 1]
+    clusters = [int(a[0]["content"].split("cluster ")[1].split(",")[0]) for a in answers]
+    assert set(clusters) & {0, 1} and set(clusters) & {2, 3, 4, 5}, clusters
+    first_new = next(i for i, c in enumerate(clusters) if c >= 2)
+    assert all(c >= 2 for c in clusters[first_new:]), clusters  # no old answer after the first new one
+
+    # during the overlap status showed both generations
+    assert any({c["generation"] for c in doc["clusters"]} == {0, 1} for doc in overlap), overlap[-1:]
+    assert {doc["reshard"]["phase"] for doc in overlap} >= {"starting"}
+    # the new plan alone: READY, in Redis, in supervisord; the old programs and sessions are gone
     await wait_for(lambda: _healthz_ok(env), timeout=30, message="/healthz 200 on the new plan")
     _, doc = await _get(env.status_url + "/status.json")
-    assert doc["shard_count"] == 8 and [c["id"] for c in doc["clusters"]] == [0, 1]
-    assert not old_pids & {c["pid"] for c in doc["clusters"]}
+    assert doc["shard_count"] == 16 and [c["id"] for c in doc["clusters"]] == [2, 3, 4, 5] and "reshard" not in doc
+    assert all(c["state"] == "READY" and c["generation"] == 1 and c["handles"] == "all" for c in doc["clusters"])
     assert sum(s["guilds"] for c in doc["clusters"] for s in c["shards"]) == GUILDS
-    assert (await env.launcher.supervisor.processes()).keys() >= {"clusters:cluster-0", "clusters:cluster-1"}
-    assert "clusters:cluster-3" not in await env.launcher.supervisor.processes()
-    assert env.sim.stats()["identify_violations"] == 0, _violations(env.sim)
+    procs = await env.launcher.supervisor.processes()
+    assert {n for n in procs if "cluster-" in n} == {f"clusters-g1:cluster-{i}" for i in range(2, 6)}, procs
+    async with env.launcher.redis() as client:
+        assert await load_plan(client, env.launcher.keys) == new
+    assert not (env.launcher.run_dir / "clusters.conf").exists()
+    live = env.sim.stats()["live_shards"]
+    assert {int(k): v for k, v in live.items() if v} == dict.fromkeys(range(16), 1), live
+    print(f"reshard 8 → 16 under traffic: {len(prefixes)} prefix and {len(slashes)} slash commands, each answered "
+          f"once ({first_new} by generation 0 first)\n" + "\n".join(env.lines))
+
+
+async def _advice(e: Env) -> dict[str, Any] | None:
+    with contextlib.suppress(aiohttp.ClientError, AssertionError):
+        _, doc = await _get(e.status_url + "/status.json")
+        return doc.get("auto_reshard")  # type: ignore[no-any-return]
+    return None
+
+
+def _recommend(sim: SimulatorProc, shards: int) -> None:
+    status, body = http_json("POST", sim.url + "/_sim/gateway", {"shards": shards})
+    assert status == 200 and body == {"shards": shards}, body
+
+
+@pytest.fixture
+async def auto_env(sim: SimulatorProc, tmp_path: Path, redis_url: str, redis_prefix: str,
+                   database_url: str) -> AsyncIterator[Env]:
+    """The cluster runtime with the auto-reshard helper on, checking every second."""
+    from db.migrate import migrate
+
+    await migrate(database_url)
+    run_dir = tmp_path / "run"
+    settings = _env(sim, run_dir, redis_prefix, redis_url, database_url, INNKEEPER_AUTO_RESHARD="true",
+                    INNKEEPER_AUTO_RESHARD_INTERVAL="1")
+    lines: list[str] = []
+    launcher = Launcher(settings, out=lines.append)
+    try:
+        yield Env(sim, settings, launcher, lines)
+    finally:
+        try:
+            await launcher.stop()
+        except Exception:
+            _hard_kill(run_dir)
+            raise
+
+
+async def test_auto_reshard_follows_discords_recommendation(auto_env: Env) -> None:
+    """Discord recommends 16 shards where 8 run: the helper reshards without downtime by itself."""
+    e = auto_env
+    await asyncio.to_thread(_recommend, e.sim, 8)
+    first = await e.launcher.launch(clusters=2, timeout=120)
+    assert first.shard_count == 8
+    await wait_for(lambda: read_status_port(e.launcher.run_dir), timeout=20, message="the status service's port")
+    await wait_for(lambda: _healthz_ok(e), timeout=20, message="/healthz 200")
+    advice = await wait_for(lambda: _advice(e), timeout=20, message="the helper's first check")
+    assert (advice["recommended"], advice["running"], advice["target"], advice["action"]) == (8, 8, None, "none")
+    await asyncio.to_thread(_recommend, e.sim, 16)  # the bot grew
+
+    async def resharded() -> dict[str, Any] | None:
+        a = await _advice(e)
+        return a if a is not None and a["action"] in ("resharded", "failed") else None
+    advice = await wait_for(resharded, timeout=120, message="the helper to reshard to 16")
+    assert advice["action"] == "resharded" and advice["running"] == 16, advice
+    async with e.launcher.redis() as client:
+        p = await load_plan(client, e.launcher.keys)
+    assert p is not None and p.shard_count == 16 and p.generation == 1
+    await wait_for(lambda: _healthz_ok(e), timeout=30, message="/healthz 200 on the new plan")
+    assert e.sim.stats()["identify_violations"] == 0, _violations(e.sim)
+    assert e.sim.stats()["identifies"] == 8 + 16
+    log = await asyncio.to_thread((e.launcher.run_dir / "logs" / "innkeeper.log").read_text)
+    assert "resharded 8 → 16 shards" in log, log[-2000:]
+
+
+async def test_auto_reshard_off_reports_and_a_4011_is_checked_at_once(env: Env) -> None:
+    """INNKEEPER_AUTO_RESHARD=false: the advice is only reported (status, metrics, `innkeeper status`); a cluster
+    closed with 4011 makes the helper ask Discord at once, not at its next interval (an hour away)."""
+    env.settings = dataclasses.replace(env.settings, auto_reshard_interval_s=3600.0)
+    env.launcher = Launcher(env.settings, out=env.lines.append)
+    await asyncio.to_thread(_recommend, env.sim, 8)
+    await env.launcher.launch(clusters=2, timeout=120)
+    await wait_for(lambda: read_status_port(env.launcher.run_dir), timeout=20, message="the status service's port")
+    advice = await wait_for(lambda: _advice(env), timeout=20, message="the helper's first check")
+    assert (advice["recommended"], advice["target"], advice["action"], advice["enabled"]) == (8, None, "none", False)
+    await asyncio.to_thread(_recommend, env.sim, 16)  # not seen before the next interval...
+    status, body = await asyncio.to_thread(http_json, "POST", env.sim.url + "/_sim/faults",
+                                           {"kind": "disconnect", "shard_id": 0, "code": 4011})
+    assert status == 200 and body["applied"] >= 1, body
+
+    async def advised() -> dict[str, Any] | None:
+        a = await _advice(env)
+        return a if a is not None and a["action"] == "advised" else None
+    advice = await wait_for(advised, timeout=30, message="the helper to check at once after the 4011")  # ...but now
+    assert (advice["recommended"], advice["running"], advice["target"]) == (16, 8, 16), advice
+    assert "cluster-0 closed with 4011" in advice["detail"], advice
+    _, metrics = await _get(env.status_url + "/metrics")
+    assert "innkeeper_status_reshard_wanted 16.0" in metrics and "innkeeper_status_shards_recommended 16.0" in metrics
+    async with env.launcher.redis() as client:
+        p = await load_plan(client, env.launcher.keys)
+        _, doc = await read_status(client, env.launcher.keys)
+    assert p is not None and (p.shard_count, p.generation) == (8, 0)  # only reported: nothing was resharded
+    text = format_status(doc, None)
+    assert "Discord recommends 16 shards" in text and "innkeeper reshard --shards 16" in text, text
+    log = (env.launcher.run_dir / "logs" / "cluster-0.log").read_text()
+    assert "gateway closed with fatal code 4011" in log

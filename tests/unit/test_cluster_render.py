@@ -112,3 +112,21 @@ def test_write_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert write_private(path, "secret") is False
     assert write_private(path, "other") is True and path.read_text() == "other"
+
+
+def test_a_later_generation_and_the_auto_reshard_helper(tmp_path: Path) -> None:
+    from cluster.render import render_auto_reshard
+
+    settings = _settings(tmp_path)
+    p = plan(16, 4, clusters=4, generation=2, first_id=3)
+    conf = _parse(render_clusters(p.clusters, p.shard_count, p.max_concurrency, settings, generation=p.generation))
+    assert conf.get("group:clusters-g2", "programs") == "cluster-3,cluster-4,cluster-5,cluster-6"
+    argv = conf.get("program:cluster-3", "command").split()
+    assert argv[argv.index("--generation") + 1] == "2" and argv[argv.index("--cluster") + 1] == "3"
+    helper = _parse(render_auto_reshard(settings))
+    assert helper.get("program:autoreshard", "command").split()[1:] == ["-m", "cluster.auto_reshard"]
+    assert helper.get("program:autoreshard", "autorestart") == "true"
+    env = dict_of_key_value_pairs(expand(helper.get("program:autoreshard", "environment"), {}, "environment"))
+    # the clusters' settings (it renders their programs), never the status token
+    assert env["DISCORD_TOKEN"] == "tok.en-1" and env["INNKEEPER_AUTO_RESHARD"] == "True"
+    assert "INNKEEPER_STATUS_TOKEN" not in env
