@@ -15,11 +15,14 @@ ones Discord asks for with op 1), and computes the latency from that stamp on AC
 counted therefore includes the hop from the keep-alive thread onto the event loop: a loop that
 runs late shows as latency, as it delays the reading of the ACK as well. An ACK later than
 ``INNKEEPER_GATEWAY_BEHIND_WARN`` (10 s by default, discord.py's threshold) logs discord.py's
-"Can't keep up" warning and counts in ``innkeeper_gateway_behind_total``, once the connection has a
-session: while a shard waits in the identify queue, discord.py does not read its socket (the
-IDENTIFY goes out from inside the connect), so the ACKs of that wait are read late by design and
-say nothing about the link. They still set the latency, which the next heartbeat after READY
-corrects.
+"Can't keep up" warning and counts in ``innkeeper_gateway_behind_total``.
+
+Only once the connection has a session: while a shard waits in the identify queue, discord.py
+does not read its socket (the IDENTIFY goes out from inside the connect), so the ACKs of that wait
+are read late by design and say nothing about the link. They set neither the warning nor the
+latency (unknown until then); on READY each shard sends one heartbeat at once
+(:meth:`TrueLatency.check`), so its latency is known within a round trip rather than up to a
+heartbeat interval later.
 
 Why a process-wide replacement of ``discord.gateway.KeepAliveHandler``: discord.py creates the
 handler in ``DiscordWebSocket.received_message`` on HELLO, looking the module-level name up at
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -79,20 +83,28 @@ class StampedKeepAlive(KeepAliveHandler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: When the last heartbeat was handed over for sending (``clock()``).
+        #: When each heartbeat not acknowledged yet was handed over for sending (``clock()``), oldest first:
+        #: Discord acknowledges in order, so an ACK is timed against its own heartbeat even when two are in
+        #: flight (the one sent on READY and the thread's).
+        self.in_flight: deque[float] = deque(maxlen=16)
+        #: When the last heartbeat was handed over for sending.
         self.sent_at: float = self.clock()
 
     def get_payload(self) -> dict[str, Any]:
         self.sent_at = self.clock()  # every heartbeat is built right before it is sent
+        self.in_flight.append(self.sent_at)
         return super().get_payload()
 
     def ack(self) -> None:
         ack_time = self.clock()
         self._last_ack = ack_time
-        self.latency = ack_time - self.sent_at
-        # Before READY nobody reads the socket while the shard waits for its turn to identify (discord.py
-        # sends IDENTIFY from inside the connect): the ACKs of that wait are read late by design.
-        if self.latency > self.behind_after_s and getattr(self.ws, "session_id", None) is not None:
+        sent_at = self.in_flight.popleft() if self.in_flight else self.sent_at
+        if getattr(self.ws, "session_id", None) is None:
+            # Before READY nobody reads the socket while the shard waits for its turn to identify (discord.py
+            # sends IDENTIFY from inside the connect): the ACKs of that wait are read late by design.
+            return
+        self.latency = ack_time - sent_at
+        if self.latency > self.behind_after_s:
             BEHIND.labels(str(self.shard_id)).inc()
             _log.warning(self.behind_msg, self.shard_id, self.latency)
 
@@ -169,10 +181,18 @@ class TrueLatency:
         return self.installed
 
     async def check(self, shard_id: int) -> None:
-        """Log and count a shard's connection whose heartbeats are not timed by :class:`StampedKeepAlive`."""
+        """On READY or RESUMED: measure the shard's latency now, or log and count a connection whose
+        heartbeats are not timed by :class:`StampedKeepAlive`."""
         ws = self.websocket(shard_id)
         handler = getattr(ws, "_keep_alive", None)
-        if handler is None or isinstance(handler, StampedKeepAlive):
+        if handler is None:
+            return
+        if isinstance(handler, StampedKeepAlive):
+            if handler.latency == float("inf"):  # the ACKs read while identifying did not count
+                try:
+                    await ws.send_heartbeat(handler.get_payload())
+                except Exception as exc:  # the connection dropped meanwhile: its next one measures
+                    _log.debug("shard %s: no heartbeat on READY (%r)", shard_id, exc)
             return
         UNFIXED.inc()
         _log.error("shard %s: its gateway connection times heartbeats with %s, not %s; its latency may read one "

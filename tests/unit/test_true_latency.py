@@ -71,6 +71,21 @@ def test_an_ack_read_after_the_late_stamp_is_timed_from_the_send_too(clock: Call
     assert handler.latency == pytest.approx(0.08)
 
 
+def test_each_ack_is_timed_against_its_own_heartbeat_when_two_are_in_flight(
+        clock: Callable[[float], None]) -> None:
+    handler = _handler(_ws())
+    clock(400.0)
+    handler.get_payload()  # the heartbeat sent on READY
+    clock(400.01)
+    handler.get_payload()  # the thread's, 10 ms later
+    clock(400.06)
+    handler.ack()
+    assert handler.latency == pytest.approx(0.06)
+    clock(400.07)
+    handler.ack()
+    assert handler.latency == pytest.approx(0.06)
+
+
 def test_heartbeats_discord_asks_for_are_timed_from_their_send(clock: Callable[[float], None]) -> None:
     handler = _handler(_ws())
     clock(300.0)
@@ -108,7 +123,7 @@ def test_a_late_ack_warns_and_counts_once_the_connection_has_a_session(
     assert [r.getMessage() for r in caplog.records] == ["Can't keep up, shard ID 3 websocket is 0.7s behind."]
 
 
-def test_acks_read_late_while_waiting_to_identify_do_not_warn(clock: Callable[[float], None],
+def test_acks_read_while_waiting_to_identify_neither_warn_nor_count(clock: Callable[[float], None],
                                                               caplog: pytest.LogCaptureFixture) -> None:
     before = _behind()
     handler = _handler(_ws(session_id=None), behind_after_s=0.5)
@@ -117,7 +132,7 @@ def test_acks_read_late_while_waiting_to_identify_do_not_warn(clock: Callable[[f
     clock(30.0)  # the socket was not read while the shard waited in the identify queue
     with caplog.at_level(logging.WARNING, logger=true_latency.__name__):
         handler.ack()
-    assert handler.latency == pytest.approx(20.0)
+    assert handler.latency == float("inf") and handler._last_ack == 30.0
     assert _behind() == before and not caplog.records
 
 
@@ -157,6 +172,27 @@ def test_install_says_so_loudly_when_discord_py_moved(monkeypatch: pytest.Monkey
     [record] = caplog.records
     assert "no longer creates KeepAliveHandler by name" in record.getMessage()
     assert "no longer calls the handler's ack()" in record.getMessage()
+
+
+async def test_on_ready_a_shard_not_measured_yet_sends_a_heartbeat(clock: Callable[[float], None]) -> None:
+    sent: list[Any] = []
+
+    async def send_heartbeat(data: Any) -> None:
+        sent.append(data)
+
+    ws = _ws()
+    ws.send_heartbeat = send_heartbeat
+    handler = _handler(ws)
+    ws._keep_alive = handler
+    latency = TrueLatency(10.0, lambda sid: ws)
+    clock(50.0)
+    await latency.check(3)
+    assert sent == [{"op": 1, "d": 7}] and handler.sent_at == 50.0
+    clock(50.004)
+    handler.ack()
+    assert handler.latency == pytest.approx(0.004)
+    await latency.check(3)  # measured: nothing more is sent
+    assert len(sent) == 1
 
 
 async def test_a_connection_without_the_stamping_handler_is_logged_and_counted(
