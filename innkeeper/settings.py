@@ -186,6 +186,8 @@ class Settings:
     heartbeat_interval_s: float = 5.0
     heartbeat_ttl_s: float = 20.0
     zombie_after_s: float = 120.0
+    #: A heartbeat ACK later than this (seconds) logs "Can't keep up" (discord.py's threshold: 10 s).
+    gateway_behind_warn_s: float = 10.0
     # Crash-loop guard (cluster/crash_guard.py): restarts after a late death, with a growing delay, up to a cap
     crash_loop_max: int = 5
     crash_loop_window_s: float = 600.0
@@ -325,6 +327,7 @@ class Settings:
             heartbeat_interval_s=e.as_float("INNKEEPER_HEARTBEAT_INTERVAL", 5.0, minimum=0.1),
             heartbeat_ttl_s=e.as_float("INNKEEPER_HEARTBEAT_TTL", 20.0, minimum=0.5),
             zombie_after_s=e.as_float("INNKEEPER_ZOMBIE_AFTER", 120.0, minimum=1.0),
+            gateway_behind_warn_s=e.as_float("INNKEEPER_GATEWAY_BEHIND_WARN", 10.0, minimum=0.001, maximum=3600.0),
             crash_loop_max=e.as_int("INNKEEPER_CRASH_LOOP_MAX", 5, minimum=1, maximum=1000),
             crash_loop_window_s=e.as_float("INNKEEPER_CRASH_LOOP_WINDOW", 600.0, minimum=1.0, maximum=86400.0),
             crash_backoff_base_s=e.as_float("INNKEEPER_CRASH_BACKOFF_BASE", 1.0, minimum=0.0, maximum=3600.0),
@@ -476,6 +479,7 @@ _ENV_NAME = {
     "heartbeat_interval_s": "heartbeat_interval",
     "heartbeat_ttl_s": "heartbeat_ttl",
     "zombie_after_s": "zombie_after",
+    "gateway_behind_warn_s": "gateway_behind_warn",
     "crash_loop_window_s": "crash_loop_window",
     "crash_backoff_base_s": "crash_backoff_base",
     "crash_backoff_max_s": "crash_backoff_max",

@@ -102,6 +102,7 @@ from .session_keeper import SessionKeeper
 from .snapshots import SnapshotService
 from .status_report import StatusReporter, local_view
 from .tracker import ShardTracker
+from .true_latency import TrueLatency
 from .urls import point_discord_at
 from .watchdog import Watchdog
 
@@ -218,6 +219,8 @@ def build_cluster(ctx: ClusterContext, *, extensions: Sequence[str] = EXTENSIONS
     early_shed = EarlyShed(lambda: pipeline.admission, reply_timeout=s.reply_timeout_s)
     early_shed.install(bot)  # past capacity, slash commands are answered "busy" unparsed
     FairReader().install(bot)  # each shard's reader yields the loop after 2 ms of backlog
+    # heartbeats timed from their send: true latencies, no false "Can't keep up" (discord.py's race)
+    TrueLatency(s.gateway_behind_warn_s, tracker.websocket).install(bot)
     reads = ReadGate()  # gateway backpressure: unfinished event tasks, parked messages
     reads.watch(lean.queue)
     reads.install(bot)

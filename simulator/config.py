@@ -34,6 +34,9 @@ class SimConfig:
     #: The only token accepted (``Authorization: Bot <token>`` and IDENTIFY).
     token: str = "sim-token"
     heartbeat_interval_ms: int = 41_250
+    #: Milliseconds the gateway waits before it sends each heartbeat ACK (op 11): a link of known latency,
+    #: which the bot's reported gateway latency must match. 0: at once.
+    heartbeat_ack_delay_ms: int = 0
     #: Messages per channel per ``message_window`` seconds.
     message_limit: int = 5
     message_window: float = 5.0

@@ -17,6 +17,7 @@ Discord's rules, as the simulator enforces them:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -136,7 +137,12 @@ class OpcodeHandler:
         self.stats.heartbeats += 1
         if conn.session is not None:
             conn.session.acknowledge(data)
-        conn.send(_ACK)  # dropped by a silenced socket
+        delay_ms = self.config.heartbeat_ack_delay_ms
+        if delay_ms:
+            # a link of known latency; Connection.send drops it if the socket closed or went silent meanwhile
+            asyncio.get_running_loop().call_later(delay_ms / 1000, conn.send, _ACK)
+        else:
+            conn.send(_ACK)  # dropped by a silenced socket
 
     # -- member chunking and soundboard ----------------------------------------------------------
 
