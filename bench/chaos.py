@@ -1,6 +1,6 @@
 """The chaos suite: what users and Discord see while clusters die, restart, and their dependencies fail.
 
-``python -m bench chaos [--short] [--cases kill,rolling,restart,redis,postgres,faults] [--kills 10] [--shards 8]
+``python -m bench chaos [--short] [--cases kill,rolling,restart,redis,postgres,faults,reshard] [--kills 10] [--shards 8]
 [--clusters 4] [--window 5] [--down 30] [--rate 4] [--events 50] [--json FILE]``
 
 One environment for every case: a simulator (identify window ``--window`` s, 5 as Discord's), a
@@ -18,7 +18,9 @@ The cases, one after the other:
 * ``redis``: Redis down for ``--down`` seconds, then back (empty: it keeps nothing on disk);
 * ``postgres``: PostgreSQL unreachable for ``--down`` seconds (the proxy refuses and cuts connections);
 * ``faults``: simulator faults on a random shard each: ``reconnect``, resumable and non-resumable
-  ``invalid_session``, ``silent``; then a burst of 20 REST 500s.
+  ``invalid_session``, ``silent``; then a burst of 20 REST 500s;
+* ``reshard``: ``innkeeper reshard`` to twice the shards (last: the shard count changes), the new
+  generation beside the old one, switched over at one instant.
 
 Each row is read from the simulator and the load generator, never from the bot's own counters:
 
@@ -70,7 +72,7 @@ COMMAND_GUILDS = 40
 class Options:
     """What to run, and how big (see the module docstring)."""
 
-    cases: tuple[str, ...] = ("kill", "rolling", "restart", "redis", "postgres", "faults")
+    cases: tuple[str, ...] = ("kill", "rolling", "restart", "redis", "postgres", "faults", "reshard")
     kills: int = 10
     shards: int = 8
     clusters: int = 4
@@ -118,6 +120,8 @@ class Chaos:
         self._inflight: set[asyncio.Task[None]] = set()
         self.guilds: list[dict[str, Any]] = []
         self.t0 = time.monotonic()
+        #: The shard count running now (a reshard changes it).
+        self.shards = opts.shards
 
     # --- load -------------------------------------------------------------------------------------
     async def start_load(self) -> None:
@@ -151,7 +155,7 @@ class Chaos:
     # --- readings ---------------------------------------------------------------------------------
     async def all_live(self) -> bool:
         live = (await self.sim.stats())["live_shards"]
-        return all(live.get(str(s), 0) >= 1 for s in range(self.opts.shards))
+        return all(live.get(str(s), 0) >= 1 for s in range(self.shards))
 
     async def settle(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
@@ -203,7 +207,7 @@ class Chaos:
     # --- cases ------------------------------------------------------------------------------------
     async def _cluster_pids(self) -> dict[str, int]:
         infos = await self.launcher.supervisor.call("getAllProcessInfo")
-        return {i["name"]: i["pid"] for i in infos if i["group"] == "clusters" and i["pid"]}
+        return {i["name"]: i["pid"] for i in infos if i["group"].startswith("clusters") and i["pid"]}
 
     async def kill(self, row: Row) -> None:
         for _ in range(self.opts.kills):
@@ -220,6 +224,14 @@ class Chaos:
 
     async def rolling(self, row: Row) -> None:
         await self.measure(row, lambda: self.launcher.restart(rolling=True))
+
+    async def reshard(self, row: Row) -> None:
+        from cluster.reshard import Resharder
+
+        async def disrupt() -> None:
+            await Resharder(self.launcher).run(shards=self.shards * 2, clusters=self.opts.clusters * 2)
+            self.shards *= 2
+        await self.measure(row, disrupt)
 
     async def restart_all(self, row: Row) -> None:
         await self.measure(row, lambda: self.launcher.restart())
@@ -314,6 +326,9 @@ async def run(opts: Options) -> dict[str, Any]:
                                                               Row(f"PostgreSQL down {opts.down_s:g} s")))
                 elif case == "faults":
                     await chaos.faults(rows)
+                elif case == "reshard":
+                    name = f"reshard {chaos.shards} → {chaos.shards * 2} shards"
+                    await chaos.reshard(rows.setdefault(name, Row(name)))
                 else:
                     raise ValueError(f"unknown case {case!r}")
             await chaos.stop_load()
@@ -347,7 +362,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench chaos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--short", action="store_true", help="the small version run by make test")
     parser.add_argument("--cases", default=None,
-                        help="comma-separated: kill,rolling,restart,redis,postgres,faults")
+                        help="comma-separated: kill,rolling,restart,redis,postgres,faults,reshard")
     parser.add_argument("--kills", type=int)
     parser.add_argument("--shards", type=int)
     parser.add_argument("--clusters", type=int)

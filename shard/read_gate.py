@@ -24,6 +24,7 @@ counted as a failed event of stage ``frame`` (:mod:`shard.event_guard`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import weakref
@@ -187,6 +188,7 @@ def _install_read_pause() -> None:
     if getattr(original, "_innkeeper_read_gate", False):
         return
 
+    @functools.wraps(original)  # __wrapped__: what checks discord.py's own method reads (shard/true_latency.py)
     async def received_message(self: DiscordWebSocket, msg: Any, /) -> None:
         try:
             await original(self, msg)

@@ -42,6 +42,7 @@ not a :class:`StampedKeepAlive` is logged and counted (``innkeeper_gateway_laten
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections import deque
@@ -125,11 +126,12 @@ def problems() -> list[str]:
     current = getattr(discord.gateway, "KeepAliveHandler", None)
     if current is not KeepAliveHandler and current is not StampedKeepAlive:
         found.append(f"discord.gateway.KeepAliveHandler is {current!r}, replaced by someone else")
-    if "KeepAliveHandler" not in names(DiscordWebSocket.received_message):
+    received = inspect.unwrap(DiscordWebSocket.received_message)  # discord.py's own, under our wrappers
+    if "KeepAliveHandler" not in names(received):
         found.append("DiscordWebSocket.received_message no longer creates KeepAliveHandler by name")
     if "get_payload" not in names(KeepAliveHandler.run):
         found.append("KeepAliveHandler.run no longer builds heartbeats with get_payload()")
-    if "ack" not in names(DiscordWebSocket.received_message):
+    if "ack" not in names(received):
         found.append("DiscordWebSocket.received_message no longer calls the handler's ack()")
     latency = getattr(DiscordWebSocket, "latency", None)
     if not isinstance(latency, property) or "latency" not in names(latency.fget):
