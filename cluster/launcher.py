@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -53,6 +54,8 @@ __all__ = ("Launcher", "GatewayInfo", "fetch_gateway", "LaunchFailed", "LaunchIn
 _log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://discord.com"
+#: The launcher's copy of the plan in effect, in the run directory: Redis may lose its own (no persistence).
+PLAN_FILE = "plan.json"
 _POLL_S = 0.25
 
 
@@ -246,7 +249,7 @@ class Launcher:
                 old.unlink()
                 changed_file = True
         if beside is None:
-            await store_plan(client, self.keys, p)
+            await self.store_plan(client, p)
         # every cluster loads our modules from bytecode instead of compiling them (cluster/bytecode.py);
         # before the cold-start mark, which the clusters' start times count from
         await asyncio.get_running_loop().run_in_executor(None, compile_packages)
@@ -409,11 +412,35 @@ class Launcher:
         await clear_acks(client, self.keys)
         await write_generations(client, self.keys, GenerationState(p.generation))
 
+    async def store_plan(self, client: aioredis.Redis, p: Plan) -> None:
+        """The plan in effect: in Redis, for every process, and in ``run/plan.json``, for a Redis that lost it."""
+        await store_plan(client, self.keys, p)
+        write_private(self.run_dir / PLAN_FILE, json.dumps(p.as_dict(), indent=1))
+
     async def current_plan(self, client: aioredis.Redis) -> Plan:
+        """The plan in Redis; or, when Redis lost it (restarted without persistence), the launcher's copy,
+        stored back in Redis.
+
+        Raises
+        ------
+        InnkeeperError
+            ``CLUSTER_UNHEALTHY`` when neither has one (nothing was launched here).
+        """
         p = await load_plan(client, self.keys)
+        if p is not None:
+            return p
+        try:
+            p = Plan.from_dict(json.loads((self.run_dir / PLAN_FILE).read_text()))
+        except FileNotFoundError:
+            p = None
+        except (ValueError, TypeError, KeyError) as exc:
+            _log.warning("ignoring a malformed %s: %s", PLAN_FILE, exc)
+            p = None
         if p is None:
             raise InnkeeperError("no plan in Redis under this prefix: run `innkeeper launch` first",
                                  code=ErrorCode.CLUSTER_UNHEALTHY)
+        self.out(f"Redis had no plan (restarted without its data?): restored it from {self.run_dir / PLAN_FILE}")
+        await store_plan(client, self.keys, p)
         return p
 
     async def restart(self, *, cluster: int | None = None, rolling: bool = False) -> None:

@@ -40,7 +40,6 @@ from ipc.heartbeat import read_heartbeats
 
 from .launcher import GatewayInfo, Launcher, fetch_gateway
 from .plan import Plan, format_shard_ids, next_first_id
-from .state import store_plan
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -162,7 +161,7 @@ class Resharder:
         except BaseException:
             await self._abandon(old, new, client)
             raise
-        await store_plan(client, self.keys, new)
+        await self.launcher.store_plan(client, new)
         await write_generations(client, self.keys, GenerationState(old.generation, new.generation, switch_at_ms,
                                                                    "draining", _pack(old)))
         self.out(f"switched: generation {new.generation} handles every command created from "

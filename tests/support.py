@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +50,14 @@ def ipc_signer(max_age_s: float = 30.0) -> FrameSigner:
     from ipc.signing import FrameSigner
 
     return FrameSigner.parse([IPC_KEYS], max_age_s=max_age_s, allow_dev=True)
+
+
+def as_from_a_terminal() -> None:
+    """``preexec_fn`` for a command a test signals as a user at a terminal would: SIGINT and SIGHUP back to
+    their defaults, even when the test run itself inherited them ignored (a CI job started in the
+    background, or under ``nohup``)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def service_missing(name: str, why: object) -> None:

@@ -26,7 +26,7 @@ from cluster.supervisor import Supervisor, SupervisorUnavailable
 from db.migrate import database_name, migrate
 from innkeeper.settings import PROJECT_ROOT
 from tests.procs import start_simulator
-from tests.support import IPC_KEYS, PG_ADMIN_DSN, wait_for_sync
+from tests.support import IPC_KEYS, PG_ADMIN_DSN, as_from_a_terminal, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -66,7 +66,7 @@ def _program_running(run_dir: Path, name: str) -> bool:
 def _start_cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """The CLI with stdout and stderr into a pipe nobody reads any more: every write to them fails."""
     proc = subprocess.Popen([*CLI, *args], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE,  # noqa: S603
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, preexec_fn=as_from_a_terminal)
     assert proc.stdout is not None
     proc.stdout.close()  # the reader is gone, as `tee` after Ctrl-C: the CLI's next write gets EPIPE
     return proc

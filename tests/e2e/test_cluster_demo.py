@@ -17,7 +17,7 @@ import pytest
 from cluster.demo import demo_database_url
 from db.migrate import database_name
 from innkeeper.settings import PROJECT_ROOT
-from tests.support import PG_ADMIN_DSN, read_port, wait_for_sync
+from tests.support import PG_ADMIN_DSN, as_from_a_terminal, read_port, wait_for_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -60,7 +60,7 @@ def test_demo_runs_everything_and_ctrl_c_stops_everything(tmp_path: Path, redis_
     with log.open("wb") as out:
         demo = subprocess.Popen([*cli, "demo", "--guilds", "300", "--shards", "4", "--clusters", "2",  # noqa: S603
                                  "--port", "0"], cwd=PROJECT_ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=as_from_a_terminal)
     try:
         wait_for_sync(lambda: "press Ctrl-C" in log.read_text() or demo.poll() is not None, timeout=120,
                       message="the demo to be up")

@@ -188,7 +188,9 @@ async def test_a_restart_held_back_by_the_identify_reserve_spends_nothing_and_is
         cluster = (await _doc(launcher))["clusters"][0]
         held = info["statename"] == "RUNNING" and cluster["pid"] == info["pid"] != pid \
             and cluster["identify_blocked_reason"]
-        return cluster if held else None
+        # the guard records the restart once supervisord says RUNNING: that write may come a moment later
+        recorded = (cluster["crash_guard"] or {}).get("state") == "running"
+        return cluster if held and recorded else None
 
     cluster = await wait_for(blocked, timeout=60, message="the restarted cluster held back by the budget guard")
     assert cluster["state"] == "BLOCKED"

@@ -40,6 +40,7 @@ def test_a_closed_stream_object_never_raises(tmp_path: Path) -> None:
 async def test_stop_signals_call_back_and_keep_an_inherited_ignore() -> None:
     got: list[signal.Signals] = []
     previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # even in a job started in the background
     try:
         with stop_signals(got.append) as handled:
             assert signal.SIGHUP not in handled and {signal.SIGINT, signal.SIGTERM} <= set(handled)
@@ -50,3 +51,4 @@ async def test_stop_signals_call_back_and_keep_an_inherited_ignore() -> None:
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+        signal.signal(signal.SIGINT, previous_int)
