@@ -8,6 +8,7 @@ running after a test and tests running in parallel cannot meet.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -218,3 +219,27 @@ def metrics_port(proc: Proc) -> int | None:
     """The port of a cluster process's ``/metrics`` from its log (``INNKEEPER_METRICS_PORT_BASE=0``)."""
     found = _METRICS_LINE.findall(proc.output())
     return int(found[-1]) if found else None
+
+
+def hard_stop_supervisord(run_dir: Path) -> None:
+    """Last resort when ``innkeeper stop`` (the launcher) failed: SIGTERM supervisord, whose programs go with
+    it, wait for it to exit, and SIGKILL it if it would not."""
+    pidfile = run_dir / "supervisord.pid"
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text().strip() or 0)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+
+    def gone() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    with contextlib.suppress(AssertionError):
+        wait_for_sync(gone, timeout=20, message=f"supervisord (pid {pid}) to exit")
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

@@ -9,9 +9,6 @@ failures in its ``/metrics``, and syncs once the simulator accepts it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,8 +25,8 @@ from db.migrate import migrate
 from innkeeper.settings import Settings
 from ipc.keys import Keys
 from tests.e2e.commands import reply_to
-from tests.procs import SimulatorProc, bot_api, http_json, start_simulator
-from tests.support import IPC_KEYS, wait_for, wait_for_sync
+from tests.procs import SimulatorProc, bot_api, hard_stop_supervisord, http_json, start_simulator
+from tests.support import IPC_KEYS, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -41,25 +38,6 @@ _DISCORD_EPOCH_MS = 1_420_070_400_000
 def sim(tmp_path: Path) -> Iterator[SimulatorProc]:
     with start_simulator(tmp_path / "sim", guilds=GUILDS, shards=SHARDS, identify_window=WINDOW) as proc:
         yield proc
-
-
-def _stop_supervisord(run_dir: Path) -> None:
-    """Last resort when the launcher could not stop: end supervisord (its programs go with it)."""
-    pidfile = run_dir / "supervisord.pid"
-    if not pidfile.exists():
-        return
-    pid = int(pidfile.read_text().strip() or 0)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-
-    wait_for_sync(gone, timeout=20, message=f"supervisord (pid {pid}) to exit")
 
 
 @pytest.fixture
@@ -82,7 +60,7 @@ async def launcher(sim: SimulatorProc, tmp_path: Path, redis_url: str, redis_pre
         try:
             await launcher.stop()
         except Exception:
-            _stop_supervisord(run_dir)
+            hard_stop_supervisord(run_dir)
             raise
 
 

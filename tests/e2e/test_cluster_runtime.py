@@ -34,8 +34,8 @@ from innkeeper.errors import ErrorCode, InnkeeperError
 from innkeeper.settings import Settings
 from ipc.keys import Keys
 from tests.e2e.commands import channel_messages
-from tests.procs import SimulatorProc, http_json, start_simulator
-from tests.support import IPC_KEYS, wait_for, wait_for_sync
+from tests.procs import SimulatorProc, hard_stop_supervisord, http_json, start_simulator
+from tests.support import IPC_KEYS, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -80,29 +80,6 @@ def _env(sim: SimulatorProc, run_dir: Path, prefix: str, redis_url: str, databas
     })
 
 
-def _hard_kill(run_dir: Path) -> None:
-    """Last resort when ``innkeeper stop`` failed: kill supervisord and its process groups."""
-    pidfile = run_dir / "supervisord.pid"
-    if not pidfile.exists():
-        return
-    pid = int(pidfile.read_text().strip() or 0)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-
-    def gone() -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-
-    with contextlib.suppress(AssertionError):
-        wait_for_sync(gone, timeout=20, message=f"supervisord (pid {pid}) to exit")
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture
 async def env(sim: SimulatorProc, tmp_path: Path, redis_url: str, redis_prefix: str,
               database_url: str) -> AsyncIterator[Env]:
@@ -122,7 +99,7 @@ async def env(sim: SimulatorProc, tmp_path: Path, redis_url: str, redis_prefix: 
         try:
             await launcher.stop()
         except Exception:
-            _hard_kill(run_dir)
+            hard_stop_supervisord(run_dir)
             raise
         # Nothing of this test may outlive it.
         assert not (run_dir / "supervisor.sock").exists() or not await launcher.supervisor.is_running()
@@ -307,7 +284,7 @@ async def test_bad_token_fails_clearly_and_does_not_loop(sim: SimulatorProc, tmp
         try:
             await launcher.stop()
         except Exception:
-            _hard_kill(run_dir)
+            hard_stop_supervisord(run_dir)
             raise
 
 
@@ -453,7 +430,7 @@ async def auto_env(sim: SimulatorProc, tmp_path: Path, redis_url: str, redis_pre
         try:
             await launcher.stop()
         except Exception:
-            _hard_kill(run_dir)
+            hard_stop_supervisord(run_dir)
             raise
 
 
