@@ -88,7 +88,8 @@ class Resumer:
         identifies every shard.
     """
 
-    __slots__ = ("sessions", "snapshots", "tracker", "guard", "allowed", "_pending", "_failed")
+    __slots__ = ("sessions", "snapshots", "tracker", "guard", "allowed", "_pending", "_failed",
+                 "_rebuilt")
 
     def __init__(self, sessions: SessionStore, snapshots: GuildSnapshotStore | None, tracker: ShardTracker,
                  guard: ReplayGuard | None = None, *, allowed: Callable[[], bool] = lambda: True) -> None:
@@ -101,6 +102,8 @@ class Resumer:
         self._pending: set[int] = set()
         #: Why the last :meth:`connect` of a shard returned None: ``no_snapshot`` or ``connect``.
         self._failed: dict[int, str] = {}
+        #: Shards whose guilds were rebuilt from their snapshots (once per process).
+        self._rebuilt: set[int] = set()
 
     async def saved(self, shard_ids: Sequence[int], shard_count: int) -> dict[int, SessionInfo]:
         """The saved sessions of ``shard_ids`` under ``shard_count``; none when Redis cannot say, or when this
@@ -152,8 +155,10 @@ class Resumer:
         """
         sid = info.shard_id
         self.tracker.set_state(sid, "RESUMING")
-        await self.rehydrate(bot, sid)
-        guilds = sum(1 for g in bot.guilds if g.shard_id == sid)  # rebuilt now or by an earlier attempt
+        if sid not in self._rebuilt:  # a retry after an unreachable gateway rebuilds nothing again
+            await self.rehydrate(bot, sid)
+            self._rebuilt.add(sid)
+        guilds = sum(1 for g in bot.guilds if g.shard_id == sid)
         self._failed[sid] = "no_snapshot"
         if self.snapshots is not None and not guilds:
             RESTART_RESUMES.labels("no_snapshot").inc()
