@@ -243,3 +243,12 @@ def hard_stop_supervisord(run_dir: Path) -> None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+async def stop_launcher(launcher: Any) -> None:
+    """``innkeeper stop`` through ``launcher``; should it fail, end its supervisord the hard way and re-raise."""
+    try:
+        await launcher.stop()
+    except Exception:
+        hard_stop_supervisord(launcher.run_dir)
+        raise

@@ -25,7 +25,7 @@ from db.migrate import migrate
 from innkeeper.settings import Settings
 from ipc.keys import Keys
 from tests.e2e.commands import reply_to
-from tests.procs import SimulatorProc, bot_api, hard_stop_supervisord, http_json, start_simulator
+from tests.procs import SimulatorProc, bot_api, http_json, start_simulator, stop_launcher
 from tests.support import IPC_KEYS, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -57,11 +57,7 @@ async def launcher(sim: SimulatorProc, tmp_path: Path, redis_url: str, redis_pre
     try:
         yield launcher
     finally:
-        try:
-            await launcher.stop()
-        except Exception:
-            hard_stop_supervisord(run_dir)
-            raise
+        await stop_launcher(launcher)
 
 
 async def _get(url: str) -> tuple[int, Any]:

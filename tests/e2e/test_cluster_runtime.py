@@ -34,7 +34,7 @@ from innkeeper.errors import ErrorCode, InnkeeperError
 from innkeeper.settings import Settings
 from ipc.keys import Keys
 from tests.e2e.commands import channel_messages
-from tests.procs import SimulatorProc, hard_stop_supervisord, http_json, start_simulator
+from tests.procs import SimulatorProc, http_json, start_simulator, stop_launcher
 from tests.support import IPC_KEYS, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -80,29 +80,27 @@ def _env(sim: SimulatorProc, run_dir: Path, prefix: str, redis_url: str, databas
     })
 
 
-@pytest.fixture
-async def env(sim: SimulatorProc, tmp_path: Path, redis_url: str, redis_prefix: str,
-              database_url: str) -> AsyncIterator[Env]:
-    run_dir = tmp_path / "run"
-    settings = _env(sim, run_dir, redis_prefix, redis_url, database_url)
-    try:
-        from db.migrate import migrate
-    except ImportError:  # pragma: no cover - the db package is part of the project
-        pass
-    else:
-        await migrate(database_url)
+@contextlib.asynccontextmanager
+async def _running(sim: SimulatorProc, settings: Settings, database_url: str) -> AsyncIterator[Env]:
+    """A migrated database and a launcher on ``settings``; every process it started is stopped afterwards."""
+    from db.migrate import migrate
+
+    await migrate(database_url)
     lines: list[str] = []
     launcher = Launcher(settings, out=lines.append)
     try:
         yield Env(sim, settings, launcher, lines)
     finally:
-        try:
-            await launcher.stop()
-        except Exception:
-            hard_stop_supervisord(run_dir)
-            raise
+        await stop_launcher(launcher)
         # Nothing of this test may outlive it.
-        assert not (run_dir / "supervisor.sock").exists() or not await launcher.supervisor.is_running()
+        assert not (launcher.run_dir / "supervisor.sock").exists() or not await launcher.supervisor.is_running()
+
+
+@pytest.fixture
+async def env(sim: SimulatorProc, tmp_path: Path, redis_url: str, redis_prefix: str,
+              database_url: str) -> AsyncIterator[Env]:
+    async with _running(sim, _env(sim, tmp_path / "run", redis_prefix, redis_url, database_url), database_url) as e:
+        yield e
 
 
 def _violations(sim: SimulatorProc) -> str:
@@ -281,11 +279,7 @@ async def test_bad_token_fails_clearly_and_does_not_loop(sim: SimulatorProc, tmp
         log = (run_dir / "logs" / "cluster-0.log").read_text()
         assert 1 <= log.count("login failed") <= launcher.policy.startretries + 1
     finally:
-        try:
-            await launcher.stop()
-        except Exception:
-            hard_stop_supervisord(run_dir)
-            raise
+        await stop_launcher(launcher)
 
 
 async def _bot_messages(sim: SimulatorProc, channel: str) -> list[dict[str, Any]]:
@@ -416,22 +410,10 @@ def _recommend(sim: SimulatorProc, shards: int) -> None:
 async def auto_env(sim: SimulatorProc, tmp_path: Path, redis_url: str, redis_prefix: str,
                    database_url: str) -> AsyncIterator[Env]:
     """The cluster runtime with the auto-reshard helper on, checking every second."""
-    from db.migrate import migrate
-
-    await migrate(database_url)
-    run_dir = tmp_path / "run"
-    settings = _env(sim, run_dir, redis_prefix, redis_url, database_url, INNKEEPER_AUTO_RESHARD="true",
+    settings = _env(sim, tmp_path / "run", redis_prefix, redis_url, database_url, INNKEEPER_AUTO_RESHARD="true",
                     INNKEEPER_AUTO_RESHARD_INTERVAL="1")
-    lines: list[str] = []
-    launcher = Launcher(settings, out=lines.append)
-    try:
-        yield Env(sim, settings, launcher, lines)
-    finally:
-        try:
-            await launcher.stop()
-        except Exception:
-            hard_stop_supervisord(run_dir)
-            raise
+    async with _running(sim, settings, database_url) as e:
+        yield e
 
 
 async def test_auto_reshard_follows_discords_recommendation(auto_env: Env) -> None:
