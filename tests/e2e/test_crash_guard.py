@@ -111,9 +111,14 @@ async def test_late_deaths_are_restarted_with_growing_delays_then_left_down_with
         info = await wait_for(restarted, timeout=60, message=f"the restart after crash {crash}")
         delays.append(info["start"] - killed_at)
         pid = int(info["pid"])
-        cluster = (await _doc(launcher))["clusters"][0]
-        guard = cluster["crash_guard"]
-        assert guard is not None and guard["crashes"] == crash and guard["restarts"] == crash, guard
+
+        async def recorded(crash: int = crash) -> dict[str, Any] | None:
+            # the guard counts the restart once supervisord says RUNNING (past startsecs), a moment after the spawn
+            guard = (await _doc(launcher))["clusters"][0]["crash_guard"]
+            return guard if guard is not None and guard["restarts"] == crash else None
+
+        guard = await wait_for(recorded, timeout=30, message=f"the guard's record of restart {crash}")
+        assert guard["crashes"] == crash and guard["restarts"] == crash, guard
     # supervisord's clock has whole seconds: each delay is at least the guard's, less than a second late
     # plus the time the guard took to hear the death
     for n, delay in enumerate(delays, start=1):
